@@ -1,1 +1,257 @@
-fn main() {}
+//! `edge-agent`: the device service's command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use edge_agent::card::{Card, InputRole, Postprocess, Preprocess};
+use edge_agent::pipeline::{self, SpeechStream};
+use edge_agent::runtime::{LoadOptions, Model};
+use edge_agent::{bench, golden};
+
+/// Exit codes: 0 success, 1 a check found wrong numbers, 2 bad input (card, model, file, usage).
+const EXIT_MISMATCH: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "edge-agent", version, about = "Field-device agent: private, audited aggregates from on-device AI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Model tooling: inspect, check against golden vectors, benchmark, run on sample data.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print the card and the graph's inputs, outputs and operator counts.
+    Inspect { card: PathBuf },
+    /// Run the golden vectors beside the model and compare with the card's tolerance.
+    Check {
+        #[arg(required = true)]
+        cards: Vec<PathBuf>,
+        /// Do not apply the workarounds for tract's known wrong results (shows that the check
+        /// catches them).
+        #[arg(long)]
+        no_workarounds: bool,
+    },
+    /// Latency percentiles, load + optimise time and peak memory.
+    Bench {
+        card: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// One JSON object on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the model on image or WAV files and print only the aggregate it would feed.
+    Run {
+        card: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Detection score threshold (face detection).
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Model(m) => match m {
+            ModelCommand::Inspect { card } => inspect(&card),
+            ModelCommand::Check { cards, no_workarounds } => check(&cards, LoadOptions { workarounds: !no_workarounds }),
+            ModelCommand::Bench { card, runs, warmup, json } => bench_cmd(&card, runs, warmup, json),
+            ModelCommand::Run { card, inputs, threshold } => run_model(&card, &inputs, threshold),
+        },
+    }
+}
+
+fn load_card(path: &Path) -> Result<Card> {
+    Ok(Card::load(path)?)
+}
+
+fn inspect(path: &Path) -> Result<ExitCode> {
+    let card = load_card(path)?;
+    println!("model card {}", card.path.display());
+    println!("  id            {} {}", card.id, card.version);
+    println!("  task          {}", card.task);
+    println!("  file          {} (sha256 {})", card.file.display(), card.sha256);
+    println!("  purpose       {}", card.purpose);
+    println!("  never for     {}", card.never_for.join("; "));
+    println!("  owner         {}", card.owner);
+    println!("  licence       {}", card.licence);
+    if let Some(b) = &card.legal_basis {
+        println!("  legal basis   {b}");
+    }
+    println!("  aggregates    {}", card.aggregates.join(", "));
+    let p = &card.provenance;
+    println!("  provenance    {} {} {} ({}), {}", p.registry, p.package, p.package_version, p.path, p.derivation);
+    if let Some(a) = &card.accuracy {
+        println!("  accuracy      {a}");
+    }
+    println!(
+        "  check         {} (abs {}, rel {}, steps {})",
+        card.check.vectors.display(),
+        card.check.abs,
+        card.check.rel,
+        card.check.steps
+    );
+    let model = Model::load(&card, LoadOptions::default())?;
+    println!("inputs");
+    for i in &card.inputs {
+        let role = match &i.role {
+            InputRole::Data(Preprocess::Image { .. }) => "data (image)".to_string(),
+            InputRole::Data(Preprocess::Audio { sample_rate, chunk, context, .. }) => {
+                format!("data (audio {sample_rate} Hz, {chunk} samples + {context} context)")
+            }
+            InputRole::Data(Preprocess::Tensor) => "data (tensor)".into(),
+            InputRole::State { from } => format!("state (from `{from}`)"),
+            InputRole::Constant(v) => format!("constant {v:?}"),
+        };
+        println!("  {:<20} {}{:?}  {role}", i.name, i.dtype, i.shape);
+    }
+    println!("outputs");
+    for o in &card.outputs {
+        println!("  {:<20} {}{:?}  {:?}", o.name, o.dtype, o.shape, o.postprocess);
+    }
+    println!(
+        "graph: {} operators in the ONNX file, {} after tract's optimisation ({} bytes, loaded in {:.1} ms)",
+        model.onnx_ops.values().sum::<usize>(),
+        model.optimised_ops.values().sum::<usize>(),
+        model.file_size,
+        model.times.total().as_secs_f64() * 1e3
+    );
+    println!("  ONNX operators:      {}", counts(&model.onnx_ops));
+    println!("  optimised operators: {}", counts(&model.optimised_ops));
+    for s in &model.workarounds.float_softmax {
+        println!("  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
+    m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
+    let mut all_passed = true;
+    for path in paths {
+        let card = load_card(path)?;
+        let vectors = golden::load_vectors(&card)?;
+        let model = Model::load(&card, options)?;
+        let reports = golden::check(&model, &vectors)?;
+        for r in &reports {
+            let set = r.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            for o in &r.outputs {
+                let verdict = if o.passed() { "ok" } else { "FAIL" };
+                match &o.structural {
+                    Some(s) => println!("{verdict:>4}  {} {set} {}: {s}", card.id, o.name),
+                    None => println!(
+                        "{verdict:>4}  {} {set} {}: worst |err| {:.3e} at [{}] (got {:.6}, expected {:.6}), {:.2} of tolerance, {} of {} elements outside",
+                        card.id, o.name, o.max_abs, o.worst_at, o.got, o.expected, o.worst_ratio, o.mismatches, o.elements
+                    ),
+                }
+            }
+            all_passed &= r.passed();
+        }
+        for s in &model.workarounds.float_softmax {
+            println!("note  {}: quantised Softmax `{s}` runs in float (workaround for tract 0.23.9)", card.id);
+        }
+    }
+    if all_passed {
+        println!("model check: all outputs within tolerance");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)");
+        Ok(ExitCode::from(EXIT_MISMATCH))
+    }
+}
+
+fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<ExitCode> {
+    let card = load_card(path)?;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(runs as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_message(format!("bench {}", card.id));
+    let r = bench::bench(&card, warmup, runs, &|i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("model {} ({} runs, 1 thread)", r.model, r.runs);
+        println!(
+            "  load + optimise {:.1} ms (read+sha256 {:.1}, decode+guard {:.1}, analyse {:.1}, optimise+plan {:.1})",
+            r.load_ms, r.load_read_hash_ms, r.load_decode_ms, r.load_analyse_ms, r.load_optimise_ms
+        );
+        println!("  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms", r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms);
+        let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+        println!("  peak RSS {} (before load {})", kib(r.peak_rss_kib), kib(r.base_rss_kib));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a card on files and prints the aggregate only: a count of faces per image, or the
+/// share of time with speech. Detections and probabilities never leave this function.
+fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode> {
+    let card = load_card(path)?;
+    let model = Model::load(&card, LoadOptions::default())?;
+    let post: Vec<Postprocess> = card.outputs.iter().map(|o| o.postprocess).collect();
+    if post.contains(&Postprocess::CenterFace) {
+        for input in inputs {
+            let img = pipeline::read_image(input)?;
+            let faces = pipeline::detect_faces(&model, &img, threshold)?;
+            println!("{}: {} face(s) present (model {} {}, threshold {threshold})", input.display(), faces.len(), card.id, card.version);
+        }
+    } else if post.contains(&Postprocess::SpeechProbability) {
+        for input in inputs {
+            let audio = pipeline::read_wav(input)?;
+            let mut stream = SpeechStream::new(&model)?;
+            let samples = pipeline::resample(&audio.samples, audio.sample_rate, stream.sample_rate());
+            let n = stream.chunk_len();
+            let (mut speech, mut total, mut segments, mut was_speech) = (0usize, 0usize, 0usize, false);
+            for chunk in samples.chunks_exact(n) {
+                let p = stream.push(chunk).with_context(|| format!("{}: running {}", input.display(), card.id))?;
+                let is_speech = p >= 0.5;
+                speech += is_speech as usize;
+                segments += (is_speech && !was_speech) as usize;
+                was_speech = is_speech;
+                total += 1;
+            }
+            let secs = (total * n) as f64 / stream.sample_rate() as f64;
+            println!(
+                "{}: speech {:.1}% of {:.1} s in {segments} segment(s) (model {} {})",
+                input.display(),
+                100.0 * speech as f64 / total.max(1) as f64,
+                secs,
+                card.id,
+                card.version
+            );
+        }
+    } else {
+        anyhow::bail!("{}: `model run` knows face detection and voice activity; this card's outputs are {:?}", card.path.display(), post);
+    }
+    Ok(ExitCode::SUCCESS)
+}

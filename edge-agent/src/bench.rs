@@ -1,0 +1,87 @@
+//! `model bench`: latency percentiles over repeated runs, load + optimise time, peak memory.
+//! Figures come from one process; the xtask runs it beside onnxruntime for comparison.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::card::Card;
+use crate::golden;
+use crate::runtime::{LoadOptions, Model, ModelError};
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub runs: usize,
+    pub load_ms: f64,
+    pub load_read_hash_ms: f64,
+    pub load_decode_ms: f64,
+    pub load_analyse_ms: f64,
+    pub load_optimise_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    /// Peak resident set of the whole process (VmHWM), KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Resident set before the model was loaded, KiB.
+    pub base_rss_kib: Option<u64>,
+}
+
+/// Loads the card's model and runs it `runs` times (after `warmup` runs) on its first golden
+/// input set (real data) or, without golden vectors, on the card's initial inputs.
+pub fn bench(card: &Card, warmup: usize, runs: usize, progress: &dyn Fn(usize)) -> Result<BenchReport, golden::GoldenError> {
+    let base_rss_kib = proc_status_kib("VmRSS");
+    let model = Model::load(card, LoadOptions::default())?;
+    let inputs: Vec<Tensor> = match golden::load_vectors(card) {
+        Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
+        _ => model.initial_inputs(),
+    };
+    let run_once = || -> Result<Duration, ModelError> {
+        let tv: TVec<TValue> = inputs.iter().cloned().map(TValue::from).collect();
+        let t = Instant::now();
+        let out = model.run(tv)?;
+        let d = t.elapsed();
+        drop(out);
+        Ok(d)
+    };
+    for _ in 0..warmup {
+        run_once()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs.max(1) {
+        times.push(run_once()?);
+        progress(i + 1);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pct = |p: f64| ms(times[((times.len() - 1) as f64 * p).round() as usize]);
+    let t = model.times;
+    Ok(BenchReport {
+        model: card.id.clone(),
+        runs: times.len(),
+        load_ms: ms(t.total()),
+        load_read_hash_ms: ms(t.read_and_hash),
+        load_decode_ms: ms(t.decode),
+        load_analyse_ms: ms(t.analyse),
+        load_optimise_ms: ms(t.optimise),
+        p50_ms: pct(0.5),
+        p90_ms: pct(0.9),
+        p99_ms: pct(0.99),
+        mean_ms: times.iter().map(|&d| ms(d)).sum::<f64>() / times.len() as f64,
+        min_ms: ms(times[0]),
+        peak_rss_kib: proc_status_kib("VmHWM"),
+        base_rss_kib,
+    })
+}
+
+/// A `kB` field of /proc/self/status (Linux only; `None` elsewhere).
+pub fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,18 @@
+//! The edge agent: the Linux service of a field device. It reads sensors, runs quantised ONNX
+//! models with tract under the rules of their model cards, and (in later stages) aggregates
+//! under privacy rules into a signed audit log that is also its outbox.
+//!
+//! Code map:
+//! - [`card`]: model cards, validated once from TOML.
+//! - [`onnx_guard`]: checks on untrusted ONNX files and workarounds for tract's known limits.
+//! - [`runtime`]: sha256 check, tract parse, card facts, optimise, run.
+//! - [`golden`]: golden vectors from onnxruntime and their comparison.
+//! - [`bench`]: latency, load time and memory figures.
+//! - [`pipeline`]: preprocessing and postprocessing driven by the card.
+
+pub mod bench;
+pub mod card;
+pub mod golden;
+pub mod onnx_guard;
+pub mod pipeline;
+pub mod runtime;

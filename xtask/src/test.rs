@@ -1,0 +1,21 @@
+//! `cargo xtask test`: every test the project has, the way CI runs them.
+
+use anyhow::Result;
+
+use crate::{models, sh};
+
+pub fn test() -> Result<()> {
+    preflight()?;
+    sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
+    sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    // Golden checks of every real model, through the agent's own command line.
+    models::check()?;
+    println!("xtask test: all passed");
+    Ok(())
+}
+
+/// Tools the tests need, installed when missing (apt, as root). Under CI a tool that cannot be
+/// installed fails the run; nothing is skipped silently.
+fn preflight() -> Result<()> {
+    sh::ensure_tools(&[("python3", "python3"), ("pip3", "python3-pip")])
+}
