@@ -97,3 +97,41 @@ def set_io_shapes(model, shapes: dict[str, list[int]], clear_outputs: bool = Tru
             if vi.name not in shapes:
                 vi.type.tensor_type.ClearField("shape")
     return model
+
+
+def ort_session(card_path: Path, card: dict, threads: int = 1):
+    """onnxruntime CPU session on the card's file with the card's input shapes.
+
+    The declared input shapes are replaced by the card's and declared output
+    shapes are dropped (re-inferred), as the device loader does. Single thread,
+    sequential execution.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path(card_path, card)))
+    set_io_shapes(model, {i["name"]: i["shape"] for i in card["inputs"]})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def read_golden_set(folder: Path) -> tuple[list, list]:
+    """(inputs, outputs) of one test_data_set_N folder as lists of (name, array)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def read(prefix: str) -> list:
+        out = []
+        k = 0
+        while (p := folder / f"{prefix}_{k}.pb").is_file():
+            t = onnx.TensorProto()
+            t.ParseFromString(p.read_bytes())
+            out.append((t.name, numpy_helper.to_array(t)))
+            k += 1
+        return out
+
+    return read("input"), read("output")
