@@ -32,7 +32,12 @@ pub struct BenchReport {
 
 /// Loads the card's model and runs it `runs` times (after `warmup` runs) on its first golden
 /// input set (real data) or, without golden vectors, on the card's initial inputs.
-pub fn bench(card: &Card, warmup: usize, runs: usize, progress: &dyn Fn(usize)) -> Result<BenchReport, golden::GoldenError> {
+pub fn bench(
+    card: &Card,
+    warmup: usize,
+    runs: usize,
+    progress: &dyn Fn(usize),
+) -> Result<BenchReport, golden::GoldenError> {
     let base_rss_kib = proc_status_kib("VmRSS");
     let model = Model::load(card, LoadOptions::default())?;
     let inputs: Vec<Tensor> = match golden::load_vectors(card) {

@@ -12,17 +12,30 @@ use serde::Deserialize;
 pub const CARD_SCHEMA: u32 = 1;
 
 /// Aggregate kinds a card may allow (see the aggregation design in ARCHITECTURE.md).
-pub const AGGREGATE_KINDS: &[&str] = &["count", "presence_share", "speech_share", "level_stats", "none"];
+pub const AGGREGATE_KINDS: &[&str] = &[
+    "count",
+    "presence_share",
+    "speech_share",
+    "level_stats",
+    "none",
+];
 
 /// A card that failed to load, naming the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("{path}: cannot read the model card: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read the model card: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: field `{field}`: {message}")]
-    Field { path: PathBuf, field: String, message: String },
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 /// Element types a model input or output may have.
@@ -78,10 +91,21 @@ pub struct Quant {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Preprocess {
     /// An image resized to the input's height and width; `value = (pixel * scale - mean) / std`.
-    Image { channels: ChannelOrder, layout: Layout, scale: f32, mean: [f32; 3], std: [f32; 3] },
+    Image {
+        channels: ChannelOrder,
+        layout: Layout,
+        scale: f32,
+        mean: [f32; 3],
+        std: [f32; 3],
+    },
     /// Audio resampled to `sample_rate`, fed `chunk` new samples at a time with `context`
     /// samples of the previous chunk in front, samples in [-1, 1] multiplied by `gain`.
-    Audio { sample_rate: u32, chunk: usize, context: usize, gain: f32 },
+    Audio {
+        sample_rate: u32,
+        chunk: usize,
+        context: usize,
+        gain: f32,
+    },
     /// A tensor given as is (features computed elsewhere).
     Tensor,
 }
@@ -140,6 +164,15 @@ pub struct Output {
     pub quant: Option<Quant>,
     pub postprocess: Postprocess,
     pub labels: Vec<String>,
+    /// The golden-check tolerance for this output (the card's, unless the output overrides it).
+    pub tolerance: OutputTolerance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutputTolerance {
+    pub abs: f64,
+    pub rel: f64,
+    pub steps: u32,
 }
 
 /// Where the model file comes from.
@@ -295,6 +328,16 @@ struct RawOutput {
     postprocess: String,
     #[serde(default)]
     labels: Vec<String>,
+    check: Option<RawOutputCheck>,
+}
+
+/// A tolerance for one output, overriding the card's `[check]` values it names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputCheck {
+    abs: Option<f64>,
+    rel: Option<f64>,
+    steps: Option<u32>,
 }
 
 fn default_postprocess() -> String {
@@ -306,8 +349,10 @@ fn default_postprocess() -> String {
 impl Card {
     /// Reads and validates a card file.
     pub fn load(path: &Path) -> Result<Card, CardError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CardError::Io { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| CardError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
         Card::parse(path, &text)
     }
 
@@ -326,7 +371,10 @@ impl Card {
     }
 
     pub fn data_inputs(&self) -> impl Iterator<Item = (usize, &Input)> {
-        self.inputs.iter().enumerate().filter(|(_, i)| matches!(i.role, InputRole::Data(_)))
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i.role, InputRole::Data(_)))
     }
 }
 
@@ -336,20 +384,33 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, field: impl Into<String>, message: impl Into<String>) -> CardError {
-        CardError::Field { path: self.path.to_owned(), field: field.into(), message: message.into() }
+        CardError::Field {
+            path: self.path.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn card(&self, raw: RawCard) -> Result<Card, CardError> {
         if raw.schema != CARD_SCHEMA {
             return Err(self.err(
                 "schema",
-                format!("schema {} is not supported by this agent (it reads schema {CARD_SCHEMA})", raw.schema),
+                format!(
+                    "schema {} is not supported by this agent (it reads schema {CARD_SCHEMA})",
+                    raw.schema
+                ),
             ));
         }
         if raw.id.is_empty()
-            || !raw.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            || !raw
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
-            return Err(self.err("id", "must be non-empty, lowercase letters, digits, '-' or '_'"));
+            return Err(self.err(
+                "id",
+                "must be non-empty, lowercase letters, digits, '-' or '_'",
+            ));
         }
         for (field, value) in [
             ("version", &raw.version),
@@ -363,18 +424,27 @@ impl Validator<'_> {
             }
         }
         if raw.never_for.is_empty() {
-            return Err(self.err("never_for", "list at least one use the model must never serve"));
+            return Err(self.err(
+                "never_for",
+                "list at least one use the model must never serve",
+            ));
         }
         let sha256 = self.sha256("sha256", &raw.sha256)?;
         let file = self.relative_path("file", &raw.file)?;
         if raw.aggregates.is_empty() {
-            return Err(self.err("aggregates", "list the aggregates this model may feed (or \"none\")"));
+            return Err(self.err(
+                "aggregates",
+                "list the aggregates this model may feed (or \"none\")",
+            ));
         }
         for (i, a) in raw.aggregates.iter().enumerate() {
             if !AGGREGATE_KINDS.contains(&a.as_str()) {
                 return Err(self.err(
                     format!("aggregates[{i}]"),
-                    format!("unknown aggregate `{a}` (expected one of {})", AGGREGATE_KINDS.join(", ")),
+                    format!(
+                        "unknown aggregate `{a}` (expected one of {})",
+                        AGGREGATE_KINDS.join(", ")
+                    ),
                 ));
             }
         }
@@ -392,7 +462,10 @@ impl Validator<'_> {
             None => false,
             Some(f) if f.method == "pypi-wheel" => true,
             Some(f) => {
-                return Err(self.err("fetch.method", format!("unknown method `{}` (expected pypi-wheel)", f.method)));
+                return Err(self.err(
+                    "fetch.method",
+                    format!("unknown method `{}` (expected pypi-wheel)", f.method),
+                ));
             }
         };
         let c = raw.check;
@@ -414,7 +487,7 @@ impl Validator<'_> {
             .outputs
             .into_iter()
             .enumerate()
-            .map(|(i, o)| self.output(i, o))
+            .map(|(i, o)| self.output(i, o, &check))
             .collect::<Result<Vec<_>, _>>()?;
         if raw.inputs.is_empty() {
             return Err(self.err("inputs", "a model has at least one input"));
@@ -465,9 +538,13 @@ impl Validator<'_> {
         let p = Path::new(s);
         if s.is_empty()
             || p.is_absolute()
-            || p.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+            || p.components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
-            return Err(self.err(field, format!("`{s}` must be a plain relative path inside the card's folder")));
+            return Err(self.err(
+                field,
+                format!("`{s}` must be a plain relative path inside the card's folder"),
+            ));
         }
         Ok(self.path.parent().unwrap_or(Path::new(".")).join(p))
     }
@@ -477,26 +554,45 @@ impl Validator<'_> {
         let mut dims = Vec::with_capacity(shape.len());
         for (i, &d) in shape.iter().enumerate() {
             if d <= 0 {
-                return Err(self.err(format!("{field}[{i}]"), format!("dimension {d} must be a positive integer")));
+                return Err(self.err(
+                    format!("{field}[{i}]"),
+                    format!("dimension {d} must be a positive integer"),
+                ));
             }
             elems = elems.saturating_mul(d as u64);
             dims.push(d as usize);
         }
         // 2^28 elements (1 GiB of f32) is far beyond any model a field device runs.
         if elems > 1 << 28 {
-            return Err(self.err(field, format!("{elems} elements is too large for a device model")));
+            return Err(self.err(
+                field,
+                format!("{elems} elements is too large for a device model"),
+            ));
         }
         Ok(dims)
     }
 
     fn dtype(&self, field: &str, s: &str) -> Result<Dtype, CardError> {
-        Dtype::parse(s).ok_or_else(|| self.err(field, format!("unknown type `{s}` (expected f32, i64, i32, u8 or i8)")))
+        Dtype::parse(s).ok_or_else(|| {
+            self.err(
+                field,
+                format!("unknown type `{s}` (expected f32, i64, i32, u8 or i8)"),
+            )
+        })
     }
 
-    fn quant(&self, field: &str, q: Option<Quant>, dtype: Dtype) -> Result<Option<Quant>, CardError> {
+    fn quant(
+        &self,
+        field: &str,
+        q: Option<Quant>,
+        dtype: Dtype,
+    ) -> Result<Option<Quant>, CardError> {
         if let Some(q) = q {
             if !matches!(dtype, Dtype::U8 | Dtype::I8) {
-                return Err(self.err(field, "quantisation parameters apply to u8 or i8 tensors only"));
+                return Err(self.err(
+                    field,
+                    "quantisation parameters apply to u8 or i8 tensors only",
+                ));
             }
             if !(q.scale.is_finite() && q.scale > 0.0) {
                 return Err(self.err(format!("{field}.scale"), "must be a finite number > 0"));
@@ -514,26 +610,40 @@ impl Validator<'_> {
         let dtype = self.dtype(&f("dtype"), &raw.dtype)?;
         let quant = self.quant(&f("quant"), raw.quant, dtype)?;
         let only = |present: bool, key: &str, role: &str| {
-            if present { Err(self.err(f(key), format!("only allowed with role = \"{role}\""))) } else { Ok(()) }
+            if present {
+                Err(self.err(f(key), format!("only allowed with role = \"{role}\"")))
+            } else {
+                Ok(())
+            }
         };
         let role = match raw.role.as_str() {
             "data" => {
                 only(raw.state_from.is_some(), "state_from", "state")?;
                 only(raw.value.is_some(), "value", "constant")?;
-                let pre = raw.preprocess.ok_or_else(|| self.err(f("preprocess"), "a data input needs a preprocess table"))?;
+                let pre = raw.preprocess.ok_or_else(|| {
+                    self.err(f("preprocess"), "a data input needs a preprocess table")
+                })?;
                 InputRole::Data(self.preprocess(i, pre, &shape, dtype)?)
             }
             "state" => {
                 only(raw.preprocess.is_some(), "preprocess", "data")?;
                 only(raw.value.is_some(), "value", "constant")?;
-                let from = raw.state_from.ok_or_else(|| self.err(f("state_from"), "a state input names the output that feeds it"))?;
+                let from = raw.state_from.ok_or_else(|| {
+                    self.err(
+                        f("state_from"),
+                        "a state input names the output that feeds it",
+                    )
+                })?;
                 let Some(out) = outputs.iter().find(|o| o.name == from) else {
                     return Err(self.err(f("state_from"), format!("no output named `{from}`")));
                 };
                 if out.shape != shape || out.dtype != dtype {
                     return Err(self.err(
                         f("state_from"),
-                        format!("output `{from}` is {}{:?} but this input is {dtype}{shape:?}", out.dtype, out.shape),
+                        format!(
+                            "output `{from}` is {}{:?} but this input is {dtype}{shape:?}",
+                            out.dtype, out.shape
+                        ),
                     ));
                 }
                 InputRole::State { from }
@@ -541,19 +651,41 @@ impl Validator<'_> {
             "constant" => {
                 only(raw.preprocess.is_some(), "preprocess", "data")?;
                 only(raw.state_from.is_some(), "state_from", "state")?;
-                let value = raw.value.ok_or_else(|| self.err(f("value"), "a constant input needs a value"))?;
+                let value = raw
+                    .value
+                    .ok_or_else(|| self.err(f("value"), "a constant input needs a value"))?;
                 let n: usize = shape.iter().product();
                 if value.len() != n {
-                    return Err(self.err(f("value"), format!("{} values for a shape of {n} elements", value.len())));
+                    return Err(self.err(
+                        f("value"),
+                        format!("{} values for a shape of {n} elements", value.len()),
+                    ));
                 }
                 InputRole::Constant(value)
             }
-            other => return Err(self.err(f("role"), format!("unknown role `{other}` (expected data, state or constant)"))),
+            other => {
+                return Err(self.err(
+                    f("role"),
+                    format!("unknown role `{other}` (expected data, state or constant)"),
+                ));
+            }
         };
-        Ok(Input { name: raw.name, shape, dtype, quant, role })
+        Ok(Input {
+            name: raw.name,
+            shape,
+            dtype,
+            quant,
+            role,
+        })
     }
 
-    fn preprocess(&self, i: usize, raw: RawPreprocess, shape: &[usize], dtype: Dtype) -> Result<Preprocess, CardError> {
+    fn preprocess(
+        &self,
+        i: usize,
+        raw: RawPreprocess,
+        shape: &[usize],
+        dtype: Dtype,
+    ) -> Result<Preprocess, CardError> {
         let f = |name: &str| format!("inputs[{i}].preprocess.{name}");
         let image_keys = [
             ("channels", raw.channels.is_some()),
@@ -580,12 +712,22 @@ impl Validator<'_> {
                 let channels = match raw.channels.as_deref().unwrap_or("rgb") {
                     "rgb" => ChannelOrder::Rgb,
                     "bgr" => ChannelOrder::Bgr,
-                    other => return Err(self.err(f("channels"), format!("unknown order `{other}` (rgb or bgr)"))),
+                    other => {
+                        return Err(self.err(
+                            f("channels"),
+                            format!("unknown order `{other}` (rgb or bgr)"),
+                        ));
+                    }
                 };
                 let layout = match raw.layout.as_deref().unwrap_or("nchw") {
                     "nchw" => Layout::Nchw,
                     "nhwc" => Layout::Nhwc,
-                    other => return Err(self.err(f("layout"), format!("unknown layout `{other}` (nchw or nhwc)"))),
+                    other => {
+                        return Err(self.err(
+                            f("layout"),
+                            format!("unknown layout `{other}` (nchw or nhwc)"),
+                        ));
+                    }
                 };
                 let channel_axis = if layout == Layout::Nchw { 1 } else { 3 };
                 if shape.len() != 4 || shape[0] != 1 || shape[channel_axis] != 3 {
@@ -595,32 +737,53 @@ impl Validator<'_> {
                     ));
                 }
                 if dtype != Dtype::F32 && dtype != Dtype::U8 {
-                    return Err(self.err(format!("inputs[{i}].dtype"), "an image input is f32 or u8"));
+                    return Err(
+                        self.err(format!("inputs[{i}].dtype"), "an image input is f32 or u8")
+                    );
                 }
-                let triple = |key: &str, v: Option<Vec<f32>>, default: f32| -> Result<[f32; 3], CardError> {
-                    match v {
-                        None => Ok([default; 3]),
-                        Some(v) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => Ok([v[0], v[1], v[2]]),
-                        Some(_) => Err(self.err(f(key), "must be three finite numbers, one per channel")),
-                    }
-                };
+                let triple =
+                    |key: &str, v: Option<Vec<f32>>, default: f32| -> Result<[f32; 3], CardError> {
+                        match v {
+                            None => Ok([default; 3]),
+                            Some(v) if v.len() == 3 && v.iter().all(|x| x.is_finite()) => {
+                                Ok([v[0], v[1], v[2]])
+                            }
+                            Some(_) => {
+                                Err(self
+                                    .err(f(key), "must be three finite numbers, one per channel"))
+                            }
+                        }
+                    };
                 let std = triple("std", raw.std, 1.0)?;
-                if std.iter().any(|&s| s == 0.0) {
+                if std.contains(&0.0) {
                     return Err(self.err(f("std"), "must not contain 0"));
                 }
                 let scale = raw.scale.unwrap_or(1.0);
                 if !scale.is_finite() || scale == 0.0 {
                     return Err(self.err(f("scale"), "must be a finite, non-zero number"));
                 }
-                Ok(Preprocess::Image { channels, layout, scale, mean: triple("mean", raw.mean, 0.0)?, std })
+                Ok(Preprocess::Image {
+                    channels,
+                    layout,
+                    scale,
+                    mean: triple("mean", raw.mean, 0.0)?,
+                    std,
+                })
             }
             "audio" => {
                 forbid(&image_keys, "audio")?;
-                let sample_rate = raw.sample_rate.ok_or_else(|| self.err(f("sample_rate"), "required for audio"))?;
+                let sample_rate = raw
+                    .sample_rate
+                    .ok_or_else(|| self.err(f("sample_rate"), "required for audio"))?;
                 if !(4000..=192_000).contains(&sample_rate) {
-                    return Err(self.err(f("sample_rate"), format!("{sample_rate} Hz is not a plausible audio rate")));
+                    return Err(self.err(
+                        f("sample_rate"),
+                        format!("{sample_rate} Hz is not a plausible audio rate"),
+                    ));
                 }
-                let chunk = raw.chunk.ok_or_else(|| self.err(f("chunk"), "required for audio"))?;
+                let chunk = raw
+                    .chunk
+                    .ok_or_else(|| self.err(f("chunk"), "required for audio"))?;
                 let context = raw.context.unwrap_or(0);
                 let elems: usize = shape.iter().product();
                 if chunk == 0 || chunk + context != elems {
@@ -636,18 +799,26 @@ impl Validator<'_> {
                 if dtype != Dtype::F32 {
                     return Err(self.err(format!("inputs[{i}].dtype"), "an audio input is f32"));
                 }
-                Ok(Preprocess::Audio { sample_rate, chunk, context, gain })
+                Ok(Preprocess::Audio {
+                    sample_rate,
+                    chunk,
+                    context,
+                    gain,
+                })
             }
             "tensor" => {
                 forbid(&image_keys, "tensor")?;
                 forbid(&audio_keys, "tensor")?;
                 Ok(Preprocess::Tensor)
             }
-            other => Err(self.err(f("kind"), format!("unknown kind `{other}` (image, audio or tensor)"))),
+            other => Err(self.err(
+                f("kind"),
+                format!("unknown kind `{other}` (image, audio or tensor)"),
+            )),
         }
     }
 
-    fn output(&self, i: usize, raw: RawOutput) -> Result<Output, CardError> {
+    fn output(&self, i: usize, raw: RawOutput, check: &Tolerance) -> Result<Output, CardError> {
         let f = |name: &str| format!("outputs[{i}].{name}");
         if raw.name.is_empty() {
             return Err(self.err(f("name"), "must not be empty"));
@@ -668,12 +839,43 @@ impl Validator<'_> {
                 ));
             }
         };
-        Ok(Output { name: raw.name, shape, dtype, quant, postprocess, labels: raw.labels })
+        let mut tolerance = OutputTolerance {
+            abs: check.abs,
+            rel: check.rel,
+            steps: check.steps,
+        };
+        if let Some(c) = raw.check {
+            for (key, v) in [("abs", c.abs), ("rel", c.rel)] {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    return Err(
+                        self.err(f(&format!("check.{key}")), "must be a finite number >= 0")
+                    );
+                }
+            }
+            tolerance = OutputTolerance {
+                abs: c.abs.unwrap_or(tolerance.abs),
+                rel: c.rel.unwrap_or(tolerance.rel),
+                steps: c.steps.unwrap_or(tolerance.steps),
+            };
+        }
+        Ok(Output {
+            name: raw.name,
+            shape,
+            dtype,
+            quant,
+            postprocess,
+            labels: raw.labels,
+            tolerance,
+        })
     }
 
     fn postprocess_consistency(&self, card: &Card) -> Result<(), CardError> {
-        let heads: Vec<(usize, &Output)> =
-            card.outputs.iter().enumerate().filter(|(_, o)| o.postprocess == Postprocess::CenterFace).collect();
+        let heads: Vec<(usize, &Output)> = card
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.postprocess == Postprocess::CenterFace)
+            .collect();
         if !heads.is_empty() {
             // CenterFace heads, in order: heatmap (1 channel), scale (2), offset (2), landmarks (10).
             let want = [1usize, 2, 2, 10];
@@ -684,19 +886,33 @@ impl Validator<'_> {
                 if o.shape.len() != 4 || o.shape[1] != c || o.dtype != Dtype::F32 {
                     return Err(self.err(
                         format!("outputs[{i}].shape"),
-                        format!("centerface head {} must be f32 [1, {c}, h, w], not {}{:?}", i, o.dtype, o.shape),
+                        format!(
+                            "centerface head {} must be f32 [1, {c}, h, w], not {}{:?}",
+                            i, o.dtype, o.shape
+                        ),
                     ));
                 }
             }
         }
         for (i, o) in card.outputs.iter().enumerate() {
-            if o.postprocess == Postprocess::SpeechProbability && o.shape.iter().product::<usize>() != 1 {
-                return Err(self.err(format!("outputs[{i}].shape"), "a speech probability is a single value"));
+            if o.postprocess == Postprocess::SpeechProbability
+                && o.shape.iter().product::<usize>() != 1
+            {
+                return Err(self.err(
+                    format!("outputs[{i}].shape"),
+                    "a speech probability is a single value",
+                ));
             }
             if o.postprocess == Postprocess::State
-                && !card.inputs.iter().any(|inp| matches!(&inp.role, InputRole::State { from } if *from == o.name))
+                && !card
+                    .inputs
+                    .iter()
+                    .any(|inp| matches!(&inp.role, InputRole::State { from } if *from == o.name))
             {
-                return Err(self.err(format!("outputs[{i}].postprocess"), "no state input takes this output back"));
+                return Err(self.err(
+                    format!("outputs[{i}].postprocess"),
+                    "no state input takes this output back",
+                ));
             }
         }
         if card.data_inputs().count() == 0 {
@@ -706,7 +922,11 @@ impl Validator<'_> {
     }
 }
 
-fn unique<'a>(v: &Validator<'_>, field: &str, names: impl Iterator<Item = &'a str>) -> Result<(), CardError> {
+fn unique<'a>(
+    v: &Validator<'_>,
+    field: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), CardError> {
     let mut seen = BTreeSet::new();
     for (i, n) in names.enumerate() {
         if !seen.insert(n) {
@@ -793,8 +1013,21 @@ postprocess = "state"
         let c = parse(GOOD).unwrap();
         assert_eq!(c.file, Path::new("models/vad/m.onnx"));
         assert_eq!(c.check.vectors, Path::new("models/vad/golden"));
-        assert_eq!(c.inputs[0].role, InputRole::Data(Preprocess::Audio { sample_rate: 16000, chunk: 512, context: 64, gain: 1.0 }));
-        assert_eq!(c.inputs[1].role, InputRole::State { from: "stateN".into() });
+        assert_eq!(
+            c.inputs[0].role,
+            InputRole::Data(Preprocess::Audio {
+                sample_rate: 16000,
+                chunk: 512,
+                context: 64,
+                gain: 1.0
+            })
+        );
+        assert_eq!(
+            c.inputs[1].role,
+            InputRole::State {
+                from: "stateN".into()
+            }
+        );
         assert_eq!(c.inputs[2].role, InputRole::Constant(vec![16000.0]));
         assert_eq!(c.inputs[2].shape, Vec::<usize>::new());
         assert_eq!(c.outputs[0].postprocess, Postprocess::SpeechProbability);
@@ -806,34 +1039,104 @@ postprocess = "state"
         let table: &[(&str, &str, &str)] = &[
             ("schema = 1", "schema = 2", "`schema`"),
             ("id = \"vad\"", "id = \"V A D\"", "`id`"),
-            ("purpose = \"share of time with speech\"", "purpose = \" \"", "`purpose`"),
-            ("never_for = [\"identifying speakers\"]", "never_for = []", "`never_for`"),
-            ("sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"", "sha256 = \"xyz\"", "`sha256`"),
+            (
+                "purpose = \"share of time with speech\"",
+                "purpose = \" \"",
+                "`purpose`",
+            ),
+            (
+                "never_for = [\"identifying speakers\"]",
+                "never_for = []",
+                "`never_for`",
+            ),
+            (
+                "sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+                "sha256 = \"xyz\"",
+                "`sha256`",
+            ),
             ("file = \"m.onnx\"", "file = \"/etc/passwd\"", "`file`"),
             ("file = \"m.onnx\"", "file = \"../m.onnx\"", "`file`"),
-            ("aggregates = [\"speech_share\"]", "aggregates = [\"faces\"]", "`aggregates[0]`"),
+            (
+                "aggregates = [\"speech_share\"]",
+                "aggregates = [\"faces\"]",
+                "`aggregates[0]`",
+            ),
             ("abs = 1e-4", "abs = -1.0", "`check.abs`"),
             ("vectors = \"golden\"", "vectors = \"\"", "`check.vectors`"),
             ("shape = [1, 576]", "shape = [1, 0]", "`inputs[0].shape[1]`"),
-            ("shape = [1, 576]", "shape = [1, 577]", "`inputs[0].preprocess.chunk`"),
+            (
+                "shape = [1, 576]",
+                "shape = [1, 577]",
+                "`inputs[0].preprocess.chunk`",
+            ),
             ("dtype = \"f32\"", "dtype = \"float\"", "`inputs[0].dtype`"),
-            ("kind = \"audio\"", "kind = \"video\"", "`inputs[0].preprocess.kind`"),
-            ("sample_rate = 16000", "sample_rate = 16000\nmean = [0.0, 0.0, 0.0]", "`inputs[0].preprocess.mean`"),
-            ("sample_rate = 16000", "sample_rate = 10", "`inputs[0].preprocess.sample_rate`"),
-            ("state_from = \"stateN\"", "state_from = \"nope\"", "`inputs[1].state_from`"),
-            ("value = [16000]", "value = [16000, 8000]", "`inputs[2].value`"),
-            ("role = \"constant\"", "role = \"magic\"", "`inputs[2].role`"),
-            ("postprocess = \"speech-probability\"", "postprocess = \"vibes\"", "`outputs[0].postprocess`"),
+            (
+                "kind = \"audio\"",
+                "kind = \"video\"",
+                "`inputs[0].preprocess.kind`",
+            ),
+            (
+                "sample_rate = 16000",
+                "sample_rate = 16000\nmean = [0.0, 0.0, 0.0]",
+                "`inputs[0].preprocess.mean`",
+            ),
+            (
+                "sample_rate = 16000",
+                "sample_rate = 10",
+                "`inputs[0].preprocess.sample_rate`",
+            ),
+            (
+                "state_from = \"stateN\"",
+                "state_from = \"nope\"",
+                "`inputs[1].state_from`",
+            ),
+            (
+                "value = [16000]",
+                "value = [16000, 8000]",
+                "`inputs[2].value`",
+            ),
+            (
+                "role = \"constant\"",
+                "role = \"magic\"",
+                "`inputs[2].role`",
+            ),
+            (
+                "postprocess = \"speech-probability\"",
+                "postprocess = \"vibes\"",
+                "`outputs[0].postprocess`",
+            ),
             ("shape = [1, 1]", "shape = [1, 2]", "`outputs[0].shape`"),
-            ("schema = 1", "schema = 1\nextra = true", "unknown field `extra`"),
+            (
+                "postprocess = \"speech-probability\"",
+                "postprocess = \"speech-probability\"\ncheck = { abs = -1.0 }",
+                "`outputs[0].check.abs`",
+            ),
+            (
+                "postprocess = \"speech-probability\"",
+                "postprocess = \"speech-probability\"\ncheck = { tol = 1.0 }",
+                "unknown field `tol`",
+            ),
+            (
+                "schema = 1",
+                "schema = 1\nextra = true",
+                "unknown field `extra`",
+            ),
             ("licence = \"MIT\"", "", "missing field `licence`"),
         ];
         for (from, to, needle) in table {
-            assert!(GOOD.contains(from), "test table: `{from}` not in the good card");
+            assert!(
+                GOOD.contains(from),
+                "test table: `{from}` not in the good card"
+            );
             let text = GOOD.replacen(from, to, 1);
-            let err = parse(&text).expect_err(&format!("`{from}` -> `{to}` should fail")).to_string();
+            let err = parse(&text)
+                .expect_err(&format!("`{from}` -> `{to}` should fail"))
+                .to_string();
             assert!(err.contains("models/vad/card.toml"), "{err}");
-            assert!(err.contains(needle), "`{from}` -> `{to}`: expected {needle} in: {err}");
+            assert!(
+                err.contains(needle),
+                "`{from}` -> `{to}`: expected {needle} in: {err}"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use crate::card::{Card, Dtype};
+use crate::card::{Card, Dtype, Output};
 use crate::runtime::{Model, ModelError, datum_type};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,10 @@ pub enum GoldenError {
 }
 
 fn file_err(path: &Path, message: impl Into<String>) -> GoldenError {
-    GoldenError::File { path: path.to_owned(), message: message.into() }
+    GoldenError::File {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// One set of inputs with the outputs expected for them.
@@ -69,39 +72,77 @@ impl VectorReport {
 /// Reads every `test_data_set_*` folder under the card's vectors folder.
 pub fn load_vectors(card: &Card) -> Result<Vec<Vector>, GoldenError> {
     let root = &card.check.vectors;
-    let entries = std::fs::read_dir(root)
-        .map_err(|e| file_err(root, format!("cannot read the golden vectors folder (field `check.vectors` of {}): {e}", card.path.display())))?;
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        file_err(
+            root,
+            format!(
+                "cannot read the golden vectors folder (field `check.vectors` of {}): {e}",
+                card.path.display()
+            ),
+        )
+    })?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        return Err(file_err(root, "no test_data_set_N folder: the golden vectors are missing"));
+        return Err(file_err(
+            root,
+            "no test_data_set_N folder: the golden vectors are missing",
+        ));
     }
     dirs.into_iter().map(|d| load_vector(card, &d)).collect()
 }
 
 fn load_vector(card: &Card, dir: &Path) -> Result<Vector, GoldenError> {
-    let inputs = load_set(dir, "input", card.inputs.iter().map(|i| (i.name.as_str(), i.dtype, &i.shape[..])).collect())?;
-    let outputs = load_set(dir, "output", card.outputs.iter().map(|o| (o.name.as_str(), o.dtype, &o.shape[..])).collect())?;
-    Ok(Vector { dir: dir.to_owned(), inputs, outputs })
+    let inputs = load_set(
+        dir,
+        "input",
+        card.inputs
+            .iter()
+            .map(|i| (i.name.as_str(), i.dtype, &i.shape[..]))
+            .collect(),
+    )?;
+    let outputs = load_set(
+        dir,
+        "output",
+        card.outputs
+            .iter()
+            .map(|o| (o.name.as_str(), o.dtype, &o.shape[..]))
+            .collect(),
+    )?;
+    Ok(Vector {
+        dir: dir.to_owned(),
+        inputs,
+        outputs,
+    })
 }
 
 /// Reads `{prefix}_K.pb` for K = 0.. and orders them as `wanted` (by the tensor's name when it
 /// has one, else by K).
-fn load_set(dir: &Path, prefix: &str, wanted: Vec<(&str, Dtype, &[usize])>) -> Result<Vec<Tensor>, GoldenError> {
+fn load_set(
+    dir: &Path,
+    prefix: &str,
+    wanted: Vec<(&str, Dtype, &[usize])>,
+) -> Result<Vec<Tensor>, GoldenError> {
     let mut found: Vec<(String, Tensor, PathBuf)> = Vec::new();
     for k in 0.. {
         let path = dir.join(format!("{prefix}_{k}.pb"));
         if !path.exists() {
             break;
         }
-        let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot read: {e}")))?;
         let proto: pb::TensorProto = {
             use prost::Message;
-            pb::TensorProto::decode(bytes.as_slice()).map_err(|e| file_err(&path, format!("not a TensorProto: {e}")))?
+            pb::TensorProto::decode(bytes.as_slice())
+                .map_err(|e| file_err(&path, format!("not a TensorProto: {e}")))?
         };
         let tensor = tensor_from_proto(&proto).map_err(|m| file_err(&path, m))?;
         found.push((proto.name.clone(), tensor, path));
@@ -109,22 +150,41 @@ fn load_set(dir: &Path, prefix: &str, wanted: Vec<(&str, Dtype, &[usize])>) -> R
     if found.len() != wanted.len() {
         return Err(file_err(
             dir,
-            format!("{} {prefix} files for {} {prefix}s in the card (expected {prefix}_0.pb ..)", found.len(), wanted.len()),
+            format!(
+                "{} {prefix} files for {} {prefix}s in the card (expected {prefix}_0.pb ..)",
+                found.len(),
+                wanted.len()
+            ),
         ));
     }
     let named = found.iter().all(|(n, _, _)| !n.is_empty());
     let mut out = Vec::with_capacity(wanted.len());
     for (k, (name, dtype, shape)) in wanted.iter().enumerate() {
         let (_, tensor, path) = if named {
-            found.iter().find(|(n, _, _)| n == name).ok_or_else(|| file_err(dir, format!("no {prefix} file holds `{name}`")))?
+            found
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| file_err(dir, format!("no {prefix} file holds `{name}`")))?
         } else {
             &found[k]
         };
         if tensor.datum_type() != datum_type(*dtype) {
-            return Err(file_err(path, format!("`{name}` is {:?} but the card says {dtype}", tensor.datum_type())));
+            return Err(file_err(
+                path,
+                format!(
+                    "`{name}` is {:?} but the card says {dtype}",
+                    tensor.datum_type()
+                ),
+            ));
         }
         if tensor.shape() != *shape {
-            return Err(file_err(path, format!("`{name}` has shape {:?} but the card says {shape:?}", tensor.shape())));
+            return Err(file_err(
+                path,
+                format!(
+                    "`{name}` has shape {:?} but the card says {shape:?}",
+                    tensor.shape()
+                ),
+            ));
         }
         out.push(tensor.clone());
     }
@@ -140,8 +200,12 @@ fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("absurd dimensions")?;
-    let dt = D::try_from(t.data_type).map_err(|_| format!("unknown element type {}", t.data_type))?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("absurd dimensions")?;
+    let dt =
+        D::try_from(t.data_type).map_err(|_| format!("unknown element type {}", t.data_type))?;
     fn build<T: Datum + Copy>(
         dims: &[usize],
         n: usize,
@@ -152,7 +216,10 @@ fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, String> {
         let size = std::mem::size_of::<T>();
         let values: Vec<T> = if !raw.is_empty() {
             if raw.len() != n * size {
-                return Err(format!("{} bytes of data for {n} elements of {size} bytes", raw.len()));
+                return Err(format!(
+                    "{} bytes of data for {n} elements of {size} bytes",
+                    raw.len()
+                ));
             }
             raw.chunks_exact(size).map(from_le).collect()
         } else {
@@ -161,14 +228,34 @@ fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, String> {
         if values.len() != n {
             return Err(format!("{} values for {n} elements", values.len()));
         }
-        tract_ndarray::ArrayD::from_shape_vec(dims.to_vec(), values).map(Into::into).map_err(|e| e.to_string())
+        tract_ndarray::ArrayD::from_shape_vec(dims.to_vec(), values)
+            .map(Into::into)
+            .map_err(|e| e.to_string())
     }
     match dt {
-        D::Float => build(&dims, n, &t.raw_data, t.float_data.clone(), |b| f32::from_le_bytes(b.try_into().unwrap())),
-        D::Int64 => build(&dims, n, &t.raw_data, t.int64_data.clone(), |b| i64::from_le_bytes(b.try_into().unwrap())),
-        D::Int32 => build(&dims, n, &t.raw_data, t.int32_data.clone(), |b| i32::from_le_bytes(b.try_into().unwrap())),
-        D::Uint8 => build(&dims, n, &t.raw_data, t.int32_data.iter().map(|&x| x as u8).collect(), |b| b[0]),
-        D::Int8 => build(&dims, n, &t.raw_data, t.int32_data.iter().map(|&x| x as i8).collect(), |b| b[0] as i8),
+        D::Float => build(&dims, n, &t.raw_data, t.float_data.clone(), |b| {
+            f32::from_le_bytes(b.try_into().unwrap())
+        }),
+        D::Int64 => build(&dims, n, &t.raw_data, t.int64_data.clone(), |b| {
+            i64::from_le_bytes(b.try_into().unwrap())
+        }),
+        D::Int32 => build(&dims, n, &t.raw_data, t.int32_data.clone(), |b| {
+            i32::from_le_bytes(b.try_into().unwrap())
+        }),
+        D::Uint8 => build(
+            &dims,
+            n,
+            &t.raw_data,
+            t.int32_data.iter().map(|&x| x as u8).collect(),
+            |b| b[0],
+        ),
+        D::Int8 => build(
+            &dims,
+            n,
+            &t.raw_data,
+            t.int32_data.iter().map(|&x| x as i8).collect(),
+            |b| b[0] as i8,
+        ),
         other => Err(format!("element type {other:?} is not one a card allows")),
     }
 }
@@ -185,16 +272,20 @@ pub fn check(model: &Model, vectors: &[Vector]) -> Result<Vec<VectorReport>, Gol
             .iter()
             .zip(&v.outputs)
             .zip(got.iter())
-            .map(|((o, expected), got)| compare(&o.name, o.dtype, card, got, expected))
+            .map(|((o, expected), got)| compare(o, got, expected))
             .collect();
-        reports.push(VectorReport { dir: v.dir.clone(), outputs });
+        reports.push(VectorReport {
+            dir: v.dir.clone(),
+            outputs,
+        });
     }
     Ok(reports)
 }
 
-fn compare(name: &str, dtype: Dtype, card: &Card, got: &Tensor, expected: &Tensor) -> OutputReport {
+fn compare(output: &Output, got: &Tensor, expected: &Tensor) -> OutputReport {
+    let t = output.tolerance;
     let mut r = OutputReport {
-        name: name.to_owned(),
+        name: output.name.clone(),
         max_abs: 0.0,
         worst_ratio: 0.0,
         worst_at: 0,
@@ -205,20 +296,35 @@ fn compare(name: &str, dtype: Dtype, card: &Card, got: &Tensor, expected: &Tenso
         structural: None,
     };
     if got.shape() != expected.shape() {
-        r.structural = Some(format!("shape {:?}, expected {:?}", got.shape(), expected.shape()));
+        r.structural = Some(format!(
+            "shape {:?}, expected {:?}",
+            got.shape(),
+            expected.shape()
+        ));
         return r;
     }
     let (Ok(g), Ok(e)) = (got.cast_to::<f64>(), expected.cast_to::<f64>()) else {
-        r.structural = Some(format!("type {:?}, expected {:?}", got.datum_type(), expected.datum_type()));
+        r.structural = Some(format!(
+            "type {:?}, expected {:?}",
+            got.datum_type(),
+            expected.datum_type()
+        ));
         return r;
     };
-    let (Ok(g), Ok(e)) = (g.to_plain_array_view::<f64>(), e.to_plain_array_view::<f64>()) else {
+    let (Ok(g), Ok(e)) = (
+        g.to_plain_array_view::<f64>(),
+        e.to_plain_array_view::<f64>(),
+    ) else {
         r.structural = Some("values not readable".into());
         return r;
     };
     for (i, (&g, &e)) in g.iter().zip(e.iter()).enumerate() {
         let diff = (g - e).abs();
-        let allowed = if dtype.is_integer() { card.check.steps as f64 } else { card.check.abs + card.check.rel * e.abs() };
+        let allowed = if output.dtype.is_integer() {
+            t.steps as f64
+        } else {
+            t.abs + t.rel * e.abs()
+        };
         // NaN anywhere is a mismatch whatever the tolerance.
         let ratio = if diff.is_nan() || g.is_nan() != e.is_nan() {
             f64::INFINITY

@@ -16,7 +16,11 @@ const EXIT_MISMATCH: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "edge-agent", version, about = "Field-device agent: private, audited aggregates from on-device AI")]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "Field-device agent: private, audited aggregates from on-device AI"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,9 +83,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Model(m) => match m {
             ModelCommand::Inspect { card } => inspect(&card),
-            ModelCommand::Check { cards, no_workarounds } => check(&cards, LoadOptions { workarounds: !no_workarounds }),
-            ModelCommand::Bench { card, runs, warmup, json } => bench_cmd(&card, runs, warmup, json),
-            ModelCommand::Run { card, inputs, threshold } => run_model(&card, &inputs, threshold),
+            ModelCommand::Check {
+                cards,
+                no_workarounds,
+            } => check(
+                &cards,
+                LoadOptions {
+                    workarounds: !no_workarounds,
+                },
+            ),
+            ModelCommand::Bench {
+                card,
+                runs,
+                warmup,
+                json,
+            } => bench_cmd(&card, runs, warmup, json),
+            ModelCommand::Run {
+                card,
+                inputs,
+                threshold,
+            } => run_model(&card, &inputs, threshold),
         },
     }
 }
@@ -95,7 +116,11 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     println!("model card {}", card.path.display());
     println!("  id            {} {}", card.id, card.version);
     println!("  task          {}", card.task);
-    println!("  file          {} (sha256 {})", card.file.display(), card.sha256);
+    println!(
+        "  file          {} (sha256 {})",
+        card.file.display(),
+        card.sha256
+    );
     println!("  purpose       {}", card.purpose);
     println!("  never for     {}", card.never_for.join("; "));
     println!("  owner         {}", card.owner);
@@ -105,7 +130,10 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     }
     println!("  aggregates    {}", card.aggregates.join(", "));
     let p = &card.provenance;
-    println!("  provenance    {} {} {} ({}), {}", p.registry, p.package, p.package_version, p.path, p.derivation);
+    println!(
+        "  provenance    {} {} {} ({}), {}",
+        p.registry, p.package, p.package_version, p.path, p.derivation
+    );
     if let Some(a) = &card.accuracy {
         println!("  accuracy      {a}");
     }
@@ -121,7 +149,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     for i in &card.inputs {
         let role = match &i.role {
             InputRole::Data(Preprocess::Image { .. }) => "data (image)".to_string(),
-            InputRole::Data(Preprocess::Audio { sample_rate, chunk, context, .. }) => {
+            InputRole::Data(Preprocess::Audio {
+                sample_rate,
+                chunk,
+                context,
+                ..
+            }) => {
                 format!("data (audio {sample_rate} Hz, {chunk} samples + {context} context)")
             }
             InputRole::Data(Preprocess::Tensor) => "data (tensor)".into(),
@@ -132,7 +165,10 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     }
     println!("outputs");
     for o in &card.outputs {
-        println!("  {:<20} {}{:?}  {:?}", o.name, o.dtype, o.shape, o.postprocess);
+        println!(
+            "  {:<20} {}{:?}  {:?}",
+            o.name, o.dtype, o.shape, o.postprocess
+        );
     }
     println!(
         "graph: {} operators in the ONNX file, {} after tract's optimisation ({} bytes, loaded in {:.1} ms)",
@@ -144,45 +180,79 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     println!("  ONNX operators:      {}", counts(&model.onnx_ops));
     println!("  optimised operators: {}", counts(&model.optimised_ops));
     for s in &model.workarounds.float_softmax {
-        println!("  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)");
+        println!(
+            "  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)"
+        );
+    }
+    if model.workarounds.renamed_nodes > 0 {
+        println!(
+            "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",
+            model.workarounds.renamed_nodes
+        );
+    }
+    for n in &model.notes {
+        println!("  note: {n}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn counts(m: &std::collections::BTreeMap<String, usize>) -> String {
-    m.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ")
+    m.iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
     let mut all_passed = true;
     for path in paths {
         let card = load_card(path)?;
-        let vectors = golden::load_vectors(&card)?;
         let model = Model::load(&card, options)?;
+        let vectors = golden::load_vectors(&card)?;
         let reports = golden::check(&model, &vectors)?;
         for r in &reports {
-            let set = r.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let set = r
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for o in &r.outputs {
                 let verdict = if o.passed() { "ok" } else { "FAIL" };
                 match &o.structural {
                     Some(s) => println!("{verdict:>4}  {} {set} {}: {s}", card.id, o.name),
                     None => println!(
                         "{verdict:>4}  {} {set} {}: worst |err| {:.3e} at [{}] (got {:.6}, expected {:.6}), {:.2} of tolerance, {} of {} elements outside",
-                        card.id, o.name, o.max_abs, o.worst_at, o.got, o.expected, o.worst_ratio, o.mismatches, o.elements
+                        card.id,
+                        o.name,
+                        o.max_abs,
+                        o.worst_at,
+                        o.got,
+                        o.expected,
+                        o.worst_ratio,
+                        o.mismatches,
+                        o.elements
                     ),
                 }
             }
             all_passed &= r.passed();
         }
         for s in &model.workarounds.float_softmax {
-            println!("note  {}: quantised Softmax `{s}` runs in float (workaround for tract 0.23.9)", card.id);
+            println!(
+                "note  {}: quantised Softmax `{s}` runs in float (workaround for tract 0.23.9)",
+                card.id
+            );
+        }
+        for n in &model.notes {
+            println!("note  {}: {n}", card.id);
         }
     }
     if all_passed {
         println!("model check: all outputs within tolerance");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)");
+        println!(
+            "model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)"
+        );
         Ok(ExitCode::from(EXIT_MISMATCH))
     }
 }
@@ -194,7 +264,10 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
     } else {
         indicatif::ProgressBar::hidden()
     };
-    bar.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     bar.set_message(format!("bench {}", card.id));
     let r = bench::bench(&card, warmup, runs, &|i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
@@ -206,9 +279,17 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
             "  load + optimise {:.1} ms (read+sha256 {:.1}, decode+guard {:.1}, analyse {:.1}, optimise+plan {:.1})",
             r.load_ms, r.load_read_hash_ms, r.load_decode_ms, r.load_analyse_ms, r.load_optimise_ms
         );
-        println!("  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms", r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms);
-        let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
-        println!("  peak RSS {} (before load {})", kib(r.peak_rss_kib), kib(r.base_rss_kib));
+        println!(
+            "  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms",
+            r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms
+        );
+        let kib =
+            |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+        println!(
+            "  peak RSS {} (before load {})",
+            kib(r.peak_rss_kib),
+            kib(r.base_rss_kib)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -223,17 +304,27 @@ fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode
         for input in inputs {
             let img = pipeline::read_image(input)?;
             let faces = pipeline::detect_faces(&model, &img, threshold)?;
-            println!("{}: {} face(s) present (model {} {}, threshold {threshold})", input.display(), faces.len(), card.id, card.version);
+            println!(
+                "{}: {} face(s) present (model {} {}, threshold {threshold})",
+                input.display(),
+                faces.len(),
+                card.id,
+                card.version
+            );
         }
     } else if post.contains(&Postprocess::SpeechProbability) {
         for input in inputs {
             let audio = pipeline::read_wav(input)?;
             let mut stream = SpeechStream::new(&model)?;
-            let samples = pipeline::resample(&audio.samples, audio.sample_rate, stream.sample_rate());
+            let samples =
+                pipeline::resample(&audio.samples, audio.sample_rate, stream.sample_rate());
             let n = stream.chunk_len();
-            let (mut speech, mut total, mut segments, mut was_speech) = (0usize, 0usize, 0usize, false);
+            let (mut speech, mut total, mut segments, mut was_speech) =
+                (0usize, 0usize, 0usize, false);
             for chunk in samples.chunks_exact(n) {
-                let p = stream.push(chunk).with_context(|| format!("{}: running {}", input.display(), card.id))?;
+                let p = stream
+                    .push(chunk)
+                    .with_context(|| format!("{}: running {}", input.display(), card.id))?;
                 let is_speech = p >= 0.5;
                 speech += is_speech as usize;
                 segments += (is_speech && !was_speech) as usize;
@@ -251,7 +342,11 @@ fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode
             );
         }
     } else {
-        anyhow::bail!("{}: `model run` knows face detection and voice activity; this card's outputs are {:?}", card.path.display(), post);
+        anyhow::bail!(
+            "{}: `model run` knows face detection and voice activity; this card's outputs are {:?}",
+            card.path.display(),
+            post
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,9 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(message: impl Into<String>) -> Rejection {
-        Rejection { message: message.into() }
+        Rejection {
+            message: message.into(),
+        }
     }
 }
 
@@ -24,6 +26,8 @@ impl Rejection {
 pub struct Workarounds {
     /// Softmax nodes whose trailing QuantizeLinear -> DequantizeLinear pair was removed.
     pub float_softmax: Vec<String>,
+    /// Nodes renamed because their name was not unique in their graph.
+    pub renamed_nodes: usize,
 }
 
 /// Operator counts of an ONNX graph (subgraphs included), by `domain:op_type`.
@@ -79,10 +83,14 @@ const QOPERATOR_PREFIXES: &[&str] = &["QLinear", "QGemm", "QAttention", "QEmbedL
 /// branches of different shapes.
 pub fn check(model: &pb::ModelProto, known_ops: &dyn Fn(&str) -> bool) -> Result<(), Rejection> {
     let Some(graph) = &model.graph else {
-        return Err(Rejection::new("the file holds no graph: not an ONNX model, or truncated"));
+        return Err(Rejection::new(
+            "the file holds no graph: not an ONNX model, or truncated",
+        ));
     };
     if graph.node.is_empty() {
-        return Err(Rejection::new("the graph has no nodes: not an ONNX model, or truncated"));
+        return Err(Rejection::new(
+            "the graph has no nodes: not an ONNX model, or truncated",
+        ));
     }
     let mut result = Ok(());
     walk_graphs(graph, &mut |g| {
@@ -98,8 +106,30 @@ fn check_graph(g: &pb::GraphProto, known_ops: &dyn Fn(&str) -> bool) -> Result<(
     for t in &g.initializer {
         check_tensor(t, &format!("initializer `{}`", t.name))?;
     }
+    // Every output of a graph is produced inside it (tract indexes them without checking).
+    let defined: std::collections::HashSet<&str> = g
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .chain(g.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            g.node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
+        .collect();
+    if let Some(o) = g.output.iter().find(|o| !defined.contains(o.name.as_str())) {
+        return Err(Rejection::new(format!(
+            "graph `{}` declares output `{}` that no node, input or initializer produces: the file is corrupt",
+            g.name, o.name
+        )));
+    }
     for n in &g.node {
-        let node = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
+        let node = if n.name.is_empty() {
+            n.output.first().cloned().unwrap_or_default()
+        } else {
+            n.name.clone()
+        };
         if !known_ops(&n.op_type) {
             let hint = if QOPERATOR_PREFIXES.iter().any(|p| n.op_type.starts_with(p)) {
                 "this is onnxruntime's QOperator quantisation format, which tract does not run; \
@@ -109,7 +139,11 @@ fn check_graph(g: &pb::GraphProto, known_ops: &dyn Fn(&str) -> bool) -> Result<(
                 "tract does not implement this operator; export the model with other operators \
                  (a different opset or exporter option) or replace the layer"
             };
-            let domain = if n.domain.is_empty() { String::new() } else { format!(", domain {}", n.domain) };
+            let domain = if n.domain.is_empty() {
+                String::new()
+            } else {
+                format!(", domain {}", n.domain)
+            };
             return Err(Rejection::new(format!(
                 "unsupported operator {} (node `{node}`{domain}): {hint}",
                 n.op_type
@@ -123,7 +157,10 @@ fn check_graph(g: &pb::GraphProto, known_ops: &dyn Fn(&str) -> bool) -> Result<(
                 check_tensor(t, &format!("attribute `{}` of node `{node}`", a.name))?;
             }
             if a.r#type == AttributeType::Graph as i32 && a.g.is_none() {
-                return Err(Rejection::new(format!("node `{node}`: attribute `{}` lacks its graph", a.name)));
+                return Err(Rejection::new(format!(
+                    "node `{node}`: attribute `{}` lacks its graph",
+                    a.name
+                )));
             }
         }
         if n.op_type == "If" {
@@ -154,21 +191,30 @@ fn check_tensor(t: &pb::TensorProto, what: &str) -> Result<(), Rejection> {
         )));
     }
     let Some(size) = element_size(t.data_type) else {
-        return Err(Rejection::new(format!("{what} has element type {} which tract cannot load", t.data_type)));
+        return Err(Rejection::new(format!(
+            "{what} has element type {} which tract cannot load",
+            t.data_type
+        )));
     };
     let mut elems: u64 = 1;
     for &d in &t.dims {
         if d < 0 {
-            return Err(Rejection::new(format!("{what} has a negative dimension ({d})")));
+            return Err(Rejection::new(format!(
+                "{what} has a negative dimension ({d})"
+            )));
         }
         elems = elems
             .checked_mul(d as u64)
             .filter(|&e| e <= 1 << 32)
-            .ok_or_else(|| Rejection::new(format!("{what} declares absurd dimensions {:?}", t.dims)))?;
+            .ok_or_else(|| {
+                Rejection::new(format!("{what} declares absurd dimensions {:?}", t.dims))
+            })?;
     }
     if !t.raw_data.is_empty() {
         if size == 0 {
-            return Err(Rejection::new(format!("{what} stores strings as raw bytes, which tract cannot load")));
+            return Err(Rejection::new(format!(
+                "{what} stores strings as raw bytes, which tract cannot load"
+            )));
         }
         if t.raw_data.len() as u64 != elems * size as u64 {
             return Err(Rejection::new(format!(
@@ -178,7 +224,10 @@ fn check_tensor(t: &pb::TensorProto, what: &str) -> Result<(), Rejection> {
             )));
         }
     } else {
-        let held = t.float_data.len() + t.int32_data.len() + t.int64_data.len() + t.double_data.len()
+        let held = t.float_data.len()
+            + t.int32_data.len()
+            + t.int64_data.len()
+            + t.double_data.len()
             + t.uint64_data.len()
             + t.string_data.len();
         if held as u64 != elems {
@@ -194,7 +243,9 @@ fn check_tensor(t: &pb::TensorProto, what: &str) -> Result<(), Rejection> {
 /// Static shape of a value, where the graph declares one (unknown dims as `None`).
 fn declared_shape(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
     use pb::type_proto::Value;
-    let Some(Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else { return None };
+    let Some(Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
     let shape = t.shape.as_ref()?;
     Some(
         shape
@@ -211,17 +262,29 @@ fn declared_shape(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
 /// tract builds one graph for an `If`; branches whose outputs differ in rank or static shape
 /// cannot be unified, and tract's own error is far from the cause.
 fn check_if(n: &pb::NodeProto, node: &str) -> Result<(), Rejection> {
-    let branch = |name: &str| n.attribute.iter().find(|a| a.name == name).and_then(|a| a.g.as_ref());
+    let branch = |name: &str| {
+        n.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.g.as_ref())
+    };
     let (Some(then), Some(els)) = (branch("then_branch"), branch("else_branch")) else {
-        return Err(Rejection::new(format!("If node `{node}` lacks a then_branch or else_branch")));
+        return Err(Rejection::new(format!(
+            "If node `{node}` lacks a then_branch or else_branch"
+        )));
     };
     if then.output.len() != els.output.len() {
-        return Err(Rejection::new(format!("If node `{node}`: its branches have different numbers of outputs")));
+        return Err(Rejection::new(format!(
+            "If node `{node}`: its branches have different numbers of outputs"
+        )));
     }
     for (i, (a, b)) in then.output.iter().zip(&els.output).enumerate() {
         if let (Some(sa), Some(sb)) = (declared_shape(a), declared_shape(b)) {
             let differ = sa.len() != sb.len()
-                || sa.iter().zip(&sb).any(|(x, y)| matches!((x, y), (Some(x), Some(y)) if x != y));
+                || sa
+                    .iter()
+                    .zip(&sb)
+                    .any(|(x, y)| matches!((x, y), (Some(x), Some(y)) if x != y));
             if differ {
                 return Err(Rejection::new(format!(
                     "If node `{node}`: output {i} has shape {} in then_branch and {} in else_branch; \
@@ -237,16 +300,23 @@ fn check_if(n: &pb::NodeProto, node: &str) -> Result<(), Rejection> {
 }
 
 fn show_shape(s: &[Option<i64>]) -> String {
-    let dims: Vec<String> = s.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+    let dims: Vec<String> = s
+        .iter()
+        .map(|d| d.map_or("?".into(), |d| d.to_string()))
+        .collect();
     format!("[{}]", dims.join(", "))
 }
 
+/// A graph input: name, declared element type, declared shape (unknown dims as `None`).
+pub type GraphInput = (String, Option<i32>, Option<Vec<Option<i64>>>);
+
 /// The declared input facts of the graph (names that are not initializers), for comparing with
 /// a model card.
-pub fn graph_inputs(model: &pb::ModelProto) -> Vec<(String, Option<i32>, Option<Vec<Option<i64>>>)> {
+pub fn graph_inputs(model: &pb::ModelProto) -> Vec<GraphInput> {
     use pb::type_proto::Value;
     let Some(g) = &model.graph else { return vec![] };
-    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
     g.input
         .iter()
         .filter(|i| !inits.contains(i.name.as_str()))
@@ -267,10 +337,16 @@ pub fn graph_inputs(model: &pb::ModelProto) -> Vec<(String, Option<i32>, Option<
 /// check's tolerance covers.
 pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
     let mut done = Workarounds::default();
-    let Some(g) = model.graph.as_mut() else { return done };
+    let Some(g) = model.graph.as_mut() else {
+        return done;
+    };
     loop {
-        let producers: HashMap<String, usize> =
-            g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
+        let producers: HashMap<String, usize> = g
+            .node
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i)))
+            .collect();
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in g.node.iter().enumerate() {
             for inp in &n.input {
@@ -291,8 +367,11 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
             if s.op_type != "Softmax" || s.output.len() != 1 {
                 return None;
             }
-            let fed_by_dq =
-                s.input.first().and_then(|i| producers.get(i)).is_some_and(|&p| g.node[p].op_type == "DequantizeLinear");
+            let fed_by_dq = s
+                .input
+                .first()
+                .and_then(|i| producers.get(i))
+                .is_some_and(|&p| g.node[p].op_type == "DequantizeLinear");
             if !fed_by_dq {
                 return None;
             }
@@ -303,7 +382,11 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
         let Some((si, q, dq)) = found else { break };
         let softmax_out = g.node[si].output[0].clone();
         let dq_out = g.node[dq].output[0].clone();
-        let name = if g.node[si].name.is_empty() { softmax_out.clone() } else { g.node[si].name.clone() };
+        let name = if g.node[si].name.is_empty() {
+            softmax_out.clone()
+        } else {
+            g.node[si].name.clone()
+        };
         // The Softmax now produces what the DequantizeLinear produced: consumers and graph
         // outputs keep their names.
         g.node[si].output[0] = dq_out;
@@ -313,6 +396,50 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
         done.float_softmax.push(name);
     }
     done
+}
+
+/// Some exporters give many nodes the same name (Silero's OpenVINO export has fifteen
+/// `F0::anon` constants); tract needs unique node names. Duplicates are renamed after their
+/// first output (unique in a valid graph), with a suffix if that name is taken too.
+pub fn unique_node_names(model: &mut pb::ModelProto) -> usize {
+    fn fix(g: &mut pb::GraphProto) -> usize {
+        let mut renamed = 0;
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for n in &g.node {
+            *count.entry(n.name.clone()).or_insert(0) += 1;
+        }
+        let mut taken: std::collections::HashSet<String> =
+            g.node.iter().map(|n| n.name.clone()).collect();
+        for n in &mut g.node {
+            if !n.name.is_empty() && count[&n.name] > 1 {
+                let base = n
+                    .output
+                    .first()
+                    .filter(|o| !o.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| n.name.clone());
+                let mut name = base.clone();
+                let mut k = 1;
+                while taken.contains(&name) {
+                    name = format!("{base}#{k}");
+                    k += 1;
+                }
+                taken.insert(name.clone());
+                n.name = name;
+                renamed += 1;
+            }
+            for a in &mut n.attribute {
+                if let Some(sub) = a.g.as_mut() {
+                    renamed += fix(sub);
+                }
+                for sub in &mut a.graphs {
+                    renamed += fix(sub);
+                }
+            }
+        }
+        renamed
+    }
+    model.graph.as_mut().map_or(0, fix)
 }
 
 /// Names of the ONNX element types, for messages.

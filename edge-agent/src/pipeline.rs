@@ -29,7 +29,10 @@ pub struct Image {
 
 /// Reads a PNG or JPEG file.
 pub fn read_image(path: &Path) -> Result<Image, PipelineError> {
-    let err = |m: String| PipelineError::Input { path: path.display().to_string(), message: m };
+    let err = |m: String| PipelineError::Input {
+        path: path.display().to_string(),
+        message: m,
+    };
     let img = image::ImageReader::open(path)
         .map_err(|e| err(format!("cannot open: {e}")))?
         .with_guessed_format()
@@ -37,7 +40,11 @@ pub fn read_image(path: &Path) -> Result<Image, PipelineError> {
         .decode()
         .map_err(|e| err(format!("not a readable PNG or JPEG image: {e}")))?
         .to_rgb8();
-    Ok(Image { width: img.width(), height: img.height(), rgb: img.into_raw() })
+    Ok(Image {
+        width: img.width(),
+        height: img.height(),
+        rgb: img.into_raw(),
+    })
 }
 
 /// Mono audio in [-1, 1].
@@ -48,8 +55,12 @@ pub struct Audio {
 
 /// Reads a PCM WAV file (8/16/24/32-bit integer or 32-bit float), mixing channels to mono.
 pub fn read_wav(path: &Path) -> Result<Audio, PipelineError> {
-    let err = |m: String| PipelineError::Input { path: path.display().to_string(), message: m };
-    let mut reader = hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")))?;
+    let err = |m: String| PipelineError::Input {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let mut reader =
+        hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")))?;
     let spec = reader.spec();
     if spec.channels == 0 {
         return Err(err("WAV header declares 0 channels".into()));
@@ -58,13 +69,22 @@ pub fn read_wav(path: &Path) -> Result<Audio, PipelineError> {
         hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>(),
         hound::SampleFormat::Int => {
             let full = (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            reader.samples::<i32>().map(|s| s.map(|s| s as f32 / full)).collect::<Result<_, _>>()
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|s| s as f32 / full))
+                .collect::<Result<_, _>>()
         }
     }
     .map_err(|e| err(format!("corrupt WAV data: {e}")))?;
     let ch = spec.channels as usize;
-    let samples = interleaved.chunks_exact(ch).map(|f| f.iter().sum::<f32>() / ch as f32).collect();
-    Ok(Audio { sample_rate: spec.sample_rate, samples })
+    let samples = interleaved
+        .chunks_exact(ch)
+        .map(|f| f.iter().sum::<f32>() / ch as f32)
+        .collect();
+    Ok(Audio {
+        sample_rate: spec.sample_rate,
+        samples,
+    })
 }
 
 /// Linear-interpolation resampling; enough for level and voice-activity models, which see
@@ -90,15 +110,28 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
 /// Bilinear resize of an RGB image to `w` x `h`, then the card's normalisation, into the
 /// model's layout.
 pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype) -> Tensor {
-    let Preprocess::Image { channels, layout, scale, mean, std } = *pre else {
+    let Preprocess::Image {
+        channels,
+        layout,
+        scale,
+        mean,
+        std,
+    } = *pre
+    else {
         unreachable!("image_tensor is called for image inputs")
     };
     let (h, w) = match layout {
         Layout::Nchw => (shape[2], shape[3]),
         Layout::Nhwc => (shape[1], shape[2]),
     };
-    let src = image::RgbImage::from_raw(img.width, img.height, img.rgb.clone()).expect("buffer matches size");
-    let resized = image::imageops::resize(&src, w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let src = image::RgbImage::from_raw(img.width, img.height, img.rgb.clone())
+        .expect("buffer matches size");
+    let resized = image::imageops::resize(
+        &src,
+        w as u32,
+        h as u32,
+        image::imageops::FilterType::Triangle,
+    );
     let value = |y: usize, x: usize, c: usize| -> f32 {
         let src_c = match channels {
             ChannelOrder::Rgb => c,
@@ -128,7 +161,9 @@ pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype
             }
         }
     }
-    let t: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data).expect("shape from card").into();
+    let t: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
+        .expect("shape from card")
+        .into();
     match dtype {
         Dtype::U8 => t.cast_to::<u8>().expect("f32 to u8").into_owned(),
         _ => t,
@@ -161,10 +196,18 @@ impl Detection {
 
 /// Decodes CenterFace's heatmap, scale and offset heads (stride 4) into boxes above
 /// `threshold`, then suppresses overlaps above `iou` (greedy NMS, highest score first).
-pub fn centerface_decode(heat: &Tensor, scale: &Tensor, offset: &Tensor, threshold: f32, iou: f32) -> Vec<Detection> {
-    let (Ok(heat), Ok(scale), Ok(offset)) =
-        (heat.to_plain_array_view::<f32>(), scale.to_plain_array_view::<f32>(), offset.to_plain_array_view::<f32>())
-    else {
+pub fn centerface_decode(
+    heat: &Tensor,
+    scale: &Tensor,
+    offset: &Tensor,
+    threshold: f32,
+    iou: f32,
+) -> Vec<Detection> {
+    let (Ok(heat), Ok(scale), Ok(offset)) = (
+        heat.to_plain_array_view::<f32>(),
+        scale.to_plain_array_view::<f32>(),
+        offset.to_plain_array_view::<f32>(),
+    ) else {
         return vec![];
     };
     let (h, w) = (heat.shape()[2], heat.shape()[3]);
@@ -173,7 +216,8 @@ pub fn centerface_decode(heat: &Tensor, scale: &Tensor, offset: &Tensor, thresho
     for y in 0..h {
         for x in 0..w {
             let score = heat[[0, 0, y, x]];
-            if !(score > threshold) {
+            // NaN scores are skipped too.
+            if score.is_nan() || score <= threshold {
                 continue;
             }
             let bh = scale[[0, 0, y, x]].exp() * 4.0;
@@ -181,7 +225,13 @@ pub fn centerface_decode(heat: &Tensor, scale: &Tensor, offset: &Tensor, thresho
             let (oy, ox) = (offset[[0, 0, y, x]], offset[[0, 1, y, x]]);
             let x1 = ((x as f32 + ox + 0.5) * 4.0 - bw / 2.0).max(0.0);
             let y1 = ((y as f32 + oy + 0.5) * 4.0 - bh / 2.0).max(0.0);
-            let d = Detection { x1, y1, x2: (x1 + bw).min(in_w), y2: (y1 + bh).min(in_h), score };
+            let d = Detection {
+                x1,
+                y1,
+                x2: (x1 + bw).min(in_w),
+                y2: (y1 + bh).min(in_h),
+                score,
+            };
             if d.area().is_finite() && d.area() > 0.0 {
                 dets.push(d);
             }
@@ -204,11 +254,21 @@ pub fn nms(mut dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
 
 /// Runs a face-detection card on one image; returns the detections (which stay in memory:
 /// only their count may be aggregated).
-pub fn detect_faces(model: &Model, img: &Image, threshold: f32) -> Result<Vec<Detection>, PipelineError> {
+pub fn detect_faces(
+    model: &Model,
+    img: &Image,
+    threshold: f32,
+) -> Result<Vec<Detection>, PipelineError> {
     let card = &model.card;
-    let unsuitable = |m: &str| PipelineError::Unsuitable { model: card.id.clone(), message: m.into() };
+    let unsuitable = |m: &str| PipelineError::Unsuitable {
+        model: card.id.clone(),
+        message: m.into(),
+    };
     let mut inputs = model.initial_inputs();
-    let (ix, input) = card.data_inputs().next().ok_or_else(|| unsuitable("no data input"))?;
+    let (ix, input) = card
+        .data_inputs()
+        .next()
+        .ok_or_else(|| unsuitable("no data input"))?;
     let InputRole::Data(pre @ Preprocess::Image { .. }) = &input.role else {
         return Err(unsuitable("its data input is not an image"));
     };
@@ -224,7 +284,13 @@ pub fn detect_faces(model: &Model, img: &Image, threshold: f32) -> Result<Vec<De
         return Err(unsuitable("it does not have CenterFace outputs"));
     }
     let out = model.run(inputs.into_iter().map(TValue::from).collect())?;
-    Ok(centerface_decode(&out[heads[0]], &out[heads[1]], &out[heads[2]], threshold, 0.3))
+    Ok(centerface_decode(
+        &out[heads[0]],
+        &out[heads[1]],
+        &out[heads[2]],
+        threshold,
+        0.3,
+    ))
 }
 
 /// Streams audio through a voice-activity card chunk by chunk, carrying the recurrent state and
@@ -243,9 +309,21 @@ pub struct SpeechStream<'m> {
 impl<'m> SpeechStream<'m> {
     pub fn new(model: &'m Model) -> Result<SpeechStream<'m>, PipelineError> {
         let card = &model.card;
-        let unsuitable = |m: &str| PipelineError::Unsuitable { model: card.id.clone(), message: m.into() };
-        let (data_ix, input) = card.data_inputs().next().ok_or_else(|| unsuitable("no data input"))?;
-        let InputRole::Data(Preprocess::Audio { chunk, context, gain, .. }) = input.role else {
+        let unsuitable = |m: &str| PipelineError::Unsuitable {
+            model: card.id.clone(),
+            message: m.into(),
+        };
+        let (data_ix, input) = card
+            .data_inputs()
+            .next()
+            .ok_or_else(|| unsuitable("no data input"))?;
+        let InputRole::Data(Preprocess::Audio {
+            chunk,
+            context,
+            gain,
+            ..
+        }) = input.role
+        else {
             return Err(unsuitable("its data input is not audio"));
         };
         let prob_ix = card
@@ -278,27 +356,43 @@ impl<'m> SpeechStream<'m> {
 
     /// One chunk of exactly `chunk_len()` samples in [-1, 1].
     pub fn push(&mut self, chunk: &[f32]) -> Result<f32, PipelineError> {
-        assert_eq!(chunk.len(), self.chunk, "SpeechStream::push takes whole chunks");
+        assert_eq!(
+            chunk.len(),
+            self.chunk,
+            "SpeechStream::push takes whole chunks"
+        );
         let card = &self.model.card;
         let mut window = Vec::with_capacity(self.context + self.chunk);
         window.extend_from_slice(&self.history);
         window.extend(chunk.iter().map(|s| s * self.gain));
         if self.context > 0 {
-            self.history.copy_from_slice(&window[window.len() - self.context..]);
+            self.history
+                .copy_from_slice(&window[window.len() - self.context..]);
         }
         let shape = card.inputs[self.data_ix].shape.clone();
-        self.state[self.data_ix] = tract_ndarray::ArrayD::from_shape_vec(shape, window).expect("card shape").into();
-        let out = self.model.run(self.state.iter().cloned().map(TValue::from).collect())?;
+        self.state[self.data_ix] = tract_ndarray::ArrayD::from_shape_vec(shape, window)
+            .expect("card shape")
+            .into();
+        let out = self
+            .model
+            .run(self.state.iter().cloned().map(TValue::from).collect())?;
         for (i, input) in card.inputs.iter().enumerate() {
             if let InputRole::State { from } = &input.role {
-                let o = card.outputs.iter().position(|o| o.name == *from).expect("validated card");
+                let o = card
+                    .outputs
+                    .iter()
+                    .position(|o| o.name == *from)
+                    .expect("validated card");
                 self.state[i] = out[o].clone().into_tensor();
             }
         }
-        let p = out[self.prob_ix].cast_to_scalar::<f32>().map_err(|e| PipelineError::Unsuitable {
-            model: card.id.clone(),
-            message: format!("speech probability is not a number: {e}"),
-        })?;
+        let p =
+            out[self.prob_ix]
+                .cast_to_scalar::<f32>()
+                .map_err(|e| PipelineError::Unsuitable {
+                    model: card.id.clone(),
+                    message: format!("speech probability is not a number: {e}"),
+                })?;
         Ok(p)
     }
 }
@@ -308,16 +402,29 @@ mod tests {
     use super::*;
 
     fn det(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Detection {
-        Detection { x1, y1, x2, y2, score }
+        Detection {
+            x1,
+            y1,
+            x2,
+            y2,
+            score,
+        }
     }
 
     #[test]
     fn nms_keeps_the_best_of_overlapping_boxes_and_separate_ones() {
         let kept = nms(
-            vec![det(0., 0., 10., 10., 0.6), det(1., 1., 11., 11., 0.9), det(50., 50., 60., 60., 0.7)],
+            vec![
+                det(0., 0., 10., 10., 0.6),
+                det(1., 1., 11., 11., 0.9),
+                det(50., 50., 60., 60., 0.7),
+            ],
             0.3,
         );
-        assert_eq!(kept, vec![det(1., 1., 11., 11., 0.9), det(50., 50., 60., 60., 0.7)]);
+        assert_eq!(
+            kept,
+            vec![det(1., 1., 11., 11., 0.9), det(50., 50., 60., 60., 0.7)]
+        );
     }
 
     #[test]
@@ -329,7 +436,13 @@ mod tests {
         // exp(ln 2) * 4 = 8 pixels high and wide.
         scale.fill(2f32.ln());
         let offset = tract_ndarray::Array4::<f32>::zeros((1, 2, h, w));
-        let d = centerface_decode(&heat.into_dyn().into(), &scale.into_dyn().into(), &offset.into_dyn().into(), 0.5, 0.3);
+        let d = centerface_decode(
+            &heat.into_dyn().into(),
+            &scale.into_dyn().into(),
+            &offset.into_dyn().into(),
+            0.5,
+            0.3,
+        );
         assert_eq!(d.len(), 1);
         // centre at ((5 + 0.5) * 4, (3 + 0.5) * 4) = (22, 14)
         assert_eq!(d[0], det(18., 10., 26., 18., 0.9));

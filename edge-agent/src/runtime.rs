@@ -16,20 +16,40 @@ use crate::onnx_guard::{self, Workarounds};
 /// A model that could not be loaded; each variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: cannot read the model file: {source} (run `cargo xtask models fetch` if the card's model is fetched)")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{path}: cannot read the model file: {error} (run `cargo xtask models fetch` if the card's model is fetched)"
+    )]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: the file is empty")]
     Empty { path: PathBuf },
-    #[error("{path}: sha256 is {actual} but the card {card} says {expected}: the file is not the one the card describes")]
-    Sha256 { path: PathBuf, card: PathBuf, expected: String, actual: String },
+    #[error(
+        "{path}: sha256 is {actual} but the card {card} says {expected}: the file is not the one the card describes"
+    )]
+    Sha256 {
+        path: PathBuf,
+        card: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{path}: not a valid ONNX file: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Rejected { path: PathBuf, reason: String },
     #[error("{card}: field `{field}`: {message}")]
-    CardMismatch { card: PathBuf, field: String, message: String },
+    CardMismatch {
+        card: PathBuf,
+        field: String,
+        message: String,
+    },
     #[error("{path}: tract cannot {stage} this model: {reason}")]
-    Tract { path: PathBuf, stage: &'static str, reason: String },
+    Tract {
+        path: PathBuf,
+        stage: &'static str,
+        reason: String,
+    },
 }
 
 /// Options for loading.
@@ -81,7 +101,10 @@ impl Model {
     pub fn load(card: &Card, options: LoadOptions) -> Result<Model, ModelError> {
         let path = card.file.clone();
         let t0 = Instant::now();
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|error| ModelError::Io {
+            path: path.clone(),
+            error,
+        })?;
         if bytes.is_empty() {
             return Err(ModelError::Empty { path });
         }
@@ -103,24 +126,41 @@ impl Model {
         let onnx = tract_onnx::onnx().with_ignore_output_shapes(true);
         let mut proto = {
             use prost::Message;
-            pb::ModelProto::decode(bytes.as_slice())
-                .map_err(|e| ModelError::Decode { path: path.clone(), reason: e.to_string() })?
+            pb::ModelProto::decode(bytes.as_slice()).map_err(|e| ModelError::Decode {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?
         };
         drop(bytes);
         let known = |op: &str| onnx.op_register.0.contains_key(op);
-        onnx_guard::check(&proto, &known).map_err(|r| ModelError::Rejected { path: path.clone(), reason: r.message })?;
+        onnx_guard::check(&proto, &known).map_err(|r| ModelError::Rejected {
+            path: path.clone(),
+            reason: r.message,
+        })?;
         let overrides = check_card_inputs(card, &proto)?;
         let onnx_ops = onnx_guard::operator_counts(&proto);
-        let workarounds = if options.workarounds { onnx_guard::float_softmax(&mut proto) } else { Workarounds::default() };
+        let mut workarounds = if options.workarounds {
+            onnx_guard::float_softmax(&mut proto)
+        } else {
+            Workarounds::default()
+        };
+        // Not a numeric workaround: duplicate names only stop tract from building the graph.
+        workarounds.renamed_nodes = onnx_guard::unique_node_names(&mut proto);
         let decode = t1.elapsed();
 
         let t2 = Instant::now();
         let tract_err = |stage: &'static str| {
             let path = path.clone();
-            move |e: TractError| ModelError::Tract { path, stage, reason: format!("{e:#}") }
+            move |e: TractError| ModelError::Tract {
+                path,
+                stage,
+                reason: format!("{e:#}"),
+            }
         };
         let typed = guarded(&path, "parse", || {
-            let mut model = onnx.model_for_proto_model(&proto).map_err(tract_err("parse"))?;
+            let mut model = onnx
+                .model_for_proto_model(&proto)
+                .map_err(tract_err("parse"))?;
             apply_card(card, &mut model)?;
             model.into_typed().map_err(|e| match overrides.first() {
                 // The card's shape replaced the file's and does not fit: that is the card's
@@ -151,7 +191,12 @@ impl Model {
         Ok(Model {
             card: card.clone(),
             plan,
-            times: LoadTimes { read_and_hash, decode, analyse, optimise },
+            times: LoadTimes {
+                read_and_hash,
+                decode,
+                analyse,
+                optimise,
+            },
             onnx_ops,
             optimised_ops,
             workarounds,
@@ -160,7 +205,10 @@ impl Model {
                 .iter()
                 .map(|o| {
                     let i = &card.inputs[o.index];
-                    format!("input `{}`: the file declares {}, the card's {:?} applies", i.name, o.declared, i.shape)
+                    format!(
+                        "input `{}`: the file declares {}, the card's {:?} applies",
+                        i.name, o.declared, i.shape
+                    )
                 })
                 .collect(),
         })
@@ -170,16 +218,18 @@ impl Model {
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, ModelError> {
         let path = &self.card.file;
         guarded(path, "run", || {
-            self.plan
-                .run(inputs)
-                .map_err(|e| ModelError::Tract { path: path.clone(), stage: "run", reason: format!("{e:#}") })
+            self.plan.run(inputs).map_err(|e| ModelError::Tract {
+                path: path.clone(),
+                stage: "run",
+                reason: format!("{e:#}"),
+            })
         })
     }
 
     /// Input tensors for one step where data inputs are given, state inputs start at zero and
     /// constants take the card's value.
     pub fn initial_inputs(&self) -> Vec<Tensor> {
-        self.card.inputs.iter().map(|i| initial_tensor(i)).collect()
+        self.card.inputs.iter().map(initial_tensor).collect()
     }
 }
 
@@ -194,12 +244,15 @@ pub fn initial_tensor(input: &Input) -> Tensor {
             Dtype::U8 => tensor_from(shape, v.iter().map(|&x| x as u8).collect()),
             Dtype::I8 => tensor_from(shape, v.iter().map(|&x| x as i8).collect()),
         },
-        _ => Tensor::zero_dt(datum_type(input.dtype), shape).expect("zero tensor of a validated shape"),
+        _ => Tensor::zero_dt(datum_type(input.dtype), shape)
+            .expect("zero tensor of a validated shape"),
     }
 }
 
 fn tensor_from<T: Datum + Copy>(shape: &[usize], v: Vec<T>) -> Tensor {
-    tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), v).expect("validated shape and length").into()
+    tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), v)
+        .expect("validated shape and length")
+        .into()
 }
 
 pub fn datum_type(d: Dtype) -> DatumType {
@@ -227,7 +280,11 @@ fn guarded<T>(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown cause".into());
-            Err(ModelError::Tract { path: path.to_owned(), stage, reason: format!("internal failure in tract: {what}") })
+            Err(ModelError::Tract {
+                path: path.to_owned(),
+                stage,
+                reason: format!("internal failure in tract: {what}"),
+            })
         }
     }
 }
@@ -240,16 +297,27 @@ struct ShapeOverride {
 }
 
 /// The card's inputs must be exactly the graph's inputs, with the same element types.
-fn check_card_inputs(card: &Card, proto: &pb::ModelProto) -> Result<Vec<ShapeOverride>, ModelError> {
+fn check_card_inputs(
+    card: &Card,
+    proto: &pb::ModelProto,
+) -> Result<Vec<ShapeOverride>, ModelError> {
     let graph_inputs = onnx_guard::graph_inputs(proto);
-    let mismatch = |field: String, message: String| ModelError::CardMismatch { card: card.path.clone(), field, message };
+    let mismatch = |field: String, message: String| ModelError::CardMismatch {
+        card: card.path.clone(),
+        field,
+        message,
+    };
     let mut overrides = Vec::new();
     for (i, input) in card.inputs.iter().enumerate() {
         let Some((_, elem, shape)) = graph_inputs.iter().find(|(n, _, _)| *n == input.name) else {
             let names: Vec<&str> = graph_inputs.iter().map(|(n, _, _)| n.as_str()).collect();
             return Err(mismatch(
                 format!("inputs[{i}].name"),
-                format!("the model has no input `{}` (its inputs: {})", input.name, names.join(", ")),
+                format!(
+                    "the model has no input `{}` (its inputs: {})",
+                    input.name,
+                    names.join(", ")
+                ),
             ));
         };
         if let Some(elem) = elem {
@@ -257,28 +325,50 @@ fn check_card_inputs(card: &Card, proto: &pb::ModelProto) -> Result<Vec<ShapeOve
             if name != input.dtype.to_string() {
                 return Err(mismatch(
                     format!("inputs[{i}].dtype"),
-                    format!("card says {} but the model's input `{}` is {name}", input.dtype, input.name),
+                    format!(
+                        "card says {} but the model's input `{}` is {name}",
+                        input.dtype, input.name
+                    ),
                 ));
             }
         }
         if let Some(shape) = shape {
             let compatible = shape.len() == input.shape.len()
-                && shape.iter().zip(&input.shape).all(|(d, &c)| d.is_none_or(|d| d as usize == c));
+                && shape
+                    .iter()
+                    .zip(&input.shape)
+                    .all(|(d, &c)| d.is_none_or(|d| d as usize == c));
             if !compatible {
-                let dims: Vec<String> = shape.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
-                overrides.push(ShapeOverride { index: i, declared: format!("[{}]", dims.join(", ")) });
+                let dims: Vec<String> = shape
+                    .iter()
+                    .map(|d| d.map_or("?".into(), |d| d.to_string()))
+                    .collect();
+                overrides.push(ShapeOverride {
+                    index: i,
+                    declared: format!("[{}]", dims.join(", ")),
+                });
             }
         }
     }
-    if let Some((name, _, _)) = graph_inputs.iter().find(|(n, _, _)| !card.inputs.iter().any(|i| i.name == *n)) {
-        return Err(mismatch("inputs".into(), format!("the model's input `{name}` is not described by the card")));
+    if let Some((name, _, _)) = graph_inputs
+        .iter()
+        .find(|(n, _, _)| !card.inputs.iter().any(|i| i.name == *n))
+    {
+        return Err(mismatch(
+            "inputs".into(),
+            format!("the model's input `{name}` is not described by the card"),
+        ));
     }
     Ok(overrides)
 }
 
 /// Input order and facts, and output selection, from the card.
 fn apply_card(card: &Card, model: &mut InferenceModel) -> Result<(), ModelError> {
-    let mismatch = |field: String, message: String| ModelError::CardMismatch { card: card.path.clone(), field, message };
+    let mismatch = |field: String, message: String| ModelError::CardMismatch {
+        card: card.path.clone(),
+        field,
+        message,
+    };
     let tract = |e: TractError| ModelError::Tract {
         path: card.file.clone(),
         stage: "apply the card's facts to",
@@ -290,35 +380,57 @@ fn apply_card(card: &Card, model: &mut InferenceModel) -> Result<(), ModelError>
         let outlet = inputs
             .iter()
             .find(|o| model.node(o.node).name == input.name)
-            .ok_or_else(|| mismatch(format!("inputs[{i}].name"), format!("the model has no input `{}`", input.name)))?;
+            .ok_or_else(|| {
+                mismatch(
+                    format!("inputs[{i}].name"),
+                    format!("the model has no input `{}`", input.name),
+                )
+            })?;
         order.push(*outlet);
     }
     // tract feeds inputs in the model's order; make it the card's.
     model.set_input_outlets(&order).map_err(tract)?;
     for (ix, input) in card.inputs.iter().enumerate() {
         let shape: TVec<i64> = input.shape.iter().map(|&d| d as i64).collect();
-        model.set_input_fact(ix, InferenceFact::dt_shape(datum_type(input.dtype), shape)).map_err(tract)?;
+        model
+            .set_input_fact(ix, InferenceFact::dt_shape(datum_type(input.dtype), shape))
+            .map_err(tract)?;
     }
     for (i, o) in card.outputs.iter().enumerate() {
         if model.find_outlet_label(&o.name).is_none() {
-            return Err(mismatch(format!("outputs[{i}].name"), format!("the model has no output `{}`", o.name)));
+            return Err(mismatch(
+                format!("outputs[{i}].name"),
+                format!("the model has no output `{}`", o.name),
+            ));
         }
     }
-    model.select_outputs_by_name(card.outputs.iter().map(|o| o.name.as_str())).map_err(tract)?;
+    model
+        .select_outputs_by_name(card.outputs.iter().map(|o| o.name.as_str()))
+        .map_err(tract)?;
     Ok(())
 }
 
 /// The optimised model's outputs must have the card's types and shapes.
 fn check_card_outputs(card: &Card, model: &TypedModel) -> Result<(), ModelError> {
-    for (i, (o, outlet)) in card.outputs.iter().zip(model.output_outlets().unwrap_or(&[])).enumerate() {
-        let Ok(fact) = model.outlet_fact(*outlet) else { continue };
+    for (i, (o, outlet)) in card
+        .outputs
+        .iter()
+        .zip(model.output_outlets().unwrap_or(&[]))
+        .enumerate()
+    {
+        let Ok(fact) = model.outlet_fact(*outlet) else {
+            continue;
+        };
         let shape: Option<Vec<usize>> = fact.shape.as_concrete().map(|s| s.to_vec());
         let dt = fact.datum_type.unquantized();
         if dt != datum_type(o.dtype).unquantized() {
             return Err(ModelError::CardMismatch {
                 card: card.path.clone(),
                 field: format!("outputs[{i}].dtype"),
-                message: format!("card says {} but the model computes {dt:?} for `{}`", o.dtype, o.name),
+                message: format!(
+                    "card says {} but the model computes {dt:?} for `{}`",
+                    o.dtype, o.name
+                ),
             });
         }
         if let Some(shape) = shape
@@ -327,7 +439,10 @@ fn check_card_outputs(card: &Card, model: &TypedModel) -> Result<(), ModelError>
             return Err(ModelError::CardMismatch {
                 card: card.path.clone(),
                 field: format!("outputs[{i}].shape"),
-                message: format!("card says {:?} but the model computes {shape:?} for `{}`", o.shape, o.name),
+                message: format!(
+                    "card says {:?} but the model computes {shape:?} for `{}`",
+                    o.shape, o.name
+                ),
             });
         }
     }
@@ -345,8 +460,10 @@ fn typed_operator_counts(model: &TypedModel) -> BTreeMap<String, usize> {
 /// Lowercase hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

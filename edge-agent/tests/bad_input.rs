@@ -41,7 +41,13 @@ fn set_card_sha(card: &Path, sha: &str) {
     let text = std::fs::read_to_string(card).unwrap();
     let out: Vec<String> = text
         .lines()
-        .map(|l| if l.trim_start().starts_with("sha256 =") { format!("sha256 = \"{sha}\"") } else { l.to_string() })
+        .map(|l| {
+            if l.trim_start().starts_with("sha256 =") {
+                format!("sha256 = \"{sha}\"")
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     std::fs::write(card, out.join("\n") + "\n").unwrap();
 }
@@ -64,7 +70,12 @@ fn edit_card(dir: &Path, from: &str, to: &str) {
 
 fn model_proto(dir: &Path) -> tract_onnx::pb::ModelProto {
     use prost::Message;
-    tract_onnx::pb::ModelProto::decode(std::fs::read(dir.join("tiny_float.onnx")).unwrap().as_slice()).unwrap()
+    tract_onnx::pb::ModelProto::decode(
+        std::fs::read(dir.join("tiny_float.onnx"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
 }
 
 fn save_proto(dir: &Path, proto: &tract_onnx::pb::ModelProto) {
@@ -120,7 +131,11 @@ const CASES: &[Case] = &[
         },
         args: &[],
         exit: 2,
-        says: &["tiny_float.onnx", "sha256", "not the one the card describes"],
+        says: &[
+            "tiny_float.onnx",
+            "sha256",
+            "not the one the card describes",
+        ],
     },
     Case {
         name: "garbage bytes",
@@ -181,7 +196,9 @@ const CASES: &[Case] = &[
     Case {
         name: "missing golden output file",
         card: "tiny_float.card.toml",
-        break_it: |d| std::fs::remove_file(d.join("tiny_float_golden/test_data_set_0/output_0.pb")).unwrap(),
+        break_it: |d| {
+            std::fs::remove_file(d.join("tiny_float_golden/test_data_set_0/output_0.pb")).unwrap()
+        },
         args: &[],
         exit: 2,
         says: &["test_data_set_0", "0 output files"],
@@ -189,7 +206,13 @@ const CASES: &[Case] = &[
     Case {
         name: "corrupt golden file",
         card: "tiny_float.card.toml",
-        break_it: |d| std::fs::write(d.join("tiny_float_golden/test_data_set_0/input_0.pb"), [0xff; 7]).unwrap(),
+        break_it: |d| {
+            std::fs::write(
+                d.join("tiny_float_golden/test_data_set_0/input_0.pb"),
+                [0xff; 7],
+            )
+            .unwrap()
+        },
         args: &[],
         exit: 2,
         says: &["input_0.pb"],
@@ -197,7 +220,13 @@ const CASES: &[Case] = &[
     Case {
         name: "card path escaping its folder",
         card: "tiny_float.card.toml",
-        break_it: |d| edit_card(d, "file = \"tiny_float.onnx\"", "file = \"../tiny_float.onnx\""),
+        break_it: |d| {
+            edit_card(
+                d,
+                "file = \"tiny_float.onnx\"",
+                "file = \"../tiny_float.onnx\"",
+            )
+        },
         args: &[],
         exit: 2,
         says: &["field `file`", "inside the card's folder"],
@@ -209,10 +238,11 @@ const CASES: &[Case] = &[
             let mut p = model_proto(d);
             let t = &mut p.graph.as_mut().unwrap().initializer[0];
             t.data_location = Some(tract_onnx::pb::tensor_proto::DataLocation::External as i32);
-            t.external_data.push(tract_onnx::pb::StringStringEntryProto {
-                key: "location".into(),
-                value: "../../etc/passwd".into(),
-            });
+            t.external_data
+                .push(tract_onnx::pb::StringStringEntryProto {
+                    key: "location".into(),
+                    value: "../../etc/passwd".into(),
+                });
             save_proto(d, &p);
         },
         args: &[],
@@ -290,7 +320,11 @@ fn bad_inputs_fail_clearly_without_panicking() {
             .arg(dir.path().join(case.card))
             .output()
             .expect("run edge-agent");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let code = out.status.code().unwrap_or(-1);
         let missing: Vec<&&str> = case.says.iter().filter(|s| !text.contains(**s)).collect();
         if code != case.exit || !missing.is_empty() || text.contains("panicked") {
@@ -300,7 +334,12 @@ fn bad_inputs_fail_clearly_without_panicking() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n---\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
 }
 
 /// Every single-bit flip of a valid model, with the card's sha256 updated to match, either
@@ -310,6 +349,17 @@ fn no_bit_flip_of_a_model_panics() {
     let dir = workspace();
     let good = std::fs::read(dir.path().join("tiny_float.onnx")).unwrap();
     let card_text = std::fs::read_to_string(dir.path().join("tiny_float.card.toml")).unwrap();
+    // A panic caught by the runtime's guard still counts: the guard is a last line of
+    // defence, and each panic it catches is a loader bug to fix.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // Panics of this test's thread only: other tests run in parallel in this process.
+    let me = std::thread::current().id();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == me {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        eprintln!("panic: {info}");
+    }));
     let (mut loaded, mut rejected) = (0, 0);
     for byte in 0..good.len() {
         for bit in [0u8, 3, 7] {
@@ -318,10 +368,17 @@ fn no_bit_flip_of_a_model_panics() {
             std::fs::write(dir.path().join("tiny_float.onnx"), &b).unwrap();
             let text: String = card_text
                 .lines()
-                .map(|l| if l.starts_with("sha256 =") { format!("sha256 = \"{}\"\n", sha256(&b)) } else { format!("{l}\n") })
+                .map(|l| {
+                    if l.starts_with("sha256 =") {
+                        format!("sha256 = \"{}\"\n", sha256(&b))
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
                 .collect();
             let card = Card::parse(&dir.path().join("tiny_float.card.toml"), &text).unwrap();
-            let result = std::panic::catch_unwind(|| Model::load(&card, LoadOptions::default()).map(|_| ()));
+            let result =
+                std::panic::catch_unwind(|| Model::load(&card, LoadOptions::default()).map(|_| ()));
             match result {
                 Ok(Ok(())) => loaded += 1,
                 Ok(Err(_)) => rejected += 1,
@@ -329,6 +386,19 @@ fn no_bit_flip_of_a_model_panics() {
             }
         }
     }
+    let _ = std::panic::take_hook();
+    assert_eq!(
+        PANICS.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "panics while loading flipped models"
+    );
     // Both outcomes occur: flips in weights still load, flips in structure are rejected.
-    assert!(loaded > 0 && rejected > 0, "loaded {loaded}, rejected {rejected}");
+    assert!(
+        loaded > 0 && rejected > 0,
+        "loaded {loaded}, rejected {rejected}"
+    );
+    eprintln!(
+        "{} flipped models: {loaded} loaded, {rejected} rejected, no panic",
+        loaded + rejected
+    );
 }

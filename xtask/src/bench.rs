@@ -21,10 +21,16 @@ struct Figures {
 fn venv_python() -> Result<PathBuf> {
     let venv = std::env::var_os("IAT_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/iat/venv"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/iat/venv")
+        });
     let python = venv.join("bin/python");
     if !python.is_file() {
-        sh::run(Command::new("bash").arg(sh::root().join("models/tools/setup-venv.sh")).env("IAT_VENV", &venv))?;
+        sh::run(
+            Command::new("bash")
+                .arg(sh::root().join("models/tools/setup-venv.sh"))
+                .env("IAT_VENV", &venv),
+        )?;
     }
     Ok(python)
 }
@@ -38,8 +44,10 @@ pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
     models::fetch()?;
     let agent = models::agent_release()?;
     let python = venv_python()?;
-    let cards: Vec<PathBuf> =
-        models::cards()?.into_iter().filter(|c| only.is_empty() || only.contains(&models::id(c))).collect();
+    let cards: Vec<PathBuf> = models::cards()?
+        .into_iter()
+        .filter(|c| only.is_empty() || only.contains(&models::id(c)))
+        .collect();
     if cards.is_empty() {
         bail!("no model matches {only:?} (see `cargo xtask models list`)");
     }
@@ -52,11 +60,16 @@ pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
             let runs_s = runs.to_string();
             let a = sh::output(
                 Command::new(&agent)
-                    .args(["model", "bench", "--json", "--runs", &runs_s, "--warmup", "3"])
+                    .args([
+                        "model", "bench", "--json", "--runs", &runs_s, "--warmup", "3",
+                    ])
                     .arg(card)
                     .current_dir(sh::root()),
             )?;
-            ours.push(serde_json::from_str::<Figures>(a.trim()).with_context(|| format!("agent bench output: {a}"))?);
+            ours.push(
+                serde_json::from_str::<Figures>(a.trim())
+                    .with_context(|| format!("agent bench output: {a}"))?,
+            );
             let o = sh::output(
                 Command::new(&python)
                     .arg(sh::root().join("models/tools/ort_bench.py"))
@@ -64,7 +77,10 @@ pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
                     .args(["--json", "--runs", &runs_s, "--warmup", "3"])
                     .current_dir(sh::root()),
             )?;
-            ort.push(serde_json::from_str::<Figures>(o.trim()).with_context(|| format!("onnxruntime bench output: {o}"))?);
+            ort.push(
+                serde_json::from_str::<Figures>(o.trim())
+                    .with_context(|| format!("onnxruntime bench output: {o}"))?,
+            );
         }
         rows.push((id, ours, ort));
     }
@@ -72,11 +88,25 @@ pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
     println!("single thread, {rounds} alternating rounds x {runs} runs each; medians over rounds");
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10}",
-        "model", "agent p50", "agent p90", "ort p50", "ort p90", "ratio", "agent load", "ort load", "agent RSS", "ort RSS"
+        "model",
+        "agent p50",
+        "agent p90",
+        "ort p50",
+        "ort p90",
+        "ratio",
+        "agent load",
+        "ort load",
+        "agent RSS",
+        "ort RSS"
     );
     for (id, ours, ort) in rows {
         let m = |v: &[Figures], f: fn(&Figures) -> f64| median(v.iter().map(f).collect());
-        let rss = |v: &[Figures]| v.iter().filter_map(|f| f.peak_rss_kib).max().map_or("n/a".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+        let rss = |v: &[Figures]| {
+            v.iter()
+                .filter_map(|f| f.peak_rss_kib)
+                .max()
+                .map_or("n/a".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
+        };
         let (a50, o50) = (m(&ours, |f| f.p50_ms), m(&ort, |f| f.p50_ms));
         println!(
             "{:<22} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>7.2} {:>8.1}ms {:>8.1}ms {:>10} {:>10}",

@@ -45,7 +45,11 @@ fn main() -> ExitCode {
     let result = match cli.job {
         Job::Demo => models::demo(),
         Job::Test => test::test(),
-        Job::Bench { models, rounds, runs } => bench::bench(&models, rounds, runs),
+        Job::Bench {
+            models,
+            rounds,
+            runs,
+        } => bench::bench(&models, rounds, runs),
         Job::Models(job) => models::run(job),
     };
     match result {

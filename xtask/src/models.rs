@@ -49,15 +49,20 @@ pub fn cards() -> Result<Vec<PathBuf>> {
 
 /// The model id of a card (its folder name).
 pub fn id(card: &Path) -> String {
-    card.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    card.parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Cards whose model file is fetched rather than committed.
 fn fetched_cards() -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for card in cards()? {
-        let text = std::fs::read_to_string(&card).with_context(|| format!("reading {}", card.display()))?;
-        let value: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", card.display()))?;
+        let text = std::fs::read_to_string(&card)
+            .with_context(|| format!("reading {}", card.display()))?;
+        let value: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", card.display()))?;
         if value.contains_key("fetch") {
             out.push(card);
         }
@@ -76,19 +81,36 @@ pub fn fetch() -> Result<()> {
         bail!("python3 is needed to fetch models (Debian: apt-get install python3 python3-pip)");
     }
     let mut cmd = Command::new("python3");
-    cmd.arg(sh::root().join("models/tools/fetch.py")).args(&cards).current_dir(sh::root());
+    cmd.arg(sh::root().join("models/tools/fetch.py"))
+        .args(&cards)
+        .current_dir(sh::root());
     sh::run(&mut cmd)
 }
 
 /// Builds the agent (dev profile: dependencies optimised) and returns its path.
 pub fn agent() -> Result<PathBuf> {
-    sh::run(sh::cargo().args(["build", "--quiet", "--package", "edge-agent", "--bin", "edge-agent"]))?;
+    sh::run(sh::cargo().args([
+        "build",
+        "--quiet",
+        "--package",
+        "edge-agent",
+        "--bin",
+        "edge-agent",
+    ]))?;
     Ok(sh::target_dir().join("debug/edge-agent"))
 }
 
 /// Builds the agent with the release profile (for benchmarks).
 pub fn agent_release() -> Result<PathBuf> {
-    sh::run(sh::cargo().args(["build", "--quiet", "--release", "--package", "edge-agent", "--bin", "edge-agent"]))?;
+    sh::run(sh::cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "edge-agent",
+        "--bin",
+        "edge-agent",
+    ]))?;
     Ok(sh::target_dir().join("release/edge-agent"))
 }
 
@@ -96,7 +118,9 @@ pub fn check() -> Result<()> {
     fetch()?;
     let agent = agent()?;
     let mut cmd = Command::new(agent);
-    cmd.args(["model", "check"]).args(cards()?).current_dir(sh::root());
+    cmd.args(["model", "check"])
+        .args(cards()?)
+        .current_dir(sh::root());
     sh::run(&mut cmd)
 }
 
@@ -106,15 +130,28 @@ pub fn demo() -> Result<()> {
     let agent = agent()?;
     let root = sh::root();
     let samples = root.join("models/samples");
-    println!("== demo: the agent runs real models on bundled samples; only aggregates are printed ==");
-    let steps: [(&str, &str); 2] = [("silero-vad-16k", "speech.wav"), ("centerface-int8", "people.png")];
+    println!(
+        "== demo: the agent runs real models on bundled samples; only aggregates are printed =="
+    );
+    let steps: [(&str, &str); 2] = [
+        ("silero-vad-16k", "speech.wav"),
+        ("centerface-int8", "people.png"),
+    ];
     for (model, sample) in steps {
         let card = root.join("models").join(model).join("card.toml");
         println!("-- {model} on models/samples/{sample}");
-        sh::run(Command::new(&agent).args(["model", "run"]).arg(&card).arg(samples.join(sample)).current_dir(&root))?;
+        sh::run(
+            Command::new(&agent)
+                .args(["model", "run"])
+                .arg(&card)
+                .arg(samples.join(sample))
+                .current_dir(&root),
+        )?;
     }
     println!("-- golden checks of every bundled model against onnxruntime's outputs");
     check()?;
-    println!("== demo done: see `edge-agent model inspect models/<id>/card.toml` for each model's card ==");
+    println!(
+        "== demo done: see `edge-agent model inspect models/<id>/card.toml` for each model's card =="
+    );
     Ok(())
 }

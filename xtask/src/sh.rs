@@ -7,13 +7,18 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 /// Where cargo puts build outputs: `CARGO_TARGET_DIR` when set (CI keeps one outside the
 /// clone), else `target/` in the workspace.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 pub fn cargo() -> Command {
@@ -35,7 +40,9 @@ fn show(cmd: &Command) -> String {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let shown = show(cmd);
     eprintln!("$ {shown}");
-    let status = cmd.status().with_context(|| format!("cannot start `{shown}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -61,28 +68,37 @@ pub fn have(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// True under CI (CI=true): a missing tool is then a failure, never a silent skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// Makes sure each `(program, debian_package)` is on PATH: installs the missing packages with
 /// apt when running as root, otherwise fails naming the command to run.
 pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = tools.iter().filter(|(p, _)| !have(p)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(p, _)| !have(p))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if !is_root {
-        bail!("missing tools; install them with: sudo apt-get install --no-install-recommends {}", missing.join(" "));
+        bail!(
+            "missing tools; install them with: sudo apt-get install --no-install-recommends {}",
+            missing.join(" ")
+        );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    let still: Vec<&str> = tools.iter().filter(|(p, _)| !have(p)).map(|(p, _)| *p).collect();
+    let still: Vec<&str> = tools
+        .iter()
+        .filter(|(p, _)| !have(p))
+        .map(|(p, _)| *p)
+        .collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
