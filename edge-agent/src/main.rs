@@ -11,6 +11,17 @@ use edge_agent::pipeline::{self, SpeechStream};
 use edge_agent::runtime::{LoadOptions, Model};
 use edge_agent::{bench, golden};
 
+/// `println!` that ends the process quietly when stdout is closed (`edge-agent ... | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Exit codes: 0 success, 1 a check found wrong numbers, 2 bad input (card, model, file, usage).
 const EXIT_MISMATCH: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -113,31 +124,31 @@ fn load_card(path: &Path) -> Result<Card> {
 
 fn inspect(path: &Path) -> Result<ExitCode> {
     let card = load_card(path)?;
-    println!("model card {}", card.path.display());
-    println!("  id            {} {}", card.id, card.version);
-    println!("  task          {}", card.task);
-    println!(
+    say!("model card {}", card.path.display());
+    say!("  id            {} {}", card.id, card.version);
+    say!("  task          {}", card.task);
+    say!(
         "  file          {} (sha256 {})",
         card.file.display(),
         card.sha256
     );
-    println!("  purpose       {}", card.purpose);
-    println!("  never for     {}", card.never_for.join("; "));
-    println!("  owner         {}", card.owner);
-    println!("  licence       {}", card.licence);
+    say!("  purpose       {}", card.purpose);
+    say!("  never for     {}", card.never_for.join("; "));
+    say!("  owner         {}", card.owner);
+    say!("  licence       {}", card.licence);
     if let Some(b) = &card.legal_basis {
-        println!("  legal basis   {b}");
+        say!("  legal basis   {b}");
     }
-    println!("  aggregates    {}", card.aggregates.join(", "));
+    say!("  aggregates    {}", card.aggregates.join(", "));
     let p = &card.provenance;
-    println!(
+    say!(
         "  provenance    {} {} {} ({}), {}",
         p.registry, p.package, p.package_version, p.path, p.derivation
     );
     if let Some(a) = &card.accuracy {
-        println!("  accuracy      {a}");
+        say!("  accuracy      {a}");
     }
-    println!(
+    say!(
         "  check         {} (abs {}, rel {}, steps {})",
         card.check.vectors.display(),
         card.check.abs,
@@ -145,7 +156,7 @@ fn inspect(path: &Path) -> Result<ExitCode> {
         card.check.steps
     );
     let model = Model::load(&card, LoadOptions::default())?;
-    println!("inputs");
+    say!("inputs");
     for i in &card.inputs {
         let role = match &i.role {
             InputRole::Data(Preprocess::Image { .. }) => "data (image)".to_string(),
@@ -161,37 +172,37 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             InputRole::State { from } => format!("state (from `{from}`)"),
             InputRole::Constant(v) => format!("constant {v:?}"),
         };
-        println!("  {:<20} {}{:?}  {role}", i.name, i.dtype, i.shape);
+        say!("  {:<20} {}{:?}  {role}", i.name, i.dtype, i.shape);
     }
-    println!("outputs");
+    say!("outputs");
     for o in &card.outputs {
-        println!(
+        say!(
             "  {:<20} {}{:?}  {:?}",
             o.name, o.dtype, o.shape, o.postprocess
         );
     }
-    println!(
+    say!(
         "graph: {} operators in the ONNX file, {} after tract's optimisation ({} bytes, loaded in {:.1} ms)",
         model.onnx_ops.values().sum::<usize>(),
         model.optimised_ops.values().sum::<usize>(),
         model.file_size,
         model.times.total().as_secs_f64() * 1e3
     );
-    println!("  ONNX operators:      {}", counts(&model.onnx_ops));
-    println!("  optimised operators: {}", counts(&model.optimised_ops));
+    say!("  ONNX operators:      {}", counts(&model.onnx_ops));
+    say!("  optimised operators: {}", counts(&model.optimised_ops));
     for s in &model.workarounds.float_softmax {
-        println!(
+        say!(
             "  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)"
         );
     }
     if model.workarounds.renamed_nodes > 0 {
-        println!(
+        say!(
             "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",
             model.workarounds.renamed_nodes
         );
     }
     for n in &model.notes {
-        println!("  note: {n}");
+        say!("  note: {n}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -219,8 +230,8 @@ fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
             for o in &r.outputs {
                 let verdict = if o.passed() { "ok" } else { "FAIL" };
                 match &o.structural {
-                    Some(s) => println!("{verdict:>4}  {} {set} {}: {s}", card.id, o.name),
-                    None => println!(
+                    Some(s) => say!("{verdict:>4}  {} {set} {}: {s}", card.id, o.name),
+                    None => say!(
                         "{verdict:>4}  {} {set} {}: worst |err| {:.3e} at [{}] (got {:.6}, expected {:.6}), {:.2} of tolerance, {} of {} elements outside",
                         card.id,
                         o.name,
@@ -237,20 +248,20 @@ fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
             all_passed &= r.passed();
         }
         for s in &model.workarounds.float_softmax {
-            println!(
+            say!(
                 "note  {}: quantised Softmax `{s}` runs in float (workaround for tract 0.23.9)",
                 card.id
             );
         }
         for n in &model.notes {
-            println!("note  {}: {n}", card.id);
+            say!("note  {}: {n}", card.id);
         }
     }
     if all_passed {
-        println!("model check: all outputs within tolerance");
+        say!("model check: all outputs within tolerance");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
+        say!(
             "model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)"
         );
         Ok(ExitCode::from(EXIT_MISMATCH))
@@ -272,20 +283,20 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
     let r = bench::bench(&card, warmup, runs, &|i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("model {} ({} runs, 1 thread)", r.model, r.runs);
-        println!(
+        say!("model {} ({} runs, 1 thread)", r.model, r.runs);
+        say!(
             "  load + optimise {:.1} ms (read+sha256 {:.1}, decode+guard {:.1}, analyse {:.1}, optimise+plan {:.1})",
             r.load_ms, r.load_read_hash_ms, r.load_decode_ms, r.load_analyse_ms, r.load_optimise_ms
         );
-        println!(
+        say!(
             "  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms",
             r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms
         );
         let kib =
             |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
-        println!(
+        say!(
             "  peak RSS {} (before load {})",
             kib(r.peak_rss_kib),
             kib(r.base_rss_kib)
@@ -304,7 +315,7 @@ fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode
         for input in inputs {
             let img = pipeline::read_image(input)?;
             let faces = pipeline::detect_faces(&model, &img, threshold)?;
-            println!(
+            say!(
                 "{}: {} face(s) present (model {} {}, threshold {threshold})",
                 input.display(),
                 faces.len(),
@@ -332,7 +343,7 @@ fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode
                 total += 1;
             }
             let secs = (total * n) as f64 / stream.sample_rate() as f64;
-            println!(
+            say!(
                 "{}: speech {:.1}% of {:.1} s in {segments} segment(s) (model {} {})",
                 input.display(),
                 100.0 * speech as f64 / total.max(1) as f64,
