@@ -143,7 +143,11 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     let p = &card.provenance;
     say!(
         "  provenance    {} {} {} ({}), {}",
-        p.registry, p.package, p.package_version, p.path, p.derivation
+        p.registry,
+        p.package,
+        p.package_version,
+        p.path,
+        p.derivation
     );
     if let Some(a) = &card.accuracy {
         say!("  accuracy      {a}");
@@ -178,7 +182,10 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     for o in &card.outputs {
         say!(
             "  {:<20} {}{:?}  {:?}",
-            o.name, o.dtype, o.shape, o.postprocess
+            o.name,
+            o.dtype,
+            o.shape,
+            o.postprocess
         );
     }
     say!(
@@ -261,9 +268,7 @@ fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
         say!("model check: all outputs within tolerance");
         Ok(ExitCode::SUCCESS)
     } else {
-        say!(
-            "model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)"
-        );
+        say!("model check: FAILED (outputs differ from onnxruntime's beyond the card's tolerance)");
         Ok(ExitCode::from(EXIT_MISMATCH))
     }
 }
@@ -288,11 +293,19 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
         say!("model {} ({} runs, 1 thread)", r.model, r.runs);
         say!(
             "  load + optimise {:.1} ms (read+sha256 {:.1}, decode+guard {:.1}, analyse {:.1}, optimise+plan {:.1})",
-            r.load_ms, r.load_read_hash_ms, r.load_decode_ms, r.load_analyse_ms, r.load_optimise_ms
+            r.load_ms,
+            r.load_read_hash_ms,
+            r.load_decode_ms,
+            r.load_analyse_ms,
+            r.load_optimise_ms
         );
         say!(
             "  latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms",
-            r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.mean_ms,
+            r.min_ms
         );
         let kib =
             |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));

@@ -1,0 +1,549 @@
+//! The aggregator: observations from a model (detections per frame, speech per chunk, levels)
+//! accumulate per window; when a window closes, the privacy rules turn the window's
+//! accumulators into a [`Record`]. Observations never leave this module.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::privacy::Rules;
+use crate::record::{ModelRef, Record};
+use crate::window::{Instant, WindowLabel, Windows};
+
+/// The aggregates a card may allow (its `aggregates` field) and a config may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Objects per frame, per class: the most at once and the sum over frames.
+    Count,
+    /// Share of frames with at least one object of a class.
+    PresenceShare,
+    /// Share of observed time with speech.
+    SpeechShare,
+    /// Min, mean, max and percentiles of a continuous value.
+    LevelStats,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Count => "count",
+            Kind::PresenceShare => "presence_share",
+            Kind::SpeechShare => "speech_share",
+            Kind::LevelStats => "level_stats",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "count" => Kind::Count,
+            "presence_share" => Kind::PresenceShare,
+            "speech_share" => Kind::SpeechShare,
+            "level_stats" => Kind::LevelStats,
+            _ => return None,
+        })
+    }
+}
+
+/// What a model reports about one frame or chunk. Borrowed: the aggregator keeps only sums.
+#[derive(Debug, Clone, Copy)]
+pub enum Observation<'a> {
+    /// Objects of `class` in one frame (0 is an observation too: a frame with nobody).
+    Frame { class: &'a str, count: u32 },
+    /// A span of `duration_us` during which `flag` was on or off.
+    Span {
+        flag: &'a str,
+        on: bool,
+        duration_us: u64,
+    },
+    /// A reading of a continuous value (a sound level in dB, a temperature...).
+    Level { name: &'a str, value: f64 },
+}
+
+/// At most this many level readings are kept per name and window; beyond, every other one is
+/// dropped and the stride doubles (memory stays bounded whatever the rate).
+const MAX_LEVELS: usize = 1 << 16;
+
+#[derive(Default)]
+struct ClassAcc {
+    frames: u64,
+    max: u64,
+    total: u64,
+    present: u64,
+}
+
+#[derive(Default)]
+struct SpanAcc {
+    on_us: u64,
+    total_us: u64,
+}
+
+#[derive(Default)]
+struct LevelAcc {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    kept: Vec<f64>,
+    stride: u64,
+}
+
+#[derive(Default)]
+struct Acc {
+    classes: BTreeMap<String, ClassAcc>,
+    spans: BTreeMap<String, SpanAcc>,
+    levels: BTreeMap<String, LevelAcc>,
+}
+
+/// One model's aggregation: windows, accumulators, rules.
+pub struct Aggregator<R: Rng> {
+    model: ModelRef,
+    kinds: BTreeSet<Kind>,
+    rules: Rules,
+    windows: Windows,
+    acc: Acc,
+    rng: R,
+    /// The first window started in the middle (alignment on wall multiples).
+    first_partial: bool,
+}
+
+impl<R: Rng> Aggregator<R> {
+    /// `rng` draws the privacy noise: a cryptographic generator seeded by the OS in service,
+    /// a fixed seed in tests.
+    pub fn new(
+        model: ModelRef,
+        kinds: &[Kind],
+        rules: Rules,
+        window_ms: u64,
+        start: Instant,
+        rng: R,
+    ) -> Self {
+        let windows = Windows::new(window_ms, start);
+        let first_partial = windows.bounds(0).0 != start.mono_ms as i64;
+        Aggregator {
+            model,
+            kinds: kinds.iter().copied().collect(),
+            rules,
+            windows,
+            acc: Acc::default(),
+            rng,
+            first_partial,
+        }
+    }
+
+    /// Records an observation made at `at`; returns the records of the windows that closed
+    /// before it.
+    pub fn observe(&mut self, at: Instant, obs: Observation<'_>) -> Vec<Record> {
+        let closed = self.tick(at);
+        match obs {
+            Observation::Frame { class, count } => {
+                if self.kinds.contains(&Kind::Count) || self.kinds.contains(&Kind::PresenceShare) {
+                    let c = self.acc.classes.entry(class.to_owned()).or_default();
+                    c.frames += 1;
+                    c.max = c.max.max(count as u64);
+                    c.total += count as u64;
+                    c.present += u64::from(count > 0);
+                }
+            }
+            Observation::Span {
+                flag,
+                on,
+                duration_us,
+            } => {
+                if self.kinds.contains(&Kind::SpeechShare) {
+                    let s = self.acc.spans.entry(flag.to_owned()).or_default();
+                    s.total_us += duration_us;
+                    if on {
+                        s.on_us += duration_us;
+                    }
+                }
+            }
+            Observation::Level { name, value } => {
+                if self.kinds.contains(&Kind::LevelStats) && value.is_finite() {
+                    let l = self
+                        .acc
+                        .levels
+                        .entry(name.to_owned())
+                        .or_insert_with(|| LevelAcc {
+                            min: f64::INFINITY,
+                            max: f64::NEG_INFINITY,
+                            stride: 1,
+                            ..LevelAcc::default()
+                        });
+                    l.n += 1;
+                    l.sum += value;
+                    l.min = l.min.min(value);
+                    l.max = l.max.max(value);
+                    if l.n % l.stride == 0 {
+                        l.kept.push(value);
+                        if l.kept.len() >= MAX_LEVELS {
+                            let halved: Vec<f64> = l.kept.iter().copied().step_by(2).collect();
+                            l.kept = halved;
+                            l.stride *= 2;
+                        }
+                    }
+                }
+            }
+        }
+        closed
+    }
+
+    /// Advances the clocks without an observation (a timer): closes windows that ended.
+    pub fn tick(&mut self, at: Instant) -> Vec<Record> {
+        let labels = self.windows.advance(at);
+        labels.into_iter().map(|l| self.seal(l, false)).collect()
+    }
+
+    /// Closes the current window now (end of a replay, shutdown): a partial record.
+    pub fn finish(mut self, at: Instant) -> Vec<Record> {
+        let mut out = self.tick(at);
+        let label = self.windows.close_current();
+        out.push(self.seal(label, true));
+        out
+    }
+
+    fn seal(&mut self, label: WindowLabel, cut_short: bool) -> Record {
+        let acc = std::mem::take(&mut self.acc);
+        let partial = cut_short || (label.index == 0 && self.first_partial);
+        let mut aggregates: BTreeMap<&'static str, BTreeMap<String, Value>> = BTreeMap::new();
+        for kind in &self.kinds {
+            let mut per: BTreeMap<String, Value> = BTreeMap::new();
+            match kind {
+                Kind::Count => {
+                    for (class, c) in &acc.classes {
+                        let max = self.rules.count(c.max, &mut self.rng).to_json();
+                        let total = self.rules.count(c.total, &mut self.rng).to_json();
+                        per.insert(
+                            class.clone(),
+                            json!({"frames": c.frames, "max": max, "total": total}),
+                        );
+                    }
+                }
+                Kind::PresenceShare => {
+                    for (class, c) in &acc.classes {
+                        let present = self.rules.count(c.present, &mut self.rng);
+                        let share = match present {
+                            crate::Published::Value(p) if c.frames > 0 => {
+                                json!(self.rules.share_ppm(p.min(c.frames) * 1_000_000 / c.frames))
+                            }
+                            crate::Published::Value(_) => json!(0),
+                            crate::Published::Suppressed => json!("suppressed"),
+                        };
+                        per.insert(
+                            class.clone(),
+                            json!({"frames": c.frames, "present_frames": present.to_json(), "share_ppm": share}),
+                        );
+                    }
+                }
+                Kind::SpeechShare => {
+                    for (flag, s) in &acc.spans {
+                        let ppm = if s.total_us > 0 {
+                            s.on_us * 1_000_000 / s.total_us
+                        } else {
+                            0
+                        };
+                        per.insert(
+                            flag.clone(),
+                            json!({"observed_ms": s.total_us / 1000, "share_ppm": self.rules.share_ppm(ppm)}),
+                        );
+                    }
+                }
+                Kind::LevelStats => {
+                    for (name, l) in &acc.levels {
+                        per.insert(name.clone(), self.level_json(l));
+                    }
+                }
+            }
+            aggregates.insert(kind.name(), per);
+        }
+        Record {
+            model: self.model.clone(),
+            window: label,
+            partial,
+            aggregates,
+            rules: self.rules,
+        }
+    }
+
+    fn level_json(&self, l: &LevelAcc) -> Value {
+        if l.n == 0 {
+            return json!({"n": 0, "min_milli": null, "mean_milli": null, "max_milli": null,
+                          "p50_milli": null, "p90_milli": null, "p95_milli": null});
+        }
+        let mut sorted = l.kept.clone();
+        sorted.sort_by(f64::total_cmp);
+        // Nearest-rank percentile.
+        let pct =
+            |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        let m = |v: f64| self.rules.level_milli((v * 1000.0).round() as i64);
+        json!({
+            "n": l.n,
+            "min_milli": m(l.min),
+            "mean_milli": m(l.sum / l.n as f64),
+            "max_milli": m(l.max),
+            "p50_milli": m(pct(0.5)),
+            "p90_milli": m(pct(0.9)),
+            "p95_milli": m(pct(0.95)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::{RawRules, Rules};
+    use crate::record::{Envelope, RecordView};
+    use crate::{Published, window::Instant};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const T0: i64 = 1_796_038_500_000; // 2026-11-30T11:35:00Z, a multiple of 1 and 5 minutes
+
+    fn model() -> ModelRef {
+        ModelRef {
+            id: "centerface-int8".into(),
+            version: "1".into(),
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant {
+            mono_ms: 1_000 + ms,
+            wall_ms: T0 + ms as i64,
+        }
+    }
+
+    fn view(r: &Record) -> RecordView {
+        RecordView::parse(&r.to_canonical(Envelope {
+            device: "d1",
+            territory: "fr-test",
+            seq: 0,
+        }))
+        .unwrap()
+    }
+
+    fn rules(k: u64) -> Rules {
+        Rules::validate(&RawRules {
+            k,
+            count_step: 1,
+            share_step_ppm: 1,
+            level_step_milli: 1,
+            noise: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn frame_counts_per_window_with_k_suppression() {
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::Count, Kind::PresenceShare],
+            rules(3),
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        // Window 0: 4 frames with 0, 2, 5, 1 faces. Window 1: 2 frames with 1 face.
+        let mut out = Vec::new();
+        for (t, n) in [
+            (0, 0),
+            (10_000, 2),
+            (20_000, 5),
+            (30_000, 1),
+            (60_000, 1),
+            (70_000, 1),
+        ] {
+            out.extend(a.observe(
+                at(t),
+                Observation::Frame {
+                    class: "face",
+                    count: n,
+                },
+            ));
+        }
+        out.extend(a.finish(at(80_000)));
+        assert_eq!(out.len(), 2);
+        let (w0, w1) = (view(&out[0]), view(&out[1]));
+        let c0 = &w0.aggregates.count["face"];
+        assert_eq!(
+            (c0.frames, c0.max, c0.total),
+            (4, Published::Value(5), Published::Value(8))
+        );
+        let p0 = &w0.aggregates.presence_share["face"];
+        assert_eq!(
+            (p0.present_frames, p0.share_ppm),
+            (Published::Value(3), Published::Value(750_000))
+        );
+        // Window 1: max 1 and total 2 are below k = 3: suppressed, not zero.
+        let c1 = &w1.aggregates.count["face"];
+        assert_eq!(
+            (c1.frames, c1.max, c1.total),
+            (2, Published::Suppressed, Published::Suppressed)
+        );
+        assert_eq!(
+            w1.aggregates.presence_share["face"].share_ppm,
+            Published::Suppressed
+        );
+        assert!(!w0.window.partial && w1.window.partial);
+        assert_eq!(w0.window.start, "2026-11-30T11:35:00.000Z");
+        assert_eq!(w1.privacy.k, 3);
+    }
+
+    #[test]
+    fn speech_share_is_time_weighted() {
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::SpeechShare],
+            Rules::exact(),
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        // 32 ms chunks: 300 with speech, 700 without.
+        for i in 0..1000u64 {
+            a.observe(
+                at(i * 32),
+                Observation::Span {
+                    flag: "speech",
+                    on: i % 10 < 3,
+                    duration_us: 32_000,
+                },
+            );
+        }
+        let recs = a.finish(at(32_000));
+        let s = &view(&recs[0]).aggregates.speech_share["speech"];
+        assert_eq!((s.observed_ms, s.share_ppm), (32_000, 300_000));
+    }
+
+    #[test]
+    fn level_statistics() {
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::LevelStats],
+            Rules::exact(),
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        for i in 1..=100u64 {
+            a.observe(
+                at(i * 100),
+                Observation::Level {
+                    name: "laeq_db",
+                    value: i as f64 / 2.0,
+                },
+            );
+        }
+        let l = &view(&a.finish(at(20_000))[0]).aggregates.level_stats["laeq_db"];
+        assert_eq!(l.n, 100);
+        assert_eq!(
+            (l.min_milli, l.max_milli, l.mean_milli),
+            (Some(500), Some(50_000), Some(25_250))
+        );
+        assert_eq!(
+            (l.p50_milli, l.p90_milli, l.p95_milli),
+            (Some(25_000), Some(45_000), Some(47_500))
+        );
+    }
+
+    #[test]
+    fn only_enabled_kinds_are_published() {
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::PresenceShare],
+            rules(1),
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        a.observe(
+            at(0),
+            Observation::Frame {
+                class: "face",
+                count: 4,
+            },
+        );
+        a.observe(
+            at(0),
+            Observation::Level {
+                name: "x",
+                value: 1.0,
+            },
+        );
+        let v = view(&a.finish(at(1))[0]);
+        assert!(v.aggregates.count.is_empty() && v.aggregates.level_stats.is_empty());
+        assert_eq!(
+            v.aggregates.presence_share["face"].present_frames,
+            Published::Value(1)
+        );
+    }
+
+    #[test]
+    fn silent_windows_are_published_empty() {
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::Count],
+            rules(1),
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        a.observe(
+            at(0),
+            Observation::Frame {
+                class: "face",
+                count: 1,
+            },
+        );
+        let closed = a.observe(
+            at(200_000),
+            Observation::Frame {
+                class: "face",
+                count: 1,
+            },
+        );
+        assert_eq!(
+            closed.iter().map(|r| r.window().index).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(view(&closed[1]).aggregates.count.is_empty());
+    }
+
+    #[test]
+    fn noise_epsilon_is_published_with_the_record() {
+        let rules = Rules::validate(&RawRules {
+            k: 1,
+            count_step: 1,
+            share_step_ppm: 1,
+            level_step_milli: 1,
+            noise: Some(crate::privacy::RawNoise {
+                mechanism: "geometric".into(),
+                epsilon: 0.5,
+                sensitivity: 1,
+            }),
+        })
+        .unwrap();
+        let mut a = Aggregator::new(
+            model(),
+            &[Kind::Count],
+            rules,
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        );
+        a.observe(
+            at(0),
+            Observation::Frame {
+                class: "face",
+                count: 40,
+            },
+        );
+        let v = view(&a.finish(at(1))[0]);
+        let n = v.privacy.noise.unwrap();
+        assert_eq!(
+            (n.mechanism.as_str(), n.epsilon_milli, n.sensitivity),
+            ("geometric", 500, 1)
+        );
+    }
+}
