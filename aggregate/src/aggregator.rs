@@ -174,7 +174,7 @@ impl<R: Rng> Aggregator<R> {
                     l.sum += value;
                     l.min = l.min.min(value);
                     l.max = l.max.max(value);
-                    if l.n % l.stride == 0 {
+                    if l.n.is_multiple_of(l.stride) {
                         l.kept.push(value);
                         if l.kept.len() >= MAX_LEVELS {
                             let halved: Vec<f64> = l.kept.iter().copied().step_by(2).collect();
@@ -237,11 +237,7 @@ impl<R: Rng> Aggregator<R> {
                 }
                 Kind::SpeechShare => {
                     for (flag, s) in &acc.spans {
-                        let ppm = if s.total_us > 0 {
-                            s.on_us * 1_000_000 / s.total_us
-                        } else {
-                            0
-                        };
+                        let ppm = (s.on_us * 1_000_000).checked_div(s.total_us).unwrap_or(0);
                         per.insert(
                             flag.clone(),
                             json!({"observed_ms": s.total_us / 1000, "share_ppm": self.rules.share_ppm(ppm)}),
