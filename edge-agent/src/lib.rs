@@ -9,9 +9,13 @@
 //! - [`golden`]: golden vectors from onnxruntime and their comparison.
 //! - [`bench`]: latency, load time and memory figures.
 //! - [`pipeline`]: preprocessing and postprocessing driven by the card.
+//! - [`config`]: the agent's configuration, validated once.
+//! - [`agent`]: `run`: sources -> models -> aggregators -> the audit log.
 
+pub mod agent;
 pub mod bench;
 pub mod card;
+pub mod config;
 pub mod golden;
 pub mod onnx_guard;
 pub mod pipeline;

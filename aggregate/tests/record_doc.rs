@@ -1,0 +1,96 @@
+//! The worked examples of docs/record-format.md are produced by this crate: each example in
+//! the document must be byte for byte what the aggregator builds for the inputs it states.
+
+use aggregate::privacy::RawNoise;
+use aggregate::{
+    Aggregator, Envelope, Instant, Kind, ModelRef, Observation, RawRules, RecordView, Rules,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const DOC: &str = include_str!("../../docs/record-format.md");
+
+fn example() -> Vec<Vec<u8>> {
+    let start = Instant {
+        mono_ms: 5_000,
+        wall_ms: 1_796_038_500_000,
+    }; // 2026-11-30T11:35:00Z
+    let rules = Rules::validate(&RawRules {
+        k: 3,
+        count_step: 1,
+        share_step_ppm: 1,
+        level_step_milli: 1,
+        noise: Some(RawNoise {
+            mechanism: "geometric".into(),
+            epsilon: 1.0,
+            sensitivity: 1,
+        }),
+    })
+    .unwrap();
+    let model = ModelRef {
+        id: "centerface-int8".into(),
+        version: "1.5.0-int8.1".into(),
+        sha256: "6f08a02b7bd19092f056699603ba3ef7b5b25079440883211eac0027a838e9b1".into(),
+    };
+    let mut agg = Aggregator::new(
+        model,
+        &[Kind::Count, Kind::PresenceShare],
+        rules,
+        60_000,
+        start,
+        StdRng::seed_from_u64(42),
+    );
+    let mut records = Vec::new();
+    // One frame a second for 2 minutes: 0, 1, 2 or 3 faces.
+    for s in 0..120u64 {
+        let at = Instant {
+            mono_ms: start.mono_ms + s * 1000,
+            wall_ms: start.wall_ms + (s * 1000) as i64,
+        };
+        records.extend(agg.observe(
+            at,
+            Observation::Frame {
+                class: "face",
+                count: (s % 4) as u32,
+            },
+        ));
+    }
+    records.extend(agg.finish(Instant {
+        mono_ms: start.mono_ms + 120_000,
+        wall_ms: start.wall_ms + 120_000,
+    }));
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.to_canonical(Envelope {
+                device: "demo-001",
+                territory: "fr-demo",
+                seq: i as u64,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_documented_examples_are_what_the_aggregator_builds() {
+    let examples = example();
+    assert_eq!(
+        examples.len(),
+        3,
+        "two full windows and the partial one closed by finish"
+    );
+    if std::env::var_os("PRINT_EXAMPLES").is_some() {
+        for bytes in &examples {
+            println!("{}", String::from_utf8_lossy(bytes));
+        }
+    }
+    for (i, bytes) in examples.iter().enumerate() {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            DOC.contains(&text),
+            "docs/record-format.md lacks example {i}:\n{text}"
+        );
+        RecordView::parse(bytes).unwrap();
+    }
+}
