@@ -24,6 +24,8 @@ enum Job {
     Demo,
     /// Run every test: workspace tests, golden checks of every model. Installs what it can.
     Test,
+    /// Formatting and clippy (warnings denied).
+    Lint,
     /// Per model: the agent's latency and memory beside onnxruntime's, measured alternately.
     Bench {
         /// Only these model ids (default: every model in models/).
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.job {
         Job::Demo => models::demo(),
         Job::Test => test::test(),
+        Job::Lint => test::lint(),
         Job::Bench {
             models,
             rounds,

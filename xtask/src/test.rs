@@ -6,12 +6,28 @@ use crate::{models, sh};
 
 pub fn test() -> Result<()> {
     preflight()?;
-    sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
+    // Models too large to commit are fetched first: tests run every real model.
+    models::fetch()?;
+    lint()?;
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
     println!("xtask test: all passed");
     Ok(())
+}
+
+/// Formatting and clippy, warnings denied.
+pub fn lint() -> Result<()> {
+    sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
+    sh::run(sh::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 /// Tools the tests need, installed when missing (apt, as root). Under CI a tool that cannot be
