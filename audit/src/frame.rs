@@ -48,7 +48,7 @@ pub const ACK_FILE_LEN: usize = 8 + 2 * ACK_SLOT_LEN;
 /// What is wrong with some stored bytes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Corruption {
-    #[error("bad magic (not a {0} file)")]
+    #[error("bad magic: not {0}")]
     BadMagic(&'static str),
     #[error("bad segment header checksum")]
     BadSegmentHeader,
@@ -132,7 +132,7 @@ pub fn encode_segment_header(frontier: &Frontier) -> Vec<u8> {
 /// Decodes a segment header of exactly `segment_header_len(first_seq)` bytes.
 pub fn decode_segment_header(b: &[u8], first_seq: u64) -> Result<Frontier, Corruption> {
     if b.len() < 12 || &b[..8] != SEGMENT_MAGIC {
-        return Err(Corruption::BadMagic("segment"));
+        return Err(Corruption::BadMagic("a segment file"));
     }
     let (body, crc) = b.split_at(b.len() - 4);
     if crc32c(&[body]) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
@@ -192,7 +192,7 @@ pub fn initial_ack_file() -> Vec<u8> {
 /// one; such damage is still reported).
 pub fn decode_ack_file(b: &[u8]) -> Result<(AckSlot, usize), (u64, Corruption)> {
     if b.len() != ACK_FILE_LEN || &b[..8] != ACK_MAGIC {
-        return Err((0, Corruption::BadMagic("ack")));
+        return Err((0, Corruption::BadMagic("an ack file")));
     }
     let slot = |i: usize| {
         let at = 8 + i * ACK_SLOT_LEN;

@@ -209,13 +209,13 @@ impl Log {
         // The last segment: drop it if its creation was interrupted, then replay its records.
         let (active, active_len, frontier) = loop {
             let Some(&first) = seqs.last() else {
-                if let Some((cp, _)) = &ck.last {
-                    if cp.size > 0 {
-                        return Err(StoreError::Truncated {
-                            size: 0,
-                            signed: cp.size,
-                        });
-                    }
+                if let Some((cp, _)) = &ck.last
+                    && cp.size > 0
+                {
+                    return Err(StoreError::Truncated {
+                        size: 0,
+                        signed: cp.size,
+                    });
                 }
                 if ack_slot.acked > 0 {
                     return Err(StoreError::AckBeyondLog {
@@ -255,7 +255,7 @@ impl Log {
                     seqs.pop();
                 }
                 HeaderStep::Torn => {
-                    let what = Corruption::BadMagic("segment");
+                    let what = Corruption::BadMagic("a segment file");
                     return Err(StoreError::Corrupt {
                         file: path,
                         offset: 0,
@@ -933,7 +933,7 @@ fn open_checkpoints(dir: &Path, key: &SignerKey, origin: &str) -> Result<Checkpo
         || file.read_exact_at(&mut magic, 0).is_err()
         || &magic != CHECKPOINTS_MAGIC
     {
-        let what = Corruption::BadMagic("checkpoints");
+        let what = Corruption::BadMagic("a checkpoints file");
         return Err(StoreError::Corrupt {
             file: path,
             offset: 0,

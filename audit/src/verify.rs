@@ -41,7 +41,7 @@ pub enum ProblemKind {
     ShortRecord,
     #[error("record signature does not verify")]
     BadRecordSignature,
-    #[error("gap: segment starts at seq {found}, the previous records end before {expected}")]
+    #[error("gap: records {expected}..{found} are missing before this segment")]
     Gap { expected: u64, found: u64 },
     #[error("segments overlap or are out of order: starts at seq {found}, expected {expected}")]
     Overlap { expected: u64, found: u64 },
@@ -487,7 +487,7 @@ impl CheckpointCursor {
             && std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
             && &magic == CHECKPOINTS_MAGIC;
         if !ok {
-            let what = Corruption::BadMagic("checkpoints");
+            let what = Corruption::BadMagic("a checkpoints file");
             return Err(problem(rel, Some(0), None, ProblemKind::Corrupt(what)));
         }
         let sc = FrameScanner::new(file, 8, len).map_err(v.io(rel))?;
