@@ -82,6 +82,8 @@ pub enum StoreError {
         seq: Option<u64>,
         what: Corruption,
     },
+    #[error("{} is missing from a log that holds records", .0.display())]
+    MissingFile(PathBuf),
     #[error("another process has the log open ({})", .0.display())]
     Locked(PathBuf),
     #[error(
@@ -201,11 +203,13 @@ impl Log {
         })?;
         let _ = fs::remove_file(dir.join(CHECKPOINTS_TMP));
 
-        let (ack, ack_slot, ack_slot_index) = open_ack(dir)?;
-        let ck = open_checkpoints(dir, key, origin)?;
-
         let (mut seqs, _) =
             list_segments(&seg_dir).map_err(|e| StoreError::io(&seg_dir, "list", e))?;
+        // The ack and checkpoint files are created with the log; once it holds segments, a
+        // missing one was deleted, and recreating it would hide that.
+        let fresh = seqs.is_empty();
+        let (ack, ack_slot, ack_slot_index) = open_ack(dir, fresh)?;
+        let ck = open_checkpoints(dir, key, origin, fresh)?;
         // The last segment: drop it if its creation was interrupted, then replay its records.
         let (active, active_len, frontier) = loop {
             let Some(&first) = seqs.last() else {
@@ -876,13 +880,14 @@ fn replay(
     }
 }
 
-fn open_ack(dir: &Path) -> Result<(File, AckSlot, usize), StoreError> {
+fn open_ack(dir: &Path, fresh: bool) -> Result<(File, AckSlot, usize), StoreError> {
     let path = dir.join(ACK_FILE);
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fresh => {
             write_new_file(&path, &initial_ack_file())?
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::MissingFile(path)),
         Err(e) => return Err(StoreError::io(&path, "open", e)),
     };
     let mut b = vec![0u8; ACK_FILE_LEN + 1];
@@ -917,11 +922,19 @@ struct Checkpoints {
 
 /// Opens `checkpoints.log`, cuts a torn tail, and checks its last checkpoint against our key
 /// and origin. Reads the whole file: its length is bounded by pruning (compaction).
-fn open_checkpoints(dir: &Path, key: &SignerKey, origin: &str) -> Result<Checkpoints, StoreError> {
+fn open_checkpoints(
+    dir: &Path,
+    key: &SignerKey,
+    origin: &str,
+    fresh: bool,
+) -> Result<Checkpoints, StoreError> {
     let path = dir.join(CHECKPOINTS_FILE);
     let file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => write_new_file(&path, CHECKPOINTS_MAGIC)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fresh => {
+            write_new_file(&path, CHECKPOINTS_MAGIC)?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::MissingFile(path)),
         Err(e) => return Err(StoreError::io(&path, "open", e)),
     };
     let len = file

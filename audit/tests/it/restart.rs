@@ -73,3 +73,21 @@ fn opening_with_another_key_or_origin_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_deleted_ack_or_checkpoint_file_is_not_silently_recreated() {
+    for file in ["ack", "checkpoints.log"] {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut log = open(d.path(), Default::default());
+            fill(&mut log, 2, &[2]);
+        }
+        std::fs::remove_file(d.path().join(file)).unwrap();
+        let err = audit::Log::open(d.path(), ORIGIN, &key(), Default::default()).unwrap_err();
+        assert!(
+            matches!(err, audit::StoreError::MissingFile(_)),
+            "{file}: {err}"
+        );
+        assert!(!d.path().join(file).exists());
+    }
+}
