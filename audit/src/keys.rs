@@ -33,12 +33,12 @@ pub enum KeyError {
     Malformed { path: PathBuf, source: NoteError },
     #[error("{}: not UTF-8 text", .0.display())]
     NotText(PathBuf),
-    #[error("{}: key name {name:?} differs from {other:?} in {}", path.display(), other_path.display())]
-    NameMismatch {
+    #[error("{}: verifier key {found} does not match the private key in {} ({expected})", path.display(), other_path.display())]
+    PairMismatch {
         path: PathBuf,
-        name: String,
+        found: String,
         other_path: PathBuf,
-        other: String,
+        expected: String,
     },
     #[error("cannot get random bytes: {0}")]
     Random(String),
@@ -151,11 +151,11 @@ pub fn load_pair(dir: &Path) -> Result<(SignerKey, VerifierKey), KeyError> {
     let (pp, vp) = (dir.join(PRIVATE_KEY_FILE), dir.join(PUBLIC_KEY_FILE));
     let (s, v) = (load_private(&pp)?, load_verifier(&vp)?);
     if s.verifier() != v {
-        return Err(KeyError::NameMismatch {
+        return Err(KeyError::PairMismatch {
             path: vp,
-            name: v.to_string(),
+            found: v.to_string(),
             other_path: pp,
-            other: s.verifier().to_string(),
+            expected: s.verifier().to_string(),
         });
     }
     Ok((s, v))
@@ -234,7 +234,7 @@ mod tests {
         fs::write(&vp, other.verifier().to_string()).unwrap();
         assert!(matches!(
             load_pair(d.path()),
-            Err(KeyError::NameMismatch { .. })
+            Err(KeyError::PairMismatch { .. })
         ));
         assert!(matches!(
             load_private(&d.path().join("nope")),
