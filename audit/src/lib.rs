@@ -1,0 +1,30 @@
+//! The audit log: signed records in an RFC 6962 Merkle tree with signed checkpoints.
+//!
+//! Code map:
+//! - [`merkle`]: hashing, the compact [`merkle::Frontier`], inclusion and consistency proofs.
+//! - [`note`]: C2SP signed notes and tlog checkpoints; signer and verifier keys.
+//! - [`entry`]: the per-record signature (domain-separated).
+//! - [`frame`]: the on-disk encodings (frames, segment headers, ack slots).
+//! - [`keys`]: key files (IO).
+//! - [`store`]: the append-only segmented log that is also the outbox (IO).
+//! - [`verify`]: independent verification of a log directory (IO).
+//!
+//! Invariants: `merkle`, `note`, `entry` and `frame` do no IO; an append returns only once its
+//! record is durable; nothing is ever dropped silently (a full outbox is an error); recovery
+//! cuts only what an interrupted write can leave, and refuses any other damage.
+//! The format is specified in `docs/audit-format.md`.
+
+pub mod entry;
+pub mod frame;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+mod segment;
+pub mod store;
+pub mod verify;
+
+pub use entry::{sign_entry, verify_entry};
+pub use merkle::{Frontier, Hash};
+pub use note::{Checkpoint, SignerKey, VerifierKey};
+pub use store::{Log, Options, Record, StoreError};
+pub use verify::{Problem, ProblemKind, Report, verify_dir};
