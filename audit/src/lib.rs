@@ -27,4 +27,4 @@ pub use entry::{sign_entry, verify_entry};
 pub use merkle::{Frontier, Hash};
 pub use note::{Checkpoint, SignerKey, VerifierKey};
 pub use store::{Log, Options, Record, StoreError};
-pub use verify::{Problem, ProblemKind, Report, verify_dir};
+pub use verify::{Problem, ProblemKind, Report, verify_dir, verify_dir_with};

@@ -140,9 +140,20 @@ pub struct VerifyError {
 
 /// Verifies the log in `dir` against the device's verifier key.
 pub fn verify_dir(dir: &Path, key: &VerifierKey) -> Result<Report, VerifyError> {
+    verify_dir_with(dir, key, &mut |_, _| {})
+}
+
+/// [`verify_dir`], handing each record's entry to `on_entry` (with its seq) once its signature
+/// is verified, in log order: for tools that also check or show the records' contents.
+pub fn verify_dir_with(
+    dir: &Path,
+    key: &VerifierKey,
+    on_entry: &mut dyn FnMut(u64, &[u8]),
+) -> Result<Report, VerifyError> {
     let mut v = Verifier {
         dir,
         key,
+        on_entry,
         report: Report {
             first_seq: 0,
             size: 0,
@@ -174,6 +185,7 @@ enum Stop {
 struct Verifier<'a> {
     dir: &'a Path,
     key: &'a VerifierKey,
+    on_entry: &'a mut dyn FnMut(u64, &[u8]),
     report: Report,
 }
 
@@ -386,6 +398,7 @@ impl Verifier<'_> {
                         let sig: &[u8; 64] = sig.try_into().expect("64 bytes");
                         verify_entry(self.key, entry, sig)
                             .map_err(|_| at(ProblemKind::BadRecordSignature))?;
+                        (self.on_entry)(seq, entry);
                         f.append(leaf_hash(entry));
                         self.report.records += 1;
                         while let Some(c) = pending.as_ref().filter(|c| c.cp.size <= f.size()) {

@@ -11,6 +11,7 @@
 //! - [`pipeline`]: preprocessing and postprocessing driven by the card.
 //! - [`config`]: the agent's configuration, validated once.
 //! - [`agent`]: `run`: sources -> models -> aggregators -> the audit log.
+//! - [`outbox`]: the audit log (crate `audit`) as the only writer of what may leave the device.
 
 pub mod agent;
 pub mod bench;
@@ -18,5 +19,6 @@ pub mod card;
 pub mod config;
 pub mod golden;
 pub mod onnx_guard;
+pub mod outbox;
 pub mod pipeline;
 pub mod runtime;

@@ -4,12 +4,15 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aggregate::RecordView;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edge_agent::card::{Card, InputRole, Postprocess, Preprocess};
+use edge_agent::config::Config;
+use edge_agent::outbox::{self, AuditOutbox};
 use edge_agent::pipeline::{self, SpeechStream};
 use edge_agent::runtime::{LoadOptions, Model};
-use edge_agent::{bench, golden};
+use edge_agent::{agent, bench, golden};
 
 /// `println!` that ends the process quietly when stdout is closed (`edge-agent ... | head`)
 /// instead of panicking.
@@ -42,6 +45,45 @@ enum Command {
     /// Model tooling: inspect, check against golden vectors, benchmark, run on sample data.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Generate the device's Ed25519 key pair: DIR/device.key (mode 0600) and DIR/device.vkey.
+    Keygen {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        territory: String,
+    },
+    /// Run the configured pipelines: sources -> models -> private aggregates -> audit log.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read and verify a device's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the Merkle tree, check every signature and checkpoint, and every record's
+    /// contents; name the first bad record. Exit 0 only if everything verifies.
+    Verify {
+        /// The log directory (`<data_dir>/log` of the agent's config).
+        dir: PathBuf,
+        /// The device's verifier key file (device.vkey).
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+    /// List the records of a log for a person (verified first).
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// One record per line, as published (canonical JSON).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +157,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 threshold,
             } => run_model(&card, &inputs, threshold),
         },
+        Command::Keygen {
+            dir,
+            device,
+            territory,
+        } => keygen(&dir, &device, &territory),
+        Command::Run { config } => run_agent(&config),
+        Command::Audit(AuditCommand::Verify { dir, pubkey }) => audit_verify(&dir, &pubkey, None),
+        Command::Audit(AuditCommand::Show { dir, pubkey, json }) => {
+            audit_verify(&dir, &pubkey, Some(json))
+        }
     }
 }
 
@@ -373,4 +425,208 @@ fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(dir: &Path, device: &str, territory: &str) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = outbox::origin(territory, device);
+    let key = audit::keys::generate_in(dir, &name)?;
+    say!(
+        "wrote {} (private, mode 0600) and {}",
+        dir.join("device.key").display(),
+        dir.join("device.vkey").display()
+    );
+    say!("verifier key: {}", key.verifier());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_agent(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let key = audit::keys::load_private(&config.key).with_context(|| {
+        format!(
+            "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
+            config.key.parent().unwrap_or(Path::new(".")).display(),
+            config.device,
+            config.territory
+        )
+    })?;
+    let log_dir = config.data_dir.join("log");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let mut outbox = AuditOutbox::open(
+        &log_dir,
+        &config.device,
+        &config.territory,
+        &key,
+        config.checkpoint_every,
+        config.outbox_max_bytes,
+    )
+    .with_context(|| format!("opening the audit log {}", log_dir.display()))?;
+    let start_size = outbox.log().size();
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_message("running pipelines");
+    let clock = agent::SystemClock::new();
+    let summary = agent::run(&config, &clock, &mut outbox, &mut |seq, _| {
+        bar.set_message(format!("record {seq} appended"));
+        bar.tick();
+        Ok(())
+    });
+    bar.finish_and_clear();
+    // Whatever happened, what was appended is covered by a signed checkpoint.
+    let checkpoint = outbox
+        .checkpoint()
+        .context("signing the final checkpoint")?;
+    let summary = summary?;
+    for (name, frames) in &summary.frames {
+        say!("pipeline {name}: {frames} frames or chunks analysed");
+    }
+    say!(
+        "{} records appended to {} (seq {}..{})",
+        summary.records,
+        log_dir.display(),
+        start_size,
+        outbox.log().size()
+    );
+    say!("latest signed checkpoint:\n{}", checkpoint.trim_end());
+    say!(
+        "verify: edge-agent audit verify {} --pubkey {}",
+        log_dir.display(),
+        config.key.with_extension("vkey").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies a log; with `show`, also lists its records (`Some(true)`: as JSON lines).
+fn audit_verify(dir: &Path, pubkey: &Path, show: Option<bool>) -> Result<ExitCode> {
+    let key = audit::keys::load_verifier(pubkey)?;
+    let mut content_problem: Option<String> = None;
+    let mut identity: Option<(String, String)> = None;
+    let mut rows = Vec::new();
+    let report = audit::verify_dir_with(dir, &key, &mut |seq, entry| {
+        if content_problem.is_some() {
+            return;
+        }
+        match RecordView::parse(entry) {
+            Err(e) => content_problem = Some(format!("record {seq}: {e}")),
+            Ok(r) if r.seq != seq => {
+                content_problem = Some(format!("record {seq}: its body says seq {}", r.seq))
+            }
+            Ok(r) => {
+                let id = (r.territory.clone(), r.device.clone());
+                match &identity {
+                    Some(first) if *first != id => {
+                        content_problem = Some(format!(
+                            "record {seq}: published as {}/{}, the log's earlier records as {}/{}",
+                            id.0, id.1, first.0, first.1
+                        ));
+                    }
+                    _ => identity = Some(id),
+                }
+                match show {
+                    Some(true) => rows.push(String::from_utf8_lossy(entry).into_owned()),
+                    Some(false) => rows.push(show_record(&r)),
+                    None => {}
+                }
+            }
+        }
+    })
+    .with_context(|| format!("reading {}", dir.display()))?;
+    if show == Some(false) {
+        say!(
+            "{:>6}  {:<24} {:<8} {:<28} aggregates",
+            "seq",
+            "window start",
+            "length",
+            "model"
+        );
+    }
+    for r in rows {
+        say!("{r}");
+    }
+    say!("{report}");
+    if let (Some((t, d)), Some(o)) = (&identity, &report.origin)
+        && *o != outbox::origin(t, d)
+    {
+        content_problem.get_or_insert_with(|| {
+            format!("the records' device {t}/{d} does not match the log's origin {o}")
+        });
+    }
+    if let Some(p) = &content_problem {
+        say!("record contents: {p}");
+    }
+    if report.is_ok() && content_problem.is_none() {
+        say!("audit verify: OK");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        say!("audit verify: FAILED");
+        Ok(ExitCode::from(EXIT_MISMATCH))
+    }
+}
+
+/// One line for a person: the window and its aggregates, suppressed counts as "<k".
+fn show_record(r: &RecordView) -> String {
+    use aggregate::Published;
+    let k = r.privacy.k;
+    let p = |v: &Published| match v {
+        Published::Value(v) => v.to_string(),
+        Published::Suppressed => format!("<{k}"),
+    };
+    let pct = |ppm: u64| format!("{:.1}%", ppm as f64 / 1e4);
+    let mut parts = Vec::new();
+    for (c, v) in &r.aggregates.count {
+        parts.push(format!(
+            "{c}: max {} total {} in {} frames",
+            p(&v.max),
+            p(&v.total),
+            v.frames
+        ));
+    }
+    for (c, v) in &r.aggregates.presence_share {
+        let share = match v.share_ppm {
+            Published::Value(s) => pct(s),
+            Published::Suppressed => format!("<{k} frames"),
+        };
+        parts.push(format!("{c} present {share}"));
+    }
+    for (f, v) in &r.aggregates.speech_share {
+        parts.push(format!(
+            "{f} {} of {:.1} s",
+            pct(v.share_ppm),
+            v.observed_ms as f64 / 1e3
+        ));
+    }
+    for (n, v) in &r.aggregates.level_stats {
+        let m = |x: Option<i64>| x.map_or("-".into(), |x| format!("{:.1}", x as f64 / 1e3));
+        parts.push(format!(
+            "{n}: min {} mean {} max {} p90 {}",
+            m(v.min_milli),
+            m(v.mean_milli),
+            m(v.max_milli),
+            m(v.p90_milli)
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("nothing observed".into());
+    }
+    let mut flags = String::new();
+    if r.window.partial {
+        flags.push_str(" [partial]");
+    }
+    if r.window.clock_jumps > 0 {
+        flags.push_str(&format!(" [clock jump {:+} ms]", r.window.clock_jump_ms));
+    }
+    if let Some(n) = &r.privacy.noise {
+        flags.push_str(&format!(" [noise eps {}]", n.epsilon_milli as f64 / 1e3));
+    }
+    format!(
+        "{:>6}  {:<24} {:<8} {:<28} {}{flags}",
+        r.seq,
+        r.window.start,
+        format!("{}s", r.window.length_ms / 1000),
+        format!("{} {}", r.model.id, r.model.version),
+        parts.join("; ")
+    )
 }
