@@ -472,7 +472,6 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
     let summary = agent::run(&config, &clock, &mut outbox, &mut |seq, _| {
         bar.set_message(format!("record {seq} appended"));
         bar.tick();
-        Ok(())
     });
     bar.finish_and_clear();
     // Whatever happened, what was appended is covered by a signed checkpoint.
