@@ -124,34 +124,76 @@ pub fn check() -> Result<()> {
     sh::run(&mut cmd)
 }
 
-/// The README's main command. At this stage: the agent runs bundled models on bundled sample
-/// data and prints only the aggregates it would publish.
+/// The README's main command: a device on embedded defaults. At this stage: a fresh device key,
+/// the agent replaying the bundled samples through two real models into its signed audit log,
+/// then the log shown and verified as a local authority would, and every model checked
+/// against onnxruntime's outputs.
 pub fn demo() -> Result<()> {
     let agent = agent()?;
     let root = sh::root();
-    let samples = root.join("models/samples");
-    println!(
-        "== demo: the agent runs real models on bundled samples; only aggregates are printed =="
-    );
-    let steps: [(&str, &str); 2] = [
-        ("silero-vad-16k", "speech.wav"),
-        ("centerface-int8", "people.png"),
-    ];
-    for (model, sample) in steps {
-        let card = root.join("models").join(model).join("card.toml");
-        println!("-- {model} on models/samples/{sample}");
-        sh::run(
-            Command::new(&agent)
-                .args(["model", "run"])
-                .arg(&card)
-                .arg(samples.join(sample))
-                .current_dir(&root),
-        )?;
+    let demo = sh::target_dir().join("demo");
+    if demo.exists() {
+        std::fs::remove_dir_all(&demo).with_context(|| format!("cleaning {}", demo.display()))?;
     }
-    println!("-- golden checks of every bundled model against onnxruntime's outputs");
-    check()?;
+    std::fs::create_dir_all(&demo)?;
+    let keys = demo.join("keys");
+    println!("== 1. a device key (Ed25519; the private half never leaves the device)");
+    sh::run(
+        Command::new(&agent)
+            .args([
+                "keygen",
+                "--device",
+                "demo-001",
+                "--territory",
+                "fr-demo",
+                "--dir",
+            ])
+            .arg(&keys),
+    )?;
+    // The example config, with its paths pointing here.
+    let example = std::fs::read_to_string(root.join("edge-agent/examples/agent.toml"))?;
+    let config = example
+        .replace("../../models/", &format!("{}/models/", root.display()))
+        .replace("../../var/demo", &demo.join("data").display().to_string())
+        .replace("../../var/keys", &keys.display().to_string());
+    let config_path = demo.join("agent.toml");
+    std::fs::write(&config_path, config)?;
     println!(
-        "== demo done: see `edge-agent model inspect models/<id>/card.toml` for each model's card =="
+        "== 2. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8"
+    );
+    println!("      (frames and audio stay in memory; only aggregates reach the audit log)");
+    sh::run(
+        Command::new(&agent)
+            .args(["run", "--config"])
+            .arg(&config_path),
+    )?;
+    let log = demo.join("data/log");
+    let vkey = keys.join("device.vkey");
+    println!(
+        "== 3. what a local authority reads: the published records, verified against the device's key"
+    );
+    sh::run(
+        Command::new(&agent)
+            .args(["audit", "show"])
+            .arg(&log)
+            .arg("--pubkey")
+            .arg(&vkey),
+    )?;
+    println!("== 4. every bundled model against onnxruntime's outputs");
+    check()?;
+    println!("== demo done. Look at:");
+    println!(
+        "   {}               the agent's config",
+        config_path.display()
+    );
+    println!(
+        "   {}                the audit log (docs/audit-format.md)",
+        log.display()
+    );
+    println!(
+        "   edge-agent audit show {} --pubkey {} --json",
+        log.display(),
+        vkey.display()
     );
     Ok(())
 }
