@@ -1,0 +1,2 @@
+//! Sensor drivers and sound-level processing for sensor nodes and Linux boards.
+#![no_std]
