@@ -14,7 +14,10 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "watchdog_iwdg",
     "semihosting_exit",
     "sim_sensors",
-    "hal_stm32f4",
+    "usart_stm32f4",
+    "i2c_stm32f4",
+    "adc_stm32f4",
+    "cycle_counter",
 ];
 
 fn main() {
@@ -107,12 +110,34 @@ fn run() -> Result<(), String> {
         board.sensors.iter().any(|s| board.bus(&s.bus).is_some_and(|b| b.kind == BusKind::Simulated))
     ));
     let pins = |bus: Option<&boards::Bus>| {
-        let list: Vec<String> = bus.map(|b| b.pins.iter().map(|p| format!("{p:?}")).collect()).unwrap_or_default();
+        let list: Vec<String> = bus
+            .map(|b| {
+                b.pins
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "Pin {{ port: {}, number: {}, alternate: {:?} }}",
+                            p.port as u8 - b'A',
+                            p.number,
+                            p.alternate
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         format!("&[{}]", list.join(", "))
     };
-    c(format!("pub const FRAME_UART_PINS: &[&str] = {};", pins(Some(frames))));
-    c(format!("pub const BME280_I2C_PINS: &[&str] = {};", pins(bus_of("bme280"))));
-    c(format!("pub const MICROPHONE_PINS: &[&str] = {};", pins(bus_of("microphone"))));
+    c(format!("pub const FRAME_UART_PINS: &[Pin] = {};", pins(Some(frames))));
+    c(format!("pub const BME280_I2C_PINS: &[Pin] = {};", pins(bus_of("bme280"))));
+    c(format!("pub const MICROPHONE_PINS: &[Pin] = {};", pins(bus_of("microphone"))));
+    c(format!(
+        "pub const MICROPHONE_ADC_BASE: usize = {:#x};",
+        bus_of("microphone").and_then(|b| b.base).unwrap_or(0)
+    ));
+    c(format!(
+        "pub const MICROPHONE_ADC_CHANNEL: u8 = {};",
+        sensor("microphone").and_then(|s| s.address).unwrap_or(0)
+    ));
     std::fs::write(out.join("board.rs"), rs).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -118,10 +118,40 @@ pub struct Bus {
     pub device: Option<String>,
     /// Baud rate (UART) or clock (I2C, SPI) in Hz.
     pub speed_hz: Option<u32>,
-    /// Pin names, in the order the peripheral's driver expects them.
-    pub pins: Vec<String>,
+    /// Pins in the order the peripheral's driver expects them: `PA2`, or `PA2/AF7` with
+    /// the alternate function that connects the pin to the peripheral.
+    pub pins: Vec<Pin>,
     /// The node sends its frames on this bus (one UART at most).
     pub frames: bool,
+}
+
+/// A GPIO pin: port letter, number, and the alternate function that routes it to its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    pub port: char,
+    pub number: u8,
+    pub alternate: Option<u8>,
+}
+
+impl Pin {
+    /// Parses `PA2` or `PA2/AF7`.
+    pub fn parse(text: &str) -> Option<Pin> {
+        let (pin, af) = match text.split_once('/') {
+            Some((pin, af)) => (pin, Some(af.strip_prefix("AF")?.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let mut chars = pin.chars();
+        let (Some('P'), Some(port)) = (chars.next(), chars.next()) else {
+            return None;
+        };
+        let number: u8 = chars.as_str().parse().ok()?;
+        let valid = port.is_ascii_uppercase() && number < 16 && af.is_none_or(|a| a < 16);
+        valid.then_some(Pin {
+            port,
+            number,
+            alternate: af,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +160,7 @@ pub struct Sensor {
     pub kind: String,
     /// Name of the bus in [`Board::buses`].
     pub bus: String,
-    /// Bus address (I2C).
+    /// Bus address (I2C) or channel (ADC).
     pub address: Option<u16>,
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Board, Bus, BusKind, Install, Kind, Memory, Qemu, Region, Sensor};
+use crate::{Board, Bus, BusKind, Install, Kind, Memory, Pin, Qemu, Region, Sensor};
 
 /// A validation failure: the field's path and what is wrong with it.
 type Invalid = (String, String);
@@ -236,13 +236,23 @@ impl RawBoard {
                 }
                 _ => {}
             }
+            let mut pins = Vec::new();
+            for (j, p) in b.pins.iter().enumerate() {
+                let pin = Pin::parse(p).ok_or_else(|| {
+                    invalid(
+                        format!("{field}.pins[{j}]"),
+                        format!("`{p}` is not a pin like `PA2` or `PA2/AF7`"),
+                    )
+                })?;
+                pins.push(pin);
+            }
             buses.push(Bus {
                 name: b.name,
                 kind: b.kind,
                 base: b.base,
                 device: b.device,
                 speed_hz: b.speed_hz,
-                pins: b.pins,
+                pins,
                 frames: b.frames,
             });
         }

@@ -25,6 +25,16 @@ fn committed_board_files_validate() {
     assert!(matches!(&qemu.qemu, Some(Qemu::System { machine, .. }) if machine == "lm3s6965evb"));
     assert_eq!(qemu.frame_bus().and_then(|b| b.base), Some(0x4000_C000));
     assert!(qemu.has("uart_pl011"));
+    let nucleo = Board::find(&boards::boards_dir(), "nucleo-f411re").unwrap();
+    let pins = &nucleo.bus("i2c1").unwrap().pins;
+    assert_eq!(
+        pins[0],
+        boards::Pin {
+            port: 'B',
+            number: 8,
+            alternate: Some(4)
+        }
+    );
 }
 
 #[test]

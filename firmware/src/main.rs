@@ -8,10 +8,10 @@ use firmware::node::{Node, PERIOD_SAMPLES, SAMPLE_RATE_HZ, node_id};
 use firmware::peripherals::watchdog::Watchdog;
 use sensors::bme280::Bme280;
 
-#[cfg(not(any(cap_uart_pl011)))]
-compile_error!("the board has no UART driver capability (e.g. `uart_pl011`)");
-#[cfg(not(any(cap_sim_sensors)))]
-compile_error!("the board has no sensor capability (e.g. `sim_sensors`)");
+#[cfg(not(any(cap_uart_pl011, cap_usart_stm32f4)))]
+compile_error!("the board has no UART driver capability (`uart_pl011`, `usart_stm32f4`)");
+#[cfg(not(any(cap_sim_sensors, all(cap_i2c_stm32f4, cap_adc_stm32f4, cap_cycle_counter))))]
+compile_error!("the board has no sensor capability (`sim_sensors`, or `i2c_stm32f4` + `adc_stm32f4` + `cycle_counter`)");
 
 #[entry]
 fn main() -> ! {
@@ -26,6 +26,43 @@ fn main() -> ! {
             board::FRAME_UART_BASE,
             board::CPU_HZ,
             board::FRAME_UART_BAUD,
+        )
+    };
+
+    // SAFETY: the board file names this USART as the frame UART; nothing else touches it.
+    #[cfg(cap_usart_stm32f4)]
+    let uart = unsafe {
+        firmware::peripherals::stm32f4::Usart::new(
+            board::FRAME_UART_BASE,
+            board::FRAME_UART_PINS,
+            board::CPU_HZ,
+            board::FRAME_UART_BAUD,
+        )
+    };
+
+    // SAFETY: the BME280's bus from the board file; only the driver uses it.
+    #[cfg(cap_i2c_stm32f4)]
+    let i2c = unsafe {
+        firmware::peripherals::stm32f4::I2c::new(
+            board::BME280_I2C_BASE,
+            board::BME280_I2C_PINS,
+            board::CPU_HZ,
+            board::BME280_I2C_HZ,
+        )
+    };
+
+    // SAFETY: the microphone's ADC from the board file; the core peripherals are taken once.
+    #[cfg(all(cap_adc_stm32f4, cap_cycle_counter))]
+    let mut microphone = unsafe {
+        let mut core = cortex_m::Peripherals::take().unwrap();
+        firmware::peripherals::stm32f4::AdcMicrophone::new(
+            board::MICROPHONE_ADC_BASE,
+            board::MICROPHONE_PINS,
+            board::MICROPHONE_ADC_CHANNEL,
+            board::CPU_HZ,
+            SAMPLE_RATE_HZ,
+            &mut core.DCB,
+            &mut core.DWT,
         )
     };
 

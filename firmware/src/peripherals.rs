@@ -157,3 +157,293 @@ pub mod watchdog {
         }
     }
 }
+
+/// STM32F4 GPIO, USART, I2C (v1) and ADC at register level: enough for a node, with every
+/// wait bounded so a dead bus becomes an error, not a hang.
+#[cfg(any(cap_usart_stm32f4, cap_i2c_stm32f4, cap_adc_stm32f4))]
+pub mod stm32f4 {
+    use core::ptr::{read_volatile, write_volatile};
+
+    use embedded_hal::i2c::{ErrorKind, ErrorType, NoAcknowledgeSource, Operation};
+
+    use crate::board::Pin;
+
+    const RCC: usize = 0x4002_3800;
+    const RCC_AHB1ENR: usize = RCC + 0x30;
+    const RCC_APB1ENR: usize = RCC + 0x40;
+    const RCC_APB2ENR: usize = RCC + 0x44;
+    const GPIO: usize = 0x4002_0000;
+    const GPIO_STRIDE: usize = 0x400;
+    /// Register polls before a peripheral wait gives up (~ms at 16 MHz).
+    const SPIN: u32 = 100_000;
+
+    fn read(addr: usize) -> u32 {
+        // SAFETY: only called with STM32F4 peripheral register addresses.
+        unsafe { read_volatile(addr as *const u32) }
+    }
+
+    fn write(addr: usize, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe { write_volatile(addr as *mut u32, value) }
+    }
+
+    fn modify(addr: usize, f: impl FnOnce(u32) -> u32) {
+        write(addr, f(read(addr)));
+    }
+
+    /// Waits for `cond` on register `addr`; false if it never came.
+    fn wait(addr: usize, cond: impl Fn(u32) -> bool) -> bool {
+        (0..SPIN).any(|_| cond(read(addr)))
+    }
+
+    /// Turns a peripheral clock on: `bus` is 1 (APB1), 2 (APB2); `bit` its enable bit.
+    pub fn enable_clock(bus: u8, bit: u32) {
+        let reg = if bus == 1 { RCC_APB1ENR } else { RCC_APB2ENR };
+        modify(reg, |v| v | 1 << bit);
+    }
+
+    /// Routes a pin to its peripheral (alternate function) or to the ADC (analog).
+    pub fn configure_pin(pin: Pin, open_drain: bool) {
+        modify(RCC_AHB1ENR, |v| v | 1 << pin.port);
+        let base = GPIO + pin.port as usize * GPIO_STRIDE;
+        let n = pin.number as u32;
+        let mode = if pin.alternate.is_some() { 0b10 } else { 0b11 };
+        modify(base, |v| (v & !(0b11 << (2 * n))) | mode << (2 * n)); // MODER
+        if open_drain {
+            modify(base + 0x04, |v| v | 1 << n); // OTYPER
+            modify(base + 0x0C, |v| (v & !(0b11 << (2 * n))) | 0b01 << (2 * n)); // pull-up
+        }
+        modify(base + 0x08, |v| v | 0b10 << (2 * n)); // OSPEEDR: fast
+        if let Some(af) = pin.alternate {
+            let afr = base + if n < 8 { 0x20 } else { 0x24 };
+            let shift = 4 * (n % 8);
+            modify(afr, |v| (v & !(0xF << shift)) | (af as u32) << shift);
+        }
+    }
+
+    /// USART (8N1) for frames.
+    #[cfg(cap_usart_stm32f4)]
+    pub struct Usart {
+        base: usize,
+    }
+
+    #[cfg(cap_usart_stm32f4)]
+    impl Usart {
+        /// # Safety
+        /// `base` must be an STM32F4 USART on APB1 (USART2/3, UART4/5), owned by nothing else.
+        pub unsafe fn new(base: usize, pins: &[Pin], clock_hz: u32, baud: u32) -> Self {
+            // APB1 enable bit of USART2..UART5 follows from the address (0x4000_4400 -> 17).
+            enable_clock(1, 17 + ((base - 0x4000_4400) / 0x400) as u32);
+            for &pin in pins {
+                configure_pin(pin, false);
+            }
+            write(base + 0x08, (clock_hz + baud / 2) / baud); // BRR, oversampling by 16
+            write(base + 0x0C, 1 << 13 | 1 << 3 | 1 << 2); // CR1: UE, TE, RE
+            Usart { base }
+        }
+    }
+
+    #[cfg(cap_usart_stm32f4)]
+    impl crate::node::FrameSink for Usart {
+        fn send(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                wait(self.base, |sr| sr & 1 << 7 != 0); // TXE
+                write(self.base + 0x04, b as u32);
+            }
+        }
+    }
+
+    /// I2C master (STM32F4 I2C v1), standard mode, polling.
+    #[cfg(cap_i2c_stm32f4)]
+    pub struct I2c {
+        base: usize,
+    }
+
+    #[cfg(cap_i2c_stm32f4)]
+    mod i2c_reg {
+        pub const CR1: usize = 0x00;
+        pub const CR2: usize = 0x04;
+        pub const DR: usize = 0x10;
+        pub const SR1: usize = 0x14;
+        pub const SR2: usize = 0x18;
+        pub const CCR: usize = 0x1C;
+        pub const TRISE: usize = 0x20;
+        pub const START: u32 = 1 << 8;
+        pub const STOP: u32 = 1 << 9;
+        pub const ACK: u32 = 1 << 10;
+        pub const SB: u32 = 1 << 0;
+        pub const ADDR: u32 = 1 << 1;
+        pub const BTF: u32 = 1 << 2;
+        pub const RXNE: u32 = 1 << 6;
+        pub const TXE: u32 = 1 << 7;
+        pub const AF: u32 = 1 << 10;
+    }
+
+    #[cfg(cap_i2c_stm32f4)]
+    impl I2c {
+        /// # Safety
+        /// `base` must be an STM32F4 I2C (I2C1..3 on APB1), owned by nothing else.
+        pub unsafe fn new(base: usize, pins: &[Pin], clock_hz: u32, bus_hz: u32) -> Self {
+            use i2c_reg::*;
+            enable_clock(1, 21 + ((base - 0x4000_5400) / 0x400) as u32);
+            for &pin in pins {
+                configure_pin(pin, true);
+            }
+            let mhz = clock_hz / 1_000_000;
+            write(base + CR1, 1 << 15); // SWRST: clear a bus state left from before a reset
+            write(base + CR1, 0);
+            write(base + CR2, mhz);
+            write(base + CCR, (clock_hz / (2 * bus_hz)).max(4)); // standard mode
+            write(base + TRISE, mhz + 1);
+            write(base + CR1, 1); // PE
+            I2c { base }
+        }
+
+        fn fail(&mut self, kind: ErrorKind) -> ErrorKind {
+            use i2c_reg::*;
+            modify(self.base + SR1, |v| v & !AF);
+            modify(self.base + CR1, |v| v | STOP);
+            kind
+        }
+
+        fn start(&mut self, address: u8, read_mode: bool) -> Result<(), ErrorKind> {
+            use i2c_reg::*;
+            modify(self.base + CR1, |v| v | START);
+            if !wait(self.base + SR1, |s| s & SB != 0) {
+                return Err(self.fail(ErrorKind::Bus));
+            }
+            write(self.base + DR, (address as u32) << 1 | read_mode as u32);
+            let ok = wait(self.base + SR1, |s| s & (ADDR | AF) != 0);
+            if !ok || read(self.base + SR1) & AF != 0 {
+                return Err(self.fail(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address)));
+            }
+            Ok(())
+        }
+
+        fn clear_addr(&mut self) {
+            read(self.base + i2c_reg::SR1);
+            read(self.base + i2c_reg::SR2);
+        }
+
+        fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), ErrorKind> {
+            use i2c_reg::*;
+            self.clear_addr();
+            for &b in bytes {
+                if !wait(self.base + SR1, |s| s & (TXE | AF) != 0) || read(self.base + SR1) & AF != 0 {
+                    return Err(self.fail(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Data)));
+                }
+                write(self.base + DR, b as u32);
+            }
+            if !wait(self.base + SR1, |s| s & BTF != 0) {
+                return Err(self.fail(ErrorKind::Bus));
+            }
+            Ok(())
+        }
+
+        /// Reads with ACK on every byte but the last, and STOP requested while the last
+        /// byte is on the wire (reference manual RM0383, 18.3.3, "Master receiver").
+        fn read_bytes(&mut self, buf: &mut [u8]) -> Result<(), ErrorKind> {
+            use i2c_reg::*;
+            let n = buf.len();
+            if n == 1 {
+                modify(self.base + CR1, |v| v & !ACK);
+                self.clear_addr();
+                modify(self.base + CR1, |v| v | STOP);
+            } else {
+                modify(self.base + CR1, |v| v | ACK);
+                self.clear_addr();
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                if !wait(self.base + SR1, |s| s & RXNE != 0) {
+                    return Err(self.fail(ErrorKind::Bus));
+                }
+                if n > 1 && i == n - 2 {
+                    modify(self.base + CR1, |v| (v & !ACK) | STOP);
+                }
+                *b = read(self.base + DR) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(cap_i2c_stm32f4)]
+    impl ErrorType for I2c {
+        type Error = ErrorKind;
+    }
+
+    #[cfg(cap_i2c_stm32f4)]
+    impl embedded_hal::i2c::I2c for I2c {
+        fn transaction(&mut self, address: u8, ops: &mut [Operation<'_>]) -> Result<(), ErrorKind> {
+            let count = ops.len();
+            for (i, op) in ops.iter_mut().enumerate() {
+                match op {
+                    Operation::Write(bytes) => {
+                        self.start(address, false)?;
+                        self.write_bytes(bytes)?;
+                    }
+                    Operation::Read(buf) if !buf.is_empty() => {
+                        self.start(address, true)?;
+                        self.read_bytes(buf)?; // requests STOP itself
+                        continue;
+                    }
+                    Operation::Read(_) => {}
+                }
+                if i + 1 == count {
+                    modify(self.base + i2c_reg::CR1, |v| v | i2c_reg::STOP);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A microphone on an ADC channel, sampled at a fixed rate paced by the cycle counter.
+    #[cfg(all(cap_adc_stm32f4, cap_cycle_counter))]
+    pub struct AdcMicrophone {
+        base: usize,
+        cycles_per_sample: u32,
+    }
+
+    #[cfg(all(cap_adc_stm32f4, cap_cycle_counter))]
+    impl AdcMicrophone {
+        /// # Safety
+        /// `base` must be ADC1 of an STM32F4, owned by nothing else; `dwt` enables CYCCNT.
+        pub unsafe fn new(
+            base: usize,
+            pins: &[Pin],
+            channel: u8,
+            clock_hz: u32,
+            sample_rate_hz: u32,
+            dcb: &mut cortex_m::peripheral::DCB,
+            dwt: &mut cortex_m::peripheral::DWT,
+        ) -> Self {
+            enable_clock(2, 8); // ADC1EN
+            for &pin in pins {
+                configure_pin(pin, false);
+            }
+            if channel < 10 {
+                write(base + 0x10, 0b011 << (3 * channel as u32)); // SMPR2: 56-cycle sampling
+            }
+            write(base + 0x34, channel as u32); // SQR3: one conversion of `channel`
+            write(base + 0x08, 1); // CR2: ADON
+            dcb.enable_trace();
+            dwt.enable_cycle_counter();
+            AdcMicrophone {
+                base,
+                cycles_per_sample: clock_hz / sample_rate_hz,
+            }
+        }
+
+        /// Fills `out` with 12-bit samples centred on zero and scaled to 16 bits.
+        pub fn fill(&mut self, out: &mut [i16]) {
+            let mut next = cortex_m::peripheral::DWT::cycle_count();
+            for s in out {
+                while cortex_m::peripheral::DWT::cycle_count().wrapping_sub(next) as i32 <= 0 {}
+                next = next.wrapping_add(self.cycles_per_sample);
+                write(self.base + 0x08, 1 | 1 << 30); // ADON | SWSTART
+                wait(self.base, |sr| sr & 1 << 1 != 0); // EOC
+                let v = read(self.base + 0x4C) as i32 & 0xFFF;
+                *s = ((v - 2048) << 4) as i16;
+            }
+        }
+    }
+}

@@ -136,7 +136,11 @@ impl SimMicrophone {
         for s in out.iter_mut() {
             // The tone steps between 250 Hz and 1 kHz and between four levels, every 1/8 s.
             let block = self.n / (self.sample_rate_hz / 8);
-            let freq = if block.is_multiple_of(2) { 1000.0 } else { 250.0 };
+            let freq = if block.is_multiple_of(2) {
+                1000.0
+            } else {
+                250.0
+            };
             let amplitude = [2000.0, 6000.0, 12000.0, 4000.0][(block / 2 % 4) as usize];
             // Both tones are whole hertz: the phase repeats every second, so f32 stays exact.
             let t = (self.n % self.sample_rate_hz) as f32 / self.sample_rate_hz as f32;

@@ -22,7 +22,10 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
     let board = load_board(&args.board)?;
     let built = build(&board, What::Node, !args.debug)?;
     let elf = &built[0].1;
-    let usage = usage(elf, board.memory.as_ref().context("mcu board without memory")?)?;
+    let usage = usage(
+        elf,
+        board.memory.as_ref().context("mcu board without memory")?,
+    )?;
     println!("{}", elf.display());
     println!("{}", usage.report(&board.name));
     Ok(ExitCode::SUCCESS)
@@ -30,7 +33,10 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
 
 /// The repository root (xtask sits one level below it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 pub fn load_board(name: &str) -> Result<Board> {
@@ -82,13 +88,20 @@ pub fn build(board: &Board, what: What, release: bool) -> Result<Vec<(String, Pa
         cmd.args(["--features", &board.firmware_features.join(",")]);
     }
     let output = cmd.output().context("running cargo for the firmware")?;
-    ensure!(output.status.success(), "firmware build for `{}` failed", board.name);
+    ensure!(
+        output.status.success(),
+        "firmware build for `{}` failed",
+        board.name
+    );
     let mut built = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+        let kinds = msg["target"]["kind"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let wanted = match what {
             What::Node => "bin",
             // `--tests` also builds the binary, which integration tests may run.
@@ -103,7 +116,10 @@ pub fn build(board: &Board, what: What, release: bool) -> Result<Vec<(String, Pa
         }
     }
     if built.is_empty() {
-        bail!("the firmware build for `{}` produced no executable", board.name);
+        bail!(
+            "the firmware build for `{}` produced no executable",
+            board.name
+        );
     }
     Ok(built)
 }
@@ -135,7 +151,8 @@ impl Usage {
 /// regions are an error (the ELF does not fit the board).
 pub fn usage(elf: &Path, memory: &Memory) -> Result<Usage> {
     let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
-    let file = object::File::parse(&*bytes).with_context(|| format!("parsing {}", elf.display()))?;
+    let file =
+        object::File::parse(&*bytes).with_context(|| format!("parsing {}", elf.display()))?;
     const SHF_ALLOC: u64 = 0x2;
     let (mut flash, mut ram) = (0, 0);
     for section in file.sections() {
@@ -148,10 +165,16 @@ pub fn usage(elf: &Path, memory: &Memory) -> Result<Usage> {
         let (start, size) = (section.address(), section.size());
         let name = section.name().unwrap_or("?");
         if memory.flash.contains(start) {
-            ensure!(start + size <= memory.flash.end(), "section {name} overflows flash");
+            ensure!(
+                start + size <= memory.flash.end(),
+                "section {name} overflows flash"
+            );
             flash += size;
         } else if memory.ram.contains(start) {
-            ensure!(start + size <= memory.ram.end(), "section {name} overflows RAM");
+            ensure!(
+                start + size <= memory.ram.end(),
+                "section {name} overflows RAM"
+            );
             ram += size;
             if section.kind() != SectionKind::UninitializedData {
                 flash += size; // its initial values are copied from flash at reset
@@ -160,6 +183,13 @@ pub fn usage(elf: &Path, memory: &Memory) -> Result<Usage> {
             bail!("section {name} at {start:#x} is outside the board's flash and RAM");
         }
     }
-    ensure!(flash <= memory.flash.length, "{flash} B do not fit in flash");
-    Ok(Usage { flash, ram, memory: *memory })
+    ensure!(
+        flash <= memory.flash.length,
+        "{flash} B do not fit in flash"
+    );
+    Ok(Usage {
+        flash,
+        ram,
+        memory: *memory,
+    })
 }

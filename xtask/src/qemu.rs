@@ -41,9 +41,16 @@ pub struct QemuArgs {
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
     let board = firmware::load_board(&args.board)?;
     let Some(Qemu::System { machine, cpu, .. }) = &board.qemu else {
-        bail!("board `{}` has no `[qemu]` machine: it cannot be emulated", board.name);
+        bail!(
+            "board `{}` has no `[qemu]` machine: it cannot be emulated",
+            board.name
+        );
     };
-    let qemu = QemuCmd { machine, cpu, serial: args.serial.as_deref() };
+    let qemu = QemuCmd {
+        machine,
+        cpu,
+        serial: args.serial.as_deref(),
+    };
 
     if let Some(elf) = &args.elf {
         let run = qemu.run(elf)?;
@@ -76,7 +83,11 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
             failed = true;
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn exit_code(status: i32) -> ExitCode {
@@ -127,13 +138,20 @@ impl QemuCmd<'_> {
         if rx.recv_timeout(HANG_LIMIT).is_err() {
             child.kill().ok();
             child.wait().ok();
-            bail!("{} did not finish within {HANG_LIMIT:?}; killed", elf.display());
+            bail!(
+                "{} did not finish within {HANG_LIMIT:?}; killed",
+                elf.display()
+            );
         }
         let raw = reader.join().expect("reader thread")?;
         let status = child.wait()?.code().unwrap_or(-1);
         let stderr = err_reader.join().unwrap_or_default();
         let log = decode_defmt(&elf_bytes, &raw)?;
-        Ok(Run { status, log, stderr })
+        Ok(Run {
+            status,
+            log,
+            stderr,
+        })
     }
 }
 
@@ -147,7 +165,10 @@ fn decode_defmt(elf: &[u8], raw: &[u8]) -> Result<String> {
     loop {
         match decoder.decode() {
             Ok(frame) => {
-                let level = frame.level().map(|l| l.as_str().to_uppercase()).unwrap_or_default();
+                let level = frame
+                    .level()
+                    .map(|l| l.as_str().to_uppercase())
+                    .unwrap_or_default();
                 log.push_str(&format!("{level:<5} {}\n", frame.display_message()));
             }
             Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
@@ -180,7 +201,10 @@ fn check_snapshot(board: &Board, run: &str, log: &str, overwrite: bool) -> Resul
     let expected = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("{}: {e} (run with --overwrite to create it)", path.display());
+            eprintln!(
+                "{}: {e} (run with --overwrite to create it)",
+                path.display()
+            );
             return Ok(false);
         }
     };
@@ -188,7 +212,10 @@ fn check_snapshot(board: &Board, run: &str, log: &str, overwrite: bool) -> Resul
         println!("snapshot matches: {}", path.display());
         return Ok(true);
     }
-    eprintln!("snapshot differs: {} (--overwrite to accept)", path.display());
+    eprintln!(
+        "snapshot differs: {} (--overwrite to accept)",
+        path.display()
+    );
     let (old, new): (Vec<_>, Vec<_>) = (expected.lines().collect(), log.lines().collect());
     for i in 0..old.len().max(new.len()) {
         match (old.get(i), new.get(i)) {
