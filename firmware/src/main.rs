@@ -10,12 +10,21 @@ use sensors::bme280::Bme280;
 
 #[cfg(not(any(cap_uart_pl011, cap_usart_stm32f4)))]
 compile_error!("the board has no UART driver capability (`uart_pl011`, `usart_stm32f4`)");
-#[cfg(not(any(cap_sim_sensors, all(cap_i2c_stm32f4, cap_adc_stm32f4, cap_cycle_counter))))]
-compile_error!("the board has no sensor capability (`sim_sensors`, or `i2c_stm32f4` + `adc_stm32f4` + `cycle_counter`)");
+#[cfg(not(any(
+    cap_sim_sensors,
+    all(cap_i2c_stm32f4, cap_adc_stm32f4, cap_cycle_counter)
+)))]
+compile_error!(
+    "the board has no sensor capability (`sim_sensors`, or `i2c_stm32f4` + `adc_stm32f4` + `cycle_counter`)"
+);
 
 #[entry]
 fn main() -> ! {
-    defmt::info!("node {=str}: firmware {=str}", board::NAME, env!("CARGO_PKG_VERSION"));
+    defmt::info!(
+        "node {=str}: firmware {=str}",
+        board::NAME,
+        env!("CARGO_PKG_VERSION")
+    );
     let (mut watchdog, reset_cause) = Watchdog::start(board::CPU_HZ);
     defmt::info!("reset cause: {}", reset_cause);
 
@@ -101,7 +110,11 @@ fn main() -> ! {
         }
         watchdog.feed();
         if Some(node.cycles()) == board::EXIT_AFTER_CYCLES {
-            defmt::info!("done after {=u32} cycles, {=u32} frames", node.cycles(), node.frames_sent());
+            defmt::info!(
+                "done after {=u32} cycles, {=u32} frames",
+                node.cycles(),
+                node.frames_sent()
+            );
             firmware::exit(0);
         }
     }

@@ -27,7 +27,7 @@ pub const PCM_PER_PERIOD: usize = MAX_BLOCK;
 pub const STATUS_EVERY: u32 = 4;
 
 const _: () = assert!(FEATURE_SLICES * BANDS <= MAX_BLOCK);
-const _: () = assert!(PERIOD_SAMPLES % FEATURE_SLICES == 0);
+const _: () = assert!(PERIOD_SAMPLES.is_multiple_of(FEATURE_SLICES));
 
 /// Where frames go: a UART on a board, a buffer in tests.
 pub trait FrameSink {

@@ -329,7 +329,9 @@ pub mod stm32f4 {
             use i2c_reg::*;
             self.clear_addr();
             for &b in bytes {
-                if !wait(self.base + SR1, |s| s & (TXE | AF) != 0) || read(self.base + SR1) & AF != 0 {
+                if !wait(self.base + SR1, |s| s & (TXE | AF) != 0)
+                    || read(self.base + SR1) & AF != 0
+                {
                     return Err(self.fail(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Data)));
                 }
                 write(self.base + DR, b as u32);

@@ -110,7 +110,11 @@ mod tests {
         let mut faults = 0;
         let bytes: Vec<u8, 1024> = node.sink().clone();
         Decoder::new().feed(&bytes, |r| {
-            if let Ok(Frame { message: Message::Fault(_), .. }) = r {
+            if let Ok(Frame {
+                message: Message::Fault(_),
+                ..
+            }) = r
+            {
                 faults += 1;
             }
         });

@@ -187,7 +187,7 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
             }
         }
         match source.next_event().unwrap() {
-            Event::Frame(frame) => got.push(frame),
+            Event::Frame(frame) => got.push(*frame),
             Event::Idle => {
                 idle += Duration::from_millis(200);
                 assert!(

@@ -25,8 +25,9 @@ pub enum SerialError {
 /// What one call to [`SerialSource::next_event`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A frame that passed COBS, CRC, version and schema checks.
-    Frame(Frame),
+    /// A frame that passed COBS, CRC, version and schema checks (boxed: a frame with a
+    /// sample block is ~300 bytes).
+    Frame(Box<Frame>),
     /// No complete frame within the port's read timeout.
     Idle,
     /// The other end is gone (end of stream, or the pty/USB device hung up).
@@ -75,9 +76,9 @@ impl<R: Read> SerialSource<R> {
     /// The next decoded frame, or why there is none right now.
     pub fn next_event(&mut self) -> Result<Event, SerialError> {
         loop {
-            while let Some(i) = self.pending.next() {
+            for i in self.pending.by_ref() {
                 if let Some(Ok(frame)) = self.decoder.push(self.buf[i]) {
-                    return Ok(Event::Frame(frame));
+                    return Ok(Event::Frame(Box::new(frame)));
                 }
             }
             match self.reader.read(&mut self.buf[..]) {
@@ -175,7 +176,7 @@ mod tests {
             for f in &frames {
                 assert_eq!(
                     source.next_event().unwrap(),
-                    Event::Frame(f.clone()),
+                    Event::Frame(Box::new(f.clone())),
                     "chunk {chunk}"
                 );
             }
