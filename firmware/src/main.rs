@@ -20,6 +20,7 @@ compile_error!(
 
 #[entry]
 fn main() -> ! {
+    firmware::stack::paint();
     defmt::info!(
         "node {=str}: firmware {=str}",
         board::NAME,
@@ -115,6 +116,8 @@ fn main() -> ! {
                 node.cycles(),
                 node.frames_sent()
             );
+            let (used, free) = firmware::stack::peak();
+            defmt::info!("stack peak {=usize} B of {=usize} B", used, free);
             firmware::exit(0);
         }
     }

@@ -10,6 +10,10 @@
 //! Encoding and decoding never allocate and are bounded by [`MAX_PAYLOAD`] and
 //! [`MAX_WIRE`]. The [`Decoder`] takes bytes as they come off a serial line, resynchronises
 //! on the next `0x00` after garbage and counts what it dropped in [`Stats`].
+//!
+//! Tests: golden frames and property tests (`cargo test -p protocol`), a criterion bench of
+//! decode throughput (`cargo bench -p protocol`), and a libFuzzer target for the decoder
+//! (`cd protocol && cargo +nightly fuzz run decoder -- -max_total_time=300`).
 #![no_std]
 #![forbid(unsafe_code)]
 
