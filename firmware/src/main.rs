@@ -18,6 +18,10 @@ compile_error!(
     "the board has no sensor capability (`sim_sensors`, or `i2c_stm32f4` + `adc_stm32f4` + `cycle_counter`)"
 );
 
+/// Polls of the UART for the agent's hello ack: well over a host round trip under QEMU,
+/// about half a second on a 16 MHz board.
+const HELLO_ACK_POLLS: u32 = 2_000_000;
+
 #[entry]
 fn main() -> ! {
     firmware::stack::paint();
@@ -85,6 +89,7 @@ fn main() -> ! {
     let bme280 = board::BME280_ADDRESS.map(|address| Bme280::new(i2c, address));
     let mut node = Node::new(bme280, uart, node_id(board::NAME), reset_cause);
     node.start(board::SIMULATED);
+    node.await_hello_ack(HELLO_ACK_POLLS);
 
     let mut samples = [0i16; PERIOD_SAMPLES];
     loop {

@@ -4,7 +4,7 @@
 use embedded_hal::i2c::I2c;
 use heapless::Vec;
 use protocol::{
-    Block, BlockKind, Environment, FaultCode, Frame, Hello, MAX_BLOCK, MAX_WIRE, Message,
+    Block, BlockKind, Decoder, Environment, FaultCode, Frame, Hello, MAX_BLOCK, MAX_WIRE, Message,
     NodeFault, ResetCause, Sound, Status, capabilities, encode_frame,
 };
 use sensors::bme280::{self, Bme280};
@@ -29,9 +29,14 @@ pub const STATUS_EVERY: u32 = 4;
 const _: () = assert!(FEATURE_SLICES * BANDS <= MAX_BLOCK);
 const _: () = assert!(PERIOD_SAMPLES.is_multiple_of(FEATURE_SLICES));
 
-/// Where frames go: a UART on a board, a buffer in tests.
+/// Where frames go (a UART on a board, a buffer in tests), and what comes back.
 pub trait FrameSink {
     fn send(&mut self, bytes: &[u8]);
+
+    /// A byte from the agent, if one is waiting.
+    fn poll_byte(&mut self) -> Option<u8> {
+        None
+    }
 }
 
 impl<const N: usize> FrameSink for Vec<u8, N> {
@@ -62,6 +67,9 @@ pub struct Node<I2C, S> {
     counter: u32,
     cycles: u32,
     sensor_errors: u16,
+    /// Frames from the agent (its `HelloAck`).
+    inbound: Decoder,
+    agent_protocol: Option<u8>,
 }
 
 /// Frame payload of a level in dB: hundredths, saturated to `i16`.
@@ -88,7 +96,42 @@ impl<I2C: I2c, S: FrameSink> Node<I2C, S> {
             counter: 0,
             cycles: 0,
             sensor_errors: 0,
+            inbound: Decoder::new(),
+            agent_protocol: None,
         }
+    }
+
+    /// Takes what the agent sent so far; records its `HelloAck`.
+    pub fn receive(&mut self) {
+        while let Some(byte) = self.sink.poll_byte() {
+            if let Some(Ok(Frame {
+                message: Message::HelloAck(ack),
+                ..
+            })) = self.inbound.push(byte)
+            {
+                defmt::info!(
+                    "agent ack: protocol v{=u8}, accepted {=bool}",
+                    ack.protocol,
+                    ack.accepted
+                );
+                self.agent_protocol = Some(ack.protocol);
+            }
+        }
+    }
+
+    /// Waits for the agent's `HelloAck` for at most `polls` polls of the link; a node
+    /// without an agent (or an agent that does not answer) goes on without one.
+    pub fn await_hello_ack(&mut self, polls: u32) -> Option<u8> {
+        for _ in 0..polls {
+            self.receive();
+            if self.agent_protocol.is_some() {
+                break;
+            }
+        }
+        if self.agent_protocol.is_none() {
+            defmt::info!("no hello ack from the agent; going on");
+        }
+        self.agent_protocol
     }
 
     /// Announces the node and brings up its sensors.
@@ -132,6 +175,7 @@ impl<I2C: I2c, S: FrameSink> Node<I2C, S> {
 
     /// One period: environment, sound levels, features, a PCM excerpt, sometimes status.
     pub fn cycle(&mut self, samples: &[i16; PERIOD_SAMPLES]) -> Report {
+        self.receive();
         let environment = self.read_environment();
         if let Some(env) = environment {
             self.send(Message::Environment(env));
@@ -174,6 +218,7 @@ impl<I2C: I2c, S: FrameSink> Node<I2C, S> {
                 frames_sent: self.counter + 1,
                 sensor_errors: self.sensor_errors,
                 reset_cause: self.reset_cause,
+                agent_protocol: self.agent_protocol,
             }));
         }
         Report {

@@ -59,6 +59,10 @@ pub mod pl011 {
         fn send(&mut self, bytes: &[u8]) {
             self.write_all(bytes);
         }
+
+        fn poll_byte(&mut self) -> Option<u8> {
+            self.try_read()
+        }
     }
 }
 
@@ -250,6 +254,10 @@ pub mod stm32f4 {
                 wait(self.base, |sr| sr & 1 << 7 != 0); // TXE
                 write(self.base + 0x04, b as u32);
             }
+        }
+
+        fn poll_byte(&mut self) -> Option<u8> {
+            (read(self.base) & 1 << 5 != 0).then(|| read(self.base + 0x04) as u8) // RXNE
         }
     }
 

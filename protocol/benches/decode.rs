@@ -38,6 +38,7 @@ fn stream(frames: u32) -> std::vec::Vec<u8> {
                 frames_sent: counter,
                 sensor_errors: 0,
                 reset_cause: ResetCause::PowerOn,
+                agent_protocol: Some(1),
             }),
         };
         let bytes = encode_frame(&Frame { counter, message }, &mut buf).unwrap();

@@ -133,6 +133,8 @@ pub struct Status {
     /// Sensor reads that failed since boot.
     pub sensor_errors: u16,
     pub reset_cause: ResetCause,
+    /// Wire-format version the agent accepted in its [`HelloAck`]; none before an ack.
+    pub agent_protocol: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -219,8 +219,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 index,
                 values
             })),
-        (any::<u32>(), any::<u32>(), any::<u16>(), 0..4u8).prop_map(
-            |(cycles, sent, errors, cause)| {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            0..4u8,
+            any::<Option<u8>>()
+        )
+            .prop_map(|(cycles, sent, errors, cause, agent_protocol)| {
                 Message::Status(Status {
                     cycles,
                     frames_sent: sent,
@@ -231,9 +237,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
                         ResetCause::Software,
                         ResetCause::Unknown,
                     ][cause as usize],
+                    agent_protocol,
                 })
-            }
-        ),
+            }),
         (0..4u8, any::<u16>()).prop_map(|(code, detail)| Message::Fault(NodeFault {
             code: [
                 FaultCode::SensorMissing,

@@ -9,11 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use boards::{Board, Qemu};
-use edge_agent::sources::serial::{Event, SerialSource};
+use edge_agent::sources::serial::{Event, SerialSource, answer_hello};
 use protocol::{Decoder, Frame, Message, capabilities};
 use serialport::{SerialPort, TTYPort};
 
@@ -132,6 +133,29 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
     let slave_path = slave.name().expect("pty slave has a path");
     let mut source = SerialSource::open(&slave_path, 115_200, Duration::from_millis(200)).unwrap();
 
+    // Agent -> node: whatever the agent writes to the pty goes to QEMU's UART.
+    let finished = Arc::new(AtomicBool::new(false));
+    let (mut from_agent, mut to_node) = (
+        master.try_clone_native().unwrap(),
+        uart.try_clone().unwrap(),
+    );
+    let stop = finished.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop.load(Ordering::Relaxed) {
+            match from_agent.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    if to_node.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+    });
+
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut t = Tampering::default();
@@ -187,7 +211,18 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
             }
         }
         match source.next_event().unwrap() {
-            Event::Frame(frame) => got.push(*frame),
+            Event::Frame(frame) => {
+                if let Message::Hello(hello) = frame.message {
+                    let ack = Message::HelloAck(answer_hello(hello.protocol));
+                    source
+                        .send(&Frame {
+                            counter: 0,
+                            message: ack,
+                        })
+                        .unwrap();
+                }
+                got.push(*frame)
+            }
             Event::Idle => {
                 idle += Duration::from_millis(200);
                 assert!(
@@ -199,6 +234,7 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
             Event::Closed => break,
         }
     }
+    finished.store(true, Ordering::Relaxed);
     assert!(qemu.wait().unwrap().success(), "the node firmware failed");
     let (t, _master) = done.expect("the proxy finished");
 
@@ -220,6 +256,19 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
         t.flipped.len() >= 5,
         "too little damage to prove anything: {t:?}"
     );
+    // The node waited for the agent's hello ack, and says so in every status frame.
+    let statuses: Vec<_> = t
+        .sent
+        .iter()
+        .filter_map(|f| match f.message {
+            Message::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(!statuses.is_empty());
+    for s in &statuses {
+        assert_eq!(s.agent_protocol, Some(protocol::VERSION), "{s:?}");
+    }
 
     // What the agent made of it: every intact frame, in order; every damaged one counted.
     let intact: Vec<Frame> = t

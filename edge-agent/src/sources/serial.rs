@@ -4,10 +4,10 @@
 //! This module depends on nothing else in the agent: it turns bytes into validated
 //! [`Frame`]s and leaves windowing and inference to its caller.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use protocol::{Decoder, Frame, HelloAck, Stats};
+use protocol::{Decoder, Frame, HelloAck, MAX_WIRE, Stats, encode_frame};
 
 /// Why the source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,8 @@ pub enum SerialError {
     },
     #[error("serial read failed")]
     Read(#[from] io::Error),
+    #[error("serial write failed")]
+    Write(#[source] io::Error),
 }
 
 /// What one call to [`SerialSource::next_event`] produced.
@@ -95,6 +97,17 @@ impl<R: Read> SerialSource<R> {
                 },
             }
         }
+    }
+}
+
+impl<R: Read + Write> SerialSource<R> {
+    /// Sends a frame to the node (the agent's [`HelloAck`]).
+    pub fn send(&mut self, frame: &Frame) -> Result<(), SerialError> {
+        let mut buf = [0u8; MAX_WIRE];
+        let bytes = encode_frame(frame, &mut buf)
+            .map_err(|e| SerialError::Write(io::Error::other(format!("{e:?}"))))?;
+        self.reader.write_all(bytes).map_err(SerialError::Write)?;
+        self.reader.flush().map_err(SerialError::Write)
     }
 }
 
