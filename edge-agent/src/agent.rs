@@ -265,7 +265,8 @@ fn run_pipeline(
     } else {
         return Err(perr(PipelineError::Unsuitable {
             model: p.card.id.clone(),
-            message: "the agent runs face-detection and voice-activity models; this card has neither output".into(),
+            message: "the agent runs face-detection and voice-activity models; this card has neither output"
+                .into(),
         }));
     }
     send(agg.finish(rc.at(offset_us)))?;

@@ -789,7 +789,9 @@ impl Validator<'_> {
                 if chunk == 0 || chunk + context != elems {
                     return Err(self.err(
                         f("chunk"),
-                        format!("chunk ({chunk}) + context ({context}) must equal the input's {elems} elements"),
+                        format!(
+                            "chunk ({chunk}) + context ({context}) must equal the input's {elems} elements"
+                        ),
                     ));
                 }
                 let gain = raw.gain.unwrap_or(1.0);
@@ -880,7 +882,10 @@ impl Validator<'_> {
             // CenterFace heads, in order: heatmap (1 channel), scale (2), offset (2), landmarks (10).
             let want = [1usize, 2, 2, 10];
             if heads.len() != 4 {
-                return Err(self.err("outputs", "centerface postprocessing needs its four heads: heatmap, scale, offset, landmarks"));
+                return Err(self.err(
+                    "outputs",
+                    "centerface postprocessing needs its four heads: heatmap, scale, offset, landmarks",
+                ));
             }
             for ((i, o), c) in heads.iter().zip(want) {
                 if o.shape.len() != 4 || o.shape[1] != c || o.dtype != Dtype::F32 {

@@ -12,6 +12,7 @@
 //! - [`config`]: the agent's configuration, validated once.
 //! - [`agent`]: `run`: sources -> models -> aggregators -> the audit log.
 //! - [`outbox`]: the audit log (crate `audit`) as the only writer of what may leave the device.
+//! - [`sources`]: live sources: the sensor node's serial frames, Linux I2C sensors.
 
 pub mod agent;
 pub mod bench;
@@ -22,3 +23,4 @@ pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
 pub mod runtime;
+pub mod sources;

@@ -1,8 +1,10 @@
-//! `cargo xtask <job>`: every workflow of the project (build, test, demo, bench, models...).
-//! CI runs only these jobs, so a laptop and CI do the same thing.
+//! `cargo xtask <job>`: every workflow of the project (build, test, demo, bench, models,
+//! firmware, QEMU). CI runs only these jobs, so a laptop and CI do the same thing.
 
 mod bench;
+mod firmware;
 mod models;
+mod qemu;
 mod sh;
 mod test;
 
@@ -19,12 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Job {
-    /// Run the whole system locally on embedded defaults (today: the agent's bundled models on
-    /// bundled sample data).
+    /// Run the whole system locally on embedded defaults: a device key, the agent on the
+    /// bundled samples, its audit log shown and verified, every model checked.
     Demo,
-    /// Run every test: workspace tests, golden checks of every model. Installs what it can.
+    /// Run every test as CI does: host tests, firmware under QEMU, golden checks. Installs
+    /// what it can (apt packages as root).
     Test,
-    /// Formatting and clippy (warnings denied).
+    /// Formatting and clippy (warnings denied), root workspace and firmware.
     Lint,
     /// Per model: the agent's latency and memory beside onnxruntime's, measured alternately.
     Bench {
@@ -40,26 +43,29 @@ enum Job {
     /// Model tooling.
     #[command(subcommand)]
     Models(models::ModelsJob),
+    /// Build the node firmware for a board; print its flash and RAM use.
+    Build(firmware::BuildArgs),
+    /// Run the firmware under QEMU: on-target tests, then the node app against its log snapshot.
+    Qemu(qemu::QemuArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.job {
-        Job::Demo => models::demo(),
-        Job::Test => test::test(),
-        Job::Lint => test::lint(),
+        Job::Demo => models::demo().map(|()| ExitCode::SUCCESS),
+        Job::Test => test::test().map(|()| ExitCode::SUCCESS),
+        Job::Lint => test::lint().map(|()| ExitCode::SUCCESS),
         Job::Bench {
             models,
             rounds,
             runs,
-        } => bench::bench(&models, rounds, runs),
-        Job::Models(job) => models::run(job),
+        } => bench::bench(&models, rounds, runs).map(|()| ExitCode::SUCCESS),
+        Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
+        Job::Build(args) => firmware::run(&args),
+        Job::Qemu(args) => qemu::run(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: error: {e:#}");
+        ExitCode::FAILURE
+    })
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask test`: every test the project has, the way CI runs them.
 
-use anyhow::Result;
+use std::process::ExitCode;
 
-use crate::{models, sh};
+use anyhow::{Result, bail};
+
+use crate::{firmware, models, qemu, sh};
 
 pub fn test() -> Result<()> {
     preflight()?;
@@ -12,7 +14,36 @@ pub fn test() -> Result<()> {
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
+    // The sensor node: on-target tests and the node app under QEMU against the log snapshot,
+    // then the firmware for every real MCU board (flash and RAM use printed).
+    expect_success(
+        "qemu",
+        qemu::run(&qemu::QemuArgs {
+            board: "lm3s6965evb".into(),
+            overwrite: false,
+            app_only: false,
+            serial: None,
+            elf: None,
+        }),
+    )?;
+    for board in ["nucleo-f411re"] {
+        expect_success(
+            "firmware build",
+            firmware::run(&firmware::BuildArgs {
+                board: board.into(),
+                debug: false,
+            }),
+        )?;
+    }
     println!("xtask test: all passed");
+    Ok(())
+}
+
+fn expect_success(what: &str, r: Result<ExitCode>) -> Result<()> {
+    let code = r?;
+    if code != ExitCode::SUCCESS {
+        bail!("{what} failed ({code:?})");
+    }
     Ok(())
 }
 
@@ -27,11 +58,19 @@ pub fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    let mut fw = sh::cargo();
+    fw.current_dir(sh::root().join("firmware"))
+        .args(["fmt", "--all", "--check"]);
+    sh::run(&mut fw)
 }
 
 /// Tools the tests need, installed when missing (apt, as root). Under CI a tool that cannot be
 /// installed fails the run; nothing is skipped silently.
 fn preflight() -> Result<()> {
-    sh::ensure_tools(&[("python3", "python3"), ("pip3", "python3-pip")])
+    sh::ensure_tools(&[
+        ("python3", "python3"),
+        ("pip3", "python3-pip"),
+        ("qemu-system-arm", "qemu-system-arm"),
+    ])
 }
