@@ -14,26 +14,32 @@ pub fn test() -> Result<()> {
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
-    // The sensor node: on-target tests and the node app under QEMU against the log snapshot,
-    // then the firmware for every real MCU board (flash and RAM use printed).
-    expect_success(
-        "qemu",
-        qemu::run(&qemu::QemuArgs {
-            board: "lm3s6965evb".into(),
-            overwrite: false,
-            app_only: false,
-            serial: None,
-            elf: None,
-        }),
-    )?;
-    for board in ["nucleo-f411re"] {
-        expect_success(
-            "firmware build",
-            firmware::run(&firmware::BuildArgs {
-                board: board.into(),
+    // The sensor node: every MCU board file is built (flash and RAM use printed); the emulated
+    // ones also run their on-target tests and the node app against the log snapshot in QEMU.
+    // Boards are data: adding a board file adds it here.
+    for board in boards::Board::all(&sh::root().join("boards"))? {
+        if board.kind != boards::Kind::Mcu {
+            continue;
+        }
+        if matches!(board.qemu, Some(boards::Qemu::System { .. })) {
+            let args = qemu::QemuArgs {
+                board: board.name.clone(),
+                overwrite: false,
+                app_only: false,
+                serial: None,
+                elf: None,
+            };
+            expect_success(&format!("qemu --board {}", board.name), qemu::run(&args))?;
+        } else {
+            let args = firmware::BuildArgs {
+                board: board.name.clone(),
                 debug: false,
-            }),
-        )?;
+            };
+            expect_success(
+                &format!("build --board {}", board.name),
+                firmware::run(&args),
+            )?;
+        }
     }
     println!("xtask test: all passed");
     Ok(())
