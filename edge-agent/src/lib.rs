@@ -12,6 +12,7 @@
 //! - [`config`]: the agent's configuration, validated once.
 //! - [`agent`]: `run`: sources -> models -> aggregators -> the audit log.
 //! - [`outbox`]: the audit log (crate `audit`) as the only writer of what may leave the device.
+//! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 
 pub mod agent;
 pub mod bench;
@@ -21,4 +22,5 @@ pub mod golden;
 pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
+pub mod publish;
 pub mod runtime;
