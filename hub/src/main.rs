@@ -149,8 +149,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Records { config, device } => {
             let config = Config::load(&config)?;
             let conn = hub::store::open(&config.db)?;
-            for (_, entry) in hub::store::records(&conn, &device)? {
-                println!("{}", String::from_utf8_lossy(&entry));
+            for r in hub::store::records(&conn, &device)? {
+                println!("{}", String::from_utf8_lossy(&r.entry));
             }
             Ok(())
         }

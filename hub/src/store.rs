@@ -252,10 +252,25 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     Ok(Stats { devices, alarms })
 }
 
-/// Every stored record of a device in seq order: (seq, entry).
-pub fn records(conn: &Connection, device: &str) -> Result<Vec<(u64, Vec<u8>)>> {
-    let mut q = conn.prepare("SELECT seq, entry FROM records WHERE device = ?1 ORDER BY seq")?;
-    let rows = q.query_map([device], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+/// One stored record.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub entry: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Every stored record of a device in seq order.
+pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
+    let mut q =
+        conn.prepare("SELECT seq, entry, sig FROM records WHERE device = ?1 ORDER BY seq")?;
+    let rows = q.query_map([device], |r| {
+        Ok(StoredRecord {
+            seq: r.get::<_, i64>(0)? as u64,
+            entry: r.get(1)?,
+            signature: r.get(2)?,
+        })
+    })?;
     rows.collect()
 }
 

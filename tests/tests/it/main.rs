@@ -1,0 +1,4 @@
+//! End-to-end tests against a real mosquitto: delivery, faults, tampering, TLS. One binary,
+//! one module per concern; each test prints a FIGURES line (see `tests::system::figures`).
+
+mod clean;
