@@ -2,3 +2,4 @@
 //! one module per concern; each test prints a FIGURES line (see `tests::system::figures`).
 
 mod clean;
+mod faults;
