@@ -221,19 +221,17 @@ impl Config {
         let mqtt = match &raw.mqtt {
             None => None,
             Some(m) => {
-                let dur = |name: &str, v: &Option<String>, default_ms: u64| {
-                    match v {
-                        None => Ok(std::time::Duration::from_millis(default_ms)),
-                        Some(s) => parse_duration_ms(s)
-                            .filter(|&ms| ms >= 100)
-                            .map(std::time::Duration::from_millis)
-                            .ok_or_else(|| {
-                                err(
-                                    format!("mqtt.{name}"),
-                                    format!("`{s}` is not a duration of at least 100ms"),
-                                )
-                            }),
-                    }
+                let dur = |name: &str, v: &Option<String>, default_ms: u64| match v {
+                    None => Ok(std::time::Duration::from_millis(default_ms)),
+                    Some(s) => parse_duration_ms(s)
+                        .filter(|&ms| ms >= 100)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            err(
+                                format!("mqtt.{name}"),
+                                format!("`{s}` is not a duration of at least 100ms"),
+                            )
+                        }),
                 };
                 Some(Mqtt {
                     host: m.host.clone(),

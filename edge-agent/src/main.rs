@@ -581,8 +581,20 @@ fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
     let shared = publish::Shared::new(outbox);
     shared.lock().checkpoint()?;
     let stop = AtomicBool::new(!follow);
-    let drain = if follow { m.drain_timeout } else { Duration::from_secs(u64::MAX / 4) };
-    let p = publish::run(&shared, m, &hub, &config.territory, &config.device, &stop, drain)?;
+    let drain = if follow {
+        m.drain_timeout
+    } else {
+        Duration::from_secs(u64::MAX / 4)
+    };
+    let p = publish::run(
+        &shared,
+        m,
+        &hub,
+        &config.territory,
+        &config.device,
+        &stop,
+        drain,
+    )?;
     say!(
         "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
         p.published,

@@ -248,7 +248,10 @@ pub fn run(
                     let view = aggregate::RecordView::parse(&r.entry)
                         .map_err(|e| wire::WireError::Record(e.to_string()))?;
                     let topic = format!("{agg_prefix}/agg/{}", view.model.id);
-                    if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
+                    if client
+                        .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                    {
                         // The request queue is full: the poller drains it; try again soon.
                         break 'send;
                     }
@@ -262,7 +265,12 @@ pub fn run(
                 && published_checkpoint.as_ref() != Some(&note)
                 && checkpoint_size(&note).is_some_and(|s| s <= cursor)
                 && client
-                    .try_publish(checkpoint_topic.as_str(), QoS::AtLeastOnce, false, note.clone())
+                    .try_publish(
+                        checkpoint_topic.as_str(),
+                        QoS::AtLeastOnce,
+                        false,
+                        note.clone(),
+                    )
                     .is_ok()
             {
                 published_checkpoint = Some(note);
@@ -276,8 +284,8 @@ pub fn run(
         }
         if stop.load(Ordering::Relaxed) {
             let since = *stop_at.get_or_insert_with(Instant::now);
-            let last = published_checkpoint.is_some()
-                || shared.lock().log().last_checkpoint().is_none();
+            let last =
+                published_checkpoint.is_some() || shared.lock().log().last_checkpoint().is_none();
             if (acked == size && last) || since.elapsed() >= drain {
                 break;
             }

@@ -123,7 +123,9 @@ impl Config {
         }
         let gap_timeout = match &raw.gap_timeout {
             None => Duration::from_secs(30),
-            Some(s) => parse_duration(s).ok_or_else(|| field("gap_timeout", "a duration like \"30s\""))?,
+            Some(s) => {
+                parse_duration(s).ok_or_else(|| field("gap_timeout", "a duration like \"30s\""))?
+            }
         };
         let mqtt = mqtt(base, &raw.mqtt, &format!("hub-{}", raw.name))
             .map_err(|(f, m)| field(&format!("mqtt.{f}"), &m))?;
@@ -148,19 +150,26 @@ impl Config {
 pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (String, String)> {
     let keep_alive = match &raw.keep_alive {
         None => Duration::from_secs(5),
-        Some(s) => parse_duration(s)
-            .filter(|d| d.as_secs() >= 1)
-            .ok_or(("keep_alive".to_owned(), "a duration of at least 1s".to_owned()))?,
+        Some(s) => parse_duration(s).filter(|d| d.as_secs() >= 1).ok_or((
+            "keep_alive".to_owned(),
+            "a duration of at least 1s".to_owned(),
+        ))?,
     };
     if let Some(g) = &raw.shared_group
         && !wire::valid_level(g)
     {
-        return Err(("shared_group".into(), "letters, digits, '-', '_', '.'".into()));
+        return Err((
+            "shared_group".into(),
+            "letters, digits, '-', '_', '.'".into(),
+        ));
     }
     Ok(Mqtt {
         host: raw.host.clone(),
         port: raw.port,
-        client_id: raw.client_id.clone().unwrap_or_else(|| default_id.to_owned()),
+        client_id: raw
+            .client_id
+            .clone()
+            .unwrap_or_else(|| default_id.to_owned()),
         shared_group: raw.shared_group.clone(),
         keep_alive,
         tls: raw.tls.as_ref().map(|t| TlsFiles {
@@ -246,20 +255,29 @@ impl Enrolment {
                 message,
             };
             if !wire::valid_level(&d.id) || !wire::valid_level(&d.territory) {
-                return Err(field("id", "id and territory: letters, digits, '-', '_', '.'".into()));
+                return Err(field(
+                    "id",
+                    "id and territory: letters, digits, '-', '_', '.'".into(),
+                ));
             }
             let key = VerifierKey::parse(d.key.trim()).map_err(|e| field("key", e.to_string()))?;
             let origin = wire::origin(&d.territory, &d.id);
             if key.name() != origin {
                 return Err(field(
                     "key",
-                    format!("the key is named `{}`, the device's origin is `{origin}`", key.name()),
+                    format!(
+                        "the key is named `{}`, the device's origin is `{origin}`",
+                        key.name()
+                    ),
                 ));
             }
             for (j, m) in d.models.iter().enumerate() {
                 if !wire::valid_level(&m.id)
                     || m.sha256.len() != 64
-                    || !m.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    || !m
+                        .sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 {
                     return Err(field(
                         &format!("model[{j}]"),
@@ -306,10 +324,13 @@ pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
         message: e.to_string(),
     })?;
     // Validate what we are about to write: a bad key is refused now, not at the next start.
-    Enrolment::validate(path, toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?)?;
+    Enrolment::validate(
+        path,
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?,
+    )?;
     std::fs::write(path, text).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,

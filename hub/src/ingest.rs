@@ -107,7 +107,13 @@ pub fn handle(
     let t = match Topic::parse(topic) {
         Ok(t) => t,
         Err(e) => {
-            cx.alarm(None, MALFORMED, None, e.to_string(), Some(evidence(payload)))?;
+            cx.alarm(
+                None,
+                MALFORMED,
+                None,
+                e.to_string(),
+                Some(evidence(payload)),
+            )?;
             return Ok((cx.out, None));
         }
     };
@@ -173,7 +179,13 @@ pub fn handle(
             let note = match std::str::from_utf8(payload) {
                 Ok(n) => n,
                 Err(e) => {
-                    cx.alarm(Some(id), MALFORMED, None, e.to_string(), Some(evidence(payload)))?;
+                    cx.alarm(
+                        Some(id),
+                        MALFORMED,
+                        None,
+                        e.to_string(),
+                        Some(evidence(payload)),
+                    )?;
                     return Ok((cx.out, None));
                 }
             };
@@ -198,7 +210,14 @@ pub fn handle(
 }
 
 /// A verified record of an enrolled device: store it in order, hold it, or recognise it.
-fn record(cx: &mut Ctx, id: &str, seq: u64, entry: &[u8], sig: &[u8; 64], model: &str) -> Result<()> {
+fn record(
+    cx: &mut Ctx,
+    id: &str,
+    seq: u64,
+    entry: &[u8],
+    sig: &[u8; 64],
+    model: &str,
+) -> Result<()> {
     let mut st = store::load_state(cx.tx, id)?;
     let leaf = leaf_hash(entry);
     if seq < st.next_seq {
@@ -366,7 +385,9 @@ fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Resu
                 Some(id),
                 ROLLBACK,
                 Some(size),
-                format!("a signed checkpoint of size {size} after one of size {vsize} was verified"),
+                format!(
+                    "a signed checkpoint of size {size} after one of size {vsize} was verified"
+                ),
                 Some(format!("verified:\n{vnote}\nreceived:\n{note}")),
             )?;
             return Ok(());
@@ -504,7 +525,11 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
 }
 
 /// The ack for a device: its watermark and the root of its stored records.
-pub fn ack(tx: &Transaction, enrolment: &Enrolment, device: &str) -> Result<Option<(String, wire::Ack)>> {
+pub fn ack(
+    tx: &Transaction,
+    enrolment: &Enrolment,
+    device: &str,
+) -> Result<Option<(String, wire::Ack)>> {
     let Some(d) = enrolment.devices.get(device) else {
         return Ok(None);
     };

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use hub::config::{self, Config, Enrolment, RawDevice, RawModel};
 
 #[derive(Parser)]
-#[command(name = "hub", version, about = "Verifies, stores and acknowledges device aggregates")]
+#[command(
+    name = "hub",
+    version,
+    about = "Verifies, stores and acknowledges device aggregates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,8 +97,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             let enrolment = Enrolment::load(&config.devices)?;
-            let key = audit::keys::load_private(&config.key)
-                .with_context(|| format!("the hub key (create it with `hub keygen --dir DIR --name {}`)", config.name))?;
+            let key = audit::keys::load_private(&config.key).with_context(|| {
+                format!(
+                    "the hub key (create it with `hub keygen --dir DIR --name {}`)",
+                    config.name
+                )
+            })?;
             if key.name() != config.key_name() {
                 bail!(
                     "{}: the key is named `{}`, this hub is `{}`",
@@ -130,7 +138,8 @@ fn run(cli: Cli) -> Result<()> {
                     d.next_seq,
                     d.duplicates,
                     d.held,
-                    d.checkpoint_size.map_or("none".into(), |s| format!("at size {s}")),
+                    d.checkpoint_size
+                        .map_or("none".into(), |s| format!("at size {s}")),
                     d.root
                 );
             }

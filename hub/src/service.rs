@@ -109,7 +109,10 @@ pub fn serve(
                     match m {
                         Polled::ConnAck => {
                             totals.connections += 1;
-                            eprintln!("hub: connected to {}:{}", config.mqtt.host, config.mqtt.port);
+                            eprintln!(
+                                "hub: connected to {}:{}",
+                                config.mqtt.host, config.mqtt.port
+                            );
                             for f in &filters {
                                 client.try_subscribe(f.as_str(), QoS::AtLeastOnce)?;
                             }
@@ -153,7 +156,8 @@ pub fn serve(
                     Ok(note) => {
                         // A full request queue drops this ack; the next one (or the device's
                         // ack timeout and resend) makes up for it.
-                        let _ = client.try_publish(topic, QoS::AtLeastOnce, true, note.into_bytes());
+                        let _ =
+                            client.try_publish(topic, QoS::AtLeastOnce, true, note.into_bytes());
                     }
                     Err(e) => eprintln!("hub: cannot sign an ack: {e}"),
                 }

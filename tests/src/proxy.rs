@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,14 +72,22 @@ impl Proxy {
         self.state.mode.store(mode as u8, Ordering::Relaxed);
         if mode == Mode::Drop {
             // Reset every open connection.
-            for c in self.state.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            for c in self
+                .state
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
                 let _ = c.shutdown(Shutdown::Both);
             }
         }
     }
 
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 }
 

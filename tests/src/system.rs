@@ -156,7 +156,14 @@ pub struct Device {
 impl Device {
     /// A device whose one pipeline replays the speech sample `repeat` times in 1 s windows
     /// (~18 records per repeat), publishing to the broker on `port`.
-    pub fn setup(dir: &Path, id: &str, port: u16, hub_vkey: &Path, repeat: u32, mqtt_extra: &str) -> Device {
+    pub fn setup(
+        dir: &Path,
+        id: &str,
+        port: u16,
+        hub_vkey: &Path,
+        repeat: u32,
+        mqtt_extra: &str,
+    ) -> Device {
         std::fs::create_dir_all(dir).expect("device dir");
         let territory = "fr-test";
         run(Command::new(bin("edge-agent"))
@@ -270,7 +277,12 @@ impl Spy {
         let seen = Arc::new(AtomicU64::new(0));
         let violations = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, v, st, c) = (seen.clone(), violations.clone(), stop.clone(), client.clone());
+        let (s, v, st, c) = (
+            seen.clone(),
+            violations.clone(),
+            stop.clone(),
+            client.clone(),
+        );
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 if st.load(Ordering::Relaxed) {
@@ -305,7 +317,11 @@ impl Spy {
     pub fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.client.disconnect();
-        let v = self.violations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let v = self
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         (self.seen.load(Ordering::Relaxed), v)
     }
 }
@@ -345,7 +361,11 @@ pub fn delivery(hub: &Hub, device: &Device) -> Delivery {
     let dev = stats.devices.iter().find(|d| d.device == device.id);
     let stored = records.len() as u64;
     if stored == size {
-        assert_eq!(frontier.root(), root, "the hub's tree differs from the device's");
+        assert_eq!(
+            frontier.root(),
+            root,
+            "the hub's tree differs from the device's"
+        );
     }
     Delivery {
         sent: size,
@@ -379,14 +399,32 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Prints one line of figures and appends it to [`figures_file`].
-pub fn figures(test: &str, d: &Delivery, alarms: usize, false_alarms: usize, wire: (u64, usize), extra: &str) {
+pub fn figures(
+    test: &str,
+    d: &Delivery,
+    alarms: usize,
+    false_alarms: usize,
+    wire: (u64, usize),
+    extra: &str,
+) {
     let line = format!(
         "FIGURES {test}: records sent {} stored {} lost {} duplicates stored {} (received and ignored {}) unverified {} | alarms {alarms} false alarms {false_alarms} | wire payloads {} non-aggregate {} {extra}",
-        d.sent, d.stored, d.lost, d.duplicates_stored, d.duplicates_received, d.unverified, wire.0, wire.1
+        d.sent,
+        d.stored,
+        d.lost,
+        d.duplicates_stored,
+        d.duplicates_received,
+        d.unverified,
+        wire.0,
+        wire.1
     );
     println!("{line}");
     let path = figures_file();
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         use std::io::Write as _;
         let _ = writeln!(f, "{line}");
     }

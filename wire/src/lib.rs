@@ -56,7 +56,9 @@ pub fn valid_level(s: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicKind {
     /// `agg/{model}`: records.
-    Agg { model: String },
+    Agg {
+        model: String,
+    },
     Checkpoint,
     Status,
     Ack,
@@ -211,10 +213,7 @@ pub fn decode_record(topic: &Topic, payload: &[u8]) -> Result<RecordMsg, WireErr
     if let TopicKind::Agg { model } = &topic.kind
         && *model != view.model.id
     {
-        return Err(mismatch(
-            format!("model {}", view.model.id),
-            model.clone(),
-        ));
+        return Err(mismatch(format!("model {}", view.model.id), model.clone()));
     }
     Ok(RecordMsg {
         seq: env.seq,
@@ -315,7 +314,8 @@ pub fn check_payload(topic: &str, payload: &[u8]) -> Result<PayloadKind, WireErr
         TopicKind::Agg { .. } => decode_record(&t, payload).map(|_| PayloadKind::Record),
         TopicKind::Checkpoint => {
             let text = note_text(payload).map_err(WireError::Checkpoint)?;
-            let cp = audit::Checkpoint::parse(text).map_err(|e| WireError::Checkpoint(e.to_string()))?;
+            let cp =
+                audit::Checkpoint::parse(text).map_err(|e| WireError::Checkpoint(e.to_string()))?;
             if cp.origin != t.origin() || !cp.extensions.is_empty() {
                 return Err(WireError::Checkpoint(format!(
                     "origin `{}` on the topic of {}",

@@ -9,7 +9,13 @@ pub fn test() -> Result<()> {
     // Models too large to commit are fetched first: tests run every real model.
     models::fetch()?;
     lint()?;
+    let figures = sh::target_dir().join("iat-figures.txt");
+    let _ = std::fs::remove_file(&figures);
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    // The delivery, fault and tampering figures of the end-to-end tests (tests/tests/it).
+    if let Ok(text) = std::fs::read_to_string(&figures) {
+        println!("xtask test: end-to-end figures\n{text}");
+    }
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
     println!("xtask test: all passed");
@@ -33,5 +39,10 @@ pub fn lint() -> Result<()> {
 /// Tools the tests need, installed when missing (apt, as root). Under CI a tool that cannot be
 /// installed fails the run; nothing is skipped silently.
 fn preflight() -> Result<()> {
-    sh::ensure_tools(&[("python3", "python3"), ("pip3", "python3-pip")])
+    sh::ensure_tools(&[
+        ("python3", "python3"),
+        ("pip3", "python3-pip"),
+        // The end-to-end tests start a real broker (tests/src/broker.rs).
+        ("mosquitto", "mosquitto"),
+    ])
 }

@@ -41,7 +41,14 @@ fn rig(repeat: u32, proxy: bool) -> Rig {
     let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "60s");
     let proxy = proxy.then(|| Proxy::start(broker.port));
     let port = proxy.as_ref().map_or(broker.port, |p| p.port);
-    let dev = Device::setup(&tmp.path().join("dev"), "d-001", port, &hub.vkey(), repeat, "");
+    let dev = Device::setup(
+        &tmp.path().join("dev"),
+        "d-001",
+        port,
+        &hub.vkey(),
+        repeat,
+        "",
+    );
     hub.enroll(&dev);
     hub.start();
     Rig {
@@ -87,7 +94,11 @@ fn finish(name: &str, r: Rig, mut agent: Child, started: Instant, extra: &str) {
     );
     assert!(caught_up, "the hub holds {} of {size}", d.stored);
     assert!(size >= 1000, "only {size} records");
-    assert_eq!((d.lost, d.duplicates_stored, d.unverified), (0, 0, 0), "{d:?}");
+    assert_eq!(
+        (d.lost, d.duplicates_stored, d.unverified),
+        (0, 0, 0),
+        "{d:?}"
+    );
     assert!(stats.alarms.is_empty(), "false alarms: {:?}", stats.alarms);
     assert!(violations.is_empty(), "{violations:?}");
     assert!(r.dev.verify_log());
@@ -126,7 +137,13 @@ fn agent_sigkill_at_random_points() {
     }
     // The last start runs to the end and drains everything, including the killed runs' records.
     let agent = r.dev.spawn("run");
-    finish("agent-sigkill-x5", r, agent, started, &format!("({kills} kills)"));
+    finish(
+        "agent-sigkill-x5",
+        r,
+        agent,
+        started,
+        &format!("({kills} kills)"),
+    );
 }
 
 #[test]
