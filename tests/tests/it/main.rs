@@ -4,3 +4,4 @@
 mod clean;
 mod faults;
 mod tamper;
+mod tls;
