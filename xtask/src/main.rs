@@ -2,6 +2,7 @@
 //! CI runs only these jobs, so a laptop and CI do the same thing.
 
 mod bench;
+mod broker;
 mod models;
 mod sh;
 mod test;
@@ -19,8 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Job {
-    /// Run the whole system locally on embedded defaults (today: the agent's bundled models on
-    /// bundled sample data).
+    /// Run the whole system locally on embedded defaults: agent (bundled models on bundled
+    /// samples) -> embedded MQTT broker -> hub, and show what the hub stored.
     Demo,
     /// Run every test: workspace tests, golden checks of every model. Installs what it can.
     Test,
