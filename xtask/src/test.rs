@@ -11,6 +11,9 @@ pub fn test() -> Result<()> {
     lint()?;
     let figures = sh::target_dir().join("iat-figures.txt");
     let _ = std::fs::remove_file(&figures);
+    // The end-to-end tests run the hub and agent binaries; `cargo test` builds a package's
+    // binaries only for that package's own integration tests.
+    sh::run(sh::cargo().args(["build", "--workspace", "--bins", "--quiet"]))?;
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // The delivery, fault and tampering figures of the end-to-end tests (tests/tests/it).
     if let Ok(text) = std::fs::read_to_string(&figures) {
