@@ -37,7 +37,49 @@ struct RawConfig {
     checkpoint: Option<RawCheckpoint>,
     #[serde(default)]
     outbox: Option<RawOutbox>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
     pipeline: Vec<RawPipeline>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    host: String,
+    port: u16,
+    /// The hub's verifier key file (`hub keygen`): acks that do not verify with it are ignored.
+    hub_key: String,
+    #[serde(default)]
+    keep_alive: Option<String>,
+    #[serde(default)]
+    ack_timeout: Option<String>,
+    #[serde(default)]
+    drain_timeout: Option<String>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// Where records are published, and how delivery is paced.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    pub host: String,
+    pub port: u16,
+    pub hub_key: PathBuf,
+    pub keep_alive: std::time::Duration,
+    /// Without progress of the hub's acknowledgement for this long, everything above it is
+    /// sent again.
+    pub ack_timeout: std::time::Duration,
+    /// After the pipelines end, how long `run` waits for the hub to acknowledge the rest.
+    pub drain_timeout: std::time::Duration,
+    pub tls: Option<wire::tls::TlsFiles>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +165,7 @@ pub struct Config {
     pub key: PathBuf,
     pub checkpoint_every: u64,
     pub outbox_max_bytes: Option<u64>,
+    pub mqtt: Option<Mqtt>,
     pub pipelines: Vec<Pipeline>,
 }
 
@@ -175,6 +218,36 @@ impl Config {
                 "must be at least 65536".into(),
             ));
         }
+        let mqtt = match &raw.mqtt {
+            None => None,
+            Some(m) => {
+                let dur = |name: &str, v: &Option<String>, default_ms: u64| match v {
+                    None => Ok(std::time::Duration::from_millis(default_ms)),
+                    Some(s) => parse_duration_ms(s)
+                        .filter(|&ms| ms >= 100)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            err(
+                                format!("mqtt.{name}"),
+                                format!("`{s}` is not a duration of at least 100ms"),
+                            )
+                        }),
+                };
+                Some(Mqtt {
+                    host: m.host.clone(),
+                    port: m.port,
+                    hub_key: base.join(&m.hub_key),
+                    keep_alive: dur("keep_alive", &m.keep_alive, 5_000)?,
+                    ack_timeout: dur("ack_timeout", &m.ack_timeout, 3_000)?,
+                    drain_timeout: dur("drain_timeout", &m.drain_timeout, 30_000)?,
+                    tls: m.tls.as_ref().map(|t| wire::tls::TlsFiles {
+                        ca: base.join(&t.ca),
+                        cert: base.join(&t.cert),
+                        key: base.join(&t.key),
+                    }),
+                })
+            }
+        };
         if raw.pipeline.is_empty() {
             return Err(err(
                 "pipeline".into(),
@@ -254,6 +327,7 @@ impl Config {
             key: base.join(raw.key),
             checkpoint_every,
             outbox_max_bytes,
+            mqtt,
             pipelines,
         })
     }

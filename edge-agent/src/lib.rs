@@ -12,6 +12,7 @@
 //! - [`config`]: the agent's configuration, validated once.
 //! - [`agent`]: `run`: sources -> models -> aggregators -> the audit log.
 //! - [`outbox`]: the audit log (crate `audit`) as the only writer of what may leave the device.
+//! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 //! - [`sources`]: live sources: the sensor node's serial frames, Linux I2C sensors.
 
 pub mod agent;
@@ -22,5 +23,6 @@ pub mod golden;
 pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
+pub mod publish;
 pub mod runtime;
 pub mod sources;

@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use aggregate::RecordView;
 use anyhow::{Context, Result};
@@ -12,7 +14,7 @@ use edge_agent::config::Config;
 use edge_agent::outbox::{self, AuditOutbox};
 use edge_agent::pipeline::{self, SpeechStream};
 use edge_agent::runtime::{LoadOptions, Model};
-use edge_agent::{agent, bench, golden};
+use edge_agent::{agent, bench, golden, publish};
 
 /// `println!` that ends the process quietly when stdout is closed (`edge-agent ... | head`)
 /// instead of panicking.
@@ -58,6 +60,14 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Publish the audit log to the hub until it acknowledged every record (no pipelines).
+    Publish {
+        #[arg(long)]
+        config: PathBuf,
+        /// Keep running (reconnecting, resending) until interrupted.
+        #[arg(long)]
+        follow: bool,
     },
     /// Read and verify a device's audit log.
     #[command(subcommand)]
@@ -163,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             territory,
         } => keygen(&dir, &device, &territory),
         Command::Run { config } => run_agent(&config),
+        Command::Publish { config, follow } => publish_only(&config, follow),
         Command::Audit(AuditCommand::Verify { dir, pubkey }) => audit_verify(&dir, &pubkey, None),
         Command::Audit(AuditCommand::Show { dir, pubkey, json }) => {
             audit_verify(&dir, &pubkey, Some(json))
@@ -452,7 +463,7 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
     })?;
     let log_dir = config.data_dir.join("log");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let mut outbox = AuditOutbox::open(
+    let outbox = AuditOutbox::open(
         &log_dir,
         &config.device,
         &config.territory,
@@ -469,15 +480,43 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
     };
     bar.set_message("running pipelines");
     let clock = agent::SystemClock::new();
-    let summary = agent::run(&config, &clock, &mut outbox, &mut |seq, _| {
-        bar.set_message(format!("record {seq} appended"));
-        bar.tick();
+    let shared = publish::Shared::new(outbox);
+    let stop = AtomicBool::new(false);
+    let hub_key = match &config.mqtt {
+        Some(m) => Some(
+            audit::keys::load_verifier(&m.hub_key)
+                .with_context(|| format!("the hub's key {}", m.hub_key.display()))?,
+        ),
+        None => None,
+    };
+    let (summary, checkpoint, published) = std::thread::scope(|scope| {
+        let publisher = match (&config.mqtt, &hub_key) {
+            (Some(m), Some(hub)) => Some(scope.spawn(|| {
+                publish::run(
+                    &shared,
+                    m,
+                    hub,
+                    &config.territory,
+                    &config.device,
+                    &stop,
+                    m.drain_timeout,
+                )
+            })),
+            _ => None,
+        };
+        let mut writer = publish::SharedOutbox(shared.clone());
+        let summary = agent::run(&config, &clock, &mut writer, &mut |seq, _| {
+            bar.set_message(format!("record {seq} appended"));
+            bar.tick();
+        });
+        bar.finish_and_clear();
+        // Whatever happened, what was appended is covered by a signed checkpoint.
+        let checkpoint = shared.lock().checkpoint();
+        stop.store(true, Ordering::Relaxed);
+        let published = publisher.map(|p| p.join());
+        (summary, checkpoint, published)
     });
-    bar.finish_and_clear();
-    // Whatever happened, what was appended is covered by a signed checkpoint.
-    let checkpoint = outbox
-        .checkpoint()
-        .context("signing the final checkpoint")?;
+    let checkpoint = checkpoint.context("signing the final checkpoint")?;
     let summary = summary?;
     for (name, frames) in &summary.frames {
         say!("pipeline {name}: {frames} frames or chunks analysed");
@@ -487,13 +526,82 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
         summary.records,
         log_dir.display(),
         start_size,
-        outbox.log().size()
+        shared.lock().log().size()
     );
     say!("latest signed checkpoint:\n{}", checkpoint.trim_end());
+    match published {
+        None => {}
+        Some(Err(_)) => anyhow::bail!("the publisher thread stopped unexpectedly"),
+        Some(Ok(p)) => {
+            let p = p.context("publishing to the hub")?;
+            say!(
+                "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
+                p.published,
+                p.resends,
+                p.connections,
+                p.acked,
+                p.size
+            );
+            if p.acked < p.size {
+                say!(
+                    "{} records wait in the outbox for the hub; they are sent at the next start",
+                    p.size - p.acked
+                );
+            }
+        }
+    }
     say!(
         "verify: edge-agent audit verify {} --pubkey {}",
         log_dir.display(),
         config.key.with_extension("vkey").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes what the log holds until the hub acknowledged all of it (or `--follow`: forever).
+fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let Some(m) = &config.mqtt else {
+        anyhow::bail!("{}: no [mqtt] section", path.display());
+    };
+    let key = audit::keys::load_private(&config.key)?;
+    let hub = audit::keys::load_verifier(&m.hub_key)
+        .with_context(|| format!("the hub's key {}", m.hub_key.display()))?;
+    let log_dir = config.data_dir.join("log");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let outbox = AuditOutbox::open(
+        &log_dir,
+        &config.device,
+        &config.territory,
+        &key,
+        config.checkpoint_every,
+        config.outbox_max_bytes,
+    )
+    .with_context(|| format!("opening the audit log {}", log_dir.display()))?;
+    let shared = publish::Shared::new(outbox);
+    shared.lock().checkpoint()?;
+    let stop = AtomicBool::new(!follow);
+    let drain = if follow {
+        m.drain_timeout
+    } else {
+        Duration::from_secs(u64::MAX / 4)
+    };
+    let p = publish::run(
+        &shared,
+        m,
+        &hub,
+        &config.territory,
+        &config.device,
+        &stop,
+        drain,
+    )?;
+    say!(
+        "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
+        p.published,
+        p.resends,
+        p.connections,
+        p.acked,
+        p.size
     );
     Ok(ExitCode::SUCCESS)
 }

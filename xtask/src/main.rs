@@ -2,6 +2,7 @@
 //! firmware, QEMU). CI runs only these jobs, so a laptop and CI do the same thing.
 
 mod bench;
+mod broker;
 mod firmware;
 mod models;
 mod qemu;
@@ -21,8 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Job {
-    /// Run the whole system locally on embedded defaults: a device key, the agent on the
-    /// bundled samples, its audit log shown and verified, every model checked.
+    /// Run the whole system locally on embedded defaults: agent (bundled models on bundled
+    /// samples) -> embedded MQTT broker -> hub, and show what the hub stored.
     Demo,
     /// Run every test as CI does: host tests, firmware under QEMU, golden checks. Installs
     /// what it can (apt packages as root).

@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use crate::sh;
+use crate::{broker, sh};
 
 #[derive(Subcommand)]
 pub enum ModelsJob {
@@ -124,12 +124,15 @@ pub fn check() -> Result<()> {
     sh::run(&mut cmd)
 }
 
-/// The README's main command: a device on embedded defaults. At this stage: a fresh device key,
-/// the agent replaying the bundled samples through two real models into its signed audit log,
-/// then the log shown and verified as a local authority would, and every model checked
-/// against onnxruntime's outputs.
+/// The README's main command: the whole system on embedded defaults. A device key and a hub
+/// key; an embedded MQTT broker (rumqttd, in this process); the hub verifying and storing;
+/// the agent replaying the bundled samples through two real models into its signed audit log
+/// and publishing it; then what the hub stored, the log verified as a local authority would,
+/// and every model checked against onnxruntime's outputs.
 pub fn demo() -> Result<()> {
     let agent = agent()?;
+    sh::run(sh::cargo().args(["build", "--quiet", "--package", "hub", "--bin", "hub"]))?;
+    let hub = sh::target_dir().join("debug/hub");
     let root = sh::root();
     let demo = sh::target_dir().join("demo");
     if demo.exists() {
@@ -137,7 +140,9 @@ pub fn demo() -> Result<()> {
     }
     std::fs::create_dir_all(&demo)?;
     let keys = demo.join("keys");
-    println!("== 1. a device key (Ed25519; the private half never leaves the device)");
+    println!(
+        "== 1. a device key (Ed25519; the private half never leaves the device) and the hub's key"
+    );
     sh::run(
         Command::new(&agent)
             .args([
@@ -150,27 +155,88 @@ pub fn demo() -> Result<()> {
             ])
             .arg(&keys),
     )?;
-    // The example config, with its paths pointing here.
+    let hub_dir = demo.join("hub");
+    sh::run(
+        Command::new(&hub)
+            .args(["keygen", "--name", "demo-hub", "--dir"])
+            .arg(&hub_dir),
+    )?;
+    println!("== 2. the hub enrols the device with the model cards it may run");
+    sh::run(
+        Command::new(&hub)
+            .arg("enroll")
+            .arg("--devices")
+            .arg(hub_dir.join("devices.toml"))
+            .arg("--device-key")
+            .arg(keys.join("device.vkey"))
+            .arg("--card")
+            .arg(root.join("models/silero-vad-16k/card.toml"))
+            .arg("--card")
+            .arg(root.join("models/centerface-int8/card.toml")),
+    )?;
+    let port = broker::start()?;
+    println!("== 3. an embedded MQTT broker (rumqttd) on 127.0.0.1:{port}; the hub subscribes");
+    let hub_config = hub_dir.join("hub.toml");
+    std::fs::write(
+        &hub_config,
+        format!(
+            "name = \"demo-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
+        ),
+    )?;
+    let hub_log = std::fs::File::create(hub_dir.join("hub.log"))?;
+    let mut hub_proc = Command::new(&hub)
+        .args(["run", "--config"])
+        .arg(&hub_config)
+        .stderr(hub_log)
+        .spawn()
+        .context("starting the hub")?;
+    // The example config, with its paths pointing here, publishing to the embedded broker.
     let example = std::fs::read_to_string(root.join("edge-agent/examples/agent.toml"))?;
     let config = example
         .replace("../../models/", &format!("{}/models/", root.display()))
         .replace("../../var/demo", &demo.join("data").display().to_string())
-        .replace("../../var/keys", &keys.display().to_string());
+        .replace("../../var/keys", &keys.display().to_string())
+        + &format!(
+            "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nhub_key = \"{}\"\n",
+            hub_dir.join("hub.vkey").display()
+        );
     let config_path = demo.join("agent.toml");
     std::fs::write(&config_path, config)?;
     println!(
-        "== 2. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8"
+        "== 4. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8,"
     );
-    println!("      (frames and audio stay in memory; only aggregates reach the audit log)");
-    sh::run(
+    println!("      appends each window's record to its signed log and publishes it to the hub");
+    println!("      (frames and audio stay in memory; only aggregates reach the log and the wire)");
+    let ran = sh::run(
         Command::new(&agent)
             .args(["run", "--config"])
             .arg(&config_path),
+    );
+    let _ = hub_proc.kill();
+    let _ = hub_proc.wait();
+    ran?;
+    println!(
+        "== 5. what the hub stored, after verifying every signature, the order and the checkpoints"
+    );
+    sh::run(
+        Command::new(&hub)
+            .args(["stats", "--config"])
+            .arg(&hub_config),
     )?;
+    let records = sh::output(
+        Command::new(&hub)
+            .args(["records", "--device", "demo-001", "--config"])
+            .arg(&hub_config),
+    )?;
+    println!("   first stored records (canonical JSON, as published):");
+    for line in records.lines().take(3) {
+        println!("   {line}");
+    }
     let log = demo.join("data/log");
     let vkey = keys.join("device.vkey");
     println!(
-        "== 3. what a local authority reads: the published records, verified against the device's key"
+        "== 6. what a local authority reads on the device: the records, verified against its key"
     );
     sh::run(
         Command::new(&agent)
@@ -179,7 +245,7 @@ pub fn demo() -> Result<()> {
             .arg("--pubkey")
             .arg(&vkey),
     )?;
-    println!("== 4. every bundled model against onnxruntime's outputs");
+    println!("== 7. every bundled model against onnxruntime's outputs");
     check()?;
     println!("== demo done. Look at:");
     println!(
@@ -190,6 +256,7 @@ pub fn demo() -> Result<()> {
         "   {}                the audit log (docs/audit-format.md)",
         log.display()
     );
+    println!("   hub stats --config {}", hub_config.display());
     println!(
         "   edge-agent audit show {} --pubkey {} --json",
         log.display(),

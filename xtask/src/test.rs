@@ -11,6 +11,11 @@ pub fn test() -> Result<()> {
     // Models too large to commit are fetched first: tests run every real model.
     models::fetch()?;
     lint()?;
+    let figures = sh::target_dir().join("iat-figures.txt");
+    let _ = std::fs::remove_file(&figures);
+    // The end-to-end tests run the hub and agent binaries; `cargo test` builds a package's
+    // binaries only for that package's own integration tests.
+    sh::run(sh::cargo().args(["build", "--workspace", "--bins", "--quiet"]))?;
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
@@ -40,6 +45,10 @@ pub fn test() -> Result<()> {
                 firmware::run(&args),
             )?;
         }
+    }
+    // The delivery, fault and tampering figures of the end-to-end tests (tests/tests/it).
+    if let Ok(text) = std::fs::read_to_string(&figures) {
+        println!("xtask test: end-to-end figures\n{text}");
     }
     println!("xtask test: all passed");
     Ok(())
@@ -78,5 +87,7 @@ fn preflight() -> Result<()> {
         ("python3", "python3"),
         ("pip3", "python3-pip"),
         ("qemu-system-arm", "qemu-system-arm"),
+        // The end-to-end tests start a real broker (tests/src/broker.rs).
+        ("mosquitto", "mosquitto"),
     ])
 }

@@ -1,0 +1,545 @@
+//! Verification of what devices publish, one message at a time inside a database transaction:
+//! enrolment, signature, record shape and model, order and continuity (records are stored in
+//! seq order; later ones are held until the gap is filled), and consistency of every signed
+//! checkpoint with the hub's own recomputation of the device's Merkle tree.
+//!
+//! Alarms: GAP (records missing for longer than the gap timeout), FORK (a second, validly
+//! signed record or tree for a position the hub already holds), ROLLBACK (a signed checkpoint
+//! smaller than one already verified), EQUIVOCATION (two signed checkpoints of the same size
+//! with different roots); and rejections: UNENROLLED, BAD_SIGNATURE, MALFORMED, NOT_ALLOWED,
+//! MISMATCH (a record on a topic that is not its device's or model's).
+
+use audit::merkle::leaf_hash;
+use audit::{Frontier, Hash};
+use rusqlite::{Transaction, params};
+use wire::{Topic, TopicKind, WireError};
+
+use crate::config::Enrolment;
+use crate::store::{self, Alarm, DeviceState, Result};
+
+pub const GAP: &str = "GAP";
+pub const FORK: &str = "FORK";
+pub const ROLLBACK: &str = "ROLLBACK";
+pub const EQUIVOCATION: &str = "EQUIVOCATION";
+pub const UNENROLLED: &str = "UNENROLLED";
+pub const BAD_SIGNATURE: &str = "BAD_SIGNATURE";
+pub const MALFORMED: &str = "MALFORMED";
+pub const NOT_ALLOWED: &str = "NOT_ALLOWED";
+pub const MISMATCH: &str = "MISMATCH";
+
+/// Records held per device while waiting for an earlier one; beyond, later records are
+/// dropped (the device resends them: it keeps everything until acknowledged).
+pub const MAX_HELD: u64 = 4096;
+
+/// What one message did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    pub alarms: u64,
+}
+
+impl std::ops::AddAssign for Outcome {
+    fn add_assign(&mut self, o: Outcome) {
+        self.stored += o.stored;
+        self.duplicates += o.duplicates;
+        self.held += o.held;
+        self.alarms += o.alarms;
+    }
+}
+
+struct Ctx<'a, 'b> {
+    tx: &'a Transaction<'b>,
+    topic: &'a str,
+    now_ms: i64,
+    out: Outcome,
+}
+
+impl Ctx<'_, '_> {
+    fn alarm(
+        &mut self,
+        device: Option<&str>,
+        kind: &str,
+        seq: Option<u64>,
+        detail: String,
+        evidence: Option<String>,
+    ) -> Result<()> {
+        self.out.alarms += 1;
+        store::insert_alarm(
+            self.tx,
+            &Alarm {
+                at_ms: self.now_ms,
+                device: device.map(str::to_owned),
+                kind: kind.to_owned(),
+                seq,
+                detail,
+                topic: Some(self.topic.to_owned()),
+                evidence,
+            },
+        )
+    }
+}
+
+/// Evidence for a rejected payload: its text, shortened, or a note that it is binary.
+fn evidence(payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        Ok(s) => s.chars().take(4096).collect(),
+        Err(_) => format!("{} bytes, not UTF-8", payload.len()),
+    }
+}
+
+/// Handles one message. Returns what it did, and the device to acknowledge (when the message
+/// was a verified record or checkpoint of an enrolled device).
+pub fn handle(
+    tx: &Transaction,
+    enrolment: &Enrolment,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<(Outcome, Option<String>)> {
+    let mut cx = Ctx {
+        tx,
+        topic,
+        now_ms,
+        out: Outcome::default(),
+    };
+    let t = match Topic::parse(topic) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.alarm(
+                None,
+                MALFORMED,
+                None,
+                e.to_string(),
+                Some(evidence(payload)),
+            )?;
+            return Ok((cx.out, None));
+        }
+    };
+    let Some(device) = enrolment
+        .devices
+        .get(&t.device)
+        .filter(|d| d.territory == t.territory)
+    else {
+        cx.alarm(
+            Some(&t.device),
+            UNENROLLED,
+            None,
+            format!("device {}/{} is not enrolled", t.territory, t.device),
+            Some(evidence(payload)),
+        )?;
+        return Ok((cx.out, None));
+    };
+    let id = device.id.as_str();
+    match &t.kind {
+        TopicKind::Agg { .. } => {
+            let msg = match wire::decode_record(&t, payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    let kind = match e {
+                        WireError::TopicMismatch { .. } => MISMATCH,
+                        _ => MALFORMED,
+                    };
+                    cx.alarm(Some(id), kind, None, e.to_string(), Some(evidence(payload)))?;
+                    return Ok((cx.out, None));
+                }
+            };
+            if audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_err() {
+                cx.alarm(
+                    Some(id),
+                    BAD_SIGNATURE,
+                    Some(msg.seq),
+                    format!("record {} does not verify with the device's key", msg.seq),
+                    Some(evidence(payload)),
+                )?;
+                return Ok((cx.out, None));
+            }
+            let m = &msg.view.model;
+            if !device
+                .models
+                .iter()
+                .any(|a| a.id == m.id && a.sha256 == m.sha256)
+            {
+                cx.alarm(
+                    Some(id),
+                    NOT_ALLOWED,
+                    Some(msg.seq),
+                    format!(
+                        "model {} (sha256 {}) is not enrolled for this device",
+                        m.id, m.sha256
+                    ),
+                    Some(evidence(payload)),
+                )?;
+                return Ok((cx.out, None));
+            }
+            record(&mut cx, id, msg.seq, &msg.entry, &msg.signature, &m.id)?;
+        }
+        TopicKind::Checkpoint => {
+            let note = match std::str::from_utf8(payload) {
+                Ok(n) => n,
+                Err(e) => {
+                    cx.alarm(
+                        Some(id),
+                        MALFORMED,
+                        None,
+                        e.to_string(),
+                        Some(evidence(payload)),
+                    )?;
+                    return Ok((cx.out, None));
+                }
+            };
+            let cp = match device.key.open_checkpoint(note, Some(&device.origin())) {
+                Ok(cp) => cp,
+                Err(e) => {
+                    cx.alarm(
+                        Some(id),
+                        BAD_SIGNATURE,
+                        None,
+                        format!("checkpoint: {e}"),
+                        Some(evidence(payload)),
+                    )?;
+                    return Ok((cx.out, None));
+                }
+            };
+            checkpoint(&mut cx, id, cp.size, cp.root, note)?;
+        }
+        TopicKind::Status | TopicKind::Ack => return Ok((cx.out, None)),
+    }
+    Ok((cx.out, Some(id.to_owned())))
+}
+
+/// A verified record of an enrolled device: store it in order, hold it, or recognise it.
+fn record(
+    cx: &mut Ctx,
+    id: &str,
+    seq: u64,
+    entry: &[u8],
+    sig: &[u8; 64],
+    model: &str,
+) -> Result<()> {
+    let mut st = store::load_state(cx.tx, id)?;
+    let leaf = leaf_hash(entry);
+    if seq < st.next_seq {
+        match store::stored(cx.tx, id, seq)? {
+            Some((l, _)) if l == leaf => {
+                st.duplicates += 1;
+                cx.out.duplicates += 1;
+            }
+            Some((_, old)) => {
+                cx.alarm(
+                    Some(id),
+                    FORK,
+                    Some(seq),
+                    format!("a second signed record for seq {seq}, different from the stored one"),
+                    Some(format!(
+                        "stored: {}\nreceived: {}",
+                        String::from_utf8_lossy(&old),
+                        String::from_utf8_lossy(entry)
+                    )),
+                )?;
+            }
+            None => {} // cannot happen: every seq below next_seq is stored
+        }
+    } else if seq == st.next_seq {
+        append(cx, id, &mut st, seq, entry, sig, model)?;
+        drain_held(cx, id, &mut st)?;
+    } else {
+        let held: Option<Vec<u8>> = cx
+            .tx
+            .query_row(
+                "SELECT entry FROM held_records WHERE device = ?1 AND seq = ?2",
+                params![id, seq as i64],
+                |r| r.get(0),
+            )
+            .ok();
+        match held {
+            Some(e) if e == entry => {
+                st.duplicates += 1;
+                cx.out.duplicates += 1;
+            }
+            Some(e) => {
+                cx.alarm(
+                    Some(id),
+                    FORK,
+                    Some(seq),
+                    format!("two different signed records for seq {seq}"),
+                    Some(format!(
+                        "first: {}\nsecond: {}",
+                        String::from_utf8_lossy(&e),
+                        String::from_utf8_lossy(entry)
+                    )),
+                )?;
+            }
+            None if seq - st.next_seq < MAX_HELD => {
+                cx.tx.execute(
+                    "INSERT INTO held_records (device, seq, entry, sig, model, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, seq as i64, entry, &sig[..], model, cx.now_ms],
+                )?;
+                cx.out.held += 1;
+            }
+            None => {}
+        }
+    }
+    store::save_state(cx.tx, id, &st)
+}
+
+fn append(
+    cx: &mut Ctx,
+    id: &str,
+    st: &mut DeviceState,
+    seq: u64,
+    entry: &[u8],
+    sig: &[u8],
+    model: &str,
+) -> Result<()> {
+    let leaf = leaf_hash(entry);
+    cx.tx.execute(
+        "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id, seq as i64, model, entry, sig, &leaf[..], cx.now_ms],
+    )?;
+    st.frontier.append(leaf);
+    st.next_seq = seq + 1;
+    cx.out.stored += 1;
+    // A checkpoint that was waiting for exactly this size can now be checked.
+    let held: Option<(Vec<u8>, String)> = cx
+        .tx
+        .query_row(
+            "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
+            params![id, st.next_seq as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    if let Some((root, note)) = held {
+        cx.tx.execute(
+            "DELETE FROM held_checkpoints WHERE device = ?1 AND size = ?2",
+            params![id, st.next_seq as i64],
+        )?;
+        let mut r = [0u8; 32];
+        if root.len() == 32 {
+            r.copy_from_slice(&root);
+        }
+        let size = st.next_seq;
+        let ours = st.frontier.root();
+        verified_checkpoint(cx, id, st, size, r, &note, ours)?;
+    }
+    Ok(())
+}
+
+/// Moves held records that now follow the stored ones into the store.
+fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
+    loop {
+        let next: Option<(Vec<u8>, Vec<u8>, String)> = cx
+            .tx
+            .query_row(
+                "SELECT entry, sig, model FROM held_records WHERE device = ?1 AND seq = ?2",
+                params![id, st.next_seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ok();
+        let Some((entry, sig, model)) = next else {
+            break;
+        };
+        cx.tx.execute(
+            "DELETE FROM held_records WHERE device = ?1 AND seq = ?2",
+            params![id, st.next_seq as i64],
+        )?;
+        let seq = st.next_seq;
+        append(cx, id, st, seq, &entry, &sig, &model)?;
+    }
+    // Held records below the watermark (a resend overtook them) are no longer needed.
+    cx.tx.execute(
+        "DELETE FROM held_records WHERE device = ?1 AND seq < ?2",
+        params![id, st.next_seq as i64],
+    )?;
+    Ok(())
+}
+
+/// The root of the first `size` stored records (size <= next_seq), recomputed from leaves.
+fn root_at(cx: &Ctx, id: &str, st: &DeviceState, size: u64) -> Result<Hash> {
+    if size == st.next_seq {
+        return Ok(st.frontier.root());
+    }
+    let mut f = Frontier::new();
+    let mut q = cx
+        .tx
+        .prepare_cached("SELECT leaf FROM records WHERE device = ?1 AND seq < ?2 ORDER BY seq")?;
+    let rows = q.query_map(params![id, size as i64], |r| r.get::<_, Vec<u8>>(0))?;
+    for leaf in rows {
+        let leaf = leaf?;
+        let mut h = [0u8; 32];
+        if leaf.len() == 32 {
+            h.copy_from_slice(&leaf);
+        }
+        f.append(h);
+    }
+    Ok(f.root())
+}
+
+/// A signed checkpoint of an enrolled device.
+fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Result<()> {
+    let mut st = store::load_state(cx.tx, id)?;
+    if let Some((vsize, vroot, vnote)) = st.checkpoint.clone() {
+        if size < vsize {
+            cx.alarm(
+                Some(id),
+                ROLLBACK,
+                Some(size),
+                format!(
+                    "a signed checkpoint of size {size} after one of size {vsize} was verified"
+                ),
+                Some(format!("verified:\n{vnote}\nreceived:\n{note}")),
+            )?;
+            return Ok(());
+        }
+        if size == vsize {
+            if root != vroot {
+                cx.alarm(
+                    Some(id),
+                    EQUIVOCATION,
+                    Some(size),
+                    format!("two signed checkpoints of size {size} with different roots"),
+                    Some(format!("verified:\n{vnote}\nreceived:\n{note}")),
+                )?;
+            }
+            return Ok(());
+        }
+    }
+    if size <= st.next_seq {
+        let ours = root_at(cx, id, &st, size)?;
+        verified_checkpoint(cx, id, &mut st, size, root, note, ours)?;
+    } else {
+        let held: Option<(Vec<u8>, String)> = cx
+            .tx
+            .query_row(
+                "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
+                params![id, size as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        match held {
+            Some((r, _)) if r == root => {}
+            Some((_, other)) => {
+                cx.alarm(
+                    Some(id),
+                    EQUIVOCATION,
+                    Some(size),
+                    format!("two signed checkpoints of size {size} with different roots"),
+                    Some(format!("first:\n{other}\nsecond:\n{note}")),
+                )?;
+            }
+            None => {
+                cx.tx.execute(
+                    "INSERT INTO held_checkpoints (device, size, root, note, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, size as i64, &root[..], note, cx.now_ms],
+                )?;
+            }
+        }
+    }
+    store::save_state(cx.tx, id, &st)
+}
+
+/// Compares a checkpoint with the hub's own root at its size; records it as the latest
+/// verified one when it matches.
+fn verified_checkpoint(
+    cx: &mut Ctx,
+    id: &str,
+    st: &mut DeviceState,
+    size: u64,
+    root: Hash,
+    note: &str,
+    ours: Hash,
+) -> Result<()> {
+    if root != ours {
+        return cx.alarm(
+            Some(id),
+            FORK,
+            Some(size),
+            format!(
+                "the device signed root {} at size {size}; the stored records give {}",
+                store::hex(&root),
+                store::hex(&ours)
+            ),
+            Some(note.to_owned()),
+        );
+    }
+    match &st.checkpoint {
+        Some((s, _, _)) if *s >= size => {}
+        _ => st.checkpoint = Some((size, root, note.to_owned())),
+    }
+    Ok(())
+}
+
+/// Raises GAP for each device whose held records or checkpoints have waited longer than
+/// `timeout_ms` for the records before them (once per missing position).
+pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64> {
+    let mut q = tx.prepare(
+        "SELECT device, MIN(seq), MIN(received_ms), 'record' FROM held_records GROUP BY device
+         UNION ALL
+         SELECT device, MIN(size), MIN(received_ms), 'checkpoint' FROM held_checkpoints GROUP BY device",
+    )?;
+    let waiting: Vec<(String, i64, i64, String)> = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_>>()?;
+    drop(q);
+    let mut raised = 0;
+    for (device, first, since, what) in waiting {
+        if now_ms - since < timeout_ms {
+            continue;
+        }
+        let mut st = store::load_state(tx, &device)?;
+        if st.gap_alarmed_at == Some(st.next_seq) || first as u64 <= st.next_seq {
+            continue;
+        }
+        let detail = if what == "record" {
+            format!(
+                "records {}..{} missing for {} ms while later ones wait",
+                st.next_seq,
+                first,
+                now_ms - since
+            )
+        } else {
+            format!(
+                "a signed checkpoint of size {first} proves records {}..{first} exist; missing for {} ms",
+                st.next_seq,
+                now_ms - since
+            )
+        };
+        store::insert_alarm(
+            tx,
+            &Alarm {
+                at_ms: now_ms,
+                device: Some(device.clone()),
+                kind: GAP.to_owned(),
+                seq: Some(st.next_seq),
+                detail,
+                topic: None,
+                evidence: None,
+            },
+        )?;
+        st.gap_alarmed_at = Some(st.next_seq);
+        store::save_state(tx, &device, &st)?;
+        raised += 1;
+    }
+    Ok(raised)
+}
+
+/// The ack for a device: its watermark and the root of its stored records.
+pub fn ack(
+    tx: &Transaction,
+    enrolment: &Enrolment,
+    device: &str,
+) -> Result<Option<(String, wire::Ack)>> {
+    let Some(d) = enrolment.devices.get(device) else {
+        return Ok(None);
+    };
+    let st = store::load_state(tx, device)?;
+    Ok(Some((
+        wire::ack_topic(&d.territory, &d.id),
+        wire::Ack {
+            origin: d.origin(),
+            count: st.next_seq,
+            root: st.frontier.root(),
+        },
+    )))
+}

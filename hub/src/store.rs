@@ -1,0 +1,279 @@
+//! The hub's SQLite database (WAL, `synchronous = FULL`: a record is durable before it is
+//! acknowledged): stored records, each device's verification state, records and checkpoints
+//! held until the records before them arrive, and alarms with their evidence.
+//!
+//! Every table is keyed so that processing a message twice changes nothing: records on
+//! (device, seq), held records on (device, seq), held checkpoints on (device, size).
+
+use std::path::Path;
+
+use audit::Frontier;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, model TEXT NOT NULL,
+    entry BLOB NOT NULL, sig BLOB NOT NULL, leaf BLOB NOT NULL, stored_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY NOT NULL, next_seq INTEGER NOT NULL, frontier BLOB NOT NULL,
+    ckpt_size INTEGER, ckpt_root BLOB, ckpt_note TEXT, gap_alarmed_at INTEGER,
+    duplicates INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS held_records (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, entry BLOB NOT NULL, sig BLOB NOT NULL,
+    model TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held_checkpoints (
+    device TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, size)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, device TEXT, kind TEXT NOT NULL,
+    seq INTEGER, detail TEXT NOT NULL, topic TEXT, evidence TEXT);
+";
+
+/// Opens (or creates) the database.
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// What the hub knows of one device's log.
+#[derive(Debug, Clone)]
+pub struct DeviceState {
+    /// Every seq below this is stored and verified: the acknowledged watermark.
+    pub next_seq: u64,
+    /// The Merkle frontier of those records.
+    pub frontier: Frontier,
+    /// The largest checkpoint verified against stored records.
+    pub checkpoint: Option<(u64, [u8; 32], String)>,
+    /// The `next_seq` at which a GAP was last raised (one alarm per gap).
+    pub gap_alarmed_at: Option<u64>,
+    pub duplicates: u64,
+}
+
+impl Default for DeviceState {
+    fn default() -> Self {
+        DeviceState {
+            next_seq: 0,
+            frontier: Frontier::new(),
+            checkpoint: None,
+            gap_alarmed_at: None,
+            duplicates: 0,
+        }
+    }
+}
+
+fn hash(v: Vec<u8>) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    if v.len() == 32 {
+        h.copy_from_slice(&v);
+    }
+    h
+}
+
+pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
+    let row = tx
+        .query_row(
+            "SELECT next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates
+             FROM devices WHERE device = ?1",
+            [device],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((next, frontier, size, root, note, gap, dups)) = row else {
+        return Ok(DeviceState::default());
+    };
+    // The frontier was written by this module; a bad one means a damaged database.
+    let frontier = Frontier::from_bytes(&frontier).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
+    Ok(DeviceState {
+        next_seq: next as u64,
+        frontier,
+        checkpoint: match (size, root, note) {
+            (Some(s), Some(r), Some(n)) => Some((s as u64, hash(r), n)),
+            _ => None,
+        },
+        gap_alarmed_at: gap.map(|g| g as u64),
+        duplicates: dups as u64,
+    })
+}
+
+pub fn save_state(tx: &Transaction, device: &str, s: &DeviceState) -> Result<()> {
+    let (size, root, note) = match &s.checkpoint {
+        Some((size, root, note)) => (Some(*size as i64), Some(root.to_vec()), Some(note.clone())),
+        None => (None, None, None),
+    };
+    tx.execute(
+        "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(device) DO UPDATE SET next_seq = ?2, frontier = ?3, ckpt_size = ?4,
+           ckpt_root = ?5, ckpt_note = ?6, gap_alarmed_at = ?7, duplicates = ?8",
+        params![
+            device,
+            s.next_seq as i64,
+            s.frontier.to_bytes(),
+            size,
+            root,
+            note,
+            s.gap_alarmed_at.map(|g| g as i64),
+            s.duplicates as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// A stored record's leaf hash and entry.
+pub fn stored(tx: &Transaction, device: &str, seq: u64) -> Result<Option<([u8; 32], Vec<u8>)>> {
+    tx.query_row(
+        "SELECT leaf, entry FROM records WHERE device = ?1 AND seq = ?2",
+        params![device, seq as i64],
+        |r| Ok((hash(r.get(0)?), r.get(1)?)),
+    )
+    .optional()
+}
+
+/// One alarm row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Alarm {
+    pub at_ms: i64,
+    pub device: Option<String>,
+    pub kind: String,
+    pub seq: Option<u64>,
+    pub detail: String,
+    pub topic: Option<String>,
+    pub evidence: Option<String>,
+}
+
+pub fn insert_alarm(tx: &Transaction, a: &Alarm) -> Result<()> {
+    tx.execute(
+        "INSERT INTO alarms (at_ms, device, kind, seq, detail, topic, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            a.at_ms,
+            a.device,
+            a.kind,
+            a.seq.map(|s| s as i64),
+            a.detail,
+            a.topic,
+            a.evidence
+        ],
+    )?;
+    Ok(())
+}
+
+/// What the database holds, for people and tests.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub devices: Vec<DeviceStats>,
+    pub alarms: Vec<Alarm>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceStats {
+    pub device: String,
+    pub stored: u64,
+    pub next_seq: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    pub checkpoint_size: Option<u64>,
+    /// Root of the stored records, hex.
+    pub root: String,
+}
+
+pub fn stats(conn: &Connection) -> Result<Stats> {
+    let mut devices = Vec::new();
+    let mut q = conn.prepare(
+        "SELECT d.device, d.next_seq, d.frontier, d.duplicates, d.ckpt_size,
+           (SELECT COUNT(*) FROM records r WHERE r.device = d.device),
+           (SELECT COUNT(*) FROM held_records h WHERE h.device = d.device)
+         FROM devices d ORDER BY d.device",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })?;
+    for row in rows {
+        let (device, next, frontier, dups, ckpt, stored, held) = row?;
+        let root = Frontier::from_bytes(&frontier)
+            .map(|f| hex(&f.root()))
+            .unwrap_or_default();
+        devices.push(DeviceStats {
+            device,
+            stored: stored as u64,
+            next_seq: next as u64,
+            duplicates: dups as u64,
+            held: held as u64,
+            checkpoint_size: ckpt.map(|c| c as u64),
+            root,
+        });
+    }
+    let mut alarms = Vec::new();
+    let mut q = conn.prepare(
+        "SELECT at_ms, device, kind, seq, detail, topic, evidence FROM alarms ORDER BY id",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok(Alarm {
+            at_ms: r.get(0)?,
+            device: r.get(1)?,
+            kind: r.get(2)?,
+            seq: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+            detail: r.get(4)?,
+            topic: r.get(5)?,
+            evidence: r.get(6)?,
+        })
+    })?;
+    for a in rows {
+        alarms.push(a?);
+    }
+    Ok(Stats { devices, alarms })
+}
+
+/// One stored record.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub entry: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Every stored record of a device in seq order.
+pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
+    let mut q =
+        conn.prepare("SELECT seq, entry, sig FROM records WHERE device = ?1 ORDER BY seq")?;
+    let rows = q.query_map([device], |r| {
+        Ok(StoredRecord {
+            seq: r.get::<_, i64>(0)? as u64,
+            entry: r.get(1)?,
+            signature: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

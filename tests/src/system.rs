@@ -1,0 +1,431 @@
+//! The system under test as processes: the hub and devices (the real binaries, built by
+//! `cargo test --workspace`), a spy on `#`, and the checks that turn a run into figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// A binary of the workspace, next to the test executable's folder (target/<profile>/).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (`cargo build --workspace --bins`; `cargo test --workspace` does)",
+        p.display()
+    );
+    p
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("starting a binary");
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+pub struct Hub {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Hub {
+    /// A hub with its key, config and (empty) enrolment in `dir`. `mqtt_extra`: more lines of
+    /// the `[mqtt]` section (TLS).
+    pub fn setup(dir: &Path, port: u16, mqtt_extra: &str, gap_timeout: &str) -> Hub {
+        std::fs::create_dir_all(dir).expect("hub dir");
+        run(Command::new(bin("hub"))
+            .args(["keygen", "--name", "test-hub", "--dir"])
+            .arg(dir));
+        let config = dir.join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"test-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
+                 gap_timeout = \"{gap_timeout}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive = \"2s\"\n{mqtt_extra}"
+            ),
+        )
+        .expect("hub.toml");
+        Hub {
+            dir: dir.to_owned(),
+            config,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    pub fn vkey(&self) -> PathBuf {
+        self.dir.join("hub.vkey")
+    }
+
+    pub fn enroll(&self, device: &Device) {
+        run(Command::new(bin("hub"))
+            .arg("enroll")
+            .arg("--devices")
+            .arg(self.dir.join("devices.toml"))
+            .arg("--device-key")
+            .arg(device.vkey())
+            .arg("--card")
+            .arg(root().join("models/silero-vad-16k/card.toml")));
+    }
+
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("hub-{}.log", self.starts)))
+            .expect("hub log");
+        let child = Command::new(bin("hub"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the hub");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stats(&self) -> hub::store::Stats {
+        let conn = hub::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        hub::store::stats(&conn).expect("hub stats")
+    }
+
+    pub fn records(&self, device: &str) -> Vec<hub::store::StoredRecord> {
+        let conn = hub::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        hub::store::records(&conn, device).expect("hub records")
+    }
+
+    /// Waits until the hub stored `count` records of `device` (false on timeout).
+    pub fn wait_stored(&self, device: &str, count: u64, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self
+                .stats()
+                .devices
+                .iter()
+                .any(|d| d.device == device && d.next_seq >= count)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Device {
+    pub id: String,
+    pub territory: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Device {
+    /// A device whose one pipeline replays the speech sample `repeat` times in 1 s windows
+    /// (~18 records per repeat), publishing to the broker on `port`.
+    pub fn setup(
+        dir: &Path,
+        id: &str,
+        port: u16,
+        hub_vkey: &Path,
+        repeat: u32,
+        mqtt_extra: &str,
+    ) -> Device {
+        std::fs::create_dir_all(dir).expect("device dir");
+        let territory = "fr-test";
+        run(Command::new(bin("edge-agent"))
+            .args(["keygen", "--device", id, "--territory", territory, "--dir"])
+            .arg(dir.join("keys")));
+        let root = root();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"device = "{id}"
+territory = "{territory}"
+data_dir = "data"
+key = "keys/device.key"
+[checkpoint]
+every_records = 16
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+hub_key = "{hub}"
+keep_alive = "2s"
+ack_timeout = "2s"
+drain_timeout = "60s"
+{mqtt_extra}
+[[pipeline]]
+name = "speech"
+model = "{root}/models/silero-vad-16k/card.toml"
+aggregates = ["speech_share"]
+window = "1s"
+[pipeline.source]
+kind = "replay"
+path = "{root}/models/samples/speech.wav"
+repeat = {repeat}
+start = "2026-11-30T10:00:00Z"
+[pipeline.privacy]
+k = 1
+"#,
+                hub = hub_vkey.display(),
+                root = root.display()
+            ),
+        )
+        .expect("agent.toml");
+        Device {
+            id: id.to_owned(),
+            territory: territory.to_owned(),
+            dir: dir.to_owned(),
+            config,
+        }
+    }
+
+    pub fn vkey(&self) -> PathBuf {
+        self.dir.join("keys/device.vkey")
+    }
+
+    pub fn spawn(&self, cmd: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        Command::new(bin("edge-agent"))
+            .args([cmd, "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting the agent")
+    }
+
+    /// The log's size and root (the agent must not be running).
+    pub fn log_state(&self) -> (u64, [u8; 32]) {
+        let key = audit::keys::load_private(&self.dir.join("keys/device.key")).expect("key");
+        let log = audit::Log::open(
+            &self.dir.join("data/log"),
+            &wire::origin(&self.territory, &self.id),
+            &key,
+            audit::Options::default(),
+        )
+        .expect("opening the device log");
+        (log.size(), log.root())
+    }
+
+    pub fn verify_log(&self) -> bool {
+        Command::new(bin("edge-agent"))
+            .args(["audit", "verify"])
+            .arg(self.dir.join("data/log"))
+            .arg("--pubkey")
+            .arg(self.vkey())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+/// A client subscribed to `#` that checks every payload's schema.
+pub struct Spy {
+    pub seen: Arc<AtomicU64>,
+    pub violations: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    client: Client,
+}
+
+impl Spy {
+    pub fn start(port: u16, extra: Option<rumqttc::Transport>) -> Spy {
+        let mut o = MqttOptions::new(format!("spy-{port}"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(2));
+        o.set_max_packet_size(4 << 20, 4 << 20);
+        if let Some(t) = extra {
+            o.set_transport(t);
+        }
+        let (client, mut conn) = Client::new(o, 64);
+        let seen = Arc::new(AtomicU64::new(0));
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, v, st, c) = (
+            seen.clone(),
+            violations.clone(),
+            stop.clone(),
+            client.clone(),
+        );
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.try_subscribe("#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        s.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = wire::check_payload(&p.topic, &p.payload) {
+                            v.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!("{}: {e}", p.topic));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        Spy {
+            seen,
+            violations,
+            stop,
+            client,
+        }
+    }
+
+    /// (payloads seen, violations).
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.client.disconnect();
+        let v = self
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (self.seen.load(Ordering::Relaxed), v)
+    }
+}
+
+/// What a run delivered, checked against the device's log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery {
+    pub sent: u64,
+    pub stored: u64,
+    pub lost: u64,
+    pub duplicates_stored: u64,
+    pub duplicates_received: u64,
+    pub unverified: u64,
+}
+
+/// Compares what the hub stored for `device` with the device's log: every record present
+/// once, every one verified again here (signature, seq, canonical record), the same root.
+pub fn delivery(hub: &Hub, device: &Device) -> Delivery {
+    let (size, root) = device.log_state();
+    let key = audit::keys::load_verifier(&device.vkey()).expect("device vkey");
+    let records = hub.records(&device.id);
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.dedup();
+    let mut frontier = audit::Frontier::new();
+    let mut unverified = 0;
+    for (i, r) in records.iter().enumerate() {
+        let sig: Option<[u8; 64]> = r.signature.as_slice().try_into().ok();
+        let ok = r.seq == i as u64
+            && sig.is_some_and(|s| audit::verify_entry(&key, &r.entry, &s).is_ok())
+            && aggregate_seq(&r.entry) == Some(r.seq);
+        if !ok {
+            unverified += 1;
+        }
+        frontier.append(audit::merkle::leaf_hash(&r.entry));
+    }
+    let stats = hub.stats();
+    let dev = stats.devices.iter().find(|d| d.device == device.id);
+    let stored = records.len() as u64;
+    if stored == size {
+        assert_eq!(
+            frontier.root(),
+            root,
+            "the hub's tree differs from the device's"
+        );
+    }
+    Delivery {
+        sent: size,
+        stored,
+        lost: size.saturating_sub(stored),
+        duplicates_stored: stored - seqs.len() as u64,
+        duplicates_received: dev.map_or(0, |d| d.duplicates),
+        unverified,
+    }
+}
+
+fn aggregate_seq(entry: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(entry).ok()?;
+    v.get("seq")?.as_u64()
+}
+
+/// Where figures go: `<target>/iat-figures.txt`, which `cargo xtask test` prints at the end
+/// (cargo hides a passing test's output).
+pub fn figures_file() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors()
+        .nth(3)
+        .unwrap_or(Path::new("."))
+        .join("iat-figures.txt")
+}
+
+/// One test at a time for the heavy ones: they start processes and measure time, on 2 cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Prints one line of figures and appends it to [`figures_file`].
+pub fn figures(
+    test: &str,
+    d: &Delivery,
+    alarms: usize,
+    false_alarms: usize,
+    wire: (u64, usize),
+    extra: &str,
+) {
+    let line = format!(
+        "FIGURES {test}: records sent {} stored {} lost {} duplicates stored {} (received and ignored {}) unverified {} | alarms {alarms} false alarms {false_alarms} | wire payloads {} non-aggregate {} {extra}",
+        d.sent,
+        d.stored,
+        d.lost,
+        d.duplicates_stored,
+        d.duplicates_received,
+        d.unverified,
+        wire.0,
+        wire.1
+    );
+    println!("{line}");
+    let path = figures_file();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -1,0 +1,56 @@
+//! A clean run: agent -> mosquitto -> hub, every record stored once, verified, acknowledged;
+//! no alarm; every payload on the broker is an aggregate record, checkpoint, ack or status.
+
+use std::time::Duration;
+
+use tests::broker::Mosquitto;
+use tests::system::{Device, Hub, Spy, delivery, figures, serial};
+
+#[test]
+fn clean_run_delivers_everything_once_without_alarms() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(tmp.path());
+    let spy = Spy::start(broker.port, None);
+    let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "30s");
+    let dev = Device::setup(
+        &tmp.path().join("dev"),
+        "d-001",
+        broker.port,
+        &hub.vkey(),
+        3,
+        "",
+    );
+    hub.enroll(&dev);
+    hub.start();
+    let status = dev.spawn("run").wait().unwrap();
+    assert!(
+        status.success(),
+        "agent failed: {}",
+        std::fs::read_to_string(dev.dir.join("agent.log")).unwrap_or_default()
+    );
+    let (size, _) = dev.log_state();
+    assert!(hub.wait_stored(&dev.id, size, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    let d = delivery(&hub, &dev);
+    let stats = hub.stats();
+    let (seen, violations) = spy.finish();
+    figures(
+        "clean",
+        &d,
+        stats.alarms.len(),
+        stats.alarms.len(),
+        (seen, violations.len()),
+        "",
+    );
+    assert!(size >= 50, "{size} records");
+    assert_eq!(
+        (d.lost, d.duplicates_stored, d.unverified),
+        (0, 0, 0),
+        "{d:?}"
+    );
+    assert!(stats.alarms.is_empty(), "false alarms: {:?}", stats.alarms);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert!(seen > size, "the spy saw {seen} payloads");
+    assert!(dev.verify_log());
+}

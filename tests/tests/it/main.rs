@@ -1,0 +1,8 @@
+//! End-to-end tests against a real mosquitto: delivery, faults, tampering, TLS. One binary,
+//! one module per concern; each test prints a FIGURES line (see `tests::system::figures`).
+
+mod bench;
+mod clean;
+mod faults;
+mod tamper;
+mod tls;
