@@ -87,17 +87,19 @@ pub fn fetch() -> Result<()> {
     sh::run(&mut cmd)
 }
 
-/// Builds the agent (dev profile: dependencies optimised) and returns its path.
+/// Builds the workspace's binaries (dev profile: dependencies optimised) and returns the
+/// agent's path.
 pub fn agent() -> Result<PathBuf> {
-    sh::run(sh::cargo().args([
-        "build",
-        "--quiet",
-        "--package",
-        "edge-agent",
-        "--bin",
-        "edge-agent",
-    ]))?;
+    build_all()?;
     Ok(sh::target_dir().join("debug/edge-agent"))
+}
+
+/// Every target of the workspace in one cargo invocation. Cargo unifies dependency features
+/// over what one invocation builds (dev-dependencies included when tests are built), so
+/// building a single package, or bins without tests, would give tract a different feature
+/// set and rebuild it (~10 minutes on 2 cores). Every xtask job builds through here.
+pub fn build_all() -> Result<()> {
+    sh::run(sh::cargo().args(["build", "--workspace", "--all-targets", "--quiet"]))
 }
 
 /// Builds the agent with the release profile (for benchmarks).
@@ -131,7 +133,7 @@ pub fn check() -> Result<()> {
 /// and every model checked against onnxruntime's outputs.
 pub fn demo() -> Result<()> {
     let agent = agent()?;
-    sh::run(sh::cargo().args(["build", "--quiet", "--package", "hub", "--bin", "hub"]))?;
+    // `agent()` built the hub too.
     let hub = sh::target_dir().join("debug/hub");
     let root = sh::root();
     let demo = sh::target_dir().join("demo");

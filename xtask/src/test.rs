@@ -15,7 +15,7 @@ pub fn test() -> Result<()> {
     let _ = std::fs::remove_file(&figures);
     // The end-to-end tests run the hub and agent binaries; `cargo test` builds a package's
     // binaries only for that package's own integration tests.
-    sh::run(sh::cargo().args(["build", "--workspace", "--bins", "--quiet"]))?;
+    models::build_all()?;
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
     models::check()?;
