@@ -98,8 +98,8 @@ pub fn run(args: &FlashArgs) -> Result<ExitCode> {
     let probes = Lister::new().list_all();
     let Some(info) = probes.first() else {
         bail!(
-            "no debug probe found (probes seen: none). Connect the board's probe (the Nucleo's \
-             ST-LINK USB port), check `lsusb` and the udev rules for non-root access \
+            "no debug probe found (probes seen: none). Connect the board's debug probe (on \
+             development boards, the on-board one's USB port), check `lsusb` and the udev rules for non-root access \
              (https://probe.rs/docs/getting-started/probe-setup/), or run with --dry-run to \
              check and plan without a probe"
         );
