@@ -27,8 +27,9 @@ enum Job {
     /// Run the whole system locally on embedded defaults: a device key, the agent on the
     /// bundled samples, its audit log shown and verified, every model checked.
     Demo,
-    /// Run every test as CI does: host tests, firmware under QEMU, golden checks. Installs
-    /// what it can (apt packages as root).
+    /// Run every test as CI does: host tests, firmware under QEMU, golden checks, flash dry
+    /// runs, the aarch64 agent under QEMU against the host's. Installs what it can (apt
+    /// packages as root).
     Test,
     /// Formatting and clippy (warnings denied), root workspace and firmware.
     Lint,
