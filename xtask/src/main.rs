@@ -1,9 +1,12 @@
 //! `cargo xtask <job>`: every workflow of the project (build, test, demo, bench, models,
 //! firmware, QEMU). CI runs only these jobs, so a laptop and CI do the same thing.
 
+mod agent_qemu;
 mod bench;
 mod broker;
+mod cross;
 mod firmware;
+mod flash;
 mod models;
 mod qemu;
 mod sh;
@@ -25,8 +28,9 @@ enum Job {
     /// Run the whole system locally on embedded defaults: agent (bundled models on bundled
     /// samples) -> embedded MQTT broker -> hub, and show what the hub stored.
     Demo,
-    /// Run every test as CI does: host tests, firmware under QEMU, golden checks. Installs
-    /// what it can (apt packages as root).
+    /// Run every test as CI does: host tests, firmware under QEMU, golden checks, flash dry
+    /// runs, the aarch64 agent under QEMU against the host's. Installs what it can (apt
+    /// packages as root).
     Test,
     /// Formatting and clippy (warnings denied), root workspace and firmware.
     Lint,
@@ -44,10 +48,15 @@ enum Job {
     /// Model tooling.
     #[command(subcommand)]
     Models(models::ModelsJob),
-    /// Build the node firmware for a board; print its flash and RAM use.
+    /// Build for a board: the node firmware (MCU; flash and RAM use printed) or the agent
+    /// (Linux; cross-compiled, stripped, size printed).
     Build(firmware::BuildArgs),
-    /// Run the firmware under QEMU: on-target tests, then the node app against its log snapshot.
-    Qemu(qemu::QemuArgs),
+    /// Run the firmware under QEMU: on-target tests, then the node app against its log
+    /// snapshot. `qemu agent` / `qemu model` run a Linux board's agent under user-mode QEMU.
+    Qemu(agent_qemu::QemuJob),
+    /// Write the node firmware of an MCU board through a debug probe (probe-rs), after
+    /// checking its segments against the board and the chip; `--dry-run` only checks and plans.
+    Flash(flash::FlashArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,8 +71,9 @@ fn main() -> ExitCode {
             runs,
         } => bench::bench(&models, rounds, runs).map(|()| ExitCode::SUCCESS),
         Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
-        Job::Build(args) => firmware::run(&args),
-        Job::Qemu(args) => qemu::run(&args),
+        Job::Build(args) => cross::run(&args),
+        Job::Qemu(job) => agent_qemu::run(&job),
+        Job::Flash(args) => flash::run(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");

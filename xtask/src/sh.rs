@@ -79,21 +79,7 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root {
-        bail!(
-            "missing tools; install them with: sudo apt-get install --no-install-recommends {}",
-            missing.join(" ")
-        );
-    }
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    install_packages(&missing)?;
     let still: Vec<&str> = tools
         .iter()
         .filter(|(p, _)| !have(p))
@@ -103,4 +89,24 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
     Ok(())
+}
+
+/// Installs Debian packages with apt when running as root; otherwise fails naming the command
+/// to run.
+pub fn install_packages(packages: &[&str]) -> Result<()> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !is_root {
+        bail!(
+            "missing tools; install them with: sudo apt-get install --no-install-recommends {}",
+            packages.join(" ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use crate::{firmware, models, qemu, sh};
+use crate::{agent_qemu, firmware, flash, models, qemu, sh};
+
+/// Linux targets whose agent `xtask test` cross-builds and runs under QEMU. One target: a cold
+/// cross build of the agent takes about as long as the host's.
+const CI_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
 
 pub fn test() -> Result<()> {
     preflight()?;
@@ -46,11 +50,71 @@ pub fn test() -> Result<()> {
             )?;
         }
     }
+    // Every MCU board with a probe-rs chip: its firmware checked against the chip and the
+    // board file, and its download planned (no probe needed).
+    for board in boards::Board::all(&sh::root().join("boards"))? {
+        if board.kind != boards::Kind::Mcu || board.chip.is_none() {
+            continue;
+        }
+        let args = flash::FlashArgs {
+            board: board.name.clone(),
+            dry_run: true,
+            elf: None,
+        };
+        expect_success(
+            &format!("flash --dry-run --board {}", board.name),
+            flash::run(&args),
+        )?;
+    }
+    // The agent cross-built for the Linux targets in CI_TARGETS and run under QEMU user mode
+    // on the first board of each target: its records must equal the host agent's. A cold
+    // cross build of tract takes 13-22 minutes here, so this runs when IAT_CROSS_TEST=1
+    // (and is announced when it does not run).
+    if std::env::var("IAT_CROSS_TEST").as_deref() != Ok("1") {
+        println!("xtask test: aarch64 agent under QEMU not run (set IAT_CROSS_TEST=1 to run it)");
+    } else {
+        cross_tests()?;
+    }
     // The delivery, fault and tampering figures of the end-to-end tests (tests/tests/it).
     if let Ok(text) = std::fs::read_to_string(&figures) {
         println!("xtask test: end-to-end figures\n{text}");
     }
     println!("xtask test: all passed");
+    Ok(())
+}
+
+fn cross_tests() -> Result<()> {
+    let mut done = Vec::new();
+    for board in boards::Board::all(&sh::root().join("boards"))? {
+        let emulated = matches!(board.qemu, Some(boards::Qemu::User { .. }));
+        if board.kind != boards::Kind::Linux
+            || !emulated
+            || !CI_TARGETS.contains(&board.target.as_str())
+            || done.contains(&board.target)
+        {
+            continue;
+        }
+        let job = agent_qemu::QemuJob {
+            linux: Some(agent_qemu::LinuxJob::Agent {
+                board: board.name.clone(),
+            }),
+            firmware: qemu::QemuArgs {
+                board: String::new(),
+                overwrite: false,
+                app_only: false,
+                serial: None,
+                elf: None,
+            },
+        };
+        expect_success(
+            &format!("qemu agent --board {}", board.name),
+            agent_qemu::run(&job),
+        )?;
+        done.push(board.target);
+    }
+    if done.len() != CI_TARGETS.len() {
+        bail!("no emulated linux board for some of {CI_TARGETS:?} (tested: {done:?})");
+    }
     Ok(())
 }
 
@@ -89,5 +153,7 @@ fn preflight() -> Result<()> {
         ("qemu-system-arm", "qemu-system-arm"),
         // The end-to-end tests start a real broker (tests/src/broker.rs).
         ("mosquitto", "mosquitto"),
+        ("qemu-aarch64", "qemu-user"),
+        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ])
 }

@@ -1,0 +1,292 @@
+//! `cargo xtask qemu agent|model --board B`: the cross-built agent of a Linux board under QEMU
+//! user-mode emulation (`qemu-aarch64 -cpu cortex-a72 -L <sysroot>`). `agent` replays the
+//! bundled samples on the emulated agent and on the host's, and requires the two audit logs
+//! to hold the same records; `model` runs `edge-agent model check` under emulation, which is
+//! how a developer tests a model on the board's kernels. Without a subcommand, `cargo xtask
+//! qemu` runs the firmware of an emulated MCU board (`qemu.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use boards::{Board, Kind, Qemu};
+
+use crate::{cross, models, qemu, sh};
+
+/// No emulated run here takes this long; past it the run is killed and fails.
+const HANG_LIMIT: Duration = Duration::from_secs(900);
+
+/// `cargo xtask qemu [agent|model]`: the firmware by default.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct QemuJob {
+    #[command(subcommand)]
+    pub linux: Option<LinuxJob>,
+    #[command(flatten)]
+    pub firmware: qemu::QemuArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum LinuxJob {
+    /// Replay the bundled samples on the emulated agent and on the host's; the records of
+    /// both audit logs must be identical.
+    Agent {
+        /// A Linux board file in boards/ with a `[qemu]` user-mode section.
+        #[arg(long, default_value = "raspberry-pi-4")]
+        board: String,
+    },
+    /// `edge-agent model check CARD...` under emulation.
+    Model {
+        #[arg(required = true)]
+        cards: Vec<PathBuf>,
+        #[arg(long, default_value = "raspberry-pi-4")]
+        board: String,
+    },
+}
+
+pub fn run(job: &QemuJob) -> Result<ExitCode> {
+    match &job.linux {
+        None => qemu::run(&job.firmware),
+        Some(LinuxJob::Agent { board }) => compare(&load(board)?),
+        Some(LinuxJob::Model { cards, board }) => model_check(&load(board)?, cards),
+    }
+}
+
+fn load(name: &str) -> Result<Board> {
+    let board = Board::find(&sh::root().join("boards"), name)?;
+    ensure!(
+        board.kind == Kind::Linux,
+        "board `{name}` is a {} board: `qemu agent` and `qemu model` run the agent of linux boards \
+         (`cargo xtask qemu --board {name}` runs firmware)",
+        board.kind
+    );
+    Ok(board)
+}
+
+/// The emulator of a Linux board: `qemu-<arch> -cpu <cpu> -L <sysroot> <agent>`.
+pub struct Emulator {
+    binary: String,
+    cpu: String,
+    sysroot: &'static str,
+    agent: PathBuf,
+}
+
+impl Emulator {
+    /// Cross-builds the agent (device profile) and checks the emulator is installed.
+    pub fn prepare(board: &Board) -> Result<Emulator> {
+        let Some(Qemu::User { binary, cpu }) = &board.qemu else {
+            bail!(
+                "board `{}` has no user-mode `[qemu]` section: it cannot be emulated",
+                board.name
+            );
+        };
+        sh::ensure_tools(&[(binary.as_str(), "qemu-user")])?;
+        let built = cross::build_agent(board, true)?;
+        println!("{}", built.report(board));
+        Ok(Emulator {
+            binary: binary.clone(),
+            cpu: cpu.clone(),
+            sysroot: cross::toolchain(&board.target)?.sysroot,
+            agent: built.path,
+        })
+    }
+
+    pub fn agent(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-cpu", &self.cpu, "-L", self.sysroot])
+            .arg(&self.agent)
+            .current_dir(sh::root());
+        cmd
+    }
+}
+
+/// Runs `cmd` to completion within [`HANG_LIMIT`], inheriting stderr; returns its stdout.
+fn bounded(cmd: &mut Command) -> Result<(std::process::ExitStatus, String, Duration)> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {shown}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > HANG_LIMIT {
+            child.kill().ok();
+            child.wait().ok();
+            bail!("{shown} did not finish within {HANG_LIMIT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().expect("reader thread")?;
+    Ok((status, out, started.elapsed()))
+}
+
+/// The replay configuration both agents run: the bundled samples, accelerated, fixed start
+/// times and no noise, so that the records depend on nothing but the models' numbers.
+fn config(dir: &Path) -> String {
+    let root = sh::root();
+    let models = root.join("models");
+    let m = models.display();
+    format!(
+        r#"# Written by `cargo xtask qemu agent`: deterministic replay (no noise, fixed starts).
+device = "qemu-001"
+territory = "fr-test"
+data_dir = "{data}"
+key = "{key}"
+
+[checkpoint]
+every_records = 8
+
+[[pipeline]]
+name = "speech"
+model = "{m}/silero-vad-16k/card.toml"
+aggregates = ["speech_share"]
+window = "5s"
+threshold = 0.5
+[pipeline.source]
+kind = "replay"
+path = "{m}/samples/speech.wav"
+speed = "accelerated"
+start = "2026-11-30T10:00:00Z"
+[pipeline.privacy]
+k = 1
+share_step_ppm = 10000
+
+[[pipeline]]
+name = "faces"
+model = "{m}/centerface-int8/card.toml"
+aggregates = ["count", "presence_share"]
+window = "10s"
+threshold = 0.5
+[pipeline.source]
+kind = "replay"
+path = "{m}/samples/people.png"
+fps = 1.0
+repeat = 12
+start = "2026-11-30T10:00:00Z"
+[pipeline.privacy]
+k = 3
+"#,
+        data = dir.join("data").display(),
+        key = dir.join("keys/device.key").display(),
+    )
+}
+
+/// One agent's run: keygen, run, then its log verified and listed by the *host* agent (the
+/// emulated agent's signatures must verify on another architecture too).
+fn replay(
+    label: &str,
+    mut agent: impl FnMut() -> Command,
+    host: &Path,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let keys = dir.join("keys");
+    let mut keygen = agent();
+    keygen.args(["keygen", "--dir"]).arg(&keys).args([
+        "--device",
+        "qemu-001",
+        "--territory",
+        "fr-test",
+    ]);
+    sh::run(&mut keygen)?;
+    let config_path = dir.join("agent.toml");
+    std::fs::write(&config_path, config(dir))?;
+    let mut run = agent();
+    run.args(["run", "--config"]).arg(&config_path);
+    let (status, _, took) = bounded(&mut run)?;
+    ensure!(status.success(), "{label} agent: run failed ({status})");
+    println!("{label} agent: run took {:.1} s", took.as_secs_f64());
+    let log = dir.join("data/log");
+    let vkey = keys.join("device.vkey");
+    let mut verify = Command::new(host);
+    verify
+        .args(["audit", "verify"])
+        .arg(&log)
+        .arg("--pubkey")
+        .arg(&vkey);
+    sh::run(&mut verify)?;
+    let mut show = Command::new(host);
+    show.args(["audit", "show"])
+        .arg(&log)
+        .arg("--pubkey")
+        .arg(&vkey)
+        .arg("--json");
+    let out = sh::output(&mut show)?;
+    Ok(out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The emulated agent's records against the host agent's, line by line.
+fn compare(board: &Board) -> Result<ExitCode> {
+    models::fetch()?;
+    let emulator = Emulator::prepare(board)?;
+    let host = models::agent()?;
+    let tmp = sh::target_dir().join("tmp/qemu-agent");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    let (host_dir, emu_dir) = (tmp.join("host"), tmp.join(&board.name));
+    std::fs::create_dir_all(&host_dir)?;
+    std::fs::create_dir_all(&emu_dir)?;
+    let expected = replay("host", || Command::new(&host), &host, &host_dir)?;
+    let got = replay(&board.name, || emulator.agent(), &host, &emu_dir)?;
+    ensure!(!expected.is_empty(), "the host agent wrote no record");
+    let mut same = expected.len() == got.len();
+    for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
+        if a != b {
+            same = false;
+            eprintln!("record {i} differs:\n  host:     {a}\n  emulated: {b}");
+        }
+    }
+    if !same {
+        eprintln!(
+            "{}: {} records under emulation, {} on the host: NOT identical",
+            board.name,
+            got.len(),
+            expected.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{} (qemu user mode): {} records identical to the host agent's",
+        board.name,
+        got.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `edge-agent model check` under emulation; exits with the agent's status.
+fn model_check(board: &Board, cards: &[PathBuf]) -> Result<ExitCode> {
+    models::fetch()?;
+    let emulator = Emulator::prepare(board)?;
+    let mut cmd = emulator.agent();
+    cmd.args(["model", "check"]);
+    for card in cards {
+        // Relative to where the developer typed the command, not the repository root.
+        cmd.arg(std::path::absolute(card)?);
+    }
+    let (status, out, took) = bounded(&mut cmd)?;
+    print!("{out}");
+    println!(
+        "{} (qemu user mode): model check {} in {:.1} s",
+        board.name,
+        if status.success() { "passed" } else { "FAILED" },
+        took.as_secs_f64()
+    );
+    Ok(ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
+}

@@ -1,0 +1,180 @@
+//! `cargo xtask build --board B` for Linux boards: cross-compiles the agent for the board's
+//! target with the `device` profile (fat LTO, stripped), installing the rustup target and
+//! naming (or, as root, installing) the Debian cross toolchain it needs. MCU boards go to
+//! the firmware build (`firmware.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use boards::{Board, Kind};
+
+use crate::{firmware, sh};
+
+/// What a Linux target needs on a Debian host. Keyed by target triple, not by board: boards
+/// name their target in their file, and the linker itself is set in `.cargo/config.toml`.
+pub struct Toolchain {
+    pub triple: &'static str,
+    /// The target's C library root, for `qemu-<arch> -L`.
+    pub sysroot: &'static str,
+    /// `(file or program, Debian package that provides it)`; the first is the C cross
+    /// compiler that `.cargo/config.toml` names as the target's linker.
+    pub needs: &'static [(&'static str, &'static str)],
+}
+
+pub const TOOLCHAINS: &[Toolchain] = &[
+    Toolchain {
+        triple: "aarch64-unknown-linux-gnu",
+        sysroot: "/usr/aarch64-linux-gnu",
+        needs: &[
+            ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+            (
+                "/usr/aarch64-linux-gnu/lib/libc.so.6",
+                "libc6-dev-arm64-cross",
+            ),
+        ],
+    },
+    Toolchain {
+        triple: "armv7-unknown-linux-gnueabihf",
+        sysroot: "/usr/arm-linux-gnueabihf",
+        needs: &[
+            ("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf"),
+            (
+                "/usr/arm-linux-gnueabihf/lib/libc.so.6",
+                "libc6-dev-armhf-cross",
+            ),
+        ],
+    },
+];
+
+pub fn toolchain(triple: &str) -> Result<&'static Toolchain> {
+    TOOLCHAINS.iter().find(|t| t.triple == triple).with_context(|| {
+        let known: Vec<_> = TOOLCHAINS.iter().map(|t| t.triple).collect();
+        format!(
+            "no cross toolchain known for `{triple}` (known: {}); add one to xtask/src/cross.rs",
+            known.join(", ")
+        )
+    })
+}
+
+/// `cargo xtask build --board B`: firmware for MCU boards, the agent for Linux boards.
+pub fn run(args: &firmware::BuildArgs) -> Result<ExitCode> {
+    let board = Board::find(&sh::root().join("boards"), &args.board)?;
+    match board.kind {
+        Kind::Mcu => firmware::run(args),
+        Kind::Linux => {
+            let built = build_agent(&board, !args.debug)?;
+            println!("{}", built.path.display());
+            println!("{}", built.report(&board));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A cross-built agent.
+pub struct Built {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub profile: &'static str,
+}
+
+impl Built {
+    pub fn report(&self, board: &Board) -> String {
+        format!(
+            "{}: edge-agent for {} ({} profile): {} B ({:.1} MiB), built in {:.1} s",
+            board.name,
+            board.target,
+            self.profile,
+            self.bytes,
+            self.bytes as f64 / (1024.0 * 1024.0),
+            self.seconds
+        )
+    }
+}
+
+/// Builds the agent for a Linux board's target; `device` selects the `device` profile
+/// (optimised, fat LTO, symbols stripped), otherwise the dev profile.
+pub fn build_agent(board: &Board, device: bool) -> Result<Built> {
+    if board.kind != Kind::Linux {
+        bail!(
+            "board `{}` is a {} board: the agent runs on linux boards",
+            board.name,
+            board.kind
+        );
+    }
+    let tc = toolchain(&board.target)?;
+    ensure_rust_target(tc.triple)?;
+    ensure_toolchain(tc)?;
+    let profile = if device { "device" } else { "dev" };
+    let started = Instant::now();
+    sh::run(sh::cargo().args([
+        "build",
+        "--package",
+        "edge-agent",
+        "--bin",
+        "edge-agent",
+        "--target",
+        tc.triple,
+        "--profile",
+        profile,
+    ]))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let dir = if device { "device" } else { "debug" };
+    let path = sh::target_dir()
+        .join(tc.triple)
+        .join(dir)
+        .join("edge-agent");
+    let bytes = std::fs::metadata(&path)
+        .with_context(|| format!("the build left no {}", path.display()))?
+        .len();
+    Ok(Built {
+        path,
+        bytes,
+        seconds,
+        profile,
+    })
+}
+
+/// Adds the Rust standard library for `triple` when rustup does not have it yet.
+fn ensure_rust_target(triple: &str) -> Result<()> {
+    if !sh::have("rustup") {
+        bail!(
+            "rustup is needed to add the `{triple}` standard library (or install it by other means)"
+        );
+    }
+    let installed = sh::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == triple) {
+        return Ok(());
+    }
+    sh::run(Command::new("rustup").args(["target", "add", triple]))
+}
+
+/// The cross compiler and C library: present, installed by apt as root, or named.
+fn ensure_toolchain(tc: &Toolchain) -> Result<()> {
+    let present = |what: &str| {
+        if what.starts_with('/') {
+            Path::new(what).exists()
+        } else {
+            sh::have(what)
+        }
+    };
+    let missing: Vec<(&str, &str)> = tc
+        .needs
+        .iter()
+        .copied()
+        .filter(|(what, _)| !present(what))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (what, pkg) in &missing {
+        eprintln!("{}: `{what}` is missing (Debian package {pkg})", tc.triple);
+    }
+    sh::install_packages(&missing.iter().map(|(_, p)| *p).collect::<Vec<_>>())?;
+    if let Some((what, pkg)) = tc.needs.iter().find(|(what, _)| !present(what)) {
+        bail!("`{what}` is still missing after installing {pkg}");
+    }
+    Ok(())
+}
