@@ -453,25 +453,7 @@ fn keygen(dir: &Path, device: &str, territory: &str) -> Result<ExitCode> {
 
 fn run_agent(path: &Path) -> Result<ExitCode> {
     let config = Config::load(path)?;
-    let key = audit::keys::load_private(&config.key).with_context(|| {
-        format!(
-            "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
-            config.key.parent().unwrap_or(Path::new(".")).display(),
-            config.device,
-            config.territory
-        )
-    })?;
-    let log_dir = config.data_dir.join("log");
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let outbox = AuditOutbox::open(
-        &log_dir,
-        &config.device,
-        &config.territory,
-        &key,
-        config.checkpoint_every,
-        config.outbox_max_bytes,
-    )
-    .with_context(|| format!("opening the audit log {}", log_dir.display()))?;
+    let (log_dir, outbox) = open_outbox(&config)?;
     let start_size = outbox.log().size();
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
@@ -558,15 +540,17 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Publishes what the log holds until the hub acknowledged all of it (or `--follow`: forever).
-fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    let Some(m) = &config.mqtt else {
-        anyhow::bail!("{}: no [mqtt] section", path.display());
-    };
-    let key = audit::keys::load_private(&config.key)?;
-    let hub = audit::keys::load_verifier(&m.hub_key)
-        .with_context(|| format!("the hub's key {}", m.hub_key.display()))?;
+/// Loads the device key and opens the audit log (`<data_dir>/log`) as the outbox: what
+/// `run` and `publish` share.
+fn open_outbox(config: &Config) -> Result<(PathBuf, AuditOutbox)> {
+    let key = audit::keys::load_private(&config.key).with_context(|| {
+        format!(
+            "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
+            config.key.parent().unwrap_or(Path::new(".")).display(),
+            config.device,
+            config.territory
+        )
+    })?;
     let log_dir = config.data_dir.join("log");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let outbox = AuditOutbox::open(
@@ -578,6 +562,18 @@ fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
         config.outbox_max_bytes,
     )
     .with_context(|| format!("opening the audit log {}", log_dir.display()))?;
+    Ok((log_dir, outbox))
+}
+
+/// Publishes what the log holds until the hub acknowledged all of it (or `--follow`: forever).
+fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let Some(m) = &config.mqtt else {
+        anyhow::bail!("{}: no [mqtt] section", path.display());
+    };
+    let hub = audit::keys::load_verifier(&m.hub_key)
+        .with_context(|| format!("the hub's key {}", m.hub_key.display()))?;
+    let (_, outbox) = open_outbox(&config)?;
     let shared = publish::Shared::new(outbox);
     shared.lock().checkpoint()?;
     let stop = AtomicBool::new(!follow);
