@@ -167,10 +167,27 @@ pub struct Sensor {
 /// Where the agent is installed on a Linux board.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Install {
+    /// Where the running release's agent is linked from (`binary -> releases_dir/current/..`).
     pub binary: PathBuf,
+    /// The device key (generated on the device, never copied) and the hub's key.
     pub config_dir: PathBuf,
+    /// The audit log: kept across releases.
     pub data_dir: PathBuf,
+    /// One folder per installed release and the `current` link switched atomically.
+    pub releases_dir: PathBuf,
     pub service_user: String,
+    pub service_manager: ServiceManager,
+}
+
+/// What starts and supervises the agent on a Linux board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManager {
+    /// A systemd unit (`iat-edge-agent.service`), restarted on every switch.
+    Systemd,
+    /// Nothing supervises the agent (a board whose image starts it otherwise); an install
+    /// only switches the release and runs the health check.
+    None,
 }
 
 /// A validated board file.

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{Board, Bus, BusKind, Install, Kind, Memory, Pin, Qemu, Region, Sensor};
+use crate::{
+    Board, Bus, BusKind, Install, Kind, Memory, Pin, Qemu, Region, Sensor, ServiceManager,
+};
 
 /// A validation failure: the field's path and what is wrong with it.
 type Invalid = (String, String);
@@ -88,7 +90,9 @@ struct RawInstall {
     binary: PathBuf,
     config_dir: PathBuf,
     data_dir: PathBuf,
+    releases_dir: PathBuf,
     service_user: String,
+    service_manager: ServiceManager,
 }
 
 /// Names that become identifiers (cfgs, features, constants): lowercase, digits, `_`, `-`.
@@ -310,13 +314,16 @@ impl RawBoard {
             binary: i.binary,
             config_dir: i.config_dir,
             data_dir: i.data_dir,
+            releases_dir: i.releases_dir,
             service_user: i.service_user,
+            service_manager: i.service_manager,
         });
         if let Some(i) = &install {
             for (field, path) in [
                 ("install.binary", &i.binary),
                 ("install.config_dir", &i.config_dir),
                 ("install.data_dir", &i.data_dir),
+                ("install.releases_dir", &i.releases_dir),
             ] {
                 if !path.is_absolute() {
                     return Err(invalid(field, "must be an absolute path"));

@@ -126,7 +126,7 @@ const BAD: &[(&str, &str, &str)] = &[
     ),
     (
         "install on an mcu",
-        "\n[install]\nbinary = \"/b\"\nconfig_dir = \"/c\"\ndata_dir = \"/d\"\nservice_user = \"u\"\n",
+        "\n[install]\nbinary = \"/b\"\nconfig_dir = \"/c\"\ndata_dir = \"/d\"\nreleases_dir = \"/r\"\nservice_user = \"u\"\nservice_manager = \"systemd\"\n",
         "install",
     ),
     ("no chip and no qemu", "chip = \"C\"=>", "chip"),

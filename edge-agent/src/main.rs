@@ -72,6 +72,13 @@ enum Command {
     /// Read and verify a device's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Can this installation run? The config, the device key, a synced write in the data
+    /// folder, the audit log (verified), every pipeline's model against its golden vectors.
+    /// Exit 0 only if all pass: the health check of `cargo xtask flash --host`.
+    Selftest {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +181,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => keygen(&dir, &device, &territory),
         Command::Run { config } => run_agent(&config),
         Command::Publish { config, follow } => publish_only(&config, follow),
+        Command::Selftest { config } => selftest(&config),
         Command::Audit(AuditCommand::Verify { dir, pubkey }) => audit_verify(&dir, &pubkey, None),
         Command::Audit(AuditCommand::Show { dir, pubkey, json }) => {
             audit_verify(&dir, &pubkey, Some(json))
@@ -538,6 +546,81 @@ fn run_agent(path: &Path) -> Result<ExitCode> {
         config.key.with_extension("vkey").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn selftest(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    say!(
+        "ok    config {}: device {}/{}, {} pipeline(s)",
+        path.display(),
+        config.territory,
+        config.device,
+        config.pipelines.len()
+    );
+    let key = audit::keys::load_private(&config.key).with_context(|| {
+        format!(
+            "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
+            config.key.parent().unwrap_or(Path::new(".")).display(),
+            config.device,
+            config.territory
+        )
+    })?;
+    say!(
+        "ok    device key {}: {}",
+        config.key.display(),
+        key.verifier()
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+    let probe = config.data_dir.join(".selftest");
+    let written = (|| -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(b"selftest\n")?;
+        f.sync_all()?;
+        std::fs::remove_file(&probe)
+    })();
+    written.with_context(|| format!("writing and syncing {}", probe.display()))?;
+    say!(
+        "ok    data folder {} is writable",
+        config.data_dir.display()
+    );
+    let log_dir = config.data_dir.join("log");
+    let vkey = config.key.with_extension("vkey");
+    if log_dir.exists() {
+        let code = audit_verify(&log_dir, &vkey, None)?;
+        if code != ExitCode::SUCCESS {
+            say!("FAIL  audit log {}", log_dir.display());
+            return Ok(code);
+        }
+    } else {
+        say!(
+            "ok    audit log {}: none yet (created at the first run)",
+            log_dir.display()
+        );
+    }
+    if let Some(m) = &config.mqtt {
+        audit::keys::load_verifier(&m.hub_key)
+            .with_context(|| format!("the hub's key {}", m.hub_key.display()))?;
+        say!(
+            "ok    hub key {}; publishing to {}:{}",
+            m.hub_key.display(),
+            m.host,
+            m.port
+        );
+    }
+    let cards: Vec<PathBuf> = config
+        .pipelines
+        .iter()
+        .map(|p| p.card.path.clone())
+        .collect();
+    let code = check(&cards, LoadOptions::default())?;
+    if code == ExitCode::SUCCESS {
+        say!("selftest: this installation can run");
+    } else {
+        say!("selftest: FAILED");
+    }
+    Ok(code)
 }
 
 /// Loads the device key and opens the audit log (`<data_dir>/log`) as the outbox: what

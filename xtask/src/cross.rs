@@ -36,6 +36,11 @@ pub const TOOLCHAINS: &[Toolchain] = &[
         ],
     },
     Toolchain {
+        triple: "x86_64-unknown-linux-gnu",
+        sysroot: "/",
+        needs: &[("cc", "gcc")],
+    },
+    Toolchain {
         triple: "armv7-unknown-linux-gnueabihf",
         sysroot: "/usr/arm-linux-gnueabihf",
         needs: &[

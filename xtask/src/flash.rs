@@ -17,9 +17,9 @@ use probe_rs::probe::list::Lister;
 use probe_rs::probe::{Probe, fake_probe::FakeProbe};
 use probe_rs::{Permissions, Session};
 
-use crate::{firmware, sh};
+use crate::{deploy, firmware, sh};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct FlashArgs {
     /// Board file name in boards/ (an MCU board with a probe-rs `chip`).
     #[arg(long)]
@@ -30,15 +30,75 @@ pub struct FlashArgs {
     /// Flash this ELF instead of building the node firmware.
     #[arg(long)]
     pub elf: Option<PathBuf>,
+    /// Linux boards: install over SSH on `user@address` (the agent, its config, models and
+    /// a systemd unit; switched atomically, health-checked, rolled back on failure).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// SSH private key.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Extra ssh `-o` option (repeatable), e.g. `UserKnownHostsFile=~/.ssh/fleet_hosts`.
+    #[arg(long = "ssh-option")]
+    pub ssh_options: Vec<String>,
+    /// Linux boards: install this agent binary instead of cross-building it.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Linux boards: the agent config to install.
+    #[arg(long, default_value = "edge-agent/examples/agent.toml")]
+    pub config: PathBuf,
+    /// Linux boards: install under this folder of the device instead of `/` (a mounted
+    /// image, or a test's temporary root).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Linux boards with systemd: seconds the restarted service must stay active.
+    #[arg(long, default_value_t = 5)]
+    pub settle: u32,
 }
 
 pub fn run(args: &FlashArgs) -> Result<ExitCode> {
     let board = Board::find(&sh::root().join("boards"), &args.board)?;
+    if board.kind == Kind::Linux {
+        let host = args.host.clone().with_context(|| {
+            format!(
+                "board `{}` is a linux board: the agent is installed over SSH; say where with \
+                 --host user@address",
+                board.name
+            )
+        })?;
+        ensure!(
+            !args.dry_run,
+            "--dry-run is for MCU boards; a Linux install checks itself on the device and rolls \
+             back on failure"
+        );
+        let config = if args.config.is_absolute() {
+            args.config.clone()
+        } else {
+            std::env::current_dir()?.join(&args.config)
+        };
+        let config = if config.exists() {
+            config
+        } else {
+            sh::root().join(&args.config)
+        };
+        return deploy::run(&deploy::Deploy {
+            board: &board,
+            host,
+            port: args.port,
+            identity: args.identity.clone(),
+            ssh_options: args.ssh_options.clone(),
+            agent: args.agent.clone(),
+            config,
+            root: args.root.clone(),
+            settle_seconds: args.settle,
+        });
+    }
     ensure!(
-        board.kind == Kind::Mcu,
-        "board `{}` is a linux board: the agent is installed over SSH, which `xtask flash` does \
-         not do yet (build it with `cargo xtask build --board {}`)",
-        board.name,
+        args.host.is_none() && args.agent.is_none() && args.root.is_none(),
+        "board `{}` is an MCU board, flashed through a debug probe: --host, --agent and --root \
+         are for Linux boards",
         board.name
     );
     let chip = board.chip.as_deref().with_context(|| {

@@ -5,6 +5,7 @@ mod agent_qemu;
 mod bench;
 mod broker;
 mod cross;
+mod deploy;
 mod firmware;
 mod flash;
 mod models;
@@ -54,8 +55,10 @@ enum Job {
     /// Run the firmware under QEMU: on-target tests, then the node app against its log
     /// snapshot. `qemu agent` / `qemu model` run a Linux board's agent under user-mode QEMU.
     Qemu(agent_qemu::QemuJob),
-    /// Write the node firmware of an MCU board through a debug probe (probe-rs), after
-    /// checking its segments against the board and the chip; `--dry-run` only checks and plans.
+    /// MCU boards: write the node firmware through a debug probe (probe-rs), after checking
+    /// its segments against the board and the chip; `--dry-run` only checks and plans.
+    /// Linux boards (`--host user@addr`): install the agent over SSH, atomically, with a
+    /// health check and rollback.
     Flash(flash::FlashArgs),
 }
 

@@ -59,7 +59,7 @@ pub fn test() -> Result<()> {
         let args = flash::FlashArgs {
             board: board.name.clone(),
             dry_run: true,
-            elf: None,
+            ..Default::default()
         };
         expect_success(
             &format!("flash --dry-run --board {}", board.name),
@@ -155,5 +155,8 @@ fn preflight() -> Result<()> {
         ("mosquitto", "mosquitto"),
         ("qemu-aarch64", "qemu-user"),
         ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        // The Linux install test (tests/tests/it/deploy.rs) runs a real sshd on loopback.
+        ("sshd", "openssh-server"),
+        ("ssh", "openssh-client"),
     ])
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod clean;
+mod deploy;
 mod faults;
 mod tamper;
 mod tls;
