@@ -96,6 +96,23 @@ pub enum Qemu {
     User { binary: String, cpu: String },
 }
 
+/// Full-system emulation of a Linux board: `<system> -M <machine> -cpu <cpu> -m <memory>`,
+/// booting Debian's kernel package for `debian_arch` with an initramfs holding the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    pub system: String,
+    pub machine: String,
+    pub cpu: String,
+    pub memory_mib: u32,
+    /// Debian's name of the architecture (`arm64`, `armhf`).
+    pub debian_arch: String,
+    /// Debian package whose kernel is booted (a metapackage is followed to its image).
+    pub kernel_package: String,
+    /// The serial console the kernel writes to (`ttyAMA0` on `virt`).
+    pub console: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BusKind {
@@ -204,6 +221,8 @@ pub struct Board {
     pub cpu_hz: Option<u32>,
     pub memory: Option<Memory>,
     pub qemu: Option<Qemu>,
+    /// Linux boards: the board's OS emulated whole (kernel, init, network) for smoke tests.
+    pub vm: Option<Vm>,
     pub buses: Vec<Bus>,
     pub sensors: Vec<Sensor>,
     pub capabilities: BTreeSet<String>,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::{
-    Board, Bus, BusKind, Install, Kind, Memory, Pin, Qemu, Region, Sensor, ServiceManager,
+    Board, Bus, BusKind, Install, Kind, Memory, Pin, Qemu, Region, Sensor, ServiceManager, Vm,
 };
 
 /// A validation failure: the field's path and what is wrong with it.
@@ -28,6 +28,7 @@ pub(crate) struct RawBoard {
     cpu_hz: Option<u32>,
     memory: Option<RawMemory>,
     qemu: Option<RawQemu>,
+    vm: Option<Vm>,
     #[serde(default)]
     buses: Vec<RawBus>,
     #[serde(default)]
@@ -148,6 +149,7 @@ impl RawBoard {
                 for_kind(self.memory.is_some(), "memory", "is required")?;
                 for_kind(self.cpu_hz.is_some(), "cpu_hz", "is required")?;
                 for_kind(self.install.is_none(), "install", "is not allowed")?;
+                for_kind(self.vm.is_none(), "vm", "is not allowed")?;
                 for_kind(
                     self.chip.is_some() || self.qemu.is_some(),
                     "chip",
@@ -171,6 +173,26 @@ impl RawBoard {
             }
         }
 
+        if let Some(vm) = &self.vm {
+            if vm.memory_mib < 256 {
+                return Err(invalid("vm.memory_mib", "must be at least 256"));
+            }
+            for (field, v) in [
+                ("vm.system", &vm.system),
+                ("vm.machine", &vm.machine),
+                ("vm.cpu", &vm.cpu),
+                ("vm.debian_arch", &vm.debian_arch),
+                ("vm.kernel_package", &vm.kernel_package),
+            ] {
+                check_ident(field, v)?;
+            }
+            if vm.console.is_empty() || !vm.console.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "vm.console",
+                    "must be a device name such as `ttyAMA0`",
+                ));
+            }
+        }
         let memory = match &self.memory {
             None => None,
             Some(m) => {
@@ -340,6 +362,7 @@ impl RawBoard {
             cpu_hz: self.cpu_hz,
             memory,
             qemu,
+            vm: self.vm,
             buses,
             sensors,
             capabilities,

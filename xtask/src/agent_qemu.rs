@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use boards::{Board, Kind, Qemu};
 
-use crate::{cross, models, qemu, sh};
+use crate::{cross, models, qemu, sh, vm};
 
 /// No emulated run here takes this long; past it the run is killed and fails.
 const HANG_LIMIT: Duration = Duration::from_secs(900);
@@ -36,6 +36,13 @@ pub enum LinuxJob {
         #[arg(long, default_value = "raspberry-pi-4")]
         board: String,
     },
+    /// The board's whole OS under qemu-system (Debian's kernel, BusyBox init): the agent
+    /// started at boot as a service, publishing to a broker and hub on the host.
+    System {
+        /// A Linux board file in boards/ with a `[vm]` section.
+        #[arg(long, default_value = "raspberry-pi-4")]
+        board: String,
+    },
     /// `edge-agent model check CARD...` under emulation.
     Model {
         #[arg(required = true)]
@@ -50,6 +57,7 @@ pub fn run(job: &QemuJob) -> Result<ExitCode> {
         None => qemu::run(&job.firmware),
         Some(LinuxJob::Agent { board }) => compare(&load(board)?),
         Some(LinuxJob::Model { cards, board }) => model_check(&load(board)?, cards),
+        Some(LinuxJob::System { board }) => vm::run(&load(board)?),
     }
 }
 

@@ -154,17 +154,17 @@ pub fn run(d: &Deploy) -> Result<ExitCode> {
 }
 
 /// The board's install folders, under `root` when one is given.
-struct DevicePaths {
-    releases: PathBuf,
-    current: PathBuf,
-    binary: PathBuf,
-    config_dir: PathBuf,
-    data_dir: PathBuf,
-    unit: PathBuf,
+pub struct DevicePaths {
+    pub releases: PathBuf,
+    pub current: PathBuf,
+    pub binary: PathBuf,
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub unit: PathBuf,
 }
 
 impl DevicePaths {
-    fn new(i: &Install, root: Option<&Path>) -> DevicePaths {
+    pub fn new(i: &Install, root: Option<&Path>) -> DevicePaths {
         let under = |p: &Path| match root {
             None => p.to_path_buf(),
             Some(r) => r.join(p.strip_prefix("/").unwrap_or(p)),
@@ -204,14 +204,14 @@ fn check_machine(agent: &Path, triple: &str) -> Result<()> {
 }
 
 /// What the install script needs to know of the config: the device's identity for keygen.
-struct Identity {
+pub struct Identity {
     device: String,
     territory: String,
 }
 
 /// Copies the agent, the models, samples and keys its config names, and writes the
 /// config rewritten for the device.
-fn stage_release(
+pub fn stage_release(
     stage: &Path,
     agent: &Path,
     config: &Path,

@@ -12,6 +12,7 @@ mod models;
 mod qemu;
 mod sh;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
