@@ -131,6 +131,11 @@ const BAD: &[(&str, &str, &str)] = &[
     ),
     ("no chip and no qemu", "chip = \"C\"=>", "chip"),
     (
+        "vm on an mcu",
+        "\n[vm]\nsystem = \"qemu-system-arm\"\nmachine = \"virt\"\ncpu = \"cortex-a7\"\nmemory_mib = 512\ndebian_arch = \"armhf\"\nkernel_package = \"linux-image-armmp\"\nconsole = \"ttyAMA0\"\n",
+        "vm",
+    ),
+    (
         "qemu user mode on an mcu",
         "\n[qemu]\nuser = \"qemu-arm\"\ncpu = \"c\"\n",
         "qemu",
