@@ -204,8 +204,16 @@ pub fn handle(
             };
             checkpoint(&mut cx, id, cp.size, cp.root, note)?;
         }
-        TopicKind::Status | TopicKind::Ack => return Ok((cx.out, None)),
+        TopicKind::Status => {
+            // Retained status and last will: what the dashboard shows as online/offline.
+            if payload == wire::ONLINE || payload == wire::OFFLINE {
+                store::status(tx, id, &String::from_utf8_lossy(payload), now_ms)?;
+            }
+            return Ok((cx.out, None));
+        }
+        TopicKind::Ack => return Ok((cx.out, None)),
     }
+    store::seen(tx, id, now_ms)?;
     Ok((cx.out, Some(id.to_owned())))
 }
 
@@ -298,6 +306,7 @@ fn append(
         "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id, seq as i64, model, entry, sig, &leaf[..], cx.now_ms],
     )?;
+    crate::series::on_store(cx.tx, entry)?;
     st.frontier.append(leaf);
     st.next_seq = seq + 1;
     cx.out.stored += 1;

@@ -155,5 +155,8 @@ fn preflight() -> Result<()> {
         ("mosquitto", "mosquitto"),
         ("qemu-aarch64", "qemu-user"),
         ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        // The hub's browser tests drive headless Chromium (hub/tests/browser.rs).
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
     ])
 }
