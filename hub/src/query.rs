@@ -274,6 +274,9 @@ pub struct RegisterDevice {
     pub root: Option<String>,
 }
 
+/// next_seq, frontier, checkpoint size, checkpoint note.
+type StateRow = (i64, Vec<u8>, Option<i64>, Option<String>);
+
 pub fn register(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<RegisterDevice>> {
     let mut out = Vec::new();
     let mut st = conn.prepare_cached(
@@ -291,7 +294,7 @@ pub fn register(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<Register
                 last: last.map(dates::format),
             });
         }
-        let state: Option<(i64, Vec<u8>, Option<i64>, Option<String>)> = st
+        let state: Option<StateRow> = st
             .query_row([&d.id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
