@@ -117,6 +117,18 @@ pub fn handle(
             return Ok((cx.out, None));
         }
     };
+    if t.kind == TopicKind::Status {
+        // Retained status and last will, for the dashboard's online/offline. Not evidence of
+        // anything: a status of an unknown device or an odd payload is ignored, not an alarm.
+        let enrolled = enrolment
+            .devices
+            .get(&t.device)
+            .is_some_and(|d| d.territory == t.territory);
+        if enrolled && (payload == wire::ONLINE || payload == wire::OFFLINE) {
+            store::status(tx, &t.device, &String::from_utf8_lossy(payload), now_ms)?;
+        }
+        return Ok((cx.out, None));
+    }
     let Some(device) = enrolment
         .devices
         .get(&t.device)
@@ -204,14 +216,7 @@ pub fn handle(
             };
             checkpoint(&mut cx, id, cp.size, cp.root, note)?;
         }
-        TopicKind::Status => {
-            // Retained status and last will: what the dashboard shows as online/offline.
-            if payload == wire::ONLINE || payload == wire::OFFLINE {
-                store::status(tx, id, &String::from_utf8_lossy(payload), now_ms)?;
-            }
-            return Ok((cx.out, None));
-        }
-        TopicKind::Ack => return Ok((cx.out, None)),
+        TopicKind::Status | TopicKind::Ack => return Ok((cx.out, None)),
     }
     store::seen(tx, id, now_ms)?;
     Ok((cx.out, Some(id.to_owned())))

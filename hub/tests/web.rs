@@ -559,3 +559,78 @@ fn admin_passwd_sets_an_argon2id_hash() {
     );
     assert_eq!(r.status, 303);
 }
+
+#[test]
+fn statuses_mark_devices_online_and_never_raise_alarms() {
+    let fx = Fixture::new();
+    let before = json(&fx.url("/api/alarms"))["alarms"]
+        .as_array()
+        .unwrap()
+        .len();
+    let mut conn = fx.conn();
+    let tx = conn.transaction().unwrap();
+    let e = fx.enrolment.read().unwrap().clone();
+    for (topic, payload) in [
+        (wire::status_topic("fr-lyon", "dev-2"), &b"online"[..]),
+        (wire::status_topic("fr-lyon", "ghost"), b"online"),
+        (wire::status_topic("fr-nantes", "dev-1"), b"offline"),
+        (wire::status_topic("fr-lyon", "dev-1"), b"garbage"),
+    ] {
+        let (o, ack) = hub::ingest::handle(&tx, &e, &topic, payload, T0 + 9000).unwrap();
+        assert_eq!((o.alarms, ack), (0, None), "{topic}");
+    }
+    tx.commit().unwrap();
+    let after = json(&fx.url("/api/alarms"))["alarms"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    let devs = json(&fx.url("/api/devices"));
+    let status = |id: &str| {
+        devs["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("dev-2"), "online");
+    assert_eq!(
+        status("dev-1"),
+        "online",
+        "another territory's dev-1 changes nothing"
+    );
+}
+
+#[test]
+fn opening_an_older_database_backfills_the_series_from_stored_records() {
+    let fx = Fixture::new();
+    let conn = fx.conn();
+    let rows = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))
+            .unwrap()
+    };
+    let filled_at_ingest = rows(&conn);
+    // Two rows per record (count and presence_share of `face`), for every stored record.
+    assert_eq!(filled_at_ingest, 2 * (288 + 96 + 40));
+    // Back to the schema before issue 7: no series, no presence, no accounts, no acks.
+    conn.execute_batch(
+        "DROP TABLE series; DROP TABLE presence; DROP TABLE admins; DROP TABLE sessions;
+         ALTER TABLE alarms DROP COLUMN acked_ms; ALTER TABLE alarms DROP COLUMN acked_by;
+         PRAGMA user_version = 0;",
+    )
+    .unwrap();
+    drop(conn);
+    let conn = fx.conn();
+    assert_eq!(rows(&conn), filled_at_ingest);
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, hub::store::SCHEMA_VERSION);
+    // The same values as ingest wrote.
+    let s = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"
+    )));
+    assert_eq!(s["windows"].as_array().unwrap().len(), 288);
+}
