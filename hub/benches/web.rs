@@ -23,7 +23,7 @@ const WINDOW_MS: i64 = 900_000;
 /// 2025-01-01T00:00:00Z
 const T0: i64 = 1_735_689_600_000;
 const K: u64 = 3;
-const FIXTURE_VERSION: &str = "web-fixture v1";
+const FIXTURE_VERSION: &str = "web-fixture v2";
 
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

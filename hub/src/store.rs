@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS alarms (
 const SCHEMA_V1: &str = "
 ALTER TABLE alarms ADD COLUMN acked_ms INTEGER;
 ALTER TABLE alarms ADD COLUMN acked_by TEXT;
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (device, acked_ms);
 CREATE TABLE IF NOT EXISTS presence (
     device TEXT PRIMARY KEY NOT NULL, status TEXT, status_ms INTEGER, seen_ms INTEGER);
 CREATE TABLE IF NOT EXISTS admins (

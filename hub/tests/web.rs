@@ -616,7 +616,7 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
     assert_eq!(filled_at_ingest, 2 * (288 + 96 + 40));
     // Back to the schema before issue 7: no series, no presence, no accounts, no acks.
     conn.execute_batch(
-        "DROP TABLE series; DROP TABLE presence; DROP TABLE admins; DROP TABLE sessions;
+        "DROP TABLE series; DROP TABLE series_keys; DROP TABLE presence; DROP INDEX alarms_open; DROP TABLE admins; DROP TABLE sessions;
          ALTER TABLE alarms DROP COLUMN acked_ms; ALTER TABLE alarms DROP COLUMN acked_by;
          PRAGMA user_version = 0;",
     )
