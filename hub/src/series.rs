@@ -236,16 +236,21 @@ pub fn model_span(
     device: &str,
     model: &str,
 ) -> Result<(Option<i64>, Option<i64>)> {
-    let mut q = conn.prepare_cached(
-        "SELECT MIN(start_ms), MAX(start_ms) FROM series
+    // Two queries: SQLite answers a lone MIN() or MAX() with one index seek, both at once
+    // with a scan.
+    let mut qmin = conn.prepare_cached(
+        "SELECT MIN(start_ms) FROM series
+         WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4",
+    )?;
+    let mut qmax = conn.prepare_cached(
+        "SELECT MAX(start_ms) FROM series
          WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4",
     )?;
     let (mut first, mut last) = (None::<i64>, None::<i64>);
     for k in keys(conn, device)?.into_iter().filter(|k| k.model == model) {
-        let (f, l): (Option<i64>, Option<i64>) = q
-            .query_row(params![device, k.model, k.kind, k.class], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+        let p = params![device, k.model, k.kind, k.class];
+        let f: Option<i64> = qmin.query_row(p, |r| r.get(0))?;
+        let l: Option<i64> = qmax.query_row(p, |r| r.get(0))?;
         first = match (first, f) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
