@@ -36,6 +36,26 @@ struct RawConfig {
     #[serde(default)]
     gap_timeout: Option<String>,
     mqtt: RawMqtt,
+    #[serde(default)]
+    http: Option<RawHttp>,
+}
+
+/// The web side: dashboard, API, public register and admin area.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `127.0.0.1:8080`; the web side starts only when this section is present.
+    pub listen: String,
+    /// A folder of model folders (`*/card.toml`): the cards the admin enrol form offers.
+    #[serde(default)]
+    pub cards: Option<String>,
+}
+
+/// Where the web side listens and which cards it offers for enrolment.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub listen: std::net::SocketAddr,
+    pub cards: Option<PathBuf>,
 }
 
 /// The broker section, shared in shape with the agent's.
@@ -83,6 +103,7 @@ pub struct Config {
     pub devices: PathBuf,
     pub gap_timeout: Duration,
     pub mqtt: Mqtt,
+    pub http: Option<Http>,
 }
 
 /// `"250ms"`, `"30s"`, `"2m"` -> a duration.
@@ -129,7 +150,17 @@ impl Config {
         };
         let mqtt = mqtt(base, &raw.mqtt, &format!("hub-{}", raw.name))
             .map_err(|(f, m)| field(&format!("mqtt.{f}"), &m))?;
+        let http = match &raw.http {
+            None => None,
+            Some(h) => Some(Http {
+                listen: h.listen.parse().map_err(|_| {
+                    field("http.listen", "an address and port like \"127.0.0.1:8080\"")
+                })?,
+                cards: h.cards.as_ref().map(|c| base.join(c)),
+            }),
+        };
         Ok(Config {
+            http,
             path: path.to_owned(),
             key: base.join(&raw.key),
             db: base.join(&raw.db),
@@ -188,15 +219,66 @@ pub struct RawDevice {
     pub territory: String,
     /// The device's verifier key (`device.vkey`), C2SP form.
     pub key: String,
+    /// When the device was enrolled (RFC 3339), for the public register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<String>,
+    /// Where it is, for the open-data export (`site` of the national counting schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<RawSite>,
+    /// Keys the device used before a rotation: older records verify with them.
+    #[serde(default, rename = "retired_key", skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<RetiredKey>,
     #[serde(default, rename = "model")]
     pub models: Vec<RawModel>,
 }
 
+/// A device's location, as the national counting schema's `site` file describes one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// INSEE code of the commune.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insee: Option<String>,
+}
+
+/// A key replaced by a rotation, and until when it was in force.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    pub key: String,
+    pub until: String,
+}
+
+/// A model a device may run: its id and hash (what ingest checks), and the card's public
+/// metadata copied at enrolment (what the register shows; the hub does not read model folders
+/// at run time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub id: String,
     pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub never_for: Vec<String>,
+    /// `image` or `audio`... (the card's first input preprocessing), for the open-data export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -213,6 +295,9 @@ pub struct Device {
     pub territory: String,
     pub key: VerifierKey,
     pub models: Vec<RawModel>,
+    pub enrolled: Option<String>,
+    pub site: Option<RawSite>,
+    pub retired_keys: Vec<RetiredKey>,
 }
 
 impl Device {
@@ -285,6 +370,14 @@ impl Enrolment {
                     ));
                 }
             }
+            if let Some(site) = &d.site
+                && (!(-90.0..=90.0).contains(&site.lat) || !(-180.0..=180.0).contains(&site.lon))
+            {
+                return Err(field(
+                    "site",
+                    "lat in [-90, 90] and lon in [-180, 180]".into(),
+                ));
+            }
             if devices.contains_key(&d.id) {
                 return Err(field("id", format!("`{}` is enrolled twice", d.id)));
             }
@@ -295,6 +388,9 @@ impl Enrolment {
                     territory: d.territory,
                     key,
                     models: d.models,
+                    enrolled: d.enrolled,
+                    site: d.site,
+                    retired_keys: d.retired_keys,
                 },
             );
         }
@@ -304,7 +400,40 @@ impl Enrolment {
 
 /// Adds (or replaces) a device in the enrolment file, keeping the others.
 pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
-    let mut raw = match std::fs::read_to_string(path) {
+    let mut raw = read_raw(path)?;
+    raw.devices.retain(|d| d.id != device.id);
+    raw.devices.push(device);
+    write_raw(path, &raw)
+}
+
+/// Replaces a device's key, keeping the old one as retired (until `now`, RFC 3339): records
+/// signed before the rotation still verify with it. The new key must name the same device.
+pub fn rotate_key(path: &Path, device: &str, new_key: &str, now: &str) -> Result<(), ConfigError> {
+    let mut raw = read_raw(path)?;
+    let Some(d) = raw.devices.iter_mut().find(|d| d.id == device) else {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "device".into(),
+            message: format!("`{device}` is not enrolled"),
+        });
+    };
+    let old = std::mem::replace(&mut d.key, new_key.trim().to_owned());
+    if old.trim() == d.key {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "key".into(),
+            message: "the new key is the current key".into(),
+        });
+    }
+    d.retired_keys.push(RetiredKey {
+        key: old,
+        until: now.to_owned(),
+    });
+    write_raw(path, &raw)
+}
+
+fn read_raw(path: &Path) -> Result<RawDevices, ConfigError> {
+    let raw = match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str::<RawDevices>(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
@@ -317,9 +446,11 @@ pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
             });
         }
     };
-    raw.devices.retain(|d| d.id != device.id);
-    raw.devices.push(device);
-    let text = toml::to_string(&raw).map_err(|e| ConfigError::Syntax {
+    Ok(raw)
+}
+
+fn write_raw(path: &Path, raw: &RawDevices) -> Result<(), ConfigError> {
+    let text = toml::to_string(raw).map_err(|e| ConfigError::Syntax {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
@@ -331,8 +462,19 @@ pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
             message: e.to_string(),
         })?,
     )?;
-    std::fs::write(path, text).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    // Write then rename: a crash never leaves a half-written enrolment file.
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The territory and device a device key names (`iat/TERRITORY/DEVICE`), if it is one.
+pub fn device_of_key(key: &VerifierKey) -> Option<(String, String)> {
+    let (territory, device) = key.name().strip_prefix("iat/")?.split_once('/')?;
+    (wire::valid_level(territory) && wire::valid_level(device))
+        .then(|| (territory.to_owned(), device.to_owned()))
 }

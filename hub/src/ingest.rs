@@ -117,6 +117,18 @@ pub fn handle(
             return Ok((cx.out, None));
         }
     };
+    if t.kind == TopicKind::Status {
+        // Retained status and last will, for the dashboard's online/offline. Not evidence of
+        // anything: a status of an unknown device or an odd payload is ignored, not an alarm.
+        let enrolled = enrolment
+            .devices
+            .get(&t.device)
+            .is_some_and(|d| d.territory == t.territory);
+        if enrolled && (payload == wire::ONLINE || payload == wire::OFFLINE) {
+            store::status(tx, &t.device, &String::from_utf8_lossy(payload), now_ms)?;
+        }
+        return Ok((cx.out, None));
+    }
     let Some(device) = enrolment
         .devices
         .get(&t.device)
@@ -206,6 +218,7 @@ pub fn handle(
         }
         TopicKind::Status | TopicKind::Ack => return Ok((cx.out, None)),
     }
+    store::seen(tx, id, now_ms)?;
     Ok((cx.out, Some(id.to_owned())))
 }
 
@@ -298,6 +311,7 @@ fn append(
         "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id, seq as i64, model, entry, sig, &leaf[..], cx.now_ms],
     )?;
+    crate::series::on_store(cx.tx, entry)?;
     st.frontier.append(leaf);
     st.next_seq = seq + 1;
     cx.out.stored += 1;

@@ -1,13 +1,15 @@
-//! `hub`: the hub's command line: key generation, device enrolment, the service, statistics.
+//! `hub`: the hub's command line: key generation, device enrolment, the service (MQTT and,
+//! with an `[http]` section, the web side), statistics, admin accounts, verification.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hub::config::{self, Config, Enrolment, RawDevice, RawModel};
+use hub::config::{self, Config, Enrolment, RawDevice};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +62,34 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         device: String,
+    },
+    /// Admin accounts of the web side.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Verify a device's published records against its key(s) and a signed checkpoint (the
+    /// files the public register links to); exit 0 only if everything verifies.
+    Verify {
+        /// The device's verifier key file; repeat for keys retired by a rotation.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// records.jsonl: one record envelope per line, seq 0 first.
+        #[arg(long)]
+        records: PathBuf,
+        /// checkpoint.txt: a checkpoint note signed by the device.
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin account or set its password (read from the first line of stdin);
+    /// ends the account's open sessions.
+    Passwd {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -117,9 +147,22 @@ fn run(cli: Cli) -> Result<()> {
                 enrolment.devices.len(),
                 config.db.display()
             );
+            let enrolment = Arc::new(RwLock::new(enrolment));
+            // The web side first: it migrates the database before the MQTT loop writes to it.
+            let web = match hub::web::WebConfig::from_config(&config) {
+                Some(w) => {
+                    let running = hub::web::start(w, enrolment.clone())?;
+                    eprintln!("hub: dashboard on http://{}/", running.addr);
+                    Some(running)
+                }
+                None => None,
+            };
             let stop = Arc::new(AtomicBool::new(false));
             let totals = hub::service::serve(&config, &enrolment, &key, &stop)?;
             eprintln!("hub: {totals:?}");
+            if let Some(w) = web {
+                w.stop();
+            }
             Ok(())
         }
         Command::Stats { config, json } => {
@@ -163,45 +206,75 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Admin(AdminCommand::Passwd { config, user }) => {
+            let config = Config::load(&config)?;
+            let conn = hub::store::open(&config.db)?;
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            hub::auth::set_password(&conn, &user, password, hub::service::now_ms())?;
+            println!("password set for admin `{user}` in {}", config.db.display());
+            Ok(())
+        }
+        Command::Verify {
+            keys,
+            records,
+            checkpoint,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|k| audit::keys::load_verifier(k).with_context(|| k.display().to_string()))
+                .collect::<Result<Vec<_>>>()?;
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            match hub::verify::verify(&keys, &read(&records)?, &read(&checkpoint)?) {
+                Ok(v) => {
+                    println!(
+                        "OK: {} record(s) signed by the device; the signed checkpoint at size {} matches their root {}",
+                        v.records, v.checkpoint_size, v.root
+                    );
+                    Ok(())
+                }
+                Err(e) => bail!("verification failed: {e}"),
+            }
+        }
     }
 }
 
 fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     let key = audit::keys::load_verifier(device_key)?;
-    let Some((territory, device)) = key
-        .name()
-        .strip_prefix("iat/")
-        .and_then(|r| r.split_once('/'))
-    else {
+    let Some((territory, device)) = config::device_of_key(&key) else {
         bail!(
             "{}: the key name `{}` is not a device origin `iat/TERRITORY/DEVICE`",
             device_key.display(),
             key.name()
         );
     };
+    // The card's public metadata goes into the enrolment: the register shows it.
     let mut models = Vec::new();
     for card in cards {
-        let text =
-            std::fs::read_to_string(card).with_context(|| format!("reading {}", card.display()))?;
-        let t: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing {}", card.display()))?;
-        let field = |f: &str| {
-            t.get(f)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-                .with_context(|| format!("{}: no `{f}`", card.display()))
-        };
-        models.push(RawModel {
-            id: field("id")?,
-            sha256: field("sha256")?,
-        });
+        models.push(hub::cards::load(card)?);
     }
+    // Re-enrolling keeps what the register already says of the device.
+    let previous = Enrolment::load(devices)?.devices.remove(&device);
     config::enroll(
         devices,
         RawDevice {
-            id: device.to_owned(),
-            territory: territory.to_owned(),
+            id: device.clone(),
+            territory: territory.clone(),
             key: key.to_string(),
+            enrolled: Some(
+                previous
+                    .as_ref()
+                    .and_then(|p| p.enrolled.clone())
+                    .unwrap_or_else(|| hub::dates::format(hub::service::now_ms())),
+            ),
+            site: previous.as_ref().and_then(|p| p.site.clone()),
+            retired_keys: previous.map(|p| p.retired_keys).unwrap_or_default(),
             models,
         },
     )?;

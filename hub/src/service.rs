@@ -2,9 +2,9 @@
 //! caller's thread verifies and stores messages in batches (one SQLite transaction each), then
 //! publishes one signed, retained ack per device touched, after the commit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use audit::SignerKey;
@@ -55,7 +55,7 @@ enum Polled {
 /// Serves until `stop` is set. Progress and alarms go to stderr.
 pub fn serve(
     config: &Config,
-    enrolment: &Enrolment,
+    enrolment: &RwLock<Enrolment>,
     key: &SignerKey,
     stop: &AtomicBool,
 ) -> Result<Totals, ServeError> {
@@ -96,7 +96,10 @@ pub fn serve(
             }
         })
         .expect("spawning a thread");
-    let filters = wire::hub_filters(config.mqtt.shared_group.as_deref());
+    let mut filters = wire::hub_filters(config.mqtt.shared_group.as_deref());
+    // Retained statuses and last wills, for the dashboard's online/offline (every instance
+    // wants them all: not shared).
+    filters.push(wire::status_topic("+", "+"));
     let gap_ms = config.gap_timeout.as_millis() as i64;
     let mut totals = Totals::default();
     let mut last_gap_check = Instant::now();
@@ -130,6 +133,9 @@ pub fn serve(
         }
         let now_ms = now_ms();
         if !batch.is_empty() {
+            // The admin area may replace the enrolment; each batch sees one version of it.
+            let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
+            let enrolment = &*enrolment;
             let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut touched = std::collections::BTreeSet::new();
             for (topic, payload) in batch.drain(..) {

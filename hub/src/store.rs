@@ -34,14 +34,77 @@ CREATE TABLE IF NOT EXISTS alarms (
     seq INTEGER, detail TEXT NOT NULL, topic TEXT, evidence TEXT);
 ";
 
-/// Opens (or creates) the database.
+/// Schema version 1 (issue 7): the derived series table (backfilled from stored records),
+/// alarm acknowledgement, device presence (status and last seen), admin accounts and sessions.
+const SCHEMA_V1: &str = "
+ALTER TABLE alarms ADD COLUMN acked_ms INTEGER;
+ALTER TABLE alarms ADD COLUMN acked_by TEXT;
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (device, acked_ms);
+CREATE TABLE IF NOT EXISTS presence (
+    device TEXT PRIMARY KEY NOT NULL, status TEXT, status_ms INTEGER, seen_ms INTEGER);
+CREATE TABLE IF NOT EXISTS admins (
+    name TEXT PRIMARY KEY NOT NULL, phc TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash BLOB PRIMARY KEY NOT NULL, name TEXT NOT NULL, csrf TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL);
+";
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Opens (or creates) the database, migrating it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Opens an existing database for reading and small writes from the web side (no migration:
+/// the service or `open` did it).
+pub fn open_existing(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute_batch(crate::series::SCHEMA)?;
+        crate::series::backfill(&tx)?;
+        tx.pragma_update(None, "user_version", 1)?;
+    }
+    tx.commit()
+}
+
+/// Notes that a device was heard from (a verified record or checkpoint).
+pub fn seen(tx: &Transaction, device: &str, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO presence (device, seen_ms) VALUES (?1, ?2)
+         ON CONFLICT(device) DO UPDATE SET seen_ms = MAX(COALESCE(seen_ms, 0), ?2)",
+        params![device, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Records a device's retained status (`online`, or the last will `offline`).
+pub fn status(tx: &Transaction, device: &str, status: &str, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO presence (device, status, status_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(device) DO UPDATE SET status = ?2, status_ms = ?3",
+        params![device, status, now_ms],
+    )?;
+    Ok(())
 }
 
 /// What the hub knows of one device's log.

@@ -179,11 +179,17 @@ pub fn demo() -> Result<()> {
     let port = broker::start()?;
     println!("== 3. an embedded MQTT broker (rumqttd) on 127.0.0.1:{port}; the hub subscribes");
     let hub_config = hub_dir.join("hub.toml");
+    // The hub's web side (dashboard, API, register) on a free loopback port.
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     std::fs::write(
         &hub_config,
         format!(
             "name = \"demo-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
-             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\ncards = \"{}\"\n",
+            root.join("models").display()
         ),
     )?;
     let hub_log = std::fs::File::create(hub_dir.join("hub.log"))?;
@@ -193,6 +199,7 @@ pub fn demo() -> Result<()> {
         .stderr(hub_log)
         .spawn()
         .context("starting the hub")?;
+    println!("   the hub's dashboard: http://127.0.0.1:{http_port}/ (while it runs)");
     // The example config, with its paths pointing here, publishing to the embedded broker.
     let example = std::fs::read_to_string(root.join("edge-agent/examples/agent.toml"))?;
     let config = example
@@ -259,6 +266,10 @@ pub fn demo() -> Result<()> {
         log.display()
     );
     println!("   hub stats --config {}", hub_config.display());
+    println!(
+        "   hub run --config {}   then the dashboard, API and public register at http://127.0.0.1:{http_port}/",
+        hub_config.display()
+    );
     println!(
         "   edge-agent audit show {} --pubkey {} --json",
         log.display(),

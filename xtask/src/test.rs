@@ -160,5 +160,8 @@ fn preflight() -> Result<()> {
         // The Linux install test (tests/tests/it/deploy.rs) runs a real sshd on loopback.
         ("sshd", "openssh-server"),
         ("ssh", "openssh-client"),
+        // The hub's browser tests drive headless Chromium (hub/tests/browser.rs).
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
     ])
 }

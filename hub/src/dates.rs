@@ -1,0 +1,165 @@
+//! UTC dates for the web side: parsing the RFC 3339 labels of records and the `from`/`to` of
+//! queries, formatting milliseconds back. Pure; no time zone other than UTC exists here.
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn num(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `YYYY-MM-DDTHH:MM:SS` or with `.mmm`, optionally
+/// ending in `Z` (always UTC), into Unix milliseconds.
+pub fn parse(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut dp = date.split('-');
+    let (y, m, d) = (dp.next()?, dp.next()?, dp.next()?);
+    if dp.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+        return None;
+    }
+    let mut ms = days_from_civil(y, m, d) * 86_400_000;
+    if let Some(t) = time {
+        let (hms, frac) = match t.split_once('.') {
+            Some((a, f)) => (a, Some(f)),
+            None => (t, None),
+        };
+        let mut tp = hms.split(':');
+        let h = num(tp.next()?)?;
+        let mi = num(tp.next()?)?;
+        let sec = match tp.next() {
+            Some(x) => num(x)?,
+            None => 0,
+        };
+        if tp.next().is_some() || h > 23 || mi > 59 || sec > 59 {
+            return None;
+        }
+        ms += (h * 3600 + mi * 60 + sec) * 1000;
+        if let Some(f) = frac {
+            if f.len() != 3 {
+                return None;
+            }
+            ms += num(f)?;
+        }
+    }
+    Some(ms)
+}
+
+/// `2026-11-30T11:35:00Z` (seconds precision; what people and CSV readers want).
+pub fn format(ms: i64) -> String {
+    let full = aggregate::window::rfc3339(ms);
+    // `YYYY-MM-DDTHH:MM:SS.mmmZ` -> drop the milliseconds when they are zero.
+    match full.strip_suffix(".000Z") {
+        Some(s) => format!("{s}Z"),
+        None => full,
+    }
+}
+
+/// `2026-11-30 11:35` for tables.
+pub fn short(ms: i64) -> String {
+    let f = aggregate::window::rfc3339(ms);
+    format!("{} {}", &f[..10], &f[11..16])
+}
+
+/// `2026-11-30` for date inputs.
+pub fn day(ms: i64) -> String {
+    aggregate::window::rfc3339(ms)[..10].to_owned()
+}
+
+/// A duration for people: `15 min`, `6 h`, `1 day`, `7 days`.
+pub fn human_duration(ms: i64) -> String {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+    if ms % DAY == 0 {
+        let d = ms / DAY;
+        return if d == 1 {
+            "1 day".into()
+        } else {
+            format!("{d} days")
+        };
+    }
+    if ms % HOUR == 0 {
+        return format!("{} h", ms / HOUR);
+    }
+    if ms % MIN == 0 {
+        return format!("{} min", ms / MIN);
+    }
+    format!("{} s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects() {
+        for ms in [
+            0,
+            1_796_038_500_000,
+            951_782_400_000,
+            -86_400_000,
+            4_102_444_799_000,
+        ] {
+            assert_eq!(parse(&aggregate::window::rfc3339(ms)), Some(ms), "{ms}");
+            assert_eq!(parse(&format(ms)), Some(ms));
+        }
+        let day = parse("2026-11-30").unwrap();
+        assert_eq!(aggregate::window::rfc3339(day), "2026-11-30T00:00:00.000Z");
+        assert_eq!(parse("2026-11-30T11:35:00.000Z"), Some(day + 41_700_000));
+        assert_eq!(parse("2024-02-29T00:00"), parse("2024-02-29"));
+        for bad in [
+            "",
+            "2026",
+            "2026-13-01",
+            "2026-02-30",
+            "2025-02-29",
+            "2026-1-01",
+            "2026-01-01T24:00",
+            "2026-01-01T10:60",
+            "2026-01-01T10:00:00.5Z",
+            "2026-01-01T10:00:00:00",
+            "+026-01-01",
+            "2026-01-01Tab:cd",
+            "２０２６-01-01",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(900_000), "15 min");
+        assert_eq!(human_duration(3_600_000), "1 h");
+        assert_eq!(human_duration(86_400_000), "1 day");
+        assert_eq!(human_duration(7 * 86_400_000), "7 days");
+        assert_eq!(short(0), "1970-01-01 00:00");
+    }
+}

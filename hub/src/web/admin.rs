@@ -1,0 +1,388 @@
+//! The admin area: login and logout, device enrolment (a verifier key and the model cards it
+//! may run), key rotation and alarm acknowledgement. Every page needs a session (else a
+//! redirect to the login page), every POST a session (else 401) and the session's CSRF token
+//! (else 403); a POST whose `Origin` is another site is refused too.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+
+use super::pages::layout;
+use super::{App, WebError, WebResult};
+use crate::auth::{self, Session};
+use crate::cards;
+use crate::config::{self, RawDevice, RawSite};
+use crate::dates;
+use crate::query;
+use crate::service::now_ms;
+
+pub const COOKIE: &str = "iat_session";
+
+type Fields = Vec<(String, String)>;
+
+fn field<'a>(f: &'a Fields, name: &str) -> Option<&'a str> {
+    f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+async fn current(app: &App, headers: &HeaderMap) -> WebResult<Option<(String, Session)>> {
+    let Some(token) = cookie_token(headers) else {
+        return Ok(None);
+    };
+    app.db(move |c, _| Ok(auth::session(c, &token, now_ms())?.map(|s| (token, s))))
+        .await
+}
+
+/// An admin page: the session, or a redirect to the login page.
+async fn page_session(app: &App, headers: &HeaderMap) -> WebResult<Session> {
+    current(app, headers)
+        .await?
+        .map(|(_, s)| s)
+        .ok_or(WebError::Login)
+}
+
+/// Refuses a cross-site POST when the browser says where it comes from.
+fn same_origin(headers: &HeaderMap) -> WebResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    if origin_host == host {
+        Ok(())
+    } else {
+        Err(WebError::Forbidden(format!(
+            "cross-site request from {origin} refused"
+        )))
+    }
+}
+
+/// An admin action: a session (else 401) and its CSRF token (else 403).
+async fn post_session(
+    app: &App,
+    headers: &HeaderMap,
+    form: &Fields,
+) -> WebResult<(String, Session)> {
+    same_origin(headers)?;
+    let (token, s) = current(app, headers).await?.ok_or(WebError::Unauthorized)?;
+    match field(form, "csrf") {
+        Some(c) if auth::same(c, &s.csrf) => Ok((token, s)),
+        _ => Err(WebError::Forbidden(
+            "missing or wrong CSRF token: reload the admin page and try again".into(),
+        )),
+    }
+}
+
+fn see_other(to: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/admin")),
+        )],
+    )
+        .into_response()
+}
+
+fn login_form(error: Option<&str>) -> Markup {
+    layout(
+        "Admin login",
+        "admin",
+        html! {
+            h1 { "Admin login" }
+            @if let Some(e) = error { p.error id="login-error" { (e) } }
+            form id="login" method="post" action="/admin/login" {
+                p { label { "Name " input type="text" name="name" autocomplete="username" required; } }
+                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                p { button type="submit" { "Log in" } }
+            }
+            p { "Accounts are created on the hub's machine with " code { "hub admin passwd --config hub.toml --user NAME" } "." }
+        },
+    )
+}
+
+pub async fn login_page(State(app): State<App>, headers: HeaderMap) -> WebResult<Response> {
+    if current(&app, &headers).await?.is_some() {
+        return Ok(see_other("/admin"));
+    }
+    Ok(login_form(None).into_response())
+}
+
+pub async fn login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<Fields>,
+) -> WebResult<Response> {
+    same_origin(&headers)?;
+    let name = field(&form, "name").unwrap_or("").to_owned();
+    let password = field(&form, "password").unwrap_or("").to_owned();
+    if name.len() > 64 || password.len() > 1024 {
+        return Err(WebError::BadRequest("name or password too long".into()));
+    }
+    let session = app
+        .db(move |c, _| {
+            if !auth::check_login(c, &name, &password)? {
+                return Ok(None);
+            }
+            Ok(Some(auth::create_session(c, &name, now_ms())?))
+        })
+        .await?;
+    let Some((token, _)) = session else {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            login_form(Some("Wrong name or password.")),
+        )
+            .into_response());
+    };
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        auth::SESSION_TTL_MS / 1000
+    );
+    let mut r = see_other("/admin");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+pub async fn logout(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<Fields>,
+) -> WebResult<Response> {
+    let (token, _) = post_session(&app, &headers, &form).await?;
+    app.db(move |c, _| Ok(auth::end_session(c, &token)?))
+        .await?;
+    let mut r = see_other("/");
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("iat_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(r)
+}
+
+fn csrf_input(s: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(s.csrf); }
+}
+
+pub async fn home(State(app): State<App>, headers: HeaderMap) -> WebResult<Markup> {
+    let s = page_session(&app, &headers).await?;
+    let (catalogue, card_errors) = match &app.cfg().cards {
+        Some(dir) => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || cards::catalogue(&dir))
+                .await
+                .map_err(|e| WebError::Internal(e.to_string()))?
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let (devices, open) = app
+        .db(|c, e| Ok((query::devices(c, e)?, query::alarms(c, None, true, 500)?)))
+        .await?;
+    Ok(layout(
+        "Admin",
+        "admin",
+        html! {
+            h1 { "Admin" }
+            p { "Logged in as " strong id="admin-name" { (s.name) } ". "
+                form.inline method="post" action="/admin/logout" { (csrf_input(&s)) button type="submit" { "Log out" } } }
+            h2 { "Open alarms" }
+            @if open.is_empty() { p id="no-open-alarms" { "None." } }
+            table id="open-alarms" {
+                tbody {
+                    @for a in &open {
+                        tr data-alarm=(a.id) {
+                            td { (a.id) } td { (a.at) } td { (a.device.as_deref().unwrap_or("-")) }
+                            td { span.badge.alarm { (a.kind) } } td { (a.detail) }
+                            td { form.inline method="post" action=(format!("/admin/alarms/{}/ack", a.id)) {
+                                (csrf_input(&s)) button type="submit" { "Acknowledge" } } }
+                        }
+                    }
+                }
+            }
+            h2 { "Enrol a device" }
+            @if app.cfg().cards.is_none() {
+                p.error { "No card catalogue: set `cards` in the [http] section of the hub's config to a folder of model folders." }
+            }
+            @for e in &card_errors { p.error { "Card not offered: " (e.to_string()) } }
+            form id="enrol" method="post" action="/admin/enrol" {
+                (csrf_input(&s))
+                p { label { "Device verifier key (the device's " code { "device.vkey" } ")" br;
+                    textarea name="vkey" rows="2" required placeholder="iat/TERRITORY/DEVICE+xxxxxxxx+..." {} } }
+                fieldset { legend { "Models it may run" }
+                    @for c in &catalogue {
+                        label { input type="checkbox" name="card" value=(c.id); " " (c.id) " " (c.version.as_deref().unwrap_or("")) } br;
+                    }
+                }
+                fieldset { legend { "Site (optional; for the open-data export)" }
+                    label { "Name " input type="text" name="site_name"; } " "
+                    label { "Latitude " input type="text" name="lat" size="10"; } " "
+                    label { "Longitude " input type="text" name="lon" size="10"; } " "
+                    label { "INSEE code " input type="text" name="insee" size="6"; }
+                }
+                p { button type="submit" { "Enrol" } }
+            }
+            h2 { "Rotate a device key" }
+            p { "The old key is kept in the register as retired: records signed before the rotation still verify with it." }
+            form id="rotate" method="post" action="/admin/rotate" {
+                (csrf_input(&s))
+                p { label { "Device " select name="device" {
+                    @for d in &devices { option value=(d.id) { (d.territory) " / " (d.id) } }
+                } } }
+                p { label { "New verifier key" br; textarea name="vkey" rows="2" required {} } }
+                p { button type="submit" { "Rotate" } }
+            }
+        },
+    ))
+}
+
+pub async fn enrol(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<Fields>,
+) -> WebResult<Response> {
+    let _ = post_session(&app, &headers, &form).await?;
+    let vkey = field(&form, "vkey").unwrap_or("").trim().to_owned();
+    let key = audit::VerifierKey::parse(&vkey)
+        .map_err(|e| WebError::BadRequest(format!("the verifier key: {e}")))?;
+    let (territory, device) = config::device_of_key(&key).ok_or_else(|| {
+        WebError::BadRequest(format!(
+            "the key is named `{}`, not a device origin `iat/TERRITORY/DEVICE`",
+            key.name()
+        ))
+    })?;
+    let chosen: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| k == "card")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if chosen.is_empty() {
+        return Err(WebError::BadRequest(
+            "choose at least one model card".into(),
+        ));
+    }
+    let Some(dir) = app.cfg().cards.clone() else {
+        return Err(WebError::BadRequest(
+            "no card catalogue is configured (`cards` in [http])".into(),
+        ));
+    };
+    let (catalogue, _) = tokio::task::spawn_blocking(move || cards::catalogue(&dir))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let mut models = Vec::new();
+    for id in chosen {
+        let card = catalogue
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| WebError::BadRequest(format!("no card {id:?} in the catalogue")))?;
+        models.push(card.clone());
+    }
+    let site = site(&form)?;
+    let raw = RawDevice {
+        id: device.clone(),
+        territory: territory.clone(),
+        key: key.to_string(),
+        enrolled: Some(dates::format(now_ms())),
+        site,
+        retired_keys: Vec::new(),
+        models,
+    };
+    app.change_enrolment(move |path| config::enroll(path, raw))
+        .await?;
+    eprintln!("hub web: enrolled {territory}/{device}");
+    Ok(see_other("/admin"))
+}
+
+fn site(form: &Fields) -> WebResult<Option<RawSite>> {
+    let get = |n: &str| field(form, n).map(str::trim).filter(|s| !s.is_empty());
+    let (name, lat, lon) = (get("site_name"), get("lat"), get("lon"));
+    if name.is_none() && lat.is_none() && lon.is_none() {
+        return Ok(None);
+    }
+    let (Some(name), Some(lat), Some(lon)) = (name, lat, lon) else {
+        return Err(WebError::BadRequest(
+            "a site needs a name, a latitude and a longitude (or none of them)".into(),
+        ));
+    };
+    let num = |s: &str, what: &str, lim: f64| -> WebResult<f64> {
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && v.abs() <= lim)
+            .ok_or_else(|| {
+                WebError::BadRequest(format!("{what}: {s:?} is not a number in [-{lim}, {lim}]"))
+            })
+    };
+    let insee = get("insee").map(str::to_owned);
+    if let Some(i) = &insee
+        && (i.len() != 5 || !i.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(WebError::BadRequest("INSEE code: 5 characters".into()));
+    }
+    if name.chars().count() > 200 {
+        return Err(WebError::BadRequest(
+            "site name: at most 200 characters".into(),
+        ));
+    }
+    Ok(Some(RawSite {
+        name: name.to_owned(),
+        lat: num(lat, "latitude", 90.0)?,
+        lon: num(lon, "longitude", 180.0)?,
+        insee,
+    }))
+}
+
+pub async fn rotate(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<Fields>,
+) -> WebResult<Response> {
+    let _ = post_session(&app, &headers, &form).await?;
+    let device = field(&form, "device").unwrap_or("").to_owned();
+    let vkey = field(&form, "vkey").unwrap_or("").trim().to_owned();
+    audit::VerifierKey::parse(&vkey)
+        .map_err(|e| WebError::BadRequest(format!("the new verifier key: {e}")))?;
+    let now = dates::format(now_ms());
+    let d = device.clone();
+    app.change_enrolment(move |path| config::rotate_key(path, &d, &vkey, &now))
+        .await?;
+    eprintln!("hub web: rotated the key of {device}");
+    Ok(see_other("/admin"))
+}
+
+pub async fn ack(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Fields>,
+) -> WebResult<Response> {
+    let (_, s) = post_session(&app, &headers, &form).await?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| WebError::BadRequest(format!("alarm id {id:?} is not a number")))?;
+    let done = app
+        .db(move |c, _| Ok(query::ack_alarm(c, id, &s.name, now_ms())?))
+        .await?;
+    if !done {
+        return Err(WebError::NotFound(format!("no open alarm #{id}")));
+    }
+    Ok(see_other("/admin"))
+}

@@ -1,0 +1,328 @@
+//! The hub's web side, for local authorities and citizens: a server-rendered dashboard
+//! (devices by territory, charts of each series), a JSON API and CSV exports (one of them in
+//! the national open-data counting schema), the public register of devices and models, and
+//! an admin area behind a login.
+//!
+//! It runs on its own small tokio runtime in its own thread beside the MQTT loop (`hub run`
+//! with an `[http]` section); SQLite work happens on blocking threads with a small pool of
+//! connections to the same WAL database. Every page is read-only except the admin routes,
+//! which require a session (see [`crate::auth`]) and a CSRF token on every POST.
+//!
+//! Code map: [`pages`] (public HTML), [`api`] (JSON, CSV, open data), [`admin`] (login and
+//! actions), [`chart`] (SVG), [`params`] (query validation).
+
+pub mod admin;
+pub mod api;
+pub mod chart;
+pub mod pages;
+pub mod params;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rusqlite::Connection;
+
+use crate::config::{Config, Enrolment};
+use crate::store;
+
+/// The enrolment, shared with the MQTT loop: the admin area replaces it after an enrolment or
+/// a key rotation, and ingest reads the new one from its next batch on.
+pub type SharedEnrolment = Arc<RwLock<Enrolment>>;
+
+/// What the web side needs from the hub's config.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub devices: PathBuf,
+    pub cards: Option<PathBuf>,
+    pub hub_name: String,
+}
+
+impl WebConfig {
+    /// From a config with an `[http]` section.
+    pub fn from_config(c: &Config) -> Option<WebConfig> {
+        let h = c.http.as_ref()?;
+        Some(WebConfig {
+            listen: h.listen,
+            db: c.db.clone(),
+            devices: c.devices.clone(),
+            cards: h.cards.clone(),
+            hub_name: c.name.clone(),
+        })
+    }
+}
+
+/// An error as the browser or API client sees it: a status and a one-line message.
+#[derive(Debug)]
+pub enum WebError {
+    BadRequest(String),
+    NotFound(String),
+    /// No valid session on an admin POST.
+    Unauthorized,
+    /// No valid session on an admin page: go and log in.
+    Login,
+    Forbidden(String),
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for WebError {
+    fn from(e: rusqlite::Error) -> Self {
+        WebError::Internal(format!("database: {e}"))
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            WebError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            WebError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "log in first: /admin/login".to_owned(),
+            ),
+            WebError::Login => {
+                return (
+                    StatusCode::SEE_OTHER,
+                    [(header::LOCATION, HeaderValue::from_static("/admin/login"))],
+                )
+                    .into_response();
+            }
+            WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            WebError::Internal(m) => {
+                eprintln!("hub web: {m}");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
+            }
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "{} {}: {msg}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        )
+            .into_response()
+    }
+}
+
+pub type WebResult<T> = Result<T, WebError>;
+
+struct Inner {
+    cfg: WebConfig,
+    enrolment: SharedEnrolment,
+    pool: Mutex<Vec<Connection>>,
+    /// Serialises changes to the enrolment file.
+    enrol_lock: Mutex<()>,
+}
+
+/// The shared state of every handler.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+impl App {
+    pub fn new(cfg: WebConfig, enrolment: SharedEnrolment) -> App {
+        App(Arc::new(Inner {
+            cfg,
+            enrolment,
+            pool: Mutex::new(Vec::new()),
+            enrol_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn cfg(&self) -> &WebConfig {
+        &self.0.cfg
+    }
+
+    /// Runs `f` with a database connection and the current enrolment on a blocking thread.
+    pub async fn db<T, F>(&self, f: F) -> WebResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Enrolment) -> WebResult<T> + Send + 'static,
+    {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = app.0.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+            let conn = match pooled {
+                Some(c) => c,
+                None => store::open_existing(&app.0.cfg.db)?,
+            };
+            let out = {
+                let enrolment = app
+                    .0
+                    .enrolment
+                    .read()
+                    .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))?;
+                f(&conn, &enrolment)
+            };
+            if let Ok(mut p) = app.0.pool.lock()
+                && p.len() < 8
+            {
+                p.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| WebError::Internal(format!("blocking task: {e}")))?
+    }
+
+    /// Changes the enrolment file with `f`, then reloads it for ingest and the web side.
+    pub async fn change_enrolment<F>(&self, f: F) -> WebResult<()>
+    where
+        F: FnOnce(&std::path::Path) -> Result<(), crate::config::ConfigError> + Send + 'static,
+    {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = app
+                .0
+                .enrol_lock
+                .lock()
+                .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))?;
+            let path = app.0.cfg.devices.clone();
+            f(&path).map_err(|e| WebError::BadRequest(e.to_string()))?;
+            let fresh = Enrolment::load(&path).map_err(|e| WebError::Internal(e.to_string()))?;
+            *app.0
+                .enrolment
+                .write()
+                .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))? = fresh;
+            Ok(())
+        })
+        .await
+        .map_err(|e| WebError::Internal(format!("blocking task: {e}")))?
+    }
+}
+
+/// Every route.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(pages::dashboard))
+        .route("/device/{id}", get(pages::device))
+        .route("/register", get(pages::register))
+        .route("/alarms", get(pages::alarms))
+        .route("/style.css", get(pages::style))
+        .route("/api/devices", get(api::devices))
+        .route("/api/devices/{id}", get(api::device))
+        .route("/api/devices/{id}/series", get(api::series))
+        .route("/api/register", get(api::register))
+        .route("/api/alarms", get(api::alarms))
+        .route("/export/{id}/series.csv", get(api::series_csv))
+        .route("/export/{id}/records.jsonl", get(api::records))
+        .route("/export/{id}/checkpoint.txt", get(api::checkpoint))
+        .route("/export/{id}/device.vkey", get(api::vkey))
+        .route("/export/comptage/sites.csv", get(api::comptage_sites))
+        .route("/export/comptage/channels.csv", get(api::comptage_channels))
+        .route("/export/comptage/measures.csv", get(api::comptage_measures))
+        .route("/admin", get(admin::home))
+        .route("/admin/login", get(admin::login_page).post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/enrol", post(admin::enrol))
+        .route("/admin/rotate", post(admin::rotate))
+        .route("/admin/alarms/{id}/ack", post(admin::ack))
+        .fallback(|| async { WebError::NotFound("no such page".into()) })
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+/// Headers on every response: no framing, no sniffing, no third-party anything.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    r
+}
+
+/// The web side, running in its own thread.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving and waits for the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds `cfg.listen` (port 0: any free port) and serves in a new thread. The database is
+/// opened (and migrated) first, so that a bad path fails here, not on the first request.
+pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Running> {
+    use anyhow::Context;
+    drop(store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db.display()))?);
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .with_context(|| format!("http: binding {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hub-web")
+        .enable_all()
+        .build()
+        .context("starting the web runtime")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = App::new(cfg, enrolment);
+    let thread = std::thread::Builder::new()
+        .name("hub-web".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("hub web: {e}");
+                        return;
+                    }
+                };
+                // Not a graceful shutdown: a browser's keep-alive connection would hold it.
+                let server =
+                    std::future::IntoFuture::into_future(axum::serve(listener, router(app)));
+                tokio::select! {
+                    r = server => if let Err(e) = r { eprintln!("hub web: {e}") },
+                    _ = stop_rx => {}
+                }
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        })
+        .context("spawning the web thread")?;
+    Ok(Running {
+        addr,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}

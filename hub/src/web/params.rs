@@ -1,0 +1,240 @@
+//! Query parameters, validated once: unknown names, bad dates, bad buckets and empty periods
+//! are a 400 with a message that says what is expected. Pure.
+
+use std::collections::HashMap;
+
+use crate::dates;
+use crate::series::SeriesKey;
+
+use super::WebError;
+
+/// Rejects parameters outside `allowed`.
+pub fn only(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), WebError> {
+    let mut unknown: Vec<&str> = q
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    Err(WebError::BadRequest(format!(
+        "unknown parameter(s) {}; this endpoint takes {}",
+        unknown.join(", "),
+        if allowed.is_empty() {
+            "none".to_owned()
+        } else {
+            allowed.join(", ")
+        }
+    )))
+}
+
+/// A non-empty parameter, if given.
+pub fn opt<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(String::as_str).filter(|s| !s.is_empty())
+}
+
+/// `from`/`to` as given (each optional), checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+pub fn period(q: &HashMap<String, String>) -> Result<Period, WebError> {
+    let date = |name: &str| -> Result<Option<i64>, WebError> {
+        match opt(q, name) {
+            None => Ok(None),
+            Some(s) => dates::parse(s).map(Some).ok_or_else(|| {
+                WebError::BadRequest(format!(
+                    "`{name}`: {s:?} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]Z (UTC)"
+                ))
+            }),
+        }
+    };
+    let p = Period {
+        from: date("from")?,
+        to: date("to")?,
+    };
+    if let (Some(f), Some(t)) = (p.from, p.to)
+        && f >= t
+    {
+        return Err(WebError::BadRequest(
+            "`from` must be before `to` (the period is [from, to))".into(),
+        ));
+    }
+    Ok(p)
+}
+
+impl Period {
+    /// The period, with missing ends taken from the data's span `[first, last_end)`.
+    pub fn resolve(self, first: i64, last_end: i64) -> (i64, i64) {
+        let from = self.from.unwrap_or(first);
+        let to = self.to.unwrap_or(last_end.max(from + 1));
+        (from, to.max(from + 1))
+    }
+}
+
+/// How to group windows: each window, a fixed bucket, or automatic (about `target` buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Window,
+    Fixed(i64),
+    Auto,
+}
+
+/// `window`, `auto`, or a duration: `15m`, `1h`, `6h`, `1d`, `7d` (at least a minute).
+pub fn bucket(q: &HashMap<String, String>) -> Result<Bucket, WebError> {
+    let Some(s) = opt(q, "bucket") else {
+        return Ok(Bucket::Auto);
+    };
+    let bad = || {
+        WebError::BadRequest(format!(
+            "`bucket`: {s:?}; use `window`, `auto` or a duration like 15m, 1h, 1d (at least 1m)"
+        ))
+    };
+    match s {
+        "window" => return Ok(Bucket::Window),
+        "auto" => return Ok(Bucket::Auto),
+        _ => {}
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+    if !(60_000..=366 * 86_400_000).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(Bucket::Fixed(ms))
+}
+
+/// The bucket for about `target` points over `[from, to)`, never finer than `window_ms`.
+pub fn auto_bucket(from: i64, to: i64, window_ms: i64, target: i64) -> i64 {
+    const STEPS: [i64; 14] = [
+        60_000,
+        300_000,
+        900_000,
+        1_800_000,
+        3_600_000,
+        3 * 3_600_000,
+        6 * 3_600_000,
+        12 * 3_600_000,
+        86_400_000,
+        2 * 86_400_000,
+        7 * 86_400_000,
+        14 * 86_400_000,
+        30 * 86_400_000,
+        91 * 86_400_000,
+    ];
+    let span = (to - from).max(1);
+    for s in STEPS {
+        if s >= window_ms && span / s <= target {
+            return s;
+        }
+    }
+    STEPS[STEPS.len() - 1].max(window_ms)
+}
+
+/// The series named by `model`, `kind` and `class`, among the device's.
+pub fn series_key(
+    q: &HashMap<String, String>,
+    available: &[SeriesKey],
+) -> Result<Option<SeriesKey>, WebError> {
+    let (model, kind, class) = (opt(q, "model"), opt(q, "kind"), opt(q, "class"));
+    if model.is_none() && kind.is_none() && class.is_none() {
+        return Ok(None);
+    }
+    let matching: Vec<&SeriesKey> = available
+        .iter()
+        .filter(|k| {
+            model.is_none_or(|m| m == k.model)
+                && kind.is_none_or(|x| x == k.kind)
+                && class.is_none_or(|c| c == k.class)
+        })
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(Some((*one).clone())),
+        [] => Err(WebError::NotFound(format!(
+            "no series with model={} kind={} class={} on this device",
+            model.unwrap_or("*"),
+            kind.unwrap_or("*"),
+            class.unwrap_or("*")
+        ))),
+        _ => Err(WebError::BadRequest(format!(
+            "{} series match; name `model`, `kind` and `class` (see the series list without them)",
+            matching.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bad_inputs_are_400() {
+        for bad in [
+            &[("from", "yesterday")][..],
+            &[("to", "2026-02-30")],
+            &[("from", "2026-02-02"), ("to", "2026-02-01")],
+            &[("from", "2026-02-02"), ("to", "2026-02-02")],
+        ] {
+            assert!(
+                matches!(period(&q(bad)), Err(WebError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            "0m",
+            "1s",
+            "x",
+            "h",
+            "99999999999999999d",
+            "400d",
+            "1w",
+            "-1h",
+        ] {
+            assert!(
+                matches!(bucket(&q(&[("bucket", bad)])), Err(WebError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            only(&q(&[("form", "x")]), &["from"]),
+            Err(WebError::BadRequest(m)) if m.contains("form")
+        ));
+    }
+
+    #[test]
+    fn good_inputs() {
+        assert_eq!(
+            bucket(&q(&[("bucket", "15m")])).unwrap(),
+            Bucket::Fixed(900_000)
+        );
+        assert_eq!(
+            bucket(&q(&[("bucket", "1d")])).unwrap(),
+            Bucket::Fixed(86_400_000)
+        );
+        assert_eq!(bucket(&q(&[])).unwrap(), Bucket::Auto);
+        let p = period(&q(&[("from", "2026-01-01")])).unwrap();
+        assert_eq!(p.resolve(0, 10).0, dates::parse("2026-01-01").unwrap());
+        // A year of 15-minute windows in about 400 points: one a day.
+        assert_eq!(auto_bucket(0, 365 * 86_400_000, 900_000, 400), 86_400_000);
+        assert_eq!(auto_bucket(0, 86_400_000, 900_000, 400), 900_000);
+        assert_eq!(auto_bucket(0, 3_600_000, 900_000, 400), 900_000);
+    }
+}

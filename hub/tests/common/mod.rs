@@ -1,0 +1,239 @@
+//! A hub holding real data for the web tests: devices with deterministic Ed25519 keys,
+//! enrolled with the repository's centerface-int8 card, canonical records signed and ingested
+//! through `ingest::handle` exactly as MQTT delivers them (so the series table is filled by
+//! ingest), a signed checkpoint, a status, a FORK alarm, an admin account, and the web side
+//! running on a free port.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use audit::{Checkpoint, Frontier, SignerKey};
+use hub::config::{self, Enrolment, RawDevice};
+use serde_json::json;
+
+pub const ADMIN: &str = "admin";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const K: u64 = 3;
+pub const WINDOW_MS: i64 = 900_000;
+pub const MODEL: &str = "centerface-int8";
+/// 2026-03-01T00:00:00Z
+pub const T0: i64 = 1_772_323_200_000;
+
+/// A device of the fixture.
+pub struct Dev {
+    pub id: &'static str,
+    pub territory: &'static str,
+    pub windows: u64,
+    pub key: SignerKey,
+}
+
+impl Dev {
+    pub fn origin(&self) -> String {
+        wire::origin(self.territory, self.id)
+    }
+}
+
+/// The published `count.face.total` of window `i`: small values are suppressed.
+pub fn total(i: u64) -> Option<u64> {
+    let v = (i * 7919 + 13) % 61;
+    (v >= K).then_some(v)
+}
+
+pub fn max(i: u64) -> Option<u64> {
+    total(i).map(|t| t / 8).filter(|m| *m >= K)
+}
+
+fn published(v: Option<u64>) -> serde_json::Value {
+    match v {
+        Some(v) => json!(v),
+        None => json!("suppressed"),
+    }
+}
+
+pub fn key_for(origin: &str, seed: u8) -> SignerKey {
+    SignerKey::from_seed(origin, &[seed; 32]).expect("key")
+}
+
+/// The canonical record of window `i` of a device.
+pub fn record(dev: &Dev, i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let present = total(i).map(|t| t.min(900));
+    let share = present.map(|p| p * 1_000_000 / 900);
+    let v = json!({
+        "v": 1, "type": "aggregate", "device": dev.id, "territory": dev.territory, "seq": i,
+        "model": {"id": MODEL, "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(T0 + i as i64 * WINDOW_MS),
+                   "length_ms": WINDOW_MS, "partial": i == 0, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": {
+            "count": {"face": {"frames": 900, "max": published(max(i)), "total": published(total(i))}},
+            "presence_share": {"face": {"frames": 900, "present_frames": published(present), "share_ppm": published(share)}},
+        },
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "noise": {"mechanism": "geometric", "epsilon_milli": 1000, "sensitivity": 1}},
+    });
+    aggregate::canonical::to_vec(&v).expect("canonical")
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub devices_path: PathBuf,
+    pub db: PathBuf,
+    pub devs: Vec<Dev>,
+    pub enrolment: Arc<RwLock<Enrolment>>,
+    pub web: Option<hub::web::Running>,
+    pub base: String,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"test-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
+                 [mqtt]\nhost = \"127.0.0.1\"\nport = 1\n[http]\nlisten = \"127.0.0.1:0\"\ncards = \"{}\"\n",
+                repo().join("models").display()
+            ),
+        )
+        .expect("config");
+        let cfg = hub::config::Config::load(&config).expect("config loads");
+        let card =
+            hub::cards::load(&repo().join("models/centerface-int8/card.toml")).expect("card");
+        let devs = vec![
+            Dev {
+                id: "dev-1",
+                territory: "fr-lyon",
+                windows: 288,
+                key: key_for("iat/fr-lyon/dev-1", 1),
+            },
+            Dev {
+                id: "dev-2",
+                territory: "fr-lyon",
+                windows: 96,
+                key: key_for("iat/fr-lyon/dev-2", 2),
+            },
+            Dev {
+                id: "cam-9",
+                territory: "fr-nantes",
+                windows: 40,
+                key: key_for("iat/fr-nantes/cam-9", 9),
+            },
+        ];
+        for d in &devs {
+            config::enroll(
+                &cfg.devices,
+                RawDevice {
+                    id: d.id.into(),
+                    territory: d.territory.into(),
+                    key: d.key.verifier().to_string(),
+                    enrolled: Some("2026-02-28T12:00:00Z".into()),
+                    site: None,
+                    retired_keys: vec![],
+                    models: vec![card.clone()],
+                },
+            )
+            .expect("enroll");
+        }
+        let enrolment = Enrolment::load(&cfg.devices).expect("enrolment");
+        let mut conn = hub::store::open(&cfg.db).expect("db");
+        let version = card.version.clone().unwrap_or_default();
+        let tx = conn.transaction().expect("tx");
+        for d in &devs {
+            let mut frontier = Frontier::new();
+            let topic = wire::agg_topic(d.territory, d.id, MODEL);
+            for i in 0..d.windows {
+                let entry = record(d, i, &card.sha256, &version);
+                let sig = audit::sign_entry(&d.key, &entry);
+                let payload = wire::encode_record(i, &entry, &sig).expect("envelope");
+                let (o, _) =
+                    hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
+                assert_eq!(o.stored, 1, "record {i} of {} stored", d.id);
+                frontier.append(audit::merkle::leaf_hash(&entry));
+            }
+            let note = d
+                .key
+                .sign_checkpoint(&Checkpoint {
+                    origin: d.origin(),
+                    size: d.windows,
+                    root: frontier.root(),
+                    extensions: vec![],
+                })
+                .expect("checkpoint");
+            let (o, _) = hub::ingest::handle(
+                &tx,
+                &enrolment,
+                &wire::checkpoint_topic(d.territory, d.id),
+                note.as_bytes(),
+                T0 + 1000,
+            )
+            .expect("checkpoint");
+            assert_eq!(o.alarms, 0);
+        }
+        // dev-1 says it is online; dev-2's last will says offline.
+        hub::ingest::handle(
+            &tx,
+            &enrolment,
+            &wire::status_topic("fr-lyon", "dev-1"),
+            b"online",
+            T0 + 2000,
+        )
+        .expect("status");
+        hub::ingest::handle(
+            &tx,
+            &enrolment,
+            &wire::status_topic("fr-lyon", "dev-2"),
+            b"offline",
+            T0 + 2000,
+        )
+        .expect("status");
+        // cam-9 signs a second, different record for seq 5: a FORK.
+        let cam = &devs[2];
+        let mut forged = record(cam, 5, &card.sha256, &version);
+        let text = String::from_utf8(forged.clone())
+            .unwrap()
+            .replace("\"frames\":900", "\"frames\":899");
+        forged = text.into_bytes();
+        let sig = audit::sign_entry(&cam.key, &forged);
+        let (o, _) = hub::ingest::handle(
+            &tx,
+            &enrolment,
+            &wire::agg_topic(cam.territory, cam.id, MODEL),
+            &wire::encode_record(5, &forged, &sig).expect("envelope"),
+            T0 + 3000,
+        )
+        .expect("fork");
+        assert_eq!(o.alarms, 1, "the fork is an alarm");
+        tx.commit().expect("commit");
+        hub::auth::set_password(&conn, ADMIN, PASSWORD, T0).expect("admin");
+        drop(conn);
+        let enrolment = Arc::new(RwLock::new(enrolment));
+        let web_cfg = hub::web::WebConfig::from_config(&cfg).expect("[http]");
+        let web = hub::web::start(web_cfg, enrolment.clone()).expect("web starts");
+        let base = format!("http://{}", web.addr);
+        Fixture {
+            devices_path: cfg.devices.clone(),
+            db: cfg.db.clone(),
+            dir,
+            config,
+            devs,
+            enrolment,
+            web: Some(web),
+            base,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn conn(&self) -> rusqlite::Connection {
+        hub::store::open(&self.db).expect("db")
+    }
+}

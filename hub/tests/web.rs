@@ -1,0 +1,636 @@
+//! The web side over plain HTTP: public pages and API show the stored data, suppressed values
+//! stay suppressed in every export, bad input is a 400, and every admin route refuses without a
+//! valid session and CSRF token, and works with them.
+
+mod common;
+
+use common::{ADMIN, Fixture, K, MODEL, PASSWORD, T0, WINDOW_MS, total};
+use serde_json::Value;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+struct Resp {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    body: String,
+}
+
+fn get(url: &str, cookie: Option<&str>) -> Resp {
+    let mut req = agent().get(url);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    finish(req.call().expect("GET"))
+}
+
+fn post(url: &str, cookie: Option<&str>, origin: Option<&str>, form: &[(&str, &str)]) -> Resp {
+    let mut req = agent().post(url);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    if let Some(o) = origin {
+        req = req.header("Origin", o);
+    }
+    finish(req.send_form(form.iter().copied()).expect("POST"))
+}
+
+fn finish(mut r: ureq::http::Response<ureq::Body>) -> Resp {
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (location, set_cookie) = (h("location"), h("set-cookie"));
+    Resp {
+        status: r.status().as_u16(),
+        location,
+        set_cookie,
+        body: r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default(),
+    }
+}
+
+fn json(url: &str) -> Value {
+    let r = get(url, None);
+    assert_eq!(r.status, 200, "{url}: {}", r.body);
+    serde_json::from_str(&r.body).expect("json")
+}
+
+/// Logs in and returns (cookie, csrf token).
+fn login(fx: &Fixture) -> (String, String) {
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        None,
+        &[("name", ADMIN), ("password", PASSWORD)],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let sc = r.set_cookie.expect("a session cookie");
+    assert!(
+        sc.contains("HttpOnly") && sc.contains("SameSite=Strict"),
+        "{sc}"
+    );
+    let cookie = sc.split(';').next().unwrap().to_owned();
+    let page = get(&fx.url("/admin"), Some(&cookie));
+    assert_eq!(page.status, 200);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a csrf field")
+        .to_owned();
+    (cookie, csrf)
+}
+
+fn open_alarms(fx: &Fixture) -> Vec<Value> {
+    json(&fx.url("/api/alarms?open=true"))["alarms"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn public_pages_and_api_show_the_stored_data() {
+    let fx = Fixture::new();
+    // Dashboard: every device, by territory, with its state.
+    let d = get(&fx.url("/"), None);
+    assert_eq!(d.status, 200);
+    for dev in &fx.devs {
+        assert!(
+            d.body.contains(&format!("data-device=\"{}\"", dev.id)),
+            "{}",
+            dev.id
+        );
+    }
+    assert!(d.body.contains("Territory fr-lyon") && d.body.contains("Territory fr-nantes"));
+    let api = json(&fx.url("/api/devices"));
+    let devs = api["devices"].as_array().unwrap();
+    let find = |id: &str| devs.iter().find(|d| d["id"] == id).unwrap().clone();
+    assert_eq!(find("dev-1")["records"], 288);
+    assert_eq!(find("dev-1")["status"], "online");
+    assert_eq!(find("dev-2")["status"], "offline");
+    assert_eq!(find("dev-1")["audit"], "verified");
+    assert_eq!(find("cam-9")["audit"], "FORK");
+
+    // One series, every window: values and "< k" exactly as published.
+    let s = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"
+    )));
+    let w = s["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 288);
+    let mut suppressed = 0;
+    for (i, win) in w.iter().enumerate() {
+        match total(i as u64) {
+            Some(v) => assert_eq!(win["value"], v, "window {i}"),
+            None => {
+                suppressed += 1;
+                assert_eq!(win["value"], format!("< {K}"), "window {i}");
+            }
+        }
+        assert_eq!(win["epsilon"], 1.0);
+        assert_eq!(win["start"], hub::dates::format(T0 + i as i64 * WINDOW_MS));
+    }
+    assert!(suppressed > 0, "the fixture has suppressed windows");
+    // Buckets of a day: sums of the published values, with the suppressed windows counted.
+    let b = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=1d"
+    )));
+    let buckets = b["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 3);
+    for (day, bk) in buckets.iter().enumerate() {
+        let range = (day as u64 * 96)..(day as u64 * 96 + 96);
+        let sum: u64 = range.clone().filter_map(total).sum();
+        let sup = range.filter(|i| total(*i).is_none()).count();
+        assert_eq!(bk["value"].as_f64().unwrap(), sum as f64);
+        assert_eq!(bk["suppressed_windows"], sup);
+        assert_eq!(bk["windows"], 96);
+    }
+
+    // CSV: "< k", never a number, for suppressed windows.
+    let csv = get(
+        &fx.url(&format!(
+            "/export/dev-1/series.csv?model={MODEL}&kind=count&class=face"
+        )),
+        None,
+    );
+    assert_eq!(csv.status, 200);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines.len(), 289);
+    assert!(lines[0].starts_with("device,territory,model"));
+    for (i, l) in lines[1..].iter().enumerate() {
+        let value = l.split(',').nth(11).unwrap();
+        match total(i as u64) {
+            Some(v) => assert_eq!(value, v.to_string()),
+            None => assert_eq!(value, format!("< {K}")),
+        }
+    }
+
+    // The national counting schema: suppressed counts are empty, not numbers.
+    let m = get(&fx.url("/export/comptage/measures.csv?device=dev-1"), None);
+    assert_eq!(m.status, 200);
+    let ml: Vec<&str> = m.body.lines().collect();
+    assert_eq!(
+        ml[0],
+        "channel_id,counter_id,start_datetime,end_datetime,count"
+    );
+    assert_eq!(ml.len(), 289);
+    for (i, l) in ml[1..].iter().enumerate() {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f[0], "fr-lyon.dev-1.centerface-int8.face");
+        assert_eq!(
+            f[4],
+            total(i as u64).map(|v| v.to_string()).unwrap_or_default()
+        );
+    }
+    let ch = get(&fx.url("/export/comptage/channels.csv"), None).body;
+    assert!(ch.contains("fr-lyon.dev-1.centerface-int8.face,"), "{ch}");
+    assert!(ch.contains(",PEDESTRIAN,") && ch.contains("VIDEO SENSOR") && ch.contains(",900,"));
+    let sites = get(&fx.url("/export/comptage/sites.csv"), None).body;
+    assert!(sites.starts_with("site_id,parent_site_id,site_name,fr_insee_code,xlong,ylat"));
+    assert_eq!(sites.lines().count(), 4);
+
+    // The device page: chart and latest windows.
+    let p = get(&fx.url("/device/dev-1"), None);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("id=\"chart-centerface-int8-count-face\""));
+    assert!(p.body.contains("ε = 1.000"));
+    assert_eq!(
+        p.body
+            .split("id=\"chart-centerface-int8-count-face\"")
+            .nth(1)
+            .unwrap()
+            .split("</svg>")
+            .next()
+            .unwrap()
+            .matches("<circle")
+            .count(),
+        288
+    );
+}
+
+#[test]
+fn the_register_lets_anyone_verify_a_device() {
+    let fx = Fixture::new();
+    let r = get(&fx.url("/register"), None);
+    assert_eq!(r.status, 200);
+    for needle in [
+        "id=\"dev-dev-1\"",
+        "GDPR art. 6(1)(e)",
+        "IAT project maintainers",
+        "MIT",
+        "WIDER FACE",
+        "2026-03-01T00:00:00Z",
+        "hub verify",
+    ] {
+        assert!(r.body.contains(needle), "register lacks {needle}");
+    }
+    let reg = json(&fx.url("/api/register"));
+    let d1 = reg["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "dev-1")
+        .unwrap();
+    assert_eq!(d1["models"][0]["since"], "2026-03-01T00:00:00Z");
+    assert_eq!(d1["models"][0]["licence"], "MIT");
+    assert_eq!(d1["checkpoint_size"], 288);
+
+    // Download what the register links to, and verify it independently.
+    let key = get(&fx.url("/export/dev-1/device.vkey"), None).body;
+    let records = get(&fx.url("/export/dev-1/records.jsonl"), None).body;
+    let cp = get(&fx.url("/export/dev-1/checkpoint.txt"), None).body;
+    assert!(cp.contains("iat/fr-lyon/dev-1\n288\n"), "{cp}");
+    let k = audit::VerifierKey::parse(key.trim()).unwrap();
+    let v = hub::verify::verify(std::slice::from_ref(&k), &records, &cp).expect("verifies");
+    assert_eq!((v.records, v.checkpoint_size), (288, 288));
+    // A changed record, a dropped one, or another device's key: refused.
+    let tampered = records.replacen("\\\"frames\\\":900", "\\\"frames\\\":901", 1);
+    assert_ne!(tampered, records);
+    assert!(hub::verify::verify(std::slice::from_ref(&k), &tampered, &cp).is_err());
+    let dropped: String = records.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert!(hub::verify::verify(std::slice::from_ref(&k), &dropped, &cp).is_err());
+    let other = fx.devs[1].key.verifier();
+    assert!(hub::verify::verify(&[other], &records, &cp).is_err());
+}
+
+#[test]
+fn bad_input_is_a_clear_400_or_404() {
+    let fx = Fixture::new();
+    for (path, status, says) in [
+        (
+            "/api/devices/dev-1/series?model=centerface-int8&kind=count&class=face&from=yesterday",
+            400,
+            "not a date",
+        ),
+        (
+            "/api/devices/dev-1/series?model=centerface-int8&kind=count&class=face&bucket=1s",
+            400,
+            "bucket",
+        ),
+        (
+            "/api/devices/dev-1/series?model=centerface-int8&kind=count&class=face&from=2026-03-03&to=2026-03-01",
+            400,
+            "before",
+        ),
+        (
+            "/api/devices/dev-1/series?model=centerface-int8&kind=count&class=face&bucket=1m&from=1000-01-01&to=2999-01-01",
+            400,
+            "buckets",
+        ),
+        (
+            "/api/devices/dev-1/series?model=centerface-int8",
+            400,
+            "2 series match",
+        ),
+        ("/api/devices/dev-1/series?model=nope", 404, "no series"),
+        ("/api/devices/dev-1/series?modle=x", 400, "modle"),
+        ("/api/devices/nope/series", 404, "no device"),
+        ("/device/nope", 404, "no device"),
+        ("/device/dev-1?from=2026-13-01", 400, "not a date"),
+        ("/export/dev-1/series.csv", 400, "name `model`"),
+        ("/api/alarms?open=maybe", 400, "true or false"),
+        (
+            "/export/comptage/measures.csv?device=nope",
+            404,
+            "no enrolled device",
+        ),
+        ("/api/devices/%FF%FE", 400, "Invalid UTF-8"),
+        ("/nowhere", 404, "no such page"),
+    ] {
+        let r = get(&fx.url(path), None);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+    }
+}
+
+#[test]
+fn admin_routes_refuse_without_a_session_and_work_with_one() {
+    let fx = Fixture::new();
+    let new_key = common::key_for("iat/fr-lyon/dev-7", 7)
+        .verifier()
+        .to_string();
+    let rotated = common::key_for("iat/fr-lyon/dev-1", 11)
+        .verifier()
+        .to_string();
+    let alarm = open_alarms(&fx)[0]["id"].as_i64().unwrap();
+    let ack = format!("/admin/alarms/{alarm}/ack");
+    let actions: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/admin/enrol".into(),
+            vec![("vkey", &new_key), ("card", MODEL)],
+        ),
+        (
+            "/admin/rotate".into(),
+            vec![("device", "dev-1"), ("vkey", &rotated)],
+        ),
+        (ack.clone(), vec![]),
+        ("/admin/logout".into(), vec![]),
+    ];
+    let enrolment_before = std::fs::read_to_string(&fx.devices_path).unwrap();
+
+    // No session: the page redirects to the login, every action is a 401.
+    let r = get(&fx.url("/admin"), None);
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (303, Some("/admin/login"))
+    );
+    for (path, form) in &actions {
+        let r = post(&fx.url(path), None, None, form);
+        assert_eq!(r.status, 401, "{path} without a session");
+        // A forged or stale cookie is no better.
+        let r = post(&fx.url(path), Some("iat_session=forged"), None, form);
+        assert_eq!(r.status, 401, "{path} with a forged cookie");
+        let mut with_csrf = form.clone();
+        with_csrf.push(("csrf", "guess"));
+        let r = post(&fx.url(path), Some("iat_session=forged"), None, &with_csrf);
+        assert_eq!(r.status, 401, "{path} with a forged cookie and token");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&fx.devices_path).unwrap(),
+        enrolment_before
+    );
+    assert_eq!(open_alarms(&fx).len(), 1);
+
+    // A wrong password: no session.
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        None,
+        &[("name", ADMIN), ("password", "wrong password!")],
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.set_cookie.is_none());
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        None,
+        &[("name", "nobody"), ("password", PASSWORD)],
+    );
+    assert_eq!(r.status, 401);
+
+    // A session without its CSRF token, or from another site: 403.
+    let (cookie, csrf) = login(&fx);
+    for (path, form) in &actions {
+        let r = post(&fx.url(path), Some(&cookie), None, form);
+        assert_eq!(r.status, 403, "{path} without the CSRF token");
+        let mut with_csrf = form.clone();
+        with_csrf.push(("csrf", &csrf));
+        let r = post(
+            &fx.url(path),
+            Some(&cookie),
+            Some("http://evil.example"),
+            &with_csrf,
+        );
+        assert_eq!(r.status, 403, "{path} from another origin");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&fx.devices_path).unwrap(),
+        enrolment_before
+    );
+    assert_eq!(open_alarms(&fx).len(), 1);
+
+    // With both: each action works.
+    fn with<'a>(form: &[(&'a str, &'a str)], csrf: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut f = form.to_vec();
+        f.push(("csrf", csrf));
+        f
+    }
+    let r = post(
+        &fx.url(&ack),
+        Some(&cookie),
+        Some(&fx.base),
+        &with(&[], &csrf),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(open_alarms(&fx).is_empty());
+    let all = json(&fx.url("/api/alarms"));
+    assert_eq!(all["alarms"][0]["acked_by"], ADMIN);
+    // Twice: nothing left to acknowledge.
+    assert_eq!(
+        post(&fx.url(&ack), Some(&cookie), None, &with(&[], &csrf)).status,
+        404
+    );
+
+    let r = post(
+        &fx.url("/admin/enrol"),
+        Some(&cookie),
+        None,
+        &with(
+            &[
+                ("vkey", &new_key),
+                ("card", MODEL),
+                ("site_name", "<script>alert(1)</script> Place Bellecour"),
+                ("lat", "45.7578"),
+                ("lon", "4.8320"),
+                ("insee", "69382"),
+            ],
+            &csrf,
+        ),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    // Ingest sees the new enrolment at once: dev-7 may now publish.
+    assert!(fx.enrolment.read().unwrap().devices.contains_key("dev-7"));
+    let reg = get(&fx.url("/register"), None).body;
+    assert!(reg.contains("id=\"dev-dev-7\""));
+    assert!(!reg.contains("<script>alert(1)</script>"), "escaped");
+    assert!(reg.contains("&lt;script&gt;alert(1)&lt;/script&gt; Place Bellecour"));
+    let sites = get(&fx.url("/export/comptage/sites.csv"), None).body;
+    assert!(
+        sites.contains(
+            "fr-lyon.dev-7,fr-lyon,<script>alert(1)</script> Place Bellecour,69382,4.832,45.7578"
+        ),
+        "{sites}"
+    );
+    // Bad enrolments: a clear 400, nothing written.
+    for bad in [
+        vec![("vkey", "not a key"), ("card", MODEL)],
+        vec![("vkey", new_key.as_str())],
+        vec![("vkey", new_key.as_str()), ("card", "no-such-card")],
+        vec![
+            ("vkey", new_key.as_str()),
+            ("card", MODEL),
+            ("lat", "91"),
+            ("lon", "0"),
+            ("site_name", "x"),
+        ],
+    ] {
+        let r = post(
+            &fx.url("/admin/enrol"),
+            Some(&cookie),
+            None,
+            &with(&bad, &csrf),
+        );
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
+    }
+
+    let r = post(
+        &fx.url("/admin/rotate"),
+        Some(&cookie),
+        None,
+        &with(&[("device", "dev-1"), ("vkey", &rotated)], &csrf),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let reg = json(&fx.url("/api/register"));
+    let d1 = reg["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "dev-1")
+        .unwrap()
+        .clone();
+    assert_eq!(d1["key"], rotated.as_str());
+    assert_eq!(
+        d1["retired_keys"][0]["key"],
+        fx.devs[0].key.verifier().to_string()
+    );
+    // A key naming another device cannot replace dev-1's.
+    let r = post(
+        &fx.url("/admin/rotate"),
+        Some(&cookie),
+        None,
+        &with(&[("device", "dev-2"), ("vkey", &rotated)], &csrf),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Logout ends the session.
+    let r = post(
+        &fx.url("/admin/logout"),
+        Some(&cookie),
+        None,
+        &with(&[], &csrf),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(get(&fx.url("/admin"), Some(&cookie)).status, 303);
+    assert_eq!(
+        post(&fx.url(&ack), Some(&cookie), None, &with(&[], &csrf)).status,
+        401
+    );
+}
+
+#[test]
+fn admin_passwd_sets_an_argon2id_hash() {
+    let fx = Fixture::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["admin", "passwd", "--user", "carol", "--config"])
+        .arg(&fx.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"a long enough secret\n")?;
+            c.wait_with_output()
+        })
+        .expect("hub admin passwd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let phc: String = fx
+        .conn()
+        .query_row("SELECT phc FROM admins WHERE name = 'carol'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(phc.starts_with("$argon2id$"));
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        None,
+        &[("name", "carol"), ("password", "a long enough secret")],
+    );
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn statuses_mark_devices_online_and_never_raise_alarms() {
+    let fx = Fixture::new();
+    let before = json(&fx.url("/api/alarms"))["alarms"]
+        .as_array()
+        .unwrap()
+        .len();
+    let mut conn = fx.conn();
+    let tx = conn.transaction().unwrap();
+    let e = fx.enrolment.read().unwrap().clone();
+    for (topic, payload) in [
+        (wire::status_topic("fr-lyon", "dev-2"), &b"online"[..]),
+        (wire::status_topic("fr-lyon", "ghost"), b"online"),
+        (wire::status_topic("fr-nantes", "dev-1"), b"offline"),
+        (wire::status_topic("fr-lyon", "dev-1"), b"garbage"),
+    ] {
+        let (o, ack) = hub::ingest::handle(&tx, &e, &topic, payload, T0 + 9000).unwrap();
+        assert_eq!((o.alarms, ack), (0, None), "{topic}");
+    }
+    tx.commit().unwrap();
+    let after = json(&fx.url("/api/alarms"))["alarms"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+    let devs = json(&fx.url("/api/devices"));
+    let status = |id: &str| {
+        devs["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("dev-2"), "online");
+    assert_eq!(
+        status("dev-1"),
+        "online",
+        "another territory's dev-1 changes nothing"
+    );
+}
+
+#[test]
+fn opening_an_older_database_backfills_the_series_from_stored_records() {
+    let fx = Fixture::new();
+    let conn = fx.conn();
+    let rows = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))
+            .unwrap()
+    };
+    let filled_at_ingest = rows(&conn);
+    // Two rows per record (count and presence_share of `face`), for every stored record.
+    assert_eq!(filled_at_ingest, 2 * (288 + 96 + 40));
+    // Back to the schema before issue 7: no series, no presence, no accounts, no acks.
+    conn.execute_batch(
+        "DROP TABLE series; DROP TABLE series_keys; DROP TABLE presence; DROP INDEX alarms_open; DROP TABLE admins; DROP TABLE sessions;
+         ALTER TABLE alarms DROP COLUMN acked_ms; ALTER TABLE alarms DROP COLUMN acked_by;
+         PRAGMA user_version = 0;",
+    )
+    .unwrap();
+    drop(conn);
+    let conn = fx.conn();
+    assert_eq!(rows(&conn), filled_at_ingest);
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, hub::store::SCHEMA_VERSION);
+    // The same values as ingest wrote.
+    let s = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"
+    )));
+    assert_eq!(s["windows"].as_array().unwrap().len(), 288);
+}
