@@ -6,6 +6,7 @@
 //! - [`card`]: model cards, validated once from TOML.
 //! - [`onnx_guard`]: checks on untrusted ONNX files and workarounds for tract's known limits.
 //! - [`runtime`]: sha256 check, tract parse, card facts, optimise, run.
+//! - [`qdq`]: QDQ models' quantise-dequantise pairs fused into one vectorised operator.
 //! - [`golden`]: golden vectors from onnxruntime and their comparison.
 //! - [`bench`]: latency, load time and memory figures.
 //! - [`pipeline`]: preprocessing and postprocessing driven by the card.
@@ -24,5 +25,6 @@ pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
+pub mod qdq;
 pub mod runtime;
 pub mod sources;

@@ -273,6 +273,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             "  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)"
         );
     }
+    if model.fused_qdq_pairs > 0 {
+        say!(
+            "  fused: {} QuantizeLinear -> DequantizeLinear pairs run as one FakeQuant operator each",
+            model.fused_qdq_pairs
+        );
+    }
     if model.workarounds.renamed_nodes > 0 {
         say!(
             "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",

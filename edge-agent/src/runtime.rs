@@ -1,5 +1,6 @@
 //! The model runtime: a card's ONNX file checked against its sha256, guarded, given the card's
-//! input facts, optimised once by tract and kept runnable.
+//! input facts, optimised once by tract (with the quantise-dequantise pairs of QDQ models
+//! fused, see [`crate::qdq`]) and kept runnable.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct Model {
     pub onnx_ops: BTreeMap<String, usize>,
     pub optimised_ops: BTreeMap<String, usize>,
     pub workarounds: Workarounds,
+    /// QuantizeLinear -> DequantizeLinear pairs run as one operator ([`crate::qdq`]).
+    pub fused_qdq_pairs: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -179,12 +182,18 @@ impl Model {
         let analyse = t2.elapsed();
 
         let t3 = Instant::now();
-        let (plan, optimised_ops) = guarded(&path, "optimise", || {
-            let optimised = typed.into_optimized().map_err(tract_err("optimise"))?;
+        let (plan, optimised_ops, fused_qdq_pairs) = guarded(&path, "optimise", || {
+            // tract's `into_optimized`, with the pair fusion between its two stages: after
+            // decluttering (constants folded, so the quantisers' parameters are known) and
+            // before code generation.
+            let mut optimised = typed;
+            optimised.declutter().map_err(tract_err("optimise"))?;
+            let fused = crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
+            optimised.optimize().map_err(tract_err("optimise"))?;
             check_card_outputs(card, &optimised)?;
             let ops = typed_operator_counts(&optimised);
             let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
-            Ok((plan, ops))
+            Ok((plan, ops, fused))
         })?;
         let optimise = t3.elapsed();
 
@@ -200,6 +209,7 @@ impl Model {
             onnx_ops,
             optimised_ops,
             workarounds,
+            fused_qdq_pairs,
             file_size,
             notes: overrides
                 .iter()
