@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use common::{ADMIN, Fixture, K, PASSWORD, T0, WINDOW_MS, total};
 use fantoccini::{Client, ClientBuilder, Locator};
 
+/// How long a page may take to appear after a submit or a click (a loaded CI machine).
+const NAVIGATION: Duration = Duration::from_secs(30);
+
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -281,8 +284,12 @@ async fn run(c: &Client, fx: &Fixture) {
         .await
         .unwrap();
     form.submit().await.unwrap();
+    // A submit returns before the next page is loaded (the Argon2 check takes a while on a
+    // busy machine): wait for what the next page shows.
     let err = c
-        .find(Locator::Css("#login-error"))
+        .wait()
+        .at_most(NAVIGATION)
+        .for_element(Locator::Css("#login-error"))
         .await
         .unwrap()
         .text()
@@ -293,15 +300,17 @@ async fn run(c: &Client, fx: &Fixture) {
     form.set_by_name("name", ADMIN).await.unwrap();
     form.set_by_name("password", PASSWORD).await.unwrap();
     form.submit().await.unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/admin");
     let who = c
-        .find(Locator::Css("#admin-name"))
+        .wait()
+        .at_most(NAVIGATION)
+        .for_element(Locator::Css("#admin-name"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
     assert_eq!(who, ADMIN);
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin");
     let open = c
         .find_all(Locator::Css("table#open-alarms tr[data-alarm]"))
         .await
@@ -314,7 +323,9 @@ async fn run(c: &Client, fx: &Fixture) {
         .click()
         .await
         .unwrap();
-    c.find(Locator::Css("#no-open-alarms"))
+    c.wait()
+        .at_most(NAVIGATION)
+        .for_element(Locator::Css("#no-open-alarms"))
         .await
         .expect("no open alarm left");
     c.goto(&fx.url("/alarms")).await.unwrap();
