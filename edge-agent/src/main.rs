@@ -563,14 +563,7 @@ fn selftest(path: &Path) -> Result<ExitCode> {
         config.device,
         config.pipelines.len()
     );
-    let key = audit::keys::load_private(&config.key).with_context(|| {
-        format!(
-            "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
-            config.key.parent().unwrap_or(Path::new(".")).display(),
-            config.device,
-            config.territory
-        )
-    })?;
+    let key = device_key(&config)?;
     say!(
         "ok    device key {}: {}",
         config.key.display(),
@@ -629,17 +622,22 @@ fn selftest(path: &Path) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Loads the device key and opens the audit log (`<data_dir>/log`) as the outbox: what
-/// `run` and `publish` share.
-fn open_outbox(config: &Config) -> Result<(PathBuf, AuditOutbox)> {
-    let key = audit::keys::load_private(&config.key).with_context(|| {
+/// The device's private key, or an error saying how to create it.
+fn device_key(config: &Config) -> Result<audit::SignerKey> {
+    audit::keys::load_private(&config.key).with_context(|| {
         format!(
             "the device key (create it with `edge-agent keygen --dir {} --device {} --territory {}`)",
             config.key.parent().unwrap_or(Path::new(".")).display(),
             config.device,
             config.territory
         )
-    })?;
+    })
+}
+
+/// Loads the device key and opens the audit log (`<data_dir>/log`) as the outbox: what
+/// `run` and `publish` share.
+fn open_outbox(config: &Config) -> Result<(PathBuf, AuditOutbox)> {
+    let key = device_key(config)?;
     let log_dir = config.data_dir.join("log");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let outbox = AuditOutbox::open(

@@ -94,11 +94,7 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
 /// Installs Debian packages with apt when running as root; otherwise fails naming the command
 /// to run.
 pub fn install_packages(packages: &[&str]) -> Result<()> {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root {
+    if !is_root() {
         bail!(
             "missing tools; install them with: sudo apt-get install --no-install-recommends {}",
             packages.join(" ")
@@ -109,4 +105,12 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Whether this process runs as root (and may install Debian packages).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }

@@ -299,11 +299,7 @@ fn ensure_foreign_arch(arch: &str) -> Result<()> {
     if native.trim() == arch || foreign.lines().any(|l| l.trim() == arch) {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root {
+    if !sh::is_root() {
         bail!(
             "apt cannot download {arch} packages yet; run: sudo dpkg --add-architecture {arch} \
              && sudo apt-get update"
