@@ -265,13 +265,19 @@ pub fn demo() -> Result<()> {
         "   {}                the audit log (docs/audit-format.md)",
         log.display()
     );
-    println!("   hub stats --config {}", hub_config.display());
     println!(
-        "   hub run --config {}   then the dashboard, API and public register at http://127.0.0.1:{http_port}/",
+        "   {} stats --config {}",
+        hub.display(),
         hub_config.display()
     );
     println!(
-        "   edge-agent audit show {} --pubkey {} --json",
+        "   {} run --config {}\n      keeps the hub running: its dashboard, API and public register at http://127.0.0.1:{http_port}/",
+        hub.display(),
+        hub_config.display()
+    );
+    println!(
+        "   {} audit show {} --pubkey {} --json",
+        agent.display(),
         log.display(),
         vkey.display()
     );
