@@ -119,6 +119,19 @@ async fn shot(c: &Client, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
+/// The text of the element `css` selects, waiting for it to appear (a page loading after a
+/// submit or a click).
+async fn text(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(NAVIGATION)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
 async fn attr(e: &fantoccini::elements::Element, name: &str) -> String {
     e.attr(name)
         .await
@@ -151,24 +164,12 @@ async fn run(c: &Client, fx: &Fixture) {
         .await
         .expect("rows");
     assert_eq!(rows.len(), 3);
-    let row = c
-        .find(Locator::Css("tr[data-device='dev-1']"))
-        .await
-        .expect("dev-1 row")
-        .text()
-        .await
-        .unwrap();
+    let row = text(c, "tr[data-device='dev-1']").await;
     assert!(
         row.contains("288") && row.contains("verified") && row.contains("online"),
         "{row}"
     );
-    let cam = c
-        .find(Locator::Css("tr[data-device='cam-9']"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cam = text(c, "tr[data-device='cam-9']").await;
     assert!(cam.contains("FORK"), "{cam}");
     shot(c, "dashboard").await;
 
@@ -204,24 +205,12 @@ async fn run(c: &Client, fx: &Fixture) {
         }
     }
     // The latest windows table: the newest window first, "< k" where suppressed.
-    let first = c
-        .find(Locator::Css("table#windows-0 tbody tr td.value"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let first = text(c, "table#windows-0 tbody tr td.value").await;
     let expect = total(287)
         .map(|v| v.to_string())
         .unwrap_or(format!("< {K}"));
     assert_eq!(first, expect);
-    let privacy = c
-        .find(Locator::Css("section.series p.privacy"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let privacy = text(c, "section.series p.privacy").await;
     assert!(
         privacy.contains("k = 3") && privacy.contains("ε = 1.000"),
         "{privacy}"
@@ -248,29 +237,11 @@ async fn run(c: &Client, fx: &Fixture) {
 
     // The register: the card's metadata and the signed checkpoint, verbatim.
     c.goto(&fx.url("/register")).await.unwrap();
-    let licence = c
-        .find(Locator::Css("article#dev-dev-1 td.licence"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let licence = text(c, "article#dev-dev-1 td.licence").await;
     assert_eq!(licence, "MIT");
-    let since = c
-        .find(Locator::Css("article#dev-dev-1 td.since"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let since = text(c, "article#dev-dev-1 td.since").await;
     assert_eq!(since, "2026-03-01T00:00:00Z");
-    let cp = c
-        .find(Locator::Css("article#dev-dev-1 pre.checkpoint"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cp = text(c, "article#dev-dev-1 pre.checkpoint").await;
     assert!(cp.starts_with("iat/fr-lyon/dev-1\n288\n"), "{cp}");
     shot(c, "register").await;
 
@@ -284,31 +255,13 @@ async fn run(c: &Client, fx: &Fixture) {
         .await
         .unwrap();
     form.submit().await.unwrap();
-    // A submit returns before the next page is loaded (the Argon2 check takes a while on a
-    // busy machine): wait for what the next page shows.
-    let err = c
-        .wait()
-        .at_most(NAVIGATION)
-        .for_element(Locator::Css("#login-error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let err = text(c, "#login-error").await;
     assert!(err.contains("Wrong"), "{err}");
     let form = c.form(Locator::Css("form#login")).await.unwrap();
     form.set_by_name("name", ADMIN).await.unwrap();
     form.set_by_name("password", PASSWORD).await.unwrap();
     form.submit().await.unwrap();
-    let who = c
-        .wait()
-        .at_most(NAVIGATION)
-        .for_element(Locator::Css("#admin-name"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let who = text(c, "#admin-name").await;
     assert_eq!(who, ADMIN);
     assert_eq!(c.current_url().await.unwrap().path(), "/admin");
     let open = c
@@ -329,21 +282,9 @@ async fn run(c: &Client, fx: &Fixture) {
         .await
         .expect("no open alarm left");
     c.goto(&fx.url("/alarms")).await.unwrap();
-    let acked = c
-        .find(Locator::Css("table#alarms td.acked"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let acked = text(c, "table#alarms td.acked").await;
     assert!(acked.ends_with(&format!("by {ADMIN}")), "{acked}");
     c.goto(&fx.url("/")).await.unwrap();
-    let cam = c
-        .find(Locator::Css("tr[data-device='cam-9']"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cam = text(c, "tr[data-device='cam-9']").await;
     assert!(!cam.contains("FORK"), "acknowledged: {cam}");
 }

@@ -124,17 +124,7 @@ fn bounded(cmd: &mut Command) -> Result<(std::process::ExitStatus, String, Durat
         let mut out = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
     });
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > HANG_LIMIT {
-            child.kill().ok();
-            child.wait().ok();
-            bail!("{shown} did not finish within {HANG_LIMIT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = sh::wait_within(&mut child, started, HANG_LIMIT, &shown)?;
     let out = reader.join().expect("reader thread")?;
     Ok((status, out, started.elapsed()))
 }
@@ -155,21 +145,7 @@ key = "{key}"
 [checkpoint]
 every_records = 8
 
-[[pipeline]]
-name = "speech"
-model = "{m}/silero-vad-16k/card.toml"
-aggregates = ["speech_share"]
-window = "5s"
-threshold = 0.5
-[pipeline.source]
-kind = "replay"
-path = "{m}/samples/speech.wav"
-speed = "accelerated"
-start = "2026-11-30T10:00:00Z"
-[pipeline.privacy]
-k = 1
-share_step_ppm = 10000
-
+{speech}
 [[pipeline]]
 name = "faces"
 model = "{m}/centerface-int8/card.toml"
@@ -187,6 +163,31 @@ k = 3
 "#,
         data = dir.join("data").display(),
         key = dir.join("keys/device.key").display(),
+        speech = speech_pipeline(),
+    )
+}
+
+/// The speech pipeline of the emulated runs: Silero VAD on the bundled speech sample,
+/// accelerated from a fixed start, no noise.
+pub fn speech_pipeline() -> String {
+    let m = sh::root().join("models");
+    format!(
+        r#"[[pipeline]]
+name = "speech"
+model = "{m}/silero-vad-16k/card.toml"
+aggregates = ["speech_share"]
+window = "5s"
+threshold = 0.5
+[pipeline.source]
+kind = "replay"
+path = "{m}/samples/speech.wav"
+speed = "accelerated"
+start = "2026-11-30T10:00:00Z"
+[pipeline.privacy]
+k = 1
+share_step_ppm = 10000
+"#,
+        m = m.display()
     )
 }
 

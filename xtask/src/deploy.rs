@@ -81,13 +81,10 @@ pub fn run(d: &Deploy) -> Result<ExitCode> {
     }
     std::fs::create_dir_all(&stage)?;
     let identity = stage_release(&stage, &agent, &d.config, &paths)?;
-    let (manifest_digest, bytes) = write_manifest(&stage)?;
+    let (manifest_digest, bytes, files) = write_manifest(&stage)?;
     let id = format!("{}-{}", utc_stamp(), &manifest_digest[..12]);
     println!(
-        "release {id}: {} files, {:.1} MiB, staged in {}",
-        std::fs::read_to_string(stage.join("MANIFEST.sha256"))?
-            .lines()
-            .count(),
+        "release {id}: {files} files, {:.1} MiB, staged in {}",
         bytes as f64 / (1024.0 * 1024.0),
         stage.display()
     );
@@ -362,9 +359,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `MANIFEST.sha256` (the `sha256sum -c` format); returns its own digest and the
-/// release's size.
-fn write_manifest(stage: &Path) -> Result<(String, u64)> {
+/// Writes `MANIFEST.sha256` (the `sha256sum -c` format); returns its own digest, the
+/// release's size and its number of files.
+fn write_manifest(stage: &Path) -> Result<(String, u64, usize)> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
@@ -388,32 +385,27 @@ fn write_manifest(stage: &Path) -> Result<(String, u64)> {
         manifest.push_str(&format!("{}  ./{rel}\n", hex(&Sha256::digest(&data))));
     }
     std::fs::write(stage.join("MANIFEST.sha256"), &manifest)?;
-    Ok((hex(&Sha256::digest(manifest.as_bytes())), bytes))
+    Ok((
+        hex(&Sha256::digest(manifest.as_bytes())),
+        bytes,
+        files.len(),
+    ))
 }
 
 /// `20261130T101500Z`, from the system clock.
 fn utc_stamp() -> String {
-    let secs = SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // `2026-11-30T10:15:00.123Z` -> `20261130T101500Z`
+    let full = aggregate::window::rfc3339(ms);
+    let mut stamp: String = full[..19]
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    stamp.push('Z');
+    stamp
 }
 
 fn ssh(d: &Deploy) -> Command {

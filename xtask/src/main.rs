@@ -8,6 +8,7 @@ mod cross;
 mod deploy;
 mod firmware;
 mod flash;
+mod localhub;
 mod models;
 mod qemu;
 mod sh;

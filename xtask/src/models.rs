@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use crate::{broker, sh};
+use crate::{broker, localhub, sh};
 
 #[derive(Subcommand)]
 pub enum ModelsJob {
@@ -145,60 +145,36 @@ pub fn demo() -> Result<()> {
     println!(
         "== 1. a device key (Ed25519; the private half never leaves the device) and the hub's key"
     );
-    sh::run(
-        Command::new(&agent)
-            .args([
-                "keygen",
-                "--device",
-                "demo-001",
-                "--territory",
-                "fr-demo",
-                "--dir",
-            ])
-            .arg(&keys),
-    )?;
+    localhub::device_keygen(&agent, &keys, "demo-001", "fr-demo")?;
     let hub_dir = demo.join("hub");
-    sh::run(
-        Command::new(&hub)
-            .args(["keygen", "--name", "demo-hub", "--dir"])
-            .arg(&hub_dir),
-    )?;
+    localhub::hub_keygen(&hub, &hub_dir, "demo-hub")?;
     println!("== 2. the hub enrols the device with the model cards it may run");
-    sh::run(
-        Command::new(&hub)
-            .arg("enroll")
-            .arg("--devices")
-            .arg(hub_dir.join("devices.toml"))
-            .arg("--device-key")
-            .arg(keys.join("device.vkey"))
-            .arg("--card")
-            .arg(root.join("models/silero-vad-16k/card.toml"))
-            .arg("--card")
-            .arg(root.join("models/centerface-int8/card.toml")),
+    localhub::enroll(
+        &hub,
+        &hub_dir,
+        &keys.join("device.vkey"),
+        &[
+            root.join("models/silero-vad-16k/card.toml"),
+            root.join("models/centerface-int8/card.toml"),
+        ],
     )?;
     let port = broker::start()?;
     println!("== 3. an embedded MQTT broker (rumqttd) on 127.0.0.1:{port}; the hub subscribes");
-    let hub_config = hub_dir.join("hub.toml");
     // The hub's web side (dashboard, API, register) on a free loopback port.
     let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    std::fs::write(
-        &hub_config,
-        format!(
-            "name = \"demo-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
-             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\ncards = \"{}\"\n",
+    let hub_proc = localhub::LocalHub::start(
+        &hub,
+        &hub_dir,
+        "demo-hub",
+        port,
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\ncards = \"{}\"\n",
             root.join("models").display()
         ),
     )?;
-    let hub_log = std::fs::File::create(hub_dir.join("hub.log"))?;
-    let mut hub_proc = Command::new(&hub)
-        .args(["run", "--config"])
-        .arg(&hub_config)
-        .stderr(hub_log)
-        .spawn()
-        .context("starting the hub")?;
+    let hub_config = hub_proc.config.clone();
     println!("   the hub's dashboard: http://127.0.0.1:{http_port}/ (while it runs)");
     // The example config, with its paths pointing here, publishing to the embedded broker.
     let example = std::fs::read_to_string(root.join("edge-agent/examples/agent.toml"))?;
@@ -222,8 +198,7 @@ pub fn demo() -> Result<()> {
             .args(["run", "--config"])
             .arg(&config_path),
     );
-    let _ = hub_proc.kill();
-    let _ = hub_proc.wait();
+    drop(hub_proc);
     ran?;
     println!(
         "== 5. what the hub stored, after verifying every signature, the order and the checkpoints"

@@ -114,3 +114,24 @@ pub fn is_root() -> bool {
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
+
+/// Waits for `child` until `limit` has passed since `started`; past it the child is killed and
+/// the error names `what`.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    started: std::time::Instant,
+    limit: std::time::Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            bail!("{what} did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use boards::{Board, Vm};
 
-use crate::{broker, cross, deploy, models, sh};
+use crate::{agent_qemu, broker, cross, deploy, localhub, models, sh};
 
 /// No boot plus run takes this long here; past it the machine is killed and the test fails.
 const HANG_LIMIT: Duration = Duration::from_secs(1200);
@@ -54,50 +54,18 @@ pub fn run(board: &Board) -> Result<ExitCode> {
 
     // The hub side, on the host: the device enrolled with its key, a broker, the hub.
     let keys = work.join("keys");
-    sh::run(
-        Command::new(&host_agent)
-            .args([
-                "keygen",
-                "--device",
-                DEVICE,
-                "--territory",
-                TERRITORY,
-                "--dir",
-            ])
-            .arg(&keys),
-    )?;
+    localhub::device_keygen(&host_agent, &keys, DEVICE, TERRITORY)?;
     let hub_dir = work.join("hub");
-    sh::run(
-        Command::new(&hub)
-            .args(["keygen", "--name", "vm-hub", "--dir"])
-            .arg(&hub_dir),
-    )?;
-    let card = sh::root().join("models/silero-vad-16k/card.toml");
-    sh::run(
-        Command::new(&hub)
-            .arg("enroll")
-            .arg("--devices")
-            .arg(hub_dir.join("devices.toml"))
-            .arg("--device-key")
-            .arg(keys.join("device.vkey"))
-            .arg("--card")
-            .arg(&card),
+    localhub::hub_keygen(&hub, &hub_dir, "vm-hub")?;
+    localhub::enroll(
+        &hub,
+        &hub_dir,
+        &keys.join("device.vkey"),
+        &[sh::root().join("models/silero-vad-16k/card.toml")],
     )?;
     let port = broker::start()?;
-    let hub_config = hub_dir.join("hub.toml");
-    std::fs::write(
-        &hub_config,
-        format!(
-            "name = \"vm-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
-             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
-        ),
-    )?;
-    let mut hub_proc = Command::new(&hub)
-        .args(["run", "--config"])
-        .arg(&hub_config)
-        .stderr(std::fs::File::create(hub_dir.join("hub.log"))?)
-        .spawn()
-        .context("starting the hub")?;
+    let hub_proc = localhub::LocalHub::start(&hub, &hub_dir, "vm-hub", port, "")?;
+    let hub_config = hub_proc.config.clone();
     let result = (|| {
         // The device side: the release as `flash --host` lays it out, the key on the device.
         let install = board
@@ -129,8 +97,7 @@ pub fn run(board: &Board) -> Result<ExitCode> {
         );
         boot(vm, &parts, &initrd, &work.join("console.log"))
     })();
-    let _ = hub_proc.kill();
-    let _ = hub_proc.wait();
+    drop(hub_proc);
     let console = result?;
 
     // What the agent said it appended, against what the hub stored and verified.
@@ -177,7 +144,6 @@ fn rel(p: &Path) -> &Path {
 }
 
 fn agent_config(port: u16, hub_key: &Path) -> String {
-    let m = sh::root().join("models");
     format!(
         r#"# Written by `cargo xtask qemu system`: the speech pipeline, publishing to the host.
 device = "{DEVICE}"
@@ -193,23 +159,9 @@ host = "10.0.2.2"
 port = {port}
 hub_key = "{hub_key}"
 
-[[pipeline]]
-name = "speech"
-model = "{m}/silero-vad-16k/card.toml"
-aggregates = ["speech_share"]
-window = "5s"
-threshold = 0.5
-[pipeline.source]
-kind = "replay"
-path = "{m}/samples/speech.wav"
-speed = "accelerated"
-start = "2026-11-30T10:00:00Z"
-[pipeline.privacy]
-k = 1
-share_step_ppm = 10000
-"#,
-        m = m.display(),
-        hub_key = hub_key.display()
+{speech}"#,
+        hub_key = hub_key.display(),
+        speech = agent_qemu::speech_pipeline(),
     )
 }
 
@@ -574,17 +526,7 @@ fn boot(vm: &Vm, parts: &Parts, initrd: &Path, log: &Path) -> Result<String> {
         }
         all
     });
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if started.elapsed() > HANG_LIMIT {
-            child.kill().ok();
-            child.wait().ok();
-            bail!("the emulated machine did not power off within {HANG_LIMIT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = sh::wait_within(&mut child, started, HANG_LIMIT, "the emulated machine")?;
     let console = reader.join().unwrap_or_default();
     std::fs::write(log, &console)?;
     println!(
