@@ -1,6 +1,7 @@
 //! `model bench`: latency percentiles over repeated runs, load + optimise time, peak memory.
 //! Figures come from one process; the xtask runs it beside onnxruntime for comparison.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -79,6 +80,79 @@ pub fn bench(
         min_ms: ms(times[0]),
         peak_rss_kib: proc_status_kib("VmHWM"),
         base_rss_kib,
+    })
+}
+
+/// Time per operator over repeated runs (`model profile`).
+#[derive(Debug, Serialize)]
+pub struct Profile {
+    pub model: String,
+    pub runs: usize,
+    /// Median over runs of the whole run's time (sum of the operators).
+    pub total_ms: f64,
+    /// Per operator kind: name, node count, median time per run (ms), sorted slowest first.
+    pub by_operator: Vec<(String, usize, f64)>,
+    /// Per node: name, operator, median time per run (ms), sorted slowest first.
+    pub by_node: Vec<(String, String, f64)>,
+}
+
+/// Runs the card's model `runs` times (after `warmup`) timing every operator; the figure for
+/// each node is its median over the runs, so one slow run on a busy machine does not count.
+pub fn profile(
+    card: &Card,
+    warmup: usize,
+    runs: usize,
+    progress: &dyn Fn(usize),
+) -> Result<Profile, golden::GoldenError> {
+    let model = Model::load(card, LoadOptions::default())?;
+    let inputs: Vec<Tensor> = match golden::load_vectors(card) {
+        Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
+        _ => model.initial_inputs(),
+    };
+    let tv = || inputs.iter().cloned().map(TValue::from).collect::<TVec<_>>();
+    for _ in 0..warmup {
+        model.run(tv())?;
+    }
+    let runs = runs.max(1);
+    let mut nodes: Vec<(String, String, Vec<Duration>)> = Vec::new();
+    let mut totals = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let times = model.run_profiled(tv())?;
+        totals.push(times.iter().map(|t| t.2).sum::<Duration>());
+        if nodes.is_empty() {
+            nodes = times.into_iter().map(|(n, o, d)| (n, o, vec![d])).collect();
+        } else {
+            for (slot, (_, _, d)) in nodes.iter_mut().zip(times) {
+                slot.2.push(d);
+            }
+        }
+        progress(i + 1);
+    }
+    let median_ms = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let total_ms = median_ms(&mut totals);
+    let mut by_node: Vec<(String, String, f64)> = nodes
+        .into_iter()
+        .map(|(n, o, mut d)| (n, o, median_ms(&mut d)))
+        .collect();
+    let mut by_op: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for (_, op, ms) in &by_node {
+        let e = by_op.entry(op.clone()).or_default();
+        e.0 += 1;
+        e.1 += ms;
+    }
+    let mut by_operator: Vec<(String, usize, f64)> =
+        by_op.into_iter().map(|(op, (n, ms))| (op, n, ms)).collect();
+    by_operator.sort_by(|a, b| b.2.total_cmp(&a.2));
+    by_node.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Profile {
+        model: card.id.clone(),
+        runs,
+        total_ms,
+        by_operator,
+        by_node,
     })
 }
 

@@ -25,6 +25,7 @@ pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
 pub mod publish;
+pub mod qconv;
 pub mod qdq;
 pub mod runtime;
 pub mod sources;

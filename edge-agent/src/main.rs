@@ -127,6 +127,17 @@ enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time every operator of the optimised model (median over runs), slowest first.
+    Profile {
+        card: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// How many of the slowest nodes to list.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+    },
     /// Run the model on image or WAV files and print only the aggregate it would feed.
     Run {
         card: PathBuf,
@@ -168,6 +179,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 json,
             } => bench_cmd(&card, runs, warmup, json),
+            ModelCommand::Profile {
+                card,
+                runs,
+                warmup,
+                top,
+            } => profile_cmd(&card, runs, warmup, top),
             ModelCommand::Run {
                 card,
                 inputs,
@@ -352,16 +369,7 @@ fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
 
 fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<ExitCode> {
     let card = load_card(path)?;
-    let bar = if std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(runs as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("bench {}", card.id));
+    let bar = progress_bar(runs, format!("bench {}", card.id));
     let r = bench::bench(&card, warmup, runs, &|i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
     if json {
@@ -391,6 +399,44 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
             kib(r.peak_rss_kib),
             kib(r.base_rss_kib)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(len: usize, msg: String) -> indicatif::ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg);
+    bar
+}
+
+fn profile_cmd(path: &Path, runs: usize, warmup: usize, top: usize) -> Result<ExitCode> {
+    let card = load_card(path)?;
+    let bar = progress_bar(runs, format!("profile {}", card.id));
+    let p = bench::profile(&card, warmup, runs, &|i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    say!(
+        "model {} ({} runs, 1 thread): {:.2} ms per run (median), time per operator:",
+        p.model,
+        p.runs,
+        p.total_ms
+    );
+    for (op, n, ms) in &p.by_operator {
+        say!(
+            "  {op:<28} {n:>4} nodes {ms:>9.3} ms {:>5.1}%",
+            100.0 * ms / p.total_ms
+        );
+    }
+    say!("slowest nodes:");
+    for (node, op, ms) in p.by_node.iter().take(top) {
+        say!("  {ms:>9.3} ms  {op:<24} {node}");
     }
     Ok(ExitCode::SUCCESS)
 }

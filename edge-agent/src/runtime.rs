@@ -189,6 +189,10 @@ impl Model {
             let mut optimised = typed;
             optimised.declutter().map_err(tract_err("optimise"))?;
             let fused = crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
+            let qconvs = crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            if std::env::var_os("IAT_DUMP").is_some() {
+                eprintln!("qconv {qconvs}");
+            }
             optimised.optimize().map_err(tract_err("optimise"))?;
             check_card_outputs(card, &optimised)?;
             let ops = typed_operator_counts(&optimised);
@@ -233,6 +237,33 @@ impl Model {
                 stage: "run",
                 reason: format!("{e:#}"),
             })
+        })
+    }
+
+    /// Runs the model once, timing every operator: `(node name, operator name, time)` in
+    /// execution order. For `model profile`; slower than [`Model::run`] by the timing only.
+    pub fn run_profiled(
+        &self,
+        inputs: TVec<TValue>,
+    ) -> Result<Vec<(String, String, Duration)>, ModelError> {
+        let path = &self.card.file;
+        guarded(path, "run", || {
+            let mut times = Vec::new();
+            let err = |e: TractError| ModelError::Tract {
+                path: path.clone(),
+                stage: "run",
+                reason: format!("{e:#}"),
+            };
+            let mut state = TypedSimpleState::new(&self.plan).map_err(err)?;
+            state
+                .run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    times.push((node.name.clone(), node.op.name().to_string(), t.elapsed()));
+                    out
+                })
+                .map_err(err)?;
+            Ok(times)
         })
     }
 
