@@ -109,7 +109,13 @@ pub fn profile(
         Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
         _ => model.initial_inputs(),
     };
-    let tv = || inputs.iter().cloned().map(TValue::from).collect::<TVec<_>>();
+    let tv = || {
+        inputs
+            .iter()
+            .cloned()
+            .map(TValue::from)
+            .collect::<TVec<_>>()
+    };
     for _ in 0..warmup {
         model.run(tv())?;
     }

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod bench;
 pub mod card;
 pub mod config;
+pub mod depthwise;
 pub mod golden;
 pub mod onnx_guard;
 pub mod outbox;

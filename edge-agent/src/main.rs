@@ -296,6 +296,18 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.fused_qdq_pairs
         );
     }
+    if model.int8_pointwise > 0 {
+        say!(
+            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QPointwise)",
+            model.int8_pointwise
+        );
+    }
+    if model.depthwise > 0 {
+        say!(
+            "  depthwise: {} depthwise convolutions run by the agent's vectorised kernel",
+            model.depthwise
+        );
+    }
     if model.workarounds.renamed_nodes > 0 {
         say!(
             "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",

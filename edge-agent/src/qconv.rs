@@ -147,16 +147,10 @@ impl QPointwise {
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
         let mut n0 = 0;
-        let (mut tq, mut tp, mut tm, mut tr) = Default::default();
         while n0 < n {
             let cols = block.min(n - n0);
-            let t0 = std::time::Instant::now();
             let xq = self.quantise_block(x, n, n0, cols)?;
-            tq += t0.elapsed();
-            let packed_x = self.mmm.packings()[self.packing]
-                .1
-                .prepare_one(&xq, 0, 1)?;
-            tp += t0.elapsed();
+            let packed_x = self.mmm.packings()[self.packing].1.prepare_one(&xq, 0, 1)?;
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, cols])? };
             unsafe {
                 let store = self.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
@@ -174,17 +168,10 @@ impl QPointwise {
                     ],
                 )?;
             }
-            tm += t0.elapsed();
             let acc = acc.try_as_plain_ram()?;
             self.requantise_block(acc.as_slice::<i32>()?, y_all, n, n0, cols);
-            tr += t0.elapsed();
             n0 += cols;
         }
-        if std::env::var_os("IAT_DUMP").is_some() {
-            let _: (std::time::Duration, std::time::Duration, std::time::Duration, std::time::Duration) = (tq, tp, tm, tr);
-            eprintln!("m {m} k {k} n {n} block {block}: q {tq:?} +pack {tp:?} +mm {tm:?} +rq {tr:?}");
-        }
-        drop(y_ram);
         Ok(y)
     }
 
@@ -201,7 +188,6 @@ impl QPointwise {
                 *d = (clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC).to_bits() as u8 as i8;
             }
         }
-        drop(ram);
         Ok(xq)
     }
 
@@ -213,7 +199,11 @@ impl QPointwise {
         let hi = (q.hi - q.zero_point) as f32;
         let shift = (q.zero_point - q.dq_zero_point) as f32;
         let (inv, scale) = (q.inv_scale, q.dq_scale);
-        for (o, (sums, out)) in acc.chunks_exact(cols).zip(y.chunks_exact_mut(n)).enumerate() {
+        for (o, (sums, out)) in acc
+            .chunks_exact(cols)
+            .zip(y.chunks_exact_mut(n))
+            .enumerate()
+        {
             let (u, b) = (self.unit[o] * inv, self.bias[o] * inv);
             for (d, &a) in out[n0..n0 + cols].iter_mut().zip(sums) {
                 let r = (clamp(a as f32 * u + b, lo, hi) + ROUND_MAGIC) - ROUND_MAGIC;
@@ -285,7 +275,9 @@ fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>
 /// The only node reading `node`'s single output, if there is exactly one.
 fn sole_successor(model: &TypedModel, node: &TypedNode) -> Option<usize> {
     match &*node.outputs {
-        [o] if o.successors.len() == 1 && !model.output_outlets().ok()?.contains(&node.id.into()) => {
+        [o] if o.successors.len() == 1
+            && !model.output_outlets().ok()?.contains(&node.id.into()) =>
+        {
             Some(o.successors[0].node)
         }
         _ => None,
@@ -335,15 +327,24 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
         let Some(input_q) = grid_of(model.node(x.node)) else {
             return Ok(None);
         };
-        let Some(w) = konst(model, w)? else { return Ok(None) };
+        let Some(w) = konst(model, w)? else {
+            return Ok(None);
+        };
         let Some(add) = sole_successor(model, node) else {
             return Ok(None);
         };
         let add = model.node(add);
-        if add.op_as::<TypedBinOp>().is_none_or(|b| b.0.name() != "Add") {
+        if add
+            .op_as::<TypedBinOp>()
+            .is_none_or(|b| b.0.name() != "Add")
+        {
             return Ok(None);
         }
-        let bias_input = if add.inputs[0] == node.id.into() { 1 } else { 0 };
+        let bias_input = if add.inputs[0] == node.id.into() {
+            1
+        } else {
+            0
+        };
         let Some(bias) = konst(model, add.inputs[bias_input])? else {
             return Ok(None);
         };
@@ -388,5 +389,100 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
             &[x],
             op,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(zero_point: i32, scale: f32) -> FakeQuant {
+        FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        }
+    }
+
+    /// Deterministic integers in `[lo, hi]`.
+    fn ints(n: usize, seed: u32, lo: i32, hi: i32) -> Vec<i32> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                lo + (x % (hi - lo + 1) as u32) as i32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn integer_product_matches_the_float_definition() {
+        // Sizes off the kernels' tiles, and more columns than one block.
+        let (m, k, n) = (37, 21, 1500);
+        let input = grid(131, 0.05);
+        let output = grid(7, 0.2);
+        let s_w: Vec<f32> = (0..m).map(|o| 0.001 * (o + 1) as f32).collect();
+        let w_int = ints(m * k, 3, -127, 127);
+        // Each row reaches +-127 somewhere, as a symmetric MinMax quantiser makes it.
+        let w: Vec<f32> = (0..m * k)
+            .map(|i| {
+                let q = if i % k == 0 { 127 } else { w_int[i] };
+                q as f32 * s_w[i / k]
+            })
+            .collect();
+        let bias: Vec<f32> = (0..m).map(|o| 0.3 * o as f32 - 5.0).collect();
+        let x: Vec<f32> = ints(k * n, 5, 0, 255)
+            .into_iter()
+            .map(|q| (q - 131) as f32 * 0.05)
+            .collect();
+        let op = QPointwise::new(&w, bias.clone(), m, k, &input, output.clone(), tvec![m, n])
+            .unwrap()
+            .expect("weights on the int8 grid are taken");
+        let y = op.run(&x).unwrap();
+        let y = y.try_as_plain_ram().unwrap();
+        let y = y.as_slice::<f32>().unwrap();
+        let mut ties = 0;
+        for o in 0..m {
+            for j in 0..n {
+                let mut acc = bias[o] as f64;
+                for i in 0..k {
+                    acc += w[o * k + i] as f64 * x[i * n + j] as f64;
+                }
+                let mut want = [acc as f32];
+                output.apply(&mut want);
+                let got = y[o * n + j];
+                if got != want[0] {
+                    // Only where the exact value is within rounding of a tie.
+                    assert!(
+                        (got - want[0]).abs() <= 0.2 + 1e-6,
+                        "row {o} column {j}: got {got}, the definition gives {}",
+                        want[0]
+                    );
+                    ties += 1;
+                }
+            }
+        }
+        assert!(ties * 1000 < m * n, "{ties} of {} outputs differ", m * n);
+    }
+
+    #[test]
+    fn weights_off_the_int8_grid_stay_in_float() {
+        let w = [0.5f32, 0.25, 0.1234567, -0.5];
+        let op = QPointwise::new(
+            &w,
+            vec![0.0, 0.0],
+            2,
+            2,
+            &grid(0, 0.1),
+            grid(0, 0.1),
+            tvec![2, 1],
+        )
+        .unwrap();
+        assert!(op.is_none());
     }
 }

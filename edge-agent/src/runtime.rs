@@ -94,6 +94,10 @@ pub struct Model {
     pub workarounds: Workarounds,
     /// QuantizeLinear -> DequantizeLinear pairs run as one operator ([`crate::qdq`]).
     pub fused_qdq_pairs: usize,
+    /// Quantised 1x1 convolutions run as integer matrix products ([`crate::qconv`]).
+    pub int8_pointwise: usize,
+    /// Depthwise convolutions run by [`crate::depthwise`].
+    pub depthwise: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -182,23 +186,27 @@ impl Model {
         let analyse = t2.elapsed();
 
         let t3 = Instant::now();
-        let (plan, optimised_ops, fused_qdq_pairs) = guarded(&path, "optimise", || {
-            // tract's `into_optimized`, with the pair fusion between its two stages: after
-            // decluttering (constants folded, so the quantisers' parameters are known) and
-            // before code generation.
-            let mut optimised = typed;
-            optimised.declutter().map_err(tract_err("optimise"))?;
-            let fused = crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
-            let qconvs = crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            if std::env::var_os("IAT_DUMP").is_some() {
-                eprintln!("qconv {qconvs}");
-            }
-            optimised.optimize().map_err(tract_err("optimise"))?;
-            check_card_outputs(card, &optimised)?;
-            let ops = typed_operator_counts(&optimised);
-            let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
-            Ok((plan, ops, fused))
-        })?;
+        let (plan, optimised_ops, fused_qdq_pairs, int8_pointwise, depthwise) =
+            guarded(&path, "optimise", || {
+                // tract's `into_optimized`, with the pair fusion between its two stages: after
+                // decluttering (constants folded, so the quantisers' parameters are known) and
+                // before code generation.
+                let mut optimised = typed;
+                optimised.declutter().map_err(tract_err("optimise"))?;
+                let fused =
+                    crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
+                // Then the convolutions tract runs slowly: quantised 1x1 ones as integer matrix
+                // products, depthwise ones with a kernel vectorised at every stride.
+                let int8_pointwise =
+                    crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+                let depthwise =
+                    crate::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+                optimised.optimize().map_err(tract_err("optimise"))?;
+                check_card_outputs(card, &optimised)?;
+                let ops = typed_operator_counts(&optimised);
+                let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
+                Ok((plan, ops, fused, int8_pointwise, depthwise))
+            })?;
         let optimise = t3.elapsed();
 
         Ok(Model {
@@ -214,6 +222,8 @@ impl Model {
             optimised_ops,
             workarounds,
             fused_qdq_pairs,
+            int8_pointwise,
+            depthwise,
             file_size,
             notes: overrides
                 .iter()
