@@ -9,7 +9,7 @@ use tract_onnx::prelude::*;
 
 use crate::card::Card;
 use crate::golden;
-use crate::runtime::{LoadOptions, Model, ModelError};
+use crate::runtime::{LoadOptions, Model, ModelError, NodeTime};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -92,8 +92,8 @@ pub struct Profile {
     pub total_ms: f64,
     /// Per operator kind: name, node count, median time per run (ms), sorted slowest first.
     pub by_operator: Vec<(String, usize, f64)>,
-    /// Per node: name, operator, median time per run (ms), sorted slowest first.
-    pub by_node: Vec<(String, String, f64)>,
+    /// Per node: name, operator, shapes, median time per run (ms), sorted slowest first.
+    pub by_node: Vec<(String, String, String, f64)>,
 }
 
 /// Runs the card's model `runs` times (after `warmup`) timing every operator; the figure for
@@ -120,16 +120,19 @@ pub fn profile(
         model.run(tv())?;
     }
     let runs = runs.max(1);
-    let mut nodes: Vec<(String, String, Vec<Duration>)> = Vec::new();
+    let mut nodes: Vec<(NodeTime, Vec<Duration>)> = Vec::new();
     let mut totals = Vec::with_capacity(runs);
     for i in 0..runs {
         let times = model.run_profiled(tv())?;
-        totals.push(times.iter().map(|t| t.2).sum::<Duration>());
+        totals.push(times.iter().map(|t| t.time).sum::<Duration>());
         if nodes.is_empty() {
-            nodes = times.into_iter().map(|(n, o, d)| (n, o, vec![d])).collect();
+            nodes = times
+                .into_iter()
+                .map(|t| (t.clone(), vec![t.time]))
+                .collect();
         } else {
-            for (slot, (_, _, d)) in nodes.iter_mut().zip(times) {
-                slot.2.push(d);
+            for (slot, t) in nodes.iter_mut().zip(times) {
+                slot.1.push(t.time);
             }
         }
         progress(i + 1);
@@ -139,12 +142,12 @@ pub fn profile(
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     let total_ms = median_ms(&mut totals);
-    let mut by_node: Vec<(String, String, f64)> = nodes
+    let mut by_node: Vec<(String, String, String, f64)> = nodes
         .into_iter()
-        .map(|(n, o, mut d)| (n, o, median_ms(&mut d)))
+        .map(|(t, mut d)| (t.name, t.op, t.shapes, median_ms(&mut d)))
         .collect();
     let mut by_op: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-    for (_, op, ms) in &by_node {
+    for (_, op, _, ms) in &by_node {
         let e = by_op.entry(op.clone()).or_default();
         e.0 += 1;
         e.1 += ms;
@@ -152,7 +155,7 @@ pub fn profile(
     let mut by_operator: Vec<(String, usize, f64)> =
         by_op.into_iter().map(|(op, (n, ms))| (op, n, ms)).collect();
     by_operator.sort_by(|a, b| b.2.total_cmp(&a.2));
-    by_node.sort_by(|a, b| b.2.total_cmp(&a.2));
+    by_node.sort_by(|a, b| b.3.total_cmp(&a.3));
     Ok(Profile {
         model: card.id.clone(),
         runs,

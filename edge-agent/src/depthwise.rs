@@ -30,7 +30,11 @@ pub struct Depthwise {
     taps: Arc<Vec<f32>>,
     bias: Arc<Vec<f32>>,
     /// A quantise-dequantise pair applied to the output.
-    out_q: Option<FakeQuant>,
+    pub(crate) out_q: Option<FakeQuant>,
+    /// The input arrives as the bytes of this grid (see [`crate::qconv::byte_edges`]).
+    pub(crate) bytes_in: Option<FakeQuant>,
+    /// The output leaves as the bytes of `out_q`.
+    pub(crate) bytes_out: bool,
     out_shape: TVec<usize>,
 }
 
@@ -171,9 +175,6 @@ impl Depthwise {
                 out.copy_from_slice(&acc[..ow]);
             }
         }
-        if let Some(q) = &self.out_q {
-            q.apply(y);
-        }
     }
 }
 
@@ -182,6 +183,9 @@ impl Depthwise {
 struct Scratch {
     phases: Vec<f32>,
     acc: Vec<f32>,
+    /// One channel's input (read from bytes) and output (to be written as bytes).
+    plane_in: Vec<f32>,
+    plane_out: Vec<f32>,
 }
 
 impl Op for Depthwise {
@@ -212,22 +216,45 @@ impl Op for Depthwise {
 impl EvalOp for Depthwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
         let [h, w] = self.in_hw;
         let [oh, ow] = self.out_hw;
         ensure!(x.len() == self.channels * h * w);
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut ram = y.try_as_plain_ram_mut()?;
-            let y = ram.as_slice_mut::<f32>()?;
-            let mut scratch = Scratch::default();
-            for (c, (xin, yout)) in x
-                .chunks_exact(h * w)
-                .zip(y.chunks_exact_mut(oh * ow))
-                .enumerate()
-            {
-                self.plane(xin, yout, c, &mut scratch);
+        let mut scratch = Scratch::default();
+        let dt = if self.bytes_out {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        };
+        let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.out_shape)? };
+        let mut y_ram = y.try_as_plain_ram_mut()?;
+        for c in 0..self.channels {
+            let (plane_in, plane_out) =
+                (h * w * c..h * w * (c + 1), oh * ow * c..oh * ow * (c + 1));
+            let mut s_in = std::mem::take(&mut scratch.plane_in);
+            let xin: &[f32] = match &self.bytes_in {
+                Some(grid) => {
+                    s_in.resize(h * w, 0.0);
+                    grid.dequantise_bytes(&x.as_slice::<u8>()?[plane_in], &mut s_in);
+                    &s_in
+                }
+                None => &x.as_slice::<f32>()?[plane_in],
+            };
+            if self.bytes_out {
+                let mut s_out = std::mem::take(&mut scratch.plane_out);
+                s_out.resize(oh * ow, 0.0);
+                self.plane(xin, &mut s_out, c, &mut scratch);
+                if let Some(q) = &self.out_q {
+                    q.quantise_bytes(&s_out, &mut y_ram.as_slice_mut::<u8>()?[plane_out]);
+                }
+                scratch.plane_out = s_out;
+            } else {
+                let out = &mut y_ram.as_slice_mut::<f32>()?[plane_out];
+                self.plane(xin, out, c, &mut scratch);
+                if let Some(q) = &self.out_q {
+                    q.apply(out);
+                }
             }
+            scratch.plane_in = s_in;
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -251,8 +278,18 @@ impl TypedOp for Depthwise {
     }
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::datum_type().fact(&*self.out_shape)))
+        let input_dt = if self.bytes_in.is_some() {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        };
+        ensure!(inputs[0].datum_type == input_dt);
+        let dt = if self.bytes_out {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        };
+        Ok(tvec!(dt.fact(&*self.out_shape)))
     }
 }
 
@@ -337,6 +374,8 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
             taps: Arc::new(taps.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
             bias: Arc::new(bias),
             out_q: None,
+            bytes_in: None,
+            bytes_out: false,
             out_shape: y_shape.into(),
         },
         node.inputs[0],
@@ -437,6 +476,8 @@ mod tests {
             taps: Arc::new(values(c * k[0] * k[1], 7)),
             bias: Arc::new(values(c, 11)),
             out_q: None,
+            bytes_in: None,
+            bytes_out: false,
             out_shape: tvec![c, out_hw[0], out_hw[1]],
         }
     }
@@ -496,6 +537,46 @@ mod tests {
         };
         op.out_q = Some(q.clone());
         let x = values(2 * 36, 5);
+        // The same convolution reading and writing bytes gives the same values.
+        let input_grid = FakeQuant {
+            dq_scale: 0.01,
+            inv_scale: 100.0,
+            zero_point: 100,
+            dq_zero_point: 100,
+            ..q.clone()
+        };
+        let x_bytes: Vec<u8> = x
+            .iter()
+            .map(|&v| (v * 100.0).round() as i32 + 100)
+            .map(|b| b as u8)
+            .collect();
+        let mut x_grid = vec![0f32; x.len()];
+        input_grid.dequantise_bytes(&x_bytes, &mut x_grid);
+        let run = |op: &Depthwise, input: Tensor| {
+            EvalOp::eval(op, &EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap()
+        };
+        let on_grid = run(&op, Tensor::from_shape(&[2, 6, 6], &x_grid).unwrap());
+        let mut bytes_op = op.clone();
+        bytes_op.bytes_in = Some(input_grid);
+        bytes_op.bytes_out = true;
+        let bytes = run(&bytes_op, Tensor::from_shape(&[2, 6, 6], &x_bytes).unwrap());
+        let mut dequantise_bytes = vec![0f32; on_grid[0].len()];
+        q.dequantise_bytes(
+            bytes[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<u8>()
+                .unwrap(),
+            &mut dequantise_bytes,
+        );
+        assert_eq!(
+            on_grid[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
+            &dequantise_bytes[..]
+        );
         let out = EvalOp::eval(
             &op,
             &EvalContext::out_of_plan(),

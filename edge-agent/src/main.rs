@@ -298,8 +298,9 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     }
     if model.int8_pointwise > 0 {
         say!(
-            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QPointwise)",
-            model.int8_pointwise
+            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QPointwise), {} activations passed as bytes",
+            model.int8_pointwise,
+            model.byte_edges
         );
     }
     if model.depthwise > 0 {
@@ -447,8 +448,8 @@ fn profile_cmd(path: &Path, runs: usize, warmup: usize, top: usize) -> Result<Ex
         );
     }
     say!("slowest nodes:");
-    for (node, op, ms) in p.by_node.iter().take(top) {
-        say!("  {ms:>9.3} ms  {op:<24} {node}");
+    for (node, op, shapes, ms) in p.by_node.iter().take(top) {
+        say!("  {ms:>9.3} ms  {op:<24} {node}  {shapes}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,7 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
     AsInputValue, FusedSpec, MMMInputValue, MatMatMul, Query,
 };
 
+use crate::depthwise::Depthwise;
 use crate::qdq::FakeQuant;
 
 /// `y = requantise(W x + b)` for a 1x1 convolution, `W` int8, `x` bytes, in integers.
@@ -53,6 +54,12 @@ pub struct QPointwise {
     out: FakeQuant,
     /// The output's shape: the convolution's, whose spatial axes are the input's.
     out_shape: TVec<usize>,
+    /// The input arrives as the bytes of its quantiser, the output leaves as the bytes of
+    /// `out` ([`byte_edges`]).
+    bytes_in: bool,
+    bytes_out: bool,
+    /// The input quantiser's grid is a byte grid (bytes can replace its f32 values).
+    input_is_byte_grid: bool,
 }
 
 impl PartialEq for QPointwise {
@@ -132,24 +139,25 @@ impl QPointwise {
             bias: Arc::new(bias),
             out,
             out_shape,
+            bytes_in: false,
+            bytes_out: false,
+            input_is_byte_grid: input.is_byte_grid(),
         }))
     }
 
     /// Runs on `x` (`k` rows of `n` activations, on the input quantiser's grid), a block of
     /// columns at a time so that the i32 sums of a block stay in cache between the matrix
     /// product and the requantisation.
-    fn run(&self, x: &[f32]) -> TractResult<Tensor> {
+    fn run(&self, x: Activations, y: OutputsMut) -> TractResult<()> {
         let (m, k) = (self.m, self.k);
         let n = x.len() / k;
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&[m, n])? };
-        let mut y_ram = y.try_as_plain_ram_mut()?;
-        let y_all = y_ram.as_slice_mut::<f32>()?;
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
+        let mut y = y;
         let mut n0 = 0;
         while n0 < n {
             let cols = block.min(n - n0);
-            let xq = self.quantise_block(x, n, n0, cols)?;
+            let xq = self.quantise_block(&x, n, n0, cols)?;
             let packed_x = self.mmm.packings()[self.packing].1.prepare_one(&xq, 0, 1)?;
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, cols])? };
             unsafe {
@@ -169,23 +177,70 @@ impl QPointwise {
                 )?;
             }
             let acc = acc.try_as_plain_ram()?;
-            self.requantise_block(acc.as_slice::<i32>()?, y_all, n, n0, cols);
+            self.requantise_block(acc.as_slice::<i32>()?, &mut y, n, n0, cols);
             n0 += cols;
         }
-        Ok(y)
+        Ok(())
     }
 
     /// Columns `n0..n0 + cols` of `x` as the signed bytes the kernel reads, `[k, cols]`.
-    fn quantise_block(&self, x: &[f32], n: usize, n0: usize, cols: usize) -> TractResult<Tensor> {
+    fn quantise_block(
+        &self,
+        x: &Activations,
+        n: usize,
+        n0: usize,
+        cols: usize,
+    ) -> TractResult<Tensor> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.quantise_block_avx2(x, n, n0, cols) };
+        }
+        self.quantise_block_body(x, n, n0, cols)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantise_block_avx2(
+        &self,
+        x: &Activations,
+        n: usize,
+        n0: usize,
+        cols: usize,
+    ) -> TractResult<Tensor> {
+        self.quantise_block_body(x, n, n0, cols)
+    }
+
+    #[inline(always)]
+    fn quantise_block_body(
+        &self,
+        x: &Activations,
+        n: usize,
+        n0: usize,
+        cols: usize,
+    ) -> TractResult<Tensor> {
         let mut xq = unsafe { Tensor::uninitialized::<i8>(&[self.k, cols])? };
         let mut ram = xq.try_as_plain_ram_mut()?;
         let dst = ram.as_slice_mut::<i8>()?;
-        let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
-        for (row, src) in dst.chunks_exact_mut(cols).zip(x.chunks_exact(n)) {
-            for (d, &v) in row.iter_mut().zip(&src[n0..n0 + cols]) {
-                // Clamped, then rounded by the magic addition, which leaves the integer in
-                // the low bits of the sum: its low byte is the two's complement i8.
-                *d = (clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC).to_bits() as u8 as i8;
+        match x {
+            Activations::F32(x) => {
+                let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
+                for (row, src) in dst.chunks_exact_mut(cols).zip(x.chunks_exact(n)) {
+                    for (d, &v) in row.iter_mut().zip(&src[n0..n0 + cols]) {
+                        // Clamped, then rounded by the magic addition, which leaves the
+                        // integer in the low bits of the sum: its low byte is the i8.
+                        *d = (clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC).to_bits() as u8
+                            as i8;
+                    }
+                }
+            }
+            // Bytes of a byte grid: the kernel's signed byte is `q - 128`.
+            Activations::Bytes(x) => {
+                for (row, src) in dst.chunks_exact_mut(cols).zip(x.chunks_exact(n)) {
+                    for (d, &q) in row.iter_mut().zip(&src[n0..n0 + cols]) {
+                        *d = (q ^ 0x80) as i8;
+                    }
+                }
             }
         }
         Ok(xq)
@@ -193,22 +248,97 @@ impl QPointwise {
 
     /// Per-channel scale, bias and the output quantise-dequantise pair, from the block's sums
     /// (`[m, cols]`) into columns `n0..n0 + cols` of `y` (`[m, n]`).
-    fn requantise_block(&self, acc: &[i32], y: &mut [f32], n: usize, n0: usize, cols: usize) {
+    fn requantise_block(&self, acc: &[i32], y: &mut OutputsMut, n: usize, n0: usize, cols: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.requantise_block_avx2(acc, y, n, n0, cols) };
+        }
+        self.requantise_block_body(acc, y, n, n0, cols)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn requantise_block_avx2(
+        &self,
+        acc: &[i32],
+        y: &mut OutputsMut,
+        n: usize,
+        n0: usize,
+        cols: usize,
+    ) {
+        self.requantise_block_body(acc, y, n, n0, cols)
+    }
+
+    /// The loops, compiled for the baseline and for AVX2 (the same arithmetic: no FMA).
+    #[inline(always)]
+    fn requantise_block_body(
+        &self,
+        acc: &[i32],
+        y: &mut OutputsMut,
+        n: usize,
+        n0: usize,
+        cols: usize,
+    ) {
         let q = &self.out;
         let lo = (q.lo - q.zero_point) as f32;
         let hi = (q.hi - q.zero_point) as f32;
         let shift = (q.zero_point - q.dq_zero_point) as f32;
-        let (inv, scale) = (q.inv_scale, q.dq_scale);
-        for (o, (sums, out)) in acc
-            .chunks_exact(cols)
-            .zip(y.chunks_exact_mut(n))
-            .enumerate()
-        {
+        let (inv, scale, z) = (q.inv_scale, q.dq_scale, q.zero_point as f32);
+        for (o, sums) in acc.chunks_exact(cols).enumerate() {
             let (u, b) = (self.unit[o] * inv, self.bias[o] * inv);
-            for (d, &a) in out[n0..n0 + cols].iter_mut().zip(sums) {
-                let r = (clamp(a as f32 * u + b, lo, hi) + ROUND_MAGIC) - ROUND_MAGIC;
-                *d = (r + shift) * scale;
+            let at = o * n + n0..o * n + n0 + cols;
+            match y {
+                OutputsMut::F32(y) => {
+                    for (d, &a) in y[at].iter_mut().zip(sums) {
+                        let r = (clamp(a as f32 * u + b, lo, hi) + ROUND_MAGIC) - ROUND_MAGIC;
+                        *d = (r + shift) * scale;
+                    }
+                }
+                // The rounded value's low byte once the zero point is added: the byte.
+                OutputsMut::Bytes(y) => {
+                    for (d, &a) in y[at].iter_mut().zip(sums) {
+                        *d = ((clamp(a as f32 * u + b, lo, hi) + ROUND_MAGIC) + z).to_bits() as u8;
+                    }
+                }
             }
+        }
+    }
+}
+
+/// An operator's input: f32 values on a quantiser's grid, or that quantiser's bytes.
+enum Activations<'a> {
+    F32(&'a [f32]),
+    Bytes(&'a [u8]),
+}
+
+impl Activations<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Activations::F32(x) => x.len(),
+            Activations::Bytes(x) => x.len(),
+        }
+    }
+}
+
+/// An operator's output, as f32 values or as bytes.
+enum OutputsMut<'a> {
+    F32(&'a mut [f32]),
+    Bytes(&'a mut [u8]),
+}
+
+impl QPointwise {
+    /// Whether this operator reads its input on `grid` (it was built on that quantiser).
+    fn read_grid_is(&self, grid: &FakeQuant) -> bool {
+        self.inv_scale_x == 1.0 / grid.dq_scale
+            && self.shift_x == grid.dq_zero_point - grid.lo - 128
+    }
+
+    fn out_dt(&self) -> DatumType {
+        if self.bytes_out {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
         }
     }
 }
@@ -243,8 +373,22 @@ impl EvalOp for QPointwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
-        let y = self.run(x.as_slice::<f32>()?)?;
-        Ok(tvec!(y.into_shape(&self.out_shape)?.into_tvalue()))
+        let x = if self.bytes_in {
+            Activations::Bytes(x.as_slice::<u8>()?)
+        } else {
+            Activations::F32(x.as_slice::<f32>()?)
+        };
+        let mut y = unsafe { Tensor::uninitialized_dt(self.out_dt(), &self.out_shape)? };
+        {
+            let mut ram = y.try_as_plain_ram_mut()?;
+            let out = if self.bytes_out {
+                OutputsMut::Bytes(ram.as_slice_mut::<u8>()?)
+            } else {
+                OutputsMut::F32(ram.as_slice_mut::<f32>()?)
+            };
+            self.run(x, out)?;
+        }
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 
@@ -258,9 +402,73 @@ impl TypedOp for QPointwise {
     }
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        Ok(tvec!(f32::datum_type().fact(&*self.out_shape)))
+        let input_dt = if self.bytes_in {
+            u8::datum_type()
+        } else {
+            f32::datum_type()
+        };
+        ensure!(inputs[0].datum_type == input_dt);
+        Ok(tvec!(self.out_dt().fact(&*self.out_shape)))
     }
+}
+
+/// Lets activations travel as bytes between the agent's int8 operators: where a
+/// [`QPointwise`] or a [`Depthwise`] with a quantised output on a byte grid is read only by
+/// operators that can read bytes of that grid (a `QPointwise` built on it, a `Depthwise`),
+/// the tensor between them becomes the quantiser's bytes instead of their f32 values: a
+/// quarter of the memory traffic, and the same numbers (each reader turns a byte into the
+/// value the f32 path would have carried). Returns how many edges were changed.
+pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
+    let outputs = model.output_outlets()?.to_vec();
+    let mut changed = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id);
+        let grid = match (node.op_as::<QPointwise>(), node.op_as::<Depthwise>()) {
+            (Some(q), _) => Some(q.out.clone()),
+            (_, Some(d)) => d.out_q.clone(),
+            _ => None,
+        };
+        let Some(grid) = grid.filter(FakeQuant::is_byte_grid) else {
+            continue;
+        };
+        let [output] = &*node.outputs else { continue };
+        let readers = &output.successors;
+        if readers.is_empty() || outputs.contains(&OutletId::new(id, 0)) {
+            continue;
+        }
+        let all_read_bytes = readers.iter().all(|r| {
+            let reader = model.node(r.node);
+            r.slot == 0
+                && (reader.op_as::<Depthwise>().is_some()
+                    || reader
+                        .op_as::<QPointwise>()
+                        .is_some_and(|q| q.input_is_byte_grid && q.read_grid_is(&grid)))
+        });
+        if !all_read_bytes {
+            continue;
+        }
+        let readers: Vec<usize> = readers.iter().map(|r| r.node).collect();
+        for r in readers {
+            let node = model.node_mut(r);
+            if let Some(q) = node.op_as_mut::<QPointwise>() {
+                q.bytes_in = true;
+            } else if let Some(d) = node.op_as_mut::<Depthwise>() {
+                d.bytes_in = Some(grid.clone());
+            }
+        }
+        let node = model.node_mut(id);
+        if let Some(q) = node.op_as_mut::<QPointwise>() {
+            q.bytes_out = true;
+        } else if let Some(d) = node.op_as_mut::<Depthwise>() {
+            d.bytes_out = true;
+        }
+        let fact = model.outlet_fact(OutletId::new(id, 0))?.clone();
+        let mut fact = u8::datum_type().fact(fact.shape.clone());
+        fact.konst = None;
+        model.set_outlet_fact(OutletId::new(id, 0), fact)?;
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// The f32 constant behind `outlet`, if it is one.
@@ -320,7 +528,10 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
             return Ok(None);
         }
         let axes = einsum.axes.to_string();
-        if axes != "IHW,OI->OHW" && axes != "NIHW,OI->OHW" {
+        if !matches!(
+            &*axes,
+            "IHW,OI->OHW" | "NIHW,OI->OHW" | "IHW,OI->NOHW" | "NIHW,OI->NOHW"
+        ) {
             return Ok(None);
         }
         let [x, w] = [node.inputs[0], node.inputs[1]];
@@ -366,7 +577,13 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
             return Ok(None);
         };
         let (m, k) = (w.shape()[0], w.shape()[1]);
-        if bias.len() != m || x_shape.iter().product::<usize>() % k != 0 {
+        // Channels first in memory: `[I, H, W]`, or `[1, I, H, W]` (one image).
+        let channels_first = match &*x_shape {
+            [i, _, _] => *i == k,
+            [1, i, _, _] => *i == k,
+            _ => false,
+        };
+        if bias.len() != m || !channels_first {
             return Ok(None);
         }
         let w = w.try_as_plain_ram()?;
@@ -443,9 +660,28 @@ mod tests {
         let op = QPointwise::new(&w, bias.clone(), m, k, &input, output.clone(), tvec![m, n])
             .unwrap()
             .expect("weights on the int8 grid are taken");
-        let y = op.run(&x).unwrap();
-        let y = y.try_as_plain_ram().unwrap();
-        let y = y.as_slice::<f32>().unwrap();
+        let mut y = vec![f32::NAN; m * n];
+        op.run(Activations::F32(&x), OutputsMut::F32(&mut y))
+            .unwrap();
+        // The same product on bytes: the input quantiser's bytes in, the output's bytes out,
+        // and the same numbers.
+        let x_bytes: Vec<u8> = x
+            .iter()
+            .map(|&v| (v / 0.05).round() as i32 + 131)
+            .map(|q| q as u8)
+            .collect();
+        let mut y_bytes = vec![0u8; m * n];
+        op.run(
+            Activations::Bytes(&x_bytes),
+            OutputsMut::Bytes(&mut y_bytes),
+        )
+        .unwrap();
+        let mut dequantise_bytes = vec![0f32; m * n];
+        output.dequantise_bytes(&y_bytes, &mut dequantise_bytes);
+        assert_eq!(
+            dequantise_bytes, y,
+            "bytes in and out give the f32 path's values"
+        );
         let mut ties = 0;
         for o in 0..m {
             for j in 0..n {

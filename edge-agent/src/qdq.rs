@@ -39,6 +39,70 @@ impl Eq for FakeQuant {}
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
 impl FakeQuant {
+    /// Whether the quantised values are bytes (`u8`, `[0, 255]`) with the dequantiser's zero
+    /// point, so that an activation can travel as its bytes ([`FakeQuant::quantise_bytes`]) and be
+    /// read back exactly ([`FakeQuant::dequantise_bytes`]).
+    pub fn is_byte_grid(&self) -> bool {
+        self.lo == 0 && self.hi == 255 && self.zero_point == self.dq_zero_point
+    }
+
+    /// The quantised bytes of `xs` (for a byte grid): what [`FakeQuant::apply`] would give,
+    /// before dequantisation.
+    pub fn quantise_bytes(&self, xs: &[f32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.quantise_bytes_avx2(xs, out) };
+        }
+        self.quantise_bytes_body(xs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantise_bytes_avx2(&self, xs: &[f32], out: &mut [u8]) {
+        self.quantise_bytes_body(xs, out)
+    }
+
+    #[inline(always)]
+    fn quantise_bytes_body(&self, xs: &[f32], out: &mut [u8]) {
+        let lo = (self.lo - self.zero_point) as f32;
+        let hi = (self.hi - self.zero_point) as f32;
+        let (inv, z) = (self.inv_scale, self.zero_point as f32);
+        for (d, &x) in out.iter_mut().zip(xs) {
+            let v = x * inv;
+            let v = if v < lo { lo } else { v };
+            let v = if v > hi { hi } else { v };
+            // The magic addition rounds (ties to even, before the zero point is added, as in
+            // `apply`) and leaves the integer in the low bits, where adding the zero point is
+            // exact: the low byte is the quantised value.
+            *d = ((v + ROUND_MAGIC) + z).to_bits() as u8;
+        }
+    }
+
+    /// The f32 values of bytes of this grid, as [`FakeQuant::apply`] produces them.
+    pub fn dequantise_bytes(&self, qs: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.dequantise_bytes_avx2(qs, out) };
+        }
+        self.dequantise_bytes_body(qs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dequantise_bytes_avx2(&self, qs: &[u8], out: &mut [f32]) {
+        self.dequantise_bytes_body(qs, out)
+    }
+
+    #[inline(always)]
+    fn dequantise_bytes_body(&self, qs: &[u8], out: &mut [f32]) {
+        let (z, s) = (self.dq_zero_point, self.dq_scale);
+        for (d, &q) in out.iter_mut().zip(qs) {
+            *d = (q as i32 - z) as f32 * s;
+        }
+    }
+
     /// Applies the pair in place.
     pub fn apply(&self, xs: &mut [f32]) {
         // Rounding and clamping to integer bounds commute, so the clamp comes first: the

@@ -98,6 +98,8 @@ pub struct Model {
     pub int8_pointwise: usize,
     /// Depthwise convolutions run by [`crate::depthwise`].
     pub depthwise: usize,
+    /// Activations passed as bytes between the agent's int8 operators.
+    pub byte_edges: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -186,7 +188,7 @@ impl Model {
         let analyse = t2.elapsed();
 
         let t3 = Instant::now();
-        let (plan, optimised_ops, fused_qdq_pairs, int8_pointwise, depthwise) =
+        let (plan, optimised_ops, fused_qdq_pairs, int8_pointwise, depthwise, byte_edges) =
             guarded(&path, "optimise", || {
                 // tract's `into_optimized`, with the pair fusion between its two stages: after
                 // decluttering (constants folded, so the quantisers' parameters are known) and
@@ -201,11 +203,14 @@ impl Model {
                     crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
                 let depthwise =
                     crate::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+                // Between those, activations travel as bytes where every reader takes them.
+                let byte_edges =
+                    crate::qconv::byte_edges(&mut optimised).map_err(tract_err("optimise"))?;
                 optimised.optimize().map_err(tract_err("optimise"))?;
                 check_card_outputs(card, &optimised)?;
                 let ops = typed_operator_counts(&optimised);
                 let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
-                Ok((plan, ops, fused, int8_pointwise, depthwise))
+                Ok((plan, ops, fused, int8_pointwise, depthwise, byte_edges))
             })?;
         let optimise = t3.elapsed();
 
@@ -224,6 +229,7 @@ impl Model {
             fused_qdq_pairs,
             int8_pointwise,
             depthwise,
+            byte_edges,
             file_size,
             notes: overrides
                 .iter()
@@ -252,10 +258,7 @@ impl Model {
 
     /// Runs the model once, timing every operator: `(node name, operator name, time)` in
     /// execution order. For `model profile`; slower than [`Model::run`] by the timing only.
-    pub fn run_profiled(
-        &self,
-        inputs: TVec<TValue>,
-    ) -> Result<Vec<(String, String, Duration)>, ModelError> {
+    pub fn run_profiled(&self, inputs: TVec<TValue>) -> Result<Vec<NodeTime>, ModelError> {
         let path = &self.card.file;
         guarded(path, "run", || {
             let mut times = Vec::new();
@@ -267,9 +270,23 @@ impl Model {
             let mut state = TypedSimpleState::new(&self.plan).map_err(err)?;
             state
                 .run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                    let shapes = |ts: &[TValue]| {
+                        ts.iter()
+                            .map(|t| format!("{:?}", t.shape()))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    let input_shapes = shapes(&inputs);
                     let t = Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    times.push((node.name.clone(), node.op.name().to_string(), t.elapsed()));
+                    let time = t.elapsed();
+                    let output_shapes = out.as_ref().map(|o| shapes(o)).unwrap_or_default();
+                    times.push(NodeTime {
+                        name: node.name.clone(),
+                        op: node.op.name().to_string(),
+                        shapes: format!("{input_shapes} -> {output_shapes}"),
+                        time,
+                    });
                     out
                 })
                 .map_err(err)?;
@@ -282,6 +299,16 @@ impl Model {
     pub fn initial_inputs(&self) -> Vec<Tensor> {
         self.card.inputs.iter().map(initial_tensor).collect()
     }
+}
+
+/// One operator's run in [`Model::run_profiled`].
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub name: String,
+    pub op: String,
+    /// Input and output shapes, `[..] [..] -> [..]`.
+    pub shapes: String,
+    pub time: Duration,
 }
 
 /// Zeros for data and state inputs, the value for constants.
