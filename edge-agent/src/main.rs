@@ -298,7 +298,7 @@ fn inspect(path: &Path) -> Result<ExitCode> {
     }
     if model.int8_pointwise > 0 {
         say!(
-            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QPointwise), {} activations passed as bytes",
+            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QConv), {} activations passed as bytes",
             model.int8_pointwise,
             model.byte_edges
         );

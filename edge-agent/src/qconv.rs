@@ -4,7 +4,7 @@
 //! tract's decluttered graph: `FakeQuant -> EinSum (f32 weights) -> Add (f32 bias) -> FakeQuant`.
 //! Both sides of the matrix product are on int8 grids: the activation is `(q - z) * s` with
 //! `q` a byte, each weight row is `w * s_w[o]` with `w` in `[-127, 127]`. tract multiplies them
-//! as floats. [`QPointwise`] multiplies the integers instead, with tract-linalg's i32 matrix
+//! as floats. [`QConv`] multiplies the integers instead, with tract-linalg's i32 matrix
 //! product kernels (AVX-512 VNNI `vpdpbusd` where the CPU has it, AVX2, NEON on ARM), then
 //! applies the per-channel scale, the bias and the output quantiser in one pass: the work
 //! onnxruntime's `QLinearConv` does for the same model.
@@ -28,12 +28,15 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
     AsInputValue, FusedSpec, MMMInputValue, MatMatMul, Query,
 };
 
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
 use crate::depthwise::Depthwise;
 use crate::qdq::FakeQuant;
 
 /// `y = requantise(W x + b)` for a 1x1 convolution, `W` int8, `x` bytes, in integers.
 #[derive(Debug, Clone)]
-pub struct QPointwise {
+pub struct QConv {
     /// Output channels (rows of `W`) and input channels.
     m: usize,
     k: usize,
@@ -60,15 +63,32 @@ pub struct QPointwise {
     bytes_out: bool,
     /// The input quantiser's grid is a byte grid (bytes can replace its f32 values).
     input_is_byte_grid: bool,
+    /// For a convolution with a kernel larger than 1x1: how the columns of the product
+    /// (output pixels) gather their patches from the input (`None`: 1x1, the input is the
+    /// matrix).
+    patches: Option<Patches>,
 }
 
-impl PartialEq for QPointwise {
+/// The geometry of a `KH x KW` convolution of one `[C, H, W]` image, read as a matrix product
+/// with `C * KH * KW` rows (channel, then kernel row, then kernel column, as the OIHW weights
+/// are laid out) and one column per output pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Patches {
+    channels: usize,
+    in_hw: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    out_hw: [usize; 2],
+}
+
+impl PartialEq for QConv {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.packed_w, &other.packed_w) && self.out == other.out
     }
 }
 
-impl Eq for QPointwise {}
+impl Eq for QConv {}
 
 /// Adding then subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to an integer,
 /// ties to even (see [`crate::qdq`]).
@@ -82,18 +102,31 @@ fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     if v > hi { hi } else { v }
 }
 
-impl QPointwise {
+/// A float convolution's parameters: weights `[m, k]` (output channels by inputs) and one bias
+/// per output channel.
+struct FloatConv<'a> {
+    weights: &'a [f32],
+    bias: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl QConv {
     /// Builds the operator from the float weights `[m, k]`, or `None` when they are not on a
     /// symmetric int8 grid per row, or no integer kernel is available.
     fn new(
-        weights: &[f32],
-        bias: Vec<f32>,
-        m: usize,
-        k: usize,
+        float: FloatConv,
         input: &FakeQuant,
         out: FakeQuant,
         out_shape: TVec<usize>,
-    ) -> TractResult<Option<QPointwise>> {
+        patches: Option<Patches>,
+    ) -> TractResult<Option<QConv>> {
+        let FloatConv {
+            weights,
+            bias,
+            m,
+            k,
+        } = float;
         // The activation: `q` in `[lo, hi]` (256 values) and `q - z` = x / s.
         if input.hi - input.lo != 255 || input.zero_point != input.dq_zero_point {
             return Ok(None);
@@ -126,7 +159,7 @@ impl QPointwise {
         };
         let w = Tensor::from_shape(&[m, k], &w_int)?;
         let packed_w = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
-        Ok(Some(QPointwise {
+        Ok(Some(QConv {
             m,
             k,
             inv_scale_x: 1.0 / scale_x,
@@ -142,6 +175,7 @@ impl QPointwise {
             bytes_in: false,
             bytes_out: false,
             input_is_byte_grid: input.is_byte_grid(),
+            patches,
         }))
     }
 
@@ -150,7 +184,10 @@ impl QPointwise {
     /// product and the requantisation.
     fn run(&self, x: Activations, y: OutputsMut) -> TractResult<()> {
         let (m, k) = (self.m, self.k);
-        let n = x.len() / k;
+        let n = match &self.patches {
+            Some(p) => p.out_hw[0] * p.out_hw[1],
+            None => x.len() / k,
+        };
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
         let mut y = y;
@@ -222,6 +259,10 @@ impl QPointwise {
         let mut xq = unsafe { Tensor::uninitialized::<i8>(&[self.k, cols])? };
         let mut ram = xq.try_as_plain_ram_mut()?;
         let dst = ram.as_slice_mut::<i8>()?;
+        if let Some(p) = &self.patches {
+            self.gather_patches(p, x, dst, n0, cols);
+            return Ok(xq);
+        }
         match x {
             Activations::F32(x) => {
                 let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
@@ -244,6 +285,89 @@ impl QPointwise {
             }
         }
         Ok(xq)
+    }
+
+    /// The kernel's signed bytes for `dst.len()` input values from `start`, `step` apart.
+    #[inline(always)]
+    fn signed_bytes(&self, x: &Activations, start: usize, step: usize, dst: &mut [i8]) {
+        let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
+        let quantise =
+            |v: f32| (clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC).to_bits() as u8 as i8;
+        let n = dst.len();
+        match (x, step) {
+            (Activations::F32(x), 1) => {
+                for (d, &v) in dst.iter_mut().zip(&x[start..start + n]) {
+                    *d = quantise(v);
+                }
+            }
+            (Activations::Bytes(x), 1) => {
+                for (d, &q) in dst.iter_mut().zip(&x[start..start + n]) {
+                    *d = (q ^ 0x80) as i8;
+                }
+            }
+            // Whole groups of `step` values vectorise; the last value may start a partial one.
+            (Activations::F32(x), _) => {
+                let whole = ((x.len() - start) / step).min(n);
+                for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
+                    *d = quantise(g[0]);
+                }
+                for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+                    *d = quantise(x[start + i * step]);
+                }
+            }
+            (Activations::Bytes(x), _) => {
+                let whole = ((x.len() - start) / step).min(n);
+                for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
+                    *d = (g[0] ^ 0x80) as i8;
+                }
+                for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+                    *d = (x[start + i * step] ^ 0x80) as i8;
+                }
+            }
+        }
+    }
+
+    /// Columns `n0..n0 + cols` of the patch matrix (im2col) as the kernel's signed bytes,
+    /// `[k, cols]`; padding reads as the byte of 0.0.
+    #[inline(always)]
+    fn gather_patches(&self, p: &Patches, x: &Activations, dst: &mut [i8], n0: usize, cols: usize) {
+        let [h, w] = p.in_hw;
+        let [kh, kw] = p.kernel;
+        let [sy, sx] = p.stride;
+        let [py, px] = p.pad;
+        let ow = p.out_hw[1];
+        let zero = self.shift_x.clamp(-128, 127) as i8;
+        for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
+            let (c, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            // Output columns whose input column `ox * sx + kx - px` is inside the row.
+            let ox_lo = px.saturating_sub(kx).div_ceil(sx).min(ow);
+            let ox_hi = if w + px > kx {
+                ((w - 1 + px - kx) / sx + 1).min(ow)
+            } else {
+                0
+            }
+            .max(ox_lo);
+            let mut j = 0;
+            while j < cols {
+                let (oy, ox0) = ((n0 + j) / ow, (n0 + j) % ow);
+                let ox1 = ow.min(ox0 + cols - j);
+                let seg = &mut row[j..j + (ox1 - ox0)];
+                match (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h) {
+                    None => seg.fill(zero),
+                    Some(iy) => {
+                        // Padding on the left, the input, padding on the right.
+                        let (a, b) = (ox_lo.clamp(ox0, ox1), ox_hi.clamp(ox0, ox1));
+                        seg[..a - ox0].fill(zero);
+                        seg[b - ox0..].fill(zero);
+                        if a < b {
+                            let start = (c * h + iy) * w + a * sx + kx - px;
+                            self.signed_bytes(x, start, sx, &mut seg[a - ox0..b - ox0]);
+                        }
+                    }
+                }
+                j += ox1 - ox0;
+            }
+        }
     }
 
     /// Per-channel scale, bias and the output quantise-dequantise pair, from the block's sums
@@ -327,7 +451,7 @@ enum OutputsMut<'a> {
     Bytes(&'a mut [u8]),
 }
 
-impl QPointwise {
+impl QConv {
     /// Whether this operator reads its input on `grid` (it was built on that quantiser).
     fn read_grid_is(&self, grid: &FakeQuant) -> bool {
         self.inv_scale_x == 1.0 / grid.dq_scale
@@ -343,9 +467,9 @@ impl QPointwise {
     }
 }
 
-impl Op for QPointwise {
+impl Op for QConv {
     fn name(&self) -> StaticName {
-        "QPointwise".into()
+        "QConv".into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -362,7 +486,7 @@ impl Op for QPointwise {
     }
 }
 
-impl EvalOp for QPointwise {
+impl EvalOp for QConv {
     fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
         Ok(Some(EvalOp::eval(
             self,
@@ -392,7 +516,7 @@ impl EvalOp for QPointwise {
     }
 }
 
-impl TypedOp for QPointwise {
+impl TypedOp for QConv {
     fn as_op(&self) -> &dyn Op {
         self
     }
@@ -413,8 +537,8 @@ impl TypedOp for QPointwise {
 }
 
 /// Lets activations travel as bytes between the agent's int8 operators: where a
-/// [`QPointwise`] or a [`Depthwise`] with a quantised output on a byte grid is read only by
-/// operators that can read bytes of that grid (a `QPointwise` built on it, a `Depthwise`),
+/// [`QConv`] or a [`Depthwise`] with a quantised output on a byte grid is read only by
+/// operators that can read bytes of that grid (a `QConv` built on it, a `Depthwise`),
 /// the tensor between them becomes the quantiser's bytes instead of their f32 values: a
 /// quarter of the memory traffic, and the same numbers (each reader turns a byte into the
 /// value the f32 path would have carried). Returns how many edges were changed.
@@ -423,7 +547,7 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
     let mut changed = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let grid = match (node.op_as::<QPointwise>(), node.op_as::<Depthwise>()) {
+        let grid = match (node.op_as::<QConv>(), node.op_as::<Depthwise>()) {
             (Some(q), _) => Some(q.out.clone()),
             (_, Some(d)) => d.out_q.clone(),
             _ => None,
@@ -441,7 +565,7 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
             r.slot == 0
                 && (reader.op_as::<Depthwise>().is_some()
                     || reader
-                        .op_as::<QPointwise>()
+                        .op_as::<QConv>()
                         .is_some_and(|q| q.input_is_byte_grid && q.read_grid_is(&grid)))
         });
         if !all_read_bytes {
@@ -450,14 +574,14 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
         let readers: Vec<usize> = readers.iter().map(|r| r.node).collect();
         for r in readers {
             let node = model.node_mut(r);
-            if let Some(q) = node.op_as_mut::<QPointwise>() {
+            if let Some(q) = node.op_as_mut::<QConv>() {
                 q.bytes_in = true;
             } else if let Some(d) = node.op_as_mut::<Depthwise>() {
                 d.bytes_in = Some(grid.clone());
             }
         }
         let node = model.node_mut(id);
-        if let Some(q) = node.op_as_mut::<QPointwise>() {
+        if let Some(q) = node.op_as_mut::<QConv>() {
             q.bytes_out = true;
         } else if let Some(d) = node.op_as_mut::<Depthwise>() {
             d.bytes_out = true;
@@ -493,14 +617,14 @@ fn sole_successor(model: &TypedModel, node: &TypedNode) -> Option<usize> {
 }
 
 /// Replaces every `FakeQuant -> EinSum -> Add -> FakeQuant` chain that is a quantised 1x1
-/// convolution with a [`QPointwise`]. Returns how many were replaced. Runs after
+/// convolution with a [`QConv`]. Returns how many were replaced. Runs after
 /// [`crate::qdq::fuse_pairs`], before tract's code generation.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     let mut n = 0;
     // One patch at a time: a chain's input is often the previous chain's output, replaced
     // by the previous patch. Node ids stay valid until the compaction at the end.
     for id in 0..model.nodes().len() {
-        if let Some(patch) = chain_at(model, id)? {
+        if let Some(patch) = chain_at(model, id)?.or(conv_at(model, id)?) {
             patch.apply(model)?;
             n += 1;
         }
@@ -511,10 +635,116 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     Ok(n)
 }
 
-/// The grid an f32 activation is on: the output pair of a `FakeQuant` or a [`QPointwise`].
+/// The grid an f32 activation is on: the output pair of a `FakeQuant` or a [`QConv`].
 fn grid_of(node: &TypedNode) -> Option<&FakeQuant> {
     node.op_as::<FakeQuant>()
-        .or_else(|| node.op_as::<QPointwise>().map(|q| &q.out))
+        .or_else(|| node.op_as::<QConv>().map(|q| &q.out))
+}
+
+/// The patch replacing a float `Conv` (group 1, constant OIHW kernel and bias, one image,
+/// explicit or no padding, no dilation) read only by a `FakeQuant`, with its input on a
+/// quantiser's grid: a quantised `KH x KW` convolution.
+fn conv_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.kernel_shape.len() != 2
+        || spec
+            .dilations
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|&d| d != 1))
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let x = node.inputs[0];
+    let Some(input_q) = grid_of(model.node(x.node)) else {
+        return Ok(None);
+    };
+    let (Some(w), Some(bias)) = (konst(model, node.inputs[1])?, konst(model, node.inputs[2])?)
+    else {
+        return Ok(None);
+    };
+    let Some(out_node) = sole_successor(model, node) else {
+        return Ok(None);
+    };
+    let out_node = model.node(out_node);
+    let Some(out_q) = out_node.op_as::<FakeQuant>() else {
+        return Ok(None);
+    };
+    let x_shape = model.outlet_fact(x)?.shape.as_concrete().map(TVec::from);
+    let y_shape = model
+        .outlet_fact(node.id.into())?
+        .shape
+        .as_concrete()
+        .map(TVec::from);
+    let (Some(x_shape), Some(y_shape)) = (x_shape, y_shape) else {
+        return Ok(None);
+    };
+    let (c, in_hw, out_hw) = match (spec.data_format, &*x_shape, &*y_shape) {
+        (DataFormat::CHW, &[c, h, w], &[_, oh, ow]) => (c, [h, w], [oh, ow]),
+        (DataFormat::NCHW, &[1, c, h, w], &[1, _, oh, ow]) => (c, [h, w], [oh, ow]),
+        _ => return Ok(None),
+    };
+    let pad = match &spec.padding {
+        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
+        PaddingSpec::Valid => [0, 0],
+        _ => return Ok(None),
+    };
+    let stride = spec
+        .strides
+        .as_ref()
+        .map_or([1, 1], |s| [s[0], s.get(1).copied().unwrap_or(s[0])]);
+    let kernel = [spec.kernel_shape[0], spec.kernel_shape[1]];
+    let m = spec.output_channels;
+    let k = c * kernel[0] * kernel[1];
+    if w.len() != m * k || bias.len() != m || stride.contains(&0) {
+        return Ok(None);
+    }
+    let patches = Patches {
+        channels: c,
+        in_hw,
+        kernel,
+        stride,
+        pad,
+        out_hw,
+    };
+    let out_shape = model
+        .outlet_fact(out_node.id.into())?
+        .shape
+        .as_concrete()
+        .map(TVec::from);
+    let Some(out_shape) = out_shape else {
+        return Ok(None);
+    };
+    let w = w.try_as_plain_ram()?;
+    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let Some(op) = QConv::new(
+        FloatConv {
+            weights: w.as_slice::<f32>()?,
+            bias,
+            m,
+            k,
+        },
+        input_q,
+        out_q.clone(),
+        out_shape,
+        Some(patches),
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TypedModelPatch::replace_single_op(
+        model,
+        out_node,
+        &[x],
+        op,
+    )?))
 }
 
 /// The patch replacing the chain whose `EinSum` is node `id`, if it is one.
@@ -588,14 +818,17 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
         }
         let w = w.try_as_plain_ram()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-        let Some(op) = QPointwise::new(
-            w.as_slice::<f32>()?,
-            bias,
-            m,
-            k,
+        let Some(op) = QConv::new(
+            FloatConv {
+                weights: w.as_slice::<f32>()?,
+                bias,
+                m,
+                k,
+            },
             input_q,
             out_q.clone(),
             out_shape,
+            None,
         )?
         else {
             return Ok(None);
@@ -657,9 +890,20 @@ mod tests {
             .into_iter()
             .map(|q| (q - 131) as f32 * 0.05)
             .collect();
-        let op = QPointwise::new(&w, bias.clone(), m, k, &input, output.clone(), tvec![m, n])
-            .unwrap()
-            .expect("weights on the int8 grid are taken");
+        let op = QConv::new(
+            FloatConv {
+                weights: &w,
+                bias: bias.clone(),
+                m: m,
+                k: k,
+            },
+            &input,
+            output.clone(),
+            tvec![m, n],
+            None,
+        )
+        .unwrap()
+        .expect("weights on the int8 grid are taken");
         let mut y = vec![f32::NAN; m * n];
         op.run(Activations::F32(&x), OutputsMut::F32(&mut y))
             .unwrap();
@@ -707,16 +951,124 @@ mod tests {
     }
 
     #[test]
+    fn patches_match_the_convolution_definition() {
+        // Several strides and paddings, a kernel wider than tall, odd sizes.
+        for (stride, pad, kernel) in [
+            ([1, 1], [1, 1], [3, 3]),
+            ([2, 2], [1, 1], [3, 3]),
+            ([2, 1], [0, 2], [3, 5]),
+            ([3, 3], [2, 0], [5, 1]),
+        ] {
+            let (c, m, in_hw) = (3, 5, [11, 13]);
+            let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+            let out_hw = [out(0), out(1)];
+            let k = c * kernel[0] * kernel[1];
+            let n = out_hw[0] * out_hw[1];
+            let (input, output) = (grid(20, 0.03), grid(90, 0.07));
+            let w: Vec<f32> = (0..m * k)
+                .map(|i| {
+                    let q = if i % k == 0 {
+                        -127
+                    } else {
+                        ints(1, i as u32 + 9, -127, 127)[0]
+                    };
+                    q as f32 * 0.002
+                })
+                .collect();
+            let bias = vec![0.25f32; m];
+            let x_bytes: Vec<u8> = ints(c * in_hw[0] * in_hw[1], 17, 0, 255)
+                .into_iter()
+                .map(|q| q as u8)
+                .collect();
+            let mut x = vec![0f32; x_bytes.len()];
+            input.dequantise_bytes(&x_bytes, &mut x);
+            let patches = Patches {
+                channels: c,
+                in_hw,
+                kernel,
+                stride,
+                pad,
+                out_hw,
+            };
+            let op = QConv::new(
+                FloatConv {
+                    weights: &w,
+                    bias: bias.clone(),
+                    m: m,
+                    k: k,
+                },
+                &input,
+                output.clone(),
+                tvec![m, n],
+                Some(patches),
+            )
+            .unwrap()
+            .unwrap();
+            let mut y = vec![f32::NAN; m * n];
+            op.run(Activations::F32(&x), OutputsMut::F32(&mut y))
+                .unwrap();
+            let mut y_bytes = vec![0u8; m * n];
+            op.run(
+                Activations::Bytes(&x_bytes),
+                OutputsMut::Bytes(&mut y_bytes),
+            )
+            .unwrap();
+            let mut from_bytes = vec![0f32; m * n];
+            output.dequantise_bytes(&y_bytes, &mut from_bytes);
+            assert_eq!(
+                from_bytes, y,
+                "stride {stride:?} pad {pad:?}: bytes give the f32 path's values"
+            );
+            for o in 0..m {
+                for oy in 0..out_hw[0] {
+                    for ox in 0..out_hw[1] {
+                        let mut acc = bias[o] as f64;
+                        for ci in 0..c {
+                            for ky in 0..kernel[0] {
+                                for kx in 0..kernel[1] {
+                                    let iy = (oy * stride[0] + ky) as isize - pad[0] as isize;
+                                    let ix = (ox * stride[1] + kx) as isize - pad[1] as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= in_hw[0] as isize
+                                        || ix >= in_hw[1] as isize
+                                    {
+                                        continue;
+                                    }
+                                    let wi = ((o * c + ci) * kernel[0] + ky) * kernel[1] + kx;
+                                    let xi = (ci * in_hw[0] + iy as usize) * in_hw[1] + ix as usize;
+                                    acc += w[wi] as f64 * x[xi] as f64;
+                                }
+                            }
+                        }
+                        let mut want = [acc as f32];
+                        output.apply(&mut want);
+                        let got = y[(o * out_hw[0] + oy) * out_hw[1] + ox];
+                        assert!(
+                            (got - want[0]).abs() <= 0.07 + 1e-6,
+                            "stride {stride:?} pad {pad:?} channel {o} at ({oy}, {ox}): got {got}, the definition gives {}",
+                            want[0]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn weights_off_the_int8_grid_stay_in_float() {
         let w = [0.5f32, 0.25, 0.1234567, -0.5];
-        let op = QPointwise::new(
-            &w,
-            vec![0.0, 0.0],
-            2,
-            2,
+        let op = QConv::new(
+            FloatConv {
+                weights: &w,
+                bias: vec![0.0, 0.0],
+                m: 2,
+                k: 2,
+            },
             &grid(0, 0.1),
             grid(0, 0.1),
             tvec![2, 1],
+            None,
         )
         .unwrap();
         assert!(op.is_none());
