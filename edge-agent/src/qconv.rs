@@ -894,8 +894,8 @@ mod tests {
             FloatConv {
                 weights: &w,
                 bias: bias.clone(),
-                m: m,
-                k: k,
+                m,
+                k,
             },
             &input,
             output.clone(),
@@ -994,8 +994,8 @@ mod tests {
                 FloatConv {
                     weights: &w,
                     bias: bias.clone(),
-                    m: m,
-                    k: k,
+                    m,
+                    k,
                 },
                 &input,
                 output.clone(),
