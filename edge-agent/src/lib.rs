@@ -30,3 +30,4 @@ pub mod qconv;
 pub mod qdq;
 pub mod runtime;
 pub mod sources;
+pub mod vnni;

@@ -63,6 +63,8 @@ pub struct QConv {
     bytes_out: bool,
     /// The input quantiser's grid is a byte grid (bytes can replace its f32 values).
     input_is_byte_grid: bool,
+    /// The same weights for the fused AVX-512 VNNI kernel, where the CPU has it.
+    vnni: Option<Arc<crate::vnni::Weights>>,
     /// For a convolution with a kernel larger than 1x1: how the columns of the product
     /// (output pixels) gather their patches from the input (`None`: 1x1, the input is the
     /// matrix).
@@ -159,6 +161,24 @@ impl QConv {
         };
         let w = Tensor::from_shape(&[m, k], &w_int)?;
         let packed_w = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
+        let vnni = crate::vnni::available().then(|| {
+            let inv = out.inv_scale;
+            Arc::new(crate::vnni::Weights::new(
+                &w_int,
+                m,
+                k,
+                shift_x + 128,
+                unit.iter().map(|u| u * inv).collect(),
+                bias.iter().map(|b| b * inv).collect(),
+                crate::vnni::Requant {
+                    lo: (out.lo - out.zero_point) as f32,
+                    hi: (out.hi - out.zero_point) as f32,
+                    zero_point: out.zero_point as f32,
+                    shift: (out.zero_point - out.dq_zero_point) as f32,
+                    scale: out.dq_scale,
+                },
+            ))
+        });
         Ok(Some(QConv {
             m,
             k,
@@ -175,6 +195,7 @@ impl QConv {
             bytes_in: false,
             bytes_out: false,
             input_is_byte_grid: input.is_byte_grid(),
+            vnni,
             patches,
         }))
     }
@@ -188,6 +209,10 @@ impl QConv {
             Some(p) => p.out_hw[0] * p.out_hw[1],
             None => x.len() / k,
         };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(vnni) = &self.vnni {
+            return self.run_vnni(vnni, &x, y, n);
+        }
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
         let mut y = y;
@@ -215,6 +240,41 @@ impl QConv {
             }
             let acc = acc.try_as_plain_ram()?;
             self.requantise_block(acc.as_slice::<i32>()?, &mut y, n, n0, cols);
+            n0 += cols;
+        }
+        Ok(())
+    }
+
+    /// [`QConv::run`] with the fused kernel of [`crate::vnni`]: a block of columns at a time
+    /// (about 32 KiB of activation bytes), products and requantisation in registers.
+    #[cfg(target_arch = "x86_64")]
+    fn run_vnni(
+        &self,
+        vnni: &crate::vnni::Weights,
+        x: &Activations,
+        y: OutputsMut,
+        n: usize,
+    ) -> TractResult<()> {
+        let block = ((32 * 1024 / self.k.max(1)) / 16 * 16).clamp(64, n.max(64));
+        let mut packed = Vec::new();
+        let mut y = y;
+        let mut n0 = 0;
+        while n0 < n {
+            let cols = block.min(n - n0);
+            let xq = self.quantise_block(x, n, n0, cols)?;
+            vnni.pack_block(xq.try_as_plain_ram()?.as_slice::<i8>()?, cols, &mut packed);
+            let mut out = match &mut y {
+                OutputsMut::Bytes(y) => crate::vnni::Out::Bytes {
+                    at: &mut y[n0..],
+                    stride: n,
+                },
+                OutputsMut::F32(y) => crate::vnni::Out::F32 {
+                    at: &mut y[n0..],
+                    stride: n,
+                },
+            };
+            // SAFETY: `vnni` exists only where the CPU has the features (`vnni::available`).
+            unsafe { vnni.run_block(&packed, cols, &mut out) };
             n0 += cols;
         }
         Ok(())
@@ -870,6 +930,34 @@ mod tests {
             .collect()
     }
 
+    /// Where this CPU runs the fused VNNI kernel, the portable path (tract-linalg's kernel and
+    /// the separate requantisation) gives the same bits, from f32 and from bytes.
+    fn portable_path_agrees(op: &QConv, x: &[f32], x_bytes: &[u8], y: &[f32], y_bytes: &[u8]) {
+        if op.vnni.is_none() {
+            return;
+        }
+        let portable = QConv {
+            vnni: None,
+            ..op.clone()
+        };
+        let mut y_portable = vec![f32::NAN; y.len()];
+        portable
+            .run(Activations::F32(x), OutputsMut::F32(&mut y_portable))
+            .unwrap();
+        assert_eq!(
+            y_portable, y,
+            "the VNNI kernel gives the portable path's values"
+        );
+        let mut bytes_portable = vec![0u8; y.len()];
+        portable
+            .run(
+                Activations::Bytes(x_bytes),
+                OutputsMut::Bytes(&mut bytes_portable),
+            )
+            .unwrap();
+        assert_eq!(bytes_portable, y_bytes);
+    }
+
     #[test]
     fn integer_product_matches_the_float_definition() {
         // Sizes off the kernels' tiles, and more columns than one block.
@@ -926,6 +1014,7 @@ mod tests {
             dequantise_bytes, y,
             "bytes in and out give the f32 path's values"
         );
+        portable_path_agrees(&op, &x, &x_bytes, &y, &y_bytes);
         let mut ties = 0;
         for o in 0..m {
             for j in 0..n {
@@ -1019,6 +1108,7 @@ mod tests {
                 from_bytes, y,
                 "stride {stride:?} pad {pad:?}: bytes give the f32 path's values"
             );
+            portable_path_agrees(&op, &x, &x_bytes, &y, &y_bytes);
             for o in 0..m {
                 for oy in 0..out_hw[0] {
                     for ox in 0..out_hw[1] {
