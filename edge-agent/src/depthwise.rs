@@ -41,7 +41,13 @@ pub struct Depthwise {
 impl Eq for Depthwise {}
 
 impl Depthwise {
-    fn plane(&self, x: &[f32], y: &mut [f32], c: usize, scratch: &mut Scratch) {
+    fn plane<S: Source + ?Sized, K: Sink>(
+        &self,
+        x: &S,
+        y: &mut K,
+        c: usize,
+        scratch: &mut Scratch,
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
@@ -51,25 +57,37 @@ impl Depthwise {
                 return unsafe { self.plane_avx2_fma(x, y, c, scratch) };
             }
         }
-        self.plane_body::<{ cfg!(target_arch = "aarch64") }>(x, y, c, scratch)
+        self.plane_body::<S, K, { cfg!(target_arch = "aarch64") }>(x, y, c, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn plane_avx2_fma(&self, x: &[f32], y: &mut [f32], c: usize, scratch: &mut Scratch) {
-        self.plane_body::<true>(x, y, c, scratch)
+    unsafe fn plane_avx2_fma<S: Source + ?Sized, K: Sink>(
+        &self,
+        x: &S,
+        y: &mut K,
+        c: usize,
+        scratch: &mut Scratch,
+    ) {
+        self.plane_body::<S, K, true>(x, y, c, scratch)
     }
 
-    /// One channel: `x` is its input plane, `y` its output plane.
+    /// One channel: `x` reads its input plane, `y` takes its output rows.
     ///
     /// The zero-padded input plane is split into `sy * sx` phases: phase `(a, b)`, row `i`,
     /// column `j` holds padded row `i * sy + a`, column `j * sx + b`. Output `(oy, ox)` then
     /// reads, for tap `(ky, kx)`, phase `(ky % sy, kx % sx)` at row `oy + ky / sy`, column
     /// `ox + kx / sx`. With the phases and the output laid out on the same row length, each
-    /// tap is one multiply-add over the whole plane at a fixed offset (the columns past the
+    /// tap is one multiply-add over a block of rows at a fixed offset (the columns past the
     /// output's width are computed and dropped).
     #[inline(always)]
-    fn plane_body<const FMA: bool>(&self, x: &[f32], y: &mut [f32], c: usize, s: &mut Scratch) {
+    fn plane_body<S: Source + ?Sized, K: Sink, const FMA: bool>(
+        &self,
+        x: &S,
+        y: &mut K,
+        c: usize,
+        s: &mut Scratch,
+    ) {
         let [h, w] = self.in_hw;
         let [oh, ow] = self.out_hw;
         let [kh, kw] = self.kernel_hw;
@@ -93,27 +111,23 @@ impl Depthwise {
                     let Some(iy) = ((oy0 + i) * sy + a).checked_sub(py).filter(|&iy| iy < h) else {
                         continue;
                     };
-                    let src = &x[iy * w..(iy + 1) * w];
                     let row = |b: usize| (a * sx + b) * phase_len + i * cols;
                     if sx == 2 {
                         // Both column phases in one pass over the row: input column `ix` is
                         // padded column `ix + px`, phase `(ix + px) % 2`, column `(ix + px) / 2`.
                         let mut ix = 0;
                         if px % 2 == 1 {
-                            s.phases[row(1) + px / 2] = src[0];
+                            x.read(iy * w, 1, &mut s.phases[row(1) + px / 2..][..1]);
                             ix = 1;
                         }
                         let j0 = (ix + px) / 2;
                         let pairs = ((w - ix) / 2).min(cols - j0);
                         let (p0, p1) = s.phases.split_at_mut(row(1));
                         let (p0, p1) = (&mut p0[row(0) + j0..][..pairs], &mut p1[j0..][..pairs]);
-                        for ((d0, d1), g) in p0.iter_mut().zip(p1).zip(src[ix..].chunks_exact(2)) {
-                            *d0 = g[0];
-                            *d1 = g[1];
-                        }
+                        x.read_pairs(iy * w + ix, p0, p1);
                         let last = ix + 2 * pairs;
                         if last < w && j0 + pairs < cols {
-                            s.phases[row(0) + j0 + pairs] = src[last];
+                            x.read(iy * w + last, 1, &mut s.phases[row(0) + j0 + pairs..][..1]);
                         }
                         continue;
                     }
@@ -124,16 +138,9 @@ impl Depthwise {
                         if first >= end {
                             continue;
                         }
-                        let at = row(b);
-                        let dst = &mut s.phases[at + first..at + end];
-                        let from = first * sx + b - px;
-                        if sx == 1 {
-                            dst.copy_from_slice(&src[from..from + dst.len()]);
-                        } else {
-                            for (d, &v) in dst.iter_mut().zip(src[from..].iter().step_by(sx)) {
-                                *d = v;
-                            }
-                        }
+                        let at = (a * sx + b) * phase_len + i * cols;
+                        let from = iy * w + first * sx + b - px;
+                        x.read(from, sx, &mut s.phases[at + first..at + end]);
                     }
                 }
             }
@@ -170,11 +177,126 @@ impl Depthwise {
                     };
                 }
             }
-            let out = &mut y[oy0 * ow..(oy0 + n_rows) * ow];
-            for (out, acc) in out.chunks_exact_mut(ow).zip(s.acc.chunks_exact(cols)) {
-                out.copy_from_slice(&acc[..ow]);
+            for (r, acc) in s.acc.chunks_exact(cols).enumerate() {
+                y.put_row(oy0 + r, &acc[..ow]);
             }
         }
+    }
+}
+
+/// Where a channel's input comes from: f32 values, or a quantiser's bytes turned into the
+/// values the f32 path would carry.
+trait Source {
+    /// `dst.len()` values from `start`, `step` apart.
+    fn read(&self, start: usize, step: usize, dst: &mut [f32]);
+    /// Values from `start` alternately into `even` and `odd` (of equal lengths).
+    fn read_pairs(&self, start: usize, even: &mut [f32], odd: &mut [f32]);
+}
+
+impl Source for [f32] {
+    #[inline(always)]
+    fn read(&self, start: usize, step: usize, dst: &mut [f32]) {
+        if step == 1 {
+            dst.copy_from_slice(&self[start..start + dst.len()]);
+            return;
+        }
+        // Whole groups of `step` vectorise; the last value may start a partial group.
+        let whole = ((self.len() - start) / step).min(dst.len());
+        for (d, g) in dst[..whole]
+            .iter_mut()
+            .zip(self[start..].chunks_exact(step))
+        {
+            *d = g[0];
+        }
+        for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+            *d = self[start + i * step];
+        }
+    }
+
+    #[inline(always)]
+    fn read_pairs(&self, start: usize, even: &mut [f32], odd: &mut [f32]) {
+        let src = &self[start..start + 2 * even.len()];
+        for ((e, o), g) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = g[0];
+            *o = g[1];
+        }
+    }
+}
+
+/// Bytes of a grid with zero point `z` and scale `s`: the value of `q` is `(q - z) * s`.
+struct Bytes<'a> {
+    q: &'a [u8],
+    z: i32,
+    s: f32,
+}
+
+impl Source for Bytes<'_> {
+    #[inline(always)]
+    fn read(&self, start: usize, step: usize, dst: &mut [f32]) {
+        let (z, s) = (self.z, self.s);
+        let value = |q: u8| (q as i32 - z) as f32 * s;
+        if step == 1 {
+            for (d, &q) in dst.iter_mut().zip(&self.q[start..]) {
+                *d = value(q);
+            }
+            return;
+        }
+        let whole = ((self.q.len() - start) / step).min(dst.len());
+        for (d, g) in dst[..whole]
+            .iter_mut()
+            .zip(self.q[start..].chunks_exact(step))
+        {
+            *d = value(g[0]);
+        }
+        for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+            *d = value(self.q[start + i * step]);
+        }
+    }
+
+    #[inline(always)]
+    fn read_pairs(&self, start: usize, even: &mut [f32], odd: &mut [f32]) {
+        let (z, s) = (self.z, self.s);
+        let src = &self.q[start..start + 2 * even.len()];
+        for ((e, o), g) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = (g[0] as i32 - z) as f32 * s;
+            *o = (g[1] as i32 - z) as f32 * s;
+        }
+    }
+}
+
+/// Where a channel's output rows go.
+trait Sink {
+    fn put_row(&mut self, oy: usize, row: &[f32]);
+}
+
+/// f32 rows, with the output quantise-dequantise pair applied when there is one.
+struct Values<'a> {
+    y: &'a mut [f32],
+    q: Option<&'a FakeQuant>,
+}
+
+impl Sink for Values<'_> {
+    #[inline(always)]
+    fn put_row(&mut self, oy: usize, row: &[f32]) {
+        let out = &mut self.y[oy * row.len()..(oy + 1) * row.len()];
+        out.copy_from_slice(row);
+        if let Some(q) = self.q {
+            q.apply(out);
+        }
+    }
+}
+
+/// The output quantiser's bytes.
+struct QuantisedBytes<'a> {
+    y: &'a mut [u8],
+    q: &'a FakeQuant,
+}
+
+impl Sink for QuantisedBytes<'_> {
+    #[inline(always)]
+    fn put_row(&mut self, oy: usize, row: &[f32]) {
+        let out = &mut self.y[oy * row.len()..(oy + 1) * row.len()];
+        self.q.quantise_bytes(row, out);
     }
 }
 
@@ -183,9 +305,6 @@ impl Depthwise {
 struct Scratch {
     phases: Vec<f32>,
     acc: Vec<f32>,
-    /// One channel's input (read from bytes) and output (to be written as bytes).
-    plane_in: Vec<f32>,
-    plane_out: Vec<f32>,
 }
 
 impl Op for Depthwise {
@@ -230,31 +349,38 @@ impl EvalOp for Depthwise {
         for c in 0..self.channels {
             let (plane_in, plane_out) =
                 (h * w * c..h * w * (c + 1), oh * ow * c..oh * ow * (c + 1));
-            let mut s_in = std::mem::take(&mut scratch.plane_in);
-            let xin: &[f32] = match &self.bytes_in {
-                Some(grid) => {
-                    s_in.resize(h * w, 0.0);
-                    grid.dequantise_bytes(&x.as_slice::<u8>()?[plane_in], &mut s_in);
-                    &s_in
+            let (y, q) = (&mut y_ram, self.out_q.as_ref());
+            match (&self.bytes_in, self.bytes_out, q) {
+                (Some(grid), true, Some(q)) => {
+                    let x = Bytes {
+                        q: &x.as_slice::<u8>()?[plane_in],
+                        z: grid.dq_zero_point,
+                        s: grid.dq_scale,
+                    };
+                    let y = &mut y.as_slice_mut::<u8>()?[plane_out];
+                    self.plane(&x, &mut QuantisedBytes { y, q }, c, &mut scratch);
                 }
-                None => &x.as_slice::<f32>()?[plane_in],
-            };
-            if self.bytes_out {
-                let mut s_out = std::mem::take(&mut scratch.plane_out);
-                s_out.resize(oh * ow, 0.0);
-                self.plane(xin, &mut s_out, c, &mut scratch);
-                if let Some(q) = &self.out_q {
-                    q.quantise_bytes(&s_out, &mut y_ram.as_slice_mut::<u8>()?[plane_out]);
+                (Some(grid), false, q) => {
+                    let x = Bytes {
+                        q: &x.as_slice::<u8>()?[plane_in],
+                        z: grid.dq_zero_point,
+                        s: grid.dq_scale,
+                    };
+                    let y = &mut y.as_slice_mut::<f32>()?[plane_out];
+                    self.plane(&x, &mut Values { y, q }, c, &mut scratch);
                 }
-                scratch.plane_out = s_out;
-            } else {
-                let out = &mut y_ram.as_slice_mut::<f32>()?[plane_out];
-                self.plane(xin, out, c, &mut scratch);
-                if let Some(q) = &self.out_q {
-                    q.apply(out);
+                (None, true, Some(q)) => {
+                    let x = &x.as_slice::<f32>()?[plane_in];
+                    let y = &mut y.as_slice_mut::<u8>()?[plane_out];
+                    self.plane(x, &mut QuantisedBytes { y, q }, c, &mut scratch);
                 }
+                (None, false, q) => {
+                    let x = &x.as_slice::<f32>()?[plane_in];
+                    let y = &mut y.as_slice_mut::<f32>()?[plane_out];
+                    self.plane(x, &mut Values { y, q }, c, &mut scratch);
+                }
+                (_, true, None) => bail!("Depthwise: bytes out without an output quantiser"),
             }
-            scratch.plane_in = s_in;
         }
         Ok(tvec!(y.into_tvalue()))
     }
