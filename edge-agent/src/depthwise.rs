@@ -629,7 +629,10 @@ mod tests {
                         for c in 0..3 {
                             op.plane(
                                 &x[c * h * w..(c + 1) * h * w],
-                                &mut y[c * plane..(c + 1) * plane],
+                                &mut Values {
+                                    y: &mut y[c * plane..(c + 1) * plane],
+                                    q: None,
+                                },
                                 c,
                                 &mut scratch,
                             );
