@@ -637,6 +637,45 @@ mod tests {
                                 &mut scratch,
                             );
                         }
+                        // The same values read from bytes (values on a grid of 0.01 around
+                        // byte 100) give the same bits as read from f32.
+                        let q: Vec<u8> = x
+                            .iter()
+                            .map(|&v| ((v * 100.0).round() + 100.0) as u8)
+                            .collect();
+                        let on_grid: Vec<f32> =
+                            q.iter().map(|&q| (q as i32 - 100) as f32 * 0.01).collect();
+                        let (mut from_f32, mut from_bytes) = (y.clone(), y.clone());
+                        for c in 0..3 {
+                            let (xs, ys) = (c * h * w..(c + 1) * h * w, c * plane..(c + 1) * plane);
+                            let bytes = Bytes {
+                                q: &q[xs.clone()],
+                                z: 100,
+                                s: 0.01,
+                            };
+                            op.plane(
+                                &bytes,
+                                &mut Values {
+                                    y: &mut from_bytes[ys.clone()],
+                                    q: None,
+                                },
+                                c,
+                                &mut scratch,
+                            );
+                            op.plane(
+                                &on_grid[xs],
+                                &mut Values {
+                                    y: &mut from_f32[ys],
+                                    q: None,
+                                },
+                                c,
+                                &mut scratch,
+                            );
+                        }
+                        assert_eq!(
+                            from_bytes, from_f32,
+                            "stride {stride:?} kernel {k:?} pad {pad:?} input {in_hw:?}: bytes"
+                        );
                         let want = reference(&op, &x);
                         for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                             assert!(
