@@ -261,8 +261,26 @@ impl QConv {
         let mut n0 = 0;
         while n0 < n {
             let cols = block.min(n - n0);
-            let xq = self.quantise_block(x, n, n0, cols)?;
-            vnni.pack_block(xq.try_as_plain_ram()?.as_slice::<i8>()?, cols, &mut packed);
+            match (x, &self.patches) {
+                // Bytes of a 1x1 convolution: the matrix rows are the input's, packed as they
+                // are (the kernel reads `q`, unsigned).
+                (Activations::Bytes(x), None) => {
+                    let row = |r: usize| (r < self.k).then(|| &x[r * n + n0..r * n + n0 + cols]);
+                    vnni.pack_rows(row, 0, cols, &mut packed);
+                }
+                _ => {
+                    let xq = self.quantise_block(x, n, n0, cols)?;
+                    let xq = xq.try_as_plain_ram()?;
+                    let xq = xq.as_slice::<i8>()?;
+                    // SAFETY: i8 and u8 have the same size and alignment, and every bit
+                    // pattern is a valid u8.
+                    let xq: &[u8] =
+                        unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len()) };
+                    let row = |r: usize| (r < self.k).then(|| &xq[r * cols..(r + 1) * cols]);
+                    // `q - 128` back to `q`.
+                    vnni.pack_rows(row, 0x80, cols, &mut packed);
+                }
+            }
             let mut out = match &mut y {
                 OutputsMut::Bytes(y) => crate::vnni::Out::Bytes {
                     at: &mut y[n0..],

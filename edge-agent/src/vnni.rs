@@ -19,6 +19,7 @@ pub fn available() -> bool {
     {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -100,23 +101,32 @@ impl Weights {
         }
     }
 
-    /// The activation bytes of a block (`[k, cols]` row-major, as `q - 128` signed bytes) in
-    /// the layout the kernel loads: per group of 4 rows, per column, the 4 bytes `q`; columns
-    /// padded with zeros to a multiple of 16.
-    pub fn pack_block(&self, x: &[i8], cols: usize, into: &mut Vec<u32>) {
+    /// The activation bytes of a block in the layout the kernel loads: per group of 4 rows,
+    /// per column, the 4 bytes `q` as one word; columns padded with zeros to a multiple of 16.
+    /// `row(r)` is row `r` of the block (`cols` bytes, `None` past `k`), each byte XORed with
+    /// `flip` (0x80 for `q - 128` signed bytes, 0 for `q`).
+    pub fn pack_rows<'a>(
+        &self,
+        row: impl Fn(usize) -> Option<&'a [u8]>,
+        flip: u8,
+        cols: usize,
+        into: &mut Vec<u32>,
+    ) {
         let padded = cols.div_ceil(16) * 16;
         into.clear();
         into.resize(self.groups * padded, 0);
-        let k = x.len() / cols.max(1);
-        let row = |r: usize| (r < k).then(|| &x[r * cols..(r + 1) * cols]);
+        let flip4 = u32::from_le_bytes([flip; 4]);
         for g in 0..self.groups {
             let dst = &mut into[g * padded..g * padded + cols];
             match (row(4 * g), row(4 * g + 1), row(4 * g + 2), row(4 * g + 3)) {
                 (Some(r0), Some(r1), Some(r2), Some(r3)) => {
-                    for ((((d, &a), &b), &c), &e) in dst.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3)
-                    {
-                        let word = u32::from_le_bytes([a as u8, b as u8, c as u8, e as u8]);
-                        *d = word ^ 0x8080_8080;
+                    let rows = r0[..cols]
+                        .iter()
+                        .zip(&r1[..cols])
+                        .zip(&r2[..cols])
+                        .zip(&r3[..cols]);
+                    for (d, (((&a, &b), &c), &e)) in dst.iter_mut().zip(rows) {
+                        *d = u32::from_le_bytes([a, b, c, e]) ^ flip4;
                     }
                 }
                 // The last group of a `k` that is not a multiple of 4: missing rows are zero
@@ -124,8 +134,8 @@ impl Weights {
                 (r0, r1, r2, r3) => {
                     for (i, r) in [r0, r1, r2, r3].into_iter().enumerate() {
                         let Some(r) = r else { break };
-                        for (d, &v) in dst.iter_mut().zip(r) {
-                            *d |= (((v as u8) ^ 0x80) as u32) << (8 * i);
+                        for (d, &v) in dst.iter_mut().zip(&r[..cols]) {
+                            *d |= ((v ^ flip) as u32) << (8 * i);
                         }
                     }
                 }
@@ -133,13 +143,13 @@ impl Weights {
         }
     }
 
-    /// Multiplies the block packed by [`Weights::pack_block`] (`cols` columns) and writes the
+    /// Multiplies the block packed by [`Weights::pack_rows`] (`cols` columns) and writes the
     /// requantised outputs.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F, BW and VNNI ([`available`]).
+    /// The CPU must have AVX-512 F, BW, VL and VNNI ([`available`]).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn run_block(&self, x: &[u32], cols: usize, out: &mut Out) {
         let padded = cols.div_ceil(16) * 16;
         assert!(x.len() >= self.groups * padded);
@@ -166,7 +176,7 @@ impl Weights {
 
     /// One tile: rows `o..o + R`, columns `16 * v..16 * (v + P)` of the block.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn tile<const R: usize, const P: usize>(
         &self,
