@@ -14,6 +14,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use crate::pointwise::{is_relu, sole_successor};
 use crate::qdq::FakeQuant;
 
 /// A depthwise 2-D convolution of a `[C, H, W]` (or `[1, C, H, W]`) f32 input.
@@ -35,6 +36,8 @@ pub struct Depthwise {
     pub(crate) bytes_in: Option<FakeQuant>,
     /// The output leaves as the bytes of `out_q`.
     pub(crate) bytes_out: bool,
+    /// A ReLU follows (before `out_q`).
+    relu: bool,
     out_shape: TVec<usize>,
 }
 
@@ -177,9 +180,12 @@ impl Depthwise {
                     };
                 }
             }
-            for (r, acc) in s.acc.chunks_exact(cols).enumerate() {
-                y.put_row(oy0 + r, &acc[..ow]);
+            if self.relu {
+                for a in s.acc.iter_mut() {
+                    *a = if *a < 0.0 { 0.0 } else { *a };
+                }
             }
+            y.put_rows(oy0, &s.acc, cols, ow);
         }
     }
 }
@@ -266,7 +272,8 @@ impl Source for Bytes<'_> {
 
 /// Where a channel's output rows go.
 trait Sink {
-    fn put_row(&mut self, oy: usize, row: &[f32]);
+    /// Output rows from `oy0`: the first `ow` of every `cols` values of `rows`.
+    fn put_rows(&mut self, oy0: usize, rows: &[f32], cols: usize, ow: usize);
 }
 
 /// f32 rows, with the output quantise-dequantise pair applied when there is one.
@@ -277,11 +284,14 @@ struct Values<'a> {
 
 impl Sink for Values<'_> {
     #[inline(always)]
-    fn put_row(&mut self, oy: usize, row: &[f32]) {
-        let out = &mut self.y[oy * row.len()..(oy + 1) * row.len()];
-        out.copy_from_slice(row);
+    fn put_rows(&mut self, oy0: usize, rows: &[f32], cols: usize, ow: usize) {
+        let n = rows.len() / cols;
+        let out = &mut self.y[oy0 * ow..(oy0 + n) * ow];
+        for (out, row) in out.chunks_exact_mut(ow).zip(rows.chunks_exact(cols)) {
+            out.copy_from_slice(&row[..ow]);
+        }
         if let Some(q) = self.q {
-            q.apply(out);
+            q.apply_body(out);
         }
     }
 }
@@ -294,9 +304,12 @@ struct QuantisedBytes<'a> {
 
 impl Sink for QuantisedBytes<'_> {
     #[inline(always)]
-    fn put_row(&mut self, oy: usize, row: &[f32]) {
-        let out = &mut self.y[oy * row.len()..(oy + 1) * row.len()];
-        self.q.quantise_bytes(row, out);
+    fn put_rows(&mut self, oy0: usize, rows: &[f32], cols: usize, ow: usize) {
+        let n = rows.len() / cols;
+        let out = &mut self.y[oy0 * ow..(oy0 + n) * ow];
+        for (out, row) in out.chunks_exact_mut(ow).zip(rows.chunks_exact(cols)) {
+            self.q.quantise_bytes_body(&row[..ow], out);
+        }
     }
 }
 
@@ -314,11 +327,12 @@ impl Op for Depthwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} channels, kernel {:?}, stride {:?}, padding {:?}{}",
+            "{} channels, kernel {:?}, stride {:?}, padding {:?}{}{}",
             self.channels,
             self.kernel_hw,
             self.stride,
             self.pad,
+            if self.relu { ", ReLU" } else { "" },
             if self.out_q.is_some() {
                 ", output quantised"
             } else {
@@ -502,6 +516,7 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
             out_q: None,
             bytes_in: None,
             bytes_out: false,
+            relu: false,
             out_shape: y_shape.into(),
         },
         node.inputs[0],
@@ -516,17 +531,20 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let Some((mut op, x)) = depthwise_at(model, id)? else {
             continue;
         };
-        let node = model.node(id);
-        let mut last = node;
-        if let [o] = &*node.outputs
-            && o.successors.len() == 1
-            && !model.output_outlets()?.contains(&node.id.into())
+        // Then what reads the convolution alone: a ReLU, a quantise-dequantise pair, or a
+        // ReLU then a pair.
+        let mut last = model.node(id);
+        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+            && is_relu(model, next)?
         {
-            let next = model.node(o.successors[0].node);
-            if let Some(q) = next.op_as::<FakeQuant>() {
-                op.out_q = Some(q.clone());
-                last = next;
-            }
+            op.relu = true;
+            last = next;
+        }
+        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+            && let Some(q) = next.op_as::<FakeQuant>()
+        {
+            op.out_q = Some(q.clone());
+            last = next;
         }
         let patch = TypedModelPatch::replace_single_op(model, last, &[x], op)?;
         patch.apply(model)?;
@@ -604,6 +622,7 @@ mod tests {
             out_q: None,
             bytes_in: None,
             bytes_out: false,
+            relu: false,
             out_shape: tvec![c, out_hw[0], out_hw[1]],
         }
     }

@@ -25,6 +25,7 @@ pub mod golden;
 pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;
+pub mod pointwise;
 pub mod publish;
 pub mod qconv;
 pub mod qdq;

@@ -303,6 +303,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.byte_edges
         );
     }
+    if model.float_pointwise > 0 {
+        say!(
+            "  pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing",
+            model.float_pointwise
+        );
+    }
     if model.depthwise > 0 {
         say!(
             "  depthwise: {} depthwise convolutions run by the agent's vectorised kernel",

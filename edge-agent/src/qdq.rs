@@ -63,8 +63,10 @@ impl FakeQuant {
         self.quantise_bytes_body(xs, out)
     }
 
+    /// [`FakeQuant::quantise_bytes`]'s loop, for callers already compiled for a wider
+    /// instruction set.
     #[inline(always)]
-    fn quantise_bytes_body(&self, xs: &[f32], out: &mut [u8]) {
+    pub(crate) fn quantise_bytes_body(&self, xs: &[f32], out: &mut [u8]) {
         let lo = (self.lo - self.zero_point) as f32;
         let hi = (self.hi - self.zero_point) as f32;
         let (inv, z) = (self.inv_scale, self.zero_point as f32);
@@ -105,6 +107,23 @@ impl FakeQuant {
 
     /// Applies the pair in place.
     pub fn apply(&self, xs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.apply_avx2(xs) };
+        }
+        self.apply_body(xs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, xs: &mut [f32]) {
+        self.apply_body(xs)
+    }
+
+    /// [`FakeQuant::apply`]'s loop, for callers already compiled for a wider instruction set.
+    #[inline(always)]
+    pub(crate) fn apply_body(&self, xs: &mut [f32]) {
         // Rounding and clamping to integer bounds commute, so the clamp comes first: the
         // value is then small enough for the magic-number rounding.
         let lo = (self.lo - self.zero_point) as f32;

@@ -100,6 +100,8 @@ pub struct Model {
     pub depthwise: usize,
     /// Activations passed as bytes between the agent's int8 operators.
     pub byte_edges: usize,
+    /// Float 1x1 convolutions run by [`crate::pointwise`].
+    pub float_pointwise: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -188,30 +190,48 @@ impl Model {
         let analyse = t2.elapsed();
 
         let t3 = Instant::now();
-        let (plan, optimised_ops, fused_qdq_pairs, int8_pointwise, depthwise, byte_edges) =
-            guarded(&path, "optimise", || {
-                // tract's `into_optimized`, with the pair fusion between its two stages: after
-                // decluttering (constants folded, so the quantisers' parameters are known) and
-                // before code generation.
-                let mut optimised = typed;
-                optimised.declutter().map_err(tract_err("optimise"))?;
-                let fused =
-                    crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
-                // Then the convolutions tract runs slowly: quantised 1x1 ones as integer matrix
-                // products, depthwise ones with a kernel vectorised at every stride.
-                let int8_pointwise =
-                    crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-                let depthwise =
-                    crate::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-                // Between those, activations travel as bytes where every reader takes them.
-                let byte_edges =
-                    crate::qconv::byte_edges(&mut optimised).map_err(tract_err("optimise"))?;
-                optimised.optimize().map_err(tract_err("optimise"))?;
-                check_card_outputs(card, &optimised)?;
-                let ops = typed_operator_counts(&optimised);
-                let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
-                Ok((plan, ops, fused, int8_pointwise, depthwise, byte_edges))
-            })?;
+        let (
+            plan,
+            optimised_ops,
+            fused_qdq_pairs,
+            int8_pointwise,
+            depthwise,
+            byte_edges,
+            float_pointwise,
+        ) = guarded(&path, "optimise", || {
+            // tract's `into_optimized`, with the pair fusion between its two stages: after
+            // decluttering (constants folded, so the quantisers' parameters are known) and
+            // before code generation.
+            let mut optimised = typed;
+            optimised.declutter().map_err(tract_err("optimise"))?;
+            let fused = crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
+            // Then the convolutions tract runs slowly: quantised 1x1 ones as integer matrix
+            // products, depthwise ones with a kernel vectorised at every stride.
+            let int8_pointwise =
+                crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            let depthwise =
+                crate::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            // And float 1x1 convolutions, with their bias and ReLU, without packing.
+            let float_pointwise =
+                crate::pointwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            // Between the int8 ones, activations travel as bytes where every reader
+            // takes them.
+            let byte_edges =
+                crate::qconv::byte_edges(&mut optimised).map_err(tract_err("optimise"))?;
+            optimised.optimize().map_err(tract_err("optimise"))?;
+            check_card_outputs(card, &optimised)?;
+            let ops = typed_operator_counts(&optimised);
+            let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
+            Ok((
+                plan,
+                ops,
+                fused,
+                int8_pointwise,
+                depthwise,
+                byte_edges,
+                float_pointwise,
+            ))
+        })?;
         let optimise = t3.elapsed();
 
         Ok(Model {
@@ -230,6 +250,7 @@ impl Model {
             int8_pointwise,
             depthwise,
             byte_edges,
+            float_pointwise,
             file_size,
             notes: overrides
                 .iter()
