@@ -64,6 +64,7 @@ pub struct QConv {
     /// The input quantiser's grid is a byte grid (bytes can replace its f32 values).
     input_is_byte_grid: bool,
     /// The same weights for the fused AVX-512 VNNI kernel, where the CPU has it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     vnni: Option<Arc<crate::vnni::Weights>>,
     /// For a convolution with a kernel larger than 1x1: how the columns of the product
     /// (output pixels) gather their patches from the input (`None`: 1x1, the input is the
