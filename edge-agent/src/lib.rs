@@ -31,4 +31,5 @@ pub mod qconv;
 pub mod qdq;
 pub mod runtime;
 pub mod sources;
+pub mod vet;
 pub mod vnni;

@@ -127,6 +127,21 @@ enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare each model in a child process under memory and time limits, as `selftest` does
+    /// before a release is installed: a model that exhausts them is refused.
+    Vet {
+        #[arg(required = true)]
+        cards: Vec<PathBuf>,
+        /// Heap limit of the child (RLIMIT_DATA), MiB.
+        #[arg(long, default_value_t = edge_agent::vet::Limits::default().memory_mib)]
+        memory_mib: u64,
+        /// CPU time limit (and half the wall-clock limit), seconds.
+        #[arg(long, default_value_t = edge_agent::vet::Limits::default().seconds)]
+        seconds: f64,
+    },
+    /// The child side of `model vet`: load, optimise and run the model once.
+    #[command(hide = true)]
+    VetChild { card: PathBuf },
     /// Time every operator of the optimised model (median over runs), slowest first.
     Profile {
         card: PathBuf,
@@ -179,6 +194,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 json,
             } => bench_cmd(&card, runs, warmup, json),
+            ModelCommand::Vet {
+                cards,
+                memory_mib,
+                seconds,
+            } => vet_cmd(
+                &cards,
+                edge_agent::vet::Limits {
+                    memory_mib,
+                    seconds,
+                },
+            ),
+            ModelCommand::VetChild { card } => {
+                let card = load_card(&card)?;
+                let model = Model::load(&card, LoadOptions::default())?;
+                let inputs = model
+                    .initial_inputs()
+                    .into_iter()
+                    .map(tract_onnx::prelude::TValue::from)
+                    .collect();
+                model.run(inputs)?;
+                Ok(ExitCode::SUCCESS)
+            }
             ModelCommand::Profile {
                 card,
                 runs,
@@ -420,6 +457,30 @@ fn bench_cmd(path: &Path, runs: usize, warmup: usize, json: bool) -> Result<Exit
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn vet_cmd(cards: &[PathBuf], limits: edge_agent::vet::Limits) -> Result<ExitCode> {
+    let mut all = true;
+    for card in cards {
+        match edge_agent::vet::vet(card, limits) {
+            Ok(took) => say!(
+                "ok    {}: prepared and run in a child process within {} MiB and {} s ({:.0} ms)",
+                card.display(),
+                limits.memory_mib,
+                limits.seconds,
+                took.as_secs_f64() * 1e3
+            ),
+            Err(e) => {
+                say!("FAIL  {e}");
+                all = false;
+            }
+        }
+    }
+    Ok(if all {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
 }
 
 fn progress_bar(len: usize, msg: String) -> indicatif::ProgressBar {
@@ -678,6 +739,13 @@ fn selftest(path: &Path) -> Result<ExitCode> {
         .iter()
         .map(|p| p.card.path.clone())
         .collect();
+    // Each model is first prepared in a child process under limits: a model that would
+    // exhaust the device's memory or hang the agent is refused here, before the release is
+    // switched to, not found by the service's crash loop.
+    let code = vet_cmd(&cards, edge_agent::vet::Limits::default())?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
     let code = check(&cards, LoadOptions::default())?;
     if code == ExitCode::SUCCESS {
         say!("selftest: this installation can run");
