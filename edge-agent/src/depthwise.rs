@@ -11,10 +11,8 @@
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use crate::pointwise::{is_relu, sole_successor};
+use crate::graph::{self, is_relu, sole_successor};
 use crate::qdq::FakeQuant;
 
 /// A depthwise 2-D convolution of a `[C, H, W]` (or `[1, C, H, W]`) f32 input.
@@ -341,9 +339,7 @@ impl Op for Depthwise {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for Depthwise {
@@ -399,23 +395,11 @@ impl EvalOp for Depthwise {
         Ok(tvec!(y.into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    crate::eval_out_of_plan!();
 }
 
 impl TypedOp for Depthwise {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let input_dt = if self.bytes_in.is_some() {
@@ -433,71 +417,21 @@ impl TypedOp for Depthwise {
     }
 }
 
-/// The operator for node `id` when it is a float depthwise `Conv` this module handles:
-/// `CHW` or `NCHW` with one image, explicit or no padding, no dilation, constant taps and bias.
+/// The operator for node `id` when it is a float depthwise `Conv` (see [`graph::conv_at`]).
 fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise, OutletId)>> {
-    let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = graph::conv_at(model, model.node(id))? else {
         return Ok(None);
     };
-    let spec = &conv.pool_spec;
-    let c = spec.input_channels;
-    if conv.q_params.is_some()
-        || conv.group != c
-        || spec.output_channels != c
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || spec.kernel_shape.len() != 2
-        || spec
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
-        || node.inputs.len() != 3
+    let c = conv.in_channels;
+    let [kh, kw] = conv.kernel;
+    if conv.group != c
+        || conv.out_channels != c
+        || conv.weights.len() != c * kh * kw
+        || (conv.bias.len() != c && conv.bias.len() != 1)
     {
         return Ok(None);
     }
-    let x_fact = model.outlet_fact(node.inputs[0])?;
-    let y_fact = model.outlet_fact(node.id.into())?;
-    let (Some(x_shape), Some(y_shape)) = (x_fact.shape.as_concrete(), y_fact.shape.as_concrete())
-    else {
-        return Ok(None);
-    };
-    if x_fact.datum_type != f32::datum_type() {
-        return Ok(None);
-    }
-    let (in_hw, out_hw) = match (spec.data_format, x_shape, y_shape) {
-        (DataFormat::CHW, &[_, h, w], &[_, oh, ow]) => ([h, w], [oh, ow]),
-        (DataFormat::NCHW, &[1, _, h, w], &[1, _, oh, ow]) => ([h, w], [oh, ow]),
-        _ => return Ok(None),
-    };
-    let pad = match &spec.padding {
-        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
-        PaddingSpec::Valid => [0, 0],
-        _ => return Ok(None),
-    };
-    let stride = spec
-        .strides
-        .as_ref()
-        .map_or([1, 1], |s| [s[0], s.get(1).copied().unwrap_or(s[0])]);
-    let kernel_hw = [spec.kernel_shape[0], spec.kernel_shape[1]];
-    let (Some(taps), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
-        return Ok(None);
-    };
-    if taps.datum_type() != f32::datum_type()
-        || taps.len() != c * kernel_hw[0] * kernel_hw[1]
-        || bias.datum_type() != f32::datum_type()
-        || (bias.len() != c && bias.len() != 1)
-        || stride.contains(&0)
-        || out_hw.contains(&0)
-        // Every output reads inside the padded plane.
-        || (out_hw[0] - 1) * stride[0] + kernel_hw[0] > in_hw[0] + 2 * pad[0] + stride[0]
-        || (out_hw[1] - 1) * stride[1] + kernel_hw[1] > in_hw[1] + 2 * pad[1] + stride[1]
-    {
-        return Ok(None);
-    }
-    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let bias = conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
     let bias = if bias.len() == 1 {
         vec![bias[0]; c]
     } else {
@@ -506,20 +440,20 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
     Ok(Some((
         Depthwise {
             channels: c,
-            in_hw,
-            out_hw,
-            kernel_hw,
-            stride,
-            pad,
-            taps: Arc::new(taps.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+            in_hw: conv.in_hw,
+            out_hw: conv.out_hw,
+            kernel_hw: conv.kernel,
+            stride: conv.stride,
+            pad: conv.pad,
+            taps: Arc::new(conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
             bias: Arc::new(bias),
             out_q: None,
             bytes_in: None,
             bytes_out: false,
             relu: false,
-            out_shape: y_shape.into(),
+            out_shape: conv.out_shape,
         },
-        node.inputs[0],
+        conv.x,
     )))
 }
 
@@ -559,19 +493,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small deterministic generator: the tests need varied values, not statistics.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::graph::testing::values;
 
     /// The definition, one output at a time.
     fn reference(op: &Depthwise, x: &[f32]) -> Vec<f32> {

@@ -16,12 +16,27 @@
 //! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 //! - [`sources`]: live sources: the sensor node's serial frames, Linux I2C sensors.
 
+/// `EvalOp::eval_out_of_plan` for the agent's stateless operators: their plain `eval`.
+#[macro_export]
+macro_rules! eval_out_of_plan {
+    () => {
+        fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
+            Ok(Some(EvalOp::eval(
+                self,
+                &EvalContext::out_of_plan(),
+                inputs,
+            )?))
+        }
+    };
+}
+
 pub mod agent;
 pub mod bench;
 pub mod card;
 pub mod config;
 pub mod depthwise;
 pub mod golden;
+pub mod graph;
 pub mod onnx_guard;
 pub mod outbox;
 pub mod pipeline;

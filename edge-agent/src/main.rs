@@ -333,10 +333,10 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.fused_qdq_pairs
         );
     }
-    if model.int8_pointwise > 0 {
+    if model.int8_convolutions > 0 {
         say!(
-            "  int8: {} quantised 1x1 convolutions run as integer matrix products (QConv), {} activations passed as bytes",
-            model.int8_pointwise,
+            "  int8: {} quantised convolutions run as integer matrix products (QConv), {} activations passed as bytes",
+            model.int8_convolutions,
             model.byte_edges
         );
     }

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::einsum::EinSum;
+
+use crate::graph;
 
 /// `y = max(W x + b, 0)` (or without the max) for a 1x1 convolution of one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,9 +164,7 @@ impl Op for Pointwise {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for Pointwise {
@@ -184,72 +182,16 @@ impl EvalOp for Pointwise {
         Ok(tvec!(y.into_tvalue()))
     }
 
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    crate::eval_out_of_plan!();
 }
 
 impl TypedOp for Pointwise {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type());
         Ok(tvec!(f32::datum_type().fact(&*self.out_shape)))
     }
-}
-
-/// The f32 constant behind `outlet`, if it is one.
-fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
-    Ok(model
-        .outlet_fact(outlet)?
-        .konst
-        .clone()
-        .filter(|k| k.datum_type() == f32::datum_type()))
-}
-
-/// The only node reading `node`'s single output, if there is exactly one and the output is
-/// not one of the model's.
-pub(crate) fn sole_successor(model: &TypedModel, node: &TypedNode) -> Option<usize> {
-    match &*node.outputs {
-        [o] if o.successors.len() == 1
-            && !model.output_outlets().ok()?.contains(&node.id.into()) =>
-        {
-            Some(o.successors[0].node)
-        }
-        _ => None,
-    }
-}
-
-/// Whether `node` is `max(x, 0)` with a constant zero: a ReLU, as tract declutters it.
-pub(crate) fn is_relu(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
-    if node
-        .op_as::<TypedBinOp>()
-        .is_none_or(|b| b.0.name() != "Max")
-        || node.inputs.len() != 2
-    {
-        return Ok(false);
-    }
-    for input in &node.inputs {
-        if let Some(k) = konst(model, *input)? {
-            let zeros = k
-                .try_as_plain_ram()?
-                .as_slice::<f32>()?
-                .iter()
-                .all(|&v| v == 0.0);
-            return Ok(zeros && k.len() == 1);
-        }
-    }
-    Ok(false)
 }
 
 /// Replaces each float `EinSum -> Add (bias) [-> Max(0)]` that is a 1x1 convolution of one
@@ -269,83 +211,32 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 fn pointwise_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
-    let node = model.node(id);
-    let Some(einsum) = node.op_as::<EinSum>() else {
+    let Some(conv) = graph::conv1x1_at(model, model.node(id))? else {
         return Ok(None);
     };
-    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
-        return Ok(None);
-    }
-    if !matches!(
-        &*einsum.axes.to_string(),
-        "IHW,OI->OHW" | "NIHW,OI->OHW" | "IHW,OI->NOHW" | "NIHW,OI->NOHW"
-    ) {
-        return Ok(None);
-    }
-    let x = node.inputs[0];
-    let Some(w) = konst(model, node.inputs[1])?.filter(|w| w.rank() == 2) else {
-        return Ok(None);
-    };
-    let (m, k) = (w.shape()[0], w.shape()[1]);
-    let x_fact = model.outlet_fact(x)?;
-    let channels_first = match x_fact.shape.as_concrete() {
-        Some(&[i, _, _]) => i == k,
-        Some(&[1, i, _, _]) => i == k,
-        _ => false,
-    };
-    if x_fact.datum_type != f32::datum_type() || !channels_first {
-        return Ok(None);
-    }
-    let Some(add) = sole_successor(model, node) else {
-        return Ok(None);
-    };
-    let add = model.node(add);
-    if add
-        .op_as::<TypedBinOp>()
-        .is_none_or(|b| b.0.name() != "Add")
-    {
-        return Ok(None);
-    }
-    let bias_input = if add.inputs[0] == node.id.into() {
-        1
-    } else {
-        0
-    };
-    let Some(bias) = konst(model, add.inputs[bias_input])? else {
-        return Ok(None);
-    };
-    if bias.len() != m {
-        return Ok(None);
-    }
-    let mut last = add;
+    let mut last = conv.add;
     let mut relu = false;
-    if let Some(next) = sole_successor(model, add) {
-        let next = model.node(next);
-        if is_relu(model, next)? {
-            relu = true;
-            last = next;
-        }
+    if let Some(next) = graph::sole_successor(model, last).map(|n| model.node(n))
+        && graph::is_relu(model, next)?
+    {
+        relu = true;
+        last = next;
     }
-    let Some(out_shape) = model
-        .outlet_fact(last.id.into())?
-        .shape
-        .as_concrete()
-        .map(TVec::from)
-    else {
+    let Some(out_shape) = graph::concrete_shape(model, last.id.into())? else {
         return Ok(None);
     };
     let op = Pointwise {
-        m,
-        k,
-        weights: Arc::new(w.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
-        bias: Arc::new(bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+        m: conv.m,
+        k: conv.k,
+        weights: Arc::new(conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+        bias: Arc::new(conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
         relu,
         out_shape,
     };
     Ok(Some(TypedModelPatch::replace_single_op(
         model,
         last,
-        &[x],
+        &[conv.x],
         op,
     )?))
 }
@@ -353,18 +244,7 @@ fn pointwise_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelP
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::graph::testing::values;
 
     #[test]
     fn matches_the_definition_on_whole_and_partial_tiles() {

@@ -20,18 +20,14 @@
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::tract_linalg::BinOp;
 use tract_onnx::tract_core::tract_linalg::MmmDispatch;
 use tract_onnx::tract_core::tract_linalg::mmm::{
     AsInputValue, FusedSpec, MMMInputValue, MatMatMul, Query,
 };
 
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
-
 use crate::depthwise::Depthwise;
+use crate::graph;
 use crate::qdq::FakeQuant;
 
 /// `y = requantise(W x + b)` for a 1x1 convolution, `W` int8, `x` bytes, in integers.
@@ -560,19 +556,11 @@ impl Op for QConv {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_onnx::tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for QConv {
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        Ok(Some(EvalOp::eval(
-            self,
-            &EvalContext::out_of_plan(),
-            inputs,
-        )?))
-    }
+    crate::eval_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
@@ -596,13 +584,7 @@ impl EvalOp for QConv {
 }
 
 impl TypedOp for QConv {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let input_dt = if self.bytes_in {
@@ -674,27 +656,6 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
     Ok(changed)
 }
 
-/// The f32 constant behind `outlet`, if it is one.
-fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
-    let fact = model.outlet_fact(outlet)?;
-    Ok(fact
-        .konst
-        .clone()
-        .filter(|k| k.datum_type() == f32::datum_type()))
-}
-
-/// The only node reading `node`'s single output, if there is exactly one.
-fn sole_successor(model: &TypedModel, node: &TypedNode) -> Option<usize> {
-    match &*node.outputs {
-        [o] if o.successors.len() == 1
-            && !model.output_outlets().ok()?.contains(&node.id.into()) =>
-        {
-            Some(o.successors[0].node)
-        }
-        _ => None,
-    }
-}
-
 /// Replaces every `FakeQuant -> EinSum -> Add -> FakeQuant` chain that is a quantised 1x1
 /// convolution with a [`QConv`]. Returns how many were replaced. Runs after
 /// [`crate::qdq::fuse_pairs`], before tract's code generation.
@@ -720,102 +681,69 @@ fn grid_of(node: &TypedNode) -> Option<&FakeQuant> {
         .or_else(|| node.op_as::<QConv>().map(|q| &q.out))
 }
 
-/// The patch replacing a float `Conv` (group 1, constant OIHW kernel and bias, one image,
-/// explicit or no padding, no dilation) read only by a `FakeQuant`, with its input on a
-/// quantiser's grid: a quantised `KH x KW` convolution.
+/// The patch replacing a float `Conv` (group 1, see [`graph::conv_at`]) read only by a
+/// `FakeQuant`, with its input on a quantiser's grid: a quantised `KH x KW` convolution.
 fn conv_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
-    let Some(conv) = node.op_as::<Conv>() else {
+    let Some(conv) = graph::conv_at(model, node)? else {
         return Ok(None);
     };
-    let spec = &conv.pool_spec;
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || spec.kernel_shape.len() != 2
-        || spec
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
-    }
-    let x = node.inputs[0];
-    let Some(input_q) = grid_of(model.node(x.node)) else {
-        return Ok(None);
-    };
-    let (Some(w), Some(bias)) = (konst(model, node.inputs[1])?, konst(model, node.inputs[2])?)
-    else {
-        return Ok(None);
-    };
-    let Some(out_node) = sole_successor(model, node) else {
-        return Ok(None);
-    };
-    let out_node = model.node(out_node);
-    let Some(out_q) = out_node.op_as::<FakeQuant>() else {
-        return Ok(None);
-    };
-    let x_shape = model.outlet_fact(x)?.shape.as_concrete().map(TVec::from);
-    let y_shape = model
-        .outlet_fact(node.id.into())?
-        .shape
-        .as_concrete()
-        .map(TVec::from);
-    let (Some(x_shape), Some(y_shape)) = (x_shape, y_shape) else {
-        return Ok(None);
-    };
-    let (c, in_hw, out_hw) = match (spec.data_format, &*x_shape, &*y_shape) {
-        (DataFormat::CHW, &[c, h, w], &[_, oh, ow]) => (c, [h, w], [oh, ow]),
-        (DataFormat::NCHW, &[1, c, h, w], &[1, _, oh, ow]) => (c, [h, w], [oh, ow]),
-        _ => return Ok(None),
-    };
-    let pad = match &spec.padding {
-        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
-        PaddingSpec::Valid => [0, 0],
-        _ => return Ok(None),
-    };
-    let stride = spec
-        .strides
-        .as_ref()
-        .map_or([1, 1], |s| [s[0], s.get(1).copied().unwrap_or(s[0])]);
-    let kernel = [spec.kernel_shape[0], spec.kernel_shape[1]];
-    let m = spec.output_channels;
-    let k = c * kernel[0] * kernel[1];
-    if w.len() != m * k || bias.len() != m || stride.contains(&0) {
+    let (m, c) = (conv.out_channels, conv.in_channels);
+    let k = c * conv.kernel[0] * conv.kernel[1];
+    if conv.group != 1 || conv.weights.len() != m * k || conv.bias.len() != m {
         return Ok(None);
     }
     let patches = Patches {
         channels: c,
-        in_hw,
-        kernel,
-        stride,
-        pad,
-        out_hw,
+        in_hw: conv.in_hw,
+        kernel: conv.kernel,
+        stride: conv.stride,
+        pad: conv.pad,
+        out_hw: conv.out_hw,
     };
-    let out_shape = model
-        .outlet_fact(out_node.id.into())?
-        .shape
-        .as_concrete()
-        .map(TVec::from);
-    let Some(out_shape) = out_shape else {
+    let float = (&*conv.weights, &*conv.bias, m, k);
+    quantised_patch(model, node, conv.x, float, Some(patches))
+}
+
+/// The patch replacing the chain whose `EinSum` is node `id`, if it is one.
+fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let Some(conv) = graph::conv1x1_at(model, model.node(id))? else {
         return Ok(None);
     };
-    let w = w.try_as_plain_ram()?;
+    let float = (&*conv.weights, &*conv.bias, conv.m, conv.k);
+    quantised_patch(model, conv.add, conv.x, float, None)
+}
+
+/// The [`QConv`] for a float convolution (weights `[m, k]`, bias) whose result is `last`,
+/// when its input `x` is on a quantiser's grid and `last` is read only by a `FakeQuant`.
+fn quantised_patch(
+    model: &TypedModel,
+    last: &TypedNode,
+    x: OutletId,
+    (weights, bias, m, k): (&Tensor, &Tensor, usize, usize),
+    patches: Option<Patches>,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(input_q) = grid_of(model.node(x.node)) else {
+        return Ok(None);
+    };
+    let Some(out_node) = graph::sole_successor(model, last).map(|n| model.node(n)) else {
+        return Ok(None);
+    };
+    let Some(out_q) = out_node.op_as::<FakeQuant>() else {
+        return Ok(None);
+    };
+    let Some(out_shape) = graph::concrete_shape(model, out_node.id.into())? else {
+        return Ok(None);
+    };
+    let weights = weights.try_as_plain_ram()?;
     let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-    let Some(op) = QConv::new(
-        FloatConv {
-            weights: w.as_slice::<f32>()?,
-            bias,
-            m,
-            k,
-        },
-        input_q,
-        out_q.clone(),
-        out_shape,
-        Some(patches),
-    )?
-    else {
+    let float = FloatConv {
+        weights: weights.as_slice::<f32>()?,
+        bias,
+        m,
+        k,
+    };
+    let Some(op) = QConv::new(float, input_q, out_q.clone(), out_shape, patches)? else {
         return Ok(None);
     };
     Ok(Some(TypedModelPatch::replace_single_op(
@@ -826,104 +754,10 @@ fn conv_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>
     )?))
 }
 
-/// The patch replacing the chain whose `EinSum` is node `id`, if it is one.
-fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
-    let node = model.node(id);
-    {
-        let Some(einsum) = node.op_as::<EinSum>() else {
-            return Ok(None);
-        };
-        if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
-            return Ok(None);
-        }
-        let axes = einsum.axes.to_string();
-        if !matches!(
-            &*axes,
-            "IHW,OI->OHW" | "NIHW,OI->OHW" | "IHW,OI->NOHW" | "NIHW,OI->NOHW"
-        ) {
-            return Ok(None);
-        }
-        let [x, w] = [node.inputs[0], node.inputs[1]];
-        let Some(input_q) = grid_of(model.node(x.node)) else {
-            return Ok(None);
-        };
-        let Some(w) = konst(model, w)? else {
-            return Ok(None);
-        };
-        let Some(add) = sole_successor(model, node) else {
-            return Ok(None);
-        };
-        let add = model.node(add);
-        if add
-            .op_as::<TypedBinOp>()
-            .is_none_or(|b| b.0.name() != "Add")
-        {
-            return Ok(None);
-        }
-        let bias_input = if add.inputs[0] == node.id.into() {
-            1
-        } else {
-            0
-        };
-        let Some(bias) = konst(model, add.inputs[bias_input])? else {
-            return Ok(None);
-        };
-        let Some(out_node) = sole_successor(model, add) else {
-            return Ok(None);
-        };
-        let out_node = model.node(out_node);
-        let Some(out_q) = out_node.op_as::<FakeQuant>() else {
-            return Ok(None);
-        };
-        let (Some(x_shape), Some(out_shape)) = (
-            model.outlet_fact(x)?.shape.as_concrete().map(TVec::from),
-            model
-                .outlet_fact(out_node.id.into())?
-                .shape
-                .as_concrete()
-                .map(TVec::from),
-        ) else {
-            return Ok(None);
-        };
-        let (m, k) = (w.shape()[0], w.shape()[1]);
-        // Channels first in memory: `[I, H, W]`, or `[1, I, H, W]` (one image).
-        let channels_first = match &*x_shape {
-            [i, _, _] => *i == k,
-            [1, i, _, _] => *i == k,
-            _ => false,
-        };
-        if bias.len() != m || !channels_first {
-            return Ok(None);
-        }
-        let w = w.try_as_plain_ram()?;
-        let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-        let Some(op) = QConv::new(
-            FloatConv {
-                weights: w.as_slice::<f32>()?,
-                bias,
-                m,
-                k,
-            },
-            input_q,
-            out_q.clone(),
-            out_shape,
-            None,
-        )?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(TypedModelPatch::replace_single_op(
-            model,
-            out_node,
-            &[x],
-            op,
-        )?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::testing::ints;
 
     fn grid(zero_point: i32, scale: f32) -> FakeQuant {
         FakeQuant {
@@ -936,17 +770,25 @@ mod tests {
         }
     }
 
-    /// Deterministic integers in `[lo, hi]`.
-    fn ints(n: usize, seed: u32, lo: i32, hi: i32) -> Vec<i32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                lo + (x % (hi - lo + 1) as u32) as i32
-            })
-            .collect()
+    /// Runs `op` on f32 values and on the same values as bytes (bytes out), checks that both
+    /// give the same values and that the portable path agrees; the f32 outputs.
+    fn run_both(op: &QConv, x: &[f32], x_bytes: &[u8], output: &FakeQuant) -> Vec<f32> {
+        let len = op.m * (x.len() / op.k);
+        let len = match &op.patches {
+            Some(p) => op.m * p.out_hw[0] * p.out_hw[1],
+            None => len,
+        };
+        let mut y = vec![f32::NAN; len];
+        op.run(Activations::F32(x), OutputsMut::F32(&mut y))
+            .unwrap();
+        let mut y_bytes = vec![0u8; len];
+        op.run(Activations::Bytes(x_bytes), OutputsMut::Bytes(&mut y_bytes))
+            .unwrap();
+        let mut from_bytes = vec![0f32; len];
+        output.dequantise_bytes(&y_bytes, &mut from_bytes);
+        assert_eq!(from_bytes, y, "bytes in and out give the f32 path's values");
+        portable_path_agrees(op, x, x_bytes, &y, &y_bytes);
+        y
     }
 
     /// Where this CPU runs the fused VNNI kernel, the portable path (tract-linalg's kernel and
@@ -1011,29 +853,13 @@ mod tests {
         )
         .unwrap()
         .expect("weights on the int8 grid are taken");
-        let mut y = vec![f32::NAN; m * n];
-        op.run(Activations::F32(&x), OutputsMut::F32(&mut y))
-            .unwrap();
-        // The same product on bytes: the input quantiser's bytes in, the output's bytes out,
-        // and the same numbers.
+        // The same product on bytes: the input quantiser's bytes in, the output's bytes out.
         let x_bytes: Vec<u8> = x
             .iter()
             .map(|&v| (v / 0.05).round() as i32 + 131)
             .map(|q| q as u8)
             .collect();
-        let mut y_bytes = vec![0u8; m * n];
-        op.run(
-            Activations::Bytes(&x_bytes),
-            OutputsMut::Bytes(&mut y_bytes),
-        )
-        .unwrap();
-        let mut dequantise_bytes = vec![0f32; m * n];
-        output.dequantise_bytes(&y_bytes, &mut dequantise_bytes);
-        assert_eq!(
-            dequantise_bytes, y,
-            "bytes in and out give the f32 path's values"
-        );
-        portable_path_agrees(&op, &x, &x_bytes, &y, &y_bytes);
+        let y = run_both(&op, &x, &x_bytes, &output);
         let mut ties = 0;
         for o in 0..m {
             for j in 0..n {
@@ -1112,22 +938,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-            let mut y = vec![f32::NAN; m * n];
-            op.run(Activations::F32(&x), OutputsMut::F32(&mut y))
-                .unwrap();
-            let mut y_bytes = vec![0u8; m * n];
-            op.run(
-                Activations::Bytes(&x_bytes),
-                OutputsMut::Bytes(&mut y_bytes),
-            )
-            .unwrap();
-            let mut from_bytes = vec![0f32; m * n];
-            output.dequantise_bytes(&y_bytes, &mut from_bytes);
-            assert_eq!(
-                from_bytes, y,
-                "stride {stride:?} pad {pad:?}: bytes give the f32 path's values"
-            );
-            portable_path_agrees(&op, &x, &x_bytes, &y, &y_bytes);
+            let y = run_both(&op, &x, &x_bytes, &output);
             for o in 0..m {
                 for oy in 0..out_hw[0] {
                     for ox in 0..out_hw[1] {

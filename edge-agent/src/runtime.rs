@@ -94,8 +94,8 @@ pub struct Model {
     pub workarounds: Workarounds,
     /// QuantizeLinear -> DequantizeLinear pairs run as one operator ([`crate::qdq`]).
     pub fused_qdq_pairs: usize,
-    /// Quantised 1x1 convolutions run as integer matrix products ([`crate::qconv`]).
-    pub int8_pointwise: usize,
+    /// Quantised convolutions run as integer matrix products ([`crate::qconv`]).
+    pub int8_convolutions: usize,
     /// Depthwise convolutions run by [`crate::depthwise`].
     pub depthwise: usize,
     /// Activations passed as bytes between the agent's int8 operators.
@@ -194,7 +194,7 @@ impl Model {
             plan,
             optimised_ops,
             fused_qdq_pairs,
-            int8_pointwise,
+            int8_convolutions,
             depthwise,
             byte_edges,
             float_pointwise,
@@ -207,7 +207,7 @@ impl Model {
             let fused = crate::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
             // Then the convolutions tract runs slowly: quantised 1x1 ones as integer matrix
             // products, depthwise ones with a kernel vectorised at every stride.
-            let int8_pointwise =
+            let int8_convolutions =
                 crate::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
             let depthwise =
                 crate::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
@@ -226,7 +226,7 @@ impl Model {
                 plan,
                 ops,
                 fused,
-                int8_pointwise,
+                int8_convolutions,
                 depthwise,
                 byte_edges,
                 float_pointwise,
@@ -247,7 +247,7 @@ impl Model {
             optimised_ops,
             workarounds,
             fused_qdq_pairs,
-            int8_pointwise,
+            int8_convolutions,
             depthwise,
             byte_edges,
             float_pointwise,

@@ -1,0 +1,244 @@
+//! Reading tract's decluttered graph: the patterns the agent's operators replace
+//! ([`crate::qconv`], [`crate::depthwise`], [`crate::pointwise`]) and the facts they check.
+
+use std::sync::Arc;
+
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// The f32 constant behind `outlet`, if it is one.
+pub(crate) fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
+    Ok(model
+        .outlet_fact(outlet)?
+        .konst
+        .clone()
+        .filter(|k| k.datum_type() == f32::datum_type()))
+}
+
+/// The shape of `outlet` when every dimension is known.
+pub(crate) fn concrete_shape(
+    model: &TypedModel,
+    outlet: OutletId,
+) -> TractResult<Option<TVec<usize>>> {
+    Ok(model
+        .outlet_fact(outlet)?
+        .shape
+        .as_concrete()
+        .map(TVec::from))
+}
+
+/// The only node reading `node`'s single output, if there is exactly one and the output is
+/// not one of the model's.
+pub(crate) fn sole_successor(model: &TypedModel, node: &TypedNode) -> Option<usize> {
+    match &*node.outputs {
+        [o] if o.successors.len() == 1
+            && !model.output_outlets().ok()?.contains(&node.id.into()) =>
+        {
+            Some(o.successors[0].node)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `node` is `max(x, 0)` with a constant zero: a ReLU, as tract declutters it.
+pub(crate) fn is_relu(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
+    if node
+        .op_as::<TypedBinOp>()
+        .is_none_or(|b| b.0.name() != "Max")
+        || node.inputs.len() != 2
+    {
+        return Ok(false);
+    }
+    for input in &node.inputs {
+        if let Some(k) = konst(model, *input)? {
+            let zeros = k
+                .try_as_plain_ram()?
+                .as_slice::<f32>()?
+                .iter()
+                .all(|&v| v == 0.0);
+            return Ok(zeros && k.len() == 1);
+        }
+    }
+    Ok(false)
+}
+
+/// A float 1x1 convolution of one channels-first image as tract declutters it: an `EinSum`
+/// with constant weights `[m, k]`, read only by an `Add` of a constant bias of `m` values.
+pub(crate) struct Conv1x1<'a> {
+    pub x: OutletId,
+    pub m: usize,
+    pub k: usize,
+    pub weights: Arc<Tensor>,
+    pub bias: Arc<Tensor>,
+    /// The `Add`: what the convolution's readers read.
+    pub add: &'a TypedNode,
+}
+
+/// The 1x1 convolution whose `EinSum` is `node`, if it is one.
+pub(crate) fn conv1x1_at<'a>(
+    model: &'a TypedModel,
+    node: &'a TypedNode,
+) -> TractResult<Option<Conv1x1<'a>>> {
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() {
+        return Ok(None);
+    }
+    if !matches!(
+        &*einsum.axes.to_string(),
+        "IHW,OI->OHW" | "NIHW,OI->OHW" | "IHW,OI->NOHW" | "NIHW,OI->NOHW"
+    ) {
+        return Ok(None);
+    }
+    let x = node.inputs[0];
+    let Some(weights) = konst(model, node.inputs[1])?.filter(|w| w.rank() == 2) else {
+        return Ok(None);
+    };
+    let (m, k) = (weights.shape()[0], weights.shape()[1]);
+    // Channels first in memory: `[I, H, W]`, or `[1, I, H, W]` (one image).
+    let channels_first = match concrete_shape(model, x)?.as_deref() {
+        Some(&[i, _, _]) => i == k,
+        Some(&[1, i, _, _]) => i == k,
+        _ => false,
+    };
+    if model.outlet_fact(x)?.datum_type != f32::datum_type() || !channels_first {
+        return Ok(None);
+    }
+    let Some(add) = sole_successor(model, node).map(|n| model.node(n)) else {
+        return Ok(None);
+    };
+    if add
+        .op_as::<TypedBinOp>()
+        .is_none_or(|b| b.0.name() != "Add")
+    {
+        return Ok(None);
+    }
+    let bias_input = if add.inputs[0] == node.id.into() {
+        1
+    } else {
+        0
+    };
+    let Some(bias) = konst(model, add.inputs[bias_input])?.filter(|b| b.len() == m) else {
+        return Ok(None);
+    };
+    Ok(Some(Conv1x1 {
+        x,
+        m,
+        k,
+        weights,
+        bias,
+        add,
+    }))
+}
+
+/// A float 2-D convolution of one channels-first image (`CHW`, or `NCHW` with one image),
+/// OIHW constant kernel and constant bias, no dilation, explicit or no padding.
+pub(crate) struct ConvNode {
+    pub x: OutletId,
+    pub group: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_hw: [usize; 2],
+    pub out_hw: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Padding before (top, left); the padding after follows from the output size.
+    pub pad: [usize; 2],
+    pub weights: Arc<Tensor>,
+    pub bias: Arc<Tensor>,
+    pub out_shape: TVec<usize>,
+}
+
+/// The convolution `node`, if it is one of those.
+pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Option<ConvNode>> {
+    let Some(conv) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.kernel_shape.len() != 2
+        || spec
+            .dilations
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|&d| d != 1))
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let x = node.inputs[0];
+    if model.outlet_fact(x)?.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let (Some(x_shape), Some(y_shape)) = (
+        concrete_shape(model, x)?,
+        concrete_shape(model, node.id.into())?,
+    ) else {
+        return Ok(None);
+    };
+    let (in_hw, out_hw) = match (spec.data_format, &*x_shape, &*y_shape) {
+        (DataFormat::CHW, &[_, h, w], &[_, oh, ow]) => ([h, w], [oh, ow]),
+        (DataFormat::NCHW, &[1, _, h, w], &[1, _, oh, ow]) => ([h, w], [oh, ow]),
+        _ => return Ok(None),
+    };
+    let pad = match &spec.padding {
+        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
+        PaddingSpec::Valid => [0, 0],
+        _ => return Ok(None),
+    };
+    let stride = spec
+        .strides
+        .as_ref()
+        .map_or([1, 1], |s| [s[0], s.get(1).copied().unwrap_or(s[0])]);
+    let (Some(weights), Some(bias)) =
+        (konst(model, node.inputs[1])?, konst(model, node.inputs[2])?)
+    else {
+        return Ok(None);
+    };
+    if stride.contains(&0) || out_hw.contains(&0) || conv.group == 0 {
+        return Ok(None);
+    }
+    Ok(Some(ConvNode {
+        x,
+        group: conv.group,
+        in_channels: spec.input_channels,
+        out_channels: spec.output_channels,
+        in_hw,
+        out_hw,
+        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+        stride,
+        pad,
+        weights,
+        bias,
+        out_shape: y_shape,
+    }))
+}
+
+/// Deterministic test data: the tests need varied values, not statistics.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `n` integers in `[lo, hi]` from a xorshift generator.
+    pub fn ints(n: usize, seed: u32, lo: i32, hi: i32) -> Vec<i32> {
+        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                lo + (x % (hi - lo + 1) as u32) as i32
+            })
+            .collect()
+    }
+
+    /// `n` values in `[-1, 1]`, steps of 0.001.
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
+        ints(n, seed, 0, 2000)
+            .into_iter()
+            .map(|i| i as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+}
