@@ -480,6 +480,11 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             op.out_q = Some(q.clone());
             last = next;
         }
+        // A ReLU or quantiser that broadcasts to another shape is not fused (nor is the
+        // convolution replaced: tract keeps the whole chain).
+        if graph::concrete_shape(model, last.id.into())?.as_deref() != Some(&op.out_shape[..]) {
+            continue;
+        }
         let patch = TypedModelPatch::replace_single_op(model, last, &[x], op)?;
         patch.apply(model)?;
         n += 1;

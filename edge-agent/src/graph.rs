@@ -125,6 +125,29 @@ pub(crate) fn conv1x1_at<'a>(
     let Some(bias) = konst(model, add.inputs[bias_input])?.filter(|b| b.len() == m) else {
         return Ok(None);
     };
+    // The bias must run along the output channels (right-aligned against the product's
+    // shape, every other axis 1), and the sum must keep the product's shape: a constant of
+    // `m` values along another axis, or one that broadcasts the sum wider, is not a bias.
+    let (Some(product), Some(sum)) = (
+        concrete_shape(model, node.id.into())?,
+        concrete_shape(model, add.id.into())?,
+    ) else {
+        return Ok(None);
+    };
+    let channel_axis = product.len() - 3;
+    let offset = product.len().checked_sub(bias.rank());
+    let along_channels = offset.is_some_and(|offset| {
+        bias.shape().iter().enumerate().all(|(i, &d)| {
+            if offset + i == channel_axis {
+                d == m
+            } else {
+                d == 1
+            }
+        }) && (m == 1 || offset <= channel_axis)
+    });
+    if product != sum || product[channel_axis] != m || !along_channels {
+        return Ok(None);
+    }
     Ok(Some(Conv1x1 {
         x,
         m,

@@ -287,4 +287,34 @@ mod tests {
             }
         }
     }
+
+    /// `EinSum` (16 channels to 16, on 8x16 pixels) then `Add` of a constant of `bias_shape`.
+    fn conv_then_add(bias_shape: &[usize]) -> TypedModel {
+        use tract_onnx::tract_core::ops::einsum::EinSum;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([16, 8, 16])).unwrap();
+        let w = model
+            .add_const("w", Tensor::from_shape(&[16, 16], &values(256, 1)).unwrap())
+            .unwrap();
+        let axes = "IHW,OI->OHW".parse().unwrap();
+        let y = model
+            .wire_node("conv", EinSum::new(axes, f32::datum_type()), &[x, w])
+            .unwrap();
+        let n: usize = bias_shape.iter().product();
+        let b = model
+            .add_const("b", Tensor::from_shape(bias_shape, &values(n, 2)).unwrap())
+            .unwrap();
+        let sum = model
+            .wire_node("bias", tract_onnx::tract_core::ops::math::add(), &[y[0], b])
+            .unwrap();
+        model.select_output_outlets(&sum).unwrap();
+        model
+    }
+
+    #[test]
+    fn only_a_bias_along_the_channels_is_taken() {
+        assert_eq!(rewrite(&mut conv_then_add(&[16, 1, 1])).unwrap(), 1);
+        // 16 values, as many as the channels, but along the pixels of a row.
+        assert_eq!(rewrite(&mut conv_then_add(&[1, 1, 16])).unwrap(), 0);
+    }
 }

@@ -569,6 +569,20 @@ impl EvalOp for QConv {
         } else {
             Activations::F32(x.as_slice::<f32>()?)
         };
+        let (n, input_fits) = match &self.patches {
+            Some(p) => (
+                p.out_hw[0] * p.out_hw[1],
+                x.len() == p.channels * p.in_hw[0] * p.in_hw[1],
+            ),
+            None => (x.len() / self.k.max(1), x.len() % self.k.max(1) == 0),
+        };
+        ensure!(
+            input_fits && self.out_shape.iter().product::<usize>() == self.m * n,
+            "QConv: input of {} values for {} channels and an output of {:?}",
+            x.len(),
+            self.k,
+            self.out_shape
+        );
         let mut y = unsafe { Tensor::uninitialized_dt(self.out_dt(), &self.out_shape)? };
         {
             let mut ram = y.try_as_plain_ram_mut()?;

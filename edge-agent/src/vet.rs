@@ -60,6 +60,15 @@ pub enum VetError {
 
 /// Prepares the card's model in a child process under `limits`; the time it took.
 pub fn vet(card: &Path, limits: Limits) -> Result<Duration, VetError> {
+    if !(limits.seconds.is_finite() && limits.seconds > 0.0) || limits.memory_mib == 0 {
+        return Err(VetError::Refused {
+            card: card.to_path_buf(),
+            reason: format!(
+                "the limits must be positive: {} MiB, {} s",
+                limits.memory_mib, limits.seconds
+            ),
+        });
+    }
     let exe = std::env::current_exe().map_err(|error| VetError::Spawn {
         card: card.to_path_buf(),
         error,
@@ -111,7 +120,7 @@ pub fn vet(card: &Path, limits: Limits) -> Result<Duration, VetError> {
         }
         text
     });
-    let deadline = Duration::from_secs_f64(limits.seconds * 2.0);
+    let deadline = Duration::try_from_secs_f64(limits.seconds * 2.0).unwrap_or(Duration::MAX);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),

@@ -156,6 +156,12 @@ impl Weights {
     pub unsafe fn run_block(&self, x: &[u32], cols: usize, out: &mut Out) {
         let padded = cols.div_ceil(16) * 16;
         assert!(x.len() >= self.groups * padded);
+        // Every row's `cols` outputs land inside the destination (the stores are raw).
+        let (len, stride) = match out {
+            Out::Bytes { at, stride } => (at.len(), *stride),
+            Out::F32 { at, stride } => (at.len(), *stride),
+        };
+        assert!(self.m == 0 || cols == 0 || len >= (self.m - 1) * stride + cols);
         let vecs = padded / 16;
         let mut o = 0;
         while o < self.m {
