@@ -27,8 +27,19 @@ pub fn entry(seq: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Opens the log, waiting up to 2 s while its lock is held: a test that reopens a log it has
+/// just closed can find the lock still held by a process another test (the SIGKILL one) is
+/// forking at that moment, whose copy of the lock's descriptor lives until its `exec`.
 pub fn open(dir: &Path, opts: Options) -> Log {
-    Log::open(dir, ORIGIN, &key(), opts).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Log::open(dir, ORIGIN, &key(), opts) {
+            Err(audit::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 pub fn small_segments(max: u64) -> Options {
