@@ -41,10 +41,7 @@ pub fn bench(
 ) -> Result<BenchReport, golden::GoldenError> {
     let base_rss_kib = proc_status_kib("VmRSS");
     let model = Model::load(card, LoadOptions::default())?;
-    let inputs: Vec<Tensor> = match golden::load_vectors(card) {
-        Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
-        _ => model.initial_inputs(),
-    };
+    let inputs = sample_inputs(card, &model);
     let run_once = || -> Result<Duration, ModelError> {
         let tv: TVec<TValue> = inputs.iter().cloned().map(TValue::from).collect();
         let t = Instant::now();
@@ -105,10 +102,7 @@ pub fn profile(
     progress: &dyn Fn(usize),
 ) -> Result<Profile, golden::GoldenError> {
     let model = Model::load(card, LoadOptions::default())?;
-    let inputs: Vec<Tensor> = match golden::load_vectors(card) {
-        Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
-        _ => model.initial_inputs(),
-    };
+    let inputs = sample_inputs(card, &model);
     let tv = || {
         inputs
             .iter()
@@ -163,6 +157,14 @@ pub fn profile(
         by_operator,
         by_node,
     })
+}
+
+/// The card's first golden input set (real data) or, without golden vectors, its initial inputs.
+fn sample_inputs(card: &Card, model: &Model) -> Vec<Tensor> {
+    match golden::load_vectors(card) {
+        Ok(mut v) if !v.is_empty() => v.swap_remove(0).inputs,
+        _ => model.initial_inputs(),
+    }
 }
 
 /// A `kB` field of /proc/self/status (Linux only; `None` elsewhere).

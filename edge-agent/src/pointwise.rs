@@ -3,7 +3,7 @@
 //! tract 0.23.9 runs a float 1x1 convolution as a packed matrix product: the activations are
 //! copied into the kernel's panels on every run (`OptMatMulPack`), the product written, and the
 //! ReLU that follows run as one more pass (`OptMaxByScalar`). On the float CenterFace those
-//! three took 70% of the run. Yet a 1x1 convolution of a `[C, H, W]` image needs no packing:
+//! three took two thirds of the run (20.3 of 31.0 ms, `model profile`). Yet a 1x1 convolution of a `[C, H, W]` image needs no packing:
 //! each input channel is already a contiguous row, so a tile of outputs (a few channels by a
 //! few vectors of pixels) is a sum of rows scaled by broadcast weights. [`Pointwise`] does
 //! that, with the bias as the sums' starting value and the ReLU applied before the store,

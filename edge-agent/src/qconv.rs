@@ -28,7 +28,7 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
 
 use crate::depthwise::Depthwise;
 use crate::graph;
-use crate::qdq::FakeQuant;
+use crate::qdq::{FakeQuant, ROUND_MAGIC, clamp};
 
 /// `y = requantise(W x + b)` for a 1x1 convolution, `W` int8, `x` bytes, in integers.
 #[derive(Debug, Clone)]
@@ -88,18 +88,6 @@ impl PartialEq for QConv {
 }
 
 impl Eq for QConv {}
-
-/// Adding then subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to an integer,
-/// ties to even (see [`crate::qdq`]).
-const ROUND_MAGIC: f32 = 12_582_912.0;
-
-/// `v` held to `[lo, hi]`, written as comparisons so that the compiler emits the vector
-/// min/max instructions (`f32::max` carries NaN rules that keep some loops scalar).
-#[inline(always)]
-fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
-    let v = if v < lo { lo } else { v };
-    if v > hi { hi } else { v }
-}
 
 /// A float convolution's parameters: weights `[m, k]` (output channels by inputs) and one bias
 /// per output channel.

@@ -36,7 +36,15 @@ impl Eq for FakeQuant {}
 /// Adding then subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to an integer,
 /// ties to even, in the default rounding mode, with two vectorisable additions (where
 /// `f32::round_ties_even` is a library call on baseline x86_64).
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `v` held to `[lo, hi]`, written as comparisons so that the compiler emits the vector
+/// min/max instructions (`f32::max` carries NaN rules that keep some loops scalar).
+#[inline(always)]
+pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi { hi } else { v }
+}
 
 impl FakeQuant {
     /// Whether the quantised values are bytes (`u8`, `[0, 255]`) with the dequantiser's zero
@@ -71,9 +79,7 @@ impl FakeQuant {
         let hi = (self.hi - self.zero_point) as f32;
         let (inv, z) = (self.inv_scale, self.zero_point as f32);
         for (d, &x) in out.iter_mut().zip(xs) {
-            let v = x * inv;
-            let v = if v < lo { lo } else { v };
-            let v = if v > hi { hi } else { v };
+            let v = clamp(x * inv, lo, hi);
             // The magic addition rounds (ties to even, before the zero point is added, as in
             // `apply`) and leaves the integer in the low bits, where adding the zero point is
             // exact: the low byte is the quantised value.

@@ -2,7 +2,7 @@
 //! with AVX-512 VNNI (`vpdpbusd`: 64 byte products summed into 16 i32 lanes per instruction).
 //!
 //! tract-linalg's VNNI kernel stores its i32 sums, which the operator then reads back to
-//! requantise; for the short sums of a pointwise convolution (16 to 144 products) that store and
+//! requantise; for the short sums of CenterFace's convolutions (16 to 960 products) that store and
 //! load cost more than the products. Here the sums of a tile stay in registers and leave as the
 //! output's bytes (or f32 values): the i32 sums never reach memory.
 //!
@@ -214,7 +214,7 @@ impl Weights {
             }
             let q = self.requant;
             let (lo, hi) = (_mm512_set1_ps(q.lo), _mm512_set1_ps(q.hi));
-            let magic = _mm512_set1_ps(12_582_912.0);
+            let magic = _mm512_set1_ps(crate::qdq::ROUND_MAGIC);
             for (r, acc) in acc.iter().enumerate() {
                 let row = o + r;
                 let corr = _mm512_set1_epi32(self.correction[row]);
