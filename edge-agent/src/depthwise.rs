@@ -37,6 +37,50 @@ pub struct Depthwise {
     /// A ReLU follows (before `out_q`).
     relu: bool,
     out_shape: TVec<usize>,
+    /// The taps as int8, when they are on a symmetric int8 grid per channel (a QDQ model's).
+    int8: Option<Arc<Int8Taps>>,
+}
+
+/// A depthwise convolution's taps as int8, for the integer kernel
+/// ([`crate::vnni::depthwise_plane`]): bytes in, exact i32 sums, requantised once.
+#[derive(Debug, PartialEq)]
+struct Int8Taps {
+    /// `[C, KH]` words: the taps of a kernel row as 4 signed bytes (zero past the kernel's
+    /// width, at most 4).
+    words: Vec<i32>,
+    /// Per channel: the sum of the integer taps, and the value of one unit.
+    sums: Vec<i32>,
+    scales: Vec<f32>,
+}
+
+impl Int8Taps {
+    /// `taps` is `[C, KH, KW]`; `None` when a kernel is wider than 4 or a channel's taps are
+    /// not on a symmetric int8 grid.
+    fn new(taps: &[f32], c: usize, [kh, kw]: [usize; 2]) -> Option<Int8Taps> {
+        if kw > 4 {
+            return None;
+        }
+        let (ints, scales) = crate::qdq::symmetric_int8_rows(taps, c, kh * kw)?;
+        let words = ints
+            .chunks_exact(kw)
+            .map(|row| {
+                let mut b = [0u8; 4];
+                for (d, &t) in b.iter_mut().zip(row) {
+                    *d = t as u8;
+                }
+                i32::from_le_bytes(b)
+            })
+            .collect();
+        let sums = ints
+            .chunks_exact(kh * kw)
+            .map(|k| k.iter().map(|&t| t as i32).sum())
+            .collect();
+        Some(Int8Taps {
+            words,
+            sums,
+            scales,
+        })
+    }
 }
 
 impl Eq for Depthwise {}
@@ -184,6 +228,88 @@ impl Depthwise {
                 }
             }
             y.put_rows(oy0, &s.acc, cols, ow);
+        }
+    }
+}
+
+/// An output plane the integer kernel writes: bytes of the output quantiser, or their values.
+#[cfg(target_arch = "x86_64")]
+trait IntOut {
+    fn plane(&mut self, range: std::ops::Range<usize>) -> crate::vnni::Out<'_>;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl IntOut for [u8] {
+    fn plane(&mut self, range: std::ops::Range<usize>) -> crate::vnni::Out<'_> {
+        let stride = range.len();
+        crate::vnni::Out::Bytes {
+            at: &mut self[range],
+            stride,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl IntOut for [f32] {
+    fn plane(&mut self, range: std::ops::Range<usize>) -> crate::vnni::Out<'_> {
+        let stride = range.len();
+        crate::vnni::Out::F32 {
+            at: &mut self[range],
+            stride,
+        }
+    }
+}
+
+impl Depthwise {
+    fn window(&self) -> crate::vnni::Window {
+        crate::vnni::Window {
+            in_hw: self.in_hw,
+            kernel: self.kernel_hw,
+            stride: self.stride,
+            pad: self.pad,
+            out_hw: self.out_hw,
+        }
+    }
+
+    /// The convolution in integers ([`crate::vnni::depthwise_plane`]): input bytes `x` of
+    /// `grid`, outputs on `q`'s grid, a channel at a time through a zero-padded copy of its
+    /// plane (padding is the byte of 0.0, the input's zero point).
+    #[cfg(target_arch = "x86_64")]
+    fn run_int8<Y: IntOut + ?Sized>(
+        &self,
+        int8: &Int8Taps,
+        grid: &FakeQuant,
+        q: &FakeQuant,
+        x: &[u8],
+        y: &mut Y,
+    ) {
+        let [oh, ow] = self.out_hw;
+        let kh = self.kernel_hw[0];
+        let win = self.window();
+        let mut padded = crate::vnni::Padded::default();
+        let z = grid.dq_zero_point as u8;
+        let plane = self.in_hw[0] * self.in_hw[1];
+        let lo = (q.lo - q.zero_point) as f32;
+        let requant = crate::vnni::Requant {
+            // A ReLU in front of the quantiser raises its lower bound to 0 (the scale is
+            // positive).
+            lo: if self.relu { lo.max(0.0) } else { lo },
+            hi: (q.hi - q.zero_point) as f32,
+            zero_point: q.zero_point as f32,
+            shift: (q.zero_point - q.dq_zero_point) as f32,
+            scale: q.dq_scale,
+        };
+        for c in 0..self.channels {
+            padded.fill(&x[c * plane..(c + 1) * plane], 1, &win, z);
+            let p = crate::vnni::DepthwisePlane {
+                taps: &int8.words[c * kh..(c + 1) * kh],
+                correction: -grid.dq_zero_point * int8.sums[c],
+                unit: grid.dq_scale * int8.scales[c] * q.inv_scale,
+                bias: self.bias[c] * q.inv_scale,
+            };
+            let mut out = y.plane(c * oh * ow..(c + 1) * oh * ow);
+            // SAFETY: the caller checked `windows_available`.
+            unsafe { crate::vnni::depthwise_plane(&padded, &win, &p, &requant, &mut out) };
         }
     }
 }
@@ -356,6 +482,19 @@ impl EvalOp for Depthwise {
         };
         let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.out_shape)? };
         let mut y_ram = y.try_as_plain_ram_mut()?;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(grid), Some(q), Some(int8)) = (&self.bytes_in, &self.out_q, &self.int8)
+            && crate::vnni::windows_available()
+            && self.window().supported()
+        {
+            let x = x.as_slice::<u8>()?;
+            if self.bytes_out {
+                self.run_int8(int8, grid, q, x, y_ram.as_slice_mut::<u8>()?);
+            } else {
+                self.run_int8(int8, grid, q, x, y_ram.as_slice_mut::<f32>()?);
+            }
+            return Ok(tvec!(y.into_tvalue()));
+        }
         for c in 0..self.channels {
             let (plane_in, plane_out) =
                 (h * w * c..h * w * (c + 1), oh * ow * c..oh * ow * (c + 1));
@@ -437,6 +576,7 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
     } else {
         bias
     };
+    let taps = conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
     Ok(Some((
         Depthwise {
             channels: c,
@@ -445,7 +585,8 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
             kernel_hw: conv.kernel,
             stride: conv.stride,
             pad: conv.pad,
-            taps: Arc::new(conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+            int8: Int8Taps::new(&taps, c, conv.kernel).map(Arc::new),
+            taps: Arc::new(taps),
             bias: Arc::new(bias),
             out_q: None,
             bytes_in: None,
@@ -551,7 +692,142 @@ mod tests {
             bytes_out: false,
             relu: false,
             out_shape: tvec![c, out_hw[0], out_hw[1]],
+            int8: None,
         }
+    }
+
+    /// The integer kernel against its definition: exact integer sums over the taps inside the
+    /// input, then the requantisation, output for output; and within one output step of the
+    /// float convolution.
+    #[test]
+    fn the_integer_kernel_matches_its_definition() {
+        if !crate::vnni::windows_available() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI and VBMI");
+            return;
+        }
+        let (input, output) = (
+            FakeQuant {
+                inv_scale: 100.0,
+                zero_point: 100,
+                lo: 0,
+                hi: 255,
+                dq_zero_point: 100,
+                dq_scale: 0.01,
+            },
+            FakeQuant {
+                inv_scale: 20.0,
+                zero_point: 30,
+                lo: 0,
+                hi: 255,
+                dq_zero_point: 30,
+                dq_scale: 0.05,
+            },
+        );
+        let mut cases = 0;
+        for stride in [[1, 1], [2, 2], [3, 3], [1, 2], [2, 1]] {
+            for k in [[3, 3], [5, 3], [1, 1], [3, 1], [2, 4]] {
+                for pad in [[0, 0], [1, 1], [2, 1]] {
+                    for in_hw in [[7, 9], [8, 8], [5, 33], [6, 130]] {
+                        if pad[0] >= k[0] || pad[1] >= k[1] || in_hw[0] + 2 * pad[0] < k[0] {
+                            continue;
+                        }
+                        for (relu, bytes_out) in [(false, true), (true, true), (true, false)] {
+                            let c = 3;
+                            let mut op = op(c, in_hw, k, stride, pad);
+                            // Taps on a symmetric int8 grid per channel (whose largest
+                            // magnitude is 127 steps).
+                            let mut ints =
+                                crate::graph::testing::ints(c * k[0] * k[1], 5, -127, 127);
+                            for (ch, t) in ints.chunks_exact_mut(k[0] * k[1]).enumerate() {
+                                t[ch % t.len()] = if ch % 2 == 0 { 127 } else { -127 };
+                            }
+                            let scales = [0.01f32, 0.003, 0.02];
+                            let taps: Vec<f32> = ints
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &t)| t as f32 * scales[i / (k[0] * k[1])])
+                                .collect();
+                            op.int8 = Int8Taps::new(&taps, c, k).map(Arc::new);
+                            assert!(op.int8.is_some());
+                            op.taps = Arc::new(taps);
+                            (op.relu, op.bytes_out) = (relu, bytes_out);
+                            op.bytes_in = Some(input.clone());
+                            op.out_q = Some(output.clone());
+                            let [h, w] = in_hw;
+                            let x: Vec<u8> = crate::graph::testing::ints(c * h * w, 9, 0, 255)
+                                .into_iter()
+                                .map(|q| q as u8)
+                                .collect();
+                            let run = |op: &Depthwise| {
+                                let x = Tensor::from_shape(&[c, h, w], &x).unwrap();
+                                let y = EvalOp::eval(
+                                    op,
+                                    &EvalContext::out_of_plan(),
+                                    tvec!(x.into_tvalue()),
+                                )
+                                .unwrap();
+                                let y = y[0].clone().into_tensor();
+                                if bytes_out {
+                                    let mut v = vec![0f32; y.len()];
+                                    output.dequantise_bytes(
+                                        y.try_as_plain_ram().unwrap().as_slice::<u8>().unwrap(),
+                                        &mut v,
+                                    );
+                                    v
+                                } else {
+                                    y.try_as_plain_ram()
+                                        .unwrap()
+                                        .as_slice::<f32>()
+                                        .unwrap()
+                                        .to_vec()
+                                }
+                            };
+                            let got = run(&op);
+                            let float = run(&Depthwise {
+                                int8: None,
+                                ..op.clone()
+                            });
+                            let [oh, ow] = op.out_hw;
+                            let [kh, kw] = k;
+                            for ch in 0..c {
+                                for oy in 0..oh {
+                                    for ox in 0..ow {
+                                        let mut acc = 0i32;
+                                        for ky in 0..kh {
+                                            for kx in 0..kw {
+                                                let iy = (oy * stride[0] + ky).checked_sub(pad[0]);
+                                                let ix = (ox * stride[1] + kx).checked_sub(pad[1]);
+                                                if let (Some(iy), Some(ix)) = (iy, ix)
+                                                    && iy < h
+                                                    && ix < w
+                                                {
+                                                    acc += ints[(ch * kh + ky) * kw + kx]
+                                                        * (x[(ch * h + iy) * w + ix] as i32 - 100);
+                                                }
+                                            }
+                                        }
+                                        let unit = 0.01 * scales[ch] * output.inv_scale;
+                                        let v = acc as f32 * unit + op.bias[ch] * output.inv_scale;
+                                        let lo = if relu { 0.0 } else { -30.0 };
+                                        let r = v.clamp(lo, 225.0).round_ties_even();
+                                        let want = r * 0.05;
+                                        let i = (ch * oh + oy) * ow + ox;
+                                        let at = format!(
+                                            "stride {stride:?} kernel {k:?} pad {pad:?} input \
+                                             {in_hw:?} relu {relu}: channel {ch} ({oy}, {ox})"
+                                        );
+                                        assert_eq!(got[i], want, "{at}");
+                                        assert!((got[i] - float[i]).abs() <= 0.05 + 1e-6, "{at}");
+                                    }
+                                }
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 300, "only {cases} cases ran");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct QConv {
     /// The same weights for the fused AVX-512 VNNI kernel, where the CPU has it.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     vnni: Option<Arc<crate::vnni::Weights>>,
+    /// `vnni` holds the weights of [`crate::vnni::Weights::run_direct`] for this geometry.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    direct: Option<crate::vnni::Window>,
     /// For a convolution with a kernel larger than 1x1: how the columns of the product
     /// (output pixels) gather their patches from the input (`None`: 1x1, the input is the
     /// matrix).
@@ -79,6 +82,18 @@ struct Patches {
     stride: [usize; 2],
     pad: [usize; 2],
     out_hw: [usize; 2],
+}
+
+impl Patches {
+    fn window(&self) -> crate::vnni::Window {
+        crate::vnni::Window {
+            in_hw: self.in_hw,
+            kernel: self.kernel,
+            stride: self.stride,
+            pad: self.pad,
+            out_hw: self.out_hw,
+        }
+    }
 }
 
 impl PartialEq for QConv {
@@ -120,25 +135,19 @@ impl QConv {
         }
         let shift_x = input.dq_zero_point - input.lo - 128;
         let scale_x = input.dq_scale;
-        let mut w_int = vec![0i8; m * k];
-        let mut unit = Vec::with_capacity(m);
-        let mut correction = Vec::with_capacity(m);
-        for o in 0..m {
-            let row = &weights[o * k..(o + 1) * k];
-            let max = row.iter().fold(0f32, |a, &w| a.max(w.abs()));
-            let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let mut sum = 0i32;
-            for (dst, &w) in w_int[o * k..(o + 1) * k].iter_mut().zip(row) {
-                let q = (w / s_w).round();
-                if !(-127.0..=127.0).contains(&q) || (q * s_w - w).abs() > 1e-4 * s_w {
-                    return Ok(None);
-                }
-                *dst = q as i8;
-                sum += q as i32;
-            }
-            unit.push(scale_x * s_w);
-            correction.push(-shift_x * sum);
-        }
+        let Some((w_int, scales)) = crate::qdq::symmetric_int8_rows(weights, m, k) else {
+            return Ok(None);
+        };
+        let unit: Vec<f32> = scales.iter().map(|s_w| scale_x * s_w).collect();
+        let correction: Vec<i32> = (0..m)
+            .map(|o| {
+                -shift_x
+                    * w_int[o * k..(o + 1) * k]
+                        .iter()
+                        .map(|&w| w as i32)
+                        .sum::<i32>()
+            })
+            .collect();
         let dispatch = MmmDispatch::native();
         let query = Query::plain(i32::datum_type(), Some(m), Some(k), None);
         let Some((mmm, packing, None)) = dispatch.pick(&query) else {
@@ -146,23 +155,32 @@ impl QConv {
         };
         let w = Tensor::from_shape(&[m, k], &w_int)?;
         let packed_w = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
+        // A `KxK` convolution the windowed kernel takes reads the padded input in place; any
+        // other goes through the patch matrix.
+        let direct = patches
+            .as_ref()
+            .map(Patches::window)
+            .filter(|win| win.supported() && crate::vnni::windows_available());
         let vnni = crate::vnni::available().then(|| {
             let inv = out.inv_scale;
-            Arc::new(crate::vnni::Weights::new(
-                &w_int,
-                m,
-                k,
-                shift_x + 128,
-                unit.iter().map(|u| u * inv).collect(),
-                bias.iter().map(|b| b * inv).collect(),
-                crate::vnni::Requant {
-                    lo: (out.lo - out.zero_point) as f32,
-                    hi: (out.hi - out.zero_point) as f32,
-                    zero_point: out.zero_point as f32,
-                    shift: (out.zero_point - out.dq_zero_point) as f32,
-                    scale: out.dq_scale,
-                },
-            ))
+            let unit = unit.iter().map(|u| u * inv).collect();
+            let bias = bias.iter().map(|b| b * inv).collect();
+            let requant = crate::vnni::Requant {
+                lo: (out.lo - out.zero_point) as f32,
+                hi: (out.hi - out.zero_point) as f32,
+                zero_point: out.zero_point as f32,
+                shift: (out.zero_point - out.dq_zero_point) as f32,
+                scale: out.dq_scale,
+            };
+            let zero_point_x = shift_x + 128;
+            Arc::new(match (&patches, direct) {
+                (Some(p), Some(_)) => {
+                    let w = crate::vnni::Weights::direct_layout(&w_int, m, p.channels, p.kernel);
+                    let k = w.len() / m.max(1);
+                    crate::vnni::Weights::new(&w, m, k, zero_point_x, unit, bias, requant)
+                }
+                _ => crate::vnni::Weights::new(&w_int, m, k, zero_point_x, unit, bias, requant),
+            })
         });
         Ok(Some(QConv {
             m,
@@ -181,6 +199,7 @@ impl QConv {
             bytes_out: false,
             input_is_byte_grid: input.is_byte_grid(),
             vnni,
+            direct,
             patches,
         }))
     }
@@ -190,6 +209,14 @@ impl QConv {
     /// product and the requantisation.
     fn run(&self, x: Activations, y: OutputsMut) -> TractResult<()> {
         let (m, k) = (self.m, self.k);
+        let quantised;
+        let x = match (x, &self.patches) {
+            (Activations::F32(x), Some(_)) => {
+                quantised = self.unsigned_bytes(x);
+                Activations::Bytes(&quantised)
+            }
+            (x, _) => x,
+        };
         let n = match &self.patches {
             Some(p) => p.out_hw[0] * p.out_hw[1],
             None => x.len() / k,
@@ -240,9 +267,18 @@ impl QConv {
         y: OutputsMut,
         n: usize,
     ) -> TractResult<()> {
+        let mut y = y;
+        if let (Some(win), Some(p), Activations::Bytes(x)) = (&self.direct, &self.patches, x) {
+            let mut padded = crate::vnni::Padded::default();
+            // Padding is the byte of 0.0, as in `gather_patches`.
+            padded.fill(x, p.channels, win, (self.shift_x + 128).clamp(0, 255) as u8);
+            // SAFETY: `direct` is set only where the CPU has the features
+            // (`vnni::windows_available`).
+            unsafe { vnni.run_direct(&padded, win, &mut y.vnni_out(0, n)) };
+            return Ok(());
+        }
         let block = ((32 * 1024 / self.k.max(1)) / 16 * 16).clamp(64, n.max(64));
         let mut packed = Vec::new();
-        let mut y = y;
         let mut n0 = 0;
         while n0 < n {
             let cols = block.min(n - n0);
@@ -266,16 +302,7 @@ impl QConv {
                     vnni.pack_rows(row, 0x80, cols, &mut packed);
                 }
             }
-            let mut out = match &mut y {
-                OutputsMut::Bytes(y) => crate::vnni::Out::Bytes {
-                    at: &mut y[n0..],
-                    stride: n,
-                },
-                OutputsMut::F32(y) => crate::vnni::Out::F32 {
-                    at: &mut y[n0..],
-                    stride: n,
-                },
-            };
+            let mut out = y.vnni_out(n0, n);
             // SAFETY: `vnni` exists only where the CPU has the features (`vnni::available`).
             unsafe { vnni.run_block(&packed, cols, &mut out) };
             n0 += cols;
@@ -323,6 +350,9 @@ impl QConv {
         let mut ram = xq.try_as_plain_ram_mut()?;
         let dst = ram.as_slice_mut::<i8>()?;
         if let Some(p) = &self.patches {
+            let Activations::Bytes(x) = x else {
+                bail!("QConv: patches are gathered from bytes (see `QConv::run`)")
+            };
             self.gather_patches(p, x, dst, n0, cols);
             return Ok(xq);
         }
@@ -350,50 +380,60 @@ impl QConv {
         Ok(xq)
     }
 
-    /// The kernel's signed bytes for `dst.len()` input values from `start`, `step` apart.
+    /// The kernel's signed bytes (`q - 128`) for `dst.len()` input bytes from `start`, `step`
+    /// apart.
     #[inline(always)]
-    fn signed_bytes(&self, x: &Activations, start: usize, step: usize, dst: &mut [i8]) {
-        let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
-        let quantise =
-            |v: f32| (clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC).to_bits() as u8 as i8;
+    fn signed_bytes(x: &[u8], start: usize, step: usize, dst: &mut [i8]) {
         let n = dst.len();
-        match (x, step) {
-            (Activations::F32(x), 1) => {
-                for (d, &v) in dst.iter_mut().zip(&x[start..start + n]) {
-                    *d = quantise(v);
-                }
+        if step == 1 {
+            for (d, &q) in dst.iter_mut().zip(&x[start..start + n]) {
+                *d = (q ^ 0x80) as i8;
             }
-            (Activations::Bytes(x), 1) => {
-                for (d, &q) in dst.iter_mut().zip(&x[start..start + n]) {
-                    *d = (q ^ 0x80) as i8;
-                }
-            }
-            // Whole groups of `step` values vectorise; the last value may start a partial one.
-            (Activations::F32(x), _) => {
-                let whole = ((x.len() - start) / step).min(n);
-                for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
-                    *d = quantise(g[0]);
-                }
-                for (i, d) in dst.iter_mut().enumerate().skip(whole) {
-                    *d = quantise(x[start + i * step]);
-                }
-            }
-            (Activations::Bytes(x), _) => {
-                let whole = ((x.len() - start) / step).min(n);
-                for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
-                    *d = (g[0] ^ 0x80) as i8;
-                }
-                for (i, d) in dst.iter_mut().enumerate().skip(whole) {
-                    *d = (x[start + i * step] ^ 0x80) as i8;
-                }
-            }
+            return;
         }
+        // Whole groups of `step` bytes vectorise; the last byte may start a partial one.
+        let whole = ((x.len() - start) / step).min(n);
+        for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
+            *d = (g[0] ^ 0x80) as i8;
+        }
+        for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+            *d = (x[start + i * step] ^ 0x80) as i8;
+        }
+    }
+
+    /// f32 activations as bytes `u` whose signed byte `u ^ 0x80` is the one the kernel reads
+    /// (the input quantiser's `q` on a byte grid): a convolution with a kernel larger than 1x1
+    /// reads every input value up to `KH * KW` times, so its input is quantised once, here.
+    fn unsigned_bytes(&self, x: &[f32]) -> Vec<u8> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.unsigned_bytes_avx2(x) };
+        }
+        self.unsigned_bytes_body(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unsigned_bytes_avx2(&self, x: &[f32]) -> Vec<u8> {
+        self.unsigned_bytes_body(x)
+    }
+
+    #[inline(always)]
+    fn unsigned_bytes_body(&self, x: &[f32]) -> Vec<u8> {
+        let (inv, shift) = (self.inv_scale_x, self.shift_x as f32);
+        // As in `quantise_block_body`, then 128 added to the rounded integer (exact).
+        x.iter()
+            .map(|&v| {
+                ((clamp(v * inv + shift, -128.0, 127.0) + ROUND_MAGIC) + 128.0).to_bits() as u8
+            })
+            .collect()
     }
 
     /// Columns `n0..n0 + cols` of the patch matrix (im2col) as the kernel's signed bytes,
     /// `[k, cols]`; padding reads as the byte of 0.0.
     #[inline(always)]
-    fn gather_patches(&self, p: &Patches, x: &Activations, dst: &mut [i8], n0: usize, cols: usize) {
+    fn gather_patches(&self, p: &Patches, x: &[u8], dst: &mut [i8], n0: usize, cols: usize) {
         let [h, w] = p.in_hw;
         let [kh, kw] = p.kernel;
         let [sy, sx] = p.stride;
@@ -424,7 +464,7 @@ impl QConv {
                         seg[b - ox0..].fill(zero);
                         if a < b {
                             let start = (c * h + iy) * w + a * sx + kx - px;
-                            self.signed_bytes(x, start, sx, &mut seg[a - ox0..b - ox0]);
+                            Self::signed_bytes(x, start, sx, &mut seg[a - ox0..b - ox0]);
                         }
                     }
                 }
@@ -512,6 +552,23 @@ impl Activations<'_> {
 enum OutputsMut<'a> {
     F32(&'a mut [f32]),
     Bytes(&'a mut [u8]),
+}
+
+impl OutputsMut<'_> {
+    /// The output from `n0` for the fused kernels, rows of `stride`.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_out(&mut self, n0: usize, stride: usize) -> crate::vnni::Out<'_> {
+        match self {
+            OutputsMut::Bytes(y) => crate::vnni::Out::Bytes {
+                at: &mut y[n0..],
+                stride,
+            },
+            OutputsMut::F32(y) => crate::vnni::Out::F32 {
+                at: &mut y[n0..],
+                stride,
+            },
+        }
+    }
 }
 
 impl QConv {
@@ -888,14 +945,18 @@ mod tests {
 
     #[test]
     fn patches_match_the_convolution_definition() {
-        // Several strides and paddings, a kernel wider than tall, odd sizes.
-        for (stride, pad, kernel) in [
-            ([1, 1], [1, 1], [3, 3]),
-            ([2, 2], [1, 1], [3, 3]),
-            ([2, 1], [0, 2], [3, 5]),
-            ([3, 3], [2, 0], [5, 1]),
+        // Several strides and paddings, a kernel wider than tall (which the windowed kernel
+        // does not take), odd sizes, and rows of more than 64 outputs (whole tiles of the
+        // windowed kernel).
+        for (stride, pad, kernel, in_hw) in [
+            ([1, 1], [1, 1], [3, 3], [11, 13]),
+            ([2, 2], [1, 1], [3, 3], [11, 13]),
+            ([2, 1], [0, 2], [3, 5], [11, 13]),
+            ([3, 3], [2, 0], [5, 1], [11, 13]),
+            ([1, 1], [1, 1], [3, 3], [5, 83]),
+            ([2, 2], [0, 1], [2, 4], [9, 150]),
         ] {
-            let (c, m, in_hw) = (3, 5, [11, 13]);
+            let (c, m) = (3, 5);
             let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
             let out_hw = [out(0), out(1)];
             let k = c * kernel[0] * kernel[1];

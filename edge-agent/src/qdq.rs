@@ -46,6 +46,36 @@ pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     if v > hi { hi } else { v }
 }
 
+/// Float weights `[m, k]` read as int8 rows: per row `o`, the integers `w` in `[-127, 127]`
+/// and the scale `s_w[o]` (the row's largest magnitude over 127) with `w * s_w[o]` within
+/// 1e-4 steps of every weight; `None` when a row is not on such a grid (then it was not
+/// quantised symmetrically per channel, and stays in float).
+pub(crate) fn symmetric_int8_rows(
+    weights: &[f32],
+    m: usize,
+    k: usize,
+) -> Option<(Vec<i8>, Vec<f32>)> {
+    if weights.len() != m * k {
+        return None;
+    }
+    let mut ints = vec![0i8; m * k];
+    let mut scales = Vec::with_capacity(m);
+    for o in 0..m {
+        let row = &weights[o * k..(o + 1) * k];
+        let max = row.iter().fold(0f32, |a, &w| a.max(w.abs()));
+        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
+        for (dst, &w) in ints[o * k..(o + 1) * k].iter_mut().zip(row) {
+            let q = (w / s_w).round();
+            if !(-127.0..=127.0).contains(&q) || (q * s_w - w).abs() > 1e-4 * s_w {
+                return None;
+            }
+            *dst = q as i8;
+        }
+        scales.push(s_w);
+    }
+    Some((ints, scales))
+}
+
 impl FakeQuant {
     /// Whether the quantised values are bytes (`u8`, `[0, 255]`) with the dequantiser's zero
     /// point, so that an activation can travel as its bytes ([`FakeQuant::quantise_bytes`]) and be

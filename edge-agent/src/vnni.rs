@@ -212,9 +212,6 @@ impl Weights {
                     }
                 }
             }
-            let q = self.requant;
-            let (lo, hi) = (_mm512_set1_ps(q.lo), _mm512_set1_ps(q.hi));
-            let magic = _mm512_set1_ps(crate::qdq::ROUND_MAGIC);
             for (r, acc) in acc.iter().enumerate() {
                 let row = o + r;
                 let corr = _mm512_set1_epi32(self.correction[row]);
@@ -226,28 +223,337 @@ impl Weights {
                     if valid == 0 {
                         continue;
                     }
-                    let mask: __mmask16 = if valid == 16 { !0 } else { (1u16 << valid) - 1 };
-                    let s = _mm512_cvtepi32_ps(_mm512_add_epi32(a, corr));
-                    let y = _mm512_add_ps(_mm512_mul_ps(s, unit), bias);
-                    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-                    let rounded = _mm512_add_ps(y, magic);
-                    match out {
-                        Out::Bytes { at, stride } => {
-                            let bits = _mm512_add_ps(rounded, _mm512_set1_ps(q.zero_point));
-                            let bytes = _mm512_cvtepi32_epi8(_mm512_castps_si512(bits));
-                            let dst = at.as_mut_ptr().add(row * *stride + col);
-                            _mm_mask_storeu_epi8(dst as *mut _, mask, bytes);
-                        }
-                        Out::F32 { at, stride } => {
-                            let r = _mm512_sub_ps(rounded, magic);
-                            let y = _mm512_mul_ps(
-                                _mm512_add_ps(r, _mm512_set1_ps(q.shift)),
-                                _mm512_set1_ps(q.scale),
-                            );
-                            let dst = at.as_mut_ptr().add(row * *stride + col);
-                            _mm512_mask_storeu_ps(dst, mask, y);
+                    let sums = _mm512_add_epi32(a, corr);
+                    let at = match out {
+                        Out::Bytes { stride, .. } | Out::F32 { stride, .. } => row * *stride + col,
+                    };
+                    store(sums, unit, bias, &self.requant, out, at, valid);
+                }
+            }
+        }
+    }
+}
+
+/// Requantises 16 sums (`sums * unit + bias`, clamped, rounded) and stores the first `valid`
+/// at `at` of `out`. The caller checks that they land inside `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn store(
+    sums: __m512i,
+    unit: __m512,
+    bias: __m512,
+    q: &Requant,
+    out: &mut Out,
+    at: usize,
+    valid: usize,
+) {
+    let mask: __mmask16 = if valid >= 16 { !0 } else { (1u16 << valid) - 1 };
+    let (lo, hi) = (_mm512_set1_ps(q.lo), _mm512_set1_ps(q.hi));
+    let magic = _mm512_set1_ps(crate::qdq::ROUND_MAGIC);
+    let s = _mm512_cvtepi32_ps(sums);
+    let y = _mm512_add_ps(_mm512_mul_ps(s, unit), bias);
+    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+    let rounded = _mm512_add_ps(y, magic);
+    unsafe {
+        match out {
+            Out::Bytes { at: dst, .. } => {
+                let bits = _mm512_add_ps(rounded, _mm512_set1_ps(q.zero_point));
+                let bytes = _mm512_cvtepi32_epi8(_mm512_castps_si512(bits));
+                _mm_mask_storeu_epi8(dst.as_mut_ptr().add(at) as *mut _, mask, bytes);
+            }
+            Out::F32 { at: dst, .. } => {
+                let r = _mm512_sub_ps(rounded, magic);
+                let y = _mm512_mul_ps(
+                    _mm512_add_ps(r, _mm512_set1_ps(q.shift)),
+                    _mm512_set1_ps(q.scale),
+                );
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at), mask, y);
+            }
+        }
+    }
+}
+
+/// Whether this CPU runs the windowed kernels ([`depthwise_plane`], [`Weights::run_direct`]),
+/// which also need AVX-512 VBMI's byte permutation.
+pub fn windows_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available() && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The geometry of a convolution over `[C, H, W]` byte planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub in_hw: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Padding before (top, left); the rest of the padded plane is padding too.
+    pub pad: [usize; 2],
+    pub out_hw: [usize; 2],
+}
+
+impl Window {
+    /// Whether the windowed kernels take this geometry: at most 4 kernel columns, and the
+    /// 16 lanes' windows within one 64-byte load.
+    pub fn supported(&self) -> bool {
+        self.kernel[1] <= 4 && 15 * self.stride[1] + 4 <= 64
+    }
+
+    /// Padded rows every output row reads, and their length: enough for the last vector's
+    /// lanes (16 output columns each) and for the input row.
+    fn padded_size(&self) -> (usize, usize) {
+        let [oh, ow] = self.out_hw;
+        let rows = (oh.max(1) - 1) * self.stride[0] + self.kernel[0];
+        let pitch = ((ow.div_ceil(16).max(1) * 16 - 1) * self.stride[1] + 4)
+            .max(self.pad[1] + self.in_hw[1]);
+        (rows, pitch)
+    }
+}
+
+/// Byte planes with their padding written out, as the windowed kernels read them: per plane,
+/// `rows` rows of `pitch` bytes, then 64 spare bytes that the last loads may read.
+#[derive(Debug, Default)]
+pub struct Padded {
+    bytes: Vec<u8>,
+    planes: usize,
+    rows: usize,
+    pitch: usize,
+}
+
+impl Padded {
+    /// Copies the `planes` planes of `x` (`[planes, H, W]` bytes) inside padding `z` (the byte
+    /// of 0.0), reusing this buffer.
+    pub fn fill(&mut self, x: &[u8], planes: usize, win: &Window, z: u8) {
+        let [h, w] = win.in_hw;
+        let [py, px] = win.pad;
+        let (rows, pitch) = win.padded_size();
+        assert!(x.len() >= planes * h * w);
+        self.bytes.clear();
+        self.bytes.resize(planes * rows * pitch + 64, z);
+        for (c, plane) in self.bytes.chunks_exact_mut(rows * pitch).enumerate() {
+            let x = &x[c * h * w..(c + 1) * h * w];
+            for (row, src) in plane
+                .chunks_exact_mut(pitch)
+                .skip(py)
+                .zip(x.chunks_exact(w.max(1)))
+            {
+                row[px..px + w].copy_from_slice(src);
+            }
+        }
+        (self.planes, self.rows, self.pitch) = (planes, rows, pitch);
+    }
+
+    /// Whether every load of a windowed kernel over `win` stays inside the buffer, and every
+    /// output's window inside its row.
+    fn fits(&self, win: &Window) -> bool {
+        let [oh, ow] = win.out_hw;
+        let [sy, sx] = win.stride;
+        let (rows, pitch) = win.padded_size();
+        (self.rows, self.pitch) == (rows, pitch)
+            && win.supported()
+            && (ow == 0 || (ow - 1) * sx + win.kernel[1] <= pitch)
+            && oh * win.kernel[0] > 0
+            && ((oh - 1) * sy + win.kernel[0]) <= rows
+            && self.bytes.len() >= self.planes * rows * pitch + 64
+            && (ow.div_ceil(16).max(1) - 1) * 16 * sx + 64 <= pitch + 64
+    }
+}
+
+/// Lane `i`, byte `j` of the permutation reads byte `i * sx + j` of a 64-byte load: the
+/// 4-byte window of output column `i` at stride `sx`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn window_index(sx: usize) -> __m512i {
+    let mut index = [0u8; 64];
+    for (b, d) in index.iter_mut().enumerate() {
+        *d = ((b / 4) * sx + b % 4) as u8;
+    }
+    // SAFETY: the array is 64 bytes.
+    unsafe { _mm512_loadu_si512(index.as_ptr() as *const _) }
+}
+
+/// One channel of an int8 depthwise convolution: plane 0 of `x`.
+pub struct DepthwisePlane<'a> {
+    /// One word per kernel row: the taps of columns 0 to 3 as signed bytes (zero past the
+    /// kernel's width).
+    pub taps: &'a [i32],
+    /// Added to the sums (minus the input zero point times the sum of the taps), then the
+    /// scale and bias in the output quantiser's units.
+    pub correction: i32,
+    pub unit: f32,
+    pub bias: f32,
+}
+
+/// Runs one channel: output row `oy`, column `ox` is the sum over kernel rows `ky` of the
+/// taps' word times the 4 bytes at padded row `oy * sy + ky`, column `ox * sx`, requantised
+/// into row `oy` of `out` (rows of `ow`). The bytes of 16 output columns come from one
+/// 64-byte load rearranged by `vpermb`, and each kernel row is one `vpdpbusd`.
+///
+/// # Safety
+/// The CPU must have what [`windows_available`] checks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub unsafe fn depthwise_plane(
+    x: &Padded,
+    win: &Window,
+    p: &DepthwisePlane,
+    requant: &Requant,
+    out: &mut Out,
+) {
+    let [oh, ow] = win.out_hw;
+    let [sy, sx] = win.stride;
+    assert!(x.fits(win) && p.taps.len() == win.kernel[0]);
+    assert!(out.len() >= oh * ow);
+    let index = window_index(sx);
+    unsafe {
+        let corr = _mm512_set1_epi32(p.correction);
+        let (unit, bias) = (_mm512_set1_ps(p.unit), _mm512_set1_ps(p.bias));
+        let base = x.bytes.as_ptr();
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox < ow {
+                let mut acc = corr;
+                for (ky, &w) in p.taps.iter().enumerate() {
+                    let at = base.add((oy * sy + ky) * x.pitch + ox * sx);
+                    let a = _mm512_permutexvar_epi8(index, _mm512_loadu_si512(at as *const _));
+                    acc = _mm512_dpbusd_epi32(acc, a, _mm512_set1_epi32(w));
+                }
+                store(acc, unit, bias, requant, out, oy * ow + ox, ow - ox);
+                ox += 16;
+            }
+        }
+    }
+}
+
+impl Out<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Out::Bytes { at, .. } => at.len(),
+            Out::F32 { at, .. } => at.len(),
+        }
+    }
+
+    fn stride(&self) -> usize {
+        match self {
+            Out::Bytes { stride, .. } | Out::F32 { stride, .. } => *stride,
+        }
+    }
+}
+
+impl Weights {
+    /// The weights `w` (`[m, C * KH * KW]`, OIHW) of a `KH x KW` convolution (`KW <= 4`) as
+    /// the `[m, C * KH * 4]` matrix that [`Weights::new`] takes for [`Weights::run_direct`]:
+    /// each kernel row becomes one group of 4 bytes, zero past `KW`.
+    pub fn direct_layout(w: &[i8], m: usize, channels: usize, [kh, kw]: [usize; 2]) -> Vec<i8> {
+        let k = channels * kh * kw;
+        let mut rows = vec![0i8; m * channels * kh * 4];
+        for (o, row) in rows.chunks_exact_mut(channels * kh * 4).enumerate() {
+            for (g, group) in row.chunks_exact_mut(4).enumerate() {
+                group[..kw].copy_from_slice(&w[o * k + g * kw..o * k + (g + 1) * kw]);
+            }
+        }
+        rows
+    }
+
+    /// A `KH x KW` convolution of the padded planes `x` ([`Weights::direct`]'s weights):
+    /// every group of the product is a kernel row of a channel, and its bytes for 16 output
+    /// columns are one load and one `vpermb` (no patch matrix is built). Output channel `o`,
+    /// pixel `(oy, ox)` goes to `o * stride + oy * ow + ox` of `out`.
+    ///
+    /// # Safety
+    /// The CPU must have what [`windows_available`] checks.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    pub unsafe fn run_direct(&self, x: &Padded, win: &Window, out: &mut Out) {
+        let [oh, ow] = win.out_hw;
+        assert!(x.fits(win) && self.groups == x.planes * win.kernel[0]);
+        assert!(self.m == 0 || out.len() >= (self.m - 1) * out.stride() + oh * ow);
+        let index = window_index(win.stride[1]);
+        let vecs = ow.div_ceil(16);
+        for oy in 0..oh {
+            let mut o = 0;
+            while o < self.m {
+                let full_rows = self.m - o >= ROWS;
+                let mut v = 0;
+                while v < vecs {
+                    let full_vecs = vecs - v >= VECS;
+                    let at = (oy, 16 * v, o);
+                    unsafe {
+                        match (full_rows, full_vecs) {
+                            (true, true) => self.window_tile::<ROWS, VECS>(x, win, index, at, out),
+                            (true, false) => self.window_tile::<ROWS, 1>(x, win, index, at, out),
+                            (false, true) => self.window_tile::<1, VECS>(x, win, index, at, out),
+                            (false, false) => self.window_tile::<1, 1>(x, win, index, at, out),
                         }
                     }
+                    v += if full_vecs { VECS } else { 1 };
+                }
+                o += if full_rows { ROWS } else { 1 };
+            }
+        }
+    }
+
+    /// Output channels `o..o + R` by columns `ox..ox + 16 * P` of output row `oy`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[inline]
+    unsafe fn window_tile<const R: usize, const P: usize>(
+        &self,
+        x: &Padded,
+        win: &Window,
+        index: __m512i,
+        (oy, ox, o): (usize, usize, usize),
+        out: &mut Out,
+    ) {
+        let ow = win.out_hw[1];
+        let [sy, sx] = win.stride;
+        let kh = win.kernel[0];
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); P]; R];
+            let plane = x.rows * x.pitch;
+            let mut g = 0;
+            for c in 0..x.planes {
+                for ky in 0..kh {
+                    let row = x
+                        .bytes
+                        .as_ptr()
+                        .add(c * plane + (oy * sy + ky) * x.pitch + ox * sx);
+                    let mut a = [_mm512_setzero_si512(); P];
+                    for (p, a) in a.iter_mut().enumerate() {
+                        let bytes = _mm512_loadu_si512(row.add(16 * p * sx) as *const _);
+                        *a = _mm512_permutexvar_epi8(index, bytes);
+                    }
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w = _mm512_set1_epi32(
+                            *self.packed.get_unchecked((o + r) * self.groups + g),
+                        );
+                        for p in 0..P {
+                            acc[p] = _mm512_dpbusd_epi32(acc[p], a[p], w);
+                        }
+                    }
+                    g += 1;
+                }
+            }
+            let stride = out.stride();
+            for (r, acc) in acc.iter().enumerate() {
+                let row = o + r;
+                let corr = _mm512_set1_epi32(self.correction[row]);
+                let unit = _mm512_set1_ps(self.unit[row]);
+                let bias = _mm512_set1_ps(self.bias[row]);
+                for (p, &a) in acc.iter().enumerate() {
+                    let col = ox + 16 * p;
+                    if col >= ow {
+                        continue;
+                    }
+                    let sums = _mm512_add_epi32(a, corr);
+                    let at = row * stride + oy * ow + col;
+                    store(sums, unit, bias, &self.requant, out, at, ow - col);
                 }
             }
         }
