@@ -119,9 +119,15 @@ impl Weights {
         into.clear();
         into.resize(self.groups * padded, 0);
         let flip4 = u32::from_le_bytes([flip; 4]);
+        let vbmi = windows_available();
         for g in 0..self.groups {
             let dst = &mut into[g * padded..g * padded + cols];
             match (row(4 * g), row(4 * g + 1), row(4 * g + 2), row(4 * g + 3)) {
+                #[cfg(target_arch = "x86_64")]
+                (Some(r0), Some(r1), Some(r2), Some(r3)) if vbmi => {
+                    // SAFETY: the CPU has the features (`windows_available`).
+                    unsafe { interleave4([r0, r1, r2, r3], flip, dst) }
+                }
                 (Some(r0), Some(r1), Some(r2), Some(r3)) => {
                     let rows = r0[..cols]
                         .iter()
@@ -231,6 +237,41 @@ impl Weights {
                 }
             }
         }
+    }
+}
+
+/// `dst[j]` = the bytes `rows[0][j]` to `rows[3][j]` (each XORed with `flip`) as one word, 16
+/// columns per `vpermb`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn interleave4(rows: [&[u8]; 4], flip: u8, dst: &mut [u32]) {
+    let cols = dst.len();
+    assert!(rows.iter().all(|r| r.len() >= cols));
+    // Output byte `4 * j + i` is byte `j` of row `i`, which the loads put at `16 * i + j`.
+    let mut index = [0u8; 64];
+    for (b, d) in index.iter_mut().enumerate() {
+        *d = ((b % 4) * 16 + b / 4) as u8;
+    }
+    let mut j = 0;
+    // SAFETY: every load reads 16 bytes from `j` of a row, every store 16 words from `j` of
+    // `dst`, with `j + 16 <= cols` and every row at least `cols` long.
+    unsafe {
+        let index = _mm512_loadu_si512(index.as_ptr() as *const _);
+        let flip = _mm512_set1_epi8(flip as i8);
+        while j + 16 <= cols {
+            let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(j) as *const _);
+            let v = _mm512_castsi128_si512(load(rows[0]));
+            let v = _mm512_inserti32x4::<1>(v, load(rows[1]));
+            let v = _mm512_inserti32x4::<2>(v, load(rows[2]));
+            let v = _mm512_inserti32x4::<3>(v, load(rows[3]));
+            let v = _mm512_xor_si512(_mm512_permutexvar_epi8(index, v), flip);
+            _mm512_storeu_si512(dst.as_mut_ptr().add(j) as *mut _, v);
+            j += 16;
+        }
+    }
+    for (j, d) in dst.iter_mut().enumerate().skip(j) {
+        *d = u32::from_le_bytes([rows[0][j], rows[1][j], rows[2][j], rows[3][j]])
+            ^ u32::from_le_bytes([flip; 4]);
     }
 }
 
@@ -554,6 +595,39 @@ impl Weights {
                     let sums = _mm512_add_epi32(a, corr);
                     let at = row * stride + oy * ow + col;
                     store(sums, unit, bias, &self.requant, out, at, ow - col);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn interleaved_rows_are_the_rows_bytes_as_words() {
+        if !super::windows_available() {
+            eprintln!("skipped: this CPU has no AVX-512 VBMI");
+            return;
+        }
+        let bytes: Vec<u8> = crate::graph::testing::ints(4 * 50, 3, 0, 255)
+            .into_iter()
+            .map(|b| b as u8)
+            .collect();
+        let rows: Vec<&[u8]> = bytes.chunks_exact(50).collect();
+        // Whole vectors of 16 columns, and a tail.
+        for cols in [0, 5, 16, 47, 50] {
+            for flip in [0, 0x80] {
+                let mut got = vec![0u32; cols];
+                // SAFETY: the CPU has the features (checked above).
+                unsafe { super::interleave4([rows[0], rows[1], rows[2], rows[3]], flip, &mut got) };
+                for (j, &g) in got.iter().enumerate() {
+                    let want = [rows[0][j], rows[1][j], rows[2][j], rows[3][j]].map(|b| b ^ flip);
+                    assert_eq!(
+                        g.to_le_bytes(),
+                        want,
+                        "column {j} of {cols}, flip {flip:#x}"
+                    );
                 }
             }
         }
