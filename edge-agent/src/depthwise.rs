@@ -272,8 +272,8 @@ impl Depthwise {
     }
 
     /// The convolution in integers ([`crate::vnni::depthwise_plane`]): input bytes `x` of
-    /// `grid`, outputs on `q`'s grid, a channel at a time through a zero-padded copy of its
-    /// plane (padding is the byte of 0.0, the input's zero point).
+    /// `grid`, outputs on `q`'s grid, a channel at a time (padding is the byte of 0.0, the
+    /// input's zero point).
     #[cfg(target_arch = "x86_64")]
     fn run_int8<Y: IntOut + ?Sized>(
         &self,
@@ -286,9 +286,11 @@ impl Depthwise {
         let [oh, ow] = self.out_hw;
         let kh = self.kernel_hw[0];
         let win = self.window();
-        let mut padded = crate::vnni::Padded::default();
-        let z = grid.dq_zero_point as u8;
-        let plane = self.in_hw[0] * self.in_hw[1];
+        let planes = crate::vnni::Planes {
+            bytes: x,
+            planes: self.channels,
+            zero: grid.dq_zero_point as u8,
+        };
         let lo = (q.lo - q.zero_point) as f32;
         let requant = crate::vnni::Requant {
             // A ReLU in front of the quantiser raises its lower bound to 0 (the scale is
@@ -300,7 +302,6 @@ impl Depthwise {
             scale: q.dq_scale,
         };
         for c in 0..self.channels {
-            padded.fill(&x[c * plane..(c + 1) * plane], 1, &win, z);
             let p = crate::vnni::DepthwisePlane {
                 taps: &int8.words[c * kh..(c + 1) * kh],
                 correction: -grid.dq_zero_point * int8.sums[c],
@@ -309,7 +310,7 @@ impl Depthwise {
             };
             let mut out = y.plane(c * oh * ow..(c + 1) * oh * ow);
             // SAFETY: the caller checked `windows_available`.
-            unsafe { crate::vnni::depthwise_plane(&padded, &win, &p, &requant, &mut out) };
+            unsafe { crate::vnni::depthwise_plane(&planes, c, &win, &p, &requant, &mut out) };
         }
     }
 }

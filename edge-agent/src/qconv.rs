@@ -155,7 +155,7 @@ impl QConv {
         };
         let w = Tensor::from_shape(&[m, k], &w_int)?;
         let packed_w = mmm.packings()[packing].0.prepare_one(&w, 1, 0)?;
-        // A `KxK` convolution the windowed kernel takes reads the padded input in place; any
+        // A `KxK` convolution the windowed kernel takes reads the input in place; any
         // other goes through the patch matrix.
         let direct = patches
             .as_ref()
@@ -269,12 +269,15 @@ impl QConv {
     ) -> TractResult<()> {
         let mut y = y;
         if let (Some(win), Some(p), Activations::Bytes(x)) = (&self.direct, &self.patches, x) {
-            let mut padded = crate::vnni::Padded::default();
-            // Padding is the byte of 0.0, as in `gather_patches`.
-            padded.fill(x, p.channels, win, (self.shift_x + 128).clamp(0, 255) as u8);
+            let planes = crate::vnni::Planes {
+                bytes: x,
+                planes: p.channels,
+                // Padding is the byte of 0.0, as in `gather_patches`.
+                zero: (self.shift_x + 128).clamp(0, 255) as u8,
+            };
             // SAFETY: `direct` is set only where the CPU has the features
             // (`vnni::windows_available`).
-            unsafe { vnni.run_direct(&padded, win, &mut y.vnni_out(0, n)) };
+            unsafe { vnni.run_direct(&planes, win, &mut y.vnni_out(0, n)) };
             return Ok(());
         }
         let block = ((32 * 1024 / self.k.max(1)) / 16 * 16).clamp(64, n.max(64));

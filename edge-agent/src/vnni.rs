@@ -345,64 +345,62 @@ impl Window {
     pub fn supported(&self) -> bool {
         self.kernel[1] <= 4 && 15 * self.stride[1] + 4 <= 64
     }
+}
 
-    /// Padded rows every output row reads, and their length: enough for the last vector's
-    /// lanes (16 output columns each) and for the input row.
-    fn padded_size(&self) -> (usize, usize) {
-        let [oh, ow] = self.out_hw;
-        let rows = (oh.max(1) - 1) * self.stride[0] + self.kernel[0];
-        let pitch = ((ow.div_ceil(16).max(1) * 16 - 1) * self.stride[1] + 4)
-            .max(self.pad[1] + self.in_hw[1]);
-        (rows, pitch)
+/// Unpadded byte planes `[planes, H, W]` as the windowed kernels read them: 64 bytes at a
+/// time with a mask, the bytes outside the plane (the padding) reading as `zero`, the byte of
+/// 0.0. No padded copy is made.
+pub struct Planes<'a> {
+    pub bytes: &'a [u8],
+    pub planes: usize,
+    pub zero: u8,
+}
+
+impl Window {
+    /// Whether `x` holds the planes of this window.
+    fn holds(&self, x: &Planes) -> bool {
+        self.supported() && x.bytes.len() >= x.planes * self.in_hw[0] * self.in_hw[1]
+    }
+
+    /// For the output vector from column `ox`: the offset of its first load from the start
+    /// of an input row (negative into the left padding) and the mask of the load's bytes
+    /// inside the row.
+    fn columns(&self, ox: usize) -> (isize, u64) {
+        let start = (ox * self.stride[1]) as isize - self.pad[1] as isize;
+        let w = self.in_hw[1] as isize;
+        let lo = (-start).clamp(0, 64);
+        let hi = (w - start).clamp(lo, 64);
+        let below = |n: isize| if n >= 64 { !0u64 } else { (1u64 << n) - 1 };
+        (start, below(hi) & !below(lo))
     }
 }
 
-/// Byte planes with their padding written out, as the windowed kernels read them: per plane,
-/// `rows` rows of `pitch` bytes, then 64 spare bytes that the last loads may read.
-#[derive(Debug, Default)]
-pub struct Padded {
-    bytes: Vec<u8>,
-    planes: usize,
-    rows: usize,
-    pitch: usize,
-}
-
-impl Padded {
-    /// Copies the `planes` planes of `x` (`[planes, H, W]` bytes) inside padding `z` (the byte
-    /// of 0.0), reusing this buffer.
-    pub fn fill(&mut self, x: &[u8], planes: usize, win: &Window, z: u8) {
-        let [h, w] = win.in_hw;
-        let [py, px] = win.pad;
-        let (rows, pitch) = win.padded_size();
-        assert!(x.len() >= planes * h * w);
-        self.bytes.clear();
-        self.bytes.resize(planes * rows * pitch + 64, z);
-        for (c, plane) in self.bytes.chunks_exact_mut(rows * pitch).enumerate() {
-            let x = &x[c * h * w..(c + 1) * h * w];
-            for (row, src) in plane
-                .chunks_exact_mut(pitch)
-                .skip(py)
-                .zip(x.chunks_exact(w.max(1)))
-            {
-                row[px..px + w].copy_from_slice(src);
-            }
+/// The 64 bytes of input row `iy` (padded coordinates: `iy - pad` in the plane) of plane `c`
+/// from column `start`, `zero` outside the plane.
+///
+/// # Safety
+/// `x` must hold `win`'s planes ([`Window::holds`]), `c` be one of them, and `mask` cover only
+/// bytes inside the row (as [`Window::columns`] makes it): masked-off bytes are not read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn load_row(
+    x: &Planes,
+    win: &Window,
+    c: usize,
+    iy: usize,
+    (start, mask): (isize, u64),
+    zero: __m512i,
+) -> __m512i {
+    let [h, w] = win.in_hw;
+    match iy.checked_sub(win.pad[0]).filter(|&iy| iy < h) {
+        Some(iy) => {
+            let row = x.bytes.as_ptr().wrapping_add((c * h + iy) * w);
+            // SAFETY: the mask selects bytes inside row `iy` of plane `c` (the caller's
+            // contract); the others are not accessed.
+            unsafe { _mm512_mask_loadu_epi8(zero, mask, row.wrapping_offset(start) as *const _) }
         }
-        (self.planes, self.rows, self.pitch) = (planes, rows, pitch);
-    }
-
-    /// Whether every load of a windowed kernel over `win` stays inside the buffer, and every
-    /// output's window inside its row.
-    fn fits(&self, win: &Window) -> bool {
-        let [oh, ow] = win.out_hw;
-        let [sy, sx] = win.stride;
-        let (rows, pitch) = win.padded_size();
-        (self.rows, self.pitch) == (rows, pitch)
-            && win.supported()
-            && (ow == 0 || (ow - 1) * sx + win.kernel[1] <= pitch)
-            && oh * win.kernel[0] > 0
-            && ((oh - 1) * sy + win.kernel[0]) <= rows
-            && self.bytes.len() >= self.planes * rows * pitch + 64
-            && (ow.div_ceil(16).max(1) - 1) * 16 * sx + 64 <= pitch + 64
+        None => zero,
     }
 }
 
@@ -431,42 +429,45 @@ pub struct DepthwisePlane<'a> {
     pub bias: f32,
 }
 
-/// Runs one channel: output row `oy`, column `ox` is the sum over kernel rows `ky` of the
-/// taps' word times the 4 bytes at padded row `oy * sy + ky`, column `ox * sx`, requantised
-/// into row `oy` of `out` (rows of `ow`). The bytes of 16 output columns come from one
-/// 64-byte load rearranged by `vpermb`, and each kernel row is one `vpdpbusd`.
+/// Runs one channel (plane `c` of `x`): output row `oy`, column `ox` is the sum over kernel
+/// rows `ky` of the taps' word times the 4 bytes at padded row `oy * sy + ky`, column
+/// `ox * sx`, requantised into row `oy` of `out` (rows of `ow`). The bytes of 16 output
+/// columns come from one 64-byte load rearranged by `vpermb`, and each kernel row is one
+/// `vpdpbusd`.
 ///
 /// # Safety
 /// The CPU must have what [`windows_available`] checks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 pub unsafe fn depthwise_plane(
-    x: &Padded,
+    x: &Planes,
+    c: usize,
     win: &Window,
     p: &DepthwisePlane,
     requant: &Requant,
     out: &mut Out,
 ) {
     let [oh, ow] = win.out_hw;
-    let [sy, sx] = win.stride;
-    assert!(x.fits(win) && p.taps.len() == win.kernel[0]);
+    let sy = win.stride[0];
+    assert!(win.holds(x) && c < x.planes && p.taps.len() == win.kernel[0]);
     assert!(out.len() >= oh * ow);
-    let index = window_index(sx);
+    let index = window_index(win.stride[1]);
+    // Down the columns of 16 outputs: each column's load masks are worked out once (and
+    // this order measured faster than along the rows).
     unsafe {
+        let zero = _mm512_set1_epi8(x.zero as i8);
         let corr = _mm512_set1_epi32(p.correction);
         let (unit, bias) = (_mm512_set1_ps(p.unit), _mm512_set1_ps(p.bias));
-        let base = x.bytes.as_ptr();
-        for oy in 0..oh {
-            let mut ox = 0;
-            while ox < ow {
+        for ox in (0..ow).step_by(16) {
+            let columns = win.columns(ox);
+            for oy in 0..oh {
                 let mut acc = corr;
                 for (ky, &w) in p.taps.iter().enumerate() {
-                    let at = base.add((oy * sy + ky) * x.pitch + ox * sx);
-                    let a = _mm512_permutexvar_epi8(index, _mm512_loadu_si512(at as *const _));
+                    let bytes = load_row(x, win, c, oy * sy + ky, columns, zero);
+                    let a = _mm512_permutexvar_epi8(index, bytes);
                     acc = _mm512_dpbusd_epi32(acc, a, _mm512_set1_epi32(w));
                 }
                 store(acc, unit, bias, requant, out, oy * ow + ox, ow - ox);
-                ox += 16;
             }
         }
     }
@@ -502,7 +503,7 @@ impl Weights {
         rows
     }
 
-    /// A `KH x KW` convolution of the padded planes `x` ([`Weights::direct`]'s weights):
+    /// A `KH x KW` convolution of the planes `x` ([`Weights::direct_layout`]'s weights):
     /// every group of the product is a kernel row of a channel, and its bytes for 16 output
     /// columns are one load and one `vpermb` (no patch matrix is built). Output channel `o`,
     /// pixel `(oy, ox)` goes to `o * stride + oy * ow + ox` of `out`.
@@ -511,9 +512,9 @@ impl Weights {
     /// The CPU must have what [`windows_available`] checks.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-    pub unsafe fn run_direct(&self, x: &Padded, win: &Window, out: &mut Out) {
+    pub unsafe fn run_direct(&self, x: &Planes, win: &Window, out: &mut Out) {
         let [oh, ow] = win.out_hw;
-        assert!(x.fits(win) && self.groups == x.planes * win.kernel[0]);
+        assert!(win.holds(x) && self.groups == x.planes * win.kernel[0]);
         assert!(self.m == 0 || out.len() >= (self.m - 1) * out.stride() + oh * ow);
         let index = window_index(win.stride[1]);
         let vecs = ow.div_ceil(16);
@@ -546,28 +547,28 @@ impl Weights {
     #[inline]
     unsafe fn window_tile<const R: usize, const P: usize>(
         &self,
-        x: &Padded,
+        x: &Planes,
         win: &Window,
         index: __m512i,
         (oy, ox, o): (usize, usize, usize),
         out: &mut Out,
     ) {
         let ow = win.out_hw[1];
-        let [sy, sx] = win.stride;
+        let sy = win.stride[0];
         let kh = win.kernel[0];
         unsafe {
+            let zero = _mm512_set1_epi8(x.zero as i8);
+            let mut columns = [(0, 0); P];
+            for (p, c) in columns.iter_mut().enumerate() {
+                *c = win.columns(ox + 16 * p);
+            }
             let mut acc = [[_mm512_setzero_si512(); P]; R];
-            let plane = x.rows * x.pitch;
             let mut g = 0;
             for c in 0..x.planes {
                 for ky in 0..kh {
-                    let row = x
-                        .bytes
-                        .as_ptr()
-                        .add(c * plane + (oy * sy + ky) * x.pitch + ox * sx);
                     let mut a = [_mm512_setzero_si512(); P];
                     for (p, a) in a.iter_mut().enumerate() {
-                        let bytes = _mm512_loadu_si512(row.add(16 * p * sx) as *const _);
+                        let bytes = load_row(x, win, c, oy * sy + ky, columns[p], zero);
                         *a = _mm512_permutexvar_epi8(index, bytes);
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
