@@ -7,6 +7,8 @@
 //! - [`onnx_guard`]: checks on untrusted ONNX files and workarounds for tract's known limits.
 //! - [`runtime`]: sha256 check, tract parse, card facts, optimise, run.
 //! - [`qdq`]: QDQ models' quantise-dequantise pairs fused into one vectorised operator.
+//! - [`qconv`], [`depthwise`], [`qadd`], [`pointwise`], [`vnni`]: the agent's operators for
+//!   quantised and float convolutions and residual sums (see `docs/quantised-inference.md`).
 //! - [`golden`]: golden vectors from onnxruntime and their comparison.
 //! - [`bench`]: latency, load time and memory figures.
 //! - [`pipeline`]: preprocessing and postprocessing driven by the card.
@@ -42,6 +44,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod pointwise;
 pub mod publish;
+pub mod qadd;
 pub mod qconv;
 pub mod qdq;
 pub mod runtime;

@@ -352,6 +352,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.depthwise
         );
     }
+    if model.quantised_adds > 0 {
+        say!(
+            "  sums: {} additions of quantised activations run with their output quantiser (QAdd)",
+            model.quantised_adds
+        );
+    }
     if model.workarounds.renamed_nodes > 0 {
         say!(
             "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",

@@ -28,6 +28,7 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
 
 use crate::depthwise::Depthwise;
 use crate::graph;
+use crate::qadd::QAdd;
 use crate::qdq::{FakeQuant, ROUND_MAGIC, clamp};
 
 /// `y = requantise(W x + b)` for a 1x1 convolution, `W` int8, `x` bytes, in integers.
@@ -660,8 +661,9 @@ impl TypedOp for QConv {
 }
 
 /// Lets activations travel as bytes between the agent's int8 operators: where a
-/// [`QConv`] or a [`Depthwise`] with a quantised output on a byte grid is read only by
-/// operators that can read bytes of that grid (a `QConv` built on it, a `Depthwise`),
+/// [`QConv`], a [`Depthwise`] or a [`QAdd`] with a quantised output on a byte grid is read
+/// only by operators that can read bytes of that grid (a `QConv` built on it, a `Depthwise`,
+/// a `QAdd`),
 /// the tensor between them becomes the quantiser's bytes instead of their f32 values: a
 /// quarter of the memory traffic, and the same numbers (each reader turns a byte into the
 /// value the f32 path would have carried). Returns how many edges were changed.
@@ -670,9 +672,14 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
     let mut changed = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let grid = match (node.op_as::<QConv>(), node.op_as::<Depthwise>()) {
-            (Some(q), _) => Some(q.out.clone()),
-            (_, Some(d)) => d.out_q.clone(),
+        let grid = match (
+            node.op_as::<QConv>(),
+            node.op_as::<Depthwise>(),
+            node.op_as::<QAdd>(),
+        ) {
+            (Some(q), _, _) => Some(q.out.clone()),
+            (_, Some(d), _) => d.out_q.clone(),
+            (_, _, Some(a)) => Some(a.out.clone()),
             _ => None,
         };
         let Some(grid) = grid.filter(FakeQuant::is_byte_grid) else {
@@ -685,22 +692,25 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
         }
         let all_read_bytes = readers.iter().all(|r| {
             let reader = model.node(r.node);
-            r.slot == 0
+            (r.slot == 0
                 && (reader.op_as::<Depthwise>().is_some()
                     || reader
                         .op_as::<QConv>()
-                        .is_some_and(|q| q.input_is_byte_grid && q.read_grid_is(&grid)))
+                        .is_some_and(|q| q.input_is_byte_grid && q.read_grid_is(&grid))))
+                || reader.op_as::<QAdd>().is_some()
         });
         if !all_read_bytes {
             continue;
         }
-        let readers: Vec<usize> = readers.iter().map(|r| r.node).collect();
+        let readers: Vec<InletId> = readers.to_vec();
         for r in readers {
-            let node = model.node_mut(r);
+            let node = model.node_mut(r.node);
             if let Some(q) = node.op_as_mut::<QConv>() {
                 q.bytes_in = true;
             } else if let Some(d) = node.op_as_mut::<Depthwise>() {
                 d.bytes_in = Some(grid.clone());
+            } else if let Some(a) = node.op_as_mut::<QAdd>() {
+                a.bytes_in[r.slot] = Some(grid.clone());
             }
         }
         let node = model.node_mut(id);
@@ -708,6 +718,8 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
             q.bytes_out = true;
         } else if let Some(d) = node.op_as_mut::<Depthwise>() {
             d.bytes_out = true;
+        } else if let Some(a) = node.op_as_mut::<QAdd>() {
+            a.bytes_out = true;
         }
         let fact = model.outlet_fact(OutletId::new(id, 0))?.clone();
         let mut fact = u8::datum_type().fact(fact.shape.clone());

@@ -98,6 +98,8 @@ pub struct Model {
     pub int8_convolutions: usize,
     /// Depthwise convolutions run by [`crate::depthwise`].
     pub depthwise: usize,
+    /// Quantised sums run by [`crate::qadd`].
+    pub quantised_adds: usize,
     /// Activations passed as bytes between the agent's int8 operators.
     pub byte_edges: usize,
     /// Float 1x1 convolutions run by [`crate::pointwise`].
@@ -196,6 +198,7 @@ impl Model {
             fused_qdq_pairs,
             int8_convolutions,
             depthwise,
+            quantised_adds,
             byte_edges,
             float_pointwise,
         ) = guarded(&path, "optimise", || {
@@ -214,6 +217,9 @@ impl Model {
             // And float 1x1 convolutions, with their bias and ReLU, without packing.
             let float_pointwise =
                 crate::pointwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            // Sums of quantised activations with their output quantiser.
+            let quantised_adds =
+                crate::qadd::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
             // Between the int8 ones, activations travel as bytes where every reader
             // takes them.
             let byte_edges =
@@ -228,6 +234,7 @@ impl Model {
                 fused,
                 int8_convolutions,
                 depthwise,
+                quantised_adds,
                 byte_edges,
                 float_pointwise,
             ))
@@ -249,6 +256,7 @@ impl Model {
             fused_qdq_pairs,
             int8_convolutions,
             depthwise,
+            quantised_adds,
             byte_edges,
             float_pointwise,
             file_size,
