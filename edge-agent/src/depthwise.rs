@@ -7,6 +7,12 @@
 //! runs that loop with FMA where the CPU has it (chosen at run time on x86_64; always on
 //! aarch64). A `FakeQuant` reading the convolution alone (a QDQ model's output quantiser) is
 //! applied to each row while it is in cache, instead of as one more pass over the tensor.
+//!
+//! A QDQ model's depthwise convolution that reads and writes bytes, with taps on a symmetric
+//! int8 grid, runs in integers instead where the CPU has AVX-512 VNNI and VBMI
+//! ([`crate::vnni::depthwise_plane`]): exact i32 sums, requantised once. Its outputs can differ
+//! from the f32 path's by one quantisation step where a value sits on a rounding tie, so
+//! results depend (within that step, which `model check` tolerances cover) on the CPU.
 
 use std::sync::Arc;
 
@@ -57,7 +63,7 @@ impl Int8Taps {
     /// `taps` is `[C, KH, KW]`; `None` when a kernel is wider than 4 or a channel's taps are
     /// not on a symmetric int8 grid.
     fn new(taps: &[f32], c: usize, [kh, kw]: [usize; 2]) -> Option<Int8Taps> {
-        if kw > 4 {
+        if kw > 4 || kh == 0 || kw == 0 {
             return None;
         }
         let (ints, scales) = crate::qdq::symmetric_int8_rows(taps, c, kh * kw)?;
@@ -484,7 +490,10 @@ impl EvalOp for Depthwise {
         let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.out_shape)? };
         let mut y_ram = y.try_as_plain_ram_mut()?;
         #[cfg(target_arch = "x86_64")]
+        // (A ReLU is folded into the quantiser's lower bound, which needs a positive scale.)
         if let (Some(grid), Some(q), Some(int8)) = (&self.bytes_in, &self.out_q, &self.int8)
+            && q.inv_scale > 0.0
+            && q.inv_scale.is_finite()
             && crate::vnni::windows_available()
             && self.window().supported()
         {

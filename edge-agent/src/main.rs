@@ -358,6 +358,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.quantised_adds
         );
     }
+    if model.workarounds.folded_dequantisations > 0 {
+        say!(
+            "  prepared: {} constant weight dequantisations computed before tract's analysis (load time)",
+            model.workarounds.folded_dequantisations
+        );
+    }
     if model.workarounds.renamed_nodes > 0 {
         say!(
             "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",

@@ -159,6 +159,8 @@ impl Model {
         };
         // Not a numeric workaround: duplicate names only stop tract from building the graph.
         workarounds.renamed_nodes = onnx_guard::unique_node_names(&mut proto);
+        // Nor this one: the same constants, computed once here instead of twice by tract.
+        workarounds.folded_dequantisations = onnx_guard::fold_constant_dequantisation(&mut proto);
         let decode = t1.elapsed();
 
         let t2 = Instant::now();

@@ -343,7 +343,7 @@ impl Window {
     /// Whether the windowed kernels take this geometry: at most 4 kernel columns, and the
     /// 16 lanes' windows within one 64-byte load.
     pub fn supported(&self) -> bool {
-        self.kernel[1] <= 4 && 15 * self.stride[1] + 4 <= 64
+        (1..=4).contains(&self.kernel[1]) && self.kernel[0] >= 1 && 15 * self.stride[1] + 4 <= 64
     }
 }
 
