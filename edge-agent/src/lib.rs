@@ -7,7 +7,7 @@
 //! - [`onnx_guard`]: checks on untrusted ONNX files and workarounds for tract's known limits.
 //! - [`runtime`]: sha256 check, tract parse, card facts, optimise, run.
 //! - [`qdq`]: QDQ models' quantise-dequantise pairs fused into one vectorised operator.
-//! - [`qconv`], [`depthwise`], [`qadd`], [`pointwise`], [`vnni`]: the agent's operators for
+//! - [`qconv`], [`depthwise`], [`qadd`], [`pointwise`], [`direct`], [`vnni`]: the agent's operators for
 //!   quantised and float convolutions and residual sums (see `docs/quantised-inference.md`).
 //! - [`golden`]: golden vectors from onnxruntime and their comparison.
 //! - [`bench`]: latency, load time and memory figures.
@@ -37,6 +37,7 @@ pub mod bench;
 pub mod card;
 pub mod config;
 pub mod depthwise;
+pub mod direct;
 pub mod golden;
 pub mod graph;
 pub mod onnx_guard;

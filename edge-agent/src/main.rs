@@ -346,6 +346,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.float_pointwise
         );
     }
+    if model.float_direct > 0 {
+        say!(
+            "  direct: {} float KxK convolutions run without patch copies, activation fused",
+            model.float_direct
+        );
+    }
     if model.depthwise > 0 {
         say!(
             "  depthwise: {} depthwise convolutions run by the agent's vectorised kernel",

@@ -16,50 +16,222 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::graph;
 
-/// `y = max(W x + b, 0)` (or without the max) for a 1x1 convolution of one image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pointwise {
-    /// Output channels and input channels: `W` is `[m, k]`.
-    m: usize,
-    k: usize,
-    weights: Arc<Vec<f32>>,
-    bias: Arc<Vec<f32>>,
-    relu: bool,
-    out_shape: TVec<usize>,
+/// What follows the sums before the store: a leaky ReLU (`x < 0` scaled by `leaky`), then a
+/// lower bound (`max(x, floor)`; a ReLU is a floor of 0).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Activation {
+    pub leaky: Option<f32>,
+    pub floor: Option<f32>,
 }
 
-impl Eq for Pointwise {}
+impl Activation {
+    #[inline(always)]
+    fn apply(&self, a: f32) -> f32 {
+        let a = match self.leaky {
+            Some(alpha) if a < 0.0 => a * alpha,
+            _ => a,
+        };
+        match self.floor {
+            Some(f) if a < f => f,
+            _ => a,
+        }
+    }
+}
 
-impl Pointwise {
-    /// `x` is `[k, n]`, `y` is `[m, n]`.
-    fn run(&self, x: &[f32], y: &mut [f32]) {
+/// `y = act(W x + b)` where row `kk` of `x` starts at `rows[kk]` and holds `n` values: for a
+/// 1x1 convolution the input channels, for a `KxK` one ([`crate::direct`]) the input
+/// channels shifted by each tap.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Product {
+    /// Output channels and rows: `W` is `[m, k]`.
+    pub m: usize,
+    pub k: usize,
+    pub weights: Arc<Vec<f32>>,
+    pub bias: Arc<Vec<f32>>,
+    pub act: Activation,
+    /// The weights of every whole tile of [`Product::TILE_ROWS`] output channels, row by row
+    /// of `x`: `[m / R][k][R]`, so that a tile reads its weights in order.
+    packed: Arc<Vec<f32>>,
+}
+
+impl Product {
+    /// Output channels per tile on this CPU (the `R` of [`Product::run_body`]).
+    fn tile_rows() -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return 8;
+        }
+        4
+    }
+
+    pub fn new(m: usize, k: usize, weights: Vec<f32>, bias: Vec<f32>, act: Activation) -> Product {
+        let r = Self::tile_rows();
+        let mut packed = Vec::with_capacity(m / r * r * k);
+        for tile in 0..m / r {
+            for kk in 0..k {
+                packed.extend((0..r).map(|i| weights[(tile * r + i) * k + kk]));
+            }
+        }
+        Product {
+            m,
+            k,
+            weights: Arc::new(weights),
+            bias: Arc::new(bias),
+            act,
+            packed: Arc::new(packed),
+        }
+    }
+
+    /// `y` is `[m, n]`; every row of `x` must have `n` values from its start.
+    pub fn run(&self, x: &[f32], rows: &[usize], n: usize, y: &mut [f32]) {
+        assert!(rows.len() == self.k && y.len() >= self.m * n);
+        assert!(n == 0 || rows.iter().all(|&r| r + n <= x.len()));
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has the features the function is compiled for.
-                return unsafe { self.run_avx512(x, y) };
+                return unsafe { self.run_avx512(x, rows, n, y) };
             }
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: as above.
-                return unsafe { self.run_avx2(x, y) };
+                return unsafe { self.run_avx2(x, rows, n, y) };
             }
         }
         // aarch64 always has FMA (and 32 vector registers for the 4 x 2 x 4 tile).
-        self.run_body::<4, 2, 4, { cfg!(target_arch = "aarch64") }>(x, y)
+        self.run_body::<4, 2, 4, { cfg!(target_arch = "aarch64") }>(x, rows, n, y)
     }
 
+    /// The tiles of [`Product::run_body`] written with AVX-512 registers (the generic tile's
+    /// accumulators spilled to the stack at this size).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn run_avx512(&self, x: &[f32], y: &mut [f32]) {
-        self.run_body::<6, 2, 16, true>(x, y)
+    unsafe fn run_avx512(&self, x: &[f32], rows: &[usize], n: usize, y: &mut [f32]) {
+        const R: usize = 8;
+        let m = self.m;
+        let mut j = 0;
+        while j + 16 <= n {
+            let wide = j + 48 <= n;
+            let mut o = 0;
+            // SAFETY (all tiles): `run` checked that every row has `n` values from its start
+            // and `y` is `[m, n]`; tiles stay inside columns `j..j + 16 * P <= n`.
+            while o + R <= m {
+                unsafe {
+                    if wide {
+                        self.tile_avx512::<R, 3>(x, rows, y, n, o, j)
+                    } else {
+                        self.tile_avx512::<R, 1>(x, rows, y, n, o, j)
+                    }
+                }
+                o += R;
+            }
+            while o < m {
+                unsafe {
+                    if wide {
+                        self.tile_avx512::<1, 3>(x, rows, y, n, o, j)
+                    } else {
+                        self.tile_avx512::<1, 1>(x, rows, y, n, o, j)
+                    }
+                }
+                o += 1;
+            }
+            j += if wide { 48 } else { 16 };
+        }
+        self.columns_one_by_one::<true>(x, rows, n, y, j);
+    }
+
+    /// Outputs `o..o + R` at pixels `j..j + 16 * P`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; rows and outputs as [`Product::run`] checks them, with
+    /// `j + 16 * P <= n`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_avx512<const R: usize, const P: usize>(
+        &self,
+        x: &[f32],
+        rows: &[usize],
+        y: &mut [f32],
+        n: usize,
+        o: usize,
+        j: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let k = self.k;
+        let weights = if R == 1 {
+            &self.weights[o * k..(o + 1) * k]
+        } else {
+            &self.packed[o * k..(o + R) * k]
+        };
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = [_mm512_set1_ps(self.bias[o + r]); P];
+            }
+            for (&start, w) in rows.iter().zip(weights.chunks_exact(R)) {
+                let row = x.as_ptr().add(start + j);
+                let mut a = [_mm512_setzero_ps(); P];
+                for (p, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(row.add(16 * p));
+                }
+                for (acc, &w) in acc.iter_mut().zip(w) {
+                    let w = _mm512_set1_ps(w);
+                    for p in 0..P {
+                        acc[p] = _mm512_fmadd_ps(a[p], w, acc[p]);
+                    }
+                }
+            }
+            let zero = _mm512_setzero_ps();
+            for (r, acc) in acc.iter().enumerate() {
+                let out = y.as_mut_ptr().add((o + r) * n + j);
+                for (p, &a) in acc.iter().enumerate() {
+                    let a = match self.act.leaky {
+                        Some(alpha) => {
+                            let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, zero);
+                            _mm512_mask_mul_ps(a, negative, a, _mm512_set1_ps(alpha))
+                        }
+                        None => a,
+                    };
+                    let a = match self.act.floor {
+                        Some(f) => _mm512_max_ps(a, _mm512_set1_ps(f)),
+                        None => a,
+                    };
+                    _mm512_storeu_ps(out.add(16 * p), a);
+                }
+            }
+        }
+    }
+
+    /// Columns `from..n`, one output at a time.
+    #[inline(always)]
+    fn columns_one_by_one<const FMA: bool>(
+        &self,
+        x: &[f32],
+        rows: &[usize],
+        n: usize,
+        y: &mut [f32],
+        from: usize,
+    ) {
+        let k = self.k;
+        for j in from..n {
+            for o in 0..self.m {
+                let w = &self.weights[o * k..(o + 1) * k];
+                let mut acc = self.bias[o];
+                for (&w, &row) in w.iter().zip(rows) {
+                    let v = x[row + j];
+                    acc = if FMA { v.mul_add(w, acc) } else { acc + v * w };
+                }
+                y[o * n + j] = self.act.apply(acc);
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(&self, x: &[f32], y: &mut [f32]) {
-        self.run_body::<4, 2, 8, true>(x, y)
+    unsafe fn run_avx2(&self, x: &[f32], rows: &[usize], n: usize, y: &mut [f32]) {
+        self.run_body::<4, 2, 8, true>(x, rows, n, y)
     }
 
     /// Tiles of `R` channels by `P` vectors of `L` pixels; the pixels past the last whole
@@ -68,20 +240,21 @@ impl Pointwise {
     fn run_body<const R: usize, const P: usize, const L: usize, const FMA: bool>(
         &self,
         x: &[f32],
+        rows: &[usize],
+        n: usize,
         y: &mut [f32],
     ) {
-        let (m, k) = (self.m, self.k);
-        let n = x.len() / k.max(1);
+        let m = self.m;
         // Tiles of P vectors, then of one vector, then single pixels.
         let mut j = 0;
         while j + P * L <= n {
             let mut o = 0;
             while o + R <= m {
-                self.tile::<R, P, L, FMA>(x, y, n, o, j);
+                self.tile::<R, P, L, FMA>(x, rows, y, n, o, j);
                 o += R;
             }
             while o < m {
-                self.tile::<1, P, L, FMA>(x, y, n, o, j);
+                self.tile::<1, P, L, FMA>(x, rows, y, n, o, j);
                 o += 1;
             }
             j += P * L;
@@ -89,27 +262,16 @@ impl Pointwise {
         while j + L <= n {
             let mut o = 0;
             while o + R <= m {
-                self.tile::<R, 1, L, FMA>(x, y, n, o, j);
+                self.tile::<R, 1, L, FMA>(x, rows, y, n, o, j);
                 o += R;
             }
             while o < m {
-                self.tile::<1, 1, L, FMA>(x, y, n, o, j);
+                self.tile::<1, 1, L, FMA>(x, rows, y, n, o, j);
                 o += 1;
             }
             j += L;
         }
-        let whole = j;
-        for j in whole..n {
-            for o in 0..m {
-                let w = &self.weights[o * k..(o + 1) * k];
-                let mut acc = self.bias[o];
-                for (kk, &w) in w.iter().enumerate() {
-                    let v = x[kk * n + j];
-                    acc = if FMA { v.mul_add(w, acc) } else { acc + v * w };
-                }
-                y[o * n + j] = if self.relu { acc.max(0.0) } else { acc };
-            }
-        }
+        self.columns_one_by_one::<FMA>(x, rows, n, y, j);
     }
 
     /// Outputs `o..o + R` at pixels `j..j + P * L`.
@@ -117,6 +279,7 @@ impl Pointwise {
     fn tile<const R: usize, const P: usize, const L: usize, const FMA: bool>(
         &self,
         x: &[f32],
+        rows: &[usize],
         y: &mut [f32],
         n: usize,
         o: usize,
@@ -127,10 +290,16 @@ impl Pointwise {
         for (r, acc) in acc.iter_mut().enumerate() {
             *acc = [[self.bias[o + r]; L]; P];
         }
-        for kk in 0..k {
-            let row = &x[kk * n + j..kk * n + j + P * L];
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let w = self.weights[(o + r) * k + kk];
+        // A single channel's weights are its row; a whole tile's are packed.
+        let weights = if R == 1 {
+            &self.weights[o * k..(o + 1) * k]
+        } else {
+            debug_assert!(R == Self::tile_rows() && o.is_multiple_of(R));
+            &self.packed[o * k..(o + R) * k]
+        };
+        for (&start, w) in rows.iter().zip(weights.chunks_exact(R)) {
+            let row = &x[start + j..start + j + P * L];
+            for (acc, &w) in acc.iter_mut().zip(w) {
                 for (p, acc) in acc.iter_mut().enumerate() {
                     for (l, a) in acc.iter_mut().enumerate() {
                         let v = row[p * L + l];
@@ -143,12 +312,23 @@ impl Pointwise {
             let out = &mut y[(o + r) * n + j..(o + r) * n + j + P * L];
             for (p, acc) in acc.iter().enumerate() {
                 for (l, &a) in acc.iter().enumerate() {
-                    out[p * L + l] = if self.relu && a < 0.0 { 0.0 } else { a };
+                    out[p * L + l] = self.act.apply(a);
                 }
             }
         }
     }
 }
+
+/// `y = max(W x + b, 0)` (or without the max) for a 1x1 convolution of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pointwise {
+    product: Product,
+    /// Where each input channel starts: `kk * n` (for the `n` of `out_shape`).
+    rows: Arc<Vec<usize>>,
+    out_shape: TVec<usize>,
+}
+
+impl Eq for Pointwise {}
 
 impl Op for Pointwise {
     fn name(&self) -> StaticName {
@@ -156,12 +336,8 @@ impl Op for Pointwise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{}x{} weights{}",
-            self.m,
-            self.k,
-            if self.relu { ", ReLU" } else { "" }
-        )])
+        let p = &self.product;
+        Ok(vec![format!("{}x{} weights, {:?}", p.m, p.k, p.act)])
     }
 
     tract_onnx::tract_core::op_as_typed_op!();
@@ -171,13 +347,20 @@ impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = inputs[0].try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        ensure!(x.len() % self.k.max(1) == 0);
+        let p = &self.product;
+        let n = x.len() / p.k.max(1);
+        ensure!(
+            x.len() == p.k * n && self.rows.last().is_none_or(|&r| r + n == x.len()),
+            "Pointwise: an input of {} values for {} channels",
+            x.len(),
+            p.k
+        );
         let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let out = ram.as_slice_mut::<f32>()?;
-            ensure!(out.len() == self.m * (x.len() / self.k.max(1)));
-            self.run(x, out);
+            ensure!(out.len() == p.m * n);
+            p.run(x, &self.rows, n, out);
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -225,12 +408,19 @@ fn pointwise_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelP
     let Some(out_shape) = graph::concrete_shape(model, last.id.into())? else {
         return Ok(None);
     };
+    let n = out_shape.iter().product::<usize>() / conv.m.max(1);
     let op = Pointwise {
-        m: conv.m,
-        k: conv.k,
-        weights: Arc::new(conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
-        bias: Arc::new(conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
-        relu,
+        product: Product::new(
+            conv.m,
+            conv.k,
+            conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            Activation {
+                leaky: None,
+                floor: relu.then_some(0.0),
+            },
+        ),
+        rows: Arc::new((0..conv.k).map(|kk| kk * n).collect()),
         out_shape,
     };
     Ok(Some(TypedModelPatch::replace_single_op(
@@ -256,31 +446,34 @@ mod tests {
             (6, 3, 64),
             (25, 16, 257),
         ] {
-            for relu in [false, true] {
-                let op = Pointwise {
-                    m,
-                    k,
-                    weights: Arc::new(values(m * k, 3)),
-                    bias: Arc::new(values(m, 5)),
-                    relu,
-                    out_shape: tvec![m, n],
+            for (relu, leaky) in [(false, None), (true, None), (true, Some(0.2))] {
+                let act = Activation {
+                    leaky,
+                    floor: relu.then_some(if leaky.is_some() { -0.1 } else { 0.0 }),
                 };
+                let op = Product::new(m, k, values(m * k, 3), values(m, 5), act);
                 let x = values(k * n, 7);
+                let rows: Vec<usize> = (0..k).map(|kk| kk * n).collect();
                 let mut y = vec![f32::NAN; m * n];
-                op.run(&x, &mut y);
+                op.run(&x, &rows, n, &mut y);
                 for o in 0..m {
                     for j in 0..n {
                         let mut want = op.bias[o] as f64;
                         for kk in 0..k {
                             want += op.weights[o * k + kk] as f64 * x[kk * n + j] as f64;
                         }
-                        if relu {
-                            want = want.max(0.0);
+                        if let Some(alpha) = leaky
+                            && want < 0.0
+                        {
+                            want *= alpha as f64;
+                        }
+                        if let Some(floor) = act.floor {
+                            want = want.max(floor as f64);
                         }
                         let got = y[o * n + j];
                         assert!(
                             (got as f64 - want).abs() <= 1e-5,
-                            "m {m} k {k} n {n} relu {relu}: output ({o}, {j}) is {got}, the definition gives {want}"
+                            "m {m} k {k} n {n} {act:?}: output ({o}, {j}) is {got}, the definition gives {want}"
                         );
                     }
                 }

@@ -104,6 +104,8 @@ pub struct Model {
     pub byte_edges: usize,
     /// Float 1x1 convolutions run by [`crate::pointwise`].
     pub float_pointwise: usize,
+    /// Float `KxK` convolutions run by [`crate::direct`].
+    pub float_direct: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -203,6 +205,7 @@ impl Model {
             quantised_adds,
             byte_edges,
             float_pointwise,
+            float_direct,
         ) = guarded(&path, "optimise", || {
             // tract's `into_optimized`, with the pair fusion between its two stages: after
             // decluttering (constants folded, so the quantisers' parameters are known) and
@@ -219,6 +222,9 @@ impl Model {
             // And float 1x1 convolutions, with their bias and ReLU, without packing.
             let float_pointwise =
                 crate::pointwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            // And float `KxK` ones, without patch copies.
+            let float_direct =
+                crate::direct::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
             // Sums of quantised activations with their output quantiser.
             let quantised_adds =
                 crate::qadd::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
@@ -239,6 +245,7 @@ impl Model {
                 quantised_adds,
                 byte_edges,
                 float_pointwise,
+                float_direct,
             ))
         })?;
         let optimise = t3.elapsed();
@@ -261,6 +268,7 @@ impl Model {
             quantised_adds,
             byte_edges,
             float_pointwise,
+            float_direct,
             file_size,
             notes: overrides
                 .iter()
