@@ -267,6 +267,7 @@ impl IntOut for [f32] {
 }
 
 impl Depthwise {
+    #[cfg(target_arch = "x86_64")]
     fn window(&self) -> crate::vnni::Window {
         crate::vnni::Window {
             in_hw: self.in_hw,

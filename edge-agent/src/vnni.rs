@@ -119,6 +119,7 @@ impl Weights {
         into.clear();
         into.resize(self.groups * padded, 0);
         let flip4 = u32::from_le_bytes([flip; 4]);
+        #[cfg(target_arch = "x86_64")]
         let vbmi = windows_available();
         for g in 0..self.groups {
             let dst = &mut into[g * padded..g * padded + cols];
