@@ -257,6 +257,18 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// A quantiser on bytes (`[0, 255]`) with this zero point and scale.
+    pub fn byte_grid(zero_point: i32, scale: f32) -> crate::qdq::FakeQuant {
+        crate::qdq::FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        }
+    }
+
     /// `n` values in `[-1, 1]`, steps of 0.001.
     pub fn values(n: usize, seed: u32) -> Vec<f32> {
         ints(n, seed, 0, 2000)

@@ -244,18 +244,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::testing::ints;
-
-    fn grid(zero_point: i32, scale: f32) -> FakeQuant {
-        FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        }
-    }
+    use crate::graph::testing::{byte_grid as grid, ints};
 
     fn eval(op: &QAdd, a: Tensor, b: Tensor) -> Tensor {
         let y = EvalOp::eval(

@@ -831,18 +831,7 @@ fn quantised_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::testing::ints;
-
-    fn grid(zero_point: i32, scale: f32) -> FakeQuant {
-        FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        }
-    }
+    use crate::graph::testing::{byte_grid as grid, ints};
 
     /// Runs `op` on f32 values and on the same values as bytes (bytes out), checks that both
     /// give the same values and that the portable path agrees; the f32 outputs.
