@@ -49,9 +49,10 @@ pub(crate) struct Product {
     pub weights: Arc<Vec<f32>>,
     pub bias: Arc<Vec<f32>>,
     pub act: Activation,
-    /// The weights of every whole tile of [`Product::TILE_ROWS`] output channels, row by row
-    /// of `x`: `[m / R][k][R]`, so that a tile reads its weights in order.
+    /// The weights of every whole tile of `tile` output channels, row by row of `x`:
+    /// `[m / tile][k][tile]`, so that a tile reads its weights in order.
     packed: Arc<Vec<f32>>,
+    tile: usize,
 }
 
 impl Product {
@@ -65,7 +66,18 @@ impl Product {
     }
 
     pub fn new(m: usize, k: usize, weights: Vec<f32>, bias: Vec<f32>, act: Activation) -> Product {
-        let r = Self::tile_rows();
+        Self::with_tiles(m, k, weights, bias, act, Self::tile_rows())
+    }
+
+    /// [`Product::new`] with the weights packed for tiles of `r` channels.
+    fn with_tiles(
+        m: usize,
+        k: usize,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+        act: Activation,
+        r: usize,
+    ) -> Product {
         let mut packed = Vec::with_capacity(m / r * r * k);
         for tile in 0..m / r {
             for kk in 0..k {
@@ -79,6 +91,7 @@ impl Product {
             bias: Arc::new(bias),
             act,
             packed: Arc::new(packed),
+            tile: r,
         }
     }
 
@@ -163,6 +176,7 @@ impl Product {
         let weights = if R == 1 {
             &self.weights[o * k..(o + 1) * k]
         } else {
+            assert!(R == self.tile && o.is_multiple_of(R));
             &self.packed[o * k..(o + R) * k]
         };
         unsafe {
@@ -294,7 +308,7 @@ impl Product {
         let weights = if R == 1 {
             &self.weights[o * k..(o + 1) * k]
         } else {
-            debug_assert!(R == Self::tile_rows() && o.is_multiple_of(R));
+            assert!(R == self.tile && o.is_multiple_of(R));
             &self.packed[o * k..(o + R) * k]
         };
         for (&start, w) in rows.iter().zip(weights.chunks_exact(R)) {
@@ -456,6 +470,23 @@ mod tests {
                 let rows: Vec<usize> = (0..k).map(|kk| kk * n).collect();
                 let mut y = vec![f32::NAN; m * n];
                 op.run(&x, &rows, n, &mut y);
+                // The portable tiles (what ARM runs), with and without FMA, give the same
+                // values within rounding.
+                let portable = Product::with_tiles(m, k, values(m * k, 3), values(m, 5), act, 4);
+                for fma in [false, true] {
+                    let mut y4 = vec![f32::NAN; m * n];
+                    if fma {
+                        portable.run_body::<4, 2, 4, true>(&x, &rows, n, &mut y4);
+                    } else {
+                        portable.run_body::<4, 2, 4, false>(&x, &rows, n, &mut y4);
+                    }
+                    for (a, b) in y.iter().zip(&y4) {
+                        assert!(
+                            (a - b).abs() <= 1e-5,
+                            "m {m} k {k} n {n} {act:?}: {a} vs {b}"
+                        );
+                    }
+                }
                 for o in 0..m {
                     for j in 0..n {
                         let mut want = op.bias[o] as f64;
