@@ -7,7 +7,7 @@
 //! - [`onnx_guard`]: checks on untrusted ONNX files and workarounds for tract's known limits.
 //! - [`runtime`]: sha256 check, tract parse, card facts, optimise, run.
 //! - [`qdq`]: QDQ models' quantise-dequantise pairs fused into one vectorised operator.
-//! - [`qconv`], [`depthwise`], [`qadd`], [`pointwise`], [`direct`], [`vnni`]: the agent's operators for
+//! - [`qconv`], [`depthwise`], [`qadd`], [`pointwise`], [`direct`], [`pad`], [`vnni`]: the agent's operators for
 //!   quantised and float convolutions and residual sums (see `docs/quantised-inference.md`).
 //! - [`golden`]: golden vectors from onnxruntime and their comparison.
 //! - [`bench`]: latency, load time and memory figures.
@@ -42,6 +42,7 @@ pub mod golden;
 pub mod graph;
 pub mod onnx_guard;
 pub mod outbox;
+pub mod pad;
 pub mod pipeline;
 pub mod pointwise;
 pub mod publish;

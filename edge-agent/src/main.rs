@@ -352,6 +352,12 @@ fn inspect(path: &Path) -> Result<ExitCode> {
             model.float_direct
         );
     }
+    if model.pads > 0 {
+        say!(
+            "  pads: {} paddings along the last axis run in one pass",
+            model.pads
+        );
+    }
     if model.depthwise > 0 {
         say!(
             "  depthwise: {} depthwise convolutions run by the agent's vectorised kernel",

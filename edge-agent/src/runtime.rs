@@ -106,6 +106,8 @@ pub struct Model {
     pub float_pointwise: usize,
     /// Float `KxK` convolutions run by [`crate::direct`].
     pub float_direct: usize,
+    /// Paddings run by [`crate::pad`].
+    pub pads: usize,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -206,6 +208,7 @@ impl Model {
             byte_edges,
             float_pointwise,
             float_direct,
+            pads,
         ) = guarded(&path, "optimise", || {
             // tract's `into_optimized`, with the pair fusion between its two stages: after
             // decluttering (constants folded, so the quantisers' parameters are known) and
@@ -233,6 +236,8 @@ impl Model {
             let byte_edges =
                 crate::qconv::byte_edges(&mut optimised).map_err(tract_err("optimise"))?;
             optimised.optimize().map_err(tract_err("optimise"))?;
+            // tract's code generation adds paddings in front of convolutions: replaced after it.
+            let pads = crate::pad::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
             check_card_outputs(card, &optimised)?;
             let ops = typed_operator_counts(&optimised);
             let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
@@ -246,6 +251,7 @@ impl Model {
                 byte_edges,
                 float_pointwise,
                 float_direct,
+                pads,
             ))
         })?;
         let optimise = t3.elapsed();
@@ -269,6 +275,7 @@ impl Model {
             byte_edges,
             float_pointwise,
             float_direct,
+            pads,
             file_size,
             notes: overrides
                 .iter()
