@@ -612,39 +612,41 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
 /// Replaces tract's float depthwise convolutions with [`Depthwise`], taking in a
 /// `FakeQuant` that is the convolution's only reader. Returns how many were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut n = 0;
-    for id in 0..model.nodes().len() {
-        let Some((mut op, x)) = depthwise_at(model, id)? else {
-            continue;
-        };
-        // Then what reads the convolution alone: a ReLU, a quantise-dequantise pair, or a
-        // ReLU then a pair.
-        let mut last = model.node(id);
-        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
-            && is_relu(model, next)?
-        {
-            op.relu = true;
-            last = next;
-        }
-        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
-            && let Some(q) = next.op_as::<FakeQuant>()
-        {
-            op.out_q = Some(q.clone());
-            last = next;
-        }
-        // A ReLU or quantiser that broadcasts to another shape is not fused (nor is the
-        // convolution replaced: tract keeps the whole chain).
-        if graph::concrete_shape(model, last.id.into())?.as_deref() != Some(&op.out_shape[..]) {
-            continue;
-        }
-        let patch = TypedModelPatch::replace_single_op(model, last, &[x], op)?;
-        patch.apply(model)?;
-        n += 1;
+    graph::rewrite_each(model, chain_at)
+}
+
+/// The patch for the depthwise convolution at `id` and what reads it alone, if [`rewrite`]
+/// takes it.
+fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let Some((mut op, x)) = depthwise_at(model, id)? else {
+        return Ok(None);
+    };
+    // Then what reads the convolution alone: a ReLU, a quantise-dequantise pair, or a
+    // ReLU then a pair.
+    let mut last = model.node(id);
+    if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+        && is_relu(model, next)?
+    {
+        op.relu = true;
+        last = next;
     }
-    if n > 0 {
-        model.compact()?;
+    if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+        && let Some(q) = next.op_as::<FakeQuant>()
+    {
+        op.out_q = Some(q.clone());
+        last = next;
     }
-    Ok(n)
+    // A ReLU or quantiser that broadcasts to another shape is not fused (nor is the
+    // convolution replaced: tract keeps the whole chain).
+    if graph::concrete_shape(model, last.id.into())?.as_deref() != Some(&op.out_shape[..]) {
+        return Ok(None);
+    }
+    Ok(Some(TypedModelPatch::replace_single_op(
+        model,
+        last,
+        &[x],
+        op,
+    )?))
 }
 
 #[cfg(test)]

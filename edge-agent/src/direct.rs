@@ -108,23 +108,18 @@ impl Op for Direct {
 
 impl EvalOp for Direct {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
-        let [h, w] = self.in_hw;
-        ensure!(
-            x.len() == self.channels * h * w,
-            "DirectConv: an input of {} values for {} channels of {h}x{w}",
-            x.len(),
-            self.channels
-        );
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut ram = y.try_as_plain_ram_mut()?;
-            let out = ram.as_slice_mut::<f32>()?;
+        graph::eval_f32(&inputs, &self.out_shape, |x, out| {
+            let [h, w] = self.in_hw;
+            ensure!(
+                x.len() == self.channels * h * w,
+                "DirectConv: an input of {} values for {} channels of {h}x{w}",
+                x.len(),
+                self.channels
+            );
             ensure!(out.len() == self.product.m * self.out_hw[0] * self.out_hw[1]);
             self.run(x, out);
-        }
-        Ok(tvec!(y.into_tvalue()))
+            Ok(())
+        })
     }
 
     crate::eval_out_of_plan!();
@@ -160,79 +155,80 @@ fn max_with_scalar(model: &TypedModel, node: &TypedNode) -> TractResult<Option<f
 /// Replaces every float group-1 stride-1 convolution with a kernel larger than 1x1 (and the
 /// leaky ReLU and constant lower bound reading it alone) with a [`Direct`]. Returns how many.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut n = 0;
-    for id in 0..model.nodes().len() {
-        let Some(conv) = graph::conv_at(model, model.node(id))? else {
-            continue;
-        };
-        let [kh, kw] = conv.kernel;
-        let (c, m) = (conv.in_channels, conv.out_channels);
-        let [oh, ow] = conv.out_hw;
-        if conv.group != 1
-            || conv.stride != [1, 1]
-            || kh * kw <= 1
-            || conv.weights.len() != m * c * kh * kw
-            || (conv.bias.len() != m && conv.bias.len() != 1)
-        {
-            continue;
-        }
-        let mut last = model.node(id);
-        let mut act = Activation::default();
-        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
-            && let Some(leaky) = next
-                .op_as::<ElementWiseOp>()
-                .and_then(|e| e.0.downcast_ref::<LeakyRelu>())
-        {
-            act.leaky = Some(leaky.alpha);
-            last = next;
-        }
-        if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
-            && let Some(floor) = max_with_scalar(model, next)?
-        {
-            act.floor = Some(floor);
-            last = next;
-        }
-        // An activation that broadcasts to another shape is not fused (nor is the
-        // convolution replaced).
-        if graph::concrete_shape(model, last.id.into())?.as_deref() != Some(&conv.out_shape[..]) {
-            continue;
-        }
-        let bias = conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-        let bias = if bias.len() == 1 {
-            vec![bias[0]; m]
-        } else {
-            bias
-        };
-        let (rows, pitch) = (oh + kh - 1, ow + kw - 1);
-        let starts = (0..c)
-            .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ci, ky, kx))))
-            .map(|(ci, ky, kx)| ci * rows * pitch + ky * pitch + kx)
-            .collect();
-        let op = Direct {
-            product: Product::new(
-                m,
-                c * kh * kw,
-                conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-                bias,
-                act,
-            ),
-            channels: c,
-            in_hw: conv.in_hw,
-            out_hw: conv.out_hw,
-            pad: conv.pad,
-            rows,
-            pitch,
-            starts: Arc::new(starts),
-            out_shape: conv.out_shape.clone(),
-        };
-        let patch = TypedModelPatch::replace_single_op(model, last, &[conv.x], op)?;
-        patch.apply(model)?;
-        n += 1;
+    graph::rewrite_each(model, direct_at)
+}
+
+/// The patch for the convolution at `id`, if it is one [`rewrite`] takes.
+fn direct_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let Some(conv) = graph::conv_at(model, model.node(id))? else {
+        return Ok(None);
+    };
+    let [kh, kw] = conv.kernel;
+    let (c, m) = (conv.in_channels, conv.out_channels);
+    let [oh, ow] = conv.out_hw;
+    if conv.group != 1
+        || conv.stride != [1, 1]
+        || kh * kw <= 1
+        || conv.weights.len() != m * c * kh * kw
+        || (conv.bias.len() != m && conv.bias.len() != 1)
+    {
+        return Ok(None);
     }
-    if n > 0 {
-        model.compact()?;
+    let mut last = model.node(id);
+    let mut act = Activation::default();
+    if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+        && let Some(leaky) = next
+            .op_as::<ElementWiseOp>()
+            .and_then(|e| e.0.downcast_ref::<LeakyRelu>())
+    {
+        act.leaky = Some(leaky.alpha);
+        last = next;
     }
-    Ok(n)
+    if let Some(next) = sole_successor(model, last).map(|n| model.node(n))
+        && let Some(floor) = max_with_scalar(model, next)?
+    {
+        act.floor = Some(floor);
+        last = next;
+    }
+    // An activation that broadcasts to another shape is not fused (nor is the
+    // convolution replaced).
+    if graph::concrete_shape(model, last.id.into())?.as_deref() != Some(&conv.out_shape[..]) {
+        return Ok(None);
+    }
+    let bias = conv.bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let bias = if bias.len() == 1 {
+        vec![bias[0]; m]
+    } else {
+        bias
+    };
+    let (rows, pitch) = (oh + kh - 1, ow + kw - 1);
+    let starts = (0..c)
+        .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ci, ky, kx))))
+        .map(|(ci, ky, kx)| ci * rows * pitch + ky * pitch + kx)
+        .collect();
+    let op = Direct {
+        product: Product::new(
+            m,
+            c * kh * kw,
+            conv.weights.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+            bias,
+            act,
+        ),
+        channels: c,
+        in_hw: conv.in_hw,
+        out_hw: conv.out_hw,
+        pad: conv.pad,
+        rows,
+        pitch,
+        starts: Arc::new(starts),
+        out_shape: conv.out_shape.clone(),
+    };
+    Ok(Some(TypedModelPatch::replace_single_op(
+        model,
+        last,
+        &[conv.x],
+        op,
+    )?))
 }
 
 #[cfg(test)]

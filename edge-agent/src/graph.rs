@@ -1,5 +1,6 @@
 //! Reading tract's decluttered graph: the patterns the agent's operators replace
-//! ([`crate::qconv`], [`crate::depthwise`], [`crate::pointwise`]) and the facts they check.
+//! ([`crate::qconv`], [`crate::depthwise`], [`crate::pointwise`], ...), the facts they check,
+//! and what their rewrites and evaluations share.
 
 use std::sync::Arc;
 
@@ -16,6 +17,42 @@ pub(crate) fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<
         .konst
         .clone()
         .filter(|k| k.datum_type() == f32::datum_type()))
+}
+
+/// Applies the patch `at` proposes for each node, in id order, then compacts the model.
+/// Returns how many were applied. One patch at a time: a chain's input is often the previous
+/// chain's output, replaced by the previous patch; node ids stay valid until the compaction.
+pub(crate) fn rewrite_each(
+    model: &mut TypedModel,
+    mut at: impl FnMut(&TypedModel, usize) -> TractResult<Option<TypedModelPatch>>,
+) -> TractResult<usize> {
+    let mut n = 0;
+    for id in 0..model.nodes().len() {
+        if let Some(patch) = at(model, id)? {
+            patch.apply(model)?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        model.compact()?;
+    }
+    Ok(n)
+}
+
+/// `EvalOp::eval` of an operator from one f32 tensor to one f32 tensor of `shape`: `run` gets
+/// the input's values and the output's (uninitialised) and fills the output.
+pub(crate) fn eval_f32(
+    inputs: &[TValue],
+    shape: &[usize],
+    run: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
+) -> TractResult<TVec<TValue>> {
+    let x = inputs[0].try_as_plain_ram()?;
+    let mut y = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut ram = y.try_as_plain_ram_mut()?;
+        run(x.as_slice::<f32>()?, ram.as_slice_mut::<f32>()?)?;
+    }
+    Ok(tvec!(y.into_tvalue()))
 }
 
 /// The shape of `outlet` when every dimension is known.

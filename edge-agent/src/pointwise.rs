@@ -6,9 +6,10 @@
 //! three took two thirds of the run (20.3 of 31.0 ms, `model profile`). Yet a 1x1 convolution of a `[C, H, W]` image needs no packing:
 //! each input channel is already a contiguous row, so a tile of outputs (a few channels by a
 //! few vectors of pixels) is a sum of rows scaled by broadcast weights. [`Pointwise`] does
-//! that, with the bias as the sums' starting value and the ReLU applied before the store,
-//! compiled for AVX-512 and for AVX2 + FMA (chosen at run time) and for the baseline (NEON on
-//! aarch64).
+//! that, with the bias as the sums' starting value and the ReLU applied before the store:
+//! explicit AVX-512 registers, or the compiler's vectors for AVX2 + FMA (chosen at run time)
+//! and for the baseline (NEON on aarch64). [`Product`], the tiles themselves, also runs the
+//! float `KxK` convolutions of [`crate::direct`].
 
 use std::sync::Arc;
 
@@ -172,13 +173,7 @@ impl Product {
         j: usize,
     ) {
         use std::arch::x86_64::*;
-        let k = self.k;
-        let weights = if R == 1 {
-            &self.weights[o * k..(o + 1) * k]
-        } else {
-            assert!(R == self.tile && o.is_multiple_of(R));
-            &self.packed[o * k..(o + R) * k]
-        };
+        let weights = self.tile_weights::<R>(o);
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -288,6 +283,19 @@ impl Product {
         self.columns_one_by_one::<FMA>(x, rows, n, y, j);
     }
 
+    /// The weights of output channels `o..o + R`, `R` per row of `x`: a single channel's are
+    /// its row, a whole tile's are packed.
+    #[inline(always)]
+    fn tile_weights<const R: usize>(&self, o: usize) -> &[f32] {
+        let k = self.k;
+        if R == 1 {
+            &self.weights[o * k..(o + 1) * k]
+        } else {
+            assert!(R == self.tile && o.is_multiple_of(R));
+            &self.packed[o * k..(o + R) * k]
+        }
+    }
+
     /// Outputs `o..o + R` at pixels `j..j + P * L`.
     #[inline(always)]
     fn tile<const R: usize, const P: usize, const L: usize, const FMA: bool>(
@@ -299,18 +307,11 @@ impl Product {
         o: usize,
         j: usize,
     ) {
-        let k = self.k;
         let mut acc = [[[0f32; L]; P]; R];
         for (r, acc) in acc.iter_mut().enumerate() {
             *acc = [[self.bias[o + r]; L]; P];
         }
-        // A single channel's weights are its row; a whole tile's are packed.
-        let weights = if R == 1 {
-            &self.weights[o * k..(o + 1) * k]
-        } else {
-            assert!(R == self.tile && o.is_multiple_of(R));
-            &self.packed[o * k..(o + R) * k]
-        };
+        let weights = self.tile_weights::<R>(o);
         for (&start, w) in rows.iter().zip(weights.chunks_exact(R)) {
             let row = &x[start + j..start + j + P * L];
             for (acc, &w) in acc.iter_mut().zip(w) {
@@ -359,24 +360,19 @@ impl Op for Pointwise {
 
 impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = inputs[0].try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
-        let p = &self.product;
-        let n = x.len() / p.k.max(1);
-        ensure!(
-            x.len() == p.k * n && self.rows.last().is_none_or(|&r| r + n == x.len()),
-            "Pointwise: an input of {} values for {} channels",
-            x.len(),
-            p.k
-        );
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut ram = y.try_as_plain_ram_mut()?;
-            let out = ram.as_slice_mut::<f32>()?;
+        graph::eval_f32(&inputs, &self.out_shape, |x, out| {
+            let p = &self.product;
+            let n = x.len() / p.k.max(1);
+            ensure!(
+                x.len() == p.k * n && self.rows.last().is_none_or(|&r| r + n == x.len()),
+                "Pointwise: an input of {} values for {} channels",
+                x.len(),
+                p.k
+            );
             ensure!(out.len() == p.m * n);
             p.run(x, &self.rows, n, out);
-        }
-        Ok(tvec!(y.into_tvalue()))
+            Ok(())
+        })
     }
 
     crate::eval_out_of_plan!();
@@ -394,17 +390,7 @@ impl TypedOp for Pointwise {
 /// Replaces each float `EinSum -> Add (bias) [-> Max(0)]` that is a 1x1 convolution of one
 /// channels-first image with a [`Pointwise`]. Returns how many were replaced.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut n = 0;
-    for id in 0..model.nodes().len() {
-        if let Some(patch) = pointwise_at(model, id)? {
-            patch.apply(model)?;
-            n += 1;
-        }
-    }
-    if n > 0 {
-        model.compact()?;
-    }
-    Ok(n)
+    graph::rewrite_each(model, pointwise_at)
 }
 
 fn pointwise_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {

@@ -195,50 +195,48 @@ impl TypedOp for QAdd {
 /// Replaces every `Add` of two f32 tensors of the output's shape (no constant, no
 /// broadcasting) read only by a `FakeQuant` of that shape with one [`QAdd`]. Returns how many.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut n = 0;
-    for id in 0..model.nodes().len() {
-        let node = model.node(id);
-        if node
-            .op_as::<TypedBinOp>()
-            .is_none_or(|b| b.0.name() != "Add")
-            || node.inputs.len() != 2
-        {
-            continue;
-        }
-        let Some(shape) = graph::concrete_shape(model, id.into())? else {
-            continue;
-        };
-        let mut plain = true;
-        for &input in &node.inputs {
-            let fact = model.outlet_fact(input)?;
-            plain &= fact.konst.is_none()
-                && fact.datum_type == f32::datum_type()
-                && graph::concrete_shape(model, input)?.as_deref() == Some(&shape[..]);
-        }
-        let Some(next) = sole_successor(model, node).map(|n| model.node(n)) else {
-            continue;
-        };
-        let Some(q) = next.op_as::<FakeQuant>() else {
-            continue;
-        };
-        if !plain || graph::concrete_shape(model, next.id.into())?.as_deref() != Some(&shape[..]) {
-            continue;
-        }
-        let op = QAdd {
-            bytes_in: [None, None],
-            out: q.clone(),
-            bytes_out: false,
-            shape,
-        };
-        let inputs = node.inputs.clone();
-        let patch = TypedModelPatch::replace_single_op(model, next, &inputs, op)?;
-        patch.apply(model)?;
-        n += 1;
+    graph::rewrite_each(model, sum_at)
+}
+
+/// The patch for the `Add` at `id`, if it is one [`rewrite`] takes.
+fn sum_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    if node
+        .op_as::<TypedBinOp>()
+        .is_none_or(|b| b.0.name() != "Add")
+        || node.inputs.len() != 2
+    {
+        return Ok(None);
     }
-    if n > 0 {
-        model.compact()?;
+    let Some(shape) = graph::concrete_shape(model, id.into())? else {
+        return Ok(None);
+    };
+    let mut plain = true;
+    for &input in &node.inputs {
+        let fact = model.outlet_fact(input)?;
+        plain &= fact.konst.is_none()
+            && fact.datum_type == f32::datum_type()
+            && graph::concrete_shape(model, input)?.as_deref() == Some(&shape[..]);
     }
-    Ok(n)
+    let Some(next) = sole_successor(model, node).map(|n| model.node(n)) else {
+        return Ok(None);
+    };
+    let Some(q) = next.op_as::<FakeQuant>() else {
+        return Ok(None);
+    };
+    if !plain || graph::concrete_shape(model, next.id.into())?.as_deref() != Some(&shape[..]) {
+        return Ok(None);
+    }
+    let op = QAdd {
+        bytes_in: [None, None],
+        out: q.clone(),
+        bytes_out: false,
+        shape,
+    };
+    let inputs = node.inputs.clone();
+    Ok(Some(TypedModelPatch::replace_single_op(
+        model, next, &inputs, op,
+    )?))
 }
 
 #[cfg(test)]

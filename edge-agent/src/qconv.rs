@@ -1,13 +1,14 @@
-//! Pointwise convolutions of QDQ models run in integer arithmetic.
+//! Convolutions of QDQ models (1x1 and `KxK` of group 1) run in integer arithmetic.
 //!
 //! After [`crate::qdq::fuse_pairs`], a quantised 1x1 convolution of a QDQ model reads, in
-//! tract's decluttered graph: `FakeQuant -> EinSum (f32 weights) -> Add (f32 bias) -> FakeQuant`.
-//! Both sides of the matrix product are on int8 grids: the activation is `(q - z) * s` with
-//! `q` a byte, each weight row is `w * s_w[o]` with `w` in `[-127, 127]`. tract multiplies them
-//! as floats. [`QConv`] multiplies the integers instead, with tract-linalg's i32 matrix
-//! product kernels (AVX-512 VNNI `vpdpbusd` where the CPU has it, AVX2, NEON on ARM), then
-//! applies the per-channel scale, the bias and the output quantiser in one pass: the work
-//! onnxruntime's `QLinearConv` does for the same model.
+//! tract's decluttered graph: `FakeQuant -> EinSum (f32 weights) -> Add (f32 bias) -> FakeQuant`
+//! (a `KxK` one: `FakeQuant -> Conv -> FakeQuant`). Both sides of the product are on int8
+//! grids: the activation is `(q - z) * s` with `q` a byte, each weight row is `w * s_w[o]`
+//! with `w` in `[-127, 127]`. tract multiplies them as floats. [`QConv`] multiplies the
+//! integers instead, then applies the per-channel scale, the bias and the output quantiser in
+//! one pass: the work onnxruntime's `QLinearConv` does for the same model. Where the CPU has
+//! AVX-512 VNNI the product and the requantisation are the fused kernels of [`crate::vnni`];
+//! elsewhere tract-linalg's i32 kernels (AVX2, NEON on ARM), requantised per block.
 //!
 //! The integer product is exact where the float one rounds, so results can differ from the
 //! float path by one quantisation step where a value sits on a rounding tie; `model check`
@@ -734,19 +735,9 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
 /// convolution with a [`QConv`]. Returns how many were replaced. Runs after
 /// [`crate::qdq::fuse_pairs`], before tract's code generation.
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut n = 0;
-    // One patch at a time: a chain's input is often the previous chain's output, replaced
-    // by the previous patch. Node ids stay valid until the compaction at the end.
-    for id in 0..model.nodes().len() {
-        if let Some(patch) = chain_at(model, id)?.or(conv_at(model, id)?) {
-            patch.apply(model)?;
-            n += 1;
-        }
-    }
-    if n > 0 {
-        model.compact()?;
-    }
-    Ok(n)
+    graph::rewrite_each(model, |model, id| {
+        Ok(chain_at(model, id)?.or(conv_at(model, id)?))
+    })
 }
 
 /// The grid an f32 activation is on: the output pair of a `FakeQuant` or a [`QConv`].
