@@ -3,7 +3,7 @@
 
 use embedded_hal::i2c::I2c;
 use heapless::Vec;
-use protocol::{
+use node_link::{
     Block, BlockKind, Decoder, Environment, FaultCode, Frame, Hello, MAX_BLOCK, MAX_WIRE, Message,
     NodeFault, ResetCause, Sound, Status, capabilities, encode_frame,
 };
@@ -147,7 +147,7 @@ impl<I2C: I2c, S: FrameSink> Node<I2C, S> {
         }
         let (major, minor, patch) = (0, 1, 0);
         self.send(Message::Hello(Hello {
-            protocol: protocol::VERSION,
+            protocol: node_link::VERSION,
             node_id: self.node_id,
             firmware: [major, minor, patch],
             capabilities: caps,

@@ -71,7 +71,7 @@ pub mod pl011 {
 pub mod watchdog {
     use core::ptr::{read_volatile, write_volatile};
 
-    use protocol::ResetCause;
+    use node_link::ResetCause;
 
     const WDT: usize = 0x4000_0000;
     const LOAD: usize = WDT;
@@ -125,7 +125,7 @@ pub mod watchdog {
 pub mod watchdog {
     use core::ptr::{read_volatile, write_volatile};
 
-    use protocol::ResetCause;
+    use node_link::ResetCause;
 
     const IWDG: usize = 0x4000_3000;
     const KR: usize = IWDG;

@@ -15,7 +15,7 @@ fn sin_turns(t: f32) -> f32 {
 mod tests {
     use firmware::node::{Node, PERIOD_SAMPLES, SAMPLE_RATE_HZ};
     use heapless::Vec;
-    use protocol::{
+    use node_link::{
         BlockKind, Decoder, Environment, Frame, MAX_WIRE, Message, ResetCause, encode_frame,
     };
     use sensors::bme280::Bme280;

@@ -80,7 +80,7 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
         let id = device_id(d);
         let territory = format!("fr-{}", ["lyon", "nantes", "lille", "rennes"][d % 4]);
         let key = audit::SignerKey::from_seed(
-            &wire::origin(&territory, &id),
+            &hub_link::origin(&territory, &id),
             &[(d % 251) as u8 + 1; 32],
         )?;
         config::enroll(

@@ -59,7 +59,7 @@ pub fn set_password(
     password: &str,
     now_ms: i64,
 ) -> std::result::Result<(), AuthError> {
-    if !wire::valid_level(name) {
+    if !hub_link::valid_level(name) {
         return Err(AuthError::BadName);
     }
     if password.chars().count() < MIN_PASSWORD {

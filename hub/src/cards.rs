@@ -1,11 +1,11 @@
-//! Model cards as the hub needs them: the public metadata (purpose, owner, legal basis,
+//! Model cards as the hub publishes them: the public metadata (purpose, owner, legal basis,
 //! licence, accuracy...) copied into the enrolment file when a device is enrolled, and the
-//! catalogue of cards the admin enrol form offers. The full card (inputs, outputs, checks) is
-//! the agent's business (`edge-agent/src/card.rs`); the hub reads only what it publishes.
+//! catalogue of cards the admin enrol form offers. Cards are parsed and validated by crate
+//! `modelcard`, as strictly as the agent reads them; the hub keeps only what it publishes.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use modelcard::{Card, InputRole, Preprocess};
 
 use crate::config::RawModel;
 
@@ -18,43 +18,8 @@ pub enum CardError {
     },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
-}
-
-/// The part of a card the hub reads. Not `deny_unknown_fields`: the card has many sections
-/// the hub has no use for, and the agent validates cards strictly.
-#[derive(Deserialize)]
-struct RawCard {
-    id: String,
-    version: String,
-    sha256: String,
-    #[serde(default)]
-    task: Option<String>,
-    purpose: String,
-    owner: String,
-    licence: String,
-    legal_basis: String,
-    #[serde(default)]
-    never_for: Vec<String>,
-    #[serde(default)]
-    accuracy: Option<RawAccuracy>,
-    #[serde(default)]
-    inputs: Vec<RawInput>,
-}
-
-#[derive(Deserialize)]
-struct RawAccuracy {
-    summary: String,
-}
-
-#[derive(Deserialize)]
-struct RawInput {
-    #[serde(default)]
-    preprocess: Option<RawPreprocess>,
-}
-
-#[derive(Deserialize)]
-struct RawPreprocess {
-    kind: String,
+    #[error(transparent)]
+    Card(#[from] modelcard::CardError),
 }
 
 /// Parses a card's text into the model entry of an enrolment.
@@ -63,36 +28,36 @@ pub fn parse(path: &Path, text: &str) -> Result<RawModel, CardError> {
         path: path.to_owned(),
         message,
     };
-    let c: RawCard = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_owned()))?;
-    if !wire::valid_level(&c.id) {
+    let c = Card::parse(path, text)?;
+    if !hub_link::valid_level(&c.id) {
         return Err(invalid(format!(
             "`id` {:?}: letters, digits, '-', '_', '.'",
             c.id
         )));
     }
-    if c.sha256.len() != 64
-        || !c
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(invalid("`sha256`: 64 lower-case hex digits".into()));
-    }
+    let Some(legal_basis) = c.legal_basis else {
+        return Err(invalid(
+            "`legal_basis` is missing: the public register states the legal basis of every model a device runs".into(),
+        ));
+    };
+    let input = c.inputs.iter().find_map(|i| match &i.role {
+        InputRole::Data(Preprocess::Image { .. }) => Some("image".to_owned()),
+        InputRole::Data(Preprocess::Audio { .. }) => Some("audio".to_owned()),
+        InputRole::Data(Preprocess::Tensor) => Some("tensor".to_owned()),
+        _ => None,
+    });
     Ok(RawModel {
         id: c.id,
         sha256: c.sha256,
         version: Some(c.version),
-        task: c.task,
+        task: Some(c.task),
         purpose: Some(c.purpose),
         owner: Some(c.owner),
-        legal_basis: Some(c.legal_basis),
+        legal_basis: Some(legal_basis),
         licence: Some(c.licence),
-        accuracy: c.accuracy.map(|a| a.summary),
+        accuracy: c.accuracy,
         never_for: c.never_for,
-        input: c
-            .inputs
-            .into_iter()
-            .find_map(|i| i.preprocess.map(|p| p.kind)),
+        input,
     })
 }
 

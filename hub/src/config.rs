@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use audit::VerifierKey;
+use hub_link::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
-use wire::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,7 +139,7 @@ impl Config {
             message: message.to_owned(),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        if !wire::valid_level(&raw.name) {
+        if !hub_link::valid_level(&raw.name) {
             return Err(field("name", "1 to 64 of letters, digits, '-', '_', '.'"));
         }
         let gap_timeout = match &raw.gap_timeout {
@@ -187,7 +187,7 @@ pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (Strin
         ))?,
     };
     if let Some(g) = &raw.shared_group
-        && !wire::valid_level(g)
+        && !hub_link::valid_level(g)
     {
         return Err((
             "shared_group".into(),
@@ -302,7 +302,7 @@ pub struct Device {
 
 impl Device {
     pub fn origin(&self) -> String {
-        wire::origin(&self.territory, &self.id)
+        hub_link::origin(&self.territory, &self.id)
     }
 }
 
@@ -339,14 +339,14 @@ impl Enrolment {
                 field: format!("device[{i}].{f}"),
                 message,
             };
-            if !wire::valid_level(&d.id) || !wire::valid_level(&d.territory) {
+            if !hub_link::valid_level(&d.id) || !hub_link::valid_level(&d.territory) {
                 return Err(field(
                     "id",
                     "id and territory: letters, digits, '-', '_', '.'".into(),
                 ));
             }
             let key = VerifierKey::parse(d.key.trim()).map_err(|e| field("key", e.to_string()))?;
-            let origin = wire::origin(&d.territory, &d.id);
+            let origin = hub_link::origin(&d.territory, &d.id);
             if key.name() != origin {
                 return Err(field(
                     "key",
@@ -357,7 +357,7 @@ impl Enrolment {
                 ));
             }
             for (j, m) in d.models.iter().enumerate() {
-                if !wire::valid_level(&m.id)
+                if !hub_link::valid_level(&m.id)
                     || m.sha256.len() != 64
                     || !m
                         .sha256
@@ -475,6 +475,6 @@ fn write_raw(path: &Path, raw: &RawDevices) -> Result<(), ConfigError> {
 /// The territory and device a device key names (`iat/TERRITORY/DEVICE`), if it is one.
 pub fn device_of_key(key: &VerifierKey) -> Option<(String, String)> {
     let (territory, device) = key.name().strip_prefix("iat/")?.split_once('/')?;
-    (wire::valid_level(territory) && wire::valid_level(device))
+    (hub_link::valid_level(territory) && hub_link::valid_level(device))
         .then(|| (territory.to_owned(), device.to_owned()))
 }

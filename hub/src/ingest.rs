@@ -11,8 +11,8 @@
 
 use audit::merkle::leaf_hash;
 use audit::{Frontier, Hash};
+use hub_link::{Topic, TopicKind, WireError};
 use rusqlite::{Transaction, params};
-use wire::{Topic, TopicKind, WireError};
 
 use crate::config::Enrolment;
 use crate::store::{self, Alarm, DeviceState, Result};
@@ -124,7 +124,7 @@ pub fn handle(
             .devices
             .get(&t.device)
             .is_some_and(|d| d.territory == t.territory);
-        if enrolled && (payload == wire::ONLINE || payload == wire::OFFLINE) {
+        if enrolled && (payload == hub_link::ONLINE || payload == hub_link::OFFLINE) {
             store::status(tx, &t.device, &String::from_utf8_lossy(payload), now_ms)?;
         }
         return Ok((cx.out, None));
@@ -146,7 +146,7 @@ pub fn handle(
     let id = device.id.as_str();
     match &t.kind {
         TopicKind::Agg { .. } => {
-            let msg = match wire::decode_record(&t, payload) {
+            let msg = match hub_link::decode_record(&t, payload) {
                 Ok(m) => m,
                 Err(e) => {
                     let kind = match e {
@@ -543,14 +543,14 @@ pub fn ack(
     tx: &Transaction,
     enrolment: &Enrolment,
     device: &str,
-) -> Result<Option<(String, wire::Ack)>> {
+) -> Result<Option<(String, hub_link::Ack)>> {
     let Some(d) = enrolment.devices.get(device) else {
         return Ok(None);
     };
     let st = store::load_state(tx, device)?;
     Ok(Some((
-        wire::ack_topic(&d.territory, &d.id),
-        wire::Ack {
+        hub_link::ack_topic(&d.territory, &d.id),
+        hub_link::Ack {
             origin: d.origin(),
             count: st.next_seq,
             root: st.frontier.root(),

@@ -27,5 +27,5 @@ pub mod query;
 pub mod series;
 pub mod service;
 pub mod store;
-pub mod verify;
+
 pub mod web;

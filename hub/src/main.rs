@@ -106,7 +106,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keygen { dir, name } => {
-            if !wire::valid_level(&name) {
+            if !hub_link::valid_level(&name) {
                 bail!("--name: 1 to 64 of letters, digits, '-', '_', '.'");
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -231,7 +231,7 @@ fn run(cli: Cli) -> Result<()> {
             let read = |p: &Path| {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
             };
-            match hub::verify::verify(&keys, &read(&records)?, &read(&checkpoint)?) {
+            match verify::export(&keys, &read(&records)?, &read(&checkpoint)?) {
                 Ok(v) => {
                     println!(
                         "OK: {} record(s) signed by the device; the signed checkpoint at size {} matches their root {}",

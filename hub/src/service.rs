@@ -19,7 +19,7 @@ pub enum ServeError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
-    Tls(#[from] wire::tls::TlsError),
+    Tls(#[from] hub_link::tls::TlsError),
     #[error("mqtt: {0}")]
     Client(#[from] rumqttc::ClientError),
 }
@@ -31,7 +31,7 @@ pub fn mqtt_options(m: &Mqtt) -> Result<MqttOptions, ServeError> {
     o.set_clean_session(true);
     o.set_max_packet_size(2 << 20, 2 << 20);
     if let Some(files) = &m.tls {
-        let cfg = wire::tls::client_config(files)?;
+        let cfg = hub_link::tls::client_config(files)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(cfg)));
     }
     Ok(o)
@@ -96,10 +96,10 @@ pub fn serve(
             }
         })
         .expect("spawning a thread");
-    let mut filters = wire::hub_filters(config.mqtt.shared_group.as_deref());
+    let mut filters = hub_link::hub_filters(config.mqtt.shared_group.as_deref());
     // Retained statuses and last wills, for the dashboard's online/offline (every instance
     // wants them all: not shared).
-    filters.push(wire::status_topic("+", "+"));
+    filters.push(hub_link::status_topic("+", "+"));
     let gap_ms = config.gap_timeout.as_millis() as i64;
     let mut totals = Totals::default();
     let mut last_gap_check = Instant::now();

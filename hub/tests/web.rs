@@ -254,16 +254,16 @@ fn the_register_lets_anyone_verify_a_device() {
     let cp = get(&fx.url("/export/dev-1/checkpoint.txt"), None).body;
     assert!(cp.contains("iat/fr-lyon/dev-1\n288\n"), "{cp}");
     let k = audit::VerifierKey::parse(key.trim()).unwrap();
-    let v = hub::verify::verify(std::slice::from_ref(&k), &records, &cp).expect("verifies");
+    let v = verify::export(std::slice::from_ref(&k), &records, &cp).expect("verifies");
     assert_eq!((v.records, v.checkpoint_size), (288, 288));
     // A changed record, a dropped one, or another device's key: refused.
     let tampered = records.replacen("\\\"frames\\\":900", "\\\"frames\\\":901", 1);
     assert_ne!(tampered, records);
-    assert!(hub::verify::verify(std::slice::from_ref(&k), &tampered, &cp).is_err());
+    assert!(verify::export(std::slice::from_ref(&k), &tampered, &cp).is_err());
     let dropped: String = records.lines().skip(1).map(|l| format!("{l}\n")).collect();
-    assert!(hub::verify::verify(std::slice::from_ref(&k), &dropped, &cp).is_err());
+    assert!(verify::export(std::slice::from_ref(&k), &dropped, &cp).is_err());
     let other = fx.devs[1].key.verifier();
-    assert!(hub::verify::verify(&[other], &records, &cp).is_err());
+    assert!(verify::export(&[other], &records, &cp).is_err());
 }
 
 #[test]
@@ -571,10 +571,10 @@ fn statuses_mark_devices_online_and_never_raise_alarms() {
     let tx = conn.transaction().unwrap();
     let e = fx.enrolment.read().unwrap().clone();
     for (topic, payload) in [
-        (wire::status_topic("fr-lyon", "dev-2"), &b"online"[..]),
-        (wire::status_topic("fr-lyon", "ghost"), b"online"),
-        (wire::status_topic("fr-nantes", "dev-1"), b"offline"),
-        (wire::status_topic("fr-lyon", "dev-1"), b"garbage"),
+        (hub_link::status_topic("fr-lyon", "dev-2"), &b"online"[..]),
+        (hub_link::status_topic("fr-lyon", "ghost"), b"online"),
+        (hub_link::status_topic("fr-nantes", "dev-1"), b"offline"),
+        (hub_link::status_topic("fr-lyon", "dev-1"), b"garbage"),
     ] {
         let (o, ack) = hub::ingest::handle(&tx, &e, &topic, payload, T0 + 9000).unwrap();
         assert_eq!((o.alarms, ack), (0, None), "{topic}");

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the small ONNX fixtures used by the Rust tests (edge-agent/tests/fixtures/).
+"""Write the small ONNX fixtures used by the Rust tests (agent/tests/fixtures/).
 
   tiny_float.onnx   valid float model: x[1,4] -> MatMul -> Add -> Relu -> y[1,3],
                     with tiny_float.card.toml and tiny_float_golden/ (onnxruntime)
@@ -157,7 +157,7 @@ registry = "none"
 package = "iat-test-fixtures"
 package_version = "1"
 package_sha256 = "{sha}"
-path = "edge-agent/tests/fixtures/{name}.onnx"
+path = "agent/tests/fixtures/{name}.onnx"
 derivation = "{derivation}"
 script = "models/tools/make_fixtures.py"
 

@@ -238,7 +238,7 @@ k = 1
         let key = audit::keys::load_private(&self.dir.join("keys/device.key")).expect("key");
         let log = audit::Log::open(
             &self.dir.join("data/log"),
-            &wire::origin(&self.territory, &self.id),
+            &hub_link::origin(&self.territory, &self.id),
             &key,
             audit::Options::default(),
         )
@@ -294,7 +294,7 @@ impl Spy {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         s.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = wire::check_payload(&p.topic, &p.payload) {
+                        if let Err(e) = hub_link::check_payload(&p.topic, &p.payload) {
                             v.lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .push(format!("{}: {e}", p.topic));

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use agent::sources::serial::{Event, SerialSource, answer_hello};
 use boards::{Board, Qemu};
-use edge_agent::sources::serial::{Event, SerialSource, answer_hello};
-use protocol::{Decoder, Frame, Message, capabilities};
+use node_link::{Decoder, Frame, Message, capabilities};
 use serialport::{SerialPort, TTYPort};
 
 /// Bounds a hung run (QEMU or the pty never closing); not a speed check.
@@ -71,7 +71,7 @@ struct Tampering {
 fn tamper(i: usize, frame: &[u8], out: &mut Vec<u8>, t: &mut Tampering) {
     let body = &frame[..frame.len() - 1]; // without its delimiter
     if i == 10 {
-        out.extend(std::iter::repeat_n(0x5A, protocol::MAX_WIRE + 100));
+        out.extend(std::iter::repeat_n(0x5A, node_link::MAX_WIRE + 100));
         out.push(0);
         t.injected += 1;
     }
@@ -267,7 +267,7 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
         .collect();
     assert!(!statuses.is_empty());
     for s in &statuses {
-        assert_eq!(s.agent_protocol, Some(protocol::VERSION), "{s:?}");
+        assert_eq!(s.agent_protocol, Some(node_link::VERSION), "{s:?}");
     }
 
     // What the agent made of it: every intact frame, in order; every damaged one counted.

@@ -117,7 +117,7 @@ pub fn build_agent(board: &Board, device: bool) -> Result<Built> {
     sh::run(sh::cargo().args([
         "build",
         "--package",
-        "edge-agent",
+        "agent",
         "--bin",
         "edge-agent",
         "--target",

@@ -47,7 +47,7 @@ pub struct FlashArgs {
     #[arg(long)]
     pub agent: Option<PathBuf>,
     /// Linux boards: the agent config to install.
-    #[arg(long, default_value = "edge-agent/examples/agent.toml")]
+    #[arg(long, default_value = "agent/examples/agent.toml")]
     pub config: PathBuf,
     /// Linux boards: install under this folder of the device instead of `/` (a mounted
     /// image, or a test's temporary root).

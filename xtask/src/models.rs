@@ -109,7 +109,7 @@ pub fn agent_release() -> Result<PathBuf> {
         "--quiet",
         "--release",
         "--package",
-        "edge-agent",
+        "agent",
         "--bin",
         "edge-agent",
     ]))?;
@@ -177,7 +177,7 @@ pub fn demo() -> Result<()> {
     let hub_config = hub_proc.config.clone();
     println!("   the hub's dashboard: http://127.0.0.1:{http_port}/ (while it runs)");
     // The example config, with its paths pointing here, publishing to the embedded broker.
-    let example = std::fs::read_to_string(root.join("edge-agent/examples/agent.toml"))?;
+    let example = std::fs::read_to_string(root.join("agent/examples/agent.toml"))?;
     let config = example
         .replace("../../models/", &format!("{}/models/", root.display()))
         .replace("../../var/demo", &demo.join("data").display().to_string())

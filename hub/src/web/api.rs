@@ -303,7 +303,7 @@ pub async fn records(
                 let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
                     WebError::Internal(format!("record {} has a bad signature length", r.seq))
                 })?;
-                let env = wire::encode_record(r.seq, &r.entry, &sig)
+                let env = hub_link::encode_record(r.seq, &r.entry, &sig)
                     .map_err(|e| WebError::Internal(format!("record {}: {e}", r.seq)))?;
                 out.extend_from_slice(&env);
                 out.push(b'\n');

@@ -31,7 +31,7 @@ pub struct Dev {
 
 impl Dev {
     pub fn origin(&self) -> String {
-        wire::origin(self.territory, self.id)
+        hub_link::origin(self.territory, self.id)
     }
 }
 
@@ -147,11 +147,11 @@ impl Fixture {
         let tx = conn.transaction().expect("tx");
         for d in &devs {
             let mut frontier = Frontier::new();
-            let topic = wire::agg_topic(d.territory, d.id, MODEL);
+            let topic = hub_link::agg_topic(d.territory, d.id, MODEL);
             for i in 0..d.windows {
                 let entry = record(d, i, &card.sha256, &version);
                 let sig = audit::sign_entry(&d.key, &entry);
-                let payload = wire::encode_record(i, &entry, &sig).expect("envelope");
+                let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
                 let (o, _) =
                     hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
                 assert_eq!(o.stored, 1, "record {i} of {} stored", d.id);
@@ -169,7 +169,7 @@ impl Fixture {
             let (o, _) = hub::ingest::handle(
                 &tx,
                 &enrolment,
-                &wire::checkpoint_topic(d.territory, d.id),
+                &hub_link::checkpoint_topic(d.territory, d.id),
                 note.as_bytes(),
                 T0 + 1000,
             )
@@ -180,7 +180,7 @@ impl Fixture {
         hub::ingest::handle(
             &tx,
             &enrolment,
-            &wire::status_topic("fr-lyon", "dev-1"),
+            &hub_link::status_topic("fr-lyon", "dev-1"),
             b"online",
             T0 + 2000,
         )
@@ -188,7 +188,7 @@ impl Fixture {
         hub::ingest::handle(
             &tx,
             &enrolment,
-            &wire::status_topic("fr-lyon", "dev-2"),
+            &hub_link::status_topic("fr-lyon", "dev-2"),
             b"offline",
             T0 + 2000,
         )
@@ -204,8 +204,8 @@ impl Fixture {
         let (o, _) = hub::ingest::handle(
             &tx,
             &enrolment,
-            &wire::agg_topic(cam.territory, cam.id, MODEL),
-            &wire::encode_record(5, &forged, &sig).expect("envelope"),
+            &hub_link::agg_topic(cam.territory, cam.id, MODEL),
+            &hub_link::encode_record(5, &forged, &sig).expect("envelope"),
             T0 + 3000,
         )
         .expect("fork");

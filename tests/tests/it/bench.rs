@@ -48,7 +48,8 @@ fn throughput_and_latency() {
     let payloads: Vec<Vec<u8>> = recs
         .iter()
         .map(|r| {
-            wire::encode_record(r.seq, &r.entry, &r.signature.clone().try_into().unwrap()).unwrap()
+            hub_link::encode_record(r.seq, &r.entry, &r.signature.clone().try_into().unwrap())
+                .unwrap()
         })
         .collect();
     let enrolment = hub::config::Enrolment::load(&tmp.path().join("hub/devices.toml")).unwrap();

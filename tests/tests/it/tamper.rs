@@ -170,7 +170,7 @@ fn tampered_messages_are_rejected_and_alarmed() {
     );
     check("second record for seq 5", "FORK", &mut expected);
     // 8. Equivocation: a signed checkpoint at the verified size with another root.
-    let origin = wire::origin("fr-test", "d-001");
+    let origin = hub_link::origin("fr-test", "d-001");
     let cp = |size: u64, root: [u8; 32]| {
         key.sign_checkpoint(&Checkpoint {
             origin: origin.clone(),

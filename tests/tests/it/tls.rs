@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hub_link::tls::TlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tests::broker::Mosquitto;
 use tests::system::{Device, Hub, Spy, delivery, figures, serial};
-use wire::tls::TlsFiles;
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -73,7 +73,7 @@ fn tls_section(f: &TlsFiles) -> String {
 fn connects(port: u16, id: &str, tls: Option<&TlsFiles>) -> bool {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     if let Some(f) = tls {
-        let cfg = wire::tls::client_config(f).unwrap();
+        let cfg = hub_link::tls::client_config(f).unwrap();
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(cfg)));
     }
     let (_c, mut conn) = Client::new(o, 8);
@@ -129,7 +129,7 @@ fn tls_client_certificates_and_acls() {
             acl.display()
         ),
     );
-    let spy_cfg = wire::tls::client_config(&spy_tls).unwrap();
+    let spy_cfg = hub_link::tls::client_config(&spy_tls).unwrap();
     let spy = Spy::start(
         broker.port,
         Some(Transport::tls_with_config(TlsConfiguration::Rustls(
@@ -182,11 +182,11 @@ fn tls_client_certificates_and_acls() {
     // broker's ACL drops it, so the hub never sees it (no record, no alarm).
     let rec = &hub.records(&dev.id)[0];
     let mut o = MqttOptions::new("d-001", "127.0.0.1", broker.port);
-    let cfg = wire::tls::client_config(&d1_tls).unwrap();
+    let cfg = hub_link::tls::client_config(&d1_tls).unwrap();
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(cfg)));
     let (c, mut conn) = Client::new(o, 8);
     let payload =
-        wire::encode_record(0, &rec.entry, &rec.signature.clone().try_into().unwrap()).unwrap();
+        hub_link::encode_record(0, &rec.entry, &rec.signature.clone().try_into().unwrap()).unwrap();
     c.publish(
         "iat/v1/fr-test/d-002/agg/silero-vad-16k",
         QoS::AtLeastOnce,

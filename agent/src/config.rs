@@ -1,0 +1,480 @@
+//! The agent's configuration file (TOML), validated once into [`Config`]: device identity,
+//! where the audit log lives, and one pipeline per model (source, window, aggregates, privacy
+//! rules). Errors name the file and the field.
+
+use std::path::{Path, PathBuf};
+
+use aggregate::{Kind, RawRules, Rules};
+use serde::Deserialize;
+
+use modelcard::Card;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    device: String,
+    territory: String,
+    data_dir: String,
+    key: String,
+    #[serde(default)]
+    checkpoint: Option<RawCheckpoint>,
+    #[serde(default)]
+    outbox: Option<RawOutbox>,
+    #[serde(default)]
+    mqtt: Option<RawMqtt>,
+    pipeline: Vec<RawPipeline>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    host: String,
+    port: u16,
+    /// The hub's verifier key file (`hub keygen`): acks that do not verify with it are ignored.
+    hub_key: String,
+    #[serde(default)]
+    keep_alive: Option<String>,
+    #[serde(default)]
+    ack_timeout: Option<String>,
+    #[serde(default)]
+    drain_timeout: Option<String>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// Where records are published, and how delivery is paced.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    pub host: String,
+    pub port: u16,
+    pub hub_key: PathBuf,
+    pub keep_alive: std::time::Duration,
+    /// Without progress of the hub's acknowledgement for this long, everything above it is
+    /// sent again.
+    pub ack_timeout: std::time::Duration,
+    /// After the pipelines end, how long `run` waits for the hub to acknowledge the rest.
+    pub drain_timeout: std::time::Duration,
+    pub tls: Option<hub_link::tls::TlsFiles>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    every_records: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    max_bytes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: String,
+    model: String,
+    aggregates: Vec<String>,
+    window: String,
+    #[serde(default)]
+    threshold: Option<f32>,
+    source: RawSource,
+    privacy: RawRules,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: String,
+    path: String,
+    #[serde(default)]
+    speed: Option<toml::Value>,
+    #[serde(default)]
+    fps: Option<f64>,
+    #[serde(default)]
+    repeat: Option<u32>,
+    #[serde(default)]
+    start: Option<String>,
+}
+
+/// How fast a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the model runs, on a virtual clock driven by the data's own timing.
+    Accelerated,
+    /// At the data's rate times this factor, on the real clocks.
+    Realtime(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A WAV file, or an image file or folder of images, replayed.
+    Replay {
+        path: PathBuf,
+        speed: Speed,
+        /// Frames per second for images.
+        fps: f64,
+        repeat: u32,
+        /// Wall-clock time at the start of an accelerated replay (Unix ms); default: now.
+        start_wall_ms: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub card: Card,
+    pub kinds: Vec<Kind>,
+    pub window_ms: u64,
+    pub threshold: f32,
+    pub source: Source,
+    pub rules: Rules,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub device: String,
+    pub territory: String,
+    pub data_dir: PathBuf,
+    pub key: PathBuf,
+    pub checkpoint_every: u64,
+    pub outbox_max_bytes: Option<u64>,
+    pub mqtt: Option<Mqtt>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config text; relative paths are resolved against the config file's folder.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let err = |field: String, message: String| ConfigError::Field {
+            path: path.to_owned(),
+            field,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (field, v) in [("device", &raw.device), ("territory", &raw.territory)] {
+            // Both are MQTT topic levels: no wildcards, separators or empty names.
+            if v.is_empty()
+                || v.len() > 64
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(err(
+                    field.into(),
+                    "1 to 64 characters among letters, digits, '-', '_' and '.'".into(),
+                ));
+            }
+        }
+        let checkpoint_every = raw.checkpoint.map_or(16, |c| c.every_records);
+        if checkpoint_every == 0 {
+            return Err(err(
+                "checkpoint.every_records".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let outbox_max_bytes = raw.outbox.map(|o| o.max_bytes);
+        if outbox_max_bytes.is_some_and(|b| b < 64 * 1024) {
+            return Err(err(
+                "outbox.max_bytes".into(),
+                "must be at least 65536".into(),
+            ));
+        }
+        let mqtt = match &raw.mqtt {
+            None => None,
+            Some(m) => {
+                let dur = |name: &str, v: &Option<String>, default_ms: u64| match v {
+                    None => Ok(std::time::Duration::from_millis(default_ms)),
+                    Some(s) => parse_duration_ms(s)
+                        .filter(|&ms| ms >= 100)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            err(
+                                format!("mqtt.{name}"),
+                                format!("`{s}` is not a duration of at least 100ms"),
+                            )
+                        }),
+                };
+                Some(Mqtt {
+                    host: m.host.clone(),
+                    port: m.port,
+                    hub_key: base.join(&m.hub_key),
+                    keep_alive: dur("keep_alive", &m.keep_alive, 5_000)?,
+                    ack_timeout: dur("ack_timeout", &m.ack_timeout, 3_000)?,
+                    drain_timeout: dur("drain_timeout", &m.drain_timeout, 30_000)?,
+                    tls: m.tls.as_ref().map(|t| hub_link::tls::TlsFiles {
+                        ca: base.join(&t.ca),
+                        cert: base.join(&t.cert),
+                        key: base.join(&t.key),
+                    }),
+                })
+            }
+        };
+        if raw.pipeline.is_empty() {
+            return Err(err(
+                "pipeline".into(),
+                "configure at least one [[pipeline]]".into(),
+            ));
+        }
+        let mut pipelines = Vec::new();
+        for (i, p) in raw.pipeline.into_iter().enumerate() {
+            let f = |name: &str| format!("pipeline[{i}].{name}");
+            if p.name.is_empty() || pipelines.iter().any(|q: &Pipeline| q.name == p.name) {
+                return Err(err(f("name"), "must be non-empty and unique".into()));
+            }
+            let card_path = base.join(&p.model);
+            let card = Card::load(&card_path).map_err(|e| err(f("model"), e.to_string()))?;
+            if p.aggregates.is_empty() {
+                return Err(err(
+                    f("aggregates"),
+                    "ask for at least one aggregate".into(),
+                ));
+            }
+            let mut kinds = Vec::new();
+            for (j, a) in p.aggregates.iter().enumerate() {
+                let kind = Kind::parse(a).ok_or_else(|| {
+                    err(
+                        format!("pipeline[{i}].aggregates[{j}]"),
+                        format!("unknown aggregate `{a}`"),
+                    )
+                })?;
+                if !card.aggregates.iter().any(|c| c == a) {
+                    return Err(err(
+                        format!("pipeline[{i}].aggregates[{j}]"),
+                        format!(
+                            "model card {} does not allow `{a}` (it allows: {})",
+                            card.path.display(),
+                            card.aggregates.join(", ")
+                        ),
+                    ));
+                }
+                kinds.push(kind);
+            }
+            let window_ms = parse_duration_ms(&p.window).ok_or_else(|| {
+                err(
+                    f("window"),
+                    format!(
+                        "`{}` is not a duration like \"30s\", \"1m\", \"15m\" or \"1h\"",
+                        p.window
+                    ),
+                )
+            })?;
+            if !(1_000..=86_400_000).contains(&window_ms) {
+                return Err(err(f("window"), "must be between 1s and 24h".into()));
+            }
+            let threshold = p.threshold.unwrap_or(0.5);
+            if !(threshold > 0.0 && threshold < 1.0) {
+                return Err(err(f("threshold"), "must be in (0, 1)".into()));
+            }
+            let rules = Rules::validate(&p.privacy)
+                .map_err(|e| err(format!("pipeline[{i}].privacy.{}", e.field), e.message))?;
+            let source = source(base, &p.source, &|name, msg| {
+                err(format!("pipeline[{i}].source.{name}"), msg)
+            })?;
+            pipelines.push(Pipeline {
+                name: p.name,
+                card,
+                kinds,
+                window_ms,
+                threshold,
+                source,
+                rules,
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            device: raw.device,
+            territory: raw.territory,
+            data_dir: base.join(raw.data_dir),
+            key: base.join(raw.key),
+            checkpoint_every,
+            outbox_max_bytes,
+            mqtt,
+            pipelines,
+        })
+    }
+}
+
+fn source(
+    base: &Path,
+    raw: &RawSource,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Source, ConfigError> {
+    match raw.kind.as_str() {
+        "replay" => {
+            let speed = match &raw.speed {
+                None => Speed::Accelerated,
+                Some(toml::Value::String(s)) if s == "accelerated" => Speed::Accelerated,
+                Some(toml::Value::String(s)) if s == "realtime" => Speed::Realtime(1.0),
+                Some(toml::Value::Float(f)) if f.is_finite() && *f > 0.0 && *f <= 1000.0 => {
+                    Speed::Realtime(*f)
+                }
+                Some(toml::Value::Integer(n)) if (1..=1000).contains(n) => {
+                    Speed::Realtime(*n as f64)
+                }
+                Some(other) => {
+                    return Err(err(
+                        "speed",
+                        format!(
+                            "`{other}`: expected \"accelerated\", \"realtime\" or a factor in (0, 1000]"
+                        ),
+                    ));
+                }
+            };
+            let fps = raw.fps.unwrap_or(1.0);
+            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
+                return Err(err("fps", "must be in (0, 1000]".into()));
+            }
+            let repeat = raw.repeat.unwrap_or(1);
+            if repeat == 0 {
+                return Err(err("repeat", "must be at least 1".into()));
+            }
+            let start_wall_ms = match &raw.start {
+                None => None,
+                Some(s) => Some(parse_rfc3339_ms(s).ok_or_else(|| {
+                    err(
+                        "start",
+                        format!("`{s}` is not an RFC 3339 UTC time like 2026-11-30T10:00:00Z"),
+                    )
+                })?),
+            };
+            let path = base.join(&raw.path);
+            if !path.exists() {
+                return Err(err("path", format!("{} does not exist", path.display())));
+            }
+            Ok(Source::Replay {
+                path,
+                speed,
+                fps,
+                repeat,
+                start_wall_ms,
+            })
+        }
+        other => Err(err(
+            "kind",
+            format!("unknown source kind `{other}` (expected replay)"),
+        )),
+    }
+}
+
+/// "250ms", "30s", "1m", "15m", "1h" -> milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` -> Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    let rest = &s[19..];
+    let ms = match rest {
+        "Z" => 0,
+        _ if rest.starts_with('.') && rest.ends_with('Z') && rest.len() == 5 => {
+            rest[1..4].parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration_ms("15m"), Some(900_000));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
+        assert_eq!(parse_duration_ms("m"), None);
+        assert_eq!(parse_duration_ms("5 parsecs"), None);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-30T11:35:00.001Z"),
+            Some(1_796_038_500_001)
+        );
+        assert_eq!(
+            aggregate::window::rfc3339(parse_rfc3339_ms("2000-02-29T23:59:59Z").unwrap()),
+            "2000-02-29T23:59:59.000Z"
+        );
+        assert_eq!(parse_rfc3339_ms("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! Sensor data -> model inputs -> events, as the card says: image and audio preprocessing,
+//! recurrent state, CenterFace decoding with non-maximum suppression, speech probability.
+//! The core functions take values, not files; file reading sits in [`read_image`] and
+//! [`read_wav`].
+
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+
+use modelcard::{ChannelOrder, Dtype, InputRole, Layout, Postprocess, Preprocess};
+use runtime::{Model, ModelError, initial_tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    #[error("model {model}: {message}")]
+    Unsuitable { model: String, message: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// An RGB image, row-major, 3 bytes per pixel.
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Reads a PNG or JPEG file.
+pub fn read_image(path: &Path) -> Result<Image, PipelineError> {
+    let err = |m: String| PipelineError::Input {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(|e| err(format!("cannot open: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| err(format!("cannot read: {e}")))?
+        .decode()
+        .map_err(|e| err(format!("not a readable PNG or JPEG image: {e}")))?
+        .to_rgb8();
+    Ok(Image {
+        width: img.width(),
+        height: img.height(),
+        rgb: img.into_raw(),
+    })
+}
+
+/// Mono audio in [-1, 1].
+pub struct Audio {
+    pub sample_rate: u32,
+    pub samples: Vec<f32>,
+}
+
+/// Reads a PCM WAV file (8/16/24/32-bit integer or 32-bit float), mixing channels to mono.
+pub fn read_wav(path: &Path) -> Result<Audio, PipelineError> {
+    let err = |m: String| PipelineError::Input {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let mut reader =
+        hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")))?;
+    let spec = reader.spec();
+    if spec.channels == 0 {
+        return Err(err("WAV header declares 0 channels".into()));
+    }
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>(),
+        hound::SampleFormat::Int => {
+            let full = (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|s| s as f32 / full))
+                .collect::<Result<_, _>>()
+        }
+    }
+    .map_err(|e| err(format!("corrupt WAV data: {e}")))?;
+    let ch = spec.channels as usize;
+    let samples = interleaved
+        .chunks_exact(ch)
+        .map(|f| f.iter().sum::<f32>() / ch as f32)
+        .collect();
+    Ok(Audio {
+        sample_rate: spec.sample_rate,
+        samples,
+    })
+}
+
+/// Linear-interpolation resampling; enough for level and voice-activity models, which see
+/// far less than the Nyquist band of the source.
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to || samples.is_empty() {
+        return samples.to_vec();
+    }
+    let n = (samples.len() as u64 * to as u64 / from as u64) as usize;
+    let step = from as f64 / to as f64;
+    (0..n)
+        .map(|i| {
+            let x = i as f64 * step;
+            let j = x.floor() as usize;
+            let frac = (x - j as f64) as f32;
+            let a = samples[j.min(samples.len() - 1)];
+            let b = samples[(j + 1).min(samples.len() - 1)];
+            a + (b - a) * frac
+        })
+        .collect()
+}
+
+/// Bilinear resize of an RGB image to `w` x `h`, then the card's normalisation, into the
+/// model's layout.
+pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype) -> Tensor {
+    let Preprocess::Image {
+        channels,
+        layout,
+        scale,
+        mean,
+        std,
+    } = *pre
+    else {
+        unreachable!("image_tensor is called for image inputs")
+    };
+    let (h, w) = match layout {
+        Layout::Nchw => (shape[2], shape[3]),
+        Layout::Nhwc => (shape[1], shape[2]),
+    };
+    let src = image::RgbImage::from_raw(img.width, img.height, img.rgb.clone())
+        .expect("buffer matches size");
+    let resized = image::imageops::resize(
+        &src,
+        w as u32,
+        h as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let value = |y: usize, x: usize, c: usize| -> f32 {
+        let src_c = match channels {
+            ChannelOrder::Rgb => c,
+            ChannelOrder::Bgr => 2 - c,
+        };
+        let p = resized.get_pixel(x as u32, y as u32)[src_c] as f32;
+        (p * scale - mean[c]) / std[c]
+    };
+    let mut data = Vec::with_capacity(3 * h * w);
+    match layout {
+        Layout::Nchw => {
+            for c in 0..3 {
+                for y in 0..h {
+                    for x in 0..w {
+                        data.push(value(y, x, c));
+                    }
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        data.push(value(y, x, c));
+                    }
+                }
+            }
+        }
+    }
+    let t: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
+        .expect("shape from card")
+        .into();
+    match dtype {
+        Dtype::U8 => t.cast_to::<u8>().expect("f32 to u8").into_owned(),
+        _ => t,
+    }
+}
+
+/// A face (or head) found by CenterFace, in input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+    pub score: f32,
+}
+
+impl Detection {
+    fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    fn iou(&self, o: &Detection) -> f32 {
+        let w = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let h = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = w * h;
+        let union = self.area() + o.area() - inter;
+        if union > 0.0 { inter / union } else { 0.0 }
+    }
+}
+
+/// Decodes CenterFace's heatmap, scale and offset heads (stride 4) into boxes above
+/// `threshold`, then suppresses overlaps above `iou` (greedy NMS, highest score first).
+pub fn centerface_decode(
+    heat: &Tensor,
+    scale: &Tensor,
+    offset: &Tensor,
+    threshold: f32,
+    iou: f32,
+) -> Vec<Detection> {
+    let (Ok(heat), Ok(scale), Ok(offset)) = (
+        heat.to_plain_array_view::<f32>(),
+        scale.to_plain_array_view::<f32>(),
+        offset.to_plain_array_view::<f32>(),
+    ) else {
+        return vec![];
+    };
+    let (h, w) = (heat.shape()[2], heat.shape()[3]);
+    let (in_h, in_w) = ((h * 4) as f32, (w * 4) as f32);
+    let mut dets = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let score = heat[[0, 0, y, x]];
+            // NaN scores are skipped too.
+            if score.is_nan() || score <= threshold {
+                continue;
+            }
+            let bh = scale[[0, 0, y, x]].exp() * 4.0;
+            let bw = scale[[0, 1, y, x]].exp() * 4.0;
+            let (oy, ox) = (offset[[0, 0, y, x]], offset[[0, 1, y, x]]);
+            let x1 = ((x as f32 + ox + 0.5) * 4.0 - bw / 2.0).max(0.0);
+            let y1 = ((y as f32 + oy + 0.5) * 4.0 - bh / 2.0).max(0.0);
+            let d = Detection {
+                x1,
+                y1,
+                x2: (x1 + bw).min(in_w),
+                y2: (y1 + bh).min(in_h),
+                score,
+            };
+            if d.area().is_finite() && d.area() > 0.0 {
+                dets.push(d);
+            }
+        }
+    }
+    nms(dets, iou)
+}
+
+/// Greedy non-maximum suppression.
+pub fn nms(mut dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
+    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Detection> = Vec::new();
+    for d in dets {
+        if kept.iter().all(|k| k.iou(&d) <= iou) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+/// Runs a face-detection card on one image; returns the detections (which stay in memory:
+/// only their count may be aggregated).
+pub fn detect_faces(
+    model: &Model,
+    img: &Image,
+    threshold: f32,
+) -> Result<Vec<Detection>, PipelineError> {
+    let card = &model.card;
+    let unsuitable = |m: &str| PipelineError::Unsuitable {
+        model: card.id.clone(),
+        message: m.into(),
+    };
+    let mut inputs = model.initial_inputs();
+    let (ix, input) = card
+        .data_inputs()
+        .next()
+        .ok_or_else(|| unsuitable("no data input"))?;
+    let InputRole::Data(pre @ Preprocess::Image { .. }) = &input.role else {
+        return Err(unsuitable("its data input is not an image"));
+    };
+    inputs[ix] = image_tensor(img, pre, &input.shape, input.dtype);
+    let heads: Vec<usize> = card
+        .outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.postprocess == Postprocess::CenterFace)
+        .map(|(i, _)| i)
+        .collect();
+    if heads.len() != 4 {
+        return Err(unsuitable("it does not have CenterFace outputs"));
+    }
+    let out = model.run(inputs.into_iter().map(TValue::from).collect())?;
+    Ok(centerface_decode(
+        &out[heads[0]],
+        &out[heads[1]],
+        &out[heads[2]],
+        threshold,
+        0.3,
+    ))
+}
+
+/// Streams audio through a voice-activity card chunk by chunk, carrying the recurrent state and
+/// the context samples; returns the speech probability of each chunk.
+pub struct SpeechStream<'m> {
+    model: &'m Model,
+    data_ix: usize,
+    prob_ix: usize,
+    chunk: usize,
+    context: usize,
+    gain: f32,
+    history: Vec<f32>,
+    state: Vec<Tensor>,
+}
+
+impl<'m> SpeechStream<'m> {
+    pub fn new(model: &'m Model) -> Result<SpeechStream<'m>, PipelineError> {
+        let card = &model.card;
+        let unsuitable = |m: &str| PipelineError::Unsuitable {
+            model: card.id.clone(),
+            message: m.into(),
+        };
+        let (data_ix, input) = card
+            .data_inputs()
+            .next()
+            .ok_or_else(|| unsuitable("no data input"))?;
+        let InputRole::Data(Preprocess::Audio {
+            chunk,
+            context,
+            gain,
+            ..
+        }) = input.role
+        else {
+            return Err(unsuitable("its data input is not audio"));
+        };
+        let prob_ix = card
+            .outputs
+            .iter()
+            .position(|o| o.postprocess == Postprocess::SpeechProbability)
+            .ok_or_else(|| unsuitable("it has no speech-probability output"))?;
+        Ok(SpeechStream {
+            model,
+            data_ix,
+            prob_ix,
+            chunk,
+            context,
+            gain,
+            history: vec![0.0; context],
+            state: card.inputs.iter().map(initial_tensor).collect(),
+        })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        match self.model.card.inputs[self.data_ix].role {
+            InputRole::Data(Preprocess::Audio { sample_rate, .. }) => sample_rate,
+            _ => unreachable!("checked in new"),
+        }
+    }
+
+    pub fn chunk_len(&self) -> usize {
+        self.chunk
+    }
+
+    /// One chunk of exactly `chunk_len()` samples in [-1, 1].
+    pub fn push(&mut self, chunk: &[f32]) -> Result<f32, PipelineError> {
+        assert_eq!(
+            chunk.len(),
+            self.chunk,
+            "SpeechStream::push takes whole chunks"
+        );
+        let card = &self.model.card;
+        let mut window = Vec::with_capacity(self.context + self.chunk);
+        window.extend_from_slice(&self.history);
+        window.extend(chunk.iter().map(|s| s * self.gain));
+        if self.context > 0 {
+            self.history
+                .copy_from_slice(&window[window.len() - self.context..]);
+        }
+        let shape = card.inputs[self.data_ix].shape.clone();
+        self.state[self.data_ix] = tract_ndarray::ArrayD::from_shape_vec(shape, window)
+            .expect("card shape")
+            .into();
+        let out = self
+            .model
+            .run(self.state.iter().cloned().map(TValue::from).collect())?;
+        for (i, input) in card.inputs.iter().enumerate() {
+            if let InputRole::State { from } = &input.role {
+                let o = card
+                    .outputs
+                    .iter()
+                    .position(|o| o.name == *from)
+                    .expect("validated card");
+                self.state[i] = out[o].clone().into_tensor();
+            }
+        }
+        let p =
+            out[self.prob_ix]
+                .cast_to_scalar::<f32>()
+                .map_err(|e| PipelineError::Unsuitable {
+                    model: card.id.clone(),
+                    message: format!("speech probability is not a number: {e}"),
+                })?;
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Detection {
+        Detection {
+            x1,
+            y1,
+            x2,
+            y2,
+            score,
+        }
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_overlapping_boxes_and_separate_ones() {
+        let kept = nms(
+            vec![
+                det(0., 0., 10., 10., 0.6),
+                det(1., 1., 11., 11., 0.9),
+                det(50., 50., 60., 60., 0.7),
+            ],
+            0.3,
+        );
+        assert_eq!(
+            kept,
+            vec![det(1., 1., 11., 11., 0.9), det(50., 50., 60., 60., 0.7)]
+        );
+    }
+
+    #[test]
+    fn centerface_decodes_a_peak_into_a_box_at_its_place() {
+        let (h, w) = (8, 10);
+        let mut heat = tract_ndarray::Array4::<f32>::zeros((1, 1, h, w));
+        heat[[0, 0, 3, 5]] = 0.9;
+        let mut scale = tract_ndarray::Array4::<f32>::zeros((1, 2, h, w));
+        // exp(ln 2) * 4 = 8 pixels high and wide.
+        scale.fill(2f32.ln());
+        let offset = tract_ndarray::Array4::<f32>::zeros((1, 2, h, w));
+        let d = centerface_decode(
+            &heat.into_dyn().into(),
+            &scale.into_dyn().into(),
+            &offset.into_dyn().into(),
+            0.5,
+            0.3,
+        );
+        assert_eq!(d.len(), 1);
+        // centre at ((5 + 0.5) * 4, (3 + 0.5) * 4) = (22, 14)
+        assert_eq!(d[0], det(18., 10., 26., 18., 0.9));
+    }
+
+    #[test]
+    fn resampling_keeps_duration_and_a_constant_signal() {
+        let out = resample(&[0.5; 480], 48_000, 16_000);
+        assert_eq!(out.len(), 160);
+        assert!(out.iter().all(|&s| (s - 0.5).abs() < 1e-6));
+    }
+}
