@@ -1,6 +1,6 @@
 //! `cargo bench -p hub --bench web`: page load time and API latency of the web side for a hub
 //! holding one year of 15-minute aggregates for 100 devices (35,040 windows each, 3,504,000
-//! rows of the real `series` table, written through `hub::series::insert`).
+//! rows of the real `series` table, written through `hub::db::series::insert`).
 //!
 //! The fixture is generated once and cached in `$CARGO_TARGET_DIR/iat-bench/web-fixture`
 //! (or target/iat-bench/...). It holds the derived series rows, the enrolment (100 devices
@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hub::config::{self, Enrolment, RawDevice};
-use hub::series::Point;
+use hub::config;
+use hub::db::series::Point;
+use hub::enrolment::{Enrolment, RawDevice};
 
 const DEVICES: usize = 100;
 const WINDOWS: i64 = 35_040;
@@ -73,8 +74,8 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
         ),
     )?;
     let cfg = config::Config::load(&dir.join("hub.toml"))?;
-    let card = hub::cards::load(&repo().join("models/centerface-int8/card.toml"))?;
-    let mut conn = hub::store::open(&cfg.db)?;
+    let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))?;
+    let mut conn = hub::db::store::open(&cfg.db)?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     for d in 0..DEVICES {
         let id = device_id(d);
@@ -83,7 +84,7 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
             &hub_link::origin(&territory, &id),
             &[(d % 251) as u8 + 1; 32],
         )?;
-        config::enroll(
+        hub::enrolment::enroll(
             &cfg.devices,
             RawDevice {
                 id: id.clone(),
@@ -119,16 +120,16 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
             })
             .collect();
         let tx = conn.transaction()?;
-        hub::series::insert(&tx, &points)?;
-        hub::store::save_state(
+        hub::db::series::insert(&tx, &points)?;
+        hub::db::store::save_state(
             &tx,
             &id,
-            &hub::store::DeviceState {
+            &hub::db::store::DeviceState {
                 next_seq: WINDOWS as u64,
                 ..Default::default()
             },
         )?;
-        hub::store::status(&tx, &id, if d % 10 == 3 { "offline" } else { "online" }, T0)?;
+        hub::db::store::status(&tx, &id, if d % 10 == 3 { "offline" } else { "online" }, T0)?;
         tx.commit()?;
         if d % 10 == 9 {
             eprintln!(
@@ -199,7 +200,8 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = config::Config::load(&dir.join("hub.toml"))?;
     let rows: i64 =
-        hub::store::open(&cfg.db)?.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))?;
+        hub::db::store::open(&cfg.db)?
+            .query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))?;
     println!(
         "BENCH web fixture: {DEVICES} devices x {WINDOWS} windows of 15 min = {rows} series rows, database {} MiB",
         std::fs::metadata(&cfg.db)?.len() >> 20

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use crate::store::Result;
+use crate::db::store::Result;
 
 /// How long a session lasts without a new login.
 pub const SESSION_TTL_MS: i64 = 8 * 3600 * 1000;
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn passwords_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
+        let conn = crate::db::store::open(&dir.path().join("db.sqlite")).unwrap();
         assert!(matches!(
             set_password(&conn, "alice", "short", 0),
             Err(AuthError::ShortPassword)

@@ -14,8 +14,8 @@ use audit::{Frontier, Hash};
 use hub_link::{Topic, TopicKind, WireError};
 use rusqlite::{Transaction, params};
 
-use crate::config::Enrolment;
-use crate::store::{self, Alarm, DeviceState, Result};
+use crate::db::store::{self, Alarm, DeviceState, Result};
+use crate::enrolment::Enrolment;
 
 pub const GAP: &str = "GAP";
 pub const FORK: &str = "FORK";
@@ -311,7 +311,7 @@ fn append(
         "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id, seq as i64, model, entry, sig, &leaf[..], cx.now_ms],
     )?;
-    crate::series::on_store(cx.tx, entry)?;
+    crate::db::series::on_store(cx.tx, entry)?;
     st.frontier.append(leaf);
     st.next_seq = seq + 1;
     cx.out.stored += 1;

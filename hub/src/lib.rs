@@ -4,28 +4,26 @@
 //! raises GAP, FORK, ROLLBACK and EQUIVOCATION alarms with their evidence.
 //!
 //! Code map:
-//! - [`config`]: the hub's config and the enrolment file (devices, keys, allowed models).
-//! - [`store`]: the SQLite schema, per-device state, alarms, statistics.
+//! - [`config`]: the hub's config (broker, key, database, web), validated once.
+//! - [`enrolment`]: the enrolment file (devices, keys, sites, allowed models) and the
+//!   model-card metadata copied at enrolment ([`enrolment::cards`]).
+//! - [`mqtt`]: the MQTT loop (one polling thread, batches, acks after commit).
 //! - [`ingest`]: verification of one message inside a transaction; gap detection; acks.
-//! - [`service`]: the MQTT loop (one polling thread, batches, acks after commit).
-//! - [`series`]: the derived, indexed table of aggregate values that charts and exports read.
-//! - [`query`]: the read side (device state, alarms, the public register).
-//! - [`cards`]: the model-card metadata copied at enrolment.
+//! - [`db`]: the SQLite schema and per-device state, the derived series, the read side.
 //! - [`auth`]: admin passwords (Argon2id) and sessions.
-//! - [`web`]: the dashboard, JSON/CSV API, open-data export, register and admin area.
-//! - [`verify`]: independent verification of exported records against a signed checkpoint.
-//! - [`dates`]: UTC dates for labels and queries.
+//! - [`web`]: the dashboard, the JSON API, the exports (CSV, records, open-data counting
+//!   schema), the register and the admin area.
+//! - [`dates`]: dates for labels and queries.
 //!
-//! Wire format: `docs/mqtt.md` (crate `wire`).
+//! Wire format: `docs/mqtt.md` (crate `hub-link`); record verification shared with the agent
+//! and `hub verify`: crate `verify`. The hub must never accept a record it could not verify,
+//! nor acknowledge one before it is committed.
 
 pub mod auth;
-pub mod cards;
 pub mod config;
 pub mod dates;
+pub mod db;
+pub mod enrolment;
 pub mod ingest;
-pub mod query;
-pub mod series;
-pub mod service;
-pub mod store;
-
+pub mod mqtt;
 pub mod web;

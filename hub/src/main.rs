@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hub::config::{self, Config, Enrolment, RawDevice};
+use hub::config::{self, Config};
+use hub::enrolment::{Enrolment, RawDevice};
 
 #[derive(Parser)]
 #[command(
@@ -158,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let stop = Arc::new(AtomicBool::new(false));
-            let totals = hub::service::serve(&config, &enrolment, &key, &stop)?;
+            let totals = hub::mqtt::serve(&config, &enrolment, &key, &stop)?;
             eprintln!("hub: {totals:?}");
             if let Some(w) = web {
                 w.stop();
@@ -167,8 +168,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Stats { config, json } => {
             let config = Config::load(&config)?;
-            let conn = hub::store::open(&config.db)?;
-            let stats = hub::store::stats(&conn)?;
+            let conn = hub::db::store::open(&config.db)?;
+            let stats = hub::db::store::stats(&conn)?;
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
                 return Ok(());
@@ -200,22 +201,22 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Records { config, device } => {
             let config = Config::load(&config)?;
-            let conn = hub::store::open(&config.db)?;
-            for r in hub::store::records(&conn, &device)? {
+            let conn = hub::db::store::open(&config.db)?;
+            for r in hub::db::store::records(&conn, &device)? {
                 println!("{}", String::from_utf8_lossy(&r.entry));
             }
             Ok(())
         }
         Command::Admin(AdminCommand::Passwd { config, user }) => {
             let config = Config::load(&config)?;
-            let conn = hub::store::open(&config.db)?;
+            let conn = hub::db::store::open(&config.db)?;
             let mut line = String::new();
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
                 .context("reading the password from stdin")?;
             let password = line.trim_end_matches(['\r', '\n']);
-            hub::auth::set_password(&conn, &user, password, hub::service::now_ms())?;
+            hub::auth::set_password(&conn, &user, password, hub::mqtt::now_ms())?;
             println!("password set for admin `{user}` in {}", config.db.display());
             Ok(())
         }
@@ -247,7 +248,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     let key = audit::keys::load_verifier(device_key)?;
-    let Some((territory, device)) = config::device_of_key(&key) else {
+    let Some((territory, device)) = crate::enrolment::device_of_key(&key) else {
         bail!(
             "{}: the key name `{}` is not a device origin `iat/TERRITORY/DEVICE`",
             device_key.display(),
@@ -257,11 +258,11 @@ fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     // The card's public metadata goes into the enrolment: the register shows it.
     let mut models = Vec::new();
     for card in cards {
-        models.push(hub::cards::load(card)?);
+        models.push(hub::enrolment::cards::load(card)?);
     }
     // Re-enrolling keeps what the register already says of the device.
     let previous = Enrolment::load(devices)?.devices.remove(&device);
-    config::enroll(
+    crate::enrolment::enroll(
         devices,
         RawDevice {
             id: device.clone(),
@@ -271,7 +272,7 @@ fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
                 previous
                     .as_ref()
                     .and_then(|p| p.enrolled.clone())
-                    .unwrap_or_else(|| hub::dates::format(hub::service::now_ms())),
+                    .unwrap_or_else(|| hub::dates::format(hub::mqtt::now_ms())),
             ),
             site: previous.as_ref().and_then(|p| p.site.clone()),
             retired_keys: previous.map(|p| p.retired_keys).unwrap_or_default(),

@@ -627,7 +627,7 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
     let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, hub::store::SCHEMA_VERSION);
+    assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     // The same values as ingest wrote.
     let s = json(&fx.url(&format!(
         "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::{models, sh};
+use crate::sh;
 
 #[derive(Deserialize, Clone)]
 struct Figures {
@@ -41,19 +41,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
-    models::fetch()?;
-    let agent = models::agent_release()?;
+    crate::models::fetch()?;
+    let agent = crate::models::agent_release()?;
     let python = venv_python()?;
-    let cards: Vec<PathBuf> = models::cards()?
+    let cards: Vec<PathBuf> = crate::models::cards()?
         .into_iter()
-        .filter(|c| only.is_empty() || only.contains(&models::id(c)))
+        .filter(|c| only.is_empty() || only.contains(&crate::models::id(c)))
         .collect();
     if cards.is_empty() {
         bail!("no model matches {only:?} (see `cargo xtask models list`)");
     }
     let mut rows = Vec::new();
     for card in &cards {
-        let id = models::id(card);
+        let id = crate::models::id(card);
         let (mut ours, mut ort) = (Vec::new(), Vec::new());
         for round in 0..rounds.max(1) {
             eprintln!("bench {id}: round {}/{}", round + 1, rounds.max(1));

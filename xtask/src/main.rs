@@ -1,19 +1,15 @@
 //! `cargo xtask <job>`: every workflow of the project (build, test, demo, bench, models,
 //! firmware, QEMU). CI runs only these jobs, so a laptop and CI do the same thing.
 
-mod agent_qemu;
 mod bench;
-mod broker;
-mod cross;
-mod deploy;
-mod firmware;
+mod build;
+mod demo;
 mod flash;
-mod localhub;
+mod lint;
 mod models;
 mod qemu;
 mod sh;
 mod test;
-mod vm;
 
 use std::process::ExitCode;
 
@@ -53,10 +49,10 @@ enum Job {
     Models(models::ModelsJob),
     /// Build for a board: the node firmware (MCU; flash and RAM use printed) or the agent
     /// (Linux; cross-compiled, stripped, size printed).
-    Build(firmware::BuildArgs),
+    Build(build::firmware::BuildArgs),
     /// Run the firmware under QEMU: on-target tests, then the node app against its log
     /// snapshot. `qemu agent` / `qemu model` run a Linux board's agent under user-mode QEMU.
-    Qemu(agent_qemu::QemuJob),
+    Qemu(qemu::QemuJob),
     /// MCU boards: write the node firmware through a debug probe (probe-rs), after checking
     /// its segments against the board and the chip; `--dry-run` only checks and plans.
     /// Linux boards (`--host user@addr`): install the agent over SSH, atomically, with a
@@ -64,20 +60,66 @@ enum Job {
     Flash(flash::FlashArgs),
 }
 
+/// The optional tools a job runs (features of this crate, see its Cargo.toml).
+fn features_for(job: &Job) -> &'static [&'static str] {
+    match job {
+        Job::Demo => &["broker"],
+        Job::Test => &["probe", "defmt", "broker"],
+        Job::Flash(_) => &["probe"],
+        Job::Qemu(_) => &["defmt", "broker"],
+        Job::Lint | Job::Bench { .. } | Job::Models(_) | Job::Build(_) => &[],
+    }
+}
+
+fn built_with(feature: &str) -> bool {
+    match feature {
+        "probe" => cfg!(feature = "probe"),
+        "defmt" => cfg!(feature = "defmt"),
+        "broker" => cfg!(feature = "broker"),
+        _ => false,
+    }
+}
+
+/// Runs this same job through an xtask built with `features`, and returns its exit status:
+/// `cargo xtask` builds the plain xtask (quick, what `lint` needs), and the jobs that drive
+/// probe-rs, the defmt decoder or the embedded broker build them on first use.
+fn rerun_with(features: &[&str]) -> anyhow::Result<ExitCode> {
+    let mut cmd = sh::cargo();
+    cmd.args(["run", "--quiet", "--package", "xtask", "--features"])
+        .arg(features.join(","))
+        .arg("--")
+        .args(std::env::args_os().skip(1));
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo to rebuild xtask with {features:?}: {e}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let needed = features_for(&cli.job);
+    if !needed.iter().all(|f| built_with(f)) {
+        return rerun_with(needed).unwrap_or_else(|e| {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let result = match cli.job {
-        Job::Demo => models::demo().map(|()| ExitCode::SUCCESS),
+        Job::Demo => demo::demo().map(|()| ExitCode::SUCCESS),
         Job::Test => test::test().map(|()| ExitCode::SUCCESS),
-        Job::Lint => test::lint().map(|()| ExitCode::SUCCESS),
+        Job::Lint => lint::lint().map(|()| ExitCode::SUCCESS),
         Job::Bench {
             models,
             rounds,
             runs,
         } => bench::bench(&models, rounds, runs).map(|()| ExitCode::SUCCESS),
         Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
-        Job::Build(args) => cross::run(&args),
-        Job::Qemu(job) => agent_qemu::run(&job),
+        Job::Build(args) => build::run(&args),
+        Job::Qemu(job) => qemu::run(&job),
         Job::Flash(args) => flash::run(&args),
     };
     result.unwrap_or_else(|e| {

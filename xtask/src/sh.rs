@@ -135,3 +135,38 @@ pub fn wait_within(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Adds the Rust standard library for `triple` when rustup does not have it yet.
+pub fn ensure_rust_target(triple: &str) -> Result<()> {
+    if !have("rustup") {
+        bail!(
+            "rustup is needed to add the `{triple}` standard library (or install it by other means)"
+        );
+    }
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == triple) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", triple]))
+}
+
+/// Every target that `rust-toolchain.toml` lists (the boards' targets), added when missing: a
+/// toolchain installed before the project's targets were listed, or by other means, lacks them,
+/// and a build for the node then fails with "can't find crate for `core`".
+pub fn ensure_toolchain_targets() -> Result<()> {
+    let path = root().join("rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let targets = file
+        .get("toolchain")
+        .and_then(|t| t.get("targets"))
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for t in targets {
+        ensure_rust_target(t)?;
+    }
+    Ok(())
+}

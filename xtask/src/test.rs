@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use crate::{agent_qemu, firmware, flash, models, qemu, sh, vm};
+use crate::sh;
 
 /// Linux targets whose agent `xtask test` cross-builds and runs under QEMU. One target: a cold
 /// cross build of the agent takes about as long as the host's.
@@ -13,16 +13,16 @@ const CI_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
 pub fn test() -> Result<()> {
     preflight()?;
     // Models too large to commit are fetched first: tests run every real model.
-    models::fetch()?;
-    lint()?;
+    crate::models::fetch()?;
+    crate::lint::lint()?;
     let figures = sh::target_dir().join("iat-figures.txt");
     let _ = std::fs::remove_file(&figures);
     // The end-to-end tests run the hub and agent binaries; `cargo test` builds a package's
     // binaries only for that package's own integration tests.
-    models::build_all()?;
+    crate::models::build_all()?;
     sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     // Golden checks of every real model, through the agent's own command line.
-    models::check()?;
+    crate::models::check()?;
     // The sensor node: every MCU board file is built (flash and RAM use printed); the emulated
     // ones also run their on-target tests and the node app against the log snapshot in QEMU.
     // Boards are data: adding a board file adds it here.
@@ -31,22 +31,25 @@ pub fn test() -> Result<()> {
             continue;
         }
         if matches!(board.qemu, Some(boards::Qemu::System { .. })) {
-            let args = qemu::QemuArgs {
+            let args = crate::qemu::firmware::QemuArgs {
                 board: board.name.clone(),
                 overwrite: false,
                 app_only: false,
                 serial: None,
                 elf: None,
             };
-            expect_success(&format!("qemu --board {}", board.name), qemu::run(&args))?;
+            expect_success(
+                &format!("qemu --board {}", board.name),
+                crate::qemu::firmware::run(&args),
+            )?;
         } else {
-            let args = firmware::BuildArgs {
+            let args = crate::build::firmware::BuildArgs {
                 board: board.name.clone(),
                 debug: false,
             };
             expect_success(
                 &format!("build --board {}", board.name),
-                firmware::run(&args),
+                crate::build::firmware::run(&args),
             )?;
         }
     }
@@ -56,14 +59,14 @@ pub fn test() -> Result<()> {
         if board.kind != boards::Kind::Mcu || board.chip.is_none() {
             continue;
         }
-        let args = flash::FlashArgs {
+        let args = crate::flash::FlashArgs {
             board: board.name.clone(),
             dry_run: true,
             ..Default::default()
         };
         expect_success(
             &format!("flash --dry-run --board {}", board.name),
-            flash::run(&args),
+            crate::flash::run(&args),
         )?;
     }
     // The agent cross-built for the Linux targets in CI_TARGETS and run under QEMU user mode
@@ -90,11 +93,11 @@ fn cross_tests() -> Result<()> {
         {
             continue;
         }
-        let job = agent_qemu::QemuJob {
-            linux: Some(agent_qemu::LinuxJob::Agent {
+        let job = crate::qemu::QemuJob {
+            linux: Some(crate::qemu::LinuxJob::Agent {
                 board: board.name.clone(),
             }),
-            firmware: qemu::QemuArgs {
+            firmware: crate::qemu::firmware::QemuArgs {
                 board: String::new(),
                 overwrite: false,
                 app_only: false,
@@ -104,12 +107,12 @@ fn cross_tests() -> Result<()> {
         };
         expect_success(
             &format!("qemu agent --board {}", board.name),
-            agent_qemu::run(&job),
+            crate::qemu::run(&job),
         )?;
         if board.vm.is_some() {
             expect_success(
                 &format!("qemu system --board {}", board.name),
-                vm::run(&board),
+                crate::qemu::system::run(&board),
             )?;
         }
         done.push(board.target);
@@ -128,27 +131,11 @@ fn expect_success(what: &str, r: Result<ExitCode>) -> Result<()> {
     Ok(())
 }
 
-/// Formatting and clippy, warnings denied.
-pub fn lint() -> Result<()> {
-    sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
-    sh::run(sh::cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    let mut fw = sh::cargo();
-    fw.current_dir(sh::root().join("firmware"))
-        .args(["fmt", "--all", "--check"]);
-    sh::run(&mut fw)
-}
-
 /// Tools the tests need, installed when missing (apt, as root). Under CI a tool that cannot be
 /// installed fails the run; nothing is skipped silently.
 fn preflight() -> Result<()> {
+    // The node's and the boards' Rust targets: `tests/tests/qemu_serial.rs` builds the firmware.
+    sh::ensure_toolchain_targets()?;
     sh::ensure_tools(&[
         ("python3", "python3"),
         ("pip3", "python3-pip"),

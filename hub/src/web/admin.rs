@@ -12,11 +12,12 @@ use maud::{Markup, html};
 use super::pages::layout;
 use super::{App, WebError, WebResult};
 use crate::auth::{self, Session};
-use crate::cards;
-use crate::config::{self, RawDevice, RawSite};
+use crate::config;
 use crate::dates;
-use crate::query;
-use crate::service::now_ms;
+use crate::db::query;
+use crate::enrolment::cards;
+use crate::enrolment::{RawDevice, RawSite};
+use crate::mqtt::now_ms;
 
 pub const COOKIE: &str = "iat_session";
 
@@ -264,7 +265,7 @@ pub async fn enrol(
     let vkey = field(&form, "vkey").unwrap_or("").trim().to_owned();
     let key = audit::VerifierKey::parse(&vkey)
         .map_err(|e| WebError::BadRequest(format!("the verifier key: {e}")))?;
-    let (territory, device) = config::device_of_key(&key).ok_or_else(|| {
+    let (territory, device) = crate::enrolment::device_of_key(&key).ok_or_else(|| {
         WebError::BadRequest(format!(
             "the key is named `{}`, not a device origin `iat/TERRITORY/DEVICE`",
             key.name()
@@ -306,7 +307,7 @@ pub async fn enrol(
         retired_keys: Vec::new(),
         models,
     };
-    app.change_enrolment(move |path| config::enroll(path, raw))
+    app.change_enrolment(move |path| crate::enrolment::enroll(path, raw))
         .await?;
     eprintln!("hub web: enrolled {territory}/{device}");
     Ok(see_other("/admin"))
@@ -362,7 +363,7 @@ pub async fn rotate(
         .map_err(|e| WebError::BadRequest(format!("the new verifier key: {e}")))?;
     let now = dates::format(now_ms());
     let d = device.clone();
-    app.change_enrolment(move |path| config::rotate_key(path, &d, &vkey, &now))
+    app.change_enrolment(move |path| crate::enrolment::rotate_key(path, &d, &vkey, &now))
         .await?;
     eprintln!("hub web: rotated the key of {device}");
     Ok(see_other("/admin"))

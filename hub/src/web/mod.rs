@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod api;
 pub mod chart;
+pub mod export;
 pub mod pages;
 pub mod params;
 
@@ -27,8 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rusqlite::Connection;
 
-use crate::config::{Config, Enrolment};
-use crate::store;
+use crate::config::Config;
+use crate::db::store;
+use crate::enrolment::Enrolment;
 
 /// The enrolment, shared with the MQTT loop: the admin area replaces it after an enrolment or
 /// a key rotation, and ingest reads the new one from its next batch on.
@@ -214,13 +216,19 @@ pub fn router(app: App) -> Router {
         .route("/api/devices/{id}/series", get(api::series))
         .route("/api/register", get(api::register))
         .route("/api/alarms", get(api::alarms))
-        .route("/export/{id}/series.csv", get(api::series_csv))
-        .route("/export/{id}/records.jsonl", get(api::records))
-        .route("/export/{id}/checkpoint.txt", get(api::checkpoint))
-        .route("/export/{id}/device.vkey", get(api::vkey))
-        .route("/export/comptage/sites.csv", get(api::comptage_sites))
-        .route("/export/comptage/channels.csv", get(api::comptage_channels))
-        .route("/export/comptage/measures.csv", get(api::comptage_measures))
+        .route("/export/{id}/series.csv", get(export::series_csv))
+        .route("/export/{id}/records.jsonl", get(export::records))
+        .route("/export/{id}/checkpoint.txt", get(export::checkpoint))
+        .route("/export/{id}/device.vkey", get(export::vkey))
+        .route("/export/comptage/sites.csv", get(export::comptage_sites))
+        .route(
+            "/export/comptage/channels.csv",
+            get(export::comptage_channels),
+        )
+        .route(
+            "/export/comptage/measures.csv",
+            get(export::comptage_measures),
+        )
         .route("/admin", get(admin::home))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/admin/logout", post(admin::logout))

@@ -14,8 +14,8 @@ use super::chart::{self, ChartPoint};
 use super::params::{self, Bucket as BucketParam};
 use super::{App, WebError, WebResult};
 use crate::dates;
-use crate::query::{self, AuditState, DeviceOverview, SeriesInfo};
-use crate::series::{self, SeriesKey};
+use crate::db::query::{self, AuditState, DeviceOverview, SeriesInfo};
+use crate::db::series::{self, SeriesKey};
 
 /// Points a chart aims for (a year of 15-minute windows: one point a day).
 pub const CHART_POINTS: i64 = 400;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::dates;
-use crate::series::SeriesKey;
+use crate::db::series::SeriesKey;
 
 use super::WebError;
 

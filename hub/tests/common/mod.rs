@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use audit::{Checkpoint, Frontier, SignerKey};
-use hub::config::{self, Enrolment, RawDevice};
+use hub::config;
+use hub::enrolment::{Enrolment, RawDevice};
 use serde_json::json;
 
 pub const ADMIN: &str = "admin";
@@ -104,8 +105,8 @@ impl Fixture {
         )
         .expect("config");
         let cfg = hub::config::Config::load(&config).expect("config loads");
-        let card =
-            hub::cards::load(&repo().join("models/centerface-int8/card.toml")).expect("card");
+        let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))
+            .expect("card");
         let devs = vec![
             Dev {
                 id: "dev-1",
@@ -127,7 +128,7 @@ impl Fixture {
             },
         ];
         for d in &devs {
-            config::enroll(
+            hub::enrolment::enroll(
                 &cfg.devices,
                 RawDevice {
                     id: d.id.into(),
@@ -142,7 +143,7 @@ impl Fixture {
             .expect("enroll");
         }
         let enrolment = Enrolment::load(&cfg.devices).expect("enrolment");
-        let mut conn = hub::store::open(&cfg.db).expect("db");
+        let mut conn = hub::db::store::open(&cfg.db).expect("db");
         let version = card.version.clone().unwrap_or_default();
         let tx = conn.transaction().expect("tx");
         for d in &devs {
@@ -234,6 +235,6 @@ impl Fixture {
     }
 
     pub fn conn(&self) -> rusqlite::Connection {
-        hub::store::open(&self.db).expect("db")
+        hub::db::store::open(&self.db).expect("db")
     }
 }

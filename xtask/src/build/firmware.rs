@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
+
+use crate::sh;
 use boards::{Board, Kind, Memory};
 use object::{Object, ObjectSection, SectionFlags, SectionKind};
 
@@ -67,6 +69,7 @@ pub enum What {
 
 /// Builds firmware for `board`; returns (name, ELF path) of each executable.
 pub fn build(board: &Board, what: What, release: bool) -> Result<Vec<(String, PathBuf)>> {
+    sh::ensure_rust_target(&board.target)?;
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(repo_root().join("firmware"))
         .args(["build", "--message-format=json-render-diagnostics"])

@@ -5,11 +5,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::{Enrolment, RawModel, RawSite, RetiredKey};
 use crate::dates;
+use crate::db::series::{self, SeriesKey};
+use crate::db::store::{Result, hex};
+use crate::enrolment::{Enrolment, RawModel, RawSite, RetiredKey};
 use crate::ingest;
-use crate::series::{self, SeriesKey};
-use crate::store::{Result, hex};
 
 /// The audit state of a device, most serious first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use modelcard::{Card, InputRole, Preprocess};
 
-use crate::config::RawModel;
+use crate::enrolment::RawModel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {

@@ -5,6 +5,9 @@
 //! how a developer tests a model on the board's kernels. Without a subcommand, `cargo xtask
 //! qemu` runs the firmware of an emulated MCU board (`qemu.rs`).
 
+pub mod firmware;
+pub mod system;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use boards::{Board, Kind, Qemu};
 
-use crate::{cross, models, qemu, sh, vm};
+use crate::sh;
 
 /// No emulated run here takes this long; past it the run is killed and fails.
 const HANG_LIMIT: Duration = Duration::from_secs(900);
@@ -24,7 +27,7 @@ pub struct QemuJob {
     #[command(subcommand)]
     pub linux: Option<LinuxJob>,
     #[command(flatten)]
-    pub firmware: qemu::QemuArgs,
+    pub firmware: crate::qemu::firmware::QemuArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -54,10 +57,10 @@ pub enum LinuxJob {
 
 pub fn run(job: &QemuJob) -> Result<ExitCode> {
     match &job.linux {
-        None => qemu::run(&job.firmware),
+        None => crate::qemu::firmware::run(&job.firmware),
         Some(LinuxJob::Agent { board }) => compare(&load(board)?),
         Some(LinuxJob::Model { cards, board }) => model_check(&load(board)?, cards),
-        Some(LinuxJob::System { board }) => vm::run(&load(board)?),
+        Some(LinuxJob::System { board }) => crate::qemu::system::run(&load(board)?),
     }
 }
 
@@ -90,12 +93,12 @@ impl Emulator {
             );
         };
         sh::ensure_tools(&[(binary.as_str(), "qemu-user")])?;
-        let built = cross::build_agent(board, true)?;
+        let built = crate::build::build_agent(board, true)?;
         println!("{}", built.report(board));
         Ok(Emulator {
             binary: binary.clone(),
             cpu: cpu.clone(),
-            sysroot: cross::toolchain(&board.target)?.sysroot,
+            sysroot: crate::build::toolchain(&board.target)?.sysroot,
             agent: built.path,
         })
     }
@@ -240,9 +243,9 @@ fn replay(
 
 /// The emulated agent's records against the host agent's, line by line.
 fn compare(board: &Board) -> Result<ExitCode> {
-    models::fetch()?;
+    crate::models::fetch()?;
     let emulator = Emulator::prepare(board)?;
-    let host = models::agent()?;
+    let host = crate::models::agent()?;
     let tmp = sh::target_dir().join("tmp/qemu-agent");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -279,7 +282,7 @@ fn compare(board: &Board) -> Result<ExitCode> {
 
 /// `edge-agent model check` under emulation; exits with the agent's status.
 fn model_check(board: &Board, cards: &[PathBuf]) -> Result<ExitCode> {
-    models::fetch()?;
+    crate::models::fetch()?;
     let emulator = Emulator::prepare(board)?;
     let mut cmd = emulator.agent();
     cmd.args(["model", "check"]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use boards::{Board, Qemu};
 
-use crate::firmware::{self, What};
+use crate::build::firmware::What;
 
 /// No firmware run takes this long; past it QEMU is killed and the run fails. A bound on a
 /// hung run, not a speed check.
@@ -39,7 +39,7 @@ pub struct QemuArgs {
 }
 
 pub fn run(args: &QemuArgs) -> Result<ExitCode> {
-    let board = firmware::load_board(&args.board)?;
+    let board = crate::build::firmware::load_board(&args.board)?;
     let Some(Qemu::System { machine, cpu, .. }) = &board.qemu else {
         bail!(
             "board `{}` has no `[qemu]` machine: it cannot be emulated",
@@ -60,11 +60,11 @@ pub fn run(args: &QemuArgs) -> Result<ExitCode> {
 
     let mut runs = Vec::new();
     if !args.app_only {
-        for (name, elf) in firmware::build(&board, What::Tests, false)? {
+        for (name, elf) in crate::build::firmware::build(&board, What::Tests, false)? {
             runs.push((name, elf));
         }
     }
-    let node = firmware::build(&board, What::Node, true)?;
+    let node = crate::build::firmware::build(&board, What::Node, true)?;
     runs.extend(node);
 
     let mut failed = false;
@@ -157,6 +157,15 @@ impl QemuCmd<'_> {
 
 /// Decodes a defmt byte stream with the ELF's table into one line per log frame:
 /// `LEVEL message`, with no timestamps or locations, so the text is stable across builds.
+#[cfg(not(feature = "defmt"))]
+fn decode_defmt(_elf: &[u8], _raw: &[u8]) -> Result<String> {
+    anyhow::bail!(
+        "this xtask was built without its `defmt` feature; run the job through `cargo xtask`, \
+         which turns the feature on"
+    )
+}
+
+#[cfg(feature = "defmt")]
 fn decode_defmt(elf: &[u8], raw: &[u8]) -> Result<String> {
     let table = defmt_decoder::Table::parse(elf)?.context("the ELF has no defmt table")?;
     let mut decoder = table.new_stream_decoder();
@@ -185,7 +194,7 @@ fn decode_defmt(elf: &[u8], raw: &[u8]) -> Result<String> {
 }
 
 fn snapshot_path(board: &Board, run: &str) -> PathBuf {
-    firmware::repo_root().join(format!("firmware/snapshots/{}-{run}.out", board.name))
+    crate::build::firmware::repo_root().join(format!("firmware/snapshots/{}-{run}.out", board.name))
 }
 
 /// Compares `log` with the committed snapshot (or writes it with `overwrite`); prints a

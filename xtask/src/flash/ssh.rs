@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail, ensure};
 use boards::{Board, Install, ServiceManager};
 use sha2::{Digest, Sha256};
 
-use crate::{cross, sh};
+use crate::sh;
 
 /// The systemd unit's name on the device.
 pub const UNIT: &str = "iat-edge-agent.service";
@@ -68,7 +68,7 @@ pub fn run(d: &Deploy) -> Result<ExitCode> {
     let agent = match &d.agent {
         Some(a) => a.clone(),
         None => {
-            let built = cross::build_agent(d.board, true)?;
+            let built = crate::build::build_agent(d.board, true)?;
             println!("{}", built.report(d.board));
             built.path
         }

@@ -11,7 +11,7 @@ use aggregate::privacy::Published;
 use rusqlite::{Connection, Transaction, params};
 
 use crate::dates;
-use crate::store::Result;
+use crate::db::store::Result;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS series (

@@ -1,15 +1,15 @@
-//! `cargo xtask flash --board B`: writes the node firmware of an MCU board through a debug
-//! probe with the probe-rs library. Before anything is written, the firmware ELF's loadable
-//! segments are checked against the board file's regions *and* the probe-rs chip's memory map,
-//! and the download is planned (flash algorithm, sectors to erase, pages to program).
-//! `--dry-run` stops there (and lets probe-rs plan the same download against its fake probe);
-//! without it, the firmware is written with a progress bar and read back to verify it.
+//! Writing the node firmware of an MCU board through a debug probe with the probe-rs library.
+//! Before anything is written, the firmware ELF's loadable segments are checked against the
+//! board file's regions *and* the probe-rs chip's memory map, and the download is planned
+//! (flash algorithm, sectors to erase, pages to program). `--dry-run` stops there (and lets
+//! probe-rs plan the same download against its fake probe); without it, the firmware is
+//! written with a progress bar and read back to verify it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail, ensure};
-use boards::{Board, Kind, Region};
+use boards::{Board, Region};
 use object::{Object, ObjectSegment};
 use probe_rs::config::{MemoryRegion, NvmRegion, Registry, Target};
 use probe_rs::flashing::{DownloadOptions, FlashLoader, FlashProgress, ProgressEvent};
@@ -17,84 +17,9 @@ use probe_rs::probe::list::Lister;
 use probe_rs::probe::{Probe, fake_probe::FakeProbe};
 use probe_rs::{Permissions, Session};
 
-use crate::{deploy, firmware, sh};
+use super::FlashArgs;
 
-#[derive(clap::Args, Default)]
-pub struct FlashArgs {
-    /// Board file name in boards/ (an MCU board with a probe-rs `chip`).
-    #[arg(long)]
-    pub board: String,
-    /// Check and plan everything, write nothing (no probe needed).
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Flash this ELF instead of building the node firmware.
-    #[arg(long)]
-    pub elf: Option<PathBuf>,
-    /// Linux boards: install over SSH on `user@address` (the agent, its config, models and
-    /// a systemd unit; switched atomically, health-checked, rolled back on failure).
-    #[arg(long)]
-    pub host: Option<String>,
-    /// SSH port.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// SSH private key.
-    #[arg(long)]
-    pub identity: Option<PathBuf>,
-    /// Extra ssh `-o` option (repeatable), e.g. `UserKnownHostsFile=~/.ssh/fleet_hosts`.
-    #[arg(long = "ssh-option")]
-    pub ssh_options: Vec<String>,
-    /// Linux boards: install this agent binary instead of cross-building it.
-    #[arg(long)]
-    pub agent: Option<PathBuf>,
-    /// Linux boards: the agent config to install.
-    #[arg(long, default_value = "agent/examples/agent.toml")]
-    pub config: PathBuf,
-    /// Linux boards: install under this folder of the device instead of `/` (a mounted
-    /// image, or a test's temporary root).
-    #[arg(long)]
-    pub root: Option<PathBuf>,
-    /// Linux boards with systemd: seconds the restarted service must stay active.
-    #[arg(long, default_value_t = 5)]
-    pub settle: u32,
-}
-
-pub fn run(args: &FlashArgs) -> Result<ExitCode> {
-    let board = Board::find(&sh::root().join("boards"), &args.board)?;
-    if board.kind == Kind::Linux {
-        let host = args.host.clone().with_context(|| {
-            format!(
-                "board `{}` is a linux board: the agent is installed over SSH; say where with \
-                 --host user@address",
-                board.name
-            )
-        })?;
-        ensure!(
-            !args.dry_run,
-            "--dry-run is for MCU boards; a Linux install checks itself on the device and rolls \
-             back on failure"
-        );
-        let config = if args.config.is_absolute() {
-            args.config.clone()
-        } else {
-            std::env::current_dir()?.join(&args.config)
-        };
-        let config = if config.exists() {
-            config
-        } else {
-            sh::root().join(&args.config)
-        };
-        return deploy::run(&deploy::Deploy {
-            board: &board,
-            host,
-            port: args.port,
-            identity: args.identity.clone(),
-            ssh_options: args.ssh_options.clone(),
-            agent: args.agent.clone(),
-            config,
-            root: args.root.clone(),
-            settle_seconds: args.settle,
-        });
-    }
+pub fn run(args: &FlashArgs, board: &Board) -> Result<ExitCode> {
     ensure!(
         args.host.is_none() && args.agent.is_none() && args.root.is_none(),
         "board `{}` is an MCU board, flashed through a debug probe: --host, --agent and --root \
@@ -110,7 +35,7 @@ pub fn run(args: &FlashArgs) -> Result<ExitCode> {
     let elf = match &args.elf {
         Some(elf) => elf.clone(),
         None => {
-            firmware::build(&board, firmware::What::Node, true)?
+            crate::build::firmware::build(board, crate::build::firmware::What::Node, true)?
                 .remove(0)
                 .1
         }
@@ -124,8 +49,8 @@ pub fn run(args: &FlashArgs) -> Result<ExitCode> {
             )
         })?;
     let segments = segments(&elf)?;
-    let plan = plan(&board, &target, &segments)?;
-    println!("{}", plan.describe(&board, &target, &elf));
+    let plan = plan(board, &target, &segments)?;
+    println!("{}", plan.describe(board, &target, &elf));
 
     let mut loader = target.flash_loader();
     for s in &segments {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use boards::{Board, Vm};
 
-use crate::{agent_qemu, broker, cross, deploy, localhub, models, sh};
+use crate::sh;
 
 /// No boot plus run takes this long here; past it the machine is killed and the test fails.
 const HANG_LIMIT: Duration = Duration::from_secs(1200);
@@ -40,9 +40,9 @@ pub fn run(board: &Board) -> Result<ExitCode> {
         ("dpkg-deb", "dpkg"),
     ])?;
     let parts = debian_parts(vm)?;
-    let host_agent = models::agent()?;
+    let host_agent = crate::models::agent()?;
     let hub = sh::target_dir().join("debug/hub");
-    let built = cross::build_agent(board, true)?;
+    let built = crate::build::build_agent(board, true)?;
     println!("{}", built.report(board));
 
     let work = sh::target_dir().join("tmp/qemu-system").join(&board.name);
@@ -54,17 +54,17 @@ pub fn run(board: &Board) -> Result<ExitCode> {
 
     // The hub side, on the host: the device enrolled with its key, a broker, the hub.
     let keys = work.join("keys");
-    localhub::device_keygen(&host_agent, &keys, DEVICE, TERRITORY)?;
+    crate::demo::hub::device_keygen(&host_agent, &keys, DEVICE, TERRITORY)?;
     let hub_dir = work.join("hub");
-    localhub::hub_keygen(&hub, &hub_dir, "vm-hub")?;
-    localhub::enroll(
+    crate::demo::hub::hub_keygen(&hub, &hub_dir, "vm-hub")?;
+    crate::demo::hub::enroll(
         &hub,
         &hub_dir,
         &keys.join("device.vkey"),
         &[sh::root().join("models/silero-vad-16k/card.toml")],
     )?;
-    let port = broker::start()?;
-    let hub_proc = localhub::LocalHub::start(&hub, &hub_dir, "vm-hub", port, "")?;
+    let port = crate::demo::broker::start()?;
+    let hub_proc = crate::demo::hub::LocalHub::start(&hub, &hub_dir, "vm-hub", port, "")?;
     let hub_config = hub_proc.config.clone();
     let result = (|| {
         // The device side: the release as `flash --host` lays it out, the key on the device.
@@ -74,10 +74,10 @@ pub fn run(board: &Board) -> Result<ExitCode> {
             .context("a linux board has an [install] section")?;
         let config = work.join("agent.toml");
         std::fs::write(&config, agent_config(port, &hub_dir.join("hub.vkey")))?;
-        let paths = deploy::DevicePaths::new(install, None);
+        let paths = crate::flash::ssh::DevicePaths::new(install, None);
         let release = rootfs.join(rel(&paths.releases)).join("smoke");
         std::fs::create_dir_all(&release)?;
-        deploy::stage_release(&release, &built.path, &config, &paths)?;
+        crate::flash::ssh::stage_release(&release, &built.path, &config, &paths)?;
         let current = rootfs.join(rel(&paths.current));
         std::os::unix::fs::symlink("releases/smoke", &current)?;
         let key_dir = rootfs.join(rel(&paths.config_dir));
@@ -161,7 +161,7 @@ hub_key = "{hub_key}"
 
 {speech}"#,
         hub_key = hub_key.display(),
-        speech = agent_qemu::speech_pipeline(),
+        speech = crate::qemu::speech_pipeline(),
     )
 }
 
@@ -282,7 +282,7 @@ fn place_system(
     board: &Board,
     parts: &Parts,
     rootfs: &Path,
-    paths: &deploy::DevicePaths,
+    paths: &crate::flash::ssh::DevicePaths,
 ) -> Result<Vec<String>> {
     for d in [
         "bin",
@@ -298,7 +298,7 @@ fn place_system(
     std::fs::copy(&parts.busybox, rootfs.join("bin/busybox"))
         .with_context(|| format!("copying {}", parts.busybox.display()))?;
     // The agent's C library: the dynamic loader and the libraries it links (readelf -d).
-    let libs = Path::new(cross::toolchain(&board.target)?.sysroot).join("lib");
+    let libs = Path::new(crate::build::toolchain(&board.target)?.sysroot).join("lib");
     let mut copied = 0;
     for e in std::fs::read_dir(&libs).with_context(|| format!("reading {}", libs.display()))? {
         let e = e?;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use audit::SignerKey;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
-use crate::config::{Config, Enrolment, Mqtt};
+use crate::config::{Config, Mqtt};
+use crate::db::store;
+use crate::enrolment::Enrolment;
 use crate::ingest::{self, Outcome};
-use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

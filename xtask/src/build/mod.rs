@@ -3,14 +3,16 @@
 //! naming (or, as root, installing) the Debian cross toolchain it needs. MCU boards go to
 //! the firmware build (`firmware.rs`).
 
+pub mod firmware;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use boards::{Board, Kind};
 
-use crate::{firmware, sh};
+use crate::sh;
 
 /// What a Linux target needs on a Debian host. Keyed by target triple, not by board: boards
 /// name their target in their file, and the linker itself is set in `.cargo/config.toml`.
@@ -64,10 +66,10 @@ pub fn toolchain(triple: &str) -> Result<&'static Toolchain> {
 }
 
 /// `cargo xtask build --board B`: firmware for MCU boards, the agent for Linux boards.
-pub fn run(args: &firmware::BuildArgs) -> Result<ExitCode> {
+pub fn run(args: &crate::build::firmware::BuildArgs) -> Result<ExitCode> {
     let board = Board::find(&sh::root().join("boards"), &args.board)?;
     match board.kind {
-        Kind::Mcu => firmware::run(args),
+        Kind::Mcu => crate::build::firmware::run(args),
         Kind::Linux => {
             let built = build_agent(&board, !args.debug)?;
             println!("{}", built.path.display());
@@ -110,7 +112,7 @@ pub fn build_agent(board: &Board, device: bool) -> Result<Built> {
         );
     }
     let tc = toolchain(&board.target)?;
-    ensure_rust_target(tc.triple)?;
+    sh::ensure_rust_target(tc.triple)?;
     ensure_toolchain(tc)?;
     let profile = if device { "device" } else { "dev" };
     let started = Instant::now();
@@ -140,20 +142,6 @@ pub fn build_agent(board: &Board, device: bool) -> Result<Built> {
         seconds,
         profile,
     })
-}
-
-/// Adds the Rust standard library for `triple` when rustup does not have it yet.
-fn ensure_rust_target(triple: &str) -> Result<()> {
-    if !sh::have("rustup") {
-        bail!(
-            "rustup is needed to add the `{triple}` standard library (or install it by other means)"
-        );
-    }
-    let installed = sh::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if installed.lines().any(|l| l.trim() == triple) {
-        return Ok(());
-    }
-    sh::run(Command::new("rustup").args(["target", "add", triple]))
 }
 
 /// The cross compiler and C library: present, installed by apt as root, or named.

@@ -80,8 +80,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
-        tx.execute_batch(crate::series::SCHEMA)?;
-        crate::series::backfill(&tx)?;
+        tx.execute_batch(crate::db::series::SCHEMA)?;
+        crate::db::series::backfill(&tx)?;
         tx.pragma_update(None, "user_version", 1)?;
     }
     tx.commit()

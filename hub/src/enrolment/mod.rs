@@ -1,0 +1,281 @@
+//! The enrolment file (TOML): which devices may publish, under which keys (current and
+//! retired), from which site, and which models each may run, with the public metadata of each
+//! model card (crate `modelcard`, read in [`cards`]). Written by `hub enroll` and the admin
+//! area, one atomic rename at a time; read by ingest, the dashboard and the register.
+
+pub mod cards;
+
+use std::path::Path;
+
+use audit::VerifierKey;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, read};
+
+/// One enrolled device, as written in the enrolment file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub id: String,
+    pub territory: String,
+    /// The device's verifier key (`device.vkey`), C2SP form.
+    pub key: String,
+    /// When the device was enrolled (RFC 3339), for the public register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<String>,
+    /// Where it is, for the open-data export (`site` of the national counting schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<RawSite>,
+    /// Keys the device used before a rotation: older records verify with them.
+    #[serde(default, rename = "retired_key", skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<RetiredKey>,
+    #[serde(default, rename = "model")]
+    pub models: Vec<RawModel>,
+}
+
+/// A device's location, as the national counting schema's `site` file describes one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// INSEE code of the commune.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insee: Option<String>,
+}
+
+/// A key replaced by a rotation, and until when it was in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    pub key: String,
+    pub until: String,
+}
+
+/// A model a device may run: its id and hash (what ingest checks), and the card's public
+/// metadata copied at enrolment (what the register shows; the hub does not read model folders
+/// at run time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub never_for: Vec<String>,
+    /// `image` or `audio`... (the card's first input preprocessing), for the open-data export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevices {
+    #[serde(default, rename = "device")]
+    pub devices: Vec<RawDevice>,
+}
+
+/// An enrolled device: its key and the models (id, sha256) it may publish results of.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub territory: String,
+    pub key: VerifierKey,
+    pub models: Vec<RawModel>,
+    pub enrolled: Option<String>,
+    pub site: Option<RawSite>,
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+impl Device {
+    pub fn origin(&self) -> String {
+        hub_link::origin(&self.territory, &self.id)
+    }
+}
+
+/// Every enrolled device, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Enrolment {
+    pub devices: BTreeMap<String, Device>,
+}
+
+impl Enrolment {
+    /// Reads the enrolment file; a missing file means no device is enrolled.
+    pub fn load(path: &Path) -> Result<Enrolment, ConfigError> {
+        let raw = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<RawDevices>(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RawDevices::default(),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Enrolment::validate(path, raw)
+    }
+
+    pub fn validate(path: &Path, raw: RawDevices) -> Result<Enrolment, ConfigError> {
+        let mut devices = BTreeMap::new();
+        for (i, d) in raw.devices.into_iter().enumerate() {
+            let field = |f: &str, message: String| ConfigError::Field {
+                path: path.to_owned(),
+                field: format!("device[{i}].{f}"),
+                message,
+            };
+            if !hub_link::valid_level(&d.id) || !hub_link::valid_level(&d.territory) {
+                return Err(field(
+                    "id",
+                    "id and territory: letters, digits, '-', '_', '.'".into(),
+                ));
+            }
+            let key = VerifierKey::parse(d.key.trim()).map_err(|e| field("key", e.to_string()))?;
+            let origin = hub_link::origin(&d.territory, &d.id);
+            if key.name() != origin {
+                return Err(field(
+                    "key",
+                    format!(
+                        "the key is named `{}`, the device's origin is `{origin}`",
+                        key.name()
+                    ),
+                ));
+            }
+            for (j, m) in d.models.iter().enumerate() {
+                if !hub_link::valid_level(&m.id)
+                    || m.sha256.len() != 64
+                    || !m
+                        .sha256
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(field(
+                        &format!("model[{j}]"),
+                        "a model id and its sha256 (64 lower-case hex digits)".into(),
+                    ));
+                }
+            }
+            if let Some(site) = &d.site
+                && (!(-90.0..=90.0).contains(&site.lat) || !(-180.0..=180.0).contains(&site.lon))
+            {
+                return Err(field(
+                    "site",
+                    "lat in [-90, 90] and lon in [-180, 180]".into(),
+                ));
+            }
+            if devices.contains_key(&d.id) {
+                return Err(field("id", format!("`{}` is enrolled twice", d.id)));
+            }
+            devices.insert(
+                d.id.clone(),
+                Device {
+                    id: d.id,
+                    territory: d.territory,
+                    key,
+                    models: d.models,
+                    enrolled: d.enrolled,
+                    site: d.site,
+                    retired_keys: d.retired_keys,
+                },
+            );
+        }
+        Ok(Enrolment { devices })
+    }
+}
+
+/// Adds (or replaces) a device in the enrolment file, keeping the others.
+pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
+    let mut raw = read_raw(path)?;
+    raw.devices.retain(|d| d.id != device.id);
+    raw.devices.push(device);
+    write_raw(path, &raw)
+}
+
+/// Replaces a device's key, keeping the old one as retired (until `now`, RFC 3339): records
+/// signed before the rotation still verify with it. The new key must name the same device.
+pub fn rotate_key(path: &Path, device: &str, new_key: &str, now: &str) -> Result<(), ConfigError> {
+    let mut raw = read_raw(path)?;
+    let Some(d) = raw.devices.iter_mut().find(|d| d.id == device) else {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "device".into(),
+            message: format!("`{device}` is not enrolled"),
+        });
+    };
+    let old = std::mem::replace(&mut d.key, new_key.trim().to_owned());
+    if old.trim() == d.key {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            field: "key".into(),
+            message: "the new key is the current key".into(),
+        });
+    }
+    d.retired_keys.push(RetiredKey {
+        key: old,
+        until: now.to_owned(),
+    });
+    write_raw(path, &raw)
+}
+
+fn read_raw(path: &Path) -> Result<RawDevices, ConfigError> {
+    let raw = match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str::<RawDevices>(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RawDevices::default(),
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    Ok(raw)
+}
+
+fn write_raw(path: &Path, raw: &RawDevices) -> Result<(), ConfigError> {
+    let text = toml::to_string(raw).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    // Validate what we are about to write: a bad key is refused now, not at the next start.
+    Enrolment::validate(
+        path,
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?,
+    )?;
+    // Write then rename: a crash never leaves a half-written enrolment file.
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The territory and device a device key names (`iat/TERRITORY/DEVICE`), if it is one.
+pub fn device_of_key(key: &VerifierKey) -> Option<(String, String)> {
+    let (territory, device) = key.name().strip_prefix("iat/")?.split_once('/')?;
+    (hub_link::valid_level(territory) && hub_link::valid_level(device))
+        .then(|| (territory.to_owned(), device.to_owned()))
+}

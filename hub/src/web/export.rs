@@ -1,0 +1,407 @@
+//! The exports: CSV of a series, the signed records, checkpoint and verifier key of a device
+//! (to verify it independently with `hub verify`), and the national open-data counting schema
+//! (schema.data.gouv.fr, `etalab/schema-comptage-mobilites` 0.2.x: `site`, `channel` and
+//! `measure` files; see docs/hub-api.md for the mapping). A suppressed value is `"< k"` in
+//! CSV and an empty `count` in the open-data file: never a number.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use rusqlite::params;
+use serde_json::{Value, json};
+
+use super::pages::{self, SeriesView};
+use super::params::{self, Bucket};
+use super::{App, WebError, WebResult};
+use crate::dates;
+use crate::db::query;
+use crate::db::series::{self, Point};
+
+/// A CSV field: quoted when needed, and defused when a spreadsheet would read it as a formula.
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn csv(body: String, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Every window of one series over a period, one line each.
+pub async fn series_csv(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &["model", "kind", "class", "from", "to"])?;
+    let period = params::period(&q)?;
+    let name = format!("{id}-series.csv");
+    let body = app
+        .db(move |c, e| {
+            let Some(o) = query::device(c, e, &id)? else {
+                return Err(WebError::NotFound(format!("no device {id:?}")));
+            };
+            let infos = query::series_of(c, &id)?;
+            let keys: Vec<_> = infos.iter().map(|i| i.key.clone()).collect();
+            let key = match params::series_key(&q, &keys)? {
+                Some(k) => k,
+                None if keys.len() == 1 => keys[0].clone(),
+                None => {
+                    return Err(WebError::BadRequest(format!(
+                        "this device has {} series: name `model`, `kind` and `class`",
+                        keys.len()
+                    )));
+                }
+            };
+            let info = infos
+                .iter()
+                .find(|i| i.key == key)
+                .ok_or_else(|| WebError::NotFound("no such series".into()))?;
+            let wl = pages::window_length(c, &id, &key)?;
+            let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
+            let w = series::windows(c, &id, &key, from, to, MAX_WINDOWS + 1)?;
+            if w.len() as u64 > MAX_WINDOWS {
+                return Err(WebError::BadRequest(format!(
+                    "more than {MAX_WINDOWS} windows: use a shorter period"
+                )));
+            }
+            let mut out = String::with_capacity(w.len() * 110 + 200);
+            out.push_str("device,territory,model,kind,class,window_start,window_end,seq,partial,clock_jumps,observations,value,peak,k,epsilon\n");
+            for p in &w {
+                let eps = p
+                    .epsilon_milli
+                    .map(|e| format!("{}.{:03}", e / 1000, e % 1000))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                    csv_field(&p.device),
+                    csv_field(&o.territory),
+                    csv_field(&p.model),
+                    csv_field(&p.kind),
+                    csv_field(&p.class),
+                    dates::format(p.start_ms),
+                    dates::format(p.start_ms + p.length_ms),
+                    p.seq,
+                    p.partial,
+                    p.clock_jumps,
+                    p.n,
+                    csv_field(&csv_value(p.value, p.value_suppressed, p.k)),
+                    csv_field(&csv_value(p.peak, p.peak_suppressed, p.k)),
+                    p.k,
+                    eps
+                ));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(csv(body, &name))
+}
+
+fn csv_value(v: Option<i64>, suppressed: bool, k: u64) -> String {
+    match (v, suppressed) {
+        (_, true) => format!("< {k}"),
+        (Some(v), false) => v.to_string(),
+        (None, false) => String::new(),
+    }
+}
+
+/// The stored records of a device, one MQTT envelope per line (seq, entry, signature): what
+/// `hub verify` checks against the device's key and a signed checkpoint.
+pub async fn records(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let body = app
+        .db(move |c, e| {
+            if query::device(c, e, &id)?.is_none() {
+                return Err(WebError::NotFound(format!("no device {id:?}")));
+            }
+            let mut out = Vec::new();
+            for r in crate::db::store::records(c, &id)? {
+                let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
+                    WebError::Internal(format!("record {} has a bad signature length", r.seq))
+                })?;
+                let env = hub_link::encode_record(r.seq, &r.entry, &sig)
+                    .map_err(|e| WebError::Internal(format!("record {}: {e}", r.seq)))?;
+                out.extend_from_slice(&env);
+                out.push(b'\n');
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn checkpoint(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let note: Option<String> = app
+        .db(move |c, _| {
+            Ok(c.query_row(
+                "SELECT ckpt_note FROM devices WHERE device = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?)
+        })
+        .await?;
+    match note {
+        Some(n) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], n).into_response()),
+        None => Err(WebError::NotFound(
+            "no verified checkpoint for this device".into(),
+        )),
+    }
+}
+
+pub async fn vkey(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let key = app
+        .db(move |_, e| {
+            e.devices
+                .get(&id)
+                .map(|d| d.key.to_string())
+                .ok_or_else(|| WebError::NotFound(format!("no enrolled device {id:?}")))
+        })
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{key}\n"),
+    )
+        .into_response())
+}
+
+// ---- the national open-data counting schema ----------------------------------------------------
+
+fn site_id(territory: &str, device: &str) -> String {
+    format!("{territory}.{device}")
+}
+
+fn channel_id(territory: &str, device: &str, model: &str, class: &str) -> String {
+    format!("{territory}.{device}.{model}.{class}")
+}
+
+/// The schema's `mobility_type` for a model's class label.
+pub fn mobility_type(class: &str) -> &'static str {
+    match class.to_ascii_lowercase().as_str() {
+        "person" | "pedestrian" | "face" | "people" => "PEDESTRIAN",
+        "bicycle" | "bike" | "cyclist" => "BIKE",
+        "car" => "CAR",
+        "bus" => "BUS",
+        "truck" => "TRUCK",
+        "van" => "VAN",
+        "motorcycle" | "motorbike" | "scooter" => "TWO WHEELS MOTORIZED",
+        "e-scooter" => "E-SCOOTER",
+        _ => "UNDEFINED",
+    }
+}
+
+pub async fn comptage_sites(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let body = app
+        .db(|_, e| {
+            let mut out = String::from(
+                "site_id,parent_site_id,site_name,fr_insee_code,xlong,ylat,external_ids,infrastructure_type\n",
+            );
+            for d in e.devices.values() {
+                let (name, insee, lon, lat) = match &d.site {
+                    Some(s) => (
+                        s.name.clone(),
+                        s.insee.clone().unwrap_or_default(),
+                        s.lon.to_string(),
+                        s.lat.to_string(),
+                    ),
+                    None => (d.id.clone(), String::new(), String::new(), String::new()),
+                };
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},,\n",
+                    csv_field(&site_id(&d.territory, &d.id)),
+                    csv_field(&d.territory),
+                    csv_field(&name),
+                    csv_field(&insee),
+                    lon,
+                    lat
+                ));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(csv(body, "comptagemobilites_site.csv"))
+}
+
+pub async fn comptage_channels(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let provider = format!("IAT hub {}", app.cfg().hub_name);
+    let body = app
+        .db(move |c, e| {
+            let mut out = String::from(
+                "channel_id,channel_provider_id,site_provider_id,site_id,mobility_type,comment,counter_transmission_type,publication_transmission_type,counter_type,direction,provider_direction_code,provider_direction_name,data_provider_name,temporality,started_at,ended_at,last_updated_at,time_step,provider_portal_url\n",
+            );
+            for d in e.devices.values() {
+                for info in query::series_of(c, &d.id)? {
+                    if info.key.kind != "count" {
+                        continue;
+                    }
+                    let k = &info.key;
+                    let input = d
+                        .models
+                        .iter()
+                        .find(|m| m.id == k.model)
+                        .and_then(|m| m.input.as_deref());
+                    let counter_type = match input {
+                        Some("image") => "VIDEO SENSOR",
+                        Some("audio") => "ACOUSTIC",
+                        _ => "OTHER",
+                    };
+                    let step = pages::window_length(c, &d.id, k)? / 1000;
+                    out.push_str(&format!(
+                        "{},{},,{},{},{},REMOTE TRANSMISSION,API,{},,,,{},PERMANENT,{},,{},{},\n",
+                        csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class)),
+                        csv_field(&format!("{}/{}", k.model, k.class)),
+                        csv_field(&site_id(&d.territory, &d.id)),
+                        mobility_type(&k.class),
+                        // 50 characters at most, says the schema.
+                        "objects x frames per window; empty = < k",
+                        counter_type,
+                        csv_field(&provider),
+                        dates::format(info.first_ms),
+                        dates::format(info.last_ms),
+                        step
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(csv(body, "comptagemobilites_channel.csv"))
+}
+
+pub async fn comptage_measures(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &["device", "from", "to"])?;
+    let period = params::period(&q)?;
+    let device = params::opt(&q, "device").map(str::to_owned);
+    let body = app
+        .db(move |c, e| {
+            let devices: Vec<_> = match &device {
+                Some(id) => vec![
+                    e.devices
+                        .get(id)
+                        .ok_or_else(|| WebError::NotFound(format!("no enrolled device {id:?}")))?,
+                ],
+                None => e.devices.values().collect(),
+            };
+            let from = period.from.unwrap_or(i64::MIN);
+            let to = period.to.unwrap_or(i64::MAX);
+            // Bound the answer before building it.
+            let mut total: i64 = 0;
+            for d in &devices {
+                total += c
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM series WHERE device = ?1 AND kind = 'count'
+                           AND start_ms >= ?2 AND start_ms < ?3",
+                    )?
+                    .query_row(params![d.id, from, to], |r| r.get::<_, i64>(0))?;
+            }
+            if total as u64 > MAX_WINDOWS {
+                return Err(WebError::BadRequest(format!(
+                    "{total} measures: more than {MAX_WINDOWS}; name a `device` or a shorter period"
+                )));
+            }
+            let mut out = String::with_capacity(total as usize * 90 + 64);
+            out.push_str("channel_id,counter_id,start_datetime,end_datetime,count\n");
+            for d in &devices {
+                for info in query::series_of(c, &d.id)? {
+                    if info.key.kind != "count" {
+                        continue;
+                    }
+                    let k = &info.key;
+                    let ch = csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class));
+                    for p in series::windows(c, &d.id, k, from, to, MAX_WINDOWS)? {
+                        // A suppressed count is left empty (the schema's "no count"): the
+                        // schema has no "< k", and a number would undo the suppression.
+                        let count = match (p.value, p.value_suppressed) {
+                            (Some(v), false) => v.to_string(),
+                            _ => String::new(),
+                        };
+                        out.push_str(&format!(
+                            "{ch},{},{},{},{count}\n",
+                            csv_field(&d.id),
+                            dates::format(p.start_ms),
+                            dates::format(p.start_ms + p.length_ms)
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(csv(body, "comptagemobilites_measure.csv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(csv_field("-12"), "-12");
+        assert_eq!(csv_field("< 3"), "< 3");
+    }
+
+    #[test]
+    fn the_channel_comment_fits_the_schema() {
+        assert!("objects x frames per window; empty = < k".len() <= 50);
+        assert_eq!(mobility_type("face"), "PEDESTRIAN");
+        assert_eq!(mobility_type("Bicycle"), "BIKE");
+        assert_eq!(mobility_type("dog"), "UNDEFINED");
+    }
+}
