@@ -1,13 +1,11 @@
 //! The hub's configuration and its enrolment file (TOML), validated once: which broker, which
 //! key signs acks, where records are stored, and which devices may publish which models.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use audit::VerifierKey;
 use hub_link::tls::TlsFiles;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -119,7 +117,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_owned(),
         source,

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hub::config::{self, Config};
+use hub::config::Config;
 use hub::enrolment::{Enrolment, RawDevice};
 
 #[derive(Parser)]
@@ -248,7 +248,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     let key = audit::keys::load_verifier(device_key)?;
-    let Some((territory, device)) = crate::enrolment::device_of_key(&key) else {
+    let Some((territory, device)) = hub::enrolment::device_of_key(&key) else {
         bail!(
             "{}: the key name `{}` is not a device origin `iat/TERRITORY/DEVICE`",
             device_key.display(),
@@ -262,7 +262,7 @@ fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     }
     // Re-enrolling keeps what the register already says of the device.
     let previous = Enrolment::load(devices)?.devices.remove(&device);
-    crate::enrolment::enroll(
+    hub::enrolment::enroll(
         devices,
         RawDevice {
             id: device.clone(),

@@ -112,14 +112,14 @@ impl Hub {
         }
     }
 
-    pub fn stats(&self) -> hub::store::Stats {
-        let conn = hub::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
-        hub::store::stats(&conn).expect("hub stats")
+    pub fn stats(&self) -> hub::db::store::Stats {
+        let conn = hub::db::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        hub::db::store::stats(&conn).expect("hub stats")
     }
 
-    pub fn records(&self, device: &str) -> Vec<hub::store::StoredRecord> {
-        let conn = hub::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
-        hub::store::records(&conn, device).expect("hub records")
+    pub fn records(&self, device: &str) -> Vec<hub::db::store::StoredRecord> {
+        let conn = hub::db::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        hub::db::store::records(&conn, device).expect("hub records")
     }
 
     /// Waits until the hub stored `count` records of `device` (false on timeout).

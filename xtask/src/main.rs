@@ -72,12 +72,12 @@ fn features_for(job: &Job) -> &'static [&'static str] {
 }
 
 fn built_with(feature: &str) -> bool {
-    match feature {
-        "probe" => cfg!(feature = "probe"),
-        "defmt" => cfg!(feature = "defmt"),
-        "broker" => cfg!(feature = "broker"),
-        _ => false,
-    }
+    let built = [
+        ("probe", cfg!(feature = "probe")),
+        ("defmt", cfg!(feature = "defmt")),
+        ("broker", cfg!(feature = "broker")),
+    ];
+    built.iter().any(|&(f, on)| f == feature && on)
 }
 
 /// Runs this same job through an xtask built with `features`, and returns its exit status:

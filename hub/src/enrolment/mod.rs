@@ -5,12 +5,13 @@
 
 pub mod cards;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use audit::VerifierKey;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, read};
+use crate::config::ConfigError;
 
 /// One enrolled device, as written in the enrolment file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

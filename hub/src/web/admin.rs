@@ -12,7 +12,6 @@ use maud::{Markup, html};
 use super::pages::layout;
 use super::{App, WebError, WebResult};
 use crate::auth::{self, Session};
-use crate::config;
 use crate::dates;
 use crate::db::query;
 use crate::enrolment::cards;

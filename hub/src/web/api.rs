@@ -6,9 +6,6 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use rusqlite::params;
 use serde_json::{Value, json};
 
 use super::pages::{self, SeriesView};

@@ -6,19 +6,18 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use rusqlite::params;
-use serde_json::{Value, json};
 
-use super::pages::{self, SeriesView};
-use super::params::{self, Bucket};
+use super::api::MAX_WINDOWS;
+use super::pages::{self};
+use super::params::{self};
 use super::{App, WebError, WebResult};
 use crate::dates;
 use crate::db::query;
-use crate::db::series::{self, Point};
+use crate::db::series::{self};
 
 /// A CSV field: quoted when needed, and defused when a spreadsheet would read it as a formula.
 pub fn csv_field(s: &str) -> String {

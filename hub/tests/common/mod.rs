@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use audit::{Checkpoint, Frontier, SignerKey};
-use hub::config;
 use hub::enrolment::{Enrolment, RawDevice};
 use serde_json::json;
 

@@ -52,8 +52,8 @@ fn throughput_and_latency() {
                 .unwrap()
         })
         .collect();
-    let enrolment = hub::config::Enrolment::load(&tmp.path().join("hub/devices.toml")).unwrap();
-    let mut conn = hub::store::open(&tmp.path().join("bench.sqlite")).unwrap();
+    let enrolment = hub::enrolment::Enrolment::load(&tmp.path().join("hub/devices.toml")).unwrap();
+    let mut conn = hub::db::store::open(&tmp.path().join("bench.sqlite")).unwrap();
     let topic = "iat/v1/fr-test/d-001/agg/silero-vad-16k";
     let t = Instant::now();
     for chunk in payloads.chunks(512) {
@@ -85,7 +85,7 @@ fn throughput_and_latency() {
     assert!(lat.spawn("run").wait().unwrap().success());
     let (lsize, _) = lat.log_state();
     assert!(hub.wait_stored(&lat.id, lsize, Duration::from_secs(20)));
-    let conn = hub::store::open(&tmp.path().join("hub/hub.sqlite")).unwrap();
+    let conn = hub::db::store::open(&tmp.path().join("hub/hub.sqlite")).unwrap();
     let mut q = conn
         .prepare("SELECT entry, stored_ms FROM records WHERE device = 'd-lat' ORDER BY seq")
         .unwrap();

@@ -46,7 +46,7 @@ fn envelope(seq: u64, entry: &str, sig: &[u8; 64]) -> Vec<u8> {
 }
 
 /// Waits until the hub has raised `n` alarms in total.
-fn wait_alarms(hub: &Hub, n: usize) -> Vec<hub::store::Alarm> {
+fn wait_alarms(hub: &Hub, n: usize) -> Vec<hub::db::store::Alarm> {
     let start = Instant::now();
     loop {
         let a = hub.stats().alarms;
