@@ -395,6 +395,13 @@ fn source(
     }
 }
 
+/// Drives the raw config's `Deserialize` with any deserializer, for the test that checks every
+/// field the parser knows is documented (agent/tests/config_docs.rs). Not part of the API.
+#[doc(hidden)]
+pub fn deserialize_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    RawConfig::deserialize(d).map(drop)
+}
+
 /// "250ms", "30s", "1m", "15m", "1h" -> milliseconds.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
     let s = s.trim();

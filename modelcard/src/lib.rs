@@ -345,6 +345,13 @@ fn default_postprocess() -> String {
     "none".into()
 }
 
+/// Drives the raw card's `Deserialize` with any deserializer, for the test that checks every
+/// field the parser knows is documented (modelcard/tests/docs.rs). Not part of the API.
+#[doc(hidden)]
+pub fn deserialize_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    RawCard::deserialize(d).map(drop)
+}
+
 // ---- validation ----------------------------------------------------------------------------
 
 impl Card {
