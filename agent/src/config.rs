@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aggregate::{Kind, RawRules, Rules};
+use aggregate::{Kind, Labels, RawRules, Rules};
 use serde::Deserialize;
 
 use modelcard::Card;
@@ -150,6 +150,8 @@ pub struct Pipeline {
     pub name: String,
     pub card: Card,
     pub kinds: Vec<Kind>,
+    /// The closed set of names its records may hold: the card's observed labels.
+    pub labels: Labels,
     pub window_ms: u64,
     pub threshold: f32,
     pub source: Source,
@@ -268,6 +270,15 @@ impl Config {
                     "ask for at least one aggregate".into(),
                 ));
             }
+            let labels = Labels::new(crate::pipeline::observed_labels(&card)).map_err(|e| {
+                err(
+                    f("model"),
+                    format!(
+                        "model card {}: the labels of its outputs: {e}",
+                        card.path.display()
+                    ),
+                )
+            })?;
             let mut kinds = Vec::new();
             for (j, a) in p.aggregates.iter().enumerate() {
                 let kind = Kind::parse(a).ok_or_else(|| {
@@ -313,6 +324,7 @@ impl Config {
                 name: p.name,
                 card,
                 kinds,
+                labels,
                 window_ms,
                 threshold,
                 source,

@@ -8,14 +8,13 @@
 //! - [`service`]: `run`: sources -> models -> aggregators -> the audit log.
 //! - [`pipeline`]: pre-processing and post-processing driven by the model card.
 //! - [`sources`]: live sources: the sensor node's serial frames, Linux I2C sensors.
-//! - [`outbox`]: the audit log (crate `audit`) as the only writer of what may leave the device.
 //! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 //!
-//! Model cards are crate `modelcard`, loading and checking models crate `runtime`, the
+//! The outbox (the audit log as the only writer of what may leave) is crate `outbox`; model
+//! cards are crate `modelcard`, loading and checking models crate `runtime`, the
 //! operators crate `kernels`.
 
 pub mod config;
-pub mod outbox;
 pub mod pipeline;
 pub mod publish;
 pub mod service;

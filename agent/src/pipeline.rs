@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-use modelcard::{ChannelOrder, Dtype, InputRole, Layout, Postprocess, Preprocess};
+use modelcard::{Card, ChannelOrder, Dtype, InputRole, Layout, Postprocess, Preprocess};
 use runtime::{Model, ModelError, initial_tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,25 @@ pub struct Image {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
+}
+
+/// The names this card's observations are published under, in the card's order: the labels
+/// of the outputs whose values become observations (a speech probability; CenterFace's
+/// heatmap, its first head). Nothing else can become a key of a record
+/// ([`aggregate::Labels`]).
+pub fn observed_labels(card: &Card) -> Vec<String> {
+    let speech = card
+        .outputs
+        .iter()
+        .filter(|o| o.postprocess == Postprocess::SpeechProbability);
+    let heatmap = card
+        .outputs
+        .iter()
+        .find(|o| o.postprocess == Postprocess::CenterFace);
+    speech
+        .chain(heatmap)
+        .flat_map(|o| o.labels.iter().cloned())
+        .collect()
 }
 
 /// Reads a PNG or JPEG file.

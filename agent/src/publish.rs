@@ -22,7 +22,7 @@ use audit::{StoreError, VerifierKey};
 use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use crate::config::Mqtt;
-use crate::outbox::AuditOutbox;
+use outbox::AuditOutbox;
 
 /// Records sent but not yet acknowledged by the hub, at most.
 pub const WINDOW: u64 = 2048;
@@ -224,7 +224,7 @@ pub fn run(
                         continue;
                     }
                     if ack.count > acked {
-                        o.log_mut().ack(ack.count - 1)?;
+                        o.ack(ack.count - 1)?;
                         acked = ack.count;
                         last_progress = Instant::now();
                         cursor = cursor.max(acked);

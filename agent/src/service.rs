@@ -207,7 +207,15 @@ fn run_pipeline(
     };
     // The noise generator: ChaCha12 seeded by the operating system.
     let rng: StdRng = rand::make_rng();
-    let mut agg = Aggregator::new(model_ref, &p.kinds, p.rules, p.window_ms, rc.at(0), rng);
+    let mut agg = Aggregator::new(
+        model_ref,
+        &p.kinds,
+        p.labels.clone(),
+        p.rules,
+        p.window_ms,
+        rc.at(0),
+        rng,
+    );
     let send = |records: Vec<Record>| -> Result<(), RunError> {
         for r in records {
             tx.send(r)
@@ -220,6 +228,16 @@ fn run_pipeline(
         source,
     };
     let post: Vec<Postprocess> = p.card.outputs.iter().map(|o| o.postprocess).collect();
+    // What the observations are published under: the card's first observed label.
+    let label = pipeline::observed_labels(&p.card)
+        .first()
+        .and_then(|name| agg.label(name).ok())
+        .ok_or_else(|| {
+            perr(PipelineError::Unsuitable {
+                model: p.card.id.clone(),
+                message: "its card names no label for the output the agent observes".into(),
+            })
+        })?;
     let mut frames = 0u64;
     let mut offset_us = 0u64;
     if post.contains(&Postprocess::SpeechProbability) {
@@ -234,7 +252,7 @@ fn run_pipeline(
                 let prob = stream.push(chunk).map_err(perr)?;
                 offset_us += chunk_us;
                 let obs = Observation::Span {
-                    flag: "speech",
+                    flag: &label,
                     on: prob >= p.threshold,
                     duration_us: chunk_us,
                 };
@@ -254,7 +272,7 @@ fn run_pipeline(
                 let img = pipeline::read_image(f).map_err(perr)?;
                 let faces = pipeline::detect_faces(&model, &img, p.threshold).map_err(perr)?;
                 let obs = Observation::Frame {
-                    class: "face",
+                    class: &label,
                     count: faces.len() as u32,
                 };
                 send(agg.observe(rc.at(offset_us), obs))?;

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
-use serde_json::{Value, json};
 
-use crate::privacy::Rules;
-use crate::record::{ModelRef, Record};
+use crate::label::{Label, LabelError, Labels};
+use crate::privacy::{Published, Rules};
+use crate::record::{Aggregates, CountView, LevelView, ModelRef, PresenceView, Record, ShareView};
 use crate::window::{Instant, WindowLabel, Windows};
 
 /// The aggregates a card may allow (its `aggregates` field) and a config may ask for.
@@ -49,15 +49,15 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub enum Observation<'a> {
     /// Objects of `class` in one frame (0 is an observation too: a frame with nobody).
-    Frame { class: &'a str, count: u32 },
+    Frame { class: &'a Label, count: u32 },
     /// A span of `duration_us` during which `flag` was on or off.
     Span {
-        flag: &'a str,
+        flag: &'a Label,
         on: bool,
         duration_us: u64,
     },
     /// A reading of a continuous value (a sound level in dB, a temperature...).
-    Level { name: &'a str, value: f64 },
+    Level { name: &'a Label, value: f64 },
 }
 
 /// At most this many level readings are kept per name and window; beyond, every other one is
@@ -90,15 +90,19 @@ struct LevelAcc {
 
 #[derive(Default)]
 struct Acc {
-    classes: BTreeMap<String, ClassAcc>,
-    spans: BTreeMap<String, SpanAcc>,
-    levels: BTreeMap<String, LevelAcc>,
+    classes: BTreeMap<Label, ClassAcc>,
+    spans: BTreeMap<Label, SpanAcc>,
+    levels: BTreeMap<Label, LevelAcc>,
 }
 
 /// One model's aggregation: windows, accumulators, rules.
 pub struct Aggregator<R: Rng> {
     model: ModelRef,
     kinds: BTreeSet<Kind>,
+    /// The closed set of keys its records may hold.
+    labels: Labels,
+    /// Observations whose label came from another aggregator's set: dropped.
+    foreign: u64,
     rules: Rules,
     windows: Windows,
     acc: Acc,
@@ -110,9 +114,13 @@ pub struct Aggregator<R: Rng> {
 impl<R: Rng> Aggregator<R> {
     /// `rng` draws the privacy noise: a cryptographic generator seeded by the OS in service,
     /// a fixed seed in tests.
+    /// `labels` is the closed set of class, flag and level names its records may hold (the
+    /// model card's output labels): observations name one of them by a [`Label`] from
+    /// [`Aggregator::label`].
     pub fn new(
         model: ModelRef,
         kinds: &[Kind],
+        labels: Labels,
         rules: Rules,
         window_ms: u64,
         start: Instant,
@@ -123,6 +131,8 @@ impl<R: Rng> Aggregator<R> {
         Aggregator {
             model,
             kinds: kinds.iter().copied().collect(),
+            labels,
+            foreign: 0,
             rules,
             windows,
             acc: Acc::default(),
@@ -131,14 +141,38 @@ impl<R: Rng> Aggregator<R> {
         }
     }
 
+    /// The label called `name` in this aggregator's closed set.
+    pub fn label(&self, name: &str) -> Result<Label, LabelError> {
+        self.labels.get(name)
+    }
+
+    /// The closed set of labels its records may hold.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// Observations dropped because their label belongs to another aggregator's set.
+    pub fn foreign_labels(&self) -> u64 {
+        self.foreign
+    }
+
     /// Records an observation made at `at`; returns the records of the windows that closed
     /// before it.
     pub fn observe(&mut self, at: Instant, obs: Observation<'_>) -> Vec<Record> {
         let closed = self.tick(at);
+        let label = match obs {
+            Observation::Frame { class, .. } => class,
+            Observation::Span { flag, .. } => flag,
+            Observation::Level { name, .. } => name,
+        };
+        if !self.labels.contains(label) {
+            self.foreign += 1;
+            return closed;
+        }
         match obs {
             Observation::Frame { class, count } => {
                 if self.kinds.contains(&Kind::Count) || self.kinds.contains(&Kind::PresenceShare) {
-                    let c = self.acc.classes.entry(class.to_owned()).or_default();
+                    let c = self.acc.classes.entry(class.clone()).or_default();
                     c.frames += 1;
                     c.max = c.max.max(count as u64);
                     c.total += count as u64;
@@ -151,7 +185,7 @@ impl<R: Rng> Aggregator<R> {
                 duration_us,
             } => {
                 if self.kinds.contains(&Kind::SpeechShare) {
-                    let s = self.acc.spans.entry(flag.to_owned()).or_default();
+                    let s = self.acc.spans.entry(flag.clone()).or_default();
                     s.total_us += duration_us;
                     if on {
                         s.on_us += duration_us;
@@ -163,7 +197,7 @@ impl<R: Rng> Aggregator<R> {
                     let l = self
                         .acc
                         .levels
-                        .entry(name.to_owned())
+                        .entry(name.clone())
                         .or_insert_with(|| LevelAcc {
                             min: f64::INFINITY,
                             max: f64::NEG_INFINITY,
@@ -205,52 +239,70 @@ impl<R: Rng> Aggregator<R> {
     fn seal(&mut self, label: WindowLabel, cut_short: bool) -> Record {
         let acc = std::mem::take(&mut self.acc);
         let partial = cut_short || (label.index == 0 && self.first_partial);
-        let mut aggregates: BTreeMap<&'static str, BTreeMap<String, Value>> = BTreeMap::new();
+        let mut aggregates = Aggregates::default();
         for kind in &self.kinds {
-            let mut per: BTreeMap<String, Value> = BTreeMap::new();
             match kind {
                 Kind::Count => {
+                    let mut per = BTreeMap::new();
                     for (class, c) in &acc.classes {
-                        let max = self.rules.count(c.max, &mut self.rng).to_json();
-                        let total = self.rules.count(c.total, &mut self.rng).to_json();
+                        let max = self.rules.count(c.max, &mut self.rng);
+                        let total = self.rules.count(c.total, &mut self.rng);
                         per.insert(
                             class.clone(),
-                            json!({"frames": c.frames, "max": max, "total": total}),
+                            CountView {
+                                frames: c.frames,
+                                max,
+                                total,
+                            },
                         );
                     }
+                    aggregates.count = Some(per);
                 }
                 Kind::PresenceShare => {
+                    let mut per = BTreeMap::new();
                     for (class, c) in &acc.classes {
                         let present = self.rules.count(c.present, &mut self.rng);
-                        let share = match present {
-                            crate::Published::Value(p) if c.frames > 0 => {
-                                json!(self.rules.share_ppm(p.min(c.frames) * 1_000_000 / c.frames))
-                            }
-                            crate::Published::Value(_) => json!(0),
-                            crate::Published::Suppressed => json!("suppressed"),
+                        let share_ppm = match present {
+                            Published::Value(p) if c.frames > 0 => Published::Value(
+                                self.rules.share_ppm(p.min(c.frames) * 1_000_000 / c.frames),
+                            ),
+                            Published::Value(_) => Published::Value(0),
+                            Published::Suppressed => Published::Suppressed,
                         };
                         per.insert(
                             class.clone(),
-                            json!({"frames": c.frames, "present_frames": present.to_json(), "share_ppm": share}),
+                            PresenceView {
+                                frames: c.frames,
+                                present_frames: present,
+                                share_ppm,
+                            },
                         );
                     }
+                    aggregates.presence_share = Some(per);
                 }
                 Kind::SpeechShare => {
+                    let mut per = BTreeMap::new();
                     for (flag, s) in &acc.spans {
                         let ppm = (s.on_us * 1_000_000).checked_div(s.total_us).unwrap_or(0);
                         per.insert(
                             flag.clone(),
-                            json!({"observed_ms": s.total_us / 1000, "share_ppm": self.rules.share_ppm(ppm)}),
+                            ShareView {
+                                observed_ms: s.total_us / 1000,
+                                share_ppm: self.rules.share_ppm(ppm),
+                            },
                         );
                     }
+                    aggregates.speech_share = Some(per);
                 }
                 Kind::LevelStats => {
-                    for (name, l) in &acc.levels {
-                        per.insert(name.clone(), self.level_json(l));
-                    }
+                    let per = acc
+                        .levels
+                        .iter()
+                        .map(|(name, l)| (name.clone(), self.level_stats(l)))
+                        .collect();
+                    aggregates.level_stats = Some(per);
                 }
             }
-            aggregates.insert(kind.name(), per);
         }
         Record {
             model: self.model.clone(),
@@ -261,26 +313,33 @@ impl<R: Rng> Aggregator<R> {
         }
     }
 
-    fn level_json(&self, l: &LevelAcc) -> Value {
+    fn level_stats(&self, l: &LevelAcc) -> LevelView {
         if l.n == 0 {
-            return json!({"n": 0, "min_milli": null, "mean_milli": null, "max_milli": null,
-                          "p50_milli": null, "p90_milli": null, "p95_milli": null});
+            return LevelView {
+                n: 0,
+                min_milli: None,
+                mean_milli: None,
+                max_milli: None,
+                p50_milli: None,
+                p90_milli: None,
+                p95_milli: None,
+            };
         }
         let mut sorted = l.kept.clone();
         sorted.sort_by(f64::total_cmp);
         // Nearest-rank percentile.
         let pct =
             |p: f64| sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
-        let m = |v: f64| self.rules.level_milli((v * 1000.0).round() as i64);
-        json!({
-            "n": l.n,
-            "min_milli": m(l.min),
-            "mean_milli": m(l.sum / l.n as f64),
-            "max_milli": m(l.max),
-            "p50_milli": m(pct(0.5)),
-            "p90_milli": m(pct(0.9)),
-            "p95_milli": m(pct(0.95)),
-        })
+        let m = |v: f64| Some(self.rules.level_milli((v * 1000.0).round() as i64));
+        LevelView {
+            n: l.n,
+            min_milli: m(l.min),
+            mean_milli: m(l.sum / l.n as f64),
+            max_milli: m(l.max),
+            p50_milli: m(pct(0.5)),
+            p90_milli: m(pct(0.9)),
+            p95_milli: m(pct(0.95)),
+        }
     }
 }
 
@@ -294,6 +353,14 @@ mod tests {
     use rand::rngs::StdRng;
 
     const T0: i64 = 1_796_038_500_000; // 2026-11-30T11:35:00Z, a multiple of 1 and 5 minutes
+
+    fn labels() -> Labels {
+        Labels::new(["face", "speech", "laeq_db", "x"]).unwrap()
+    }
+
+    fn lab(name: &str) -> Label {
+        labels().get(name).unwrap()
+    }
 
     fn model() -> ModelRef {
         ModelRef {
@@ -335,6 +402,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::Count, Kind::PresenceShare],
+            labels(),
             rules(3),
             60_000,
             at(0),
@@ -353,7 +421,7 @@ mod tests {
             out.extend(a.observe(
                 at(t),
                 Observation::Frame {
-                    class: "face",
+                    class: &lab("face"),
                     count: n,
                 },
             ));
@@ -391,6 +459,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::SpeechShare],
+            labels(),
             Rules::exact(),
             60_000,
             at(0),
@@ -401,7 +470,7 @@ mod tests {
             a.observe(
                 at(i * 32),
                 Observation::Span {
-                    flag: "speech",
+                    flag: &lab("speech"),
                     on: i % 10 < 3,
                     duration_us: 32_000,
                 },
@@ -417,6 +486,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::LevelStats],
+            labels(),
             Rules::exact(),
             60_000,
             at(0),
@@ -426,7 +496,7 @@ mod tests {
             a.observe(
                 at(i * 100),
                 Observation::Level {
-                    name: "laeq_db",
+                    name: &lab("laeq_db"),
                     value: i as f64 / 2.0,
                 },
             );
@@ -448,6 +518,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::PresenceShare],
+            labels(),
             rules(1),
             60_000,
             at(0),
@@ -456,14 +527,14 @@ mod tests {
         a.observe(
             at(0),
             Observation::Frame {
-                class: "face",
+                class: &lab("face"),
                 count: 4,
             },
         );
         a.observe(
             at(0),
             Observation::Level {
-                name: "x",
+                name: &lab("x"),
                 value: 1.0,
             },
         );
@@ -480,6 +551,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::Count],
+            labels(),
             rules(1),
             60_000,
             at(0),
@@ -488,14 +560,14 @@ mod tests {
         a.observe(
             at(0),
             Observation::Frame {
-                class: "face",
+                class: &lab("face"),
                 count: 1,
             },
         );
         let closed = a.observe(
             at(200_000),
             Observation::Frame {
-                class: "face",
+                class: &lab("face"),
                 count: 1,
             },
         );
@@ -523,6 +595,7 @@ mod tests {
         let mut a = Aggregator::new(
             model(),
             &[Kind::Count],
+            labels(),
             rules,
             60_000,
             at(0),
@@ -531,7 +604,7 @@ mod tests {
         a.observe(
             at(0),
             Observation::Frame {
-                class: "face",
+                class: &lab("face"),
                 count: 40,
             },
         );
@@ -541,5 +614,61 @@ mod tests {
             (n.mechanism.as_str(), n.epsilon_milli, n.sensitivity),
             ("geometric", 500, 1)
         );
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+    use crate::privacy::Rules;
+    use crate::record::{Envelope, RecordView};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn an_observation_outside_the_set_is_dropped_and_counted() {
+        let start = Instant {
+            mono_ms: 0,
+            wall_ms: 1_796_038_500_000,
+        };
+        let mut a = Aggregator::new(
+            ModelRef {
+                id: "m".into(),
+                version: "1".into(),
+                sha256: "ab".repeat(32),
+            },
+            &[Kind::Count],
+            Labels::new(["face"]).unwrap(),
+            Rules::exact(),
+            60_000,
+            start,
+            StdRng::seed_from_u64(1),
+        );
+        let other = Labels::new(["person"]).unwrap().get("person").unwrap();
+        a.observe(
+            start,
+            Observation::Frame {
+                class: &other,
+                count: 9,
+            },
+        );
+        assert_eq!(a.foreign_labels(), 1);
+        assert!(a.label("person").is_err());
+        let face = a.label("face").unwrap();
+        a.observe(
+            start,
+            Observation::Frame {
+                class: &face,
+                count: 2,
+            },
+        );
+        let r = a.finish(start);
+        let v = RecordView::parse(&r[0].to_canonical(Envelope {
+            device: "d",
+            territory: "t",
+            seq: 0,
+        }))
+        .unwrap();
+        assert_eq!(v.aggregates.count.keys().collect::<Vec<_>>(), ["face"]);
     }
 }

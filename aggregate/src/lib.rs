@@ -1,6 +1,7 @@
 //! Windows, aggregates and privacy rules: the only way to build what may leave a device.
 //!
-//! Models report observations (objects per frame, speech per chunk, levels); the
+//! Models report observations (objects per frame, speech per chunk, levels), each naming its
+//! class by a [`Label`] from the closed set the aggregator was given (the model card's labels); the
 //! [`Aggregator`] sums them per window on the monotonic clock and, when a window closes,
 //! applies the privacy rules (noise, coarsening, k-suppression) to produce a [`Record`]. A
 //! `Record` has no public constructor, no `Deserialize` and no `Clone`: a publisher that takes
@@ -8,11 +9,13 @@
 
 mod aggregator;
 pub mod canonical;
+pub mod label;
 pub mod privacy;
 pub mod record;
 pub mod window;
 
 pub use aggregator::{Aggregator, Kind, Observation};
+pub use label::{Label, LabelError, Labels};
 pub use privacy::{Published, RawRules, Rules};
 pub use record::{Envelope, ModelRef, Record, RecordView};
 pub use window::Instant;

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::canonical;
+use crate::label::Label;
 use crate::privacy::{Published, Rules};
 use crate::window::{WindowLabel, rfc3339};
 
@@ -32,8 +33,39 @@ pub struct Record {
     pub(crate) model: ModelRef,
     pub(crate) window: WindowLabel,
     pub(crate) partial: bool,
-    pub(crate) aggregates: BTreeMap<&'static str, BTreeMap<String, Value>>,
+    pub(crate) aggregates: Aggregates,
     pub(crate) rules: Rules,
+}
+
+/// A record's aggregates as the aggregator builds them: per kind it was asked for (present,
+/// possibly empty), per label of its closed set, the same typed values the reading side
+/// parses ([`CountView`], [`PresenceView`], [`ShareView`], [`LevelView`]).
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub(crate) struct Aggregates {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) count: Option<BTreeMap<Label, CountView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) presence_share: Option<BTreeMap<Label, PresenceView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) speech_share: Option<BTreeMap<Label, ShareView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) level_stats: Option<BTreeMap<Label, LevelView>>,
+}
+
+/// The published body, borrowed from a [`Record`] and its envelope: the same structs
+/// [`RecordView`] reads, field for field.
+#[derive(Serialize)]
+struct Body<'a> {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    device: &'a str,
+    territory: &'a str,
+    seq: u64,
+    model: &'a ModelRef,
+    window: WindowView,
+    aggregates: &'a Aggregates,
+    privacy: PrivacyView,
 }
 
 /// Where a record is published from, and its place in the device's log.
@@ -56,48 +88,36 @@ impl Record {
     /// The canonical JSON bytes of the record: the audit log's leaf and the MQTT payload's
     /// body.
     pub fn to_canonical(&self, env: Envelope<'_>) -> Vec<u8> {
-        let noise = match self.rules.noise {
-            None => Value::Null,
-            Some(n) => json!({
-                "mechanism": "geometric",
-                "epsilon_milli": n.epsilon_milli,
-                "sensitivity": n.sensitivity,
-            }),
+        let body = Body {
+            v: RECORD_VERSION,
+            kind: "aggregate",
+            device: env.device,
+            territory: env.territory,
+            seq: env.seq,
+            model: &self.model,
+            window: WindowView {
+                index: self.window.index,
+                start: rfc3339(self.window.start_wall_ms),
+                length_ms: self.window.length_ms,
+                partial: self.partial,
+                clock_jump_ms: self.window.clock_jump_ms,
+                clock_jumps: self.window.clock_jumps,
+            },
+            aggregates: &self.aggregates,
+            privacy: PrivacyView {
+                k: self.rules.k,
+                count_step: self.rules.count_step,
+                share_step_ppm: self.rules.share_step_ppm,
+                level_step_milli: self.rules.level_step_milli,
+                noise: self.rules.noise.map(|n| NoiseView {
+                    mechanism: "geometric".into(),
+                    epsilon_milli: n.epsilon_milli,
+                    sensitivity: n.sensitivity,
+                }),
+            },
         };
-        let body = json!({
-            "v": RECORD_VERSION,
-            "type": "aggregate",
-            "device": env.device,
-            "territory": env.territory,
-            "seq": env.seq,
-            "model": self.model,
-            "window": {
-                "index": self.window.index,
-                "start": rfc3339(self.window.start_wall_ms),
-                "length_ms": self.window.length_ms,
-                "partial": self.partial,
-                "clock_jump_ms": self.window.clock_jump_ms,
-                "clock_jumps": self.window.clock_jumps,
-            },
-            "aggregates": self.aggregates,
-            "privacy": {
-                "k": self.rules.k,
-                "count_step": self.rules.count_step,
-                "share_step_ppm": self.rules.share_step_ppm,
-                "level_step_milli": self.rules.level_step_milli,
-                "noise": noise,
-            },
-        });
-        canonical::to_vec(&body).expect("records hold integers and strings only")
-    }
-}
-
-impl Published {
-    pub(crate) fn to_json(self) -> Value {
-        match self {
-            Published::Value(v) => json!(v),
-            Published::Suppressed => json!("suppressed"),
-        }
+        let value = serde_json::to_value(&body).expect("a record body is plain data");
+        canonical::to_vec(&value).expect("records hold integers and strings only")
     }
 }
 

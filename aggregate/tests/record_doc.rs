@@ -3,7 +3,7 @@
 
 use aggregate::privacy::RawNoise;
 use aggregate::{
-    Aggregator, Envelope, Instant, Kind, ModelRef, Observation, RawRules, RecordView, Rules,
+    Aggregator, Envelope, Instant, Kind, Labels, ModelRef, Observation, RawRules, RecordView, Rules,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -35,11 +35,13 @@ fn example() -> Vec<Vec<u8>> {
     let mut agg = Aggregator::new(
         model,
         &[Kind::Count, Kind::PresenceShare],
+        Labels::new(["face"]).unwrap(),
         rules,
         60_000,
         start,
         StdRng::seed_from_u64(42),
     );
+    let face = agg.label("face").unwrap();
     let mut records = Vec::new();
     // One frame a second for 2 minutes: 0, 1, 2 or 3 faces.
     for s in 0..120u64 {
@@ -50,7 +52,7 @@ fn example() -> Vec<Vec<u8>> {
         records.extend(agg.observe(
             at,
             Observation::Frame {
-                class: "face",
+                class: &face,
                 count: (s % 4) as u32,
             },
         ));

@@ -10,8 +10,8 @@ pub mod selftest;
 use std::path::{Path, PathBuf};
 
 use agent::config::Config;
-use agent::outbox::AuditOutbox;
 use anyhow::{Context, Result};
+use outbox::AuditOutbox;
 
 /// The device's private key, or an error saying how to create it.
 pub fn device_key(config: &Config) -> Result<::audit::SignerKey> {

@@ -1,6 +1,8 @@
-//! The audit log as the agent's outbox: each record is encoded canonically with the device's
+//! The audit log as the device's outbox: each record is encoded canonically with the device's
 //! identity and its log position, signed and appended durably; checkpoints are signed every
-//! few records. This is the only writer of anything that may leave the device.
+//! few records. This is the only writer of anything that may leave the device, and it must
+//! never accept anything but a sealed [`aggregate::Record`]: it hands out no mutable access
+//! to the log beneath it (compile-fail tests in `tests/ui`).
 
 use std::path::Path;
 
@@ -42,8 +44,10 @@ impl AuditOutbox {
         &self.log
     }
 
-    pub fn log_mut(&mut self) -> &mut Log {
-        &mut self.log
+    /// The hub acknowledged every record up to `last` (its signed ack, verified by the
+    /// publisher): they may be pruned. The only change to the log besides [`Outbox::append`].
+    pub fn ack(&mut self, last: u64) -> Result<(), StoreError> {
+        self.log.ack(last)
     }
 
     /// Signs a checkpoint of everything appended so far.
