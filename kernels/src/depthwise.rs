@@ -490,7 +490,9 @@ impl EvalOp for Depthwise {
         } else {
             f32::datum_type()
         };
-        let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.out_shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(dt, &self.out_shape)?;
         let mut y_ram = y.try_as_plain_ram_mut()?;
         #[cfg(target_arch = "x86_64")]
         // (A ReLU is folded into the quantiser's lower bound, which needs a positive scale.)

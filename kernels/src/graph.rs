@@ -40,14 +40,16 @@ pub(crate) fn rewrite_each(
 }
 
 /// `EvalOp::eval` of an operator from one f32 tensor to one f32 tensor of `shape`: `run` gets
-/// the input's values and the output's (uninitialised) and fills the output.
+/// the input's values and the output's (zeros) and fills the output.
 pub(crate) fn eval_f32(
     inputs: &[TValue],
     shape: &[usize],
     run: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
 ) -> TractResult<TVec<TValue>> {
     let x = inputs[0].try_as_plain_ram()?;
-    let mut y = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    // Zeros, not `Tensor::uninitialized`: `run` gets a `&mut [f32]`, which must not cover
+    // uninitialised memory.
+    let mut y = Tensor::zero::<f32>(shape)?;
     {
         let mut ram = y.try_as_plain_ram_mut()?;
         run(x.as_slice::<f32>()?, ram.as_slice_mut::<f32>()?)?;

@@ -154,7 +154,9 @@ impl EvalOp for QAdd {
         } else {
             f32::datum_type()
         };
-        let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(dt, &self.shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let mut out = if self.bytes_out {

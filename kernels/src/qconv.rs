@@ -253,7 +253,15 @@ impl QConv {
             let cols = block.min(n - n0);
             let xq = self.quantise_block(&x, n, n0, cols)?;
             let packed_x = self.mmm.packings()[self.packing].1.prepare_one(&xq, 0, 1)?;
+            // SAFETY: `i32` is `Copy` and has no invalid bit pattern; the tensor is written only
+            // through the raw-pointer store below and read (as a slice) only after `run`
+            // returned `Ok`, having stored all `m * cols` sums. No reference to its memory
+            // exists before then.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, cols])? };
+            // SAFETY: the store view wraps `acc`, `[m, cols]` row-major, the shape `run` writes
+            // (`m`, `cols`); `packed_w` was packed for this `mmm` and `packing` from `[m, k]`
+            // weights, `packed_x` from the `[k, cols]` block `xq` with the same packing, and
+            // `correction` has `m` values (one per row of `BinPerRow`).
             unsafe {
                 let store = self.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
                 self.mmm.run(
@@ -316,8 +324,9 @@ impl QConv {
                     let xq = self.quantise_block(x, n, n0, cols)?;
                     let xq = xq.try_as_plain_ram()?;
                     let xq = xq.as_slice::<i8>()?;
-                    // SAFETY: i8 and u8 have the same size and alignment, and every bit
-                    // pattern is a valid u8.
+                    // SAFETY: the pointer and length are those of the live `&[i8]` `xq`,
+                    // borrowed for the new slice's lifetime; i8 and u8 have the same size and
+                    // alignment, and every bit pattern is a valid u8.
                     let xq: &[u8] =
                         unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len()) };
                     let row = |r: usize| (r < self.k).then(|| &xq[r * cols..(r + 1) * cols]);
@@ -369,7 +378,8 @@ impl QConv {
         n0: usize,
         cols: usize,
     ) -> TractResult<Tensor> {
-        let mut xq = unsafe { Tensor::uninitialized::<i8>(&[self.k, cols])? };
+        // Zeros: filled through a `&mut [i8]`, which must not cover uninitialised memory.
+        let mut xq = Tensor::zero::<i8>(&[self.k, cols])?;
         let mut ram = xq.try_as_plain_ram_mut()?;
         let dst = ram.as_slice_mut::<i8>()?;
         if let Some(p) = &self.patches {
@@ -651,7 +661,9 @@ impl EvalOp for QConv {
             self.k,
             self.out_shape
         );
-        let mut y = unsafe { Tensor::uninitialized_dt(self.out_dt(), &self.out_shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(self.out_dt(), &self.out_shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let out = if self.bytes_out {
