@@ -685,8 +685,10 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn interleaved_rows_are_the_rows_bytes_as_words() {
-        if !super::windows_available() {
-            eprintln!("skipped: this CPU has no AVX-512 VBMI");
+        if !crate::graph::testing::cpu_has(
+            "arch::x86_64::vnni::tests::interleaved_rows_are_the_rows_bytes_as_words",
+            crate::graph::testing::WINDOWS,
+        ) {
             return;
         }
         let bytes: Vec<u8> = crate::graph::testing::ints(4 * 50, 3, 0, 255)
