@@ -605,6 +605,73 @@ impl OutputsMut<'_> {
 }
 
 impl QConv {
+    /// A convolution on bytes in and out for [`crate::bench`]: `c` channels in, `m` out, a
+    /// `KH x KW` kernel over `[c, h, w]`, with the AVX-512 kernels unless `portable`; and an
+    /// input.
+    pub(crate) fn for_bench(
+        c: usize,
+        m: usize,
+        in_hw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        portable: bool,
+    ) -> TractResult<(QConv, Tensor)> {
+        let k = c * kernel[0] * kernel[1];
+        let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+        let out_hw = [out(0), out(1)];
+        let w: Vec<f32> = (0..m * k)
+            .map(|i| {
+                (if i % k == 0 {
+                    127
+                } else {
+                    (i * 37 % 255) as i32 - 127
+                }) as f32
+                    * 0.002
+            })
+            .collect();
+        let patches = (kernel != [1, 1]).then_some(Patches {
+            channels: c,
+            in_hw,
+            kernel,
+            stride,
+            pad,
+            out_hw,
+        });
+        let grid = |zero_point, scale| FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        };
+        let Some(mut op) = QConv::new(
+            FloatConv {
+                weights: &w,
+                bias: (0..m).map(|o| o as f32 * 0.01).collect(),
+                m,
+                k,
+            },
+            &grid(100, 0.02),
+            grid(30, 0.05),
+            tvec![m, out_hw[0], out_hw[1]],
+            patches,
+        )?
+        else {
+            bail!("QConv::for_bench: no integer kernel");
+        };
+        (op.bytes_in, op.bytes_out) = (true, true);
+        if portable {
+            (op.vnni, op.direct) = (None, None);
+        }
+        let x: Vec<u8> = (0..c * in_hw[0] * in_hw[1])
+            .map(|i| (i * 131 % 256) as u8)
+            .collect();
+        let x = Tensor::from_shape(&[c, in_hw[0], in_hw[1]], &x)?;
+        Ok((op, x))
+    }
+
     /// Whether this operator reads its input on `grid` (it was built on that quantiser).
     fn read_grid_is(&self, grid: &FakeQuant) -> bool {
         self.inv_scale_x == 1.0 / grid.dq_scale
@@ -850,6 +917,9 @@ fn quantised_patch(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::graph::testing::{byte_grid as grid, ints};
@@ -879,6 +949,11 @@ mod tests {
     /// the separate requantisation) gives the same bits, from f32 and from bytes.
     fn portable_path_agrees(op: &QConv, x: &[f32], x_bytes: &[u8], y: &[f32], y_bytes: &[u8]) {
         if op.vnni.is_none() {
+            // (Then the CPU lacks a feature: say so, and fail where it is required.)
+            assert!(!crate::graph::testing::cpu_has(
+                "qconv::tests (VNNI kernel against the portable path)",
+                crate::graph::testing::VNNI,
+            ));
             return;
         }
         let portable = QConv {
