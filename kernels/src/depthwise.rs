@@ -92,6 +92,58 @@ impl Int8Taps {
 impl Eq for Depthwise {}
 
 impl Depthwise {
+    /// An int8 depthwise convolution on bytes in and out for [`crate::bench`]: `c` channels,
+    /// a `KH x KW` kernel over `[c, h, w]`; and an input.
+    pub(crate) fn for_bench(
+        c: usize,
+        in_hw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    ) -> TractResult<(Depthwise, Tensor)> {
+        let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+        let out_hw = [out(0), out(1)];
+        let taps_per = kernel[0] * kernel[1];
+        let taps: Vec<f32> = (0..c * taps_per)
+            .map(|i| {
+                (if i % taps_per == 0 {
+                    127
+                } else {
+                    (i * 37 % 255) as i32 - 127
+                }) as f32
+                    * 0.004
+            })
+            .collect();
+        let grid = |zero_point, scale| FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        };
+        let op = Depthwise {
+            channels: c,
+            in_hw,
+            out_hw,
+            kernel_hw: kernel,
+            stride,
+            pad,
+            int8: Int8Taps::new(&taps, c, kernel).map(Arc::new),
+            taps: Arc::new(taps),
+            bias: Arc::new((0..c).map(|o| o as f32 * 0.01).collect()),
+            out_q: Some(grid(30, 0.05)),
+            bytes_in: Some(grid(100, 0.02)),
+            bytes_out: true,
+            relu: false,
+            out_shape: tvec![c, out_hw[0], out_hw[1]],
+        };
+        let x: Vec<u8> = (0..c * in_hw[0] * in_hw[1])
+            .map(|i| (i * 131 % 256) as u8)
+            .collect();
+        Ok((op, Tensor::from_shape(&[c, in_hw[0], in_hw[1]], &x)?))
+    }
+
     fn plane<S: Source + ?Sized, K: Sink>(
         &self,
         x: &S,
@@ -490,7 +542,9 @@ impl EvalOp for Depthwise {
         } else {
             f32::datum_type()
         };
-        let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.out_shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(dt, &self.out_shape)?;
         let mut y_ram = y.try_as_plain_ram_mut()?;
         #[cfg(target_arch = "x86_64")]
         // (A ReLU is folded into the quantiser's lower bound, which needs a positive scale.)
@@ -716,8 +770,10 @@ mod tests {
     /// float convolution.
     #[test]
     fn the_integer_kernel_matches_its_definition() {
-        if !crate::arch::x86_64::vnni::windows_available() {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI and VBMI");
+        if !crate::graph::testing::cpu_has(
+            "depthwise::tests::the_integer_kernel_matches_its_definition",
+            crate::graph::testing::WINDOWS,
+        ) {
             return;
         }
         let (input, output) = (

@@ -40,14 +40,16 @@ pub(crate) fn rewrite_each(
 }
 
 /// `EvalOp::eval` of an operator from one f32 tensor to one f32 tensor of `shape`: `run` gets
-/// the input's values and the output's (uninitialised) and fills the output.
+/// the input's values and the output's (zeros) and fills the output.
 pub(crate) fn eval_f32(
     inputs: &[TValue],
     shape: &[usize],
     run: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
 ) -> TractResult<TVec<TValue>> {
     let x = inputs[0].try_as_plain_ram()?;
-    let mut y = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    // Zeros, not `Tensor::uninitialized`: `run` gets a `&mut [f32]`, which must not cover
+    // uninitialised memory.
+    let mut y = Tensor::zero::<f32>(shape)?;
     {
         let mut ram = y.try_as_plain_ram_mut()?;
         run(x.as_slice::<f32>()?, ram.as_slice_mut::<f32>()?)?;
@@ -281,6 +283,78 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
 /// Deterministic test data: the tests need varied values, not statistics.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// What the VNNI product kernel needs (`arch::x86_64::vnni::available`).
+    pub const VNNI: &[&str] = &["avx512f", "avx512bw", "avx512vl", "avx512vnni"];
+    /// What the windowed kernels need (`arch::x86_64::vnni::windows_available`).
+    pub const WINDOWS: &[&str] = &[
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512vnni",
+        "avx512vbmi",
+    ];
+
+    /// Whether this CPU has every one of `features` (names as `is_x86_feature_detected!`
+    /// spells them), for a test that skips without them. When one is missing it prints a line
+    /// naming `test` and the missing features, and panics if the comma-separated list in the
+    /// environment variable `IAT_REQUIRE_CPU_FEATURES` names any of them (`cargo xtask test`
+    /// sets it to the features its host has, so a skip there is a failure).
+    pub fn cpu_has(test: &str, features: &[&str]) -> bool {
+        let missing: Vec<&str> = features.iter().copied().filter(|f| !detected(f)).collect();
+        if missing.is_empty() {
+            return true;
+        }
+        eprintln!("SKIPPED {test}: this CPU lacks {}", missing.join(", "));
+        let required = std::env::var("IAT_REQUIRE_CPU_FEATURES").unwrap_or_default();
+        let wanted = required_of(&missing, &required);
+        assert!(
+            wanted.is_empty(),
+            "{test}: IAT_REQUIRE_CPU_FEATURES={required} requires {}, which this CPU lacks",
+            wanted.join(", ")
+        );
+        false
+    }
+
+    /// The features of `missing` that the list `required` (comma-separated) names.
+    fn required_of<'a>(missing: &[&'a str], required: &str) -> Vec<&'a str> {
+        let required: Vec<&str> = required.split(',').map(str::trim).collect();
+        missing
+            .iter()
+            .copied()
+            .filter(|f| required.contains(f))
+            .collect()
+    }
+
+    fn detected(feature: &str) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match feature {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                "fma" => std::arch::is_x86_feature_detected!("fma"),
+                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+                "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+                "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+                "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+                "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+                _ => panic!("cpu_has: unknown feature {feature:?}"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = feature;
+            false
+        }
+    }
+
+    #[test]
+    fn required_features_are_those_the_list_names() {
+        let missing = ["avx512vnni", "avx512vbmi"];
+        assert_eq!(required_of(&missing, ""), Vec::<&str>::new());
+        assert_eq!(required_of(&missing, "avx512f,avx512vbmi"), ["avx512vbmi"]);
+        assert_eq!(required_of(&missing, " avx512vnni , avx512vbmi"), missing);
+        assert_eq!(required_of(&missing, "avx512vnnix"), Vec::<&str>::new());
+    }
+
     /// `n` integers in `[lo, hi]` from a xorshift generator.
     pub fn ints(n: usize, seed: u32, lo: i32, hi: i32) -> Vec<i32> {
         let mut x = seed.wrapping_mul(2_654_435_761).max(1);

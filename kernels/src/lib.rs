@@ -35,6 +35,8 @@ macro_rules! eval_out_of_plan {
 pub(crate) use eval_out_of_plan;
 
 pub mod arch;
+#[doc(hidden)]
+pub mod bench;
 pub mod depthwise;
 pub mod direct;
 pub mod graph;

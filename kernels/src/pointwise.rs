@@ -98,8 +98,14 @@ impl Product {
 
     /// `y` is `[m, n]`; every row of `x` must have `n` values from its start.
     pub fn run(&self, x: &[f32], rows: &[usize], n: usize, y: &mut [f32]) {
-        assert!(rows.len() == self.k && y.len() >= self.m * n);
-        assert!(n == 0 || rows.iter().all(|&r| r + n <= x.len()));
+        // Checked arithmetic: a wrapped sum or product would let a short `x` or `y` pass.
+        assert!(rows.len() == self.k && self.m.checked_mul(n).is_some_and(|l| y.len() >= l));
+        assert!(
+            n == 0
+                || rows
+                    .iter()
+                    .all(|&r| r.checked_add(n).is_some_and(|end| end <= x.len()))
+        );
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -128,9 +134,11 @@ impl Product {
         while j + 16 <= n {
             let wide = j + 48 <= n;
             let mut o = 0;
-            // SAFETY (all tiles): `run` checked that every row has `n` values from its start
-            // and `y` is `[m, n]`; tiles stay inside columns `j..j + 16 * P <= n`.
             while o + R <= m {
+                // SAFETY: `tile_avx512` needs AVX-512 F, which this function is compiled for
+                // and its caller checked; `run` asserted that every row of `x` has `n` values
+                // from its start and that `y` holds `m * n`; here `o + R <= m` and the tile's
+                // columns end at `j + 16 * P <= n` (`P = 3` only when `j + 48 <= n`).
                 unsafe {
                     if wide {
                         self.tile_avx512::<R, 3>(x, rows, y, n, o, j)
@@ -141,6 +149,7 @@ impl Product {
                 o += R;
             }
             while o < m {
+                // SAFETY: as above, with one output channel `o < m`.
                 unsafe {
                     if wide {
                         self.tile_avx512::<1, 3>(x, rows, y, n, o, j)
@@ -174,6 +183,10 @@ impl Product {
     ) {
         use std::arch::x86_64::*;
         let weights = self.tile_weights::<R>(o);
+        // SAFETY: the CPU has AVX-512 F (the caller's contract). Each load reads 16 values
+        // from `start + j + 16 * p`, ending by `start + j + 16 * P <= start + n <= x.len()`
+        // (`run` checked every row). Each store writes 16 values from `(o + r) * n + j + 16 *
+        // p`, ending by `(o + r + 1) * n <= m * n <= y.len()` since `o + r < m`.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); P]; R];
             for (r, acc) in acc.iter_mut().enumerate() {

@@ -74,6 +74,30 @@ enum Output<'a> {
 }
 
 impl QAdd {
+    /// A sum of two byte tensors of `shape` into bytes, for [`crate::bench`]; and its inputs.
+    pub(crate) fn for_bench(shape: &[usize]) -> TractResult<(QAdd, [Tensor; 2])> {
+        let grid = |zero_point, scale| FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        };
+        let op = QAdd {
+            bytes_in: [Some(grid(120, 0.031)), Some(grid(7, 0.0123))],
+            out: grid(64, 0.05),
+            bytes_out: true,
+            shape: shape.into(),
+        };
+        let len = shape.iter().product::<usize>();
+        let input = |step: usize| -> TractResult<Tensor> {
+            let x: Vec<u8> = (0..len).map(|i| (i * step % 256) as u8).collect();
+            Tensor::from_shape(shape, &x)
+        };
+        Ok((op, [input(131)?, input(71)?]))
+    }
+
     fn run(&self, a: &Input, b: &Input, y: &mut Output) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -154,7 +178,9 @@ impl EvalOp for QAdd {
         } else {
             f32::datum_type()
         };
-        let mut y = unsafe { Tensor::uninitialized_dt(dt, &self.shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(dt, &self.shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let mut out = if self.bytes_out {

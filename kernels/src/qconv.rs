@@ -253,7 +253,15 @@ impl QConv {
             let cols = block.min(n - n0);
             let xq = self.quantise_block(&x, n, n0, cols)?;
             let packed_x = self.mmm.packings()[self.packing].1.prepare_one(&xq, 0, 1)?;
+            // SAFETY: `i32` is `Copy` and has no invalid bit pattern; the tensor is written only
+            // through the raw-pointer store below and read (as a slice) only after `run`
+            // returned `Ok`, having stored all `m * cols` sums. No reference to its memory
+            // exists before then.
             let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, cols])? };
+            // SAFETY: the store view wraps `acc`, `[m, cols]` row-major, the shape `run` writes
+            // (`m`, `cols`); `packed_w` was packed for this `mmm` and `packing` from `[m, k]`
+            // weights, `packed_x` from the `[k, cols]` block `xq` with the same packing, and
+            // `correction` has `m` values (one per row of `BinPerRow`).
             unsafe {
                 let store = self.mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
                 self.mmm.run(
@@ -316,8 +324,9 @@ impl QConv {
                     let xq = self.quantise_block(x, n, n0, cols)?;
                     let xq = xq.try_as_plain_ram()?;
                     let xq = xq.as_slice::<i8>()?;
-                    // SAFETY: i8 and u8 have the same size and alignment, and every bit
-                    // pattern is a valid u8.
+                    // SAFETY: the pointer and length are those of the live `&[i8]` `xq`,
+                    // borrowed for the new slice's lifetime; i8 and u8 have the same size and
+                    // alignment, and every bit pattern is a valid u8.
                     let xq: &[u8] =
                         unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len()) };
                     let row = |r: usize| (r < self.k).then(|| &xq[r * cols..(r + 1) * cols]);
@@ -369,7 +378,8 @@ impl QConv {
         n0: usize,
         cols: usize,
     ) -> TractResult<Tensor> {
-        let mut xq = unsafe { Tensor::uninitialized::<i8>(&[self.k, cols])? };
+        // Zeros: filled through a `&mut [i8]`, which must not cover uninitialised memory.
+        let mut xq = Tensor::zero::<i8>(&[self.k, cols])?;
         let mut ram = xq.try_as_plain_ram_mut()?;
         let dst = ram.as_slice_mut::<i8>()?;
         if let Some(p) = &self.patches {
@@ -595,6 +605,73 @@ impl OutputsMut<'_> {
 }
 
 impl QConv {
+    /// A convolution on bytes in and out for [`crate::bench`]: `c` channels in, `m` out, a
+    /// `KH x KW` kernel over `[c, h, w]`, with the AVX-512 kernels unless `portable`; and an
+    /// input.
+    pub(crate) fn for_bench(
+        c: usize,
+        m: usize,
+        in_hw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        portable: bool,
+    ) -> TractResult<(QConv, Tensor)> {
+        let k = c * kernel[0] * kernel[1];
+        let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+        let out_hw = [out(0), out(1)];
+        let w: Vec<f32> = (0..m * k)
+            .map(|i| {
+                (if i % k == 0 {
+                    127
+                } else {
+                    (i * 37 % 255) as i32 - 127
+                }) as f32
+                    * 0.002
+            })
+            .collect();
+        let patches = (kernel != [1, 1]).then_some(Patches {
+            channels: c,
+            in_hw,
+            kernel,
+            stride,
+            pad,
+            out_hw,
+        });
+        let grid = |zero_point, scale| FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        };
+        let Some(mut op) = QConv::new(
+            FloatConv {
+                weights: &w,
+                bias: (0..m).map(|o| o as f32 * 0.01).collect(),
+                m,
+                k,
+            },
+            &grid(100, 0.02),
+            grid(30, 0.05),
+            tvec![m, out_hw[0], out_hw[1]],
+            patches,
+        )?
+        else {
+            bail!("QConv::for_bench: no integer kernel");
+        };
+        (op.bytes_in, op.bytes_out) = (true, true);
+        if portable {
+            (op.vnni, op.direct) = (None, None);
+        }
+        let x: Vec<u8> = (0..c * in_hw[0] * in_hw[1])
+            .map(|i| (i * 131 % 256) as u8)
+            .collect();
+        let x = Tensor::from_shape(&[c, in_hw[0], in_hw[1]], &x)?;
+        Ok((op, x))
+    }
+
     /// Whether this operator reads its input on `grid` (it was built on that quantiser).
     fn read_grid_is(&self, grid: &FakeQuant) -> bool {
         self.inv_scale_x == 1.0 / grid.dq_scale
@@ -651,7 +728,9 @@ impl EvalOp for QConv {
             self.k,
             self.out_shape
         );
-        let mut y = unsafe { Tensor::uninitialized_dt(self.out_dt(), &self.out_shape)? };
+        // Zeros: the output is written through a `&mut [_]`, which must not cover
+        // uninitialised memory.
+        let mut y = Tensor::zero_dt(self.out_dt(), &self.out_shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let out = if self.bytes_out {
@@ -838,6 +917,9 @@ fn quantised_patch(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::graph::testing::{byte_grid as grid, ints};
@@ -867,6 +949,11 @@ mod tests {
     /// the separate requantisation) gives the same bits, from f32 and from bytes.
     fn portable_path_agrees(op: &QConv, x: &[f32], x_bytes: &[u8], y: &[f32], y_bytes: &[u8]) {
         if op.vnni.is_none() {
+            // (Then the CPU lacks a feature: say so, and fail where it is required.)
+            assert!(!crate::graph::testing::cpu_has(
+                "qconv::tests (VNNI kernel against the portable path)",
+                crate::graph::testing::VNNI,
+            ));
             return;
         }
         let portable = QConv {

@@ -20,7 +20,12 @@ pub fn test() -> Result<()> {
     // The end-to-end tests run the hub and agent binaries; `cargo test` builds a package's
     // binaries only for that package's own integration tests.
     crate::models::build_all()?;
-    sh::run(sh::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    let mut cargo_test = sh::cargo();
+    cargo_test.args(["test", "--workspace", "--no-fail-fast"]);
+    if let Some(features) = host_kernel_features() {
+        cargo_test.env("IAT_REQUIRE_CPU_FEATURES", features);
+    }
+    sh::run(&mut cargo_test)?;
     // Golden checks of every real model, through the agent's own command line.
     crate::models::check()?;
     // The sensor node: every MCU board file is built (flash and RAM use printed); the emulated
@@ -121,6 +126,35 @@ fn cross_tests() -> Result<()> {
         bail!("no emulated linux board for some of {CI_TARGETS:?} (tested: {done:?})");
     }
     Ok(())
+}
+
+/// The CPU features the kernels use (crate `kernels`, `arch::x86_64`) that this host has, as
+/// `IAT_REQUIRE_CPU_FEATURES` takes them: a kernel test that would skip for lack of one of
+/// them fails instead. `None` off x86_64 Linux or without any of them.
+fn host_kernel_features() -> Option<String> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags")?.trim_start().strip_prefix(':'))?
+        .split_whitespace()
+        .collect();
+    // (Rust's feature name, the kernel's flag name in /proc/cpuinfo.)
+    let known = [
+        ("avx512f", "avx512f"),
+        ("avx512bw", "avx512bw"),
+        ("avx512vl", "avx512vl"),
+        ("avx512vnni", "avx512_vnni"),
+        ("avx512vbmi", "avx512vbmi"),
+    ];
+    let have: Vec<&str> = known
+        .iter()
+        .filter(|(_, flag)| flags.contains(flag))
+        .map(|(name, _)| *name)
+        .collect();
+    (!have.is_empty()).then(|| have.join(","))
 }
 
 fn expect_success(what: &str, r: Result<ExitCode>) -> Result<()> {

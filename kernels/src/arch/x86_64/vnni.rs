@@ -162,13 +162,22 @@ impl Weights {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn run_block(&self, x: &[u32], cols: usize, out: &mut Out) {
         let padded = cols.div_ceil(16) * 16;
-        assert!(x.len() >= self.groups * padded);
+        // (Checked arithmetic: a wrapped product would let the bound checks below pass.)
+        assert!(
+            self.groups
+                .checked_mul(padded)
+                .is_some_and(|l| x.len() >= l)
+        );
         // Every row's `cols` outputs land inside the destination (the stores are raw).
-        let (len, stride) = match out {
-            Out::Bytes { at, stride } => (at.len(), *stride),
-            Out::F32 { at, stride } => (at.len(), *stride),
-        };
-        assert!(self.m == 0 || cols == 0 || len >= (self.m - 1) * stride + cols);
+        let (len, stride) = (out.len(), out.stride());
+        assert!(
+            self.m == 0
+                || cols == 0
+                || (self.m - 1)
+                    .checked_mul(stride)
+                    .and_then(|l| l.checked_add(cols))
+                    .is_some_and(|l| len >= l)
+        );
         let vecs = padded / 16;
         let mut o = 0;
         while o < self.m {
@@ -176,6 +185,11 @@ impl Weights {
             let mut v = 0;
             while v < vecs {
                 let full_vecs = vecs - v >= VECS;
+                // SAFETY: `tile` needs the features this function is compiled for (which the
+                // caller guarantees the CPU has), rows `o..o + R` with `o + R <= m` (`R` is
+                // `ROWS` only when `full_rows`) and vectors `v..v + P` with `v + P <= vecs`
+                // (`P` is `VECS` only when `full_vecs`); `x` holds `groups * padded` words
+                // and `out` every row's `cols` outputs (both asserted above).
                 unsafe {
                     match (full_rows, full_vecs) {
                         (true, true) => self.tile::<ROWS, VECS>(x, padded, cols, o, v, out),
@@ -191,6 +205,11 @@ impl Weights {
     }
 
     /// One tile: rows `o..o + R`, columns `16 * v..16 * (v + P)` of the block.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW, VL and VNNI; `o + R <= m`, `16 * (v + P) <= padded`,
+    /// `x.len() >= groups * padded`, and `out` must hold `(m - 1) * stride + cols` values
+    /// (what [`Weights::run_block`] asserts).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
@@ -203,6 +222,13 @@ impl Weights {
         v: usize,
         out: &mut Out,
     ) {
+        // SAFETY: the CPU has the features (the caller's contract). Each load reads the 16
+        // words from `g * padded + 16 * (v + p)` with `g < groups` and `16 * (v + p + 1) <=
+        // padded`, inside `x` (`x.len() >= groups * padded`). `packed` has `m * groups` words
+        // (built so in `new`, never resized) and `(o + r) * groups + g` indexes it since
+        // `o + r < m` and `g < groups`. Each store writes `valid = min(16, cols - col)` values
+        // from `row * stride + col` with `row < m` and `col + valid <= cols`, so inside the
+        // `(m - 1) * stride + cols` values of `out`; columns past `cols` are masked off.
         unsafe {
             let mut acc = [[_mm512_setzero_si512(); P]; R];
             let xp = x.as_ptr();
@@ -277,7 +303,11 @@ fn interleave4(rows: [&[u8]; 4], flip: u8, dst: &mut [u32]) {
 }
 
 /// Requantises 16 sums (`sums * unit + bias`, clamped, rounded) and stores the first `valid`
-/// at `at` of `out`. The caller checks that they land inside `out`.
+/// at `at` of `out`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VL, `valid >= 1`, and the `min(valid, 16)` values from
+/// `at` must lie inside `out`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
@@ -297,6 +327,9 @@ unsafe fn store(
     let y = _mm512_add_ps(_mm512_mul_ps(s, unit), bias);
     let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
     let rounded = _mm512_add_ps(y, magic);
+    // SAFETY: the CPU has the features (the caller's contract). The store's mask enables
+    // lanes `0..min(valid, 16)`, which the caller keeps inside `out` from `at` (so `at <=
+    // out.len()` and the `add` stays in the allocation); masked-off lanes are not accessed.
     unsafe {
         match out {
             Out::Bytes { at: dst, .. } => {
@@ -344,7 +377,8 @@ impl Window {
     /// Whether the windowed kernels take this geometry: at most 4 kernel columns, and the
     /// 16 lanes' windows within one 64-byte load.
     pub fn supported(&self) -> bool {
-        (1..=4).contains(&self.kernel[1]) && self.kernel[0] >= 1 && 15 * self.stride[1] + 4 <= 64
+        // `stride[1] <= 4` is `15 * stride[1] + 4 <= 64` without an overflowing product.
+        (1..=4).contains(&self.kernel[1]) && self.kernel[0] >= 1 && self.stride[1] <= 4
     }
 }
 
@@ -360,19 +394,31 @@ pub struct Planes<'a> {
 impl Window {
     /// Whether `x` holds the planes of this window.
     fn holds(&self, x: &Planes) -> bool {
-        self.supported() && x.bytes.len() >= x.planes * self.in_hw[0] * self.in_hw[1]
+        // Checked: a wrapped product would let a short `x` pass. (Then every row offset
+        // `(c * h + iy) * w` with `c < planes`, `iy < h` is below `x.bytes.len()`.)
+        self.supported()
+            && x.planes
+                .checked_mul(self.in_hw[0])
+                .and_then(|p| p.checked_mul(self.in_hw[1]))
+                .is_some_and(|len| x.bytes.len() >= len)
     }
 
     /// For the output vector from column `ox`: the offset of its first load from the start
     /// of an input row (negative into the left padding) and the mask of the load's bytes
     /// inside the row.
     fn columns(&self, ox: usize) -> (isize, u64) {
-        let start = (ox * self.stride[1]) as isize - self.pad[1] as isize;
-        let w = self.in_hw[1] as isize;
+        // In i128, where these sums of `usize` values cannot overflow: the mask selects the
+        // bytes `start + i` (`i < 64`) with `0 <= start + i < w`, inside the row whatever
+        // the geometry, and is empty when `start` does not fit an `isize`.
+        let start = ox as i128 * self.stride[1] as i128 - self.pad[1] as i128;
+        let w = self.in_hw[1] as i128;
         let lo = (-start).clamp(0, 64);
         let hi = (w - start).clamp(lo, 64);
-        let below = |n: isize| if n >= 64 { !0u64 } else { (1u64 << n) - 1 };
-        (start, below(hi) & !below(lo))
+        let below = |n: i128| if n >= 64 { !0u64 } else { (1u64 << n) - 1 };
+        match isize::try_from(start) {
+            Ok(start) => (start, below(hi) & !below(lo)),
+            Err(_) => (0, 0),
+        }
     }
 }
 
@@ -380,8 +426,9 @@ impl Window {
 /// from column `start`, `zero` outside the plane.
 ///
 /// # Safety
-/// `x` must hold `win`'s planes ([`Window::holds`]), `c` be one of them, and `mask` cover only
-/// bytes inside the row (as [`Window::columns`] makes it): masked-off bytes are not read.
+/// The CPU must have AVX-512 F and BW. `x` must hold `win`'s planes ([`Window::holds`]), `c`
+/// be one of them, and `mask` cover only bytes inside the row (as [`Window::columns`] makes
+/// it): masked-off bytes are not read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
@@ -397,8 +444,12 @@ unsafe fn load_row(
     match iy.checked_sub(win.pad[0]).filter(|&iy| iy < h) {
         Some(iy) => {
             let row = x.bytes.as_ptr().wrapping_add((c * h + iy) * w);
-            // SAFETY: the mask selects bytes inside row `iy` of plane `c` (the caller's
-            // contract); the others are not accessed.
+            // SAFETY: the CPU has AVX-512 F and BW (the caller's contract). Row `iy` of plane
+            // `c` is bytes `(c * h + iy) * w..+ w` of `x.bytes`, inside it since `c < planes`,
+            // `iy < h` and `x.bytes.len() >= planes * h * w` (`Window::holds`). The mask
+            // selects only bytes `start + i` with `0 <= start + i < w` (`Window::columns`),
+            // so inside that row; masked-off bytes are not accessed, which is why the pointer
+            // itself is only formed with wrapping arithmetic.
             unsafe { _mm512_mask_loadu_epi8(zero, mask, row.wrapping_offset(start) as *const _) }
         }
         None => zero,
@@ -451,10 +502,15 @@ pub unsafe fn depthwise_plane(
     let [oh, ow] = win.out_hw;
     let sy = win.stride[0];
     assert!(win.holds(x) && c < x.planes && p.taps.len() == win.kernel[0]);
-    assert!(out.len() >= oh * ow);
+    assert!(oh.checked_mul(ow).is_some_and(|l| out.len() >= l));
     let index = window_index(win.stride[1]);
     // Down the columns of 16 outputs: each column's load masks are worked out once (and
     // this order measured faster than along the rows).
+    // SAFETY: the CPU has the features (the caller's contract). `load_row` gets planes that
+    // `win` holds and `c < planes` (asserted above) and the mask of `win.columns`, which
+    // covers only bytes inside a row. Each `store` writes `min(16, ow - ox) >= 1` values
+    // from `oy * ow + ox` with `oy < oh`, `ox < ow`: they end by `(oy + 1) * ow <= oh * ow
+    // <= out.len()` (asserted above).
     unsafe {
         let zero = _mm512_set1_epi8(x.zero as i8);
         let corr = _mm512_set1_epi32(p.correction);
@@ -515,8 +571,14 @@ impl Weights {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     pub unsafe fn run_direct(&self, x: &Planes, win: &Window, out: &mut Out) {
         let [oh, ow] = win.out_hw;
-        assert!(win.holds(x) && self.groups == x.planes * win.kernel[0]);
-        assert!(self.m == 0 || out.len() >= (self.m - 1) * out.stride() + oh * ow);
+        assert!(win.holds(x) && Some(self.groups) == x.planes.checked_mul(win.kernel[0]));
+        assert!(
+            self.m == 0
+                || (self.m - 1)
+                    .checked_mul(out.stride())
+                    .and_then(|l| l.checked_add(oh.checked_mul(ow)?))
+                    .is_some_and(|l| out.len() >= l)
+        );
         let index = window_index(win.stride[1]);
         let vecs = ow.div_ceil(16);
         for oy in 0..oh {
@@ -527,6 +589,10 @@ impl Weights {
                 while v < vecs {
                     let full_vecs = vecs - v >= VECS;
                     let at = (oy, 16 * v, o);
+                    // SAFETY: `window_tile` needs the features this function is compiled for
+                    // (the caller's contract), planes that `win` holds with `groups = planes
+                    // * KH`, `out` holding `(m - 1) * stride + oh * ow` values (all asserted
+                    // above), `oy < oh`, `o + R <= m` (`R` is `ROWS` only when `full_rows`).
                     unsafe {
                         match (full_rows, full_vecs) {
                             (true, true) => self.window_tile::<ROWS, VECS>(x, win, index, at, out),
@@ -543,6 +609,11 @@ impl Weights {
     }
 
     /// Output channels `o..o + R` by columns `ox..ox + 16 * P` of output row `oy`.
+    ///
+    /// # Safety
+    /// The CPU must have what [`windows_available`] checks; `win` must hold `x` with
+    /// `groups == x.planes * KH`, `o + R <= m`, `oy < oh`, and `out` must hold
+    /// `(m - 1) * stride + oh * ow` values (what [`Weights::run_direct`] asserts).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
@@ -557,6 +628,12 @@ impl Weights {
         let ow = win.out_hw[1];
         let sy = win.stride[0];
         let kh = win.kernel[0];
+        // SAFETY: the CPU has the features (the caller's contract). `load_row` gets planes
+        // that `win` holds, `c < planes` and the masks of `win.columns` (only bytes inside a
+        // row). `packed` has `m * groups` words (built so in `new`) and `(o + r) * groups + g`
+        // indexes it since `o + r < m` and `g < planes * KH = groups`. Each store writes
+        // `min(16, ow - col) >= 1` values from `row * stride + oy * ow + col` with `row < m`,
+        // `oy < oh`, `col < ow`: they end by `(m - 1) * stride + oh * ow <= out.len()`.
         unsafe {
             let zero = _mm512_set1_epi8(x.zero as i8);
             let mut columns = [(0, 0); P];
@@ -608,8 +685,10 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn interleaved_rows_are_the_rows_bytes_as_words() {
-        if !super::windows_available() {
-            eprintln!("skipped: this CPU has no AVX-512 VBMI");
+        if !crate::graph::testing::cpu_has(
+            "arch::x86_64::vnni::tests::interleaved_rows_are_the_rows_bytes_as_words",
+            crate::graph::testing::WINDOWS,
+        ) {
             return;
         }
         let bytes: Vec<u8> = crate::graph::testing::ints(4 * 50, 3, 0, 255)

@@ -1,0 +1,66 @@
+//! Representative int8 operators for `benches/ops.rs`, on bytes in and out as they run in
+//! int8 CenterFace (an 80 x 80 feature map). Not an API: the benchmark needs the operators'
+//! private constructors.
+
+use tract_onnx::tract_core::internal::*;
+
+use crate::depthwise::Depthwise;
+use crate::qadd::QAdd;
+use crate::qconv::QConv;
+
+/// One operator with its inputs.
+pub struct Case {
+    pub name: &'static str,
+    op: Box<dyn EvalOp>,
+    inputs: TVec<TValue>,
+}
+
+impl Case {
+    /// One evaluation (the inputs are shared, not copied).
+    pub fn run(&self) -> TractResult<TVec<TValue>> {
+        self.op
+            .eval(&EvalContext::out_of_plan(), self.inputs.clone())
+    }
+}
+
+/// The operators timed by `cargo bench -p kernels`; the `portable` ones without the AVX-512
+/// kernels (the same as the others off x86_64 or without AVX-512 VNNI).
+pub fn cases() -> TractResult<Vec<Case>> {
+    let hw = [80, 80];
+    let mut cases = vec![];
+    for (name, portable) in [
+        ("qconv 1x1 32->64", false),
+        ("qconv 1x1 32->64 portable", true),
+    ] {
+        let (op, x) = QConv::for_bench(32, 64, hw, [1, 1], [1, 1], [0, 0], portable)?;
+        cases.push(Case {
+            name,
+            op: Box::new(op),
+            inputs: tvec!(x.into_tvalue()),
+        });
+    }
+    for (name, portable) in [
+        ("qconv 3x3 16->32", false),
+        ("qconv 3x3 16->32 portable", true),
+    ] {
+        let (op, x) = QConv::for_bench(16, 32, hw, [3, 3], [1, 1], [1, 1], portable)?;
+        cases.push(Case {
+            name,
+            op: Box::new(op),
+            inputs: tvec!(x.into_tvalue()),
+        });
+    }
+    let (op, x) = Depthwise::for_bench(64, hw, [3, 3], [1, 1], [1, 1])?;
+    cases.push(Case {
+        name: "depthwise 3x3 64",
+        op: Box::new(op),
+        inputs: tvec!(x.into_tvalue()),
+    });
+    let (op, [a, b]) = QAdd::for_bench(&[64, hw[0], hw[1]])?;
+    cases.push(Case {
+        name: "qadd 64x80x80",
+        op: Box::new(op),
+        inputs: tvec!(a.into_tvalue(), b.into_tvalue()),
+    });
+    Ok(cases)
+}
