@@ -358,6 +358,30 @@ mod tests {
         Labels::new(["face", "speech", "laeq_db", "x"]).unwrap()
     }
 
+    /// A one-minute aggregator of the test model from `at(0)`.
+    fn agg(kinds: &[Kind], rules: Rules) -> Aggregator<StdRng> {
+        Aggregator::new(
+            model(),
+            kinds,
+            labels(),
+            rules,
+            60_000,
+            at(0),
+            StdRng::seed_from_u64(1),
+        )
+    }
+
+    /// `count` faces in a frame at `t`; the records of the windows that closed before.
+    fn faces(a: &mut Aggregator<StdRng>, t: Instant, count: u32) -> Vec<Record> {
+        a.observe(
+            t,
+            Observation::Frame {
+                class: &lab("face"),
+                count,
+            },
+        )
+    }
+
     fn lab(name: &str) -> Label {
         labels().get(name).unwrap()
     }
@@ -399,15 +423,7 @@ mod tests {
 
     #[test]
     fn frame_counts_per_window_with_k_suppression() {
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::Count, Kind::PresenceShare],
-            labels(),
-            rules(3),
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], rules(3));
         // Window 0: 4 frames with 0, 2, 5, 1 faces. Window 1: 2 frames with 1 face.
         let mut out = Vec::new();
         for (t, n) in [
@@ -418,13 +434,7 @@ mod tests {
             (60_000, 1),
             (70_000, 1),
         ] {
-            out.extend(a.observe(
-                at(t),
-                Observation::Frame {
-                    class: &lab("face"),
-                    count: n,
-                },
-            ));
+            out.extend(faces(&mut a, at(t), n));
         }
         out.extend(a.finish(at(80_000)));
         assert_eq!(out.len(), 2);
@@ -456,15 +466,7 @@ mod tests {
 
     #[test]
     fn speech_share_is_time_weighted() {
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::SpeechShare],
-            labels(),
-            Rules::exact(),
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
+        let mut a = agg(&[Kind::SpeechShare], Rules::exact());
         // 32 ms chunks: 300 with speech, 700 without.
         for i in 0..1000u64 {
             a.observe(
@@ -483,15 +485,7 @@ mod tests {
 
     #[test]
     fn level_statistics() {
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::LevelStats],
-            labels(),
-            Rules::exact(),
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
+        let mut a = agg(&[Kind::LevelStats], Rules::exact());
         for i in 1..=100u64 {
             a.observe(
                 at(i * 100),
@@ -515,22 +509,8 @@ mod tests {
 
     #[test]
     fn only_enabled_kinds_are_published() {
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::PresenceShare],
-            labels(),
-            rules(1),
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
-        a.observe(
-            at(0),
-            Observation::Frame {
-                class: &lab("face"),
-                count: 4,
-            },
-        );
+        let mut a = agg(&[Kind::PresenceShare], rules(1));
+        faces(&mut a, at(0), 4);
         a.observe(
             at(0),
             Observation::Level {
@@ -548,29 +528,9 @@ mod tests {
 
     #[test]
     fn silent_windows_are_published_empty() {
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::Count],
-            labels(),
-            rules(1),
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
-        a.observe(
-            at(0),
-            Observation::Frame {
-                class: &lab("face"),
-                count: 1,
-            },
-        );
-        let closed = a.observe(
-            at(200_000),
-            Observation::Frame {
-                class: &lab("face"),
-                count: 1,
-            },
-        );
+        let mut a = agg(&[Kind::Count], rules(1));
+        faces(&mut a, at(0), 1);
+        let closed = faces(&mut a, at(200_000), 1);
         assert_eq!(
             closed.iter().map(|r| r.window().index).collect::<Vec<_>>(),
             vec![0, 1, 2]
@@ -592,22 +552,8 @@ mod tests {
             }),
         })
         .unwrap();
-        let mut a = Aggregator::new(
-            model(),
-            &[Kind::Count],
-            labels(),
-            rules,
-            60_000,
-            at(0),
-            StdRng::seed_from_u64(1),
-        );
-        a.observe(
-            at(0),
-            Observation::Frame {
-                class: &lab("face"),
-                count: 40,
-            },
-        );
+        let mut a = agg(&[Kind::Count], rules);
+        faces(&mut a, at(0), 40);
         let v = view(&a.finish(at(1))[0]);
         let n = v.privacy.noise.unwrap();
         assert_eq!(
