@@ -1,4 +1,5 @@
-//! Windows, aggregates and privacy rules: the only way to build what may leave a device.
+//! Windows, aggregates and privacy rules: the only way to build what may leave a device. It
+//! must never do IO nor hand out a record that did not pass the privacy rules.
 //!
 //! Models report observations (objects per frame, speech per chunk, levels), each naming its
 //! class by a [`Label`] from the closed set the aggregator was given (the model card's labels); the

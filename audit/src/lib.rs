@@ -1,4 +1,5 @@
-//! The audit log: signed records in an RFC 6962 Merkle tree with signed checkpoints.
+//! The audit log: signed records in an RFC 6962 Merkle tree with signed checkpoints. It must
+//! never lose or rewrite an entry once `append` returned, nor prune one the hub did not ack.
 //!
 //! Code map:
 //! - [`merkle`]: hashing, the compact [`merkle::Frontier`], inclusion and consistency proofs.

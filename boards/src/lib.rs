@@ -1,4 +1,5 @@
-//! Board files (`boards/*.toml`): the schema, its validation, and lookup by name.
+//! Board files (`boards/*.toml`): the schema, its validation, and lookup by name. It must
+//! never let code branch on a board's name: what differs between boards is data here.
 //!
 //! A board file is parsed into raw structs (`deny_unknown_fields`) and validated once into
 //! a [`Board`]; every error names the file and the field. Code that builds or runs

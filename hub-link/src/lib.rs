@@ -1,6 +1,7 @@
-//! The MQTT wire format between a device and the hub (specified in `docs/mqtt.md`): topic
-//! names, the record envelope, the hub's signed acknowledgement, and a checker that tells
-//! whether any payload seen on the broker is one of these (the privacy test at the wire).
+//! The agent <-> hub link: the MQTT wire format (specified in `docs/mqtt.md`): topic names,
+//! the record envelope, the hub's signed acknowledgement, and a checker that tells whether any
+//! payload seen on the broker is one of these (the privacy test at the wire). It must never
+//! accept a payload that is not one of them.
 //!
 //! Pure code: no IO, no MQTT client (the optional [`tls`] module reads PEM files). Both the agent and the hub build and parse messages here
 //! only, so the two sides cannot drift apart.

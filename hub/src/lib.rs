@@ -1,7 +1,9 @@
 //! The hub: subscribes to every device's records and checkpoints, verifies them (enrolment,
 //! signature, model, order, continuity, consistency with signed checkpoints), stores them in
 //! SQLite idempotently on (device, seq), acknowledges with a note signed by the hub's key and
-//! raises GAP, FORK, ROLLBACK and EQUIVOCATION alarms with their evidence.
+//! raises GAP, FORK, ROLLBACK and EQUIVOCATION alarms with their evidence. It must never store
+//! a record it could not verify, acknowledge one before it is committed, nor show a suppressed
+//! count as a number.
 //!
 //! Code map:
 //! - [`config`]: the hub's config (broker, key, database, web), validated once.

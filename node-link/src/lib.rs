@@ -1,5 +1,6 @@
-//! The wire format between a sensor node and the agent: typed messages, framed as
-//! COBS-delimited postcard with a version byte, a frame counter and a CRC-32.
+//! The sensor node <-> agent link: typed messages, framed as COBS-delimited postcard with a
+//! version byte, a frame counter and a CRC-32. It must never allocate nor panic on bytes from
+//! the line.
 //!
 //! One frame on the wire is
 //!

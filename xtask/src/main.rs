@@ -1,5 +1,7 @@
 //! `cargo xtask <job>`: every workflow of the project (build, test, demo, bench, models,
-//! firmware, QEMU). CI runs only these jobs, so a laptop and CI do the same thing.
+//! firmware, QEMU), one module per job. CI runs only these jobs, so a laptop and CI do the
+//! same thing; a job must never need a step that is not in it (it installs or names what it
+//! needs).
 
 mod bench;
 mod build;
