@@ -414,63 +414,27 @@ pub fn deserialize_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::
     RawConfig::deserialize(d).map(drop)
 }
 
-/// "250ms", "30s", "1m", "15m", "1h" -> milliseconds.
+/// A duration in jiff's friendly format (`"250ms"`, `"30s"`, `"15m"`, `"1h"`, `"1h 30m"`,
+/// `"1.5s"`) or ISO 8601 (`"PT15M"`) -> milliseconds. Not negative, whole milliseconds.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    n.checked_mul(mult)
+    let d: jiff::SignedDuration = s.trim().parse().ok()?;
+    if d.is_negative() || d.subsec_nanos() % 1_000_000 != 0 {
+        return None;
+    }
+    u64::try_from(d.as_millis()).ok()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` -> Unix milliseconds.
+/// An RFC 3339 time in UTC (`YYYY-MM-DDTHH:MM:SS[.fff]Z`) -> Unix milliseconds. Any time
+/// with an offset other than `Z`, or an impossible date, is refused.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if !s.ends_with('Z') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let rest = &s[19..];
-    let ms = match rest {
-        "Z" => 0,
-        _ if rest.starts_with('.') && rest.ends_with('Z') && rest.len() == 5 => {
-            rest[1..4].parse::<i64>().ok()?
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    let t: jiff::Timestamp = s.parse().ok()?;
+    if t.subsec_nanosecond() % 1_000_000 != 0 {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+    Some(t.as_millisecond())
 }
 
 #[cfg(test)]
@@ -484,6 +448,16 @@ mod tests {
         assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
         assert_eq!(parse_duration_ms("m"), None);
         assert_eq!(parse_duration_ms("5 parsecs"), None);
+        assert_eq!(parse_duration_ms("15min"), Some(900_000));
+        assert_eq!(parse_duration_ms("2 mins 30 sec"), Some(150_000));
+        assert_eq!(parse_duration_ms("24hours"), Some(86_400_000));
+        assert_eq!(parse_duration_ms("1d"), None);
+        assert_eq!(parse_duration_ms("1h 30m"), Some(5_400_000));
+        assert_eq!(parse_duration_ms("1.5s"), Some(1_500));
+        assert_eq!(parse_duration_ms("PT15M"), Some(900_000));
+        assert_eq!(parse_duration_ms("-5s"), None);
+        assert_eq!(parse_duration_ms("1.5ms"), None);
+        assert_eq!(parse_duration_ms(""), None);
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
             parse_rfc3339_ms("2026-11-30T11:35:00.001Z"),
@@ -495,5 +469,8 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("2026-02-30T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-30T10:00:00+01:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-30T10:00:00.0001Z"), None);
     }
 }

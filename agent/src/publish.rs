@@ -88,7 +88,8 @@ pub struct PublishStats {
 enum Polled {
     Connected,
     Ack(Vec<u8>),
-    Down,
+    /// The connection failed or broke, and why.
+    Down(String),
 }
 
 /// MQTT options of a device: client id = device id (brokers key their ACLs on it), clean
@@ -138,8 +139,10 @@ pub fn run(
                         Polled::Ack(p.payload.to_vec())
                     }
                     Ok(_) => continue,
-                    Err(_) => {
-                        if tx.send(Polled::Down).is_err() || ps.load(Ordering::Relaxed) {
+                    Err(e) => {
+                        if tx.send(Polled::Down(e.to_string())).is_err()
+                            || ps.load(Ordering::Relaxed)
+                        {
                             break;
                         }
                         // Reconnection happens on the next poll; do not spin on a dead broker.
@@ -162,6 +165,8 @@ pub fn run(
     };
     let mut cursor = acked;
     let mut connected = false;
+    // A broken connection is reported once; the attempts to reconnect are debug.
+    let mut down_reported = false;
     let mut last_progress = Instant::now();
     let mut published_checkpoint: Option<String> = None;
     let mut stop_at: Option<Instant> = None;
@@ -184,7 +189,14 @@ pub fn run(
             match e {
                 Polled::Connected => {
                     connected = true;
+                    down_reported = false;
                     stats.connections += 1;
+                    tracing::info!(
+                        "publisher: connected to {}:{} (connection {}); sending from record {acked}",
+                        m.host,
+                        m.port,
+                        stats.connections
+                    );
                     // Whatever the broker or rumqttc kept or dropped: resend from the watermark.
                     cursor = acked;
                     published_checkpoint = None;
@@ -197,35 +209,52 @@ pub fn run(
                         hub_link::ONLINE,
                     )?;
                 }
-                Polled::Down => connected = false,
+                Polled::Down(e) => {
+                    if !down_reported {
+                        down_reported = true;
+                        tracing::warn!(
+                            "publisher: no connection to {}:{} ({e}); reconnecting",
+                            m.host,
+                            m.port
+                        );
+                    } else {
+                        tracing::debug!("publisher: cannot reach {}:{}: {e}", m.host, m.port);
+                    }
+                    connected = false;
+                }
                 Polled::Ack(payload) => {
                     let ack = match hub_link::Ack::open(hub, &payload) {
                         Ok(a) if a.origin == origin => a,
                         Ok(a) => {
-                            eprintln!("publisher: ignoring an ack for {}", a.origin);
+                            tracing::warn!("publisher: ignoring an ack for {}", a.origin);
                             continue;
                         }
                         Err(e) => {
-                            eprintln!("publisher: ignoring an ack that does not verify: {e}");
+                            tracing::warn!("publisher: ignoring an ack that does not verify: {e}");
                             continue;
                         }
                     };
                     let mut o = shared.lock();
                     size = o.log().size();
                     if ack.count > size {
-                        eprintln!(
+                        tracing::warn!(
                             "publisher: the hub acknowledges {} records, the log holds {size}",
                             ack.count
                         );
                         continue;
                     }
                     if ack.count == size && ack.root != o.log().root() {
-                        eprintln!("publisher: the hub's root differs from the log's: not pruning");
+                        tracing::warn!(
+                            "publisher: the hub's root differs from the log's: not pruning"
+                        );
                         continue;
                     }
                     if ack.count > acked {
                         o.ack(ack.count - 1)?;
                         acked = ack.count;
+                        tracing::debug!(
+                            "publisher: the hub acknowledged {acked} of {size} records"
+                        );
                         last_progress = Instant::now();
                         cursor = cursor.max(acked);
                     }
@@ -281,6 +310,10 @@ pub fn run(
                 published_checkpoint = Some(note);
             }
             if acked < cursor && last_progress.elapsed() >= m.ack_timeout {
+                tracing::info!(
+                    "publisher: no acknowledgement from the hub for {:?}: resending from record {acked}",
+                    m.ack_timeout
+                );
                 stats.resends += 1;
                 cursor = acked;
                 published_checkpoint = None;
@@ -292,6 +325,12 @@ pub fn run(
             let last =
                 published_checkpoint.is_some() || shared.lock().log().last_checkpoint().is_none();
             if (acked == size && last) || since.elapsed() >= drain {
+                if acked < size {
+                    tracing::warn!(
+                        "publisher: stopping with {} records unacknowledged (they stay in the log)",
+                        size - acked
+                    );
+                }
                 break;
             }
         } else if connected && cursor >= size {

@@ -123,6 +123,7 @@ where
                     on_record(seq, outbox);
                 }
                 Err(e) => {
+                    tracing::error!("audit log: cannot append a record: {e}");
                     write_error = Some(RunError::Outbox(e.to_string()));
                     break;
                 }
@@ -133,9 +134,11 @@ where
             match h.join() {
                 Ok(Ok(frames)) => summary.frames.push((name, frames)),
                 Ok(Err(e)) => {
+                    tracing::error!("{e}");
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
+                    tracing::error!("pipeline `{name}` panicked");
                     first_error.get_or_insert(RunError::Crashed { pipeline: name });
                 }
             }
@@ -183,6 +186,13 @@ fn run_pipeline(
         pipeline: p.name.clone(),
         source,
     })?;
+    tracing::info!(
+        "pipeline `{}`: model {} {} loaded; window {} ms",
+        p.name,
+        p.card.id,
+        p.card.version,
+        p.window_ms
+    );
     let Source::Replay {
         path,
         speed,
@@ -241,6 +251,11 @@ fn run_pipeline(
     let mut frames = 0u64;
     let mut offset_us = 0u64;
     if post.contains(&Postprocess::SpeechProbability) {
+        tracing::debug!(
+            "pipeline `{}`: replaying audio from {}",
+            p.name,
+            path.display()
+        );
         for _ in 0..*repeat {
             let audio = pipeline::read_wav(path).map_err(perr)?;
             let mut stream = SpeechStream::new(&model).map_err(perr)?;
@@ -261,6 +276,11 @@ fn run_pipeline(
             }
         }
     } else if post.contains(&Postprocess::CenterFace) {
+        tracing::debug!(
+            "pipeline `{}`: replaying images from {}",
+            p.name,
+            path.display()
+        );
         let files = image_files(path).map_err(|message| RunError::Source {
             pipeline: p.name.clone(),
             path: path.clone(),
@@ -288,6 +308,10 @@ fn run_pipeline(
         }));
     }
     send(agg.finish(rc.at(offset_us)))?;
+    tracing::info!(
+        "pipeline `{}`: end of its source after {frames} frames or chunks",
+        p.name
+    );
     Ok(frames)
 }
 

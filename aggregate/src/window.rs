@@ -125,27 +125,22 @@ impl Windows {
 }
 
 /// RFC 3339 UTC with milliseconds (`2026-11-30T10:15:00.000Z`), from Unix milliseconds.
+///
+/// Always three fractional digits and `Z`: the label is part of signed records
+/// (docs/record-format.md). A time outside years -9999..=9999 (a wildly wrong wall clock) is
+/// clamped to the nearest end of that range.
 pub fn rfc3339(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let ms = unix_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    // Civil time in UTC: its range holds every four-digit year, whole (a `Timestamp` stops a
+    // day short of either end, to leave room for offsets).
+    const EPOCH: jiff::civil::DateTime = jiff::civil::datetime(1970, 1, 1, 0, 0, 0, 0);
+    let t = EPOCH
+        .checked_add(jiff::SignedDuration::from_millis(unix_ms))
+        .unwrap_or(if unix_ms < 0 {
+            jiff::civil::DateTime::MIN
+        } else {
+            jiff::civil::DateTime::MAX
+        });
+    format!("{t:.3}Z")
 }
 
 #[cfg(test)]
@@ -164,6 +159,11 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(T0 + 1), "2026-11-30T11:35:00.001Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(-62_167_219_200_000), "0000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // A wall clock out of any sensible range is clamped, not a panic.
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert!(rfc3339(i64::MIN).starts_with("-009999-01-01T00:00:00.000"));
     }
 
     #[test]

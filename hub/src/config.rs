@@ -104,17 +104,11 @@ pub struct Config {
     pub http: Option<Http>,
 }
 
-/// `"250ms"`, `"30s"`, `"2m"` -> a duration.
+/// A duration in jiff's friendly format (`"250ms"`, `"30s"`, `"2m"`, `"1h 30m"`) or ISO 8601
+/// (`"PT2M"`); not negative.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        _ => None,
-    }
+    let d: jiff::SignedDuration = s.trim().parse().ok()?;
+    Duration::try_from(d).ok()
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -207,4 +201,21 @@ pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (Strin
             key: base.join(&t.key),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("PT2M"), Some(Duration::from_secs(120)));
+        for bad in ["", "m", "30", "-5s", "5 parsecs"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 }

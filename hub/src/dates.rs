@@ -1,27 +1,8 @@
 //! UTC dates for the web side: parsing the RFC 3339 labels of records and the `from`/`to` of
 //! queries, formatting milliseconds back. Pure; no time zone other than UTC exists here.
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn num(s: &str) -> Option<i64> {
+/// A number of ASCII digits only (no sign, no space, not empty).
+fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -30,6 +11,9 @@ fn num(s: &str) -> Option<i64> {
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `YYYY-MM-DDTHH:MM:SS` or with `.mmm`, optionally
 /// ending in `Z` (always UTC), into Unix milliseconds.
+///
+/// The fields are cut here, strictly (jiff's own parser also takes signed years, other
+/// fractions and folds leap seconds in); jiff checks the calendar and does the arithmetic.
 pub fn parse(s: &str) -> Option<i64> {
     let s = s.strip_suffix('Z').unwrap_or(s);
     let (date, time) = match s.split_once(['T', ' ']) {
@@ -41,35 +25,29 @@ pub fn parse(s: &str) -> Option<i64> {
     if dp.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
         return None;
     }
-    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-        return None;
-    }
-    let mut ms = days_from_civil(y, m, d) * 86_400_000;
-    if let Some(t) = time {
-        let (hms, frac) = match t.split_once('.') {
-            Some((a, f)) => (a, Some(f)),
-            None => (t, None),
-        };
-        let mut tp = hms.split(':');
-        let h = num(tp.next()?)?;
-        let mi = num(tp.next()?)?;
-        let sec = match tp.next() {
-            Some(x) => num(x)?,
-            None => 0,
-        };
-        if tp.next().is_some() || h > 23 || mi > 59 || sec > 59 {
-            return None;
-        }
-        ms += (h * 3600 + mi * 60 + sec) * 1000;
-        if let Some(f) = frac {
-            if f.len() != 3 {
+    let date = jiff::civil::Date::new(num(y)?, num(m)?, num(d)?).ok()?;
+    let time = match time {
+        None => jiff::civil::Time::midnight(),
+        Some(t) => {
+            let (hms, ms) = match t.split_once('.') {
+                Some((a, f)) if f.len() == 3 => (a, num::<i32>(f)?),
+                Some(_) => return None,
+                None => (t, 0),
+            };
+            let mut tp = hms.split(':');
+            let (h, mi) = (num(tp.next()?)?, num(tp.next()?)?);
+            let sec = match tp.next() {
+                Some(x) => num(x)?,
+                None => 0,
+            };
+            if tp.next().is_some() {
                 return None;
             }
-            ms += num(f)?;
+            jiff::civil::Time::new(h, mi, sec, ms * 1_000_000).ok()?
         }
-    }
-    Some(ms)
+    };
+    const EPOCH: jiff::civil::DateTime = jiff::civil::datetime(1970, 1, 1, 0, 0, 0, 0);
+    i64::try_from(date.to_datetime(time).duration_since(EPOCH).as_millis()).ok()
 }
 
 /// `2026-11-30T11:35:00Z` (seconds precision; what people and CSV readers want).

@@ -94,8 +94,33 @@ enum AdminCommand {
     },
 }
 
+/// Diagnostics (connections, alarms, errors, the service's progress) go through `tracing` to
+/// stderr, filtered by `RUST_LOG` (default `info`); what a command reports goes to stdout.
+/// Under systemd (`JOURNAL_STREAM` set) lines carry no colours and no time stamp: the journal
+/// adds its own.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .init();
+    } else {
+        fmt.compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -142,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                     config.key_name()
                 );
             }
-            eprintln!(
+            tracing::info!(
                 "hub {}: {} device(s) enrolled, storing into {}",
                 config.name,
                 enrolment.devices.len(),
@@ -153,14 +178,14 @@ fn run(cli: Cli) -> Result<()> {
             let web = match hub::web::WebConfig::from_config(&config) {
                 Some(w) => {
                     let running = hub::web::start(w, enrolment.clone())?;
-                    eprintln!("hub: dashboard on http://{}/", running.addr);
+                    tracing::info!("hub: dashboard on http://{}/", running.addr);
                     Some(running)
                 }
                 None => None,
             };
             let stop = Arc::new(AtomicBool::new(false));
             let totals = hub::mqtt::serve(&config, &enrolment, &key, &stop)?;
-            eprintln!("hub: {totals:?}");
+            tracing::info!("hub: {totals:?}");
             if let Some(w) = web {
                 w.stop();
             }

@@ -105,6 +105,8 @@ pub fn serve(
     let mut totals = Totals::default();
     let mut last_gap_check = Instant::now();
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    // A broken connection is reported once; the attempts to reconnect every 300 ms are debug.
+    let mut down_reported = false;
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(first) => {
@@ -113,16 +115,22 @@ pub fn serve(
                     match m {
                         Polled::ConnAck => {
                             totals.connections += 1;
-                            eprintln!(
+                            down_reported = false;
+                            tracing::info!(
                                 "hub: connected to {}:{}",
-                                config.mqtt.host, config.mqtt.port
+                                config.mqtt.host,
+                                config.mqtt.port
                             );
                             for f in &filters {
                                 client.try_subscribe(f.as_str(), QoS::AtLeastOnce)?;
                             }
                         }
                         Polled::Publish(t, p) => batch.push((t, p)),
-                        Polled::Down(e) => eprintln!("hub: broker connection: {e}"),
+                        Polled::Down(e) if !down_reported => {
+                            down_reported = true;
+                            tracing::warn!("hub: broker connection: {e}; reconnecting");
+                        }
+                        Polled::Down(e) => tracing::debug!("hub: broker connection: {e}"),
                     }
                     if batch.len() < 512 {
                         next = rx.try_recv().ok();
@@ -143,7 +151,7 @@ pub fn serve(
                 totals.messages += 1;
                 let (o, dev) = ingest::handle(&t, enrolment, &topic, &payload, now_ms)?;
                 if o.alarms > 0 {
-                    eprintln!("hub: ALARM on {topic} (see `hub stats`)");
+                    tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
                 }
                 totals.outcome += o;
                 if let Some(d) = dev {
@@ -166,7 +174,7 @@ pub fn serve(
                         let _ =
                             client.try_publish(topic, QoS::AtLeastOnce, true, note.into_bytes());
                     }
-                    Err(e) => eprintln!("hub: cannot sign an ack: {e}"),
+                    Err(e) => tracing::error!("hub: cannot sign an ack: {e}"),
                 }
             }
         }
@@ -176,7 +184,7 @@ pub fn serve(
             let g = ingest::check_gaps(&t, now_ms, gap_ms)?;
             t.commit()?;
             if g > 0 {
-                eprintln!("hub: ALARM GAP on {g} device(s)");
+                tracing::warn!("hub: ALARM GAP on {g} device(s)");
             }
             totals.gaps += g;
         }

@@ -13,6 +13,16 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
     let config = Config::load(path)?;
     let (log_dir, outbox) = super::open_outbox(&config)?;
     let start_size = outbox.log().size();
+    tracing::info!(
+        "edge-agent {}/{}: {} pipeline(s), audit log {} ({start_size} records)",
+        config.territory,
+        config.device,
+        config.pipelines.len(),
+        log_dir.display()
+    );
+    if let Some(m) = &config.mqtt {
+        tracing::info!("publishing to {}:{}", m.host, m.port);
+    }
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner()
     } else {

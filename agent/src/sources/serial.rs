@@ -79,12 +79,24 @@ impl<R: Read> SerialSource<R> {
     pub fn next_event(&mut self) -> Result<Event, SerialError> {
         loop {
             for i in self.pending.by_ref() {
-                if let Some(Ok(frame)) = self.decoder.push(self.buf[i]) {
-                    return Ok(Event::Frame(Box::new(frame)));
+                match self.decoder.push(self.buf[i]) {
+                    Some(Ok(frame)) => return Ok(Event::Frame(Box::new(frame))),
+                    Some(Err(e)) => {
+                        let s = self.decoder.stats();
+                        tracing::debug!(
+                            "serial: dropped a frame ({e:?}); {} frames, {} bytes dropped so far",
+                            s.dropped,
+                            s.dropped_bytes
+                        );
+                    }
+                    None => {}
                 }
             }
             match self.reader.read(&mut self.buf[..]) {
-                Ok(0) => return Ok(Event::Closed),
+                Ok(0) => {
+                    tracing::info!("serial: the node closed the stream");
+                    return Ok(Event::Closed);
+                }
                 Ok(n) => self.pending = 0..n,
                 Err(e) => match e.kind() {
                     io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return Ok(Event::Idle),

@@ -308,7 +308,7 @@ pub async fn enrol(
     };
     app.change_enrolment(move |path| crate::enrolment::enroll(path, raw))
         .await?;
-    eprintln!("hub web: enrolled {territory}/{device}");
+    tracing::info!("hub web: enrolled {territory}/{device}");
     Ok(see_other("/admin"))
 }
 
@@ -364,7 +364,7 @@ pub async fn rotate(
     let d = device.clone();
     app.change_enrolment(move |path| crate::enrolment::rotate_key(path, &d, &vkey, &now))
         .await?;
-    eprintln!("hub web: rotated the key of {device}");
+    tracing::info!("hub web: rotated the key of {device}");
     Ok(see_other("/admin"))
 }
 

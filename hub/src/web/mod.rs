@@ -97,7 +97,7 @@ impl IntoResponse for WebError {
             }
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             WebError::Internal(m) => {
-                eprintln!("hub web: {m}");
+                tracing::error!("hub web: {m}");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error".to_owned(),
@@ -313,7 +313,7 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
-                        eprintln!("hub web: {e}");
+                        tracing::error!("hub web: {e}");
                         return;
                     }
                 };
@@ -321,7 +321,7 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
                 let server =
                     std::future::IntoFuture::into_future(axum::serve(listener, router(app)));
                 tokio::select! {
-                    r = server => if let Err(e) = r { eprintln!("hub web: {e}") },
+                    r = server => if let Err(e) = r { tracing::error!("hub web: {e}") },
                     _ = stop_rx => {}
                 }
             });
