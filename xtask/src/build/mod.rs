@@ -59,7 +59,7 @@ pub fn toolchain(triple: &str) -> Result<&'static Toolchain> {
     TOOLCHAINS.iter().find(|t| t.triple == triple).with_context(|| {
         let known: Vec<_> = TOOLCHAINS.iter().map(|t| t.triple).collect();
         format!(
-            "no cross toolchain known for `{triple}` (known: {}); add one to xtask/src/cross.rs",
+            "no cross toolchain known for `{triple}` (known: {}); add one to xtask/src/build/mod.rs",
             known.join(", ")
         )
     })

@@ -188,7 +188,7 @@ fn check_machine(agent: &Path, triple: &str) -> Result<()> {
         Some("aarch64") => Architecture::Aarch64,
         Some(a) if a.starts_with("arm") => Architecture::Arm,
         Some("x86_64") => Architecture::X86_64,
-        _ => bail!("no ELF machine known for target `{triple}`; add it to xtask/src/deploy.rs"),
+        _ => bail!("no ELF machine known for target `{triple}`; add it to xtask/src/flash/ssh.rs"),
     };
     ensure!(
         file.architecture() == want,
