@@ -10,34 +10,26 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use agent::config::Config;
-use support::{Doc, Schema, merge, record};
+use support::{Doc, Schema, record};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn doc() -> Doc {
-    let path = root().join("docs/agent-config.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Doc::parse(&text)
+    Doc::read(&root().join("docs/agent-config.md"))
 }
 
 fn schema() -> Schema {
     let schema = record(|r| agent::config::deserialize_raw(r));
-    // The recorder reached the nested tables (a guard against a recorder that sees nothing).
-    for (table, field) in [
+    schema.assert_seen(&[
         ("", "device"),
         ("mqtt.tls", "ca"),
         ("pipeline", "window"),
         ("pipeline.source", "speed"),
         ("pipeline.privacy", "share_step_ppm"),
         ("pipeline.privacy.noise", "epsilon"),
-    ] {
-        assert!(
-            schema.tables.get(table).is_some_and(|f| f.contains(field)),
-            "the recorder did not see `{field}` in `[{table}]`: {schema:?}"
-        );
-    }
+    ]);
     schema
 }
 
@@ -49,44 +41,18 @@ fn config_path() -> PathBuf {
 
 #[test]
 fn every_field_the_parser_knows_is_documented() {
-    let problems = doc().check_fields(&schema());
-    assert!(
-        problems.is_empty(),
-        "docs/agent-config.md is out of step with the agent's config parser:\n  {}",
-        problems.join("\n  ")
+    doc().assert_fields(
+        "docs/agent-config.md",
+        "the agent's config parser",
+        &schema(),
     );
 }
 
 #[test]
 fn every_toml_example_parses() {
-    let doc = doc();
-    let (complete, partial) = doc.toml_blocks();
-    assert!(
-        !complete.is_empty(),
-        "docs/agent-config.md has no complete example"
-    );
-    for b in &complete {
-        if let Err(e) = Config::parse(&config_path(), &b.text) {
-            panic!(
-                "docs/agent-config.md line {}: the example does not parse: {e}",
-                b.line
-            );
-        }
-    }
-    let base: toml::Table = toml::from_str(&complete[0].text).expect("parsed above");
-    for b in &partial {
-        let part: toml::Table = toml::from_str(&b.text)
-            .unwrap_or_else(|e| panic!("docs/agent-config.md line {}: not TOML: {e}", b.line));
-        let mut merged = base.clone();
-        merge(&mut merged, part);
-        let text = toml::to_string(&merged).expect("a table serialises");
-        if let Err(e) = Config::parse(&config_path(), &text) {
-            panic!(
-                "docs/agent-config.md line {}: the partial example, merged into the first complete one (line {}), does not parse: {e}",
-                b.line, complete[0].line
-            );
-        }
-    }
+    doc().assert_examples_parse("docs/agent-config.md", |text| {
+        Config::parse(&config_path(), text)
+    });
 }
 
 /// The example shipped with the agent is complete and valid too.

@@ -111,6 +111,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// `what` is wrong with `file` as a whole (its header, or where it stands among the
+    /// segments), not with one of its frames.
+    fn whole_file(file: PathBuf, what: Corruption) -> Self {
+        Self::Corrupt {
+            file,
+            offset: 0,
+            seq: None,
+            what,
+        }
+    }
+
     fn io(path: &Path, op: &'static str, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
             return Self::NoSpace {
@@ -259,21 +270,13 @@ impl Log {
                     seqs.pop();
                 }
                 HeaderStep::Torn => {
-                    let what = Corruption::BadMagic("a segment file");
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        offset: 0,
-                        seq: None,
-                        what,
-                    });
+                    return Err(StoreError::whole_file(
+                        path,
+                        Corruption::BadMagic("a segment file"),
+                    ));
                 }
                 HeaderStep::Corrupt(what) => {
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        offset: 0,
-                        seq: None,
-                        what,
-                    });
+                    return Err(StoreError::whole_file(path, what));
                 }
             }
         };
@@ -591,12 +594,7 @@ impl Log {
                     payload,
                     offset,
                 } => {
-                    let size = note_size(&payload).ok_or_else(|| StoreError::Corrupt {
-                        file: path.clone(),
-                        offset,
-                        seq: Some(header.seq),
-                        what: Corruption::BadNote("not a checkpoint".into()),
-                    })?;
+                    let size = checkpoint_size(&path, offset, header.seq, &payload)?;
                     if size >= keep_from {
                         let frame = encode_frame(header.seq, &[&payload]);
                         write(&mut out, &frame)?;
@@ -713,12 +711,7 @@ impl Reader<'_> {
                             found: next_first,
                         };
                         let file = self.log.segment_path(next_first);
-                        return Err(StoreError::Corrupt {
-                            file,
-                            offset: 0,
-                            seq: None,
-                            what,
-                        });
+                        return Err(StoreError::whole_file(file, what));
                     }
                 }
                 Step::Torn { offset } => {
@@ -759,10 +752,19 @@ impl Iterator for Reader<'_> {
     }
 }
 
-/// The tree size a checkpoint frame's payload (a signed note) declares.
-fn note_size(payload: &[u8]) -> Option<u64> {
-    let note = std::str::from_utf8(payload).ok()?;
-    Some(Checkpoint::parse(parse_note(note).ok()?.text).ok()?.size)
+/// The tree size a checkpoint frame's payload (a signed note) declares; the frame (record
+/// `seq`, at `offset` of `path`) is corrupt when it declares none.
+fn checkpoint_size(path: &Path, offset: u64, seq: u64, payload: &[u8]) -> Result<u64, StoreError> {
+    let size = || {
+        let note = std::str::from_utf8(payload).ok()?;
+        Some(Checkpoint::parse(parse_note(note).ok()?.text).ok()?.size)
+    };
+    size().ok_or_else(|| StoreError::Corrupt {
+        file: path.to_owned(),
+        offset,
+        seq: Some(seq),
+        what: Corruption::BadNote("not a checkpoint".into()),
+    })
 }
 
 /// Writes `bytes` at `at` and fdatasyncs; on failure cuts the file back to `at` so no partial
@@ -946,13 +948,10 @@ fn open_checkpoints(
         || file.read_exact_at(&mut magic, 0).is_err()
         || &magic != CHECKPOINTS_MAGIC
     {
-        let what = Corruption::BadMagic("a checkpoints file");
-        return Err(StoreError::Corrupt {
-            file: path,
-            offset: 0,
-            seq: None,
-            what,
-        });
+        return Err(StoreError::whole_file(
+            path,
+            Corruption::BadMagic("a checkpoints file"),
+        ));
     }
     let f = file
         .try_clone()
@@ -973,12 +972,7 @@ fn open_checkpoints(
                 payload,
             } => {
                 next_index = Some(header.seq + 1);
-                let size = note_size(&payload).ok_or_else(|| StoreError::Corrupt {
-                    file: path.clone(),
-                    offset,
-                    seq: Some(header.seq),
-                    what: Corruption::BadNote("not a checkpoint".into()),
-                })?;
+                let size = checkpoint_size(&path, offset, header.seq, &payload)?;
                 first_size.get_or_insert(size);
                 last = Some(payload);
             }
@@ -1002,7 +996,7 @@ fn open_checkpoints(
     let last = match last {
         None => None,
         Some(payload) => {
-            let note = String::from_utf8(payload).expect("note_size checked UTF-8");
+            let note = String::from_utf8(payload).expect("checkpoint_size checked UTF-8");
             let cp = key
                 .verifier()
                 .open_checkpoint(&note, Some(origin))

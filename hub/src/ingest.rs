@@ -79,6 +79,19 @@ impl Ctx<'_, '_> {
             },
         )
     }
+
+    /// A rejected message: an alarm with the payload as evidence, and nothing to acknowledge.
+    fn reject(
+        mut self,
+        device: Option<&str>,
+        kind: &str,
+        seq: Option<u64>,
+        detail: String,
+        payload: &[u8],
+    ) -> Result<(Outcome, Option<String>)> {
+        self.alarm(device, kind, seq, detail, Some(evidence(payload)))?;
+        Ok((self.out, None))
+    }
 }
 
 /// Evidence for a rejected payload: its text, shortened, or a note that it is binary.
@@ -107,14 +120,7 @@ pub fn handle(
     let t = match Topic::parse(topic) {
         Ok(t) => t,
         Err(e) => {
-            cx.alarm(
-                None,
-                MALFORMED,
-                None,
-                e.to_string(),
-                Some(evidence(payload)),
-            )?;
-            return Ok((cx.out, None));
+            return cx.reject(None, MALFORMED, None, e.to_string(), payload);
         }
     };
     if t.kind == TopicKind::Status {
@@ -134,14 +140,13 @@ pub fn handle(
         .get(&t.device)
         .filter(|d| d.territory == t.territory)
     else {
-        cx.alarm(
+        return cx.reject(
             Some(&t.device),
             UNENROLLED,
             None,
             format!("device {}/{} is not enrolled", t.territory, t.device),
-            Some(evidence(payload)),
-        )?;
-        return Ok((cx.out, None));
+            payload,
+        );
     };
     let id = device.id.as_str();
     match &t.kind {
@@ -153,19 +158,17 @@ pub fn handle(
                         WireError::TopicMismatch { .. } => MISMATCH,
                         _ => MALFORMED,
                     };
-                    cx.alarm(Some(id), kind, None, e.to_string(), Some(evidence(payload)))?;
-                    return Ok((cx.out, None));
+                    return cx.reject(Some(id), kind, None, e.to_string(), payload);
                 }
             };
             if audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_err() {
-                cx.alarm(
+                return cx.reject(
                     Some(id),
                     BAD_SIGNATURE,
                     Some(msg.seq),
                     format!("record {} does not verify with the device's key", msg.seq),
-                    Some(evidence(payload)),
-                )?;
-                return Ok((cx.out, None));
+                    payload,
+                );
             }
             let m = &msg.view.model;
             if !device
@@ -173,7 +176,7 @@ pub fn handle(
                 .iter()
                 .any(|a| a.id == m.id && a.sha256 == m.sha256)
             {
-                cx.alarm(
+                return cx.reject(
                     Some(id),
                     NOT_ALLOWED,
                     Some(msg.seq),
@@ -181,9 +184,8 @@ pub fn handle(
                         "model {} (sha256 {}) is not enrolled for this device",
                         m.id, m.sha256
                     ),
-                    Some(evidence(payload)),
-                )?;
-                return Ok((cx.out, None));
+                    payload,
+                );
             }
             record(&mut cx, id, msg.seq, &msg.entry, &msg.signature, &m.id)?;
         }
@@ -191,27 +193,19 @@ pub fn handle(
             let note = match std::str::from_utf8(payload) {
                 Ok(n) => n,
                 Err(e) => {
-                    cx.alarm(
-                        Some(id),
-                        MALFORMED,
-                        None,
-                        e.to_string(),
-                        Some(evidence(payload)),
-                    )?;
-                    return Ok((cx.out, None));
+                    return cx.reject(Some(id), MALFORMED, None, e.to_string(), payload);
                 }
             };
             let cp = match device.key.open_checkpoint(note, Some(&device.origin())) {
                 Ok(cp) => cp,
                 Err(e) => {
-                    cx.alarm(
+                    return cx.reject(
                         Some(id),
                         BAD_SIGNATURE,
                         None,
                         format!("checkpoint: {e}"),
-                        Some(evidence(payload)),
-                    )?;
-                    return Ok((cx.out, None));
+                        payload,
+                    );
                 }
             };
             checkpoint(&mut cx, id, cp.size, cp.root, note)?;

@@ -132,6 +132,25 @@ async fn text(c: &Client, css: &str) -> String {
         .unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
+/// Follows the link whose text is `link`.
+async fn click_link(c: &Client, link: &str) {
+    c.find(Locator::LinkText(link))
+        .await
+        .unwrap_or_else(|e| panic!("link {link}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {link}: {e}"));
+}
+
+/// The points of the chart of faces counted by centerface.
+async fn face_count_points(c: &Client) -> Vec<fantoccini::elements::Element> {
+    c.find_all(Locator::Css(
+        "svg#chart-centerface-int8-count-face circle.point",
+    ))
+    .await
+    .expect("chart points")
+}
+
 async fn attr(e: &fantoccini::elements::Element, name: &str) -> String {
     e.attr(name)
         .await
@@ -174,18 +193,8 @@ async fn run(c: &Client, fx: &Fixture) {
     shot(c, "dashboard").await;
 
     // The device page: one chart point per stored window, with its published value.
-    c.find(Locator::LinkText("dev-1"))
-        .await
-        .expect("link to dev-1")
-        .click()
-        .await
-        .expect("click");
-    let points = c
-        .find_all(Locator::Css(
-            "svg#chart-centerface-int8-count-face circle.point",
-        ))
-        .await
-        .expect("chart points");
+    click_link(c, "dev-1").await;
+    let points = face_count_points(c).await;
     assert_eq!(
         points.len(),
         288,
@@ -218,18 +227,8 @@ async fn run(c: &Client, fx: &Fixture) {
     shot(c, "device").await;
 
     // Zoom on the last day: 15-minute points from the day before the last window.
-    c.find(Locator::LinkText("last day"))
-        .await
-        .expect("zoom link")
-        .click()
-        .await
-        .expect("click");
-    let points = c
-        .find_all(Locator::Css(
-            "svg#chart-centerface-int8-count-face circle.point",
-        ))
-        .await
-        .unwrap();
+    click_link(c, "last day").await;
+    let points = face_count_points(c).await;
     assert_eq!(points.len(), 97);
     let start: i64 = attr(&points[0], "data-start").await.parse().unwrap();
     assert_eq!(start, T0 + 191 * WINDOW_MS);

@@ -68,6 +68,18 @@ fn json(url: &str) -> Value {
     serde_json::from_str(&r.body).expect("json")
 }
 
+/// Device `id` as the register's JSON API shows it.
+fn registered(fx: &Fixture, id: &str) -> Value {
+    let reg = json(&fx.url("/api/register"));
+    reg["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not in the register"))
+        .clone()
+}
+
 /// Logs in and returns (cookie, csrf token).
 fn login(fx: &Fixture) -> (String, String) {
     let r = post(
@@ -237,13 +249,7 @@ fn the_register_lets_anyone_verify_a_device() {
     ] {
         assert!(r.body.contains(needle), "register lacks {needle}");
     }
-    let reg = json(&fx.url("/api/register"));
-    let d1 = reg["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "dev-1")
-        .unwrap();
+    let d1 = registered(&fx, "dev-1");
     assert_eq!(d1["models"][0]["since"], "2026-03-01T00:00:00Z");
     assert_eq!(d1["models"][0]["licence"], "MIT");
     assert_eq!(d1["checkpoint_size"], 288);
@@ -408,6 +414,10 @@ fn admin_routes_refuse_without_a_session_and_work_with_one() {
         f.push(("csrf", csrf));
         f
     }
+    // A form posted by the signed-in admin with the CSRF token (no Origin header).
+    let admin = |path: &str, form: &[(&str, &str)]| {
+        post(&fx.url(path), Some(&cookie), None, &with(form, &csrf))
+    };
     let r = post(
         &fx.url(&ack),
         Some(&cookie),
@@ -419,26 +429,18 @@ fn admin_routes_refuse_without_a_session_and_work_with_one() {
     let all = json(&fx.url("/api/alarms"));
     assert_eq!(all["alarms"][0]["acked_by"], ADMIN);
     // Twice: nothing left to acknowledge.
-    assert_eq!(
-        post(&fx.url(&ack), Some(&cookie), None, &with(&[], &csrf)).status,
-        404
-    );
+    assert_eq!(admin(&ack, &[]).status, 404);
 
-    let r = post(
-        &fx.url("/admin/enrol"),
-        Some(&cookie),
-        None,
-        &with(
-            &[
-                ("vkey", &new_key),
-                ("card", MODEL),
-                ("site_name", "<script>alert(1)</script> Place Bellecour"),
-                ("lat", "45.7578"),
-                ("lon", "4.8320"),
-                ("insee", "69382"),
-            ],
-            &csrf,
-        ),
+    let r = admin(
+        "/admin/enrol",
+        &[
+            ("vkey", &new_key),
+            ("card", MODEL),
+            ("site_name", "<script>alert(1)</script> Place Bellecour"),
+            ("lat", "45.7578"),
+            ("lon", "4.8320"),
+            ("insee", "69382"),
+        ],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     // Ingest sees the new enrolment at once: dev-7 may now publish.
@@ -467,57 +469,27 @@ fn admin_routes_refuse_without_a_session_and_work_with_one() {
             ("site_name", "x"),
         ],
     ] {
-        let r = post(
-            &fx.url("/admin/enrol"),
-            Some(&cookie),
-            None,
-            &with(&bad, &csrf),
-        );
+        let r = admin("/admin/enrol", &bad);
         assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
     }
 
-    let r = post(
-        &fx.url("/admin/rotate"),
-        Some(&cookie),
-        None,
-        &with(&[("device", "dev-1"), ("vkey", &rotated)], &csrf),
-    );
+    let r = admin("/admin/rotate", &[("device", "dev-1"), ("vkey", &rotated)]);
     assert_eq!(r.status, 303, "{}", r.body);
-    let reg = json(&fx.url("/api/register"));
-    let d1 = reg["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == "dev-1")
-        .unwrap()
-        .clone();
+    let d1 = registered(&fx, "dev-1");
     assert_eq!(d1["key"], rotated.as_str());
     assert_eq!(
         d1["retired_keys"][0]["key"],
         fx.devs[0].key.verifier().to_string()
     );
     // A key naming another device cannot replace dev-1's.
-    let r = post(
-        &fx.url("/admin/rotate"),
-        Some(&cookie),
-        None,
-        &with(&[("device", "dev-2"), ("vkey", &rotated)], &csrf),
-    );
+    let r = admin("/admin/rotate", &[("device", "dev-2"), ("vkey", &rotated)]);
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Logout ends the session.
-    let r = post(
-        &fx.url("/admin/logout"),
-        Some(&cookie),
-        None,
-        &with(&[], &csrf),
-    );
+    let r = admin("/admin/logout", &[]);
     assert_eq!(r.status, 303);
     assert_eq!(get(&fx.url("/admin"), Some(&cookie)).status, 303);
-    assert_eq!(
-        post(&fx.url(&ack), Some(&cookie), None, &with(&[], &csrf)).status,
-        401
-    );
+    assert_eq!(admin(&ack, &[]).status, 401);
 }
 
 #[test]

@@ -114,14 +114,7 @@ impl Depthwise {
                     * 0.004
             })
             .collect();
-        let grid = |zero_point, scale| FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        };
+        let grid = FakeQuant::byte_grid;
         let op = Depthwise {
             channels: c,
             in_hw,
@@ -537,14 +530,7 @@ impl EvalOp for Depthwise {
         let [oh, ow] = self.out_hw;
         ensure!(x.len() == self.channels * h * w);
         let mut scratch = Scratch::default();
-        let dt = if self.bytes_out {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        // Zeros: the output is written through a `&mut [_]`, which must not cover
-        // uninitialised memory.
-        let mut y = Tensor::zero_dt(dt, &self.out_shape)?;
+        let mut y = graph::zeroed_output(self.bytes_out, &self.out_shape)?;
         let mut y_ram = y.try_as_plain_ram_mut()?;
         #[cfg(target_arch = "x86_64")]
         // (A ReLU is folded into the quantiser's lower bound, which needs a positive scale.)
@@ -608,18 +594,10 @@ impl TypedOp for Depthwise {
     tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let input_dt = if self.bytes_in.is_some() {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        ensure!(inputs[0].datum_type == input_dt);
-        let dt = if self.bytes_out {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        Ok(tvec!(dt.fact(&*self.out_shape)))
+        ensure!(inputs[0].datum_type == graph::bytes_or_f32(self.bytes_in.is_some()));
+        Ok(tvec!(
+            graph::bytes_or_f32(self.bytes_out).fact(&*self.out_shape)
+        ))
     }
 }
 

@@ -57,6 +57,21 @@ pub(crate) fn eval_f32(
     Ok(tvec!(y.into_tvalue()))
 }
 
+/// The type of a tensor an operator reads or writes as bytes (`u8`) or as values (`f32`).
+pub(crate) fn bytes_or_f32(bytes: bool) -> DatumType {
+    if bytes {
+        u8::datum_type()
+    } else {
+        f32::datum_type()
+    }
+}
+
+/// An output tensor of bytes or values of `shape`, zeros: the output is written through a
+/// `&mut [_]`, which must not cover uninitialised memory.
+pub(crate) fn zeroed_output(bytes: bool, shape: &[usize]) -> TractResult<Tensor> {
+    Tensor::zero_dt(bytes_or_f32(bytes), shape)
+}
+
 /// The shape of `outlet` when every dimension is known.
 pub(crate) fn concrete_shape(
     model: &TypedModel,
@@ -370,14 +385,7 @@ pub(crate) mod testing {
 
     /// A quantiser on bytes (`[0, 255]`) with this zero point and scale.
     pub fn byte_grid(zero_point: i32, scale: f32) -> crate::qdq::FakeQuant {
-        crate::qdq::FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        }
+        crate::qdq::FakeQuant::byte_grid(zero_point, scale)
     }
 
     /// `n` values in `[-1, 1]`, steps of 0.001.

@@ -76,14 +76,7 @@ enum Output<'a> {
 impl QAdd {
     /// A sum of two byte tensors of `shape` into bytes, for [`crate::bench`]; and its inputs.
     pub(crate) fn for_bench(shape: &[usize]) -> TractResult<(QAdd, [Tensor; 2])> {
-        let grid = |zero_point, scale| FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        };
+        let grid = FakeQuant::byte_grid;
         let op = QAdd {
             bytes_in: [Some(grid(120, 0.031)), Some(grid(7, 0.0123))],
             out: grid(64, 0.05),
@@ -173,14 +166,7 @@ impl EvalOp for QAdd {
             inputs[1].shape(),
             self.shape
         );
-        let dt = if self.bytes_out {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        // Zeros: the output is written through a `&mut [_]`, which must not cover
-        // uninitialised memory.
-        let mut y = Tensor::zero_dt(dt, &self.shape)?;
+        let mut y = graph::zeroed_output(self.bytes_out, &self.shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let mut out = if self.bytes_out {
@@ -202,19 +188,11 @@ impl TypedOp for QAdd {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 2);
         for (fact, grid) in inputs.iter().zip(&self.bytes_in) {
-            let dt = if grid.is_some() {
-                u8::datum_type()
-            } else {
-                f32::datum_type()
-            };
-            ensure!(fact.datum_type == dt);
+            ensure!(fact.datum_type == graph::bytes_or_f32(grid.is_some()));
         }
-        let dt = if self.bytes_out {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        Ok(tvec!(dt.fact(&*self.shape)))
+        Ok(tvec!(
+            graph::bytes_or_f32(self.bytes_out).fact(&*self.shape)
+        ))
     }
 }
 

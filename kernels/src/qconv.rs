@@ -638,14 +638,7 @@ impl QConv {
             pad,
             out_hw,
         });
-        let grid = |zero_point, scale| FakeQuant {
-            inv_scale: 1.0 / scale,
-            zero_point,
-            lo: 0,
-            hi: 255,
-            dq_zero_point: zero_point,
-            dq_scale: scale,
-        };
+        let grid = FakeQuant::byte_grid;
         let Some(mut op) = QConv::new(
             FloatConv {
                 weights: &w,
@@ -676,14 +669,6 @@ impl QConv {
     fn read_grid_is(&self, grid: &FakeQuant) -> bool {
         self.inv_scale_x == 1.0 / grid.dq_scale
             && self.shift_x == grid.dq_zero_point - grid.lo - 128
-    }
-
-    fn out_dt(&self) -> DatumType {
-        if self.bytes_out {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        }
     }
 }
 
@@ -728,9 +713,7 @@ impl EvalOp for QConv {
             self.k,
             self.out_shape
         );
-        // Zeros: the output is written through a `&mut [_]`, which must not cover
-        // uninitialised memory.
-        let mut y = Tensor::zero_dt(self.out_dt(), &self.out_shape)?;
+        let mut y = graph::zeroed_output(self.bytes_out, &self.out_shape)?;
         {
             let mut ram = y.try_as_plain_ram_mut()?;
             let out = if self.bytes_out {
@@ -748,13 +731,10 @@ impl TypedOp for QConv {
     tract_onnx::tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let input_dt = if self.bytes_in {
-            u8::datum_type()
-        } else {
-            f32::datum_type()
-        };
-        ensure!(inputs[0].datum_type == input_dt);
-        Ok(tvec!(self.out_dt().fact(&*self.out_shape)))
+        ensure!(inputs[0].datum_type == graph::bytes_or_f32(self.bytes_in));
+        Ok(tvec!(
+            graph::bytes_or_f32(self.bytes_out).fact(&*self.out_shape)
+        ))
     }
 }
 

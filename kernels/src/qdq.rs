@@ -77,6 +77,19 @@ pub(crate) fn symmetric_int8_rows(
 }
 
 impl FakeQuant {
+    /// A quantiser on bytes (`[0, 255]`) with this zero point and scale, dequantised on the
+    /// same grid.
+    pub fn byte_grid(zero_point: i32, scale: f32) -> FakeQuant {
+        FakeQuant {
+            inv_scale: 1.0 / scale,
+            zero_point,
+            lo: 0,
+            hi: 255,
+            dq_zero_point: zero_point,
+            dq_scale: scale,
+        }
+    }
+
     /// Whether the quantised values are bytes (`u8`, `[0, 255]`) with the dequantiser's zero
     /// point, so that an activation can travel as its bytes ([`FakeQuant::quantise_bytes`]) and be
     /// read back exactly ([`FakeQuant::dequantise_bytes`]).

@@ -8,34 +8,26 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use modelcard::Card;
-use support::{Doc, Schema, merge, record};
+use support::{Doc, Schema, record};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn doc() -> Doc {
-    let path = root().join("docs/model-card.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Doc::parse(&text)
+    Doc::read(&root().join("docs/model-card.md"))
 }
 
 fn schema() -> Schema {
     let schema = record(|r| modelcard::deserialize_raw(r));
-    // The recorder reached the nested tables (a guard against a recorder that sees nothing).
-    for (table, field) in [
+    schema.assert_seen(&[
         ("", "schema"),
         ("provenance", "package_sha256"),
         ("inputs", "preprocess"),
         ("inputs.preprocess", "sample_rate"),
         ("inputs.quant", "zero_point"),
         ("outputs.check", "steps"),
-    ] {
-        assert!(
-            schema.tables.get(table).is_some_and(|f| f.contains(field)),
-            "the recorder did not see `{field}` in `[{table}]`: {schema:?}"
-        );
-    }
+    ]);
     schema
 }
 
@@ -46,44 +38,12 @@ fn card_path() -> PathBuf {
 
 #[test]
 fn every_field_the_parser_knows_is_documented() {
-    let problems = doc().check_fields(&schema());
-    assert!(
-        problems.is_empty(),
-        "docs/model-card.md is out of step with modelcard's parser:\n  {}",
-        problems.join("\n  ")
-    );
+    doc().assert_fields("docs/model-card.md", "modelcard's parser", &schema());
 }
 
 #[test]
 fn every_toml_example_parses() {
-    let doc = doc();
-    let (complete, partial) = doc.toml_blocks();
-    assert!(
-        !complete.is_empty(),
-        "docs/model-card.md has no complete example"
-    );
-    for b in &complete {
-        if let Err(e) = Card::parse(&card_path(), &b.text) {
-            panic!(
-                "docs/model-card.md line {}: the example does not parse: {e}",
-                b.line
-            );
-        }
-    }
-    let base: toml::Table = toml::from_str(&complete[0].text).expect("parsed above");
-    for b in &partial {
-        let part: toml::Table = toml::from_str(&b.text)
-            .unwrap_or_else(|e| panic!("docs/model-card.md line {}: not TOML: {e}", b.line));
-        let mut merged = base.clone();
-        merge(&mut merged, part);
-        let text = toml::to_string(&merged).expect("a table serialises");
-        if let Err(e) = Card::parse(&card_path(), &text) {
-            panic!(
-                "docs/model-card.md line {}: the partial example, merged into the first complete one (line {}), does not parse: {e}",
-                b.line, complete[0].line
-            );
-        }
-    }
+    doc().assert_examples_parse("docs/model-card.md", |text| Card::parse(&card_path(), text));
 }
 
 /// The real cards are the schema's first users: each one parses.

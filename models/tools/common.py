@@ -1,16 +1,17 @@
 """Shared helpers for the models/ tooling (card reading, hashing, samples).
 
 Only the standard library and numpy are imported at module level, so fetch.py
-(stdlib only) does not import this module.
+(stdlib only) does not import this module; both take sha256_file from hashes.py.
 """
 from __future__ import annotations
 
-import hashlib
 import tomllib
 import wave
 from pathlib import Path
 
 import numpy as np
+
+from hashes import sha256_file  # noqa: F401 (re-exported for the scripts)
 
 TOOLS = Path(__file__).resolve().parent
 MODELS = TOOLS.parent
@@ -18,14 +19,6 @@ REPO = MODELS.parent
 SAMPLES = MODELS / "samples"
 
 DTYPES = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_card(path: str | Path) -> tuple[Path, dict]:

@@ -28,6 +28,9 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hashes import sha256_file  # noqa: E402
+
 DEFAULT_CACHE = Path(os.environ.get("IAT_CACHE", Path.home() / ".cache" / "iat")) / "wheels"
 
 
@@ -37,14 +40,6 @@ class FetchError(Exception):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wheel_prefix(package: str, version: str) -> str:

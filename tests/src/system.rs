@@ -91,6 +91,14 @@ impl Hub {
             .arg(root().join("models/silero-vad-16k/card.toml")));
     }
 
+    /// A device set up in `dir` as [`Device::setup`] does, with no more `[mqtt]` lines, and
+    /// enrolled here.
+    pub fn enroll_new(&self, dir: &Path, id: &str, port: u16, repeat: u32) -> Device {
+        let device = Device::setup(dir, id, port, &self.vkey(), repeat, "");
+        self.enroll(&device);
+        device
+    }
+
     pub fn start(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("hub-{}.log", self.starts)))
@@ -374,6 +382,21 @@ pub fn delivery(hub: &Hub, device: &Device) -> Delivery {
         duplicates_stored: stored - seqs.len() as u64,
         duplicates_received: dev.map_or(0, |d| d.duplicates),
         unverified,
+    }
+}
+
+impl Delivery {
+    /// Panics unless the run was clean: every record stored once and verified, no alarm, and
+    /// nothing on the wire but aggregates, checkpoints, acks and status (the spy's
+    /// `violations`).
+    pub fn assert_clean(&self, alarms: &[hub::db::store::Alarm], violations: &[String]) {
+        assert_eq!(
+            (self.lost, self.duplicates_stored, self.unverified),
+            (0, 0, 0),
+            "{self:?}"
+        );
+        assert!(alarms.is_empty(), "false alarms: {alarms:?}");
+        assert!(violations.is_empty(), "{violations:?}");
     }
 }
 

@@ -84,6 +84,18 @@ fn rewrite_checkpoints(dir: &Path, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
     fs::write(&path, [bytes[..8].to_vec(), frames.concat()].concat()).unwrap();
 }
 
+/// Frame `seq` of the checkpoints file: a checkpoint of the log at `size` with an all-zero
+/// root, signed by `signer`.
+fn zero_root_checkpoint(seq: u64, size: u64, signer: &SignerKey) -> Vec<u8> {
+    let cp = Checkpoint {
+        origin: ORIGIN.into(),
+        size,
+        root: [0; 32],
+        extensions: vec![],
+    };
+    encode_frame(seq, &[signer.sign_checkpoint(&cp).unwrap().as_bytes()])
+}
+
 fn note_payload(frame: &[u8]) -> String {
     String::from_utf8(frame[16..frame.len() - 4].to_vec()).unwrap()
 }
@@ -310,16 +322,7 @@ fn tampering_is_detected_precisely() {
             |d| {
                 rewrite_checkpoints(d, |f| {
                     let imp = SignerKey::from_seed(ORIGIN, &[1; 32]).unwrap();
-                    let cp = Checkpoint {
-                        origin: ORIGIN.into(),
-                        size: 14,
-                        root: [0; 32],
-                        extensions: vec![],
-                    };
-                    f.push(encode_frame(
-                        3,
-                        &[imp.sign_checkpoint(&cp).unwrap().as_bytes()],
-                    ));
+                    f.push(zero_root_checkpoint(3, 14, &imp));
                 })
             },
             |k| {
@@ -333,16 +336,7 @@ fn tampering_is_detected_precisely() {
             "the device signed a second root at the same size (fork)",
             |d| {
                 rewrite_checkpoints(d, |f| {
-                    let cp = Checkpoint {
-                        origin: ORIGIN.into(),
-                        size: 14,
-                        root: [0; 32],
-                        extensions: vec![],
-                    };
-                    f.push(encode_frame(
-                        3,
-                        &[key().sign_checkpoint(&cp).unwrap().as_bytes()],
-                    ));
+                    f.push(zero_root_checkpoint(3, 14, &key()));
                 })
             },
             |k| matches!(k, ProblemKind::CheckpointFork { size: 14 }),
@@ -351,16 +345,7 @@ fn tampering_is_detected_precisely() {
             "a checkpoint whose root is not the log's",
             |d| {
                 rewrite_checkpoints(d, |f| {
-                    let cp = Checkpoint {
-                        origin: ORIGIN.into(),
-                        size: 5,
-                        root: [0; 32],
-                        extensions: vec![],
-                    };
-                    f.insert(
-                        1,
-                        encode_frame(1, &[key().sign_checkpoint(&cp).unwrap().as_bytes()]),
-                    );
+                    f.insert(1, zero_root_checkpoint(1, 5, &key()));
                     for (i, fr) in f.iter_mut().enumerate().skip(2) {
                         let n = note_payload(fr);
                         *fr = encode_frame(i as u64, &[n.as_bytes()]);

@@ -85,31 +85,33 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
         k: view.privacy.k,
         epsilon_milli: view.privacy.noise.as_ref().map(|n| n.epsilon_milli),
     };
+    // A point whose value and peak are published under the privacy rules (each may be
+    // suppressed).
+    let with_published = |kind: &str, class: &str, n: u64, value: &Published, peak: &Published| {
+        let (value, value_suppressed) = published(value);
+        let (peak, peak_suppressed) = published(peak);
+        Point {
+            n,
+            value,
+            value_suppressed,
+            peak,
+            peak_suppressed,
+            ..base(kind, class)
+        }
+    };
     let a = &view.aggregates;
     let mut out = Vec::new();
     for (class, c) in &a.count {
-        let (value, value_suppressed) = published(&c.total);
-        let (peak, peak_suppressed) = published(&c.max);
-        out.push(Point {
-            n: c.frames,
-            value,
-            value_suppressed,
-            peak,
-            peak_suppressed,
-            ..base("count", class)
-        });
+        out.push(with_published("count", class, c.frames, &c.total, &c.max));
     }
     for (class, p) in &a.presence_share {
-        let (value, value_suppressed) = published(&p.share_ppm);
-        let (peak, peak_suppressed) = published(&p.present_frames);
-        out.push(Point {
-            n: p.frames,
-            value,
-            value_suppressed,
-            peak,
-            peak_suppressed,
-            ..base("presence_share", class)
-        });
+        out.push(with_published(
+            "presence_share",
+            class,
+            p.frames,
+            &p.share_ppm,
+            &p.present_frames,
+        ));
     }
     for (class, s) in &a.speech_share {
         out.push(Point {

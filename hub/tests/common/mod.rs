@@ -177,22 +177,16 @@ impl Fixture {
             assert_eq!(o.alarms, 0);
         }
         // dev-1 says it is online; dev-2's last will says offline.
-        hub::ingest::handle(
-            &tx,
-            &enrolment,
-            &hub_link::status_topic("fr-lyon", "dev-1"),
-            b"online",
-            T0 + 2000,
-        )
-        .expect("status");
-        hub::ingest::handle(
-            &tx,
-            &enrolment,
-            &hub_link::status_topic("fr-lyon", "dev-2"),
-            b"offline",
-            T0 + 2000,
-        )
-        .expect("status");
+        for (device, status) in [("dev-1", "online"), ("dev-2", "offline")] {
+            hub::ingest::handle(
+                &tx,
+                &enrolment,
+                &hub_link::status_topic("fr-lyon", device),
+                status.as_bytes(),
+                T0 + 2000,
+            )
+            .expect("status");
+        }
         // cam-9 signs a second, different record for seq 5: a FORK.
         let cam = &devs[2];
         let mut forged = record(cam, 5, &card.sha256, &version);

@@ -4,7 +4,9 @@
 //! - [`record`]: the field names a parser knows, read from its own `Deserialize` code by a
 //!   recording deserializer, so that the list is never written by hand;
 //! - [`Doc`]: a reference document's sections, field tables and TOML examples;
-//! - [`merge`]: a partial example merged into a complete one.
+//! - [`merge`]: a partial example merged into a complete one;
+//! - [`Schema::assert_seen`], [`Doc::assert_fields`] and [`Doc::assert_examples_parse`]: the
+//!   checks both tests make, with the document's name in their messages.
 //!
 //! The recorder follows what serde's derive asks for: `deserialize_struct` gives a struct's
 //! field names (recorded, then each field's type is deserialized in turn), `Option`, sequences,
@@ -18,6 +20,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
@@ -36,6 +39,17 @@ impl Schema {
         self.tables
             .iter()
             .flat_map(|(t, fs)| fs.iter().map(move |f| (t.as_str(), f.as_str())))
+    }
+
+    /// Panics unless the recorder saw each `(table, field)`: a guard against a recorder that
+    /// does not reach the nested tables.
+    pub fn assert_seen(&self, expected: &[(&str, &str)]) {
+        for (table, field) in expected {
+            assert!(
+                self.tables.get(*table).is_some_and(|f| f.contains(*field)),
+                "the recorder did not see `{field}` in `[{table}]`: {self:?}"
+            );
+        }
     }
 }
 
@@ -384,6 +398,13 @@ pub struct Doc {
 }
 
 impl Doc {
+    /// Reads and parses the document at `path`.
+    pub fn read(path: &Path) -> Doc {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Doc::parse(&text)
+    }
+
     pub fn parse(text: &str) -> Doc {
         let mut sections = vec![Section {
             heading: String::new(),
@@ -543,6 +564,48 @@ impl Doc {
             }
         }
         (complete, partial)
+    }
+
+    /// Panics with every problem [`Doc::check_fields`] finds; `name` is the document's path,
+    /// `parser` says whose parser it describes.
+    pub fn assert_fields(&self, name: &str, parser: &str, schema: &Schema) {
+        let problems = self.check_fields(schema);
+        assert!(
+            problems.is_empty(),
+            "{name} is out of step with {parser}:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+
+    /// Panics unless the document has a complete TOML example and `parse` accepts every
+    /// complete example and every partial one merged into the first complete one; `name` is
+    /// the document's path.
+    pub fn assert_examples_parse<T, E: fmt::Display>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) {
+        let (complete, partial) = self.toml_blocks();
+        assert!(!complete.is_empty(), "{name} has no complete example");
+        for b in &complete {
+            if let Err(e) = parse(&b.text) {
+                panic!("{name} line {}: the example does not parse: {e}", b.line);
+            }
+        }
+        let base: toml::Table = toml::from_str(&complete[0].text).expect("parsed above");
+        for b in &partial {
+            let part: toml::Table = toml::from_str(&b.text)
+                .unwrap_or_else(|e| panic!("{name} line {}: not TOML: {e}", b.line));
+            let mut merged = base.clone();
+            merge(&mut merged, part);
+            let text = toml::to_string(&merged).expect("a table serialises");
+            if let Err(e) = parse(&text) {
+                panic!(
+                    "{name} line {}: the partial example, merged into the first complete one (line {}), does not parse: {e}",
+                    b.line, complete[0].line
+                );
+            }
+        }
     }
 }
 

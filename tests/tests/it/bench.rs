@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tests::broker::Mosquitto;
-use tests::system::{Device, Hub, figures_file, serial};
+use tests::system::{Hub, figures_file, serial};
 
 fn say(line: String) {
     println!("{line}");
@@ -25,15 +25,7 @@ fn throughput_and_latency() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(tmp.path());
     let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "30s");
-    let dev = Device::setup(
-        &tmp.path().join("dev"),
-        "d-001",
-        broker.port,
-        &hub.vkey(),
-        100,
-        "",
-    );
-    hub.enroll(&dev);
+    let dev = hub.enroll_new(&tmp.path().join("dev"), "d-001", broker.port, 100);
     hub.start();
 
     // End to end: the agent appends and publishes; done when the hub acked everything.
@@ -67,20 +59,12 @@ fn throughput_and_latency() {
     let ingest = t.elapsed();
 
     // Latency: a real-time replay (4x), so window labels are wall-clock times.
-    let lat = Device::setup(
-        &tmp.path().join("lat"),
-        "d-lat",
-        broker.port,
-        &hub.vkey(),
-        1,
-        "",
-    );
+    hub.kill();
+    let lat = hub.enroll_new(&tmp.path().join("lat"), "d-lat", broker.port, 1);
     let cfg = std::fs::read_to_string(&lat.config)
         .unwrap()
         .replace("start = \"2026-11-30T10:00:00Z\"", "speed = 4.0");
     std::fs::write(&lat.config, cfg).unwrap();
-    hub.kill();
-    hub.enroll(&lat);
     hub.start();
     assert!(lat.spawn("run").wait().unwrap().success());
     let (lsize, _) = lat.log_state();

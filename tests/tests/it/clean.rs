@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tests::broker::Mosquitto;
-use tests::system::{Device, Hub, Spy, delivery, figures, serial};
+use tests::system::{Hub, Spy, delivery, figures, serial};
 
 #[test]
 fn clean_run_delivers_everything_once_without_alarms() {
@@ -13,15 +13,7 @@ fn clean_run_delivers_everything_once_without_alarms() {
     let broker = Mosquitto::start(tmp.path());
     let spy = Spy::start(broker.port, None);
     let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "30s");
-    let dev = Device::setup(
-        &tmp.path().join("dev"),
-        "d-001",
-        broker.port,
-        &hub.vkey(),
-        3,
-        "",
-    );
-    hub.enroll(&dev);
+    let dev = hub.enroll_new(&tmp.path().join("dev"), "d-001", broker.port, 3);
     hub.start();
     let status = dev.spawn("run").wait().unwrap();
     assert!(
@@ -44,13 +36,7 @@ fn clean_run_delivers_everything_once_without_alarms() {
         "",
     );
     assert!(size >= 50, "{size} records");
-    assert_eq!(
-        (d.lost, d.duplicates_stored, d.unverified),
-        (0, 0, 0),
-        "{d:?}"
-    );
-    assert!(stats.alarms.is_empty(), "false alarms: {:?}", stats.alarms);
-    assert!(violations.is_empty(), "{violations:?}");
+    d.assert_clean(&stats.alarms, &violations);
     assert!(seen > size, "the spy saw {seen} payloads");
     assert!(dev.verify_log());
 }

@@ -41,15 +41,7 @@ fn rig(repeat: u32, proxy: bool) -> Rig {
     let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "60s");
     let proxy = proxy.then(|| Proxy::start(broker.port));
     let port = proxy.as_ref().map_or(broker.port, |p| p.port);
-    let dev = Device::setup(
-        &tmp.path().join("dev"),
-        "d-001",
-        port,
-        &hub.vkey(),
-        repeat,
-        "",
-    );
-    hub.enroll(&dev);
+    let dev = hub.enroll_new(&tmp.path().join("dev"), "d-001", port, repeat);
     hub.start();
     Rig {
         _tmp: tmp,
@@ -94,13 +86,7 @@ fn finish(name: &str, r: Rig, mut agent: Child, started: Instant, extra: &str) {
     );
     assert!(caught_up, "the hub holds {} of {size}", d.stored);
     assert!(size >= 1000, "only {size} records");
-    assert_eq!(
-        (d.lost, d.duplicates_stored, d.unverified),
-        (0, 0, 0),
-        "{d:?}"
-    );
-    assert!(stats.alarms.is_empty(), "false alarms: {:?}", stats.alarms);
-    assert!(violations.is_empty(), "{violations:?}");
+    d.assert_clean(&stats.alarms, &violations);
     assert!(r.dev.verify_log());
     drop(r.broker);
 }

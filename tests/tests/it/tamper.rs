@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use audit::{Checkpoint, SignerKey};
 use rumqttc::{Client, MqttOptions, QoS};
 use tests::broker::Mosquitto;
-use tests::system::{Device, Hub, Spy, delivery, figures, serial};
+use tests::system::{Hub, Spy, delivery, figures, serial};
 
 struct Attacker {
     client: Client,
@@ -64,24 +64,8 @@ fn tampered_messages_are_rejected_and_alarmed() {
     let broker = Mosquitto::start(tmp.path());
     let spy = Spy::start(broker.port, None);
     let mut hub = Hub::setup(&tmp.path().join("hub"), broker.port, "", "1s");
-    let dev = Device::setup(
-        &tmp.path().join("dev"),
-        "d-001",
-        broker.port,
-        &hub.vkey(),
-        2,
-        "",
-    );
-    let other = Device::setup(
-        &tmp.path().join("other"),
-        "d-002",
-        broker.port,
-        &hub.vkey(),
-        1,
-        "",
-    );
-    hub.enroll(&dev);
-    hub.enroll(&other);
+    let dev = hub.enroll_new(&tmp.path().join("dev"), "d-001", broker.port, 2);
+    let other = hub.enroll_new(&tmp.path().join("other"), "d-002", broker.port, 1);
     hub.start();
     assert!(dev.spawn("run").wait().unwrap().success());
     assert!(other.spawn("run").wait().unwrap().success());

@@ -150,16 +150,9 @@ fn tls_client_certificates_and_acls() {
         2,
         &tls_section(&d1_tls),
     );
-    let d2 = Device::setup(
-        &tmp.path().join("d2"),
-        "d-002",
-        broker.port,
-        &hub.vkey(),
-        1,
-        "",
-    );
     hub.enroll(&dev);
-    hub.enroll(&d2);
+    // d-002 is enrolled only to be the victim of the cross-device publication below.
+    let _d2 = hub.enroll_new(&tmp.path().join("d2"), "d-002", broker.port, 1);
     hub.start();
     let ok = dev.spawn("run").wait().unwrap().success();
     assert!(
