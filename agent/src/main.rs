@@ -157,32 +157,9 @@ enum ModelCommand {
     },
 }
 
-/// Diagnostics (warnings, errors, the service's progress) go through `tracing` to stderr,
-/// filtered by `RUST_LOG` (default `info`); what a command reports goes to stdout (`say!`).
-/// Under systemd (`JOURNAL_STREAM` set) lines carry no colours and no time stamp: the journal
-/// adds its own.
-fn init_logging() {
-    use std::io::IsTerminal as _;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.with_ansi(false)
-            .without_time()
-            .with_target(false)
-            .init();
-    } else {
-        fmt.compact()
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    logs::init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

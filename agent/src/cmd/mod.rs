@@ -42,3 +42,15 @@ pub fn open_outbox(config: &Config) -> Result<(PathBuf, AuditOutbox)> {
     .with_context(|| format!("opening the audit log {}", log_dir.display()))?;
     Ok((log_dir, outbox))
 }
+
+/// What a delivery did, for the person who ran `run` or `publish`.
+pub fn say_published(p: &agent::publish::PublishStats) {
+    say!(
+        "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
+        p.published,
+        p.resends,
+        p.connections,
+        p.acked,
+        p.size
+    );
+}

@@ -95,60 +95,76 @@ pub fn inspect(path: &Path) -> Result<ExitCode> {
             "  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)"
         );
     }
-    if model.fused_qdq_pairs > 0 {
-        say!(
-            "  fused: {} QuantizeLinear -> DequantizeLinear pairs run as one FakeQuant operator each",
-            model.fused_qdq_pairs
-        );
-    }
-    if model.int8_convolutions > 0 {
-        say!(
-            "  int8: {} quantised convolutions run as integer matrix products (QConv), {} activations passed as bytes",
-            model.int8_convolutions,
-            model.byte_edges
-        );
-    }
-    if model.float_pointwise > 0 {
-        say!(
-            "  pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing",
-            model.float_pointwise
-        );
-    }
-    if model.float_direct > 0 {
-        say!(
-            "  direct: {} float KxK convolutions run without patch copies, activation fused",
-            model.float_direct
-        );
-    }
-    if model.pads > 0 {
-        say!(
-            "  pads: {} paddings along the last axis run in one pass",
-            model.pads
-        );
-    }
-    if model.depthwise > 0 {
-        say!(
-            "  depthwise: {} depthwise convolutions run by the agent's vectorised kernel",
-            model.depthwise
-        );
-    }
-    if model.quantised_adds > 0 {
-        say!(
-            "  sums: {} additions of quantised activations run with their output quantiser (QAdd)",
-            model.quantised_adds
-        );
-    }
-    if model.workarounds.folded_dequantisations > 0 {
-        say!(
-            "  prepared: {} constant weight dequantisations computed before tract's analysis (load time)",
-            model.workarounds.folded_dequantisations
-        );
-    }
-    if model.workarounds.renamed_nodes > 0 {
-        say!(
-            "  workaround: {} nodes with duplicate names renamed (tract needs unique names)",
-            model.workarounds.renamed_nodes
-        );
+    // What the agent's rewrites and workarounds did to the graph, the ones that applied.
+    let rewrites = [
+        (
+            model.fused_qdq_pairs > 0,
+            format!(
+                "fused: {} QuantizeLinear -> DequantizeLinear pairs run as one FakeQuant operator each",
+                model.fused_qdq_pairs
+            ),
+        ),
+        (
+            model.int8_convolutions > 0,
+            format!(
+                "int8: {} quantised convolutions run as integer matrix products (QConv), {} activations passed as bytes",
+                model.int8_convolutions, model.byte_edges
+            ),
+        ),
+        (
+            model.float_pointwise > 0,
+            format!(
+                "pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing",
+                model.float_pointwise
+            ),
+        ),
+        (
+            model.float_direct > 0,
+            format!(
+                "direct: {} float KxK convolutions run without patch copies, activation fused",
+                model.float_direct
+            ),
+        ),
+        (
+            model.pads > 0,
+            format!(
+                "pads: {} paddings along the last axis run in one pass",
+                model.pads
+            ),
+        ),
+        (
+            model.depthwise > 0,
+            format!(
+                "depthwise: {} depthwise convolutions run by the agent's vectorised kernel",
+                model.depthwise
+            ),
+        ),
+        (
+            model.quantised_adds > 0,
+            format!(
+                "sums: {} additions of quantised activations run with their output quantiser (QAdd)",
+                model.quantised_adds
+            ),
+        ),
+        (
+            model.workarounds.folded_dequantisations > 0,
+            format!(
+                "prepared: {} constant weight dequantisations computed before tract's analysis (load time)",
+                model.workarounds.folded_dequantisations
+            ),
+        ),
+        (
+            model.workarounds.renamed_nodes > 0,
+            format!(
+                "workaround: {} nodes with duplicate names renamed (tract needs unique names)",
+                model.workarounds.renamed_nodes
+            ),
+        ),
+    ];
+    for (applied, line) in rewrites {
+        if applied {
+            say!("  {line}");
+        }
     }
     for n in &model.notes {
         say!("  note: {n}");

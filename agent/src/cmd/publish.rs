@@ -35,13 +35,6 @@ pub fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
         &stop,
         drain,
     )?;
-    say!(
-        "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
-        p.published,
-        p.resends,
-        p.connections,
-        p.acked,
-        p.size
-    );
+    super::say_published(&p);
     Ok(ExitCode::SUCCESS)
 }

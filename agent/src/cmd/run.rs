@@ -84,14 +84,7 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
         Some(Err(_)) => anyhow::bail!("the publisher thread stopped unexpectedly"),
         Some(Ok(p)) => {
             let p = p.context("publishing to the hub")?;
-            say!(
-                "published {} messages ({} resend rounds, {} connections); the hub acknowledged {} of {} records",
-                p.published,
-                p.resends,
-                p.connections,
-                p.acked,
-                p.size
-            );
+            super::say_published(&p);
             if p.acked < p.size {
                 say!(
                     "{} records wait in the outbox for the hub; they are sent at the next start",
