@@ -35,6 +35,7 @@ macro_rules! eval_out_of_plan {
 pub(crate) use eval_out_of_plan;
 
 pub mod arch;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 pub mod depthwise;

@@ -337,6 +337,5 @@ pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
     rows.collect()
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+/// Lower-case hexadecimal: the one the verifiers print (`verify::hex`).
+pub use verify::hex;
