@@ -9,22 +9,8 @@ use serde::Deserialize;
 
 use modelcard::Card;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read the config: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
-}
+/// A config that failed to load: the file, the field at fault and what to fix.
+pub type ConfigError = modelcard::FileError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,24 +159,13 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
-            path: path.to_owned(),
-            error,
-        })?;
-        Config::parse(path, &text)
+        Config::parse(path, &modelcard::file::read(path, "config")?)
     }
 
     /// Validates config text; relative paths are resolved against the config file's folder.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
-        let err = |field: String, message: String| ConfigError::Field {
-            path: path.to_owned(),
-            field,
-            message,
-        };
+        let raw: RawConfig = modelcard::file::parse(path, text)?;
+        let err = |field: String, message: String| ConfigError::field(path, field, message);
         let base = path.parent().unwrap_or(Path::new("."));
         for (field, v) in [("device", &raw.device), ("territory", &raw.territory)] {
             // Both are MQTT topic levels: no wildcards, separators or empty names.

@@ -79,6 +79,12 @@ pub fn key_id(name: &str, public: &[u8; 32]) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
+/// A checked key name and the id of `public` under it.
+fn named(name: &str, public: &[u8; 32]) -> Result<(String, u32), NoteError> {
+    check_key_name(name)?;
+    Ok((name.to_owned(), key_id(name, public)))
+}
+
 /// The public half: verifies checkpoints and record signatures of one device.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifierKey {
@@ -96,13 +102,8 @@ impl fmt::Debug for VerifierKey {
 impl VerifierKey {
     /// The verifier of `key` under `name`.
     pub fn new(name: &str, key: VerifyingKey) -> Result<Self, NoteError> {
-        check_key_name(name)?;
-        let id = key_id(name, key.as_bytes());
-        Ok(Self {
-            name: name.to_owned(),
-            id,
-            key,
-        })
+        let (name, id) = named(name, key.as_bytes())?;
+        Ok(Self { name, id, key })
     }
 
     /// Parses `<name>+<hex8 key id>+<base64(0x01 || 32-byte public key)>`.
@@ -243,14 +244,9 @@ impl fmt::Debug for SignerKey {
 impl SignerKey {
     /// The signer for a 32-byte Ed25519 seed (RFC 8032 private key).
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, NoteError> {
-        check_key_name(name)?;
         let key = SigningKey::from_bytes(seed);
-        let id = key_id(name, key.verifying_key().as_bytes());
-        Ok(Self {
-            name: name.to_owned(),
-            id,
-            key,
-        })
+        let (name, id) = named(name, key.verifying_key().as_bytes())?;
+        Ok(Self { name, id, key })
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex8 key id>+<base64(0x01 || 32-byte seed)>`.

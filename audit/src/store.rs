@@ -114,10 +114,15 @@ impl StoreError {
     /// `what` is wrong with `file` as a whole (its header, or where it stands among the
     /// segments), not with one of its frames.
     fn whole_file(file: PathBuf, what: Corruption) -> Self {
+        Self::corrupt(file, 0, None, what)
+    }
+
+    /// `what` is wrong with the frame at `offset` of `file` (record `seq` when it is known).
+    fn corrupt(file: impl Into<PathBuf>, offset: u64, seq: Option<u64>, what: Corruption) -> Self {
         Self::Corrupt {
-            file,
-            offset: 0,
-            seq: None,
+            file: file.into(),
+            offset,
+            seq,
             what,
         }
     }
@@ -605,12 +610,7 @@ impl Log {
                 Step::End => break,
                 Step::Torn { offset } | Step::Corrupt { offset, .. } => {
                     let what = Corruption::BadFrameHeader;
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        offset,
-                        seq: None,
-                        what,
-                    });
+                    return Err(StoreError::corrupt(path, offset, None, what));
                 }
             }
         }
@@ -683,12 +683,7 @@ impl Reader<'_> {
                     }
                     if payload.len() < SIGNATURE_LEN {
                         let what = Corruption::BadLength { len: header.len };
-                        return Err(StoreError::Corrupt {
-                            file: path,
-                            offset,
-                            seq: Some(header.seq),
-                            what,
-                        });
+                        return Err(StoreError::corrupt(path, offset, Some(header.seq), what));
                     }
                     let entry = payload.split_off(SIGNATURE_LEN);
                     let signature = payload.try_into().expect("64 bytes");
@@ -716,20 +711,10 @@ impl Reader<'_> {
                 }
                 Step::Torn { offset } => {
                     let what = Corruption::CutShort { missing: 0 };
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        offset,
-                        seq: Some(self.next_seq),
-                        what,
-                    });
+                    return Err(StoreError::corrupt(path, offset, Some(self.next_seq), what));
                 }
                 Step::Corrupt { offset, seq, what } => {
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        offset,
-                        seq,
-                        what,
-                    });
+                    return Err(StoreError::corrupt(path, offset, seq, what));
                 }
             }
         }
@@ -759,11 +744,13 @@ fn checkpoint_size(path: &Path, offset: u64, seq: u64, payload: &[u8]) -> Result
         let note = std::str::from_utf8(payload).ok()?;
         Some(Checkpoint::parse(parse_note(note).ok()?.text).ok()?.size)
     };
-    size().ok_or_else(|| StoreError::Corrupt {
-        file: path.to_owned(),
-        offset,
-        seq: Some(seq),
-        what: Corruption::BadNote("not a checkpoint".into()),
+    size().ok_or_else(|| {
+        StoreError::corrupt(
+            path,
+            offset,
+            Some(seq),
+            Corruption::BadNote("not a checkpoint".into()),
+        )
     })
 }
 
@@ -859,24 +846,14 @@ fn replay(
             } => {
                 if payload.len() < SIGNATURE_LEN {
                     let what = Corruption::BadLength { len: header.len };
-                    return Err(StoreError::Corrupt {
-                        file: path.to_owned(),
-                        offset,
-                        seq: Some(seq),
-                        what,
-                    });
+                    return Err(StoreError::corrupt(path, offset, Some(seq), what));
                 }
                 frontier.append(leaf_hash(&payload[SIGNATURE_LEN..]));
             }
             Step::End => return Ok((frontier, len)),
             Step::Torn { offset } => return Ok((frontier, offset)),
             Step::Corrupt { offset, seq, what } => {
-                return Err(StoreError::Corrupt {
-                    file: path.to_owned(),
-                    offset,
-                    seq,
-                    what,
-                });
+                return Err(StoreError::corrupt(path, offset, seq, what));
             }
         }
     }
@@ -894,12 +871,8 @@ fn open_ack(dir: &Path, fresh: bool) -> Result<(File, AckSlot, usize), StoreErro
     };
     let mut b = vec![0u8; ACK_FILE_LEN + 1];
     let n = read_up_to(&file, &mut b).map_err(|e| StoreError::io(&path, "read", e))?;
-    let (slot, index) = decode_ack_file(&b[..n]).map_err(|(offset, what)| StoreError::Corrupt {
-        file: path.clone(),
-        offset,
-        seq: None,
-        what,
-    })?;
+    let (slot, index) = decode_ack_file(&b[..n])
+        .map_err(|(offset, what)| StoreError::corrupt(path, offset, None, what))?;
     Ok((file, slot, index))
 }
 
@@ -979,12 +952,7 @@ fn open_checkpoints(
             Step::End => break len,
             Step::Torn { offset } => break offset,
             Step::Corrupt { offset, seq, what } => {
-                return Err(StoreError::Corrupt {
-                    file: path,
-                    offset,
-                    seq,
-                    what,
-                });
+                return Err(StoreError::corrupt(path, offset, seq, what));
             }
         }
     };

@@ -7,22 +7,9 @@ use std::time::Duration;
 use hub_link::tls::TlsFiles;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    #[error("{}: field `{field}`: {message}", path.display())]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
-}
+/// A config or enrolment file that failed to load: the file, the field at fault and what to
+/// fix.
+pub type ConfigError = modelcard::FileError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,25 +98,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Duration::try_from(d).ok()
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read(path)?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let field = |field: &str, message: &str| ConfigError::Field {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message: message.to_owned(),
-        };
+        let text = modelcard::file::read(path, "hub config")?;
+        let raw: RawConfig = modelcard::file::parse(path, &text)?;
+        let field = |field: &str, message: &str| ConfigError::field(path, field, message);
         let base = path.parent().unwrap_or(Path::new("."));
         if !hub_link::valid_level(&raw.name) {
             return Err(field("name", "1 to 64 of letters, digits, '-', '_', '.'"));

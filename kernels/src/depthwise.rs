@@ -94,6 +94,7 @@ impl Eq for Depthwise {}
 impl Depthwise {
     /// An int8 depthwise convolution on bytes in and out for [`crate::bench`]: `c` channels,
     /// a `KH x KW` kernel over `[c, h, w]`; and an input.
+    #[cfg(feature = "bench")]
     pub(crate) fn for_bench(
         c: usize,
         in_hw: [usize; 2],

@@ -75,6 +75,7 @@ enum Output<'a> {
 
 impl QAdd {
     /// A sum of two byte tensors of `shape` into bytes, for [`crate::bench`]; and its inputs.
+    #[cfg(feature = "bench")]
     pub(crate) fn for_bench(shape: &[usize]) -> TractResult<(QAdd, [Tensor; 2])> {
         let grid = FakeQuant::byte_grid;
         let op = QAdd {

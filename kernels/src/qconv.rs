@@ -608,6 +608,7 @@ impl QConv {
     /// A convolution on bytes in and out for [`crate::bench`]: `c` channels in, `m` out, a
     /// `KH x KW` kernel over `[c, h, w]`, with the AVX-512 kernels unless `portable`; and an
     /// input.
+    #[cfg(feature = "bench")]
     pub(crate) fn for_bench(
         c: usize,
         m: usize,

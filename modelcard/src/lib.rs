@@ -21,23 +21,12 @@ pub const AGGREGATE_KINDS: &[&str] = &[
     "none",
 ];
 
+pub mod file;
+
+pub use file::FileError;
+
 /// A card that failed to load, naming the file and, where it applies, the field.
-#[derive(Debug, thiserror::Error)]
-pub enum CardError {
-    #[error("{path}: cannot read the model card: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
-}
+pub type CardError = FileError;
 
 /// Element types a model input or output may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,20 +346,12 @@ pub fn deserialize_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::
 impl Card {
     /// Reads and validates a card file.
     pub fn load(path: &Path) -> Result<Card, CardError> {
-        let text = std::fs::read_to_string(path).map_err(|error| CardError::Io {
-            path: path.to_owned(),
-            error,
-        })?;
-        Card::parse(path, &text)
+        Card::parse(path, &file::read(path, "model card")?)
     }
 
     /// Validates card text; `path` locates the model file and names the card in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Card, CardError> {
-        let raw: RawCard = toml::from_str(text).map_err(|e| CardError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
-        Validator { path }.card(raw)
+        Validator { path }.card(file::parse(path, text)?)
     }
 
     /// The folder holding the card (and its model, golden vectors...).
@@ -392,11 +373,7 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, field: impl Into<String>, message: impl Into<String>) -> CardError {
-        CardError::Field {
-            path: self.path.to_owned(),
-            field: field.into(),
-            message: message.into(),
-        }
+        CardError::field(self.path, field, message)
     }
 
     fn card(&self, raw: RawCard) -> Result<Card, CardError> {

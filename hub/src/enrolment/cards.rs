@@ -63,11 +63,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RawModel, CardError> {
 
 /// Reads one card file.
 pub fn load(path: &Path) -> Result<RawModel, CardError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CardError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
+    parse(path, &modelcard::file::read(path, "model card")?)
 }
 
 /// Every `*/card.toml` under `dir`, sorted by id; cards that do not parse are returned as

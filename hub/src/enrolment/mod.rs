@@ -117,29 +117,14 @@ pub struct Enrolment {
 impl Enrolment {
     /// Reads the enrolment file; a missing file means no device is enrolled.
     pub fn load(path: &Path) -> Result<Enrolment, ConfigError> {
-        let raw = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str::<RawDevices>(&text).map_err(|e| ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.to_string().trim_end().to_owned(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RawDevices::default(),
-            Err(source) => {
-                return Err(ConfigError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        Enrolment::validate(path, raw)
+        Enrolment::validate(path, read_raw(path)?)
     }
 
     pub fn validate(path: &Path, raw: RawDevices) -> Result<Enrolment, ConfigError> {
         let mut devices = BTreeMap::new();
         for (i, d) in raw.devices.into_iter().enumerate() {
-            let field = |f: &str, message: String| ConfigError::Field {
-                path: path.to_owned(),
-                field: format!("device[{i}].{f}"),
-                message,
+            let field = |f: &str, message: String| {
+                ConfigError::field(path, format!("device[{i}].{f}"), message)
             };
             if !hub_link::valid_level(&d.id) || !hub_link::valid_level(&d.territory) {
                 return Err(field(
@@ -213,19 +198,19 @@ pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
 pub fn rotate_key(path: &Path, device: &str, new_key: &str, now: &str) -> Result<(), ConfigError> {
     let mut raw = read_raw(path)?;
     let Some(d) = raw.devices.iter_mut().find(|d| d.id == device) else {
-        return Err(ConfigError::Field {
-            path: path.to_owned(),
-            field: "device".into(),
-            message: format!("`{device}` is not enrolled"),
-        });
+        return Err(ConfigError::field(
+            path,
+            "device",
+            format!("`{device}` is not enrolled"),
+        ));
     };
     let old = std::mem::replace(&mut d.key, new_key.trim().to_owned());
     if old.trim() == d.key {
-        return Err(ConfigError::Field {
-            path: path.to_owned(),
-            field: "key".into(),
-            message: "the new key is the current key".into(),
-        });
+        return Err(ConfigError::field(
+            path,
+            "key",
+            "the new key is the current key",
+        ));
     }
     d.retired_keys.push(RetiredKey {
         key: old,
@@ -235,20 +220,10 @@ pub fn rotate_key(path: &Path, device: &str, new_key: &str, now: &str) -> Result
 }
 
 fn read_raw(path: &Path) -> Result<RawDevices, ConfigError> {
-    let raw = match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str::<RawDevices>(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RawDevices::default(),
-        Err(source) => {
-            return Err(ConfigError::Io {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    Ok(raw)
+    match modelcard::file::read_optional(path, "enrolment file")? {
+        Some(text) => modelcard::file::parse(path, &text),
+        None => Ok(RawDevices::default()),
+    }
 }
 
 fn write_raw(path: &Path, raw: &RawDevices) -> Result<(), ConfigError> {
@@ -257,21 +232,12 @@ fn write_raw(path: &Path, raw: &RawDevices) -> Result<(), ConfigError> {
         message: e.to_string(),
     })?;
     // Validate what we are about to write: a bad key is refused now, not at the next start.
-    Enrolment::validate(
-        path,
-        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?,
-    )?;
+    Enrolment::validate(path, modelcard::file::parse(path, &text)?)?;
     // Write then rename: a crash never leaves a half-written enrolment file.
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| ConfigError::io(path, "enrolment file", source))
 }
 
 /// The territory and device a device key names (`iat/TERRITORY/DEVICE`), if it is one.
