@@ -54,19 +54,8 @@ fn device(pipelines: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, config)
 }
 
-const SPEECH: &str = r#"
-[[pipeline]]
-name = "speech"
-model = "{root}/models/silero-vad-16k/card.toml"
-aggregates = ["speech_share"]
-window = "1s"
-[pipeline.source]
-kind = "replay"
-path = "{root}/models/samples/speech.wav"
-start = "2026-11-30T10:00:00Z"
-[pipeline.privacy]
-k = 1
-"#;
+/// The speech pipeline the end-to-end tests also run.
+const SPEECH: &str = include_str!("../../tests/fixtures/speech-pipeline.toml");
 
 const FACES: &str = r#"
 [[pipeline]]
@@ -234,7 +223,7 @@ fn tampering_with_a_record_is_reported_with_its_seq() {
 fn after_sigkill_the_agent_continues_the_same_tree() {
     // The sample replayed 20 times: ~354 one-second windows, appended as they close, over a
     // second or two of processing: long enough to be killed mid-run.
-    let (dir, config) = device(&SPEECH.replace("start = ", "repeat = 20\nstart = "));
+    let (dir, config) = device(&SPEECH.replace("repeat = 1\n", "repeat = 20\n"));
     let mut seed: u64 = 0x1A7_2026;
     let mut sizes = Vec::new();
     for _ in 0..5 {

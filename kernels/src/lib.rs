@@ -46,3 +46,58 @@ pub mod pointwise;
 pub mod qadd;
 pub mod qconv;
 pub mod qdq;
+
+use tract_onnx::tract_core::internal::{TractResult, TypedModel};
+
+/// How many operators each rewrite of [`optimise`] installed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrites {
+    /// QuantizeLinear -> DequantizeLinear pairs run as one operator ([`qdq`]).
+    pub fused_qdq_pairs: usize,
+    /// Quantised convolutions run as integer matrix products ([`qconv`]).
+    pub int8_convolutions: usize,
+    /// Depthwise convolutions run by [`depthwise`].
+    pub depthwise: usize,
+    /// Quantised sums run by [`qadd`].
+    pub quantised_adds: usize,
+    /// Activations passed as bytes between the int8 operators ([`qconv::byte_edges`]).
+    pub byte_edges: usize,
+    /// Float 1x1 convolutions run by [`pointwise`].
+    pub float_pointwise: usize,
+    /// Float `KxK` convolutions run by [`direct`].
+    pub float_direct: usize,
+    /// Paddings run by [`pad`].
+    pub pads: usize,
+}
+
+/// tract's `into_optimized` with this crate's operators installed: the pair fusion and the
+/// convolution rewrites between its two stages (after decluttering, when constants are folded
+/// and the quantisers' parameters known; before code generation), the paddings after it.
+pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
+    model.declutter()?;
+    let fused_qdq_pairs = qdq::fuse_pairs(model)?;
+    // The convolutions tract runs slowly: quantised 1x1 ones as integer matrix products,
+    // depthwise ones with a kernel vectorised at every stride, float 1x1 ones with their bias
+    // and ReLU without packing, float `KxK` ones without patch copies.
+    let int8_convolutions = qconv::rewrite(model)?;
+    let depthwise = depthwise::rewrite(model)?;
+    let float_pointwise = pointwise::rewrite(model)?;
+    let float_direct = direct::rewrite(model)?;
+    // Sums of quantised activations with their output quantiser.
+    let quantised_adds = qadd::rewrite(model)?;
+    // Between the int8 operators, activations travel as bytes where every reader takes them.
+    let byte_edges = qconv::byte_edges(model)?;
+    model.optimize()?;
+    // tract's code generation adds paddings in front of convolutions: replaced after it.
+    let pads = pad::rewrite(model)?;
+    Ok(Rewrites {
+        fused_qdq_pairs,
+        int8_convolutions,
+        depthwise,
+        quantised_adds,
+        byte_edges,
+        float_pointwise,
+        float_direct,
+        pads,
+    })
+}

@@ -92,22 +92,8 @@ pub struct Model {
     pub onnx_ops: BTreeMap<String, usize>,
     pub optimised_ops: BTreeMap<String, usize>,
     pub workarounds: Workarounds,
-    /// QuantizeLinear -> DequantizeLinear pairs run as one operator ([`kernels::qdq`]).
-    pub fused_qdq_pairs: usize,
-    /// Quantised convolutions run as integer matrix products ([`kernels::qconv`]).
-    pub int8_convolutions: usize,
-    /// Depthwise convolutions run by [`kernels::depthwise`].
-    pub depthwise: usize,
-    /// Quantised sums run by [`kernels::qadd`].
-    pub quantised_adds: usize,
-    /// Activations passed as bytes between the agent's int8 operators.
-    pub byte_edges: usize,
-    /// Float 1x1 convolutions run by [`kernels::pointwise`].
-    pub float_pointwise: usize,
-    /// Float `KxK` convolutions run by [`kernels::direct`].
-    pub float_direct: usize,
-    /// Paddings run by [`kernels::pad`].
-    pub pads: usize,
+    /// What the agent's operators ([`kernels::optimise`]) replaced in tract's graph.
+    pub rewrites: kernels::Rewrites,
     pub file_size: u64,
     /// Facts worth telling a person (declared shapes the card replaced...).
     pub notes: Vec<String>,
@@ -198,61 +184,13 @@ impl Model {
         let analyse = t2.elapsed();
 
         let t3 = Instant::now();
-        let (
-            plan,
-            optimised_ops,
-            fused_qdq_pairs,
-            int8_convolutions,
-            depthwise,
-            quantised_adds,
-            byte_edges,
-            float_pointwise,
-            float_direct,
-            pads,
-        ) = guarded(&path, "optimise", || {
-            // tract's `into_optimized`, with the pair fusion between its two stages: after
-            // decluttering (constants folded, so the quantisers' parameters are known) and
-            // before code generation.
+        let (plan, optimised_ops, rewrites) = guarded(&path, "optimise", || {
             let mut optimised = typed;
-            optimised.declutter().map_err(tract_err("optimise"))?;
-            let fused = kernels::qdq::fuse_pairs(&mut optimised).map_err(tract_err("optimise"))?;
-            // Then the convolutions tract runs slowly: quantised 1x1 ones as integer matrix
-            // products, depthwise ones with a kernel vectorised at every stride.
-            let int8_convolutions =
-                kernels::qconv::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            let depthwise =
-                kernels::depthwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            // And float 1x1 convolutions, with their bias and ReLU, without packing.
-            let float_pointwise =
-                kernels::pointwise::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            // And float `KxK` ones, without patch copies.
-            let float_direct =
-                kernels::direct::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            // Sums of quantised activations with their output quantiser.
-            let quantised_adds =
-                kernels::qadd::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
-            // Between the int8 ones, activations travel as bytes where every reader
-            // takes them.
-            let byte_edges =
-                kernels::qconv::byte_edges(&mut optimised).map_err(tract_err("optimise"))?;
-            optimised.optimize().map_err(tract_err("optimise"))?;
-            // tract's code generation adds paddings in front of convolutions: replaced after it.
-            let pads = kernels::pad::rewrite(&mut optimised).map_err(tract_err("optimise"))?;
+            let rewrites = kernels::optimise(&mut optimised).map_err(tract_err("optimise"))?;
             check_card_outputs(card, &optimised)?;
             let ops = typed_operator_counts(&optimised);
             let plan = optimised.into_runnable().map_err(tract_err("plan"))?;
-            Ok((
-                plan,
-                ops,
-                fused,
-                int8_convolutions,
-                depthwise,
-                quantised_adds,
-                byte_edges,
-                float_pointwise,
-                float_direct,
-                pads,
-            ))
+            Ok((plan, ops, rewrites))
         })?;
         let optimise = t3.elapsed();
 
@@ -268,14 +206,7 @@ impl Model {
             onnx_ops,
             optimised_ops,
             workarounds,
-            fused_qdq_pairs,
-            int8_convolutions,
-            depthwise,
-            quantised_adds,
-            byte_edges,
-            float_pointwise,
-            float_direct,
-            pads,
+            rewrites,
             file_size,
             notes: overrides
                 .iter()
@@ -547,27 +478,23 @@ fn check_card_outputs(card: &Card, model: &TypedModel) -> Result<(), ModelError>
         };
         let shape: Option<Vec<usize>> = fact.shape.as_concrete().map(|s| s.to_vec());
         let dt = fact.datum_type.unquantized();
-        if dt != datum_type(o.dtype).unquantized() {
-            return Err(ModelError::CardMismatch {
+        let mismatch = |field: &str, card_says: String, computed: String| {
+            Err(ModelError::CardMismatch {
                 card: card.path.clone(),
-                field: format!("outputs[{i}].dtype"),
+                field: format!("outputs[{i}].{field}"),
                 message: format!(
-                    "card says {} but the model computes {dt:?} for `{}`",
-                    o.dtype, o.name
+                    "card says {card_says} but the model computes {computed} for `{}`",
+                    o.name
                 ),
-            });
+            })
+        };
+        if dt != datum_type(o.dtype).unquantized() {
+            return mismatch("dtype", o.dtype.to_string(), format!("{dt:?}"));
         }
         if let Some(shape) = shape
             && shape != o.shape
         {
-            return Err(ModelError::CardMismatch {
-                card: card.path.clone(),
-                field: format!("outputs[{i}].shape"),
-                message: format!(
-                    "card says {:?} but the model computes {shape:?} for `{}`",
-                    o.shape, o.name
-                ),
-            });
+            return mismatch("shape", format!("{:?}", o.shape), format!("{shape:?}"));
         }
     }
     Ok(())

@@ -196,21 +196,11 @@ keep_alive = "2s"
 ack_timeout = "2s"
 drain_timeout = "60s"
 {mqtt_extra}
-[[pipeline]]
-name = "speech"
-model = "{root}/models/silero-vad-16k/card.toml"
-aggregates = ["speech_share"]
-window = "1s"
-[pipeline.source]
-kind = "replay"
-path = "{root}/models/samples/speech.wav"
-repeat = {repeat}
-start = "2026-11-30T10:00:00Z"
-[pipeline.privacy]
-k = 1
-"#,
+{pipeline}"#,
+                pipeline = include_str!("../fixtures/speech-pipeline.toml")
+                    .replace("{root}", &root.display().to_string())
+                    .replace("repeat = 1\n", &format!("repeat = {repeat}\n")),
                 hub = hub_vkey.display(),
-                root = root.display()
             ),
         )
         .expect("agent.toml");

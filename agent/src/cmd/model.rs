@@ -95,75 +95,24 @@ pub fn inspect(path: &Path) -> Result<ExitCode> {
             "  workaround: quantised Softmax `{s}` runs in float (tract 0.23.9 computes it wrongly)"
         );
     }
-    // What the agent's rewrites and workarounds did to the graph, the ones that applied.
-    let rewrites = [
-        (
-            model.fused_qdq_pairs > 0,
-            format!(
-                "fused: {} QuantizeLinear -> DequantizeLinear pairs run as one FakeQuant operator each",
-                model.fused_qdq_pairs
-            ),
-        ),
-        (
-            model.int8_convolutions > 0,
-            format!(
-                "int8: {} quantised convolutions run as integer matrix products (QConv), {} activations passed as bytes",
-                model.int8_convolutions, model.byte_edges
-            ),
-        ),
-        (
-            model.float_pointwise > 0,
-            format!(
-                "pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing",
-                model.float_pointwise
-            ),
-        ),
-        (
-            model.float_direct > 0,
-            format!(
-                "direct: {} float KxK convolutions run without patch copies, activation fused",
-                model.float_direct
-            ),
-        ),
-        (
-            model.pads > 0,
-            format!(
-                "pads: {} paddings along the last axis run in one pass",
-                model.pads
-            ),
-        ),
-        (
-            model.depthwise > 0,
-            format!(
-                "depthwise: {} depthwise convolutions run by the agent's vectorised kernel",
-                model.depthwise
-            ),
-        ),
-        (
-            model.quantised_adds > 0,
-            format!(
-                "sums: {} additions of quantised activations run with their output quantiser (QAdd)",
-                model.quantised_adds
-            ),
-        ),
-        (
-            model.workarounds.folded_dequantisations > 0,
-            format!(
-                "prepared: {} constant weight dequantisations computed before tract's analysis (load time)",
-                model.workarounds.folded_dequantisations
-            ),
-        ),
-        (
-            model.workarounds.renamed_nodes > 0,
-            format!(
-                "workaround: {} nodes with duplicate names renamed (tract needs unique names)",
-                model.workarounds.renamed_nodes
-            ),
-        ),
+    // What the agent's rewrites and workarounds did to the graph, the ones that applied: `{}`
+    // stands for how many.
+    let r = &model.rewrites;
+    let w = &model.workarounds;
+    let applied = [
+        (r.fused_qdq_pairs, "fused: {} QuantizeLinear -> DequantizeLinear pairs run as one FakeQuant operator each".to_owned()),
+        (r.int8_convolutions, format!("int8: {{}} quantised convolutions run as integer matrix products (QConv), {} activations passed as bytes", r.byte_edges)),
+        (r.float_pointwise, "pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing".to_owned()),
+        (r.float_direct, "direct: {} float KxK convolutions run without patch copies, activation fused".to_owned()),
+        (r.pads, "pads: {} paddings along the last axis run in one pass".to_owned()),
+        (r.depthwise, "depthwise: {} depthwise convolutions run by the agent's vectorised kernel".to_owned()),
+        (r.quantised_adds, "sums: {} additions of quantised activations run with their output quantiser (QAdd)".to_owned()),
+        (w.folded_dequantisations, "prepared: {} constant weight dequantisations computed before tract's analysis (load time)".to_owned()),
+        (w.renamed_nodes, "workaround: {} nodes with duplicate names renamed (tract needs unique names)".to_owned()),
     ];
-    for (applied, line) in rewrites {
-        if applied {
-            say!("  {line}");
+    for (n, line) in applied {
+        if n > 0 {
+            say!("  {}", line.replacen("{}", &n.to_string(), 1));
         }
     }
     for n in &model.notes {

@@ -280,22 +280,32 @@ pub fn list(conn: &Connection, device: &str) -> Result<Vec<(SeriesKey, i64, i64,
     Ok(out)
 }
 
-/// The windows of one series in `[from, to)`, oldest first, at most `limit`.
+/// Which windows of a range come first, and which are kept when there are more than asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// The windows of one series in `[from, to)`, at most `limit`, in `order`: the oldest ones
+/// oldest first, or the newest ones newest first.
 pub fn windows(
     conn: &Connection,
     device: &str,
     key: &SeriesKey,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
     limit: u64,
+    order: Order,
 ) -> Result<Vec<Point>> {
-    let mut q = conn.prepare_cached(
-        "SELECT start_ms, seq, length_ms, partial, clock_jumps, n, value, value_sup, peak,
-           peak_sup, k, epsilon_milli
+    const COLUMNS: &str = "SELECT start_ms, seq, length_ms, partial, clock_jumps, n, value,
+           value_sup, peak, peak_sup, k, epsilon_milli
          FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
-           AND start_ms >= ?5 AND start_ms < ?6
-         ORDER BY start_ms, seq LIMIT ?7",
-    )?;
+           AND start_ms >= ?5 AND start_ms < ?6";
+    let order = match order {
+        Order::OldestFirst => "ORDER BY start_ms, seq",
+        Order::NewestFirst => "ORDER BY start_ms DESC, seq DESC",
+    };
+    let mut q = conn.prepare_cached(&format!("{COLUMNS} {order} LIMIT ?7"))?;
     let rows = q.query_map(
         params![
             device,
@@ -328,43 +338,6 @@ pub fn windows(
         },
     )?;
     rows.collect()
-}
-
-/// The windows of one series in `[from, to)`, newest first, at most `limit`.
-pub fn latest(
-    conn: &Connection,
-    device: &str,
-    key: &SeriesKey,
-    from: i64,
-    to: i64,
-    limit: u64,
-) -> Result<Vec<Point>> {
-    let mut q = conn.prepare_cached(
-        "SELECT start_ms FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3
-           AND class = ?4 AND start_ms >= ?5 AND start_ms < ?6
-         ORDER BY start_ms DESC LIMIT 1 OFFSET ?7",
-    )?;
-    let first: Option<i64> = q
-        .query_row(
-            params![
-                device,
-                key.model,
-                key.kind,
-                key.class,
-                from,
-                to,
-                limit.saturating_sub(1).min(i64::MAX as u64) as i64
-            ],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    let mut w = windows(conn, device, key, first.unwrap_or(from), to, limit)?;
-    w.reverse();
-    Ok(w)
 }
 
 /// One bucket of a series: the windows starting in `[start_ms, start_ms + bucket)`.

@@ -13,7 +13,7 @@ use super::params::{self, Bucket};
 use super::{App, WebError, WebResult};
 use crate::dates;
 use crate::db::query;
-use crate::db::series::{self, Point};
+use crate::db::series::{self, Order, Point};
 
 /// Most windows one request returns (a year of 1-minute windows is 525,600).
 pub const MAX_WINDOWS: u64 = 1_000_000;
@@ -111,7 +111,7 @@ pub async fn series(
         if bucket == Bucket::Window {
             let wl = pages::window_length(c, &id, &key)?;
             let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
-            let w = series::windows(c, &id, &key, from, to, MAX_WINDOWS + 1)?;
+            let w = series::windows(c, &id, &key, (from, to), MAX_WINDOWS + 1, Order::OldestFirst)?;
             if w.len() as u64 > MAX_WINDOWS {
                 return Err(WebError::BadRequest(format!(
                     "more than {MAX_WINDOWS} windows: use a shorter period or a bucket"

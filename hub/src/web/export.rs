@@ -17,7 +17,7 @@ use super::params::{self};
 use super::{App, WebError, WebResult};
 use crate::dates;
 use crate::db::query;
-use crate::db::series::{self};
+use crate::db::series::{self, Order};
 
 /// A CSV field: quoted when needed, and defused when a spreadsheet would read it as a formula.
 pub fn csv_field(s: &str) -> String {
@@ -79,7 +79,7 @@ pub async fn series_csv(
                 .ok_or_else(|| WebError::NotFound("no such series".into()))?;
             let wl = pages::window_length(c, &id, &key)?;
             let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
-            let w = series::windows(c, &id, &key, from, to, MAX_WINDOWS + 1)?;
+            let w = series::windows(c, &id, &key, (from, to), MAX_WINDOWS + 1, Order::OldestFirst)?;
             if w.len() as u64 > MAX_WINDOWS {
                 return Err(WebError::BadRequest(format!(
                     "more than {MAX_WINDOWS} windows: use a shorter period"
@@ -360,7 +360,9 @@ pub async fn comptage_measures(
                     }
                     let k = &info.key;
                     let ch = csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class));
-                    for p in series::windows(c, &d.id, k, from, to, MAX_WINDOWS)? {
+                    for p in
+                        series::windows(c, &d.id, k, (from, to), MAX_WINDOWS, Order::OldestFirst)?
+                    {
                         // A suppressed count is left empty (the schema's "no count"): the
                         // schema has no "< k", and a number would undo the suppression.
                         let count = match (p.value, p.value_suppressed) {

@@ -15,7 +15,7 @@ use super::params::{self, Bucket as BucketParam};
 use super::{App, WebError, WebResult};
 use crate::dates;
 use crate::db::query::{self, AuditState, DeviceOverview, SeriesInfo};
-use crate::db::series::{self, SeriesKey};
+use crate::db::series::{self, Order, SeriesKey};
 
 /// Points a chart aims for (a year of 15-minute windows: one point a day).
 pub const CHART_POINTS: i64 = 400;
@@ -285,7 +285,14 @@ pub async fn device(
             let mut views = Vec::new();
             let mut latest = Vec::new();
             for info in infos {
-                latest.push(series::latest(conn, &dev, &info.key, from, to, 8)?);
+                latest.push(series::windows(
+                    conn,
+                    &dev,
+                    &info.key,
+                    (from, to),
+                    8,
+                    Order::NewestFirst,
+                )?);
                 views.push(series_view(conn, &dev, info, fixed, BucketParam::Auto)?);
             }
             Ok((o, views, latest))
