@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use modelcard::Card;
 
+use crate::sources::camera::{CameraInput, CameraSettings};
+
 /// A config that failed to load: the file, the field at fault and what to fix.
 pub type ConfigError = modelcard::FileError;
 
@@ -97,7 +99,16 @@ struct RawPipeline {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     kind: String,
-    path: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    width: Option<u32>,
+    #[serde(default)]
+    height: Option<u32>,
+    #[serde(default)]
+    stall_timeout: Option<String>,
     #[serde(default)]
     speed: Option<toml::Value>,
     #[serde(default)]
@@ -129,6 +140,8 @@ pub enum Source {
         /// Wall-clock time at the start of an accelerated replay (Unix ms); default: now.
         start_wall_ms: Option<i64>,
     },
+    /// A live camera, through a child process writing raw frames to a pipe.
+    Camera(CameraSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -325,8 +338,82 @@ fn source(
     raw: &RawSource,
     err: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<Source, ConfigError> {
+    // Each kind takes its own fields; one of another kind is a mistake worth naming.
+    let fields = [
+        ("path", raw.path.is_some()),
+        ("speed", raw.speed.is_some()),
+        ("repeat", raw.repeat.is_some()),
+        ("start", raw.start.is_some()),
+        ("input", raw.input.is_some()),
+        ("width", raw.width.is_some()),
+        ("height", raw.height.is_some()),
+        ("stall_timeout", raw.stall_timeout.is_some()),
+    ];
+    let only = |allowed: &[&str]| -> Result<(), ConfigError> {
+        match fields.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+            Some((f, _)) => Err(err(
+                f,
+                format!(
+                    "not a field of a `{}` source (its fields: kind, {})",
+                    raw.kind,
+                    allowed.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
     match raw.kind.as_str() {
+        "camera" => {
+            only(&["input", "width", "height", "fps", "stall_timeout"])?;
+            let input = raw
+                .input
+                .as_deref()
+                .ok_or_else(|| err("input", "missing: an rtsp:// or http:// URL, a /dev/videoN device, \"rpicam\" or a video file".into()))?;
+            let input = CameraInput::parse(base, input).map_err(|m| err("input", m))?;
+            let side = |name: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+                let v = v.unwrap_or(default);
+                if !(16..=4096).contains(&v) || !v.is_multiple_of(2) {
+                    return Err(err(
+                        name,
+                        format!("{v}: an even number of pixels in [16, 4096]"),
+                    ));
+                }
+                Ok(v)
+            };
+            let width = side("width", raw.width, 640)?;
+            let height = side("height", raw.height, 480)?;
+            let fps = raw.fps.unwrap_or(5.0);
+            if !(fps.is_finite() && fps > 0.0 && fps <= 60.0) {
+                return Err(err("fps", "must be in (0, 60]".into()));
+            }
+            let stall_timeout = match &raw.stall_timeout {
+                None => std::time::Duration::from_secs(10),
+                Some(s) => parse_duration_ms(s)
+                    .filter(|ms| (1_000..=600_000).contains(ms))
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| {
+                        err(
+                            "stall_timeout",
+                            format!("`{s}`: a duration between 1s and 10m"),
+                        )
+                    })?,
+            };
+            Ok(Source::Camera(CameraSettings {
+                input,
+                width,
+                height,
+                fps,
+                stall_timeout,
+            }))
+        }
         "replay" => {
+            only(&["path", "speed", "fps", "repeat", "start"])?;
+            let Some(raw_path) = &raw.path else {
+                return Err(err(
+                    "path",
+                    "missing: a WAV file, an image or a folder of images".into(),
+                ));
+            };
             let speed = match &raw.speed {
                 None => Speed::Accelerated,
                 Some(toml::Value::String(s)) if s == "accelerated" => Speed::Accelerated,
@@ -363,7 +450,7 @@ fn source(
                     )
                 })?),
             };
-            let path = base.join(&raw.path);
+            let path = base.join(raw_path);
             if !path.exists() {
                 return Err(err("path", format!("{} does not exist", path.display())));
             }
@@ -377,7 +464,7 @@ fn source(
         }
         other => Err(err(
             "kind",
-            format!("unknown source kind `{other}` (expected replay)"),
+            format!("unknown source kind `{other}` (expected camera or replay)"),
         )),
     }
 }

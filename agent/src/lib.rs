@@ -7,7 +7,9 @@
 //! - [`config`]: the agent's configuration, validated once.
 //! - [`service`]: `run`: sources -> models -> aggregators -> the audit log.
 //! - [`pipeline`]: pre-processing and post-processing driven by the model card.
-//! - [`sources`]: live sources: the sensor node's serial frames, Linux I2C sensors.
+//! - [`sources`]: live sources: cameras (a child process writing raw frames), the sensor
+//!   node's serial frames, Linux I2C sensors.
+//! - [`stop`]: an orderly stop on SIGTERM/SIGINT; [`health`]: what each pipeline is doing.
 //! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 //!
 //! The outbox (the audit log as the only writer of what may leave) is crate `outbox`; model
@@ -15,7 +17,9 @@
 //! operators crate `kernels`.
 
 pub mod config;
+pub mod health;
 pub mod pipeline;
 pub mod publish;
 pub mod service;
 pub mod sources;
+pub mod stop;

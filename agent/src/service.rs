@@ -6,14 +6,18 @@
 //! writes them anywhere.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use aggregate::{Aggregator, Instant, ModelRef, Observation, Outbox, Record};
+use aggregate::{Aggregator, Instant, Label, ModelRef, Observation, Outbox, Record};
 use rand::rngs::StdRng;
 
 use crate::config::{Config, Pipeline, Source, Speed};
+use crate::health::PipelineHealth;
 use crate::pipeline::{self, PipelineError, SpeechStream};
+use crate::sources::camera::{Camera, CameraSettings};
+use crate::stop::Stop;
 use modelcard::Postprocess;
 use runtime::{LoadOptions, Model, ModelError};
 
@@ -86,29 +90,36 @@ impl Clock for SystemClock {
     }
 }
 
-/// Runs every pipeline to the end of its source, appending each closed window's record to
-/// `outbox`; `on_record` sees each appended sequence number (progress).
+/// Runs every pipeline until the end of its source or a stop request, appending each closed
+/// window's record to `outbox`; `on_record` sees each appended sequence number (progress). On
+/// a stop, each pipeline closes its open window as a partial record before it returns.
 pub fn run<O: Outbox>(
     config: &Config,
     clock: &dyn Clock,
+    stop: &Stop,
+    health: &[Arc<PipelineHealth>],
     outbox: &mut O,
     on_record: &mut dyn FnMut(u64, &mut O),
 ) -> Result<RunSummary, RunError>
 where
     O::Error: std::fmt::Display,
 {
+    assert_eq!(
+        health.len(),
+        config.pipelines.len(),
+        "one health per pipeline"
+    );
     let (tx, rx) = mpsc::sync_channel::<Record>(64);
     let mut summary = RunSummary::default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = config
             .pipelines
             .iter()
-            .map(|p| {
+            .zip(health)
+            .map(|(p, h)| {
                 let tx = tx.clone();
-                (
-                    p.name.clone(),
-                    scope.spawn(move || run_pipeline(p, clock, &tx)),
-                )
+                let run = move || run_pipeline(p, clock, stop, h, &tx);
+                (p.name.clone(), scope.spawn(run))
             })
             .collect();
         drop(tx);
@@ -125,6 +136,8 @@ where
                 Err(e) => {
                     tracing::error!("audit log: cannot append a record: {e}");
                     write_error = Some(RunError::Outbox(e.to_string()));
+                    // The pipelines cannot publish anything more: stop them.
+                    stop.request();
                     break;
                 }
             }
@@ -150,8 +163,17 @@ where
     })
 }
 
+/// The health counters of each configured pipeline, in order.
+pub fn health_of(config: &Config) -> Vec<Arc<PipelineHealth>> {
+    config
+        .pipelines
+        .iter()
+        .map(|p| Arc::new(PipelineHealth::new(&p.name)))
+        .collect()
+}
+
 /// A clock for a replay: virtual (the data's own timing) when accelerated, the real clocks
-/// otherwise, after sleeping until the frame is due.
+/// otherwise, after sleeping until the frame is due (a stop request ends the sleep).
 struct ReplayClock<'a> {
     real: &'a dyn Clock,
     speed: Speed,
@@ -160,7 +182,7 @@ struct ReplayClock<'a> {
 }
 
 impl ReplayClock<'_> {
-    fn at(&self, offset_us: u64) -> Instant {
+    fn at(&self, offset_us: u64, stop: &Stop) -> Instant {
         match self.speed {
             Speed::Accelerated => Instant {
                 mono_ms: self.start.mono_ms + offset_us / 1000,
@@ -169,7 +191,7 @@ impl ReplayClock<'_> {
             Speed::Realtime(factor) => {
                 let due = Duration::from_secs_f64(offset_us as f64 / 1e6 / factor);
                 if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                    std::thread::sleep(wait);
+                    stop.sleep(wait);
                 }
                 self.real.now()
             }
@@ -177,11 +199,187 @@ impl ReplayClock<'_> {
     }
 }
 
+/// What a card's outputs let the agent observe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// A voice-activity model on audio chunks: speech spans.
+    Speech,
+    /// A face detector on images: objects per frame.
+    Faces,
+}
+
+impl Family {
+    fn of(card: &modelcard::Card) -> Result<Family, PipelineError> {
+        let post: Vec<Postprocess> = card.outputs.iter().map(|o| o.postprocess).collect();
+        if post.contains(&Postprocess::SpeechProbability) {
+            Ok(Family::Speech)
+        } else if post.contains(&Postprocess::CenterFace) {
+            Ok(Family::Faces)
+        } else {
+            Err(PipelineError::Unsuitable {
+                model: card.id.clone(),
+                message: "the agent runs face-detection and voice-activity models; this card has neither output"
+                    .into(),
+            })
+        }
+    }
+}
+
+/// One pipeline's loop, from its model to the channel of records.
+struct Run<'a> {
+    p: &'a Pipeline,
+    model: &'a Model,
+    agg: Aggregator<StdRng>,
+    label: Label,
+    health: &'a PipelineHealth,
+    stop: &'a Stop,
+    tx: &'a mpsc::SyncSender<Record>,
+}
+
+impl Run<'_> {
+    fn send(&self, records: Vec<Record>) -> Result<(), RunError> {
+        for r in records {
+            self.tx
+                .send(r)
+                .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, source: PipelineError) -> RunError {
+        RunError::Pipeline {
+            pipeline: self.p.name.clone(),
+            source,
+        }
+    }
+
+    fn observe(&mut self, at: Instant, obs: Observation<'_>) -> Result<(), RunError> {
+        let records = self.agg.observe(at, obs);
+        self.health.inferred.fetch_add(1, Ordering::Relaxed);
+        self.health.beat();
+        self.send(records)
+    }
+
+    /// A face count for one image.
+    fn faces(&mut self, at: Instant, img: &pipeline::Image) -> Result<(), RunError> {
+        let faces =
+            pipeline::detect_faces(self.model, img, self.p.threshold).map_err(|e| self.err(e))?;
+        let label = self.label.clone();
+        self.observe(
+            at,
+            Observation::Frame {
+                class: &label,
+                count: faces.len() as u32,
+            },
+        )
+    }
+
+    /// The WAV file, `repeat` times; the instant of its end.
+    fn replay_audio(
+        &mut self,
+        path: &Path,
+        repeat: u32,
+        rc: &ReplayClock,
+    ) -> Result<Instant, RunError> {
+        let mut offset_us = 0u64;
+        for _ in 0..repeat {
+            let audio = pipeline::read_wav(path).map_err(|e| self.err(e))?;
+            let model = self.model;
+            let mut stream = SpeechStream::new(model).map_err(|e| self.err(e))?;
+            let rate = stream.sample_rate();
+            let samples = pipeline::resample(&audio.samples, audio.sample_rate, rate);
+            let n = stream.chunk_len();
+            let chunk_us = n as u64 * 1_000_000 / rate as u64;
+            for chunk in samples.chunks_exact(n) {
+                if self.stop.requested() {
+                    return Ok(rc.at(offset_us, self.stop));
+                }
+                self.health.captured.fetch_add(1, Ordering::Relaxed);
+                let prob = stream.push(chunk).map_err(|e| self.err(e))?;
+                offset_us += chunk_us;
+                let label = self.label.clone();
+                let obs = Observation::Span {
+                    flag: &label,
+                    on: prob >= self.p.threshold,
+                    duration_us: chunk_us,
+                };
+                let at = rc.at(offset_us, self.stop);
+                self.observe(at, obs)?;
+            }
+        }
+        Ok(rc.at(offset_us, self.stop))
+    }
+
+    /// The image file or folder, `repeat` times at `fps`; the instant of its end.
+    fn replay_images(
+        &mut self,
+        path: &Path,
+        fps: f64,
+        repeat: u32,
+        rc: &ReplayClock,
+    ) -> Result<Instant, RunError> {
+        let files = image_files(path).map_err(|message| RunError::Source {
+            pipeline: self.p.name.clone(),
+            path: path.to_owned(),
+            message,
+        })?;
+        let frame_us = (1e6 / fps) as u64;
+        let mut offset_us = 0u64;
+        for _ in 0..repeat {
+            for f in &files {
+                let at = rc.at(offset_us, self.stop);
+                if self.stop.requested() {
+                    return Ok(at);
+                }
+                let img = pipeline::read_image(f).map_err(|e| self.err(e))?;
+                self.health.captured.fetch_add(1, Ordering::Relaxed);
+                self.faces(at, &img)?;
+                offset_us += frame_us;
+            }
+        }
+        Ok(rc.at(offset_us, self.stop))
+    }
+
+    /// A live camera until a stop request; windows close on time while it is down.
+    fn camera(
+        &mut self,
+        settings: &CameraSettings,
+        clock: &dyn Clock,
+        health: Arc<PipelineHealth>,
+    ) -> Result<Instant, RunError> {
+        let camera = Camera::start(&self.p.name, settings.clone(), health).map_err(|message| {
+            RunError::Source {
+                pipeline: self.p.name.clone(),
+                path: PathBuf::from(settings.program().0),
+                message,
+            }
+        })?;
+        while !self.stop.requested() {
+            match camera.next(Duration::from_millis(250)) {
+                Some(frame) => self.faces(clock.now(), &frame.image)?,
+                None => {
+                    let records = self.agg.tick(clock.now());
+                    self.health.beat();
+                    self.send(records)?;
+                }
+            }
+        }
+        Ok(clock.now())
+    }
+}
+
 fn run_pipeline(
     p: &Pipeline,
     clock: &dyn Clock,
+    stop: &Stop,
+    health: &Arc<PipelineHealth>,
     tx: &mpsc::SyncSender<Record>,
 ) -> Result<u64, RunError> {
+    let perr = |source: PipelineError| RunError::Pipeline {
+        pipeline: p.name.clone(),
+        source,
+    };
+    let family = Family::of(&p.card).map_err(perr)?;
     let model = Model::load(&p.card, LoadOptions::default()).map_err(|source| RunError::Model {
         pipeline: p.name.clone(),
         source,
@@ -193,20 +391,22 @@ fn run_pipeline(
         p.card.version,
         p.window_ms
     );
-    let Source::Replay {
-        path,
-        speed,
-        fps,
-        repeat,
-        start_wall_ms,
-    } = &p.source;
+    health.beat();
     let mut start = clock.now();
-    if let (Speed::Accelerated, Some(w)) = (speed, start_wall_ms) {
+    if let Source::Replay {
+        speed: Speed::Accelerated,
+        start_wall_ms: Some(w),
+        ..
+    } = &p.source
+    {
         start.wall_ms = *w;
     }
     let rc = ReplayClock {
         real: clock,
-        speed: *speed,
+        speed: match &p.source {
+            Source::Replay { speed, .. } => *speed,
+            Source::Camera(_) => Speed::Realtime(1.0),
+        },
         start,
         started: std::time::Instant::now(),
     };
@@ -217,27 +417,15 @@ fn run_pipeline(
     };
     // The noise generator: ChaCha12 seeded by the operating system.
     let rng: StdRng = rand::make_rng();
-    let mut agg = Aggregator::new(
+    let agg = Aggregator::new(
         model_ref,
         &p.kinds,
         p.labels.clone(),
         p.rules,
         p.window_ms,
-        rc.at(0),
+        start,
         rng,
     );
-    let send = |records: Vec<Record>| -> Result<(), RunError> {
-        for r in records {
-            tx.send(r)
-                .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
-        }
-        Ok(())
-    };
-    let perr = |source: PipelineError| RunError::Pipeline {
-        pipeline: p.name.clone(),
-        source,
-    };
-    let post: Vec<Postprocess> = p.card.outputs.iter().map(|o| o.postprocess).collect();
     // What the observations are published under: the card's first observed label.
     let label = pipeline::observed_labels(&p.card)
         .first()
@@ -248,70 +436,66 @@ fn run_pipeline(
                 message: "its card names no label for the output the agent observes".into(),
             })
         })?;
-    let mut frames = 0u64;
-    let mut offset_us = 0u64;
-    if post.contains(&Postprocess::SpeechProbability) {
-        tracing::debug!(
-            "pipeline `{}`: replaying audio from {}",
-            p.name,
-            path.display()
-        );
-        for _ in 0..*repeat {
-            let audio = pipeline::read_wav(path).map_err(perr)?;
-            let mut stream = SpeechStream::new(&model).map_err(perr)?;
-            let rate = stream.sample_rate();
-            let samples = pipeline::resample(&audio.samples, audio.sample_rate, rate);
-            let n = stream.chunk_len();
-            let chunk_us = n as u64 * 1_000_000 / rate as u64;
-            for chunk in samples.chunks_exact(n) {
-                let prob = stream.push(chunk).map_err(perr)?;
-                offset_us += chunk_us;
-                let obs = Observation::Span {
-                    flag: &label,
-                    on: prob >= p.threshold,
-                    duration_us: chunk_us,
-                };
-                send(agg.observe(rc.at(offset_us), obs))?;
-                frames += 1;
-            }
+    let mut run = Run {
+        p,
+        model: &model,
+        agg,
+        label,
+        health,
+        stop,
+        tx,
+    };
+    let end = match (&p.source, family) {
+        (Source::Replay { path, repeat, .. }, Family::Speech) => {
+            tracing::debug!(
+                "pipeline `{}`: replaying audio from {}",
+                p.name,
+                path.display()
+            );
+            run.replay_audio(path, *repeat, &rc)?
         }
-    } else if post.contains(&Postprocess::CenterFace) {
-        tracing::debug!(
-            "pipeline `{}`: replaying images from {}",
-            p.name,
-            path.display()
-        );
-        let files = image_files(path).map_err(|message| RunError::Source {
-            pipeline: p.name.clone(),
-            path: path.clone(),
-            message,
-        })?;
-        let frame_us = (1e6 / fps) as u64;
-        for _ in 0..*repeat {
-            for f in &files {
-                let img = pipeline::read_image(f).map_err(perr)?;
-                let faces = pipeline::detect_faces(&model, &img, p.threshold).map_err(perr)?;
-                let obs = Observation::Frame {
-                    class: &label,
-                    count: faces.len() as u32,
-                };
-                send(agg.observe(rc.at(offset_us), obs))?;
-                offset_us += frame_us;
-                frames += 1;
-            }
+        (
+            Source::Replay {
+                path, fps, repeat, ..
+            },
+            Family::Faces,
+        ) => {
+            tracing::debug!(
+                "pipeline `{}`: replaying images from {}",
+                p.name,
+                path.display()
+            );
+            run.replay_images(path, *fps, *repeat, &rc)?
         }
-    } else {
-        return Err(perr(PipelineError::Unsuitable {
-            model: p.card.id.clone(),
-            message: "the agent runs face-detection and voice-activity models; this card has neither output"
-                .into(),
-        }));
+        (Source::Camera(settings), Family::Faces) => {
+            run.camera(settings, clock, Arc::clone(health))?
+        }
+        (Source::Camera(_), Family::Speech) => {
+            return Err(perr(PipelineError::Unsuitable {
+                model: p.card.id.clone(),
+                message: "a camera feeds image models; this card's input is audio".into(),
+            }));
+        }
+    };
+    let Run { agg, .. } = run;
+    let frames = health.inferred.load(Ordering::Relaxed);
+    // The open window, closed now: a partial record at a stop.
+    let last = agg.finish(end);
+    for r in last {
+        tx.send(r)
+            .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
     }
-    send(agg.finish(rc.at(offset_us)))?;
-    tracing::info!(
-        "pipeline `{}`: end of its source after {frames} frames or chunks",
-        p.name
-    );
+    if stop.requested() {
+        tracing::info!(
+            "pipeline `{}`: stopped after {frames} frames or chunks",
+            p.name
+        );
+    } else {
+        tracing::info!(
+            "pipeline `{}`: end of its source after {frames} frames or chunks",
+            p.name
+        );
+    }
     Ok(frames)
 }
 

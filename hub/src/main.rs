@@ -160,9 +160,20 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
+            // SIGTERM (systemd's stop) or SIGINT: the batch in hand is committed and
+            // acknowledged, the broker connection closed, the web server stopped, exit 0. A
+            // second signal exits at once (status 130); the database stays consistent (each
+            // batch is one transaction).
             let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+                    .context("installing the SIGTERM/SIGINT handlers")?;
+            }
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             let totals = hub::mqtt::serve(&config, &enrolment, &key, &stop)?;
-            tracing::info!("hub: {totals:?}");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            tracing::info!("hub: stopped: {totals:?}");
             if let Some(w) = web {
                 w.stop();
             }

@@ -120,6 +120,24 @@ impl Hub {
         }
     }
 
+    /// Stops the hub as systemd does (SIGTERM) and waits for it at most `limit`: its exit
+    /// status (`None` if it had to be killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid, which stays ours until we wait for it.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     pub fn stats(&self) -> hub::db::store::Stats {
         let conn = hub::db::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
         hub::db::store::stats(&conn).expect("hub stats")

@@ -91,6 +91,30 @@ pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Like [`ensure_tools`] for what is not a program: each `(file, debian_package)` exists, or its
+/// package is installed.
+pub fn ensure_files(files: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = files
+        .iter()
+        .filter(|(f, _)| !std::path::Path::new(f).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install_packages(&missing)?;
+    let still: Vec<&str> = files
+        .iter()
+        .filter(|(f, _)| !std::path::Path::new(f).exists())
+        .map(|(f, _)| *f)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(", "));
+    }
+    Ok(())
+}
+
 /// Installs Debian packages with apt when running as root; otherwise fails naming the command
 /// to run.
 pub fn install_packages(packages: &[&str]) -> Result<()> {

@@ -3,9 +3,13 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use agent::config::Config;
+use agent::health::PipelineHealth;
+use agent::stop::Stop;
 use agent::{publish, service};
 use anyhow::{Context, Result};
 
@@ -31,7 +35,12 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
     bar.set_message("running pipelines");
     let clock = service::SystemClock::new();
     let shared = publish::Shared::new(outbox);
-    let stop = AtomicBool::new(false);
+    // SIGTERM (systemd's stop) or SIGINT (Ctrl-C): close the windows, sign, hand over, exit 0.
+    let stop = Stop::new();
+    stop.on_signals()
+        .context("installing the SIGTERM/SIGINT handler")?;
+    let health = service::health_of(&config);
+    let publisher_stop = AtomicBool::new(false);
     let hub_key = match &config.mqtt {
         Some(m) => Some(
             audit::keys::load_verifier(&m.hub_key)
@@ -48,21 +57,35 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
                     hub,
                     &config.territory,
                     &config.device,
-                    &stop,
+                    &publisher_stop,
                     m.drain_timeout,
                 )
             })),
             _ => None,
         };
-        let mut writer = publish::SharedOutbox(shared.clone());
-        let summary = service::run(&config, &clock, &mut writer, &mut |seq, _| {
-            bar.set_message(format!("record {seq} appended"));
-            bar.tick();
-        });
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let service = {
+            let (config, clock, stop, health, shared, bar) =
+                (&config, &clock, &*stop, &health, &shared, &bar);
+            scope.spawn(move || {
+                let mut writer = publish::SharedOutbox(shared.clone());
+                let summary =
+                    service::run(config, clock, stop, health, &mut writer, &mut |seq, _| {
+                        bar.set_message(format!("record {seq} appended"));
+                        bar.tick();
+                    });
+                let _ = done_tx.send(());
+                summary.map_err(anyhow::Error::from)
+            })
+        };
+        supervise(&stop, &health, &done_rx);
+        let summary = service
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the service thread panicked")));
         bar.finish_and_clear();
         // Whatever happened, what was appended is covered by a signed checkpoint.
         let checkpoint = shared.lock().checkpoint();
-        stop.store(true, Ordering::Relaxed);
+        publisher_stop.store(true, Ordering::Relaxed);
         let published = publisher.map(|p| p.join());
         (summary, checkpoint, published)
     });
@@ -99,4 +122,48 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
         config.key.with_extension("vkey").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Talks to systemd while the service runs (`Type=notify`): READY once every pipeline has
+/// loaded its model, WATCHDOG while every pipeline's loop keeps turning (a pipeline stuck in
+/// a model or a read stops the petting, and systemd restarts the service), STOPPING on a stop
+/// request. Outside systemd the notifications go nowhere.
+fn supervise(stop: &Stop, health: &[Arc<PipelineHealth>], done: &std::sync::mpsc::Receiver<()>) {
+    let watchdog = sd_notify::watchdog_enabled();
+    // Pet at a third of the period; look at the pipelines at least every second.
+    let tick = watchdog.map_or(Duration::from_secs(1), |w| {
+        (w / 3).min(Duration::from_secs(1))
+    });
+    let mut ready = false;
+    let mut stopping = false;
+    let notify = |state: sd_notify::NotifyState| {
+        if let Err(e) = sd_notify::notify(&[state]) {
+            tracing::debug!("systemd notification: {e}");
+        }
+    };
+    loop {
+        match done.recv_timeout(tick) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !ready && health.iter().all(|h| h.started()) {
+            ready = true;
+            notify(sd_notify::NotifyState::Ready);
+        }
+        if stop.requested() && !stopping {
+            stopping = true;
+            notify(sd_notify::NotifyState::Stopping);
+        }
+        if let Some(w) = watchdog {
+            let limit = w.as_millis() as u64;
+            match health.iter().find(|h| h.since_beat_ms() > limit) {
+                None => notify(sd_notify::NotifyState::Watchdog),
+                Some(h) => tracing::error!(
+                    "pipeline `{}` has not moved for {} ms: no longer petting systemd's watchdog",
+                    h.name,
+                    h.since_beat_ms()
+                ),
+            }
+        }
+    }
 }

@@ -2,5 +2,6 @@
 //! bus, and (later) replay files. Each source validates its input at the edge and hands
 //! out `protocol` types, whichever way the data came.
 
+pub mod camera;
 pub mod i2c;
 pub mod serial;

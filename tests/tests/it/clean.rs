@@ -1,5 +1,6 @@
 //! A clean run: agent -> mosquitto -> hub, every record stored once, verified, acknowledged;
-//! no alarm; every payload on the broker is an aggregate record, checkpoint, ack or status.
+//! no alarm; every payload on the broker is an aggregate record, checkpoint, ack or status;
+//! SIGTERM stops the hub with status 0.
 
 use std::time::Duration;
 
@@ -39,4 +40,11 @@ fn clean_run_delivers_everything_once_without_alarms() {
     d.assert_clean(&stats.alarms, &violations);
     assert!(seen > size, "the spy saw {seen} payloads");
     assert!(dev.verify_log());
+    // An orderly stop: SIGTERM ends the hub with status 0, and nothing stored is lost.
+    let status = hub.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the hub after SIGTERM: {status:?}"
+    );
+    assert_eq!(hub.stats().devices[0].next_seq, size);
 }

@@ -496,7 +496,12 @@ fn upload(d: &Deploy, stage: &Path, paths: &DevicePaths, id: &str, bytes: u64) -
 }
 
 /// The systemd unit: the agent of the `current` release, as the board's service user, with
-/// write access to the data folder only.
+/// write access to the data folder only. `Type=notify`: the agent says when its models are
+/// loaded, and pets the watchdog while every pipeline's loop turns (a pipeline stuck for
+/// `WatchdogSec` gets the service restarted). A stop (SIGTERM) closes the open windows as
+/// partial records, signs a checkpoint and hands the rest to the hub within the config's
+/// `mqtt.drain_timeout` (30 s by default), well inside `TimeoutStopSec`. The service user is in
+/// the groups that own cameras (`video`), sound devices (`audio`) and serial ports (`dialout`).
 fn unit_text(install: &Install, paths: &DevicePaths) -> String {
     format!(
         "# Installed by `cargo xtask flash`.\n\
@@ -507,7 +512,12 @@ fn unit_text(install: &Install, paths: &DevicePaths) -> String {
          \n\
          [Service]\n\
          User={user}\n\
+         SupplementaryGroups=video audio dialout\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
          ExecStart={current}/edge-agent run --config {current}/agent.toml\n\
+         WatchdogSec=60\n\
+         TimeoutStopSec=90\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          NoNewPrivileges=yes\n\

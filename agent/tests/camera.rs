@@ -1,0 +1,242 @@
+//! Live cameras with real parts and no camera: a video file, an MJPEG stream over HTTP served
+//! by this test, and an RTSP camera (GStreamer's RTSP server on loopback) that is killed
+//! mid-stream and brought back. The frames go through ffmpeg, as on a device; the faces of
+//! the bundled image (2) are counted in every window that saw frames; a source that comes back
+//! is picked up again.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aggregate::{Published, RecordView};
+use support::{device, records, root, start, terminate, text, verify};
+
+/// A face-counting pipeline on a camera source `input`, in 2 s windows.
+fn camera_pipeline(input: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[pipeline]]
+name = "street"
+model = "{{root}}/models/centerface-int8/card.toml"
+aggregates = ["count"]
+window = "2s"
+[pipeline.source]
+kind = "camera"
+input = "{input}"
+width = 320
+height = 256
+fps = 5
+{extra}
+[pipeline.privacy]
+k = 1
+"#
+    )
+}
+
+/// Frames analysed in a record's window.
+fn frames(r: &RecordView) -> u64 {
+    r.aggregates.count.get("face").map_or(0, |c| c.frames)
+}
+
+/// The most faces in a frame of a record's window.
+fn max_faces(r: &RecordView) -> Option<u64> {
+    match r.aggregates.count.get("face").map(|c| &c.max) {
+        Some(Published::Value(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Runs the agent for `secs` seconds, stops it, checks the log: its records.
+fn run_for(dir: &Path, config: &Path, secs: u64) -> (Vec<RecordView>, String) {
+    let child = start(config);
+    std::thread::sleep(Duration::from_secs(secs));
+    let (out, _) = terminate(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(verify(dir).status.success());
+    (records(dir), text(&out))
+}
+
+/// Windows that saw frames count the 2 faces of the image, and there are some.
+fn assert_faces_counted(recs: &[RecordView], log: &str) {
+    let seen: Vec<&RecordView> = recs.iter().filter(|r| frames(r) > 0).collect();
+    assert!(
+        seen.len() >= 2,
+        "too few windows with frames: {recs:?}\n{log}"
+    );
+    for r in &seen {
+        assert_eq!(max_faces(r), Some(2), "{r:?}");
+    }
+}
+
+fn ffmpeg_clip(dir: &Path) -> std::path::PathBuf {
+    let clip = dir.join("clip.mp4");
+    let o = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-i",
+        ])
+        .arg(root().join("models/samples/people.png"))
+        .args([
+            "-t", "3", "-r", "5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+        ])
+        .arg(&clip)
+        .output()
+        .expect("ffmpeg is installed (apt-get install ffmpeg; cargo xtask test installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    clip
+}
+
+#[test]
+fn a_video_file_is_read_at_its_own_rate_and_looped() {
+    let scratch = tempfile::tempdir().unwrap();
+    let clip = ffmpeg_clip(scratch.path());
+    let (dir, config) = device(&camera_pipeline(clip.to_str().unwrap(), ""));
+    // 8 s of a 3 s clip: it loops.
+    let (recs, log) = run_for(dir.path(), &config, 8);
+    assert_faces_counted(&recs, &log);
+    let total: u64 = recs.iter().map(frames).sum();
+    // 5 frames per second, read at the clip's own rate: not as fast as it decodes.
+    assert!(total <= 8 * 5 + 5, "{total} frames in 8 s at 5 fps");
+    assert!(total >= 10, "{total} frames in 8 s at 5 fps\n{log}");
+}
+
+/// An MJPEG camera: multipart JPEG frames over HTTP, as cheap IP cameras serve them, until
+/// `stop` is set.
+fn serve_mjpeg(listener: TcpListener, stop: Arc<AtomicBool>) {
+    let img = image::open(root().join("models/samples/people.png")).unwrap();
+    let mut jpeg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut conn, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        conn.set_nonblocking(false).unwrap();
+        let mut request = [0u8; 2048];
+        let _ = conn.read(&mut request);
+        let stop = Arc::clone(&stop);
+        let jpeg = jpeg.clone();
+        std::thread::spawn(move || {
+            let head = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+            if conn.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            while !stop.load(Ordering::Relaxed) {
+                let part = format!(
+                    "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    jpeg.len()
+                );
+                if conn.write_all(part.as_bytes()).is_err()
+                    || conn.write_all(&jpeg).is_err()
+                    || conn.write_all(b"\r\n").is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+}
+
+#[test]
+fn an_mjpeg_stream_over_http_is_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || serve_mjpeg(listener, stop))
+    };
+    let (dir, config) = device(&camera_pipeline(
+        &format!("http://127.0.0.1:{port}/video.mjpg"),
+        "",
+    ));
+    let (recs, log) = run_for(dir.path(), &config, 7);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert_faces_counted(&recs, &log);
+}
+
+/// GStreamer's RTSP server on loopback, streaming the bundled image as H.264.
+fn rtsp_server(port: u16) -> Child {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/tools/rtsp-server.py"))
+        .arg(port.to_string())
+        .arg(root().join("models/samples/people.png"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("Debian's python3 with GStreamer's RTSP server (cargo xtask test installs them)");
+    let mut ready = [0u8; 6];
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut ready)
+        .expect("the RTSP server says ready (see its error above)");
+    assert_eq!(&ready, b"ready\n");
+    child
+}
+
+#[test]
+fn an_rtsp_camera_that_dies_and_comes_back_is_picked_up_again() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = rtsp_server(port);
+    let (dir, config) = device(&camera_pipeline(
+        &format!("rtsp://127.0.0.1:{port}/cam"),
+        "stall_timeout = \"2s\"",
+    ));
+    let agent = start(&config);
+    std::thread::sleep(Duration::from_secs(8));
+    // The camera dies: its windows go on closing, with no frame.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let mut server = rtsp_server(port);
+    // Restarts back off 1, 2, 4 s...: within 15 s the stream is back.
+    std::thread::sleep(Duration::from_secs(15));
+    let (out, _) = terminate(agent, Duration::from_secs(30));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(verify(dir.path()).status.success());
+    assert!(log.contains("restarting in"), "no restart logged:\n{log}");
+    let recs = records(dir.path());
+    assert_faces_counted(&recs, &log);
+    // Frames before the outage, none during it, frames again after.
+    let first_gap = recs
+        .iter()
+        .position(|r| frames(r) > 0)
+        .and_then(|first| {
+            recs[first..]
+                .iter()
+                .position(|r| frames(r) == 0)
+                .map(|g| g + first)
+        })
+        .unwrap_or_else(|| panic!("no window without frames during the outage: {recs:?}"));
+    assert!(
+        recs[first_gap..].iter().any(|r| frames(r) > 0),
+        "the stream was not picked up again:\n{log}"
+    );
+}
