@@ -19,23 +19,12 @@ use support::{device, records, root, start, terminate, text, verify};
 
 /// A face-counting pipeline on a camera source `input`, in 2 s windows.
 fn camera_pipeline(input: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[pipeline]]
-name = "street"
-model = "{{root}}/models/centerface-int8/card.toml"
-aggregates = ["count"]
-window = "2s"
-[pipeline.source]
-kind = "camera"
-input = "{input}"
-width = 320
-height = 256
-fps = 5
-{extra}
-[pipeline.privacy]
-k = 1
-"#
+    support::faces_pipeline(
+        "street",
+        "2s",
+        &format!(
+            "kind = \"camera\"\ninput = \"{input}\"\nwidth = 320\nheight = 256\nfps = 5\n{extra}"
+        ),
     )
 }
 

@@ -2,57 +2,13 @@
 //! and `audit show`; aggregates against the samples' ground truth; tampering caught; SIGKILL
 //! at random points followed by a restart that continues the same tree.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use aggregate::{Published, RecordView};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn agent(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(args)
-        .output()
-        .expect("run edge-agent")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A device directory with keys and a config running `pipelines` (TOML text).
-fn device(pipelines: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    let o = agent(&[
-        "keygen",
-        "--dir",
-        keys.to_str().unwrap(),
-        "--device",
-        "t-001",
-        "--territory",
-        "fr-test",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let config = dir.path().join("agent.toml");
-    let root = root();
-    let body = format!(
-        "device = \"t-001\"\nterritory = \"fr-test\"\ndata_dir = \"data\"\nkey = \"keys/device.key\"\n\
-         [checkpoint]\nevery_records = 4\n{}",
-        pipelines.replace("{root}", root.to_str().unwrap())
-    );
-    std::fs::write(&config, body).unwrap();
-    (dir, config)
-}
+use aggregate::Published;
+use support::{agent, device, records, text, verify};
 
 /// The speech pipeline the end-to-end tests also run.
 const SPEECH: &str = include_str!("../../tests/fixtures/speech-pipeline.toml");
@@ -79,34 +35,6 @@ fn log_dir(dir: &Path) -> PathBuf {
 
 fn vkey(dir: &Path) -> PathBuf {
     dir.join("keys/device.vkey")
-}
-
-/// `audit show --json`: the verified records.
-fn records(dir: &Path) -> Vec<RecordView> {
-    let o = agent(&[
-        "audit",
-        "show",
-        log_dir(dir).to_str().unwrap(),
-        "--pubkey",
-        vkey(dir).to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| RecordView::parse(l.as_bytes()).unwrap())
-        .collect()
-}
-
-fn verify(dir: &Path) -> Output {
-    agent(&[
-        "audit",
-        "verify",
-        log_dir(dir).to_str().unwrap(),
-        "--pubkey",
-        vkey(dir).to_str().unwrap(),
-    ])
 }
 
 #[test]

@@ -13,38 +13,20 @@ use support::{device, records, start, terminate, text, verify};
 
 /// Two pipelines replayed in real time (the clocks of a live source): speech in 1 s windows,
 /// faces at 2 frames per second in 2 s windows.
-const PIPELINES: &str = r#"
-[[pipeline]]
-name = "speech"
-model = "{root}/models/silero-vad-16k/card.toml"
-aggregates = ["speech_share"]
-window = "1s"
-[pipeline.source]
-kind = "replay"
-path = "{root}/models/samples/speech.wav"
-speed = "realtime"
-repeat = 100
-[pipeline.privacy]
-k = 1
-
-[[pipeline]]
-name = "faces"
-model = "{root}/models/centerface-int8/card.toml"
-aggregates = ["count"]
-window = "2s"
-[pipeline.source]
-kind = "replay"
-path = "{root}/models/samples/people.png"
-speed = "realtime"
-fps = 2.0
-repeat = 100000
-[pipeline.privacy]
-k = 1
-"#;
+fn pipelines() -> String {
+    let speech = include_str!("../../tests/fixtures/speech-pipeline.toml")
+        .replace("repeat = 1\n", "speed = \"realtime\"\nrepeat = 100\n");
+    let faces = support::faces_pipeline(
+        "faces",
+        "2s",
+        "kind = \"replay\"\npath = \"{root}/models/samples/people.png\"\nspeed = \"realtime\"\nfps = 2.0\nrepeat = 100000",
+    );
+    speech + &faces
+}
 
 #[test]
 fn sigterm_closes_the_open_windows_as_partial_records_and_the_next_start_continues() {
-    let (dir, config) = device(PIPELINES);
+    let (dir, config) = device(&pipelines());
     let mut seed: u64 = std::env::var("IAT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -50,12 +50,23 @@ pub fn device(pipelines: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "device = \"t-001\"\nterritory = \"fr-test\"\ndata_dir = \"data\"\nkey = \"keys/device.key\"\n{}",
+            "device = \"t-001\"\nterritory = \"fr-test\"\ndata_dir = \"data\"\nkey = \"keys/device.key\"\n\
+             [checkpoint]\nevery_records = 4\n{}",
             pipelines.replace("{root}", root().to_str().unwrap())
         ),
     )
     .unwrap();
     (dir, config)
+}
+
+/// A face-counting pipeline named `name` (CenterFace int8, faces counted, k = 1) in windows
+/// of `window`, on the `[pipeline.source]` fields `source` (TOML lines).
+pub fn faces_pipeline(name: &str, window: &str, source: &str) -> String {
+    format!(
+        "\n[[pipeline]]\nname = \"{name}\"\nmodel = \"{{root}}/models/centerface-int8/card.toml\"\n\
+         aggregates = [\"count\"]\nwindow = \"{window}\"\n[pipeline.source]\n{source}\n\
+         [pipeline.privacy]\nk = 1\n"
+    )
 }
 
 /// `edge-agent run` in the background.
