@@ -91,8 +91,16 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
     });
     let checkpoint = checkpoint.context("signing the final checkpoint")?;
     let summary = summary?;
-    for (name, frames) in &summary.frames {
-        say!("pipeline {name}: {frames} frames or chunks analysed");
+    for h in &health {
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        say!(
+            "pipeline {}: {} frames or chunks analysed ({} captured, {} dropped for newer ones, {} source restarts)",
+            h.name,
+            count(&h.inferred),
+            count(&h.captured),
+            count(&h.dropped),
+            count(&h.restarts)
+        );
     }
     say!(
         "{} records appended to {} (seq {}..{})",
