@@ -143,39 +143,45 @@ pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype
         Layout::Nchw => (shape[2], shape[3]),
         Layout::Nhwc => (shape[1], shape[2]),
     };
-    let src = image::RgbImage::from_raw(img.width, img.height, img.rgb.clone())
-        .expect("buffer matches size");
-    let resized = image::imageops::resize(
-        &src,
-        w as u32,
-        h as u32,
-        image::imageops::FilterType::Triangle,
-    );
-    let value = |y: usize, x: usize, c: usize| -> f32 {
+    // The frame is read in place (no copy); resized only when its size is not the model's.
+    let src =
+        image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(img.width, img.height, &img.rgb[..])
+            .expect("buffer matches size");
+    let resized;
+    let pixels: &[u8] = if (img.width as usize, img.height as usize) == (w, h) {
+        &img.rgb
+    } else {
+        resized = image::imageops::resize(
+            &src,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        resized.as_raw()
+    };
+    // Per channel of the model's order: which byte of a pixel, and the card's normalisation
+    // `(p * scale - mean) / std` (computed as written: the same floats as before).
+    let map: [(usize, f32, f32); 3] = std::array::from_fn(|c| {
         let src_c = match channels {
             ChannelOrder::Rgb => c,
             ChannelOrder::Bgr => 2 - c,
         };
-        let p = resized.get_pixel(x as u32, y as u32)[src_c] as f32;
-        (p * scale - mean[c]) / std[c]
-    };
-    let mut data = Vec::with_capacity(3 * h * w);
+        (src_c, mean[c], std[c])
+    });
+    let mut data = vec![0f32; 3 * h * w];
     match layout {
         Layout::Nchw => {
-            for c in 0..3 {
-                for y in 0..h {
-                    for x in 0..w {
-                        data.push(value(y, x, c));
-                    }
+            for (c, &(src_c, mean, std)) in map.iter().enumerate() {
+                let plane = &mut data[c * h * w..(c + 1) * h * w];
+                for (out, px) in plane.iter_mut().zip(pixels.chunks_exact(3)) {
+                    *out = (px[src_c] as f32 * scale - mean) / std;
                 }
             }
         }
         Layout::Nhwc => {
-            for y in 0..h {
-                for x in 0..w {
-                    for c in 0..3 {
-                        data.push(value(y, x, c));
-                    }
+            for (out, px) in data.chunks_exact_mut(3).zip(pixels.chunks_exact(3)) {
+                for (o, &(src_c, mean, std)) in out.iter_mut().zip(&map) {
+                    *o = (px[src_c] as f32 * scale - mean) / std;
                 }
             }
         }
