@@ -51,8 +51,6 @@ pub struct RunSummary {
     pub records: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// Frames or chunks that went through a model, per pipeline.
-    pub frames: Vec<(String, u64)>,
 }
 
 /// The two clocks of the device, as one reading.
@@ -145,7 +143,7 @@ where
         let mut first_error = write_error;
         for (name, h) in handles {
             match h.join() {
-                Ok(Ok(frames)) => summary.frames.push((name, frames)),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!("{e}");
                     first_error.get_or_insert(e);
@@ -231,7 +229,7 @@ struct Run<'a> {
     model: &'a Model,
     agg: Aggregator<StdRng>,
     label: Label,
-    health: &'a PipelineHealth,
+    health: &'a Arc<PipelineHealth>,
     stop: &'a Stop,
     tx: &'a mpsc::SyncSender<Record>,
 }
@@ -345,15 +343,13 @@ impl Run<'_> {
         &mut self,
         settings: &CameraSettings,
         clock: &dyn Clock,
-        health: Arc<PipelineHealth>,
     ) -> Result<Instant, RunError> {
-        let camera = Camera::start(&self.p.name, settings.clone(), health).map_err(|message| {
-            RunError::Source {
+        let camera = Camera::start(&self.p.name, settings.clone(), Arc::clone(self.health))
+            .map_err(|message| RunError::Source {
                 pipeline: self.p.name.clone(),
                 path: PathBuf::from(settings.program().0),
                 message,
-            }
-        })?;
+            })?;
         while !self.stop.requested() {
             match camera.next(Duration::from_millis(250)) {
                 Some(frame) => self.faces(clock.now(), &frame.image)?,
@@ -374,7 +370,7 @@ fn run_pipeline(
     stop: &Stop,
     health: &Arc<PipelineHealth>,
     tx: &mpsc::SyncSender<Record>,
-) -> Result<u64, RunError> {
+) -> Result<(), RunError> {
     let perr = |source: PipelineError| RunError::Pipeline {
         pipeline: p.name.clone(),
         source,
@@ -467,9 +463,7 @@ fn run_pipeline(
             );
             run.replay_images(path, *fps, *repeat, &rc)?
         }
-        (Source::Camera(settings), Family::Faces) => {
-            run.camera(settings, clock, Arc::clone(health))?
-        }
+        (Source::Camera(settings), Family::Faces) => run.camera(settings, clock)?,
         (Source::Camera(_), Family::Speech) => {
             return Err(perr(PipelineError::Unsuitable {
                 model: p.card.id.clone(),
@@ -496,7 +490,7 @@ fn run_pipeline(
             p.name
         );
     }
-    Ok(frames)
+    Ok(())
 }
 
 /// One image file, or the images of a folder in name order.

@@ -8,6 +8,22 @@ use crate::depthwise::Depthwise;
 use crate::qadd::QAdd;
 use crate::qconv::QConv;
 
+/// `len` deterministic int8-range weights times `step`, period `per`: the first of each period at
+/// the top of the range (so every output channel has a full-scale weight), the rest spread over
+/// it. What the operators' bench constructors quantise.
+pub(crate) fn weights(len: usize, per: usize, step: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let q = if i % per == 0 {
+                127
+            } else {
+                (i * 37 % 255) as i32 - 127
+            };
+            q as f32 * step
+        })
+        .collect()
+}
+
 /// One operator with its inputs.
 pub struct Case {
     pub name: &'static str,

@@ -105,16 +105,7 @@ impl Depthwise {
         let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
         let out_hw = [out(0), out(1)];
         let taps_per = kernel[0] * kernel[1];
-        let taps: Vec<f32> = (0..c * taps_per)
-            .map(|i| {
-                (if i % taps_per == 0 {
-                    127
-                } else {
-                    (i * 37 % 255) as i32 - 127
-                }) as f32
-                    * 0.004
-            })
-            .collect();
+        let taps = crate::bench::weights(c * taps_per, taps_per, 0.004);
         let grid = FakeQuant::byte_grid;
         let op = Depthwise {
             channels: c,

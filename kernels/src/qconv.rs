@@ -621,16 +621,7 @@ impl QConv {
         let k = c * kernel[0] * kernel[1];
         let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
         let out_hw = [out(0), out(1)];
-        let w: Vec<f32> = (0..m * k)
-            .map(|i| {
-                (if i % k == 0 {
-                    127
-                } else {
-                    (i * 37 % 255) as i32 - 127
-                }) as f32
-                    * 0.002
-            })
-            .collect();
+        let w = crate::bench::weights(m * k, k, 0.002);
         let patches = (kernel != [1, 1]).then_some(Patches {
             channels: c,
             in_hw,

@@ -262,10 +262,7 @@ fn supervise(s: &Shared) {
         first = false;
         let started = Instant::now();
         let frames_before = s.health.captured.load(Ordering::Relaxed);
-        let reason = match run_child(s) {
-            Ok(reason) => reason,
-            Err(e) => e,
-        };
+        let reason = run_child(s);
         if s.closing.requested() {
             break;
         }
@@ -289,15 +286,18 @@ fn supervise(s: &Shared) {
 }
 
 /// One life of the child: why it ended.
-fn run_child(s: &Shared) -> Result<String, String> {
-    let mut child = s
+fn run_child(s: &Shared) -> String {
+    let spawned = s
         .settings
         .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", s.settings.program().0))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return format!("cannot start `{}`: {e}", s.settings.program().0),
+    };
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let last_error: Arc<Mutex<Option<String>>> = Arc::default();
@@ -315,7 +315,7 @@ fn run_child(s: &Shared) -> Result<String, String> {
         })
     };
     let ended = Arc::new(AtomicBool::new(false));
-    let reader = std::thread::scope(|scope| {
+    let (reason, status, read) = std::thread::scope(|scope| {
         let ended = &ended;
         let reader = scope.spawn(move || read_frames(s, stdout, ended));
         let reason = watch(s, &mut child, ended);
@@ -328,24 +328,19 @@ fn run_child(s: &Shared) -> Result<String, String> {
         (reason, status, read)
     });
     let _ = errors.join();
-    let (reason, status, read) = reader;
     let stderr = last_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take()
         .map(|l| format!(" ({l})"))
         .unwrap_or_default();
-    Ok(match reason {
-        Some(r) => format!("{r}{stderr}"),
-        None => {
-            let how = match (read, status) {
-                (Err(e), _) => e,
-                (Ok(()), Ok(st)) => format!("the stream ended ({st})"),
-                (Ok(()), Err(e)) => format!("the stream ended ({e})"),
-            };
-            format!("{how}{stderr}")
-        }
-    })
+    let how = match (reason, read, status) {
+        (Some(r), _, _) => r,
+        (None, Err(e), _) => e,
+        (None, Ok(()), Ok(st)) => format!("the stream ended ({st})"),
+        (None, Ok(()), Err(e)) => format!("the stream ended ({e})"),
+    };
+    format!("{how}{stderr}")
 }
 
 /// Waits while the child delivers; `Some(reason)` when we end it (stall, closing), `None`
