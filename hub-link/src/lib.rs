@@ -6,8 +6,14 @@
 //! Pure code: no IO, no MQTT client (the optional [`tls`] module reads PEM files). Both the agent and the hub build and parse messages here
 //! only, so the two sides cannot drift apart.
 
+pub mod status;
 #[cfg(feature = "tls")]
 pub mod tls;
+
+pub use status::{
+    Clock, NodeStatus, PipelineStatus, SourceKind, SourceState, Status, StatusPayload,
+    parse_status,
+};
 
 use aggregate::RecordView;
 use audit::{SignerKey, VerifierKey};
@@ -17,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 /// Every topic starts with this.
 pub const PREFIX: &str = "iat/v1";
-/// The retained status payloads (the last will is [`OFFLINE`]).
+/// The bare status payloads (the last will is [`OFFLINE`]; a running agent publishes a
+/// [`Status`] report).
 pub const ONLINE: &[u8] = b"online";
 pub const OFFLINE: &[u8] = b"offline";
 /// First line of an ack note: never a device origin (those start with `iat/`), so an ack
@@ -40,8 +47,8 @@ pub enum WireError {
     Checkpoint(String),
     #[error("ack: {0}")]
     Ack(String),
-    #[error("status payload must be `online` or `offline`")]
-    Status,
+    #[error("status: {0}")]
+    Status(String),
 }
 
 /// Whether a string may be a topic level (a device, territory or model id): the record
@@ -307,7 +314,7 @@ pub enum PayloadKind {
 
 /// The privacy check at the wire: is this (topic, payload) one of the four things the system
 /// ever publishes? Records must be canonical aggregate records in their envelope, checkpoints
-/// and acks well-formed signed notes, statuses `online`/`offline`. Signatures are not checked
+/// and acks well-formed signed notes, statuses `offline`, `online` or a typed report ([`status`]). Signatures are not checked
 /// here (that needs keys); shape is, which is what proves no raw data travels.
 pub fn check_payload(topic: &str, payload: &[u8]) -> Result<PayloadKind, WireError> {
     let t = Topic::parse(topic)?;
@@ -326,10 +333,7 @@ pub fn check_payload(topic: &str, payload: &[u8]) -> Result<PayloadKind, WireErr
             }
             Ok(PayloadKind::Checkpoint)
         }
-        TopicKind::Status => match payload {
-            ONLINE | OFFLINE => Ok(PayloadKind::Status),
-            _ => Err(WireError::Status),
-        },
+        TopicKind::Status => parse_status(payload).map(|_| PayloadKind::Status),
         TopicKind::Ack => {
             let text = note_text(payload).map_err(WireError::Ack)?;
             let ack = Ack::parse_text(text)?;
