@@ -44,6 +44,8 @@ struct RawMqtt {
     #[serde(default)]
     drain_timeout: Option<String>,
     #[serde(default)]
+    status_interval: Option<String>,
+    #[serde(default)]
     tls: Option<RawTls>,
 }
 
@@ -67,6 +69,8 @@ pub struct Mqtt {
     pub ack_timeout: std::time::Duration,
     /// After the pipelines end, how long `run` waits for the hub to acknowledge the rest.
     pub drain_timeout: std::time::Duration,
+    /// How often the retained status report is published (also on each connection).
+    pub status_interval: std::time::Duration,
     pub tls: Option<hub_link::tls::TlsFiles>,
 }
 
@@ -230,6 +234,7 @@ impl Config {
                     keep_alive: dur("keep_alive", &m.keep_alive, 5_000)?,
                     ack_timeout: dur("ack_timeout", &m.ack_timeout, 3_000)?,
                     drain_timeout: dur("drain_timeout", &m.drain_timeout, 30_000)?,
+                    status_interval: dur("status_interval", &m.status_interval, 60_000)?,
                     tls: m.tls.as_ref().map(|t| hub_link::tls::TlsFiles {
                         ca: base.join(&t.ca),
                         cert: base.join(&t.cert),

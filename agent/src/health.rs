@@ -4,13 +4,23 @@
 //! service). Counters only: no frame, sample or result is kept here.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hub_link::{SourceKind, SourceState};
+
+/// Inference times kept for the percentiles: the last this many frames.
+const LATENCIES: usize = 512;
 
 /// One pipeline's counters, shared by its source, its loop and the status reporter.
 #[derive(Debug)]
 pub struct PipelineHealth {
     pub name: String,
+    /// The model id (the records' `model`).
+    pub model: String,
+    pub source: SourceKind,
+    /// The aggregation window, in seconds.
+    pub window_s: u32,
     /// Frames (or audio chunks) read from the source.
     pub captured: AtomicU64,
     /// Frames (or chunks) that went through the model.
@@ -24,12 +34,25 @@ pub struct PipelineHealth {
     started: AtomicBool,
     origin: Instant,
     last_source_error: Mutex<Option<String>>,
+    state: AtomicU8,
+    latencies: Mutex<Latencies>,
+    node: Mutex<Option<hub_link::NodeStatus>>,
+}
+
+/// A ring of the last inference times, in microseconds.
+#[derive(Debug)]
+struct Latencies {
+    us: Vec<u32>,
+    next: usize,
 }
 
 impl PipelineHealth {
-    pub fn new(name: &str) -> PipelineHealth {
+    pub fn new(name: &str, model: &str, source: SourceKind, window_ms: u64) -> PipelineHealth {
         PipelineHealth {
             name: name.to_owned(),
+            model: model.to_owned(),
+            source,
+            window_s: (window_ms / 1000).clamp(1, u32::MAX as u64) as u32,
             captured: AtomicU64::new(0),
             inferred: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -38,6 +61,82 @@ impl PipelineHealth {
             started: AtomicBool::new(false),
             origin: Instant::now(),
             last_source_error: Mutex::new(None),
+            state: AtomicU8::new(state_code(SourceState::Starting)),
+            latencies: Mutex::new(Latencies {
+                us: Vec::with_capacity(LATENCIES),
+                next: 0,
+            }),
+            node: Mutex::new(None),
+        }
+    }
+
+    /// The sensor node link's counters, for a pipeline that reads a node.
+    pub fn set_node(&self, n: hub_link::NodeStatus) {
+        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = Some(n);
+    }
+
+    pub fn node(&self) -> Option<hub_link::NodeStatus> {
+        self.node.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_state(&self, state: SourceState) {
+        self.state.store(state_code(state), Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> SourceState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => SourceState::Starting,
+            1 => SourceState::Running,
+            2 => SourceState::Restarting,
+            _ => SourceState::Ended,
+        }
+    }
+
+    /// One inference took `d`.
+    pub fn inference(&self, d: Duration) {
+        let us = d.as_micros().min(u32::MAX as u128) as u32;
+        let mut l = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        if l.us.len() < LATENCIES {
+            l.us.push(us);
+        } else {
+            let i = l.next;
+            l.us[i] = us;
+        }
+        l.next = (l.next + 1) % LATENCIES;
+    }
+
+    /// The median and 99th percentile of the last inference times, in milliseconds.
+    pub fn percentiles_ms(&self) -> Option<(f32, f32)> {
+        let mut v = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .us
+            .clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        // Nearest rank.
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some((rank(0.50) as f32 / 1000.0, rank(0.99) as f32 / 1000.0))
+    }
+
+    /// This pipeline's part of the status report.
+    pub fn status(&self) -> hub_link::PipelineStatus {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let p = self.percentiles_ms();
+        hub_link::PipelineStatus {
+            model: self.model.clone(),
+            source: self.source,
+            state: self.state(),
+            window_s: self.window_s,
+            captured: count(&self.captured),
+            inferred: count(&self.inferred),
+            dropped: count(&self.dropped),
+            restarts: count(&self.restarts),
+            p50_ms: p.map(|p| p.0),
+            p99_ms: p.map(|p| p.1),
         }
     }
 
@@ -71,5 +170,38 @@ impl PipelineHealth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+fn state_code(s: SourceState) -> u8 {
+    match s {
+        SourceState::Starting => 0,
+        SourceState::Running => 1,
+        SourceState::Restarting => 2,
+        SourceState::Ended => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_the_last_frames() {
+        let h = PipelineHealth::new("p", "m", SourceKind::Camera, 60_000);
+        assert_eq!(h.percentiles_ms(), None);
+        for ms in 1..=100u64 {
+            h.inference(Duration::from_millis(ms));
+        }
+        assert_eq!(h.percentiles_ms(), Some((50.0, 99.0)));
+        // The ring forgets the oldest: 512 frames of 2 ms push the 1..100 out.
+        for _ in 0..LATENCIES {
+            h.inference(Duration::from_millis(2));
+        }
+        assert_eq!(h.percentiles_ms(), Some((2.0, 2.0)));
+        assert_eq!(h.status().window_s, 60);
+        assert_eq!(h.status().state, SourceState::Starting);
+        h.set_state(SourceState::Restarting);
+        assert_eq!(h.status().state, SourceState::Restarting);
     }
 }

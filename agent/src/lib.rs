@@ -9,7 +9,8 @@
 //! - [`pipeline`]: pre-processing and post-processing driven by the model card.
 //! - [`sources`]: live sources: cameras (a child process writing raw frames), the sensor
 //!   node's serial frames, Linux I2C sensors.
-//! - [`stop`]: an orderly stop on SIGTERM/SIGINT; [`health`]: what each pipeline is doing.
+//! - [`stop`]: an orderly stop on SIGTERM/SIGINT; [`health`]: what each pipeline is doing;
+//!   [`status`]: the retained status report built from it and the board's readings.
 //! - [`publish`]: MQTT delivery of the log to the hub, resending above the hub's signed ack.
 //!
 //! The outbox (the audit log as the only writer of what may leave) is crate `outbox`; model
@@ -22,4 +23,5 @@ pub mod pipeline;
 pub mod publish;
 pub mod service;
 pub mod sources;
+pub mod status;
 pub mod stop;

@@ -112,17 +112,33 @@ pub fn mqtt_options(m: &Mqtt, territory: &str, device: &str) -> Result<MqttOptio
     Ok(o)
 }
 
+/// Who publishes to whom: the device's MQTT settings and identity, the hub's key (acks that
+/// do not verify with it are ignored), and the status report to publish, retained, at each
+/// connection and every `status_interval`.
+#[derive(Clone, Copy)]
+pub struct Link<'a> {
+    pub mqtt: &'a Mqtt,
+    pub hub: &'a VerifierKey,
+    pub territory: &'a str,
+    pub device: &'a str,
+    pub report: &'a (dyn Fn() -> Vec<u8> + Sync),
+}
+
 /// Publishes until `stop` is set and everything is acknowledged, or until `stop` has been set
 /// for `drain` without that happening. `on_ack` sees each new watermark.
 pub fn run(
     shared: &Shared,
-    m: &Mqtt,
-    hub: &VerifierKey,
-    territory: &str,
-    device: &str,
+    link: &Link<'_>,
     stop: &AtomicBool,
     drain: Duration,
 ) -> Result<PublishStats, PublishError> {
+    let Link {
+        mqtt: m,
+        hub,
+        territory,
+        device,
+        report,
+    } = *link;
     let (client, mut connection) = Client::new(mqtt_options(m, territory, device)?, 512);
     let (tx, rx) = mpsc::sync_channel::<Polled>(1024);
     let ack_topic = hub_link::ack_topic(territory, device);
@@ -170,6 +186,7 @@ pub fn run(
     let mut last_progress = Instant::now();
     let mut published_checkpoint: Option<String> = None;
     let mut stop_at: Option<Instant> = None;
+    let mut last_status = Instant::now();
     let status = hub_link::status_topic(territory, device);
     let agg_prefix = hub_link::device_base(territory, device);
     let checkpoint_topic = hub_link::checkpoint_topic(territory, device);
@@ -202,12 +219,8 @@ pub fn run(
                     published_checkpoint = None;
                     last_progress = Instant::now();
                     client.try_subscribe(ack_topic.as_str(), QoS::AtLeastOnce)?;
-                    client.try_publish(
-                        status.as_str(),
-                        QoS::AtLeastOnce,
-                        true,
-                        hub_link::ONLINE,
-                    )?;
+                    client.try_publish(status.as_str(), QoS::AtLeastOnce, true, report())?;
+                    last_status = Instant::now();
                 }
                 Polled::Down(e) => {
                     if !down_reported {
@@ -262,6 +275,14 @@ pub fn run(
             }
         }
         size = shared.lock().log().size();
+        if connected
+            && last_status.elapsed() >= m.status_interval
+            && client
+                .try_publish(status.as_str(), QoS::AtLeastOnce, true, report())
+                .is_ok()
+        {
+            last_status = Instant::now();
+        }
         if connected {
             if cursor == acked && cursor < size {
                 last_progress = Instant::now();

@@ -166,7 +166,18 @@ pub fn health_of(config: &Config) -> Vec<Arc<PipelineHealth>> {
     config
         .pipelines
         .iter()
-        .map(|p| Arc::new(PipelineHealth::new(&p.name)))
+        .map(|p| {
+            let source = match &p.source {
+                Source::Replay { .. } => hub_link::SourceKind::Replay,
+                Source::Camera(_) => hub_link::SourceKind::Camera,
+            };
+            Arc::new(PipelineHealth::new(
+                &p.name,
+                &p.card.id,
+                source,
+                p.window_ms,
+            ))
+        })
         .collect()
 }
 
@@ -260,8 +271,10 @@ impl Run<'_> {
 
     /// A face count for one image.
     fn faces(&mut self, at: Instant, img: &pipeline::Image) -> Result<(), RunError> {
+        let t = std::time::Instant::now();
         let faces =
             pipeline::detect_faces(self.model, img, self.p.threshold).map_err(|e| self.err(e))?;
+        self.health.inference(t.elapsed());
         let label = self.label.clone();
         self.observe(
             at,
@@ -293,7 +306,9 @@ impl Run<'_> {
                     return Ok(rc.at(offset_us, self.stop));
                 }
                 self.health.captured.fetch_add(1, Ordering::Relaxed);
+                let t = std::time::Instant::now();
                 let prob = stream.push(chunk).map_err(|e| self.err(e))?;
+                self.health.inference(t.elapsed());
                 offset_us += chunk_us;
                 let label = self.label.clone();
                 let obs = Observation::Span {
@@ -388,6 +403,9 @@ fn run_pipeline(
         p.window_ms
     );
     health.beat();
+    if matches!(p.source, Source::Replay { .. }) {
+        health.set_state(hub_link::SourceState::Running);
+    }
     let mut start = clock.now();
     if let Source::Replay {
         speed: Speed::Accelerated,
@@ -472,6 +490,9 @@ fn run_pipeline(
         }
     };
     let Run { agg, .. } = run;
+    if !stop.requested() {
+        health.set_state(hub_link::SourceState::Ended);
+    }
     let frames = health.inferred.load(Ordering::Relaxed);
     // The open window, closed now: a partial record at a stop.
     let last = agg.finish(end);

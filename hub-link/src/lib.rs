@@ -11,8 +11,8 @@ pub mod status;
 pub mod tls;
 
 pub use status::{
-    Clock, NodeStatus, PipelineStatus, SourceKind, SourceState, Status, StatusPayload,
-    parse_status,
+    Clock, NodeStatus, PipelineStatus, STATUS_VERSION, SourceKind, SourceState, Status,
+    StatusPayload, parse_status,
 };
 
 use aggregate::RecordView;

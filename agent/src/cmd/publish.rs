@@ -26,15 +26,16 @@ pub fn publish_only(path: &Path, follow: bool) -> Result<ExitCode> {
     } else {
         Duration::from_secs(u64::MAX / 4)
     };
-    let p = publish::run(
-        &shared,
-        m,
-        &hub,
-        &config.territory,
-        &config.device,
-        &stop,
-        drain,
-    )?;
+    let reporter = agent::status::Reporter::new(&[], &config.data_dir);
+    let report = || reporter.report(&shared).to_payload();
+    let link = publish::Link {
+        mqtt: m,
+        hub: &hub,
+        territory: &config.territory,
+        device: &config.device,
+        report: &report,
+    };
+    let p = publish::run(&shared, &link, &stop, drain)?;
     super::say_published(&p);
     Ok(ExitCode::SUCCESS)
 }

@@ -48,18 +48,19 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let reporter = agent::status::Reporter::new(&health, &config.data_dir);
+    let report = || reporter.report(&shared).to_payload();
     let (summary, checkpoint, published) = std::thread::scope(|scope| {
         let publisher = match (&config.mqtt, &hub_key) {
             (Some(m), Some(hub)) => Some(scope.spawn(|| {
-                publish::run(
-                    &shared,
-                    m,
+                let link = publish::Link {
+                    mqtt: m,
                     hub,
-                    &config.territory,
-                    &config.device,
-                    &publisher_stop,
-                    m.drain_timeout,
-                )
+                    territory: &config.territory,
+                    device: &config.device,
+                    report: &report,
+                };
+                publish::run(&shared, &link, &publisher_stop, m.drain_timeout)
             })),
             _ => None,
         };

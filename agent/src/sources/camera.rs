@@ -278,6 +278,7 @@ fn supervise(s: &Shared) {
             backoff.as_secs()
         );
         s.health.set_source_error(reason);
+        s.health.set_state(hub_link::SourceState::Restarting);
         if s.closing.sleep(backoff) {
             break;
         }
@@ -402,6 +403,7 @@ fn read_frames(s: &Shared, mut out: impl Read, ended: &AtomicBool) -> Result<(),
         s.last_frame_ms
             .store(s.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
         s.health.captured.fetch_add(1, Ordering::Relaxed);
+        s.health.set_state(hub_link::SourceState::Running);
         let mut slot = s.slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((old, _)) = slot.frame.replace((rgb, Instant::now())) {
             // Not taken in time: the newest frame wins.
