@@ -11,8 +11,7 @@ pub mod status;
 pub mod tls;
 
 pub use status::{
-    Clock, NodeStatus, PipelineStatus, SourceKind, SourceState, Status, StatusPayload,
-    parse_status,
+    Clock, NodeStatus, PipelineStatus, SourceKind, SourceState, Status, StatusPayload, parse_status,
 };
 
 use aggregate::RecordView;

@@ -234,7 +234,10 @@ mod tests {
     fn a_report_round_trips() {
         let s = sample();
         let p = s.to_payload();
-        assert_eq!(parse_status(&p).unwrap(), StatusPayload::Report(Box::new(s)));
+        assert_eq!(
+            parse_status(&p).unwrap(),
+            StatusPayload::Report(Box::new(s))
+        );
         assert_eq!(parse_status(b"offline").unwrap(), StatusPayload::Offline);
         assert_eq!(parse_status(b"online").unwrap(), StatusPayload::Online);
     }
@@ -268,7 +271,10 @@ mod tests {
         let p = String::from_utf8(sample().to_payload()).unwrap();
         let nan = p.replace("\"load1\":0.7", "\"load1\":-1.0");
         assert!(parse_status(nan.as_bytes()).is_err(), "negative load");
-        assert!(parse_status(&vec![b' '; MAX_STATUS_BYTES + 1]).is_err(), "size");
+        assert!(
+            parse_status(&vec![b' '; MAX_STATUS_BYTES + 1]).is_err(),
+            "size"
+        );
         assert!(parse_status(b"frame 12: 3 faces").is_err());
     }
 }
