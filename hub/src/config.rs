@@ -20,6 +20,8 @@ struct RawConfig {
     devices: String,
     #[serde(default)]
     gap_timeout: Option<String>,
+    #[serde(default)]
+    status_stale: Option<String>,
     mqtt: RawMqtt,
     #[serde(default)]
     http: Option<RawHttp>,
@@ -87,6 +89,9 @@ pub struct Config {
     pub db: PathBuf,
     pub devices: PathBuf,
     pub gap_timeout: Duration,
+    /// A device whose latest status report is older than this is offline (health alarm):
+    /// three times the agents' default `status_interval` unless set.
+    pub status_stale: Duration,
     pub mqtt: Mqtt,
     pub http: Option<Http>,
 }
@@ -113,6 +118,14 @@ impl Config {
                 parse_duration(s).ok_or_else(|| field("gap_timeout", "a duration like \"30s\""))?
             }
         };
+        let status_stale = match &raw.status_stale {
+            None => crate::health::DEFAULT_STATUS_STALE,
+            Some(s) => parse_duration(s)
+                .filter(|d| d.as_secs() >= 1 && d.as_secs() <= 366 * 86_400)
+                .ok_or_else(|| {
+                    field("status_stale", "a duration from 1s to 8784h, like \"180s\"")
+                })?,
+        };
         let mqtt = mqtt(base, &raw.mqtt, &format!("hub-{}", raw.name))
             .map_err(|(f, m)| field(&format!("mqtt.{f}"), &m))?;
         let http = match &raw.http {
@@ -132,6 +145,7 @@ impl Config {
             devices: base.join(&raw.devices),
             name: raw.name,
             gap_timeout,
+            status_stale,
             mqtt,
         })
     }
@@ -179,6 +193,33 @@ pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_stale_defaults_to_three_status_intervals_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let load = |extra: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "name = \"h\"\nkey = \"k\"\ndb = \"d\"\ndevices = \"e\"\n{extra}\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&path)
+        };
+        assert_eq!(load("").unwrap().status_stale, Duration::from_secs(180));
+        assert_eq!(
+            load("status_stale = \"5m\"").unwrap().status_stale,
+            Duration::from_secs(300)
+        );
+        for bad in ["\"0s\"", "\"soon\"", "\"9000h\"", "180"] {
+            let e = load(&format!("status_stale = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("status_stale"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -124,14 +124,29 @@ pub fn handle(
         }
     };
     if t.kind == TopicKind::Status {
-        // Retained status and last will, for the dashboard's online/offline. Not evidence of
-        // anything: a status of an unknown device or an odd payload is ignored, not an alarm.
+        // Retained status reports and last wills: presence and device health (`health`). Not
+        // evidence of anything: a status of an unknown device is ignored and a malformed one
+        // only logged, never an audit alarm.
         let enrolled = enrolment
             .devices
             .get(&t.device)
             .is_some_and(|d| d.territory == t.territory);
-        if enrolled && (payload == hub_link::ONLINE || payload == hub_link::OFFLINE) {
-            store::status(tx, &t.device, &String::from_utf8_lossy(payload), now_ms)?;
+        if enrolled {
+            match hub_link::parse_status(payload) {
+                Ok(status) => {
+                    crate::health::on_status(tx, &t.device, &status, now_ms)?;
+                }
+                Err(e) => {
+                    // The reason, not the payload, and escaped: a log line cannot be forged.
+                    let reason: String = e.to_string().escape_debug().take(200).collect();
+                    tracing::warn!(
+                        "hub: ignoring a malformed status of {}/{} ({} bytes): {reason}",
+                        t.territory,
+                        t.device,
+                        payload.len()
+                    );
+                }
+            }
         }
         return Ok((cx.out, None));
     }

@@ -11,6 +11,8 @@
 //!   model-card metadata copied at enrolment ([`enrolment::cards`]).
 //! - [`mqtt`]: the MQTT loop (one polling thread, batches, acks after commit).
 //! - [`ingest`]: verification of one message inside a transaction; gap detection; acks.
+//! - [`health`]: device health: status reports, health alarms (offline, silent model,
+//!   backlog, low disk, restarting source), their plain-French wording.
 //! - [`db`]: the SQLite schema and per-device state, the derived series, the read side.
 //! - [`auth`]: admin passwords (Argon2id) and sessions.
 //! - [`web`]: the dashboard, the JSON API, the exports (CSV, records, open-data counting
@@ -26,6 +28,7 @@ pub mod config;
 pub mod dates;
 pub mod db;
 pub mod enrolment;
+pub mod health;
 pub mod ingest;
 pub mod mqtt;
 pub mod web;

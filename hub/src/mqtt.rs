@@ -1,6 +1,8 @@
 //! The hub's MQTT side: one thread only polls the rumqttc connection and forwards events; the
 //! caller's thread verifies and stores messages in batches (one SQLite transaction each), then
-//! publishes one signed, retained ack per device touched, after the commit.
+//! publishes one signed, retained ack per device touched, after the commit. Between batches it
+//! raises GAP alarms (every second) and evaluates the time-driven health alarms (every
+//! [`crate::health::CHECK_EVERY`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -44,6 +46,7 @@ pub struct Totals {
     pub messages: u64,
     pub outcome: Outcome,
     pub gaps: u64,
+    pub health: crate::health::Changes,
     pub connections: u64,
 }
 
@@ -104,6 +107,8 @@ pub fn serve(
     let gap_ms = config.gap_timeout.as_millis() as i64;
     let mut totals = Totals::default();
     let mut last_gap_check = Instant::now();
+    let limits = crate::health::Limits::new(config.status_stale);
+    let mut last_health_check = Instant::now();
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     // A broken connection is reported once; the attempts to reconnect every 300 ms are debug.
     let mut down_reported = false;
@@ -187,6 +192,14 @@ pub fn serve(
                 tracing::warn!("hub: ALARM GAP on {g} device(s)");
             }
             totals.gaps += g;
+        }
+        if last_health_check.elapsed() >= crate::health::CHECK_EVERY {
+            last_health_check = Instant::now();
+            let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
+            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let c = crate::health::evaluate(&t, &enrolment, now_ms, &limits)?;
+            t.commit()?;
+            totals.health += c;
         }
     }
     poller_stop.store(true, Ordering::Relaxed);

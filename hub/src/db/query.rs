@@ -59,8 +59,11 @@ impl AuditState {
 pub struct DeviceOverview {
     pub id: String,
     pub territory: String,
-    /// `online`, `offline` (the device's retained status or last will) or `unknown`.
+    /// `online`, `offline` (the device's retained status or last will, or its status reports
+    /// stopped: an open `offline` health alarm) or `unknown`.
     pub status: String,
+    /// Health alarms not yet cleared (`crate::health`).
+    pub health_alarms: u64,
     pub last_seen: Option<String>,
     #[serde(skip)]
     pub last_seen_ms: Option<i64>,
@@ -141,6 +144,14 @@ fn overview(
         let (k, n) = row?;
         open_alarms.push((k, n as u64));
     }
+    let (health_alarms, health_offline): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(kind = ?2), 0) FROM health_alarms
+             WHERE device = ?1 AND cleared_ms IS NULL",
+        )?
+        .query_row(params![id, crate::health::OFFLINE], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let last_window = series::last_start(conn, id)?;
     let (records, checkpoint_size) = match state {
         Some((n, c)) => (n as u64, c.map(|c| c as u64)),
@@ -172,7 +183,12 @@ fn overview(
     Ok(DeviceOverview {
         id: id.to_owned(),
         territory: territory.to_owned(),
-        status: status.unwrap_or_else(|| "unknown".into()),
+        status: if health_offline > 0 {
+            "offline".into()
+        } else {
+            status.unwrap_or_else(|| "unknown".into())
+        },
+        health_alarms: health_alarms as u64,
         last_seen: last_seen_ms.map(dates::format),
         last_seen_ms,
         records,

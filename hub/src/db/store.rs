@@ -1,6 +1,7 @@
 //! The hub's SQLite database (WAL, `synchronous = FULL`: a record is durable before it is
 //! acknowledged): stored records, each device's verification state, records and checkpoints
-//! held until the records before them arrive, and alarms with their evidence.
+//! held until the records before them arrive, alarms with their evidence, and device health
+//! (status reports and health alarms, `crate::health`).
 //!
 //! Every table is keyed so that processing a message twice changes nothing: records on
 //! (device, seq), held records on (device, seq), held checkpoints on (device, size).
@@ -49,8 +50,28 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_ms INTEGER NOT NULL);
 ";
 
+/// Schema version 2: device health (`crate::health`). The latest status reports of each device
+/// (the newest [`crate::health::KEEP_REPORTS`], to see counters grow between reports), health
+/// alarms (one open row per device, kind and subject; `cleared_ms` set when the cause ends),
+/// and an index to find a model's latest record without reading the device's whole history.
+/// Health alarms are not audit alarms: they live apart from `alarms` and are never acked.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS health_reports (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    report TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS health_reports_device ON health_reports (device, id);
+CREATE TABLE IF NOT EXISTS health_alarms (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, kind TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '', since_ms INTEGER NOT NULL, raised_ms INTEGER NOT NULL,
+    cleared_ms INTEGER, detail TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS health_alarms_open ON health_alarms (device, kind, subject)
+    WHERE cleared_ms IS NULL;
+CREATE INDEX IF NOT EXISTS health_alarms_cleared ON health_alarms (cleared_ms);
+CREATE INDEX IF NOT EXISTS records_model ON records (device, model, stored_ms);
+";
+
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Opens (or creates) the database, migrating it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path) -> Result<Connection> {
@@ -83,6 +104,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(crate::db::series::SCHEMA)?;
         crate::db::series::backfill(&tx)?;
         tx.pragma_update(None, "user_version", 1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
+        tx.pragma_update(None, "user_version", 2)?;
     }
     tx.commit()
 }

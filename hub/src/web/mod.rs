@@ -8,13 +8,15 @@
 //! connections to the same WAL database. Every page is read-only except the admin routes,
 //! which require a session (see [`crate::auth`]) and a CSRF token on every POST.
 //!
-//! Code map: [`pages`] (public HTML), [`api`] (JSON, CSV, open data), [`admin`] (login and
-//! actions), [`chart`] (SVG), [`params`] (query validation).
+//! Code map: [`pages`] (public HTML), [`api`] (JSON, CSV, open data), [`health`] (device
+//! health on the pages and its API, in French), [`admin`] (login and actions), [`chart`]
+//! (SVG), [`params`] (query validation).
 
 pub mod admin;
 pub mod api;
 pub mod chart;
 pub mod export;
+pub mod health;
 pub mod pages;
 pub mod params;
 
@@ -214,6 +216,7 @@ pub fn router(app: App) -> Router {
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}", get(api::device))
         .route("/api/devices/{id}/series", get(api::series))
+        .route("/api/devices/{id}/health", get(health::api))
         .route("/api/register", get(api::register))
         .route("/api/alarms", get(api::alarms))
         .route("/export/{id}/series.csv", get(export::series_csv))

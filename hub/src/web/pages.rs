@@ -1,5 +1,6 @@
-//! The public, read-only pages: the dashboard (devices by territory and their state), a
-//! device's charts and latest windows, the public register and the alarm list. maud escapes
+//! The public, read-only pages: the dashboard (devices by territory and their state, ongoing
+//! health alarms), a device's health, charts and latest windows, the public register and the
+//! alarm list. maud escapes
 //! every interpolated string; nothing here writes.
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use maud::{DOCTYPE, Markup, html};
 use rusqlite::{Connection, params};
 
 use super::chart::{self, ChartPoint};
+use super::health;
 use super::params::{self, Bucket as BucketParam};
 use super::{App, WebError, WebResult};
 use crate::dates;
@@ -75,15 +77,17 @@ pub async fn dashboard(
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Markup> {
     params::only(&q, &[])?;
-    let (devices, open) = app
-        .db(|conn, e| {
+    let now_ms = crate::mqtt::now_ms();
+    let (devices, open, health_alarms) = app
+        .db(move |conn, e| {
             let d = query::devices(conn, e)?;
             let open: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM alarms WHERE acked_ms IS NULL",
                 [],
                 |r| r.get(0),
             )?;
-            Ok((d, open))
+            let h = health::open_alarms(conn, now_ms)?;
+            Ok((d, open, h))
         })
         .await?;
     let mut territories: Vec<(&str, Vec<&DeviceOverview>)> = Vec::new();
@@ -104,6 +108,19 @@ pub async fn dashboard(
                 (devices.len()) " device(s) in " (territories.len()) " territor" (if territories.len() == 1 { "y" } else { "ies" }) ", "
                 (online) " online, " (alarmed) " with an audit alarm; "
                 a href="/alarms" { (open) " alarm(s) not acknowledged" } "."
+            }
+            section id="sante" lang="fr" {
+                h2 { "Fonctionnement des appareils" }
+                p id="health-count" {
+                    @match health_alarms.len() {
+                        0 => "Aucune alerte de fonctionnement en cours.",
+                        1 => "1 alerte de fonctionnement en cours.",
+                        n => { (n) " alertes de fonctionnement en cours." },
+                    }
+                }
+                @if !health_alarms.is_empty() {
+                    (health::alarm_table("health-alarms", &health_alarms, true))
+                }
             }
             @if devices.is_empty() {
                 p { "No device is enrolled yet. An administrator enrols devices in the " a href="/admin" { "admin area" } "." }
@@ -265,11 +282,13 @@ pub async fn device(
     params::only(&q, &["from", "to"])?;
     let period = params::period(&q)?;
     let dev = id.clone();
-    let (overview, views, latest) = app
+    let now_ms = crate::mqtt::now_ms();
+    let (overview, views, latest, device_health) = app
         .db(move |conn, e| {
             let Some(o) = query::device(conn, e, &dev)? else {
                 return Err(WebError::NotFound(format!("no device {dev:?}")));
             };
+            let h = health::DeviceHealth::load(conn, &dev)?;
             let infos = query::series_of(conn, &dev)?;
             // One period for every chart of the page: the span of all the device's series.
             let first = infos.iter().map(|i| i.first_ms).min().unwrap_or(0);
@@ -295,7 +314,7 @@ pub async fn device(
                 )?);
                 views.push(series_view(conn, &dev, info, fixed, BucketParam::Auto)?);
             }
-            Ok((o, views, latest))
+            Ok((o, views, latest, h))
         })
         .await?;
     let (from, to) = views.first().map(|v| (v.from, v.to)).unwrap_or((0, 1));
@@ -322,6 +341,7 @@ pub async fn device(
     let o = &overview;
     let body = html! {
         h1 { "Device " (o.id) }
+        (health::device_alarms(&device_health, now_ms))
         table.facts {
             tr { th { "Territory" } td { (o.territory) } }
             tr { th { "State" } td { (status_badge(&o.status)) } }
@@ -335,6 +355,7 @@ pub async fn device(
                 " " a href=(format!("/alarms?device={}", o.id)) { "alarm list" } } }
             tr { th { "Register" } td { a href=(format!("/register#dev-{}", o.id)) { "models, key and signed checkpoint" } } }
         }
+        (health::device_section(&device_health))
         h2 { "Period" }
         form.period method="get" action=(format!("/device/{}", o.id)) {
             label { "From " input type="text" name="from" value=(dates::format(from)) placeholder="YYYY-MM-DD"; }
@@ -547,6 +568,8 @@ td.suppressed { color: #b34000; font-style: italic; }
 .badge.ok { background: #b8fec9; }
 .badge.off { background: #ffe9e6; }
 .badge.alarm { background: #ce0500; color: #fff; }
+table caption { text-align: left; font-weight: bold; padding: .3em 0; }
+table.health td.message { font-weight: 500; }
 svg.chart { width: 100%; max-width: 900px; background: #fff; border: 1px solid #ddd; }
 svg.chart rect.plot { fill: #fff; }
 svg.chart line.grid { stroke: #eee; }
