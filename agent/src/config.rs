@@ -114,6 +114,8 @@ struct RawSource {
     #[serde(default)]
     stall_timeout: Option<String>,
     #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
     speed: Option<toml::Value>,
     #[serde(default)]
     fps: Option<f64>,
@@ -146,6 +148,19 @@ pub enum Source {
     },
     /// A live camera, through a child process writing raw frames to a pipe.
     Camera(CameraSettings),
+    /// An ALSA capture device.
+    Microphone(MicSettings),
+}
+
+/// A microphone source's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicSettings {
+    /// The ALSA PCM name (`default`, `plughw:1,0`, a name from an asoundrc).
+    pub input: String,
+    /// Without a sample for this long, the device is reopened.
+    pub stall_timeout: std::time::Duration,
+    /// Capture this much audio, then end (like `arecord -d`); default: until stopped.
+    pub duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -353,6 +368,7 @@ fn source(
         ("width", raw.width.is_some()),
         ("height", raw.height.is_some()),
         ("stall_timeout", raw.stall_timeout.is_some()),
+        ("duration", raw.duration.is_some()),
     ];
     let only = |allowed: &[&str]| -> Result<(), ConfigError> {
         match fields.iter().find(|(f, set)| *set && !allowed.contains(f)) {
@@ -367,7 +383,47 @@ fn source(
             None => Ok(()),
         }
     };
+    let stall = |default_s: u64| -> Result<std::time::Duration, ConfigError> {
+        match &raw.stall_timeout {
+            None => Ok(std::time::Duration::from_secs(default_s)),
+            Some(s) => parse_duration_ms(s)
+                .filter(|ms| (1_000..=600_000).contains(ms))
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| {
+                    err(
+                        "stall_timeout",
+                        format!("`{s}`: a duration between 1s and 10m"),
+                    )
+                }),
+        }
+    };
     match raw.kind.as_str() {
+        "microphone" => {
+            only(&["input", "stall_timeout", "duration"])?;
+            let input = raw.input.clone().unwrap_or_else(|| "default".into());
+            if input.is_empty() || input.len() > 256 || input.chars().any(|c| c.is_control()) {
+                return Err(err(
+                    "input",
+                    "an ALSA device name such as \"default\" or \"plughw:1,0\"".into(),
+                ));
+            }
+            let duration = match &raw.duration {
+                None => None,
+                Some(s) => Some(
+                    parse_duration_ms(s)
+                        .filter(|&ms| ms >= 1)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            err("duration", format!("`{s}` is not a duration like \"30s\""))
+                        })?,
+                ),
+            };
+            Ok(Source::Microphone(MicSettings {
+                input,
+                stall_timeout: stall(5)?,
+                duration,
+            }))
+        }
         "camera" => {
             only(&["input", "width", "height", "fps", "stall_timeout"])?;
             let input = raw
@@ -391,18 +447,7 @@ fn source(
             if !(fps.is_finite() && fps > 0.0 && fps <= 60.0) {
                 return Err(err("fps", "must be in (0, 60]".into()));
             }
-            let stall_timeout = match &raw.stall_timeout {
-                None => std::time::Duration::from_secs(10),
-                Some(s) => parse_duration_ms(s)
-                    .filter(|ms| (1_000..=600_000).contains(ms))
-                    .map(std::time::Duration::from_millis)
-                    .ok_or_else(|| {
-                        err(
-                            "stall_timeout",
-                            format!("`{s}`: a duration between 1s and 10m"),
-                        )
-                    })?,
-            };
+            let stall_timeout = stall(10)?;
             Ok(Source::Camera(CameraSettings {
                 input,
                 width,
@@ -469,7 +514,7 @@ fn source(
         }
         other => Err(err(
             "kind",
-            format!("unknown source kind `{other}` (expected camera or replay)"),
+            format!("unknown source kind `{other}` (expected camera, microphone or replay)"),
         )),
     }
 }

@@ -13,10 +13,11 @@ use std::time::Duration;
 use aggregate::{Aggregator, Instant, Label, ModelRef, Observation, Outbox, Record};
 use rand::rngs::StdRng;
 
-use crate::config::{Config, Pipeline, Source, Speed};
+use crate::config::{Config, MicSettings, Pipeline, Source, Speed};
 use crate::health::PipelineHealth;
 use crate::pipeline::{self, PipelineError, SpeechStream};
 use crate::sources::camera::{Camera, CameraSettings};
+use crate::sources::microphone::{MicError, Microphone, Read};
 use crate::stop::Stop;
 use modelcard::Postprocess;
 use runtime::{LoadOptions, Model, ModelError};
@@ -170,6 +171,7 @@ pub fn health_of(config: &Config) -> Vec<Arc<PipelineHealth>> {
             let source = match &p.source {
                 Source::Replay { .. } => hub_link::SourceKind::Replay,
                 Source::Camera(_) => hub_link::SourceKind::Camera,
+                Source::Microphone(_) => hub_link::SourceKind::Microphone,
             };
             Arc::new(PipelineHealth::new(
                 &p.name,
@@ -377,6 +379,125 @@ impl Run<'_> {
         }
         Ok(clock.now())
     }
+
+    /// A live microphone until a stop request (or its `duration`). Time is the sample clock,
+    /// anchored to the system's clocks each time the device is opened: windows hold exactly
+    /// the audio captured in them, whatever the scheduling.
+    fn microphone(
+        &mut self,
+        settings: &MicSettings,
+        clock: &dyn Clock,
+    ) -> Result<Instant, RunError> {
+        let mut stream = SpeechStream::new(self.model).map_err(|e| self.err(e))?;
+        let rate = stream.sample_rate();
+        let n = stream.chunk_len();
+        let mut raw = vec![0i16; n];
+        let mut chunk = vec![0f32; n];
+        let chunk_us = n as u64 * 1_000_000 / rate as u64;
+        let limit = settings
+            .duration
+            .map(|d| (d.as_micros() * rate as u128 / 1_000_000) as u64);
+        let mut total = 0u64;
+        let mut backoff = Duration::from_secs(1);
+        let mut opened = 0u64;
+        let mut now = clock.now();
+        'device: while !self.stop.requested() {
+            let lost = match Microphone::open(&settings.input, rate) {
+                Err(e) => e,
+                Ok(mut mic) => {
+                    opened += 1;
+                    if opened > 1 {
+                        self.health.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Never behind what was already observed (a file-fed device runs ahead).
+                    let anchor = later(now, clock.now());
+                    let mut offset_us = 0u64;
+                    let mut last_sample = std::time::Instant::now();
+                    loop {
+                        if self.stop.requested() {
+                            break 'device;
+                        }
+                        if limit.is_some_and(|l| total + n as u64 > l) {
+                            self.health.set_state(hub_link::SourceState::Ended);
+                            return Ok(now);
+                        }
+                        let got = mic.read(&mut raw, Duration::from_millis(250));
+                        self.health
+                            .dropped
+                            .fetch_add(mic.take_overruns(), Ordering::Relaxed);
+                        match got {
+                            Ok(Read::Chunk) => {}
+                            Ok(Read::Nothing) => {
+                                now = later(now, clock.now());
+                                let records = self.agg.tick(now);
+                                self.health.beat();
+                                self.send(records)?;
+                                if last_sample.elapsed() >= settings.stall_timeout {
+                                    break MicError::Lost {
+                                        device: settings.input.clone(),
+                                        message: format!(
+                                            "no sample for {} s",
+                                            settings.stall_timeout.as_secs()
+                                        ),
+                                    };
+                                }
+                                continue;
+                            }
+                            Err(e) => break e,
+                        }
+                        last_sample = std::time::Instant::now();
+                        backoff = Duration::from_secs(1);
+                        self.health.set_state(hub_link::SourceState::Running);
+                        self.health.captured.fetch_add(1, Ordering::Relaxed);
+                        total += n as u64;
+                        for (f, s) in chunk.iter_mut().zip(&raw) {
+                            *f = *s as f32 / 32768.0;
+                        }
+                        let t = std::time::Instant::now();
+                        let prob = stream.push(&chunk).map_err(|e| self.err(e))?;
+                        self.health.inference(t.elapsed());
+                        offset_us += chunk_us;
+                        now = Instant {
+                            mono_ms: anchor.mono_ms + offset_us / 1000,
+                            wall_ms: anchor.wall_ms + (offset_us / 1000) as i64,
+                        };
+                        let label = self.label.clone();
+                        let obs = Observation::Span {
+                            flag: &label,
+                            on: prob >= self.p.threshold,
+                            duration_us: chunk_us,
+                        };
+                        self.observe(now, obs)?;
+                    }
+                }
+            };
+            // Lost or not opened: say why, keep closing windows on time, try again later.
+            tracing::warn!(
+                "pipeline `{}`: microphone: {lost}; reopening in {} s",
+                self.p.name,
+                backoff.as_secs()
+            );
+            self.health.set_source_error(lost.to_string());
+            self.health.set_state(hub_link::SourceState::Restarting);
+            let until = std::time::Instant::now() + backoff;
+            while std::time::Instant::now() < until && !self.stop.requested() {
+                now = later(now, clock.now());
+                let records = self.agg.tick(now);
+                self.health.beat();
+                self.send(records)?;
+                self.stop.sleep(Duration::from_millis(250));
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            // The stream's state belongs to audio that is gone.
+            stream = SpeechStream::new(self.model).map_err(|e| self.err(e))?;
+        }
+        Ok(later(now, clock.now()))
+    }
+}
+
+/// The later of two readings, by the monotonic clock.
+fn later(a: Instant, b: Instant) -> Instant {
+    if b.mono_ms > a.mono_ms { b } else { a }
 }
 
 fn run_pipeline(
@@ -419,7 +540,7 @@ fn run_pipeline(
         real: clock,
         speed: match &p.source {
             Source::Replay { speed, .. } => *speed,
-            Source::Camera(_) => Speed::Realtime(1.0),
+            Source::Camera(_) | Source::Microphone(_) => Speed::Realtime(1.0),
         },
         start,
         started: std::time::Instant::now(),
@@ -482,6 +603,13 @@ fn run_pipeline(
             run.replay_images(path, *fps, *repeat, &rc)?
         }
         (Source::Camera(settings), Family::Faces) => run.camera(settings, clock)?,
+        (Source::Microphone(settings), Family::Speech) => run.microphone(settings, clock)?,
+        (Source::Microphone(_), Family::Faces) => {
+            return Err(perr(PipelineError::Unsuitable {
+                model: p.card.id.clone(),
+                message: "a microphone feeds audio models; this card's input is an image".into(),
+            }));
+        }
         (Source::Camera(_), Family::Speech) => {
             return Err(perr(PipelineError::Unsuitable {
                 model: p.card.id.clone(),

@@ -92,33 +92,38 @@ impl Microphone {
     /// Fills `buf` with the next samples, waiting at most `wait` for the device to have them.
     /// Overruns are recovered here and counted ([`Microphone::take_overruns`]).
     pub fn read(&mut self, buf: &mut [i16], wait: Duration) -> Result<Read, MicError> {
+        let Microphone {
+            pcm,
+            device,
+            overruns,
+        } = self;
         let lost = |e: alsa::Error| MicError::Lost {
-            device: self.device.clone(),
+            device: device.clone(),
             message: e.to_string(),
         };
-        let io = self.pcm.io_i16().map_err(lost)?;
+        let io = pcm.io_i16().map_err(lost)?;
         let deadline = Instant::now() + wait;
         let mut filled = 0;
         while filled < buf.len() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.pcm.wait(Some(left.as_millis().max(1) as u32)) {
+            match pcm.wait(Some(left.as_millis().max(1) as u32)) {
                 Ok(true) => {}
                 Ok(false) if filled == 0 => return Ok(Read::Nothing),
                 Ok(false) => {
                     // Part of a chunk, then silence from the device: not a chunk yet.
                     return Err(MicError::Lost {
-                        device: self.device.clone(),
+                        device: device.clone(),
                         message: format!("no sample for {} ms mid-chunk", wait.as_millis()),
                     });
                 }
-                Err(e) => self.recover(e)?,
+                Err(e) => recover(pcm, device, overruns, e)?,
             }
             match io.readi(&mut buf[filled..]) {
                 Ok(n) => filled += n,
                 Err(e) => {
                     // An overrun loses what was in the ring: the chunk restarts.
                     filled = 0;
-                    self.recover(e)?;
+                    recover(pcm, device, overruns, e)?;
                 }
             }
         }
@@ -129,25 +134,22 @@ impl Microphone {
     pub fn take_overruns(&mut self) -> u64 {
         std::mem::take(&mut self.overruns)
     }
+}
 
-    /// An overrun (EPIPE) or a suspend (ESTRPIPE) is recovered; anything else loses the device.
-    fn recover(&mut self, e: alsa::Error) -> Result<(), MicError> {
-        let errno = e.errno().abs();
-        if errno == libc::EPIPE {
-            self.overruns += 1;
-        }
-        if errno == libc::EPIPE || errno == libc::ESTRPIPE || errno == libc::EINTR {
-            return self
-                .pcm
-                .try_recover(e, true)
-                .map_err(|e| MicError::Lost {
-                    device: self.device.clone(),
-                    message: format!("cannot recover: {e}"),
-                });
-        }
-        Err(MicError::Lost {
-            device: self.device.clone(),
-            message: e.to_string(),
-        })
+/// An overrun (EPIPE) or a suspend (ESTRPIPE) is recovered; anything else loses the device.
+fn recover(pcm: &PCM, device: &str, overruns: &mut u64, e: alsa::Error) -> Result<(), MicError> {
+    let errno = e.errno().abs();
+    if errno == libc::EPIPE {
+        *overruns += 1;
     }
+    if errno == libc::EPIPE || errno == libc::ESTRPIPE || errno == libc::EINTR {
+        return pcm.try_recover(e, true).map_err(|e| MicError::Lost {
+            device: device.to_owned(),
+            message: format!("cannot recover: {e}"),
+        });
+    }
+    Err(MicError::Lost {
+        device: device.to_owned(),
+        message: e.to_string(),
+    })
 }

@@ -4,4 +4,5 @@
 
 pub mod camera;
 pub mod i2c;
+pub mod microphone;
 pub mod serial;
