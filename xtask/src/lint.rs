@@ -9,6 +9,7 @@ use crate::sh;
 /// Formatting and clippy, warnings denied.
 pub fn lint() -> Result<()> {
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
+    sh::ensure_build_deps()?;
     sh::run(sh::cargo().args([
         "clippy",
         "--workspace",

@@ -108,6 +108,7 @@ pub fn build_all() -> Result<()> {
 /// nothing it does not run. (Its dependency features can differ from the test build's, so the
 /// first test build after a demo builds some dependencies again, in their own artifacts.)
 pub fn binaries() -> Result<(PathBuf, PathBuf)> {
+    sh::ensure_build_deps()?;
     sh::run(sh::cargo().args([
         "build",
         "--quiet",

@@ -124,11 +124,32 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         );
     }
+    // A package of another architecture (`libasound2-dev:arm64`, for a cross build) needs
+    // that architecture known to dpkg first.
+    let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    let mut added: Vec<&str> = Vec::new();
+    for arch in packages.iter().filter_map(|p| p.split_once(':').map(|(_, a)| a)) {
+        if arch != "all" && !foreign.lines().any(|l| l.trim() == arch) && !added.contains(&arch) {
+            run(Command::new("dpkg").args(["--add-architecture", arch]))?;
+            added.push(arch);
+        }
+    }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The C libraries the workspace links on this machine (the agent's ALSA capture, through
+/// pkg-config): installed when missing, before anything builds the agent.
+pub fn ensure_build_deps() -> Result<()> {
+    ensure_tools(&[("pkg-config", "pkg-config")])?;
+    let alsa = format!(
+        "/usr/lib/{}-linux-gnu/pkgconfig/alsa.pc",
+        std::env::consts::ARCH
+    );
+    ensure_files(&[(alsa.as_str(), "libasound2-dev")])
 }
 
 /// Whether this process runs as root (and may install Debian packages).

@@ -170,6 +170,7 @@ fn expect_success(what: &str, r: Result<ExitCode>) -> Result<()> {
 fn preflight() -> Result<()> {
     // The node's and the boards' Rust targets: `tests/tests/qemu_serial.rs` builds the firmware.
     sh::ensure_toolchain_targets()?;
+    sh::ensure_build_deps()?;
     sh::ensure_tools(&[
         ("python3", "python3"),
         ("pip3", "python3-pip"),

@@ -35,6 +35,12 @@ pub const TOOLCHAINS: &[Toolchain] = &[
                 "/usr/aarch64-linux-gnu/lib/libc.so.6",
                 "libc6-dev-arm64-cross",
             ),
+            // The agent's ALSA capture links libasound (pkg-config finds it through
+            // `.cargo/config.toml`'s PKG_CONFIG_LIBDIR for the target).
+            (
+                "/usr/lib/aarch64-linux-gnu/pkgconfig/alsa.pc",
+                "libasound2-dev:arm64",
+            ),
         ],
     },
     Toolchain {
@@ -50,6 +56,10 @@ pub const TOOLCHAINS: &[Toolchain] = &[
             (
                 "/usr/arm-linux-gnueabihf/lib/libc.so.6",
                 "libc6-dev-armhf-cross",
+            ),
+            (
+                "/usr/lib/arm-linux-gnueabihf/pkgconfig/alsa.pc",
+                "libasound2-dev:armhf",
             ),
         ],
     },
@@ -113,6 +123,7 @@ pub fn build_agent(board: &Board, device: bool) -> Result<Built> {
     }
     let tc = toolchain(&board.target)?;
     sh::ensure_rust_target(tc.triple)?;
+    sh::ensure_build_deps()?;
     ensure_toolchain(tc)?;
     let profile = if device { "device" } else { "dev" };
     let started = Instant::now();

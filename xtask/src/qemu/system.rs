@@ -165,6 +165,15 @@ hub_key = "{hub_key}"
     )
 }
 
+/// Debian's architecture name for a multiarch triple.
+fn parts_arch(multiarch: &str) -> &'static str {
+    match multiarch {
+        "aarch64-linux-gnu" => "arm64",
+        "arm-linux-gnueabihf" => "armhf",
+        _ => "amd64",
+    }
+}
+
 /// Debian's kernel and BusyBox for the board's architecture, unpacked in the target folder.
 struct Parts {
     kernel: PathBuf,
@@ -315,6 +324,28 @@ fn place_system(
         "the C library in {} is incomplete",
         libs.display()
     );
+    // libasound (the agent's microphone source) from Debian's multiarch package of the
+    // target, and ALSA's configuration (without it no device opens).
+    let multiarch = Path::new(crate::build::toolchain(&board.target)?.sysroot)
+        .file_name()
+        .context("a sysroot named after its triple")?
+        .to_string_lossy()
+        .into_owned();
+    let asound = Path::new("/usr/lib").join(&multiarch).join("libasound.so.2");
+    std::fs::copy(&asound, rootfs.join("lib/libasound.so.2")).with_context(|| {
+        format!(
+            "copying {} (Debian package libasound2:{})",
+            asound.display(),
+            parts_arch(&multiarch)
+        )
+    })?;
+    let alsa_conf = rootfs.join("usr/share/alsa");
+    std::fs::create_dir_all(&alsa_conf)?;
+    sh::run(
+        Command::new("cp")
+            .args(["-a", "/usr/share/alsa/alsa.conf", "/usr/share/alsa/pcm"])
+            .arg(&alsa_conf),
+    )?;
     let order = module_order(&parts.modules, MODULES)?;
     for (name, path) in &order {
         std::fs::copy(path, rootfs.join("lib/modules").join(format!("{name}.ko")))?;
