@@ -365,7 +365,10 @@ pub fn run(
             }
         }
     }
-    // A clean stop: say so (the last will covers the other cases).
+    // A clean stop: the final counters, then say so (the last will covers the other cases).
+    if connected {
+        let _ = client.try_publish(status.as_str(), QoS::AtLeastOnce, true, report());
+    }
     let _ = client.try_publish(status.as_str(), QoS::AtLeastOnce, true, hub_link::OFFLINE);
     std::thread::sleep(Duration::from_millis(100));
     poller_stop.store(true, Ordering::Relaxed);

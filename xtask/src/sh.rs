@@ -128,7 +128,10 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
     // that architecture known to dpkg first.
     let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
     let mut added: Vec<&str> = Vec::new();
-    for arch in packages.iter().filter_map(|p| p.split_once(':').map(|(_, a)| a)) {
+    for arch in packages
+        .iter()
+        .filter_map(|p| p.split_once(':').map(|(_, a)| a))
+    {
         if arch != "all" && !foreign.lines().any(|l| l.trim() == arch) && !added.contains(&arch) {
             run(Command::new("dpkg").args(["--add-architecture", arch]))?;
             added.push(arch);

@@ -40,6 +40,29 @@ fn clean_run_delivers_everything_once_without_alarms() {
     d.assert_clean(&stats.alarms, &violations);
     assert!(seen > size, "the spy saw {seen} payloads");
     assert!(dev.verify_log());
+    // The agent's status reports reached the hub and passed its checks; the last one, sent
+    // at the orderly stop, holds the pipeline's final counters; a clean run raises no health
+    // alarm but `offline` (the agent stopped).
+    let conn = hub::db::store::open(&hub.dir.join("hub.sqlite")).unwrap();
+    let report = hub::health::latest(&conn, &dev.id)
+        .unwrap()
+        .expect("the hub kept the device's status report");
+    let p = &report.status.pipelines;
+    assert_eq!(p.len(), 1, "{report:?}");
+    assert_eq!(p[0].model, "silero-vad-16k");
+    assert_eq!(p[0].source, hub_link::SourceKind::Replay);
+    assert!(
+        p[0].inferred > 0 && p[0].inferred == p[0].captured,
+        "{report:?}"
+    );
+    assert_eq!(p[0].state, hub_link::SourceState::Ended);
+    assert!(p[0].p50_ms.is_some_and(|m| m > 0.0), "{report:?}");
+    assert_eq!(report.status.outbox_depth, 0, "{report:?}");
+    let health = hub::health::alarms(&conn, Some(&dev.id), Some(i64::MIN), 100).unwrap();
+    assert!(
+        health.iter().all(|a| a.kind == hub::health::OFFLINE),
+        "{health:?}"
+    );
     // An orderly stop: SIGTERM ends the hub with status 0, and nothing stored is lost.
     let status = hub.terminate(Duration::from_secs(10));
     assert!(

@@ -331,7 +331,9 @@ fn place_system(
         .context("a sysroot named after its triple")?
         .to_string_lossy()
         .into_owned();
-    let asound = Path::new("/usr/lib").join(&multiarch).join("libasound.so.2");
+    let asound = Path::new("/usr/lib")
+        .join(&multiarch)
+        .join("libasound.so.2");
     std::fs::copy(&asound, rootfs.join("lib/libasound.so.2")).with_context(|| {
         format!(
             "copying {} (Debian package libasound2:{})",
