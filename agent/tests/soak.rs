@@ -76,7 +76,9 @@ fn two_hours_of_live_audio_leave_memory_and_descriptors_flat() {
     assert!((120..=121).contains(&recs.len()), "{} records", recs.len());
     let chunks = STREAM.as_micros() as u64 * 16 / 512_000;
     assert!(
-        text(&out).contains(&format!("{chunks} frames or chunks analysed ({chunks} captured")),
+        text(&out).contains(&format!(
+            "{chunks} frames or chunks analysed ({chunks} captured"
+        )),
         "{}",
         text(&out)
     );

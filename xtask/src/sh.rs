@@ -155,6 +155,42 @@ pub fn ensure_build_deps() -> Result<()> {
     ensure_files(&[(alsa.as_str(), "libasound2-dev")])
 }
 
+/// What a camera source and the loopback RTSP camera (`tests/tools/rtsp-server.py`) need:
+/// ffmpeg reads the streams; GStreamer's RTSP server, through Debian's python3, plays one.
+pub fn ensure_camera_tools() -> Result<()> {
+    ensure_tools(&[("ffmpeg", "ffmpeg")])?;
+    // Debian's multiarch folder of this machine.
+    let lib = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    let files = [
+        (
+            "/usr/lib/python3/dist-packages/gi/overrides/Gst.py".to_owned(),
+            "python3-gst-1.0",
+        ),
+        (
+            format!("{lib}/girepository-1.0/GstRtspServer-1.0.typelib"),
+            "gir1.2-gst-rtsp-server-1.0",
+        ),
+        (
+            format!("{lib}/gstreamer-1.0/libgstx264.so"),
+            "gstreamer1.0-plugins-ugly",
+        ),
+        (
+            format!("{lib}/gstreamer-1.0/libgstrtp.so"),
+            "gstreamer1.0-plugins-good",
+        ),
+        (
+            format!("{lib}/gstreamer-1.0/libgstpng.so"),
+            "gstreamer1.0-plugins-good",
+        ),
+        (
+            format!("{lib}/gstreamer-1.0/libgstvideoconvertscale.so"),
+            "gstreamer1.0-plugins-base",
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(f, p)| (f.as_str(), *p)).collect();
+    ensure_files(&files)
+}
+
 /// Whether this process runs as root (and may install Debian packages).
 pub fn is_root() -> bool {
     Command::new("id")

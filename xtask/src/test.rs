@@ -185,38 +185,7 @@ fn preflight() -> Result<()> {
         // The hub's browser tests drive headless Chromium (hub/tests/browser.rs).
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
-        // The agent's camera tests (agent/tests/camera.rs): ffmpeg reads the streams, and
-        // GStreamer's RTSP server (Debian's python3) plays the camera.
-        ("ffmpeg", "ffmpeg"),
     ])?;
-    // Debian's multiarch folder of this machine.
-    let lib = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    let files = [
-        (
-            "/usr/lib/python3/dist-packages/gi/overrides/Gst.py".to_owned(),
-            "python3-gst-1.0",
-        ),
-        (
-            format!("{lib}/girepository-1.0/GstRtspServer-1.0.typelib"),
-            "gir1.2-gst-rtsp-server-1.0",
-        ),
-        (
-            format!("{lib}/gstreamer-1.0/libgstx264.so"),
-            "gstreamer1.0-plugins-ugly",
-        ),
-        (
-            format!("{lib}/gstreamer-1.0/libgstrtp.so"),
-            "gstreamer1.0-plugins-good",
-        ),
-        (
-            format!("{lib}/gstreamer-1.0/libgstpng.so"),
-            "gstreamer1.0-plugins-good",
-        ),
-        (
-            format!("{lib}/gstreamer-1.0/libgstvideoconvertscale.so"),
-            "gstreamer1.0-plugins-base",
-        ),
-    ];
-    let files: Vec<(&str, &str)> = files.iter().map(|(f, p)| (f.as_str(), *p)).collect();
-    sh::ensure_files(&files)
+    // The agent's camera tests (agent/tests/camera.rs).
+    sh::ensure_camera_tools()
 }

@@ -6,9 +6,11 @@
 pub mod broker;
 pub mod hub;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
@@ -70,18 +72,52 @@ pub fn demo() -> Result<()> {
             "\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nhub_key = \"{}\"\n",
             hub_dir.join("hub.vkey").display()
         );
+    // A live camera: GStreamer's RTSP server on loopback streams the people sample as H.264;
+    // the agent reads it through ffmpeg like any IP camera.
+    sh::ensure_camera_tools()?;
+    let rtsp_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let camera = RtspCamera::start(rtsp_port, &root.join("models/samples/people.png"))?;
+    let config = config
+        + &format!(
+            r#"
+[[pipeline]]
+name = "camera"
+model = "{models}/centerface-int8/card.toml"
+aggregates = ["count", "presence_share"]
+window = "10s"
+[pipeline.source]
+kind = "camera"
+input = "rtsp://127.0.0.1:{rtsp_port}/cam"
+width = 640
+height = 480
+fps = 5.0
+[pipeline.privacy]
+k = 3
+noise = {{ mechanism = "geometric", epsilon = 1.0 }}
+"#,
+            models = root.join("models").display()
+        );
     let config_path = demo.join("agent.toml");
     std::fs::write(&config_path, config)?;
     println!(
         "== 4. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8,"
     );
-    println!("      appends each window's record to its signed log and publishes it to the hub");
-    println!("      (frames and audio stay in memory; only aggregates reach the log and the wire)");
-    let ran = sh::run(
-        Command::new(&agent)
-            .args(["run", "--config"])
-            .arg(&config_path),
+    println!(
+        "      and watches a live RTSP camera (rtsp://127.0.0.1:{rtsp_port}/cam) with CenterFace int8;"
     );
+    println!("      appends each window's record to its signed log and publishes it to the hub");
+    println!(
+        "      (frames and audio stay in memory; only aggregates reach the log and the wire)."
+    );
+    println!(
+        "      A camera never ends: after {} s the demo stops the agent as systemd does (SIGTERM),",
+        CAMERA_SECONDS
+    );
+    println!("      which closes the open windows as partial records and signs a last checkpoint.");
+    let ran = run_for(&agent, &config_path, Duration::from_secs(CAMERA_SECONDS));
+    drop(camera);
     drop(hub_proc);
     ran?;
     println!(
@@ -142,4 +178,69 @@ pub fn demo() -> Result<()> {
         vkey.display()
     );
     Ok(())
+}
+
+/// How long the demo watches the live camera before stopping the agent.
+const CAMERA_SECONDS: u64 = 25;
+
+/// `edge-agent run`, stopped with SIGTERM after `live` (the replays end by themselves, the
+/// camera does not); fails unless it exits 0.
+fn run_for(agent: &Path, config: &Path, live: Duration) -> Result<()> {
+    let mut child = Command::new(agent)
+        .args(["run", "--config"])
+        .arg(config)
+        .spawn()
+        .with_context(|| format!("starting {}", agent.display()))?;
+    let started = Instant::now();
+    while started.elapsed() < live {
+        if let Some(status) = child.try_wait()? {
+            bail!("the agent stopped early ({status}); its messages are above");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on our own child's pid, which stays ours until we wait for it.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the agent failed after SIGTERM ({status}); its messages are above");
+    }
+    Ok(())
+}
+
+/// The loopback RTSP camera (`tests/tools/rtsp-server.py`), stopped when dropped.
+struct RtspCamera(Child);
+
+impl RtspCamera {
+    fn start(port: u16, image: &Path) -> Result<RtspCamera> {
+        use std::io::Read;
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(sh::root().join("tests/tools/rtsp-server.py"))
+            .arg(port.to_string())
+            .arg(image)
+            .arg("25")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the RTSP camera with Debian's /usr/bin/python3")?;
+        let mut ready = [0u8; 6];
+        let said = child
+            .stdout
+            .take()
+            .context("the RTSP camera's output")?
+            .read_exact(&mut ready);
+        if said.is_err() || &ready != b"ready\n" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the RTSP camera did not start (its error is above); it needs Debian's python3-gst-1.0 and gir1.2-gst-rtsp-server-1.0"
+            );
+        }
+        Ok(RtspCamera(child))
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
