@@ -204,13 +204,58 @@ pub struct Card {
     pub licence: String,
     pub legal_basis: Option<String>,
     pub aggregates: Vec<String>,
-    pub provenance: Provenance,
+    /// Where the model file comes from (absent for a measurement card).
+    pub provenance: Option<Provenance>,
     /// The file is not committed: `cargo xtask models fetch` brings it.
     pub fetched: bool,
     pub accuracy: Option<String>,
-    pub check: Tolerance,
+    /// The golden check (absent for a measurement card: there is no network to check).
+    pub check: Option<Tolerance>,
     pub inputs: Vec<Input>,
     pub outputs: Vec<Output>,
+    /// A measurement card: levels read from a sensor by a documented method (the `file`,
+    /// hashed), with no network. `inputs` and `outputs` are then empty.
+    pub measurement: Option<Measurement>,
+}
+
+/// Where a measurement card's readings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeasurementSource {
+    /// The sensor node over its serial link (`node_link`): its sound levels and environment.
+    Node,
+    /// A BME280 on the board's own I2C bus.
+    Bme280,
+}
+
+impl MeasurementSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            MeasurementSource::Node => "node",
+            MeasurementSource::Bme280 => "bme280",
+        }
+    }
+
+    /// The levels this source gives, by name (their unit is in the name).
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            MeasurementSource::Node => &[
+                "laeq_db",
+                "lzeq_db",
+                "temperature_c",
+                "humidity_pct",
+                "pressure_hpa",
+            ],
+            MeasurementSource::Bme280 => &["temperature_c", "humidity_pct", "pressure_hpa"],
+        }
+    }
+}
+
+/// A measurement card's `[measurement]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub source: MeasurementSource,
+    /// The levels published, a subset of the source's.
+    pub levels: Vec<String>,
 }
 
 // ---- the raw file, as a person writes it -------------------------------------------------
@@ -230,12 +275,22 @@ struct RawCard {
     licence: String,
     legal_basis: Option<String>,
     aggregates: Vec<String>,
-    provenance: RawProvenance,
+    provenance: Option<RawProvenance>,
     fetch: Option<RawFetch>,
     accuracy: Option<RawAccuracy>,
-    check: RawCheck,
+    check: Option<RawCheck>,
+    #[serde(default)]
     inputs: Vec<RawInput>,
+    #[serde(default)]
     outputs: Vec<RawOutput>,
+    measurement: Option<RawMeasurement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeasurement {
+    source: String,
+    levels: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -433,7 +488,50 @@ impl Validator<'_> {
                 ));
             }
         }
-        let p = raw.provenance;
+        if let Some(m) = raw.measurement {
+            for (field, present) in [
+                ("provenance", raw.provenance.is_some()),
+                ("fetch", raw.fetch.is_some()),
+                ("check", raw.check.is_some()),
+                ("inputs", !raw.inputs.is_empty()),
+                ("outputs", !raw.outputs.is_empty()),
+            ] {
+                if present {
+                    return Err(self.err(
+                        field,
+                        "a measurement card describes a sensor method, not a network: leave it out",
+                    ));
+                }
+            }
+            let measurement = self.measurement(m, &raw.aggregates)?;
+            return Ok(Card {
+                path: self.path.to_owned(),
+                id: raw.id,
+                version: raw.version,
+                task: raw.task,
+                file,
+                sha256,
+                purpose: raw.purpose,
+                never_for: raw.never_for,
+                owner: raw.owner,
+                licence: raw.licence,
+                legal_basis: raw.legal_basis,
+                aggregates: raw.aggregates,
+                provenance: None,
+                fetched: false,
+                accuracy: raw.accuracy.map(|a| a.summary),
+                check: None,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                measurement: Some(measurement),
+            });
+        }
+        let Some(p) = raw.provenance else {
+            return Err(self.err(
+                "provenance",
+                "missing: where the model file comes from (or a [measurement] section for a sensor method)",
+            ));
+        };
         let provenance = Provenance {
             package_sha256: self.sha256("provenance.package_sha256", &p.package_sha256)?,
             registry: p.registry,
@@ -453,7 +551,9 @@ impl Validator<'_> {
                 ));
             }
         };
-        let c = raw.check;
+        let Some(c) = raw.check else {
+            return Err(self.err("check", "missing: the golden vectors and their tolerance"));
+        };
         for (field, v) in [("check.abs", c.abs), ("check.rel", c.rel)] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(self.err(field, "must be a finite number >= 0"));
@@ -498,15 +598,59 @@ impl Validator<'_> {
             licence: raw.licence,
             legal_basis: raw.legal_basis,
             aggregates: raw.aggregates,
-            provenance,
+            provenance: Some(provenance),
             fetched,
             accuracy: raw.accuracy.map(|a| a.summary),
-            check,
+            check: Some(check),
             inputs,
             outputs,
+            measurement: None,
         };
         self.postprocess_consistency(&card)?;
         Ok(card)
+    }
+
+    fn measurement(
+        &self,
+        m: RawMeasurement,
+        aggregates: &[String],
+    ) -> Result<Measurement, CardError> {
+        let source = match m.source.as_str() {
+            "node" => MeasurementSource::Node,
+            "bme280" => MeasurementSource::Bme280,
+            other => {
+                return Err(self.err(
+                    "measurement.source",
+                    format!("unknown source `{other}` (expected node or bme280)"),
+                ));
+            }
+        };
+        if m.levels.is_empty() {
+            return Err(self.err("measurement.levels", "list at least one level"));
+        }
+        for (i, l) in m.levels.iter().enumerate() {
+            if !source.levels().contains(&l.as_str()) {
+                return Err(self.err(
+                    format!("measurement.levels[{i}]"),
+                    format!(
+                        "`{l}` is not a level of a {} source (its levels: {})",
+                        source.name(),
+                        source.levels().join(", ")
+                    ),
+                ));
+            }
+        }
+        unique(self, "measurement.levels", m.levels.iter().map(String::as_str))?;
+        if let Some(a) = aggregates.iter().find(|a| *a != "level_stats") {
+            return Err(self.err(
+                "aggregates",
+                format!("a measurement card feeds level_stats only, not `{a}`"),
+            ));
+        }
+        Ok(Measurement {
+            source,
+            levels: m.levels,
+        })
     }
 
     fn sha256(&self, field: &str, s: &str) -> Result<String, CardError> {
@@ -1002,7 +1146,7 @@ postprocess = "state"
     fn a_good_card_is_validated_into_typed_values() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.file, Path::new("models/vad/m.onnx"));
-        assert_eq!(c.check.vectors, Path::new("models/vad/golden"));
+        assert_eq!(c.check.as_ref().unwrap().vectors, Path::new("models/vad/golden"));
         assert_eq!(
             c.inputs[0].role,
             InputRole::Data(Preprocess::Audio {

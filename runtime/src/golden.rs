@@ -71,7 +71,13 @@ impl VectorReport {
 
 /// Reads every `test_data_set_*` folder under the card's vectors folder.
 pub fn load_vectors(card: &Card) -> Result<Vec<Vector>, GoldenError> {
-    let root = &card.check.vectors;
+    let Some(check) = &card.check else {
+        return Err(file_err(
+            &card.path,
+            "a measurement card has no network, hence no golden vectors to check",
+        ));
+    };
+    let root = &check.vectors;
     let entries = std::fs::read_dir(root).map_err(|e| {
         file_err(
             root,

@@ -102,6 +102,13 @@ pub struct Model {
 impl Model {
     /// Loads the card's model: sha256 before parsing, guard, input facts, optimise.
     pub fn load(card: &Card, options: LoadOptions) -> Result<Model, ModelError> {
+        if card.measurement.is_some() {
+            return Err(ModelError::CardMismatch {
+                card: card.path.clone(),
+                field: "measurement".into(),
+                message: "a measurement card describes a sensor method: there is no network to load".into(),
+            });
+        }
         let path = card.file.clone();
         let t0 = Instant::now();
         let bytes = std::fs::read(&path).map_err(|error| ModelError::Io {

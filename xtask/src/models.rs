@@ -32,15 +32,24 @@ pub fn run(job: ModelsJob) -> Result<()> {
     }
 }
 
-/// Every `models/*/card.toml`, sorted.
+/// Every `models/*/card.toml` of a network, sorted: measurement cards (a sensor method, no
+/// network to check, fetch or bench) are left out.
 pub fn cards() -> Result<Vec<PathBuf>> {
     let dir = sh::root().join("models");
-    let mut cards: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("card.toml"))
-        .filter(|p| p.is_file())
-        .collect();
+    let mut cards: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let card = e?.path().join("card.toml");
+        if !card.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&card)
+            .with_context(|| format!("reading {}", card.display()))?;
+        let value: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", card.display()))?;
+        if !value.contains_key("measurement") {
+            cards.push(card);
+        }
+    }
     cards.sort();
     if cards.is_empty() {
         bail!("no model cards under {}", dir.display());

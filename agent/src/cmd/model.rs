@@ -33,25 +33,36 @@ pub fn inspect(path: &Path) -> Result<ExitCode> {
         say!("  legal basis   {b}");
     }
     say!("  aggregates    {}", card.aggregates.join(", "));
-    let p = &card.provenance;
-    say!(
-        "  provenance    {} {} {} ({}), {}",
-        p.registry,
-        p.package,
-        p.package_version,
-        p.path,
-        p.derivation
-    );
+    if let Some(p) = &card.provenance {
+        say!(
+            "  provenance    {} {} {} ({}), {}",
+            p.registry,
+            p.package,
+            p.package_version,
+            p.path,
+            p.derivation
+        );
+    }
     if let Some(a) = &card.accuracy {
         say!("  accuracy      {a}");
     }
-    say!(
-        "  check         {} (abs {}, rel {}, steps {})",
-        card.check.vectors.display(),
-        card.check.abs,
-        card.check.rel,
-        card.check.steps
-    );
+    if let Some(m) = &card.measurement {
+        say!(
+            "  measurement   {} source, levels {} (the method is the file above; no network)",
+            m.source.name(),
+            m.levels.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(c) = &card.check {
+        say!(
+            "  check         {} (abs {}, rel {}, steps {})",
+            c.vectors.display(),
+            c.abs,
+            c.rel,
+            c.steps
+        );
+    }
     let model = Model::load(&card, LoadOptions::default())?;
     say!("inputs");
     for i in &card.inputs {

@@ -40,12 +40,14 @@ pub fn parse(path: &Path, text: &str) -> Result<RawModel, CardError> {
             "`legal_basis` is missing: the public register states the legal basis of every model a device runs".into(),
         ));
     };
-    let input = c.inputs.iter().find_map(|i| match &i.role {
+    // What the model reads: a measurement card reads a sensor, not a network input.
+    let sensor = c.measurement.as_ref().map(|_| "sensor".to_owned());
+    let input = sensor.or_else(|| c.inputs.iter().find_map(|i| match &i.role {
         InputRole::Data(Preprocess::Image { .. }) => Some("image".to_owned()),
         InputRole::Data(Preprocess::Audio { .. }) => Some("audio".to_owned()),
         InputRole::Data(Preprocess::Tensor) => Some("tensor".to_owned()),
         _ => None,
-    });
+    }));
     Ok(RawModel {
         id: c.id,
         sha256: c.sha256,
