@@ -116,6 +116,12 @@ struct RawSource {
     #[serde(default)]
     duration: Option<String>,
     #[serde(default)]
+    baud: Option<u32>,
+    #[serde(default)]
+    address: Option<i64>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
     speed: Option<toml::Value>,
     #[serde(default)]
     fps: Option<f64>,
@@ -150,6 +156,37 @@ pub enum Source {
     Camera(CameraSettings),
     /// An ALSA capture device.
     Microphone(MicSettings),
+    /// The sensor node over its serial link.
+    Node(NodeSettings),
+    /// A BME280 on the board's own I2C bus.
+    I2c(I2cSettings),
+}
+
+/// Where the sensor node's byte stream comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeInput {
+    /// A serial device (`/dev/ttyACM0`, `/dev/serial/by-id/...`), 8N1 at `baud`.
+    Serial { path: String, baud: u32 },
+    /// A serial line served over TCP (`tcp:HOST:PORT`: ser2net, QEMU's `-serial tcp:`).
+    Tcp(String),
+}
+
+/// A node source's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSettings {
+    pub input: NodeInput,
+    /// Without a frame for this long, the link is reopened.
+    pub stall_timeout: std::time::Duration,
+}
+
+/// An I2C source's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct I2cSettings {
+    /// The bus device, `/dev/i2c-N`.
+    pub bus: String,
+    pub address: u8,
+    /// Time between two measurements.
+    pub interval: std::time::Duration,
 }
 
 /// A microphone source's settings.
@@ -328,6 +365,37 @@ impl Config {
             let source = source(base, &p.source, &|name, msg| {
                 err(format!("pipeline[{i}].source.{name}"), msg)
             })?;
+            // A sensor source reads levels by a documented method (a measurement card of the
+            // same source); the other sources feed a network.
+            let wanted = match &source {
+                Source::Node(_) => Some(modelcard::MeasurementSource::Node),
+                Source::I2c(_) => Some(modelcard::MeasurementSource::Bme280),
+                _ => None,
+            };
+            let has = card.measurement.as_ref().map(|m| m.source);
+            if wanted != has {
+                return Err(err(
+                    f("model"),
+                    match (wanted, has) {
+                        (Some(w), _) => format!(
+                            "a `{}` source needs a measurement card of source `{}` (such as models/{}/card.toml); {} is not one",
+                            p.source.kind,
+                            w.name(),
+                            if w == modelcard::MeasurementSource::Node {
+                                "node-levels"
+                            } else {
+                                "bme280-environment"
+                            },
+                            card.path.display()
+                        ),
+                        (None, _) => format!(
+                            "{} is a measurement card: it goes with a `node` or `i2c` source, not `{}`",
+                            card.path.display(),
+                            p.source.kind
+                        ),
+                    },
+                ));
+            }
             pipelines.push(Pipeline {
                 name: p.name,
                 card,
@@ -369,6 +437,9 @@ fn source(
         ("height", raw.height.is_some()),
         ("stall_timeout", raw.stall_timeout.is_some()),
         ("duration", raw.duration.is_some()),
+        ("baud", raw.baud.is_some()),
+        ("address", raw.address.is_some()),
+        ("interval", raw.interval.is_some()),
     ];
     let only = |allowed: &[&str]| -> Result<(), ConfigError> {
         match fields.iter().find(|(f, set)| *set && !allowed.contains(f)) {
@@ -398,6 +469,87 @@ fn source(
         }
     };
     match raw.kind.as_str() {
+        "node" => {
+            only(&["input", "baud", "stall_timeout"])?;
+            let input = raw.input.as_deref().ok_or_else(|| {
+                err(
+                    "input",
+                    "missing: the node's serial device (/dev/ttyACM0...) or tcp:HOST:PORT".into(),
+                )
+            })?;
+            let input = match input.strip_prefix("tcp:") {
+                Some(addr) => {
+                    let ok = addr.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok || raw.baud.is_some() {
+                        return Err(err(
+                            "input",
+                            format!(
+                                "`{input}`: tcp:HOST:PORT (and no baud: the serial server sets it)"
+                            ),
+                        ));
+                    }
+                    NodeInput::Tcp(addr.to_owned())
+                }
+                None if input.starts_with('/') => {
+                    let baud = raw.baud.unwrap_or(115_200);
+                    if !(1_200..=4_000_000).contains(&baud) {
+                        return Err(err("baud", format!("{baud}: between 1200 and 4000000")));
+                    }
+                    NodeInput::Serial {
+                        path: input.to_owned(),
+                        baud,
+                    }
+                }
+                None => {
+                    return Err(err(
+                        "input",
+                        format!("`{input}`: a serial device path (/dev/...) or tcp:HOST:PORT"),
+                    ));
+                }
+            };
+            Ok(Source::Node(NodeSettings {
+                input,
+                stall_timeout: stall(10)?,
+            }))
+        }
+        "i2c" => {
+            only(&["input", "address", "interval"])?;
+            let bus = raw.input.clone().unwrap_or_else(|| "/dev/i2c-1".into());
+            if !bus.starts_with("/dev/") {
+                return Err(err(
+                    "input",
+                    format!("`{bus}`: an I2C bus device, /dev/i2c-N"),
+                ));
+            }
+            let address = raw.address.unwrap_or(0x76);
+            let address = u8::try_from(address)
+                .ok()
+                .filter(|a| (0x03..=0x77).contains(a))
+                .ok_or_else(|| {
+                    err(
+                        "address",
+                        format!(
+                            "{address}: a 7-bit I2C address (a BME280 answers at 0x76 or 0x77)"
+                        ),
+                    )
+                })?;
+            let interval = match &raw.interval {
+                None => std::time::Duration::from_secs(10),
+                Some(s) => parse_duration_ms(s)
+                    .filter(|ms| (1_000..=3_600_000).contains(ms))
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| {
+                        err("interval", format!("`{s}`: a duration between 1s and 1h"))
+                    })?,
+            };
+            Ok(Source::I2c(I2cSettings {
+                bus,
+                address,
+                interval,
+            }))
+        }
         "microphone" => {
             only(&["input", "stall_timeout", "duration"])?;
             let input = raw.input.clone().unwrap_or_else(|| "default".into());
@@ -514,7 +666,9 @@ fn source(
         }
         other => Err(err(
             "kind",
-            format!("unknown source kind `{other}` (expected camera, microphone or replay)"),
+            format!(
+                "unknown source kind `{other}` (expected camera, microphone, node, i2c or replay)"
+            ),
         )),
     }
 }

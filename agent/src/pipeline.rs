@@ -32,6 +32,9 @@ pub struct Image {
 /// heatmap, its first head). Nothing else can become a key of a record
 /// ([`aggregate::Labels`]).
 pub fn observed_labels(card: &Card) -> Vec<String> {
+    if let Some(m) = &card.measurement {
+        return m.levels.clone();
+    }
     let speech = card
         .outputs
         .iter()

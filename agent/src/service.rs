@@ -20,6 +20,8 @@ use crate::sources::camera::{Camera, CameraSettings};
 use crate::sources::microphone::{MicError, Microphone, Read};
 use crate::stop::Stop;
 use modelcard::Postprocess;
+
+mod levels;
 use runtime::{LoadOptions, Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,8 @@ pub fn health_of(config: &Config) -> Vec<Arc<PipelineHealth>> {
                 Source::Replay { .. } => hub_link::SourceKind::Replay,
                 Source::Camera(_) => hub_link::SourceKind::Camera,
                 Source::Microphone(_) => hub_link::SourceKind::Microphone,
+                Source::Node(_) => hub_link::SourceKind::Node,
+                Source::I2c(_) => hub_link::SourceKind::I2c,
             };
             Arc::new(PipelineHealth::new(
                 &p.name,
@@ -511,6 +515,22 @@ fn run_pipeline(
         pipeline: p.name.clone(),
         source,
     };
+    if let Some(m) = &p.card.measurement {
+        health.beat();
+        let start = clock.now();
+        let agg = aggregator(p, start);
+        let levels = levels::Levels::new(p, m, agg, health, stop, tx, clock, start)?;
+        tracing::info!(
+            "pipeline `{}`: measurement {} {} ({} source); window {} ms",
+            p.name,
+            p.card.id,
+            p.card.version,
+            m.source.name(),
+            p.window_ms
+        );
+        let (agg, end) = levels.run()?;
+        return finish(p, agg, end, stop, health, tx);
+    }
     let family = Family::of(&p.card).map_err(perr)?;
     let model = Model::load(&p.card, LoadOptions::default()).map_err(|source| RunError::Model {
         pipeline: p.name.clone(),
@@ -540,27 +560,12 @@ fn run_pipeline(
         real: clock,
         speed: match &p.source {
             Source::Replay { speed, .. } => *speed,
-            Source::Camera(_) | Source::Microphone(_) => Speed::Realtime(1.0),
+            _ => Speed::Realtime(1.0),
         },
         start,
         started: std::time::Instant::now(),
     };
-    let model_ref = ModelRef {
-        id: p.card.id.clone(),
-        version: p.card.version.clone(),
-        sha256: p.card.sha256.clone(),
-    };
-    // The noise generator: ChaCha12 seeded by the operating system.
-    let rng: StdRng = rand::make_rng();
-    let agg = Aggregator::new(
-        model_ref,
-        &p.kinds,
-        p.labels.clone(),
-        p.rules,
-        p.window_ms,
-        start,
-        rng,
-    );
+    let agg = aggregator(p, start);
     // What the observations are published under: the card's first observed label.
     let label = pipeline::observed_labels(&p.card)
         .first()
@@ -616,8 +621,46 @@ fn run_pipeline(
                 message: "a camera feeds image models; this card's input is audio".into(),
             }));
         }
+        (Source::Node(_) | Source::I2c(_), _) => {
+            return Err(perr(PipelineError::Unsuitable {
+                model: p.card.id.clone(),
+                message: "a sensor source takes a measurement card, not a model".into(),
+            }));
+        }
     };
     let Run { agg, .. } = run;
+    finish(p, agg, end, stop, health, tx)
+}
+
+/// The pipeline's aggregator, its windows starting at `start`.
+fn aggregator(p: &Pipeline, start: Instant) -> Aggregator<StdRng> {
+    let model_ref = ModelRef {
+        id: p.card.id.clone(),
+        version: p.card.version.clone(),
+        sha256: p.card.sha256.clone(),
+    };
+    // The noise generator: ChaCha12 seeded by the operating system.
+    let rng: StdRng = rand::make_rng();
+    Aggregator::new(
+        model_ref,
+        &p.kinds,
+        p.labels.clone(),
+        p.rules,
+        p.window_ms,
+        start,
+        rng,
+    )
+}
+
+/// The end of a pipeline: its open window closed now (a partial record at a stop).
+fn finish(
+    p: &Pipeline,
+    agg: Aggregator<StdRng>,
+    end: Instant,
+    stop: &Stop,
+    health: &Arc<PipelineHealth>,
+    tx: &mpsc::SyncSender<Record>,
+) -> Result<(), RunError> {
     if !stop.requested() {
         health.set_state(hub_link::SourceState::Ended);
     }

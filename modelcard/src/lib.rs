@@ -640,7 +640,11 @@ impl Validator<'_> {
                 ));
             }
         }
-        unique(self, "measurement.levels", m.levels.iter().map(String::as_str))?;
+        unique(
+            self,
+            "measurement.levels",
+            m.levels.iter().map(String::as_str),
+        )?;
         if let Some(a) = aggregates.iter().find(|a| *a != "level_stats") {
             return Err(self.err(
                 "aggregates",
@@ -1146,7 +1150,10 @@ postprocess = "state"
     fn a_good_card_is_validated_into_typed_values() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.file, Path::new("models/vad/m.onnx"));
-        assert_eq!(c.check.as_ref().unwrap().vectors, Path::new("models/vad/golden"));
+        assert_eq!(
+            c.check.as_ref().unwrap().vectors,
+            Path::new("models/vad/golden")
+        );
         assert_eq!(
             c.inputs[0].role,
             InputRole::Data(Preprocess::Audio {

@@ -106,7 +106,9 @@ impl Model {
             return Err(ModelError::CardMismatch {
                 card: card.path.clone(),
                 field: "measurement".into(),
-                message: "a measurement card describes a sensor method: there is no network to load".into(),
+                message:
+                    "a measurement card describes a sensor method: there is no network to load"
+                        .into(),
             });
         }
         let path = card.file.clone();

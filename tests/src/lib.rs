@@ -4,5 +4,6 @@
 //! It must never send traffic beyond loopback, nor run without bounds in count and time.
 
 pub mod broker;
+pub mod node;
 pub mod proxy;
 pub mod system;

@@ -81,14 +81,21 @@ impl Hub {
     }
 
     pub fn enroll(&self, device: &Device) {
-        run(Command::new(bin("hub"))
-            .arg("enroll")
+        self.enroll_cards(device, &["models/silero-vad-16k/card.toml"]);
+    }
+
+    /// Enrols `device` with these cards (paths from the repository's root).
+    pub fn enroll_cards(&self, device: &Device, cards: &[&str]) {
+        let mut cmd = Command::new(bin("hub"));
+        cmd.arg("enroll")
             .arg("--devices")
             .arg(self.dir.join("devices.toml"))
             .arg("--device-key")
-            .arg(device.vkey())
-            .arg("--card")
-            .arg(root().join("models/silero-vad-16k/card.toml")));
+            .arg(device.vkey());
+        for c in cards {
+            cmd.arg("--card").arg(root().join(c));
+        }
+        run(&mut cmd);
     }
 
     /// A device set up in `dir` as [`Device::setup`] does, with no more `[mqtt]` lines, and
@@ -190,6 +197,20 @@ impl Device {
         repeat: u32,
         mqtt_extra: &str,
     ) -> Device {
+        let pipeline = include_str!("../fixtures/speech-pipeline.toml")
+            .replace("repeat = 1\n", &format!("repeat = {repeat}\n"));
+        Device::setup_with(dir, id, port, hub_vkey, mqtt_extra, &pipeline)
+    }
+
+    /// A device running `pipelines` (TOML, `{root}` standing for the repository's root).
+    pub fn setup_with(
+        dir: &Path,
+        id: &str,
+        port: u16,
+        hub_vkey: &Path,
+        mqtt_extra: &str,
+        pipelines: &str,
+    ) -> Device {
         std::fs::create_dir_all(dir).expect("device dir");
         let territory = "fr-test";
         run(Command::new(bin("edge-agent"))
@@ -215,9 +236,7 @@ ack_timeout = "2s"
 drain_timeout = "60s"
 {mqtt_extra}
 {pipeline}"#,
-                pipeline = include_str!("../fixtures/speech-pipeline.toml")
-                    .replace("{root}", &root.display().to_string())
-                    .replace("repeat = 1\n", &format!("repeat = {repeat}\n")),
+                pipeline = pipelines.replace("{root}", &root.display().to_string()),
                 hub = hub_vkey.display(),
             ),
         )

@@ -7,53 +7,18 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use agent::sources::serial::{Event, SerialSource, answer_hello};
-use boards::{Board, Qemu};
+use boards::Qemu;
 use node_link::{Decoder, Frame, Message, capabilities};
 use serialport::{SerialPort, TTYPort};
 
 /// Bounds a hung run (QEMU or the pty never closing); not a speed check.
 const HANG_LIMIT: Duration = Duration::from_secs(120);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// Builds the node for the emulated board the way `cargo xtask build` does.
-fn build_node(board: &Board) -> PathBuf {
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("firmware"),
-        None => repo_root().join("firmware/target"),
-    };
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(repo_root().join("firmware"))
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "node",
-            "--target",
-            &board.target,
-        ])
-        .args(["--features", &board.firmware_features.join(",")])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("IAT_BOARD", &board.name)
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "firmware build failed");
-    target_dir.join(&board.target).join("release/node")
-}
 
 /// What the proxy did to the stream.
 #[derive(Debug, Default)]
@@ -96,7 +61,7 @@ fn tamper(i: usize, frame: &[u8], out: &mut Vec<u8>, t: &mut Tampering) {
 
 #[test]
 fn agent_decodes_real_frames_from_the_qemu_node() {
-    let board = Board::find(&repo_root().join("boards"), "lm3s6965evb").unwrap();
+    let board = tests::node::board();
     let Some(Qemu::System {
         machine,
         cpu,
@@ -105,7 +70,7 @@ fn agent_decodes_real_frames_from_the_qemu_node() {
     else {
         panic!("lm3s6965evb has no qemu machine");
     };
-    let elf = build_node(&board);
+    let elf = tests::node::build(&board);
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -18,6 +18,12 @@ pub enum SerialError {
         #[source]
         source: serialport::Error,
     },
+    #[error("cannot connect to the node's serial server {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("serial read failed")]
     Read(#[from] io::Error),
     #[error("serial write failed")]
@@ -43,6 +49,46 @@ pub struct SerialSource<R> {
     buf: Box<[u8; 1024]>,
     /// Bytes of `buf` read but not yet fed to the decoder.
     pending: std::ops::Range<usize>,
+}
+
+/// A byte stream to a node: a serial port or a serial line served over TCP.
+pub trait Port: Read + Write + Send {}
+impl<T: Read + Write + Send> Port for T {}
+
+/// Opens the node's link: a serial device (8N1 at `baud`) or `HOST:PORT` over TCP (ser2net,
+/// QEMU's `-serial tcp:`), with a read timeout after which [`Event::Idle`] is reported.
+pub fn connect(
+    input: &crate::config::NodeInput,
+    timeout: Duration,
+) -> Result<SerialSource<Box<dyn Port>>, SerialError> {
+    use crate::config::NodeInput;
+    match input {
+        NodeInput::Serial { path, baud } => {
+            let port = serialport::new(path, *baud)
+                .timeout(timeout)
+                .open()
+                .map_err(|source| SerialError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok(SerialSource::new(Box::new(port) as Box<dyn Port>))
+        }
+        NodeInput::Tcp(addr) => {
+            let open = |e: io::Error| SerialError::Connect {
+                addr: addr.clone(),
+                source: e,
+            };
+            let target = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+                .map_err(open)?
+                .next()
+                .ok_or_else(|| open(io::Error::other("the name resolves to no address")))?;
+            let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                .map_err(open)?;
+            stream.set_read_timeout(Some(timeout)).map_err(open)?;
+            stream.set_nodelay(true).map_err(open)?;
+            Ok(SerialSource::new(Box::new(stream) as Box<dyn Port>))
+        }
+    }
 }
 
 impl SerialSource<Box<dyn serialport::SerialPort>> {

@@ -42,12 +42,14 @@ pub fn parse(path: &Path, text: &str) -> Result<RawModel, CardError> {
     };
     // What the model reads: a measurement card reads a sensor, not a network input.
     let sensor = c.measurement.as_ref().map(|_| "sensor".to_owned());
-    let input = sensor.or_else(|| c.inputs.iter().find_map(|i| match &i.role {
-        InputRole::Data(Preprocess::Image { .. }) => Some("image".to_owned()),
-        InputRole::Data(Preprocess::Audio { .. }) => Some("audio".to_owned()),
-        InputRole::Data(Preprocess::Tensor) => Some("tensor".to_owned()),
-        _ => None,
-    }));
+    let input = sensor.or_else(|| {
+        c.inputs.iter().find_map(|i| match &i.role {
+            InputRole::Data(Preprocess::Image { .. }) => Some("image".to_owned()),
+            InputRole::Data(Preprocess::Audio { .. }) => Some("audio".to_owned()),
+            InputRole::Data(Preprocess::Tensor) => Some("tensor".to_owned()),
+            _ => None,
+        })
+    });
     Ok(RawModel {
         id: c.id,
         sha256: c.sha256,

@@ -5,5 +5,6 @@ mod bench;
 mod clean;
 mod deploy;
 mod faults;
+mod node;
 mod tamper;
 mod tls;
