@@ -97,3 +97,22 @@ fn a_missing_i2c_bus_is_retried_and_the_service_still_stops_cleanly() {
         "{recs:?}"
     );
 }
+
+#[test]
+fn a_method_that_is_not_the_card_s_is_refused() {
+    let cards = tempfile::tempdir().unwrap();
+    let src = support::root().join("models/bme280-environment");
+    std::fs::copy(src.join("card.toml"), cards.path().join("card.toml")).unwrap();
+    let method = std::fs::read_to_string(src.join("method.md")).unwrap();
+    std::fs::write(cards.path().join("method.md"), method + "\nedited\n").unwrap();
+    let e = run_error(
+        &sensor_pipeline("bme280-environment", "kind = \"i2c\"").replace(
+            "{root}/models/bme280-environment/card.toml",
+            cards.path().join("card.toml").to_str().unwrap(),
+        ),
+    );
+    assert!(
+        e.contains("the method is not the one the card describes"),
+        "{e}"
+    );
+}

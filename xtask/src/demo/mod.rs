@@ -42,6 +42,7 @@ pub fn demo() -> Result<()> {
         &[
             root.join("models/silero-vad-16k/card.toml"),
             root.join("models/centerface-int8/card.toml"),
+            root.join("models/node-levels/card.toml"),
         ],
     )?;
     let port = crate::demo::broker::start()?;
@@ -79,9 +80,23 @@ pub fn demo() -> Result<()> {
         .local_addr()?
         .port();
     let camera = RtspCamera::start(rtsp_port, &root.join("models/samples/people.png"))?;
+    // The sensor node: its firmware under QEMU, its UART served on a loopback TCP port that
+    // the agent's `node` source reads like a serial line.
+    let node = NodeVm::start()?;
     let config = config
         + &format!(
             r#"
+[[pipeline]]
+name = "node"
+model = "{models}/node-levels/card.toml"
+aggregates = ["level_stats"]
+window = "5s"
+[pipeline.source]
+kind = "node"
+input = "tcp:127.0.0.1:{node_port}"
+[pipeline.privacy]
+k = 1
+
 [[pipeline]]
 name = "camera"
 model = "{models}/centerface-int8/card.toml"
@@ -97,7 +112,8 @@ fps = 5.0
 k = 3
 noise = {{ mechanism = "geometric", epsilon = 1.0 }}
 "#,
-            models = root.join("models").display()
+            models = root.join("models").display(),
+            node_port = node.port
         );
     let config_path = demo.join("agent.toml");
     std::fs::write(&config_path, config)?;
@@ -105,7 +121,14 @@ noise = {{ mechanism = "geometric", epsilon = 1.0 }}
         "== 4. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8,"
     );
     println!(
-        "      and watches a live RTSP camera (rtsp://127.0.0.1:{rtsp_port}/cam) with CenterFace int8;"
+        "      watches a live RTSP camera (rtsp://127.0.0.1:{rtsp_port}/cam) with CenterFace int8,"
+    );
+    println!(
+        "      reads the sensor node's sound levels and environment (its firmware under QEMU runs {}",
+        node.cycles
+    );
+    println!(
+        "      cycles, then stops: the agent retries the link as it would for an unplugged node);"
     );
     println!("      appends each window's record to its signed log and publishes it to the hub");
     println!(
@@ -118,6 +141,7 @@ noise = {{ mechanism = "geometric", epsilon = 1.0 }}
     println!("      which closes the open windows as partial records and signs a last checkpoint.");
     let ran = run_for(&agent, &config_path, Duration::from_secs(CAMERA_SECONDS));
     drop(camera);
+    drop(node);
     drop(hub_proc);
     ran?;
     println!(
@@ -242,5 +266,68 @@ impl Drop for RtspCamera {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The sensor node's firmware under qemu-system-arm, its frame UART a TCP server on `port`
+/// (the guest starts when the agent connects). Killed when dropped.
+struct NodeVm {
+    port: u16,
+    cycles: u32,
+    child: Child,
+}
+
+impl NodeVm {
+    fn start() -> Result<NodeVm> {
+        sh::ensure_tools(&[("qemu-system-arm", "qemu-system-arm")])?;
+        let board = boards::Board::find(&sh::root().join("boards"), "lm3s6965evb")?;
+        let Some(boards::Qemu::System {
+            machine,
+            cpu,
+            exit_after_cycles,
+        }) = &board.qemu
+        else {
+            bail!("board {} has no [qemu] machine", board.name);
+        };
+        let (_, elf) =
+            crate::build::firmware::build(&board, crate::build::firmware::What::Node, true)?
+                .into_iter()
+                .next()
+                .context("the node firmware's ELF")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("qemu-system-arm")
+            .args([
+                "-machine",
+                machine,
+                "-cpu",
+                cpu,
+                "-nographic",
+                "-monitor",
+                "none",
+            ])
+            .args([
+                "-serial",
+                &format!("tcp:127.0.0.1:{port},server=on,wait=on"),
+            ])
+            .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+            .arg(&elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting qemu-system-arm for the sensor node")?;
+        Ok(NodeVm {
+            port,
+            cycles: exit_after_cycles.unwrap_or(0),
+            child,
+        })
+    }
+}
+
+impl Drop for NodeVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
