@@ -78,10 +78,15 @@ impl Microphone {
                 });
             }
         }
-        pcm.prepare().map_err(|e| MicError::Open {
+        // Started now, not by the first read: the reads wait on the device's poll descriptors
+        // first, and a capture stream that is only prepared never becomes readable on a real
+        // card (snd-aloop, hardware), only on plugins that fake it.
+        let start = |e: alsa::Error| MicError::Open {
             device: device.to_owned(),
             message: e.to_string(),
-        })?;
+        };
+        pcm.prepare().map_err(start)?;
+        pcm.start().map_err(start)?;
         Ok(Microphone {
             pcm,
             device: device.to_owned(),
@@ -143,10 +148,18 @@ fn recover(pcm: &PCM, device: &str, overruns: &mut u64, e: alsa::Error) -> Resul
         *overruns += 1;
     }
     if errno == libc::EPIPE || errno == libc::ESTRPIPE || errno == libc::EINTR {
-        return pcm.try_recover(e, true).map_err(|e| MicError::Lost {
+        pcm.try_recover(e, true).map_err(|e| MicError::Lost {
             device: device.to_owned(),
             message: format!("cannot recover: {e}"),
-        });
+        })?;
+        // Recovery prepares the stream again; a capture stream must then be started again.
+        if pcm.state() == alsa::pcm::State::Prepared {
+            pcm.start().map_err(|e| MicError::Lost {
+                device: device.to_owned(),
+                message: format!("cannot restart after recovery: {e}"),
+            })?;
+        }
+        return Ok(());
     }
     Err(MicError::Lost {
         device: device.to_owned(),

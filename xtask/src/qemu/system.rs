@@ -22,8 +22,13 @@ use crate::sh;
 const HANG_LIMIT: Duration = Duration::from_secs(1200);
 
 /// The kernel modules the guest needs beyond the kernel image (their dependencies are read
-/// from the modules themselves).
-const MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+/// from the modules themselves): the network, and ALSA's loopback card, a sound card with no
+/// hardware that the agent's microphone source captures from.
+const MODULES: &[&str] = &["virtio_pci", "virtio_net", "snd-aloop"];
+
+/// The microphone pipeline's name, and how long it captures from the loopback card.
+const MIC: &str = "mic";
+const MIC_SECONDS: u32 = 4;
 
 const DEVICE: &str = "vm-001";
 const TERRITORY: &str = "fr-test";
@@ -130,6 +135,24 @@ pub fn run(board: &Board) -> Result<ExitCode> {
         board.name, vm.machine, vm.cpu, vm.memory_mib
     );
     ensure!(appended > 0, "the agent appended no record");
+    // The microphone pipeline captured from the emulated kernel's loopback card: every chunk
+    // of its duration (32 ms chunks at 16 kHz).
+    let chunks = console
+        .lines()
+        .find_map(|l| {
+            l.split_once(&format!("pipeline {MIC}: "))
+                .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
+        })
+        .context("the agent in the VM did not report its microphone pipeline (console above)")?;
+    println!(
+        "{}: the microphone source captured {chunks} chunks of 32 ms from ALSA's loopback card (snd-aloop) in the guest",
+        board.name
+    );
+    ensure!(
+        chunks == u64::from(MIC_SECONDS) * 16_000 / 512,
+        "the microphone pipeline analysed {chunks} chunks, not {}",
+        u64::from(MIC_SECONDS) * 16_000 / 512
+    );
     ensure!(
         stored == appended && alarms == 0,
         "the hub stored {stored} of {appended} records with {alarms} alarms (hub log: {})",
@@ -159,9 +182,24 @@ host = "10.0.2.2"
 port = {port}
 hub_key = "{hub_key}"
 
-{speech}"#,
+{speech}
+# The microphone source on ALSA's loopback card (snd-aloop): its capture side, device 1,
+# gives what is played on device 0, silence here.
+[[pipeline]]
+name = "{MIC}"
+model = "{models}/silero-vad-16k/card.toml"
+aggregates = ["speech_share"]
+window = "2s"
+[pipeline.source]
+kind = "microphone"
+input = "hw:Loopback,1,0"
+duration = "{MIC_SECONDS}s"
+[pipeline.privacy]
+k = 1
+"#,
         hub_key = hub_key.display(),
         speech = crate::qemu::speech_pipeline(),
+        models = sh::root().join("models").display(),
     )
 }
 
@@ -185,7 +223,11 @@ struct Parts {
 
 fn debian_parts(vm: &Vm) -> Result<Parts> {
     let arch = &vm.debian_arch;
-    let cache = sh::target_dir().join("vm-parts").join(arch);
+    // One cache per (architecture, kernel package): a board that changes kernel flavour gets
+    // its own parts, not the old ones.
+    let cache = sh::target_dir()
+        .join("vm-parts")
+        .join(format!("{arch}-{}", vm.kernel_package));
     let unpacked = cache.join("root");
     let done = cache.join("versions.txt");
     if !done.exists() {
@@ -345,7 +387,12 @@ fn place_system(
     std::fs::create_dir_all(&alsa_conf)?;
     sh::run(
         Command::new("cp")
-            .args(["-a", "/usr/share/alsa/alsa.conf", "/usr/share/alsa/pcm"])
+            .args([
+                "-a",
+                "/usr/share/alsa/alsa.conf",
+                "/usr/share/alsa/pcm",
+                "/usr/share/alsa/cards",
+            ])
             .arg(&alsa_conf),
     )?;
     let order = module_order(&parts.modules, MODULES)?;
@@ -417,7 +464,9 @@ fn module_order(dir: &Path, wanted: &[&str]) -> Result<Vec<(String, PathBuf)>> {
         if out.iter().any(|(n, _)| n == name) {
             return Ok(());
         }
+        // modinfo's `depends=` spells names with `_`; files may use `-` (snd-timer.ko).
         let path = find(dir, &format!("{name}.ko"))
+            .or_else(|| find(dir, &format!("{}.ko", name.replace('_', "-"))))
             .with_context(|| format!("module {name}.ko is not in {}", dir.display()))?;
         let data = std::fs::read(&path)?;
         let deps = data
