@@ -29,6 +29,10 @@ pub struct PipelineHealth {
     pub dropped: AtomicU64,
     /// Times the source was restarted (a camera child that died or stalled...).
     pub restarts: AtomicU64,
+    /// Microseconds spent on frames from taking them to their observation, and of those, in
+    /// the network itself (image pipelines).
+    pub handling_us: AtomicU64,
+    pub network_us: AtomicU64,
     /// Milliseconds since `origin` of the pipeline loop's last turn.
     beat_ms: AtomicU64,
     started: AtomicBool,
@@ -57,6 +61,8 @@ impl PipelineHealth {
             inferred: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            handling_us: AtomicU64::new(0),
+            network_us: AtomicU64::new(0),
             beat_ms: AtomicU64::new(0),
             started: AtomicBool::new(false),
             origin: Instant::now(),
@@ -90,6 +96,14 @@ impl PipelineHealth {
             2 => SourceState::Restarting,
             _ => SourceState::Ended,
         }
+    }
+
+    /// A frame took `total` from being taken to being observed, `network` of it in the model.
+    pub fn handled(&self, total: Duration, network: Duration) {
+        self.handling_us
+            .fetch_add(total.as_micros() as u64, Ordering::Relaxed);
+        self.network_us
+            .fetch_add(network.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// One inference took `d`.

@@ -129,8 +129,79 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Bilinear resize of an RGB image to `w` x `h`, then the card's normalisation, into the
-/// model's layout.
+/// One output coordinate's taps: the first source index and the normalised weights.
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
+}
+
+/// The triangle (linear) filter's taps from `from` source samples to `to` output samples,
+/// widened by the ratio when shrinking (so that every source sample counts: no aliasing),
+/// the same kernel and placement as the `image` crate's `FilterType::Triangle`.
+fn triangle_taps(from: usize, to: usize) -> Vec<Taps> {
+    let ratio = from as f32 / to as f32;
+    let sratio = ratio.max(1.0);
+    let support = sratio;
+    (0..to)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) * ratio;
+            let left = ((centre - support).floor() as i64).clamp(0, from as i64 - 1) as usize;
+            let right =
+                ((centre + support).ceil() as i64).clamp(left as i64 + 1, from as i64) as usize;
+            let centre = centre - 0.5;
+            let mut weights: Vec<f32> = (left..right)
+                .map(|i| (1.0 - ((i as f32 - centre) / sratio).abs()).max(0.0))
+                .collect();
+            let sum: f32 = weights.iter().sum();
+            if sum > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= sum);
+            }
+            Taps {
+                first: left,
+                weights,
+            }
+        })
+        .collect()
+}
+
+/// Resizes an RGB image (rows of `sw` pixels, 3 bytes each) to `dw` x `dh` with a separable
+/// triangle filter, rows first into one float row at a time, then columns, rounded to bytes.
+/// A frame-sized pass with precomputed taps: far cheaper than a generic pixel-by-pixel
+/// resampler on the capture path.
+pub fn resize_rgb(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
+    let rows = triangle_taps(sh, dh);
+    let cols = triangle_taps(sw, dw);
+    let mut out = vec![0u8; dw * dh * 3];
+    let mut row = vec![0f32; sw * 3];
+    for (y, t) in rows.iter().enumerate() {
+        // Vertical: one row of the intermediate, every source column.
+        row.iter_mut().for_each(|v| *v = 0.0);
+        for (k, &w) in t.weights.iter().enumerate() {
+            let line = &src[(t.first + k) * sw * 3..(t.first + k + 1) * sw * 3];
+            for (acc, &p) in row.iter_mut().zip(line) {
+                *acc += w * p as f32;
+            }
+        }
+        // Horizontal: the output row.
+        let dst = &mut out[y * dw * 3..(y + 1) * dw * 3];
+        for (x, c) in cols.iter().enumerate() {
+            let mut px = [0f32; 3];
+            for (k, &w) in c.weights.iter().enumerate() {
+                let i = (c.first + k) * 3;
+                px[0] += w * row[i];
+                px[1] += w * row[i + 1];
+                px[2] += w * row[i + 2];
+            }
+            for (d, v) in dst[x * 3..x * 3 + 3].iter_mut().zip(px) {
+                *d = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Resize of an RGB image to the model's size (a triangle filter, [`resize_rgb`]), then the
+/// card's normalisation, into the model's layout.
 pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype) -> Tensor {
     let Preprocess::Image {
         channels,
@@ -147,46 +218,39 @@ pub fn image_tensor(img: &Image, pre: &Preprocess, shape: &[usize], dtype: Dtype
         Layout::Nhwc => (shape[1], shape[2]),
     };
     // The frame is read in place (no copy); resized only when its size is not the model's.
-    let src =
-        image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(img.width, img.height, &img.rgb[..])
-            .expect("buffer matches size");
     let resized;
     let pixels: &[u8] = if (img.width as usize, img.height as usize) == (w, h) {
         &img.rgb
     } else {
-        resized = image::imageops::resize(
-            &src,
-            w as u32,
-            h as u32,
-            image::imageops::FilterType::Triangle,
-        );
-        resized.as_raw()
+        resized = resize_rgb(&img.rgb, img.width as usize, img.height as usize, w, h);
+        &resized
     };
     // Per channel of the model's order: which byte of a pixel, and the card's normalisation
     // `(p * scale - mean) / std` (computed as written: the same floats as before).
-    let map: [(usize, f32, f32); 3] = std::array::from_fn(|c| {
+    // A byte has 256 values: each channel's normalisation is a table, computed as written,
+    // so the floats are the same as computing it per pixel.
+    let map: [(usize, [f32; 256]); 3] = std::array::from_fn(|c| {
         let src_c = match channels {
             ChannelOrder::Rgb => c,
             ChannelOrder::Bgr => 2 - c,
         };
-        (src_c, mean[c], std[c])
+        let table = std::array::from_fn(|p| (p as f32 * scale - mean[c]) / std[c]);
+        (src_c, table)
     });
-    let mut data = vec![0f32; 3 * h * w];
+    // Written once, in the model's order (no zeroing first).
+    let mut data: Vec<f32> = Vec::with_capacity(3 * h * w);
     match layout {
         Layout::Nchw => {
-            for (c, &(src_c, mean, std)) in map.iter().enumerate() {
-                let plane = &mut data[c * h * w..(c + 1) * h * w];
-                for (out, px) in plane.iter_mut().zip(pixels.chunks_exact(3)) {
-                    *out = (px[src_c] as f32 * scale - mean) / std;
-                }
+            for (src_c, table) in &map {
+                data.extend(pixels.chunks_exact(3).map(|px| table[px[*src_c] as usize]));
             }
         }
         Layout::Nhwc => {
-            for (out, px) in data.chunks_exact_mut(3).zip(pixels.chunks_exact(3)) {
-                for (o, &(src_c, mean, std)) in out.iter_mut().zip(&map) {
-                    *o = (px[src_c] as f32 * scale - mean) / std;
-                }
-            }
+            data.extend(
+                pixels
+                    .chunks_exact(3)
+                    .flat_map(|px| map.iter().map(|(c, table)| table[px[*c] as usize])),
+            );
         }
     }
     let t: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
@@ -287,12 +351,21 @@ pub fn detect_faces(
     img: &Image,
     threshold: f32,
 ) -> Result<Vec<Detection>, PipelineError> {
+    detect_faces_timed(model, img, threshold).map(|(d, _)| d)
+}
+
+/// [`detect_faces`], with the time the network itself took (the rest is pre- and
+/// post-processing: the capture path's overhead).
+pub fn detect_faces_timed(
+    model: &Model,
+    img: &Image,
+    threshold: f32,
+) -> Result<(Vec<Detection>, std::time::Duration), PipelineError> {
     let card = &model.card;
     let unsuitable = |m: &str| PipelineError::Unsuitable {
         model: card.id.clone(),
         message: m.into(),
     };
-    let mut inputs = model.initial_inputs();
     let (ix, input) = card
         .data_inputs()
         .next()
@@ -300,7 +373,20 @@ pub fn detect_faces(
     let InputRole::Data(pre @ Preprocess::Image { .. }) = &input.role else {
         return Err(unsuitable("its data input is not an image"));
     };
-    inputs[ix] = image_tensor(img, pre, &input.shape, input.dtype);
+    // The image for the data input (not zeros first, then the image), the card's initial
+    // values for the others.
+    let inputs: Vec<Tensor> = card
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, other)| {
+            if i == ix {
+                image_tensor(img, pre, &input.shape, input.dtype)
+            } else {
+                runtime::initial_tensor(other)
+            }
+        })
+        .collect();
     let heads: Vec<usize> = card
         .outputs
         .iter()
@@ -311,13 +397,19 @@ pub fn detect_faces(
     if heads.len() != 4 {
         return Err(unsuitable("it does not have CenterFace outputs"));
     }
-    let out = model.run(inputs.into_iter().map(TValue::from).collect())?;
-    Ok(centerface_decode(
-        &out[heads[0]],
-        &out[heads[1]],
-        &out[heads[2]],
-        threshold,
-        0.3,
+    let inputs = inputs.into_iter().map(TValue::from).collect();
+    let t = std::time::Instant::now();
+    let out = model.run(inputs)?;
+    let took = t.elapsed();
+    Ok((
+        centerface_decode(
+            &out[heads[0]],
+            &out[heads[1]],
+            &out[heads[2]],
+            threshold,
+            0.3,
+        ),
+        took,
     ))
 }
 
@@ -428,6 +520,39 @@ impl<'m> SpeechStream<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resampler_matches_the_image_crate_s_triangle_filter() {
+        // A frame with edges and gradients, shrunk, enlarged and reshaped.
+        let (sw, sh) = (64usize, 48usize);
+        let src: Vec<u8> = (0..sw * sh * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                let (x, y) = (p % sw, p / sw);
+                (((x * 7 + y * 3 + c * 50) % 256) as u8)
+                    ^ if (x / 8 + y / 8) % 2 == 0 { 0 } else { 0x80 }
+            })
+            .collect();
+        let img =
+            image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(sw as u32, sh as u32, &src[..])
+                .unwrap();
+        for (dw, dh) in [(32, 24), (20, 16), (64, 48), (100, 60), (7, 5)] {
+            let ours = resize_rgb(&src, sw, sh, dw, dh);
+            let theirs = image::imageops::resize(
+                &img,
+                dw as u32,
+                dh as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            let worst = ours
+                .iter()
+                .zip(theirs.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(worst <= 1, "{dw}x{dh}: differs by up to {worst}");
+        }
+    }
 
     fn det(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Detection {
         Detection {

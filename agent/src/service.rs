@@ -278,9 +278,9 @@ impl Run<'_> {
     /// A face count for one image.
     fn faces(&mut self, at: Instant, img: &pipeline::Image) -> Result<(), RunError> {
         let t = std::time::Instant::now();
-        let faces =
-            pipeline::detect_faces(self.model, img, self.p.threshold).map_err(|e| self.err(e))?;
-        self.health.inference(t.elapsed());
+        let (faces, network) = pipeline::detect_faces_timed(self.model, img, self.p.threshold)
+            .map_err(|e| self.err(e))?;
+        self.health.inference(network);
         let label = self.label.clone();
         self.observe(
             at,
@@ -288,7 +288,10 @@ impl Run<'_> {
                 class: &label,
                 count: faces.len() as u32,
             },
-        )
+        )?;
+        // From the frame to its observation: the network's share and the rest.
+        self.health.handled(t.elapsed(), network);
+        Ok(())
     }
 
     /// The WAV file, `repeat` times; the instant of its end.

@@ -102,6 +102,17 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
             count(&h.dropped),
             count(&h.restarts)
         );
+        let (handling, network) = (count(&h.handling_us), count(&h.network_us));
+        let frames = count(&h.inferred);
+        if network > 0 && frames > 0 {
+            say!(
+                "pipeline {}: {:.2} ms per frame in the network, {:.2} ms around it (resize, normalisation, decoding, aggregation): {:.1}% of the network's time",
+                h.name,
+                network as f64 / frames as f64 / 1000.0,
+                handling.saturating_sub(network) as f64 / frames as f64 / 1000.0,
+                handling.saturating_sub(network) as f64 * 100.0 / network as f64
+            );
+        }
     }
     say!(
         "{} records appended to {} (seq {}..{})",
