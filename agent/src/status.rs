@@ -40,7 +40,13 @@ impl Reporter {
                 Some((seq, end)) if seq == acked => end,
                 _ if acked >= size => None,
                 _ => {
-                    let end = record_end_ms(o.log(), acked);
+                    let end = o
+                        .log()
+                        .read(acked)
+                        .ok()
+                        .and_then(|mut r| r.next())
+                        .and_then(Result::ok)
+                        .and_then(|record| window_end_ms(&record.entry));
                     *cache = Some((acked, end));
                     end
                 }
@@ -81,10 +87,9 @@ impl Reporter {
     }
 }
 
-/// When the window of record `seq` ended, Unix ms.
-fn record_end_ms(log: &audit::Log, seq: u64) -> Option<i64> {
-    let record = log.read(seq).ok()?.next()?.ok()?;
-    let view: aggregate::RecordView = serde_json::from_slice(&record.entry).ok()?;
+/// When the window of a record (its canonical entry) ended, Unix ms.
+fn window_end_ms(entry: &[u8]) -> Option<i64> {
+    let view: aggregate::RecordView = serde_json::from_slice(entry).ok()?;
     let start: jiff::Timestamp = view.window.start.parse().ok()?;
     Some(start.as_millisecond() + view.window.length_ms as i64)
 }

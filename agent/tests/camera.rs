@@ -211,6 +211,15 @@ fn an_rtsp_camera_that_dies_and_comes_back_is_picked_up_again() {
     assert!(out.status.success(), "{log}");
     assert!(verify(dir.path()).status.success());
     assert!(log.contains("restarting in"), "no restart logged:\n{log}");
+    // The outage is in the counters the status report carries: restarts of the source.
+    let restarts: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.split_once(" dropped for newer ones, ")
+                .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no closing summary:\n{log}"));
+    assert!(restarts >= 1, "no source restart counted:\n{log}");
     let recs = records(dir.path());
     assert_faces_counted(&recs, &log);
     // Frames before the outage, none during it, frames again after.
