@@ -105,9 +105,16 @@ impl Emulator {
 
     pub fn agent(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["-cpu", &self.cpu, "-L", self.sysroot])
-            .arg(&self.agent)
-            .current_dir(sh::root());
+        cmd.args(["-cpu", &self.cpu, "-L", self.sysroot]);
+        if self.sysroot != "/" {
+            // The dynamic loader comes from the cross sysroot; its C library must too. Without
+            // this, the loader finds libasound in Debian's multiarch directory through the
+            // host's ld.so.cache and then takes `libc.so.6` from there as well: another build
+            // of glibc than the loader's, and the first `pthread_create` spins for ever.
+            cmd.arg("-E")
+                .arg(format!("LD_LIBRARY_PATH={}/lib", self.sysroot));
+        }
+        cmd.arg(&self.agent).current_dir(sh::root());
         cmd
     }
 }
