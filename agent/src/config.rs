@@ -360,7 +360,7 @@ impl Config {
             if !(threshold > 0.0 && threshold < 1.0) {
                 return Err(err(f("threshold"), "must be in (0, 1)".into()));
             }
-            let rules = Rules::validate(&p.privacy)
+            let rules = Rules::validate(&p.privacy, &kinds, window_ms)
                 .map_err(|e| err(format!("pipeline[{i}].privacy.{}", e.field), e.message))?;
             let source = source(base, &p.source, &|name, msg| {
                 err(format!("pipeline[{i}].source.{name}"), msg)

@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::Rng;
 
 use crate::label::{Label, LabelError, Labels};
-use crate::privacy::{Published, Rules};
-use crate::record::{Aggregates, CountView, LevelView, ModelRef, PresenceView, Record, ShareView};
+use crate::privacy::{
+    BudgetState, DAY_MS, Published, Rules, SHARE_SENSITIVITY_PPM, discrete_laplace,
+};
+use crate::record::{
+    Aggregates, CountView, LevelView, ModelRef, PresenceView, Record, ShareView, Spent,
+};
 use crate::window::{Instant, WindowLabel, Windows};
 
 /// The aggregates a card may allow (its `aggregates` field) and a config may ask for.
@@ -109,6 +113,8 @@ pub struct Aggregator<R: Rng> {
     rng: R,
     /// The first window started in the middle (alignment on wall multiples).
     first_partial: bool,
+    /// Epsilon spent in the current UTC day (with noise only).
+    budget: BudgetState,
 }
 
 impl<R: Rng> Aggregator<R> {
@@ -138,7 +144,19 @@ impl<R: Rng> Aggregator<R> {
             acc: Acc::default(),
             rng,
             first_partial,
+            budget: BudgetState::default(),
         }
+    }
+
+    /// Starts from the budget already spent (kept by the agent across restarts).
+    pub fn with_budget(mut self, spent: BudgetState) -> Self {
+        self.budget = spent;
+        self
+    }
+
+    /// The budget spent so far in the current day (with noise only).
+    pub fn budget(&self) -> Option<BudgetState> {
+        self.rules.noise.map(|_| self.budget)
     }
 
     /// The label called `name` in this aggregator's closed set.
@@ -239,70 +257,58 @@ impl<R: Rng> Aggregator<R> {
     fn seal(&mut self, label: WindowLabel, cut_short: bool) -> Record {
         let acc = std::mem::take(&mut self.acc);
         let partial = cut_short || (label.index == 0 && self.first_partial);
+        let (count, presence, speech) = (
+            self.kinds.contains(&Kind::Count),
+            self.kinds.contains(&Kind::PresenceShare),
+            self.kinds.contains(&Kind::SpeechShare),
+        );
+        // The values one person can change: each gets an even part of the record's epsilon.
+        let per_class = 2 * u64::from(count) + u64::from(presence);
+        let values = acc.classes.len() as u64 * per_class
+            + if speech { acc.spans.len() as u64 } else { 0 };
+        let spent = self.spend(label.start_wall_ms, values);
+        let withheld = spent.as_ref().is_some_and(|s| s.withheld);
+        let per_value = spent.as_ref().map(|s| s.per_value_milli);
         let mut aggregates = Aggregates::default();
-        for kind in &self.kinds {
-            match kind {
-                Kind::Count => {
-                    let mut per = BTreeMap::new();
-                    for (class, c) in &acc.classes {
-                        let max = self.rules.count(c.max, &mut self.rng);
-                        let total = self.rules.count(c.total, &mut self.rng);
-                        per.insert(
-                            class.clone(),
-                            CountView {
-                                frames: c.frames,
-                                max,
-                                total,
-                            },
-                        );
-                    }
-                    aggregates.count = Some(per);
-                }
-                Kind::PresenceShare => {
-                    let mut per = BTreeMap::new();
-                    for (class, c) in &acc.classes {
-                        let present = self.rules.count(c.present, &mut self.rng);
-                        let share_ppm = match present {
-                            Published::Value(p) if c.frames > 0 => Published::Value(
-                                self.rules.share_ppm(p.min(c.frames) * 1_000_000 / c.frames),
-                            ),
-                            Published::Value(_) => Published::Value(0),
-                            Published::Suppressed => Published::Suppressed,
-                        };
-                        per.insert(
-                            class.clone(),
-                            PresenceView {
-                                frames: c.frames,
-                                present_frames: present,
-                                share_ppm,
-                            },
-                        );
-                    }
-                    aggregates.presence_share = Some(per);
-                }
-                Kind::SpeechShare => {
-                    let mut per = BTreeMap::new();
-                    for (flag, s) in &acc.spans {
-                        let ppm = (s.on_us * 1_000_000).checked_div(s.total_us).unwrap_or(0);
-                        per.insert(
-                            flag.clone(),
-                            ShareView {
-                                observed_ms: s.total_us / 1000,
-                                share_ppm: self.rules.share_ppm(ppm),
-                            },
-                        );
-                    }
-                    aggregates.speech_share = Some(per);
-                }
-                Kind::LevelStats => {
-                    let per = acc
-                        .levels
-                        .iter()
-                        .map(|(name, l)| (name.clone(), self.level_stats(l)))
-                        .collect();
-                    aggregates.level_stats = Some(per);
+        if count {
+            aggregates.count = Some(BTreeMap::new());
+        }
+        if presence {
+            aggregates.presence_share = Some(BTreeMap::new());
+        }
+        if speech {
+            aggregates.speech_share = Some(BTreeMap::new());
+        }
+        if !withheld {
+            for (class, c) in &acc.classes {
+                self.class_values(class, c, per_value, &mut aggregates);
+            }
+            if let Some(per) = aggregates.speech_share.as_mut() {
+                for (flag, s) in &acc.spans {
+                    let ppm = (s.on_us * 1_000_000).checked_div(s.total_us).unwrap_or(0);
+                    let noisy = match per_value {
+                        Some(e) => (ppm as i64
+                            + discrete_laplace(SHARE_SENSITIVITY_PPM, e, &mut self.rng))
+                        .clamp(0, 1_000_000) as u64,
+                        None => ppm,
+                    };
+                    per.insert(
+                        flag.clone(),
+                        ShareView {
+                            observed_ms: s.total_us / 1000,
+                            share_ppm: self.rules.share_ppm(noisy),
+                        },
+                    );
                 }
             }
+        }
+        if self.kinds.contains(&Kind::LevelStats) {
+            let per = acc
+                .levels
+                .iter()
+                .map(|(name, l)| (name.clone(), self.level_stats(l)))
+                .collect();
+            aggregates.level_stats = Some(per);
         }
         Record {
             model: self.model.clone(),
@@ -310,6 +316,94 @@ impl<R: Rng> Aggregator<R> {
             partial,
             aggregates,
             rules: self.rules,
+            spent,
+        }
+    }
+
+    /// Charges the record's epsilon to the day's budget: `None` without noise. When the day's
+    /// budget cannot pay for it (or its values are too many for its epsilon), the record
+    /// withholds every noised value and spends nothing.
+    fn spend(&mut self, start_wall_ms: i64, values: u64) -> Option<Spent> {
+        let noise = self.rules.noise?;
+        let day = start_wall_ms.div_euclid(DAY_MS);
+        // A new day starts afresh; a clock set back keeps spending the later day.
+        if day > self.budget.day {
+            self.budget = BudgetState { day, spent_milli: 0 };
+        }
+        let per_value_milli = noise.epsilon_milli.checked_div(values).unwrap_or(0);
+        let cost = per_value_milli * values;
+        let withheld = values > 0
+            && (per_value_milli == 0 || self.budget.spent_milli + cost > noise.budget_milli);
+        if !withheld {
+            self.budget.spent_milli += cost;
+        }
+        Some(Spent {
+            per_value_milli,
+            values: if withheld { 0 } else { values },
+            day: self.budget.day,
+            budget_milli: noise.budget_milli,
+            day_spent_milli: self.budget.spent_milli,
+            withheld,
+        })
+    }
+
+    /// One class's counts and presence: noised (each by its sensitivity under the unit),
+    /// coarsened, then suppressed together: if any of them is below `k`, all are, so that none
+    /// can be recovered from the others.
+    fn class_values(
+        &mut self,
+        class: &Label,
+        c: &ClassAcc,
+        per_value: Option<u64>,
+        out: &mut Aggregates,
+    ) {
+        let rng = &mut self.rng;
+        let mut noisy = |v: u64, sensitivity: u64| -> i128 {
+            v as i128
+                + per_value.map_or(0, |e| discrete_laplace(sensitivity, e, &mut *rng) as i128)
+        };
+        let (count, presence) = (out.count.is_some(), out.presence_share.is_some());
+        // One person changes `max` by at most 1 and a sum over frames by at most `frames`.
+        let max = count.then(|| noisy(c.max, 1));
+        let total = count.then(|| noisy(c.total, c.frames));
+        let present = presence.then(|| noisy(c.present, c.frames).min(c.frames as i128));
+        let publish = |v: Option<i128>| v.map(|v| self.rules.count(v));
+        let (max, total, present) = (publish(max), publish(total), publish(present));
+        let suppressed = [max, total, present].contains(&Some(Published::Suppressed));
+        let keep = |p: Option<Published>| {
+            if suppressed {
+                Published::Suppressed
+            } else {
+                p.unwrap_or(Published::Suppressed)
+            }
+        };
+        if let Some(per) = out.count.as_mut() {
+            per.insert(
+                class.clone(),
+                CountView {
+                    frames: c.frames,
+                    max: keep(max),
+                    total: keep(total),
+                },
+            );
+        }
+        if let Some(per) = out.presence_share.as_mut() {
+            let present = keep(present);
+            let share_ppm = match present {
+                Published::Value(p) => Published::Value(
+                    self.rules
+                        .share_ppm((p.min(c.frames) * 1_000_000).checked_div(c.frames).unwrap_or(0)),
+                ),
+                Published::Suppressed => Published::Suppressed,
+            };
+            per.insert(
+                class.clone(),
+                PresenceView {
+                    frames: c.frames,
+                    present_frames: present,
+                    share_ppm,
+                },
+            );
         }
     }
 
@@ -411,13 +505,40 @@ mod tests {
     }
 
     fn rules(k: u64) -> Rules {
-        Rules::validate(&RawRules {
-            k,
-            count_step: 1,
-            share_step_ppm: 1,
-            level_step_milli: 1,
-            noise: None,
-        })
+        Rules::validate(
+            &RawRules {
+                k,
+                count_step: 1,
+                share_step_ppm: 1,
+                level_step_milli: 1,
+                unit: None,
+                noise: None,
+            },
+            &[Kind::Count, Kind::PresenceShare],
+            60_000,
+        )
+        .unwrap()
+    }
+
+    /// Rules with noise of `epsilon` per record and `budget` per day.
+    fn noisy(k: u64, epsilon: f64, budget: f64) -> Rules {
+        Rules::validate(
+            &RawRules {
+                k,
+                count_step: 1,
+                share_step_ppm: 1,
+                level_step_milli: 1,
+                unit: None,
+                noise: Some(crate::privacy::RawNoise {
+                    mechanism: "geometric".into(),
+                    epsilon,
+                    budget_per_day: Some(budget),
+                    sensitivity: None,
+                }),
+            },
+            &[Kind::Count, Kind::PresenceShare],
+            60_000,
+        )
         .unwrap()
     }
 
@@ -539,26 +660,92 @@ mod tests {
     }
 
     #[test]
-    fn noise_epsilon_is_published_with_the_record() {
-        let rules = Rules::validate(&RawRules {
-            k: 1,
-            count_step: 1,
-            share_step_ppm: 1,
-            level_step_milli: 1,
-            noise: Some(crate::privacy::RawNoise {
-                mechanism: "geometric".into(),
-                epsilon: 0.5,
-                sensitivity: 1,
-            }),
-        })
-        .unwrap();
-        let mut a = agg(&[Kind::Count], rules);
+    fn each_record_publishes_the_epsilon_it_spent() {
+        // Epsilon 1 per record over three noised values (max, total, present_frames): 0.333
+        // each, 0.999 in all.
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], noisy(1, 1.0, 1440.0));
         faces(&mut a, at(0), 40);
         let v = view(&a.finish(at(1))[0]);
-        let n = v.privacy.noise.unwrap();
+        let n = v.privacy.noise.as_ref().unwrap();
         assert_eq!(
-            (n.mechanism.as_str(), n.epsilon_milli, n.sensitivity),
-            ("geometric", 500, 1)
+            (n.mechanism.as_str(), n.epsilon_milli, n.values),
+            ("geometric", 333, Some(3))
+        );
+        assert_eq!(v.privacy.epsilon_milli, Some(999));
+        assert_eq!(v.privacy.unit.as_deref(), Some("person-window"));
+        let b = v.privacy.budget.unwrap();
+        assert_eq!(
+            (b.day.as_str(), b.epsilon_milli, b.spent_milli, b.withheld),
+            ("2026-11-30", 1_440_000, 999, false)
+        );
+    }
+
+    #[test]
+    fn a_spent_budget_withholds_the_noised_values() {
+        // 1.5 left in the day pays for one record of 0.999; the next ones are withheld.
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], noisy(1, 1.0, 1440.0))
+            .with_budget(crate::BudgetState {
+                day: T0.div_euclid(crate::privacy::DAY_MS),
+                spent_milli: 1_438_500,
+            });
+        let mut out = Vec::new();
+        for t in [0, 60_000, 120_000] {
+            out.extend(faces(&mut a, at(t), 40));
+        }
+        out.extend(a.finish(at(130_000)));
+        let views: Vec<_> = out.iter().map(view).collect();
+        let spent: Vec<_> = views
+            .iter()
+            .map(|v| {
+                let b = v.privacy.budget.as_ref().unwrap();
+                (v.privacy.epsilon_milli.unwrap(), b.spent_milli, b.withheld)
+            })
+            .collect();
+        assert_eq!(
+            spent,
+            [(999, 1_439_499, false), (0, 1_439_499, true), (0, 1_439_499, true)]
+        );
+        assert!(views[1].aggregates.count.is_empty() && views[1].privacy.noise.is_none());
+        assert_eq!(out[0].budget().unwrap().spent_milli, 1_439_499);
+    }
+
+    #[test]
+    fn the_budget_starts_afresh_each_utc_day() {
+        let day = T0.div_euclid(crate::privacy::DAY_MS);
+        let mut a = agg(&[Kind::Count], noisy(1, 1.0, 1440.0)).with_budget(crate::BudgetState {
+            day: day - 1,
+            spent_milli: 1_440_000,
+        });
+        faces(&mut a, at(0), 4);
+        let r = a.finish(at(1));
+        assert_eq!(
+            r[0].budget(),
+            Some(crate::BudgetState {
+                day,
+                spent_milli: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn a_suppressed_count_takes_the_values_that_reveal_it_with_it() {
+        // max 2 < k = 3 while total 18 and 90% presence would say "one or two, all the time".
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], rules(3));
+        for t in 0..10 {
+            faces(&mut a, at(t * 1000), if t == 0 { 0 } else { 2 });
+        }
+        let v = view(&a.finish(at(10_000))[0]);
+        let c = &v.aggregates.count["face"];
+        let p = &v.aggregates.presence_share["face"];
+        assert_eq!(
+            (c.frames, c.max, c.total, p.present_frames, p.share_ppm),
+            (
+                10,
+                Published::Suppressed,
+                Published::Suppressed,
+                Published::Suppressed,
+                Published::Suppressed
+            )
         );
     }
 }

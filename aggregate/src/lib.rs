@@ -17,7 +17,7 @@ pub mod window;
 
 pub use aggregator::{Aggregator, Kind, Observation};
 pub use label::{Label, LabelError, Labels};
-pub use privacy::{Published, RawRules, Rules};
+pub use privacy::{BudgetState, Published, RawRules, Rules, Unit};
 pub use record::{Envelope, ModelRef, Record, RecordView};
 pub use window::Instant;
 

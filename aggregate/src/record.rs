@@ -1,4 +1,5 @@
-//! The published aggregate record (schema v1, documented in docs/record-format.md).
+//! The published aggregate record (schema v2, documented in docs/record-format.md; v1 records
+//! are still read).
 //!
 //! [`Record`] is what may leave a device: it has no public constructor, no `Deserialize` and
 //! no `Clone`; only the aggregator builds one. [`RecordView`] is the reading side (hub,
@@ -12,11 +13,14 @@ use serde_json::Value;
 
 use crate::canonical;
 use crate::label::Label;
-use crate::privacy::{Published, Rules};
+use crate::privacy::{DAY_MS, Published, Rules, Unit};
 use crate::window::{WindowLabel, rfc3339};
 
 /// Schema version of records built by this crate.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
+
+/// The oldest schema version still read (records kept in logs and hubs from before v2).
+pub const OLDEST_READ_VERSION: u32 = 1;
 
 /// The model that produced a record, as its card names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,24 @@ pub struct Record {
     pub(crate) partial: bool,
     pub(crate) aggregates: Aggregates,
     pub(crate) rules: Rules,
+    /// What the record spent of the privacy budget (with noise only).
+    pub(crate) spent: Option<Spent>,
+}
+
+/// A record's privacy accounting, as the aggregator charged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spent {
+    /// Epsilon of each noised value, in thousandths.
+    pub(crate) per_value_milli: u64,
+    /// How many values were noised (0 when withheld or none observed).
+    pub(crate) values: u64,
+    /// The budget's day (days since 1970-01-01 UTC), its size and what it has spent,
+    /// this record included.
+    pub(crate) day: i64,
+    pub(crate) budget_milli: u64,
+    pub(crate) day_spent_milli: u64,
+    /// The budget could not pay for this record: its noised values are withheld.
+    pub(crate) withheld: bool,
 }
 
 /// A record's aggregates as the aggregator builds them: per kind it was asked for (present,
@@ -85,6 +107,14 @@ impl Record {
         &self.window
     }
 
+    /// The pipeline's budget after this record (with noise only): the agent keeps it on disk.
+    pub fn budget(&self) -> Option<crate::privacy::BudgetState> {
+        self.spent.map(|s| crate::privacy::BudgetState {
+            day: s.day,
+            spent_milli: s.day_spent_milli,
+        })
+    }
+
     /// The canonical JSON bytes of the record: the audit log's leaf and the MQTT payload's
     /// body.
     pub fn to_canonical(&self, env: Envelope<'_>) -> Vec<u8> {
@@ -109,10 +139,19 @@ impl Record {
                 count_step: self.rules.count_step,
                 share_step_ppm: self.rules.share_step_ppm,
                 level_step_milli: self.rules.level_step_milli,
-                noise: self.rules.noise.map(|n| NoiseView {
+                unit: Some(self.rules.unit.name().into()),
+                epsilon_milli: Some(self.spent.map_or(0, |s| s.per_value_milli * s.values)),
+                noise: self.spent.filter(|s| s.values > 0).map(|s| NoiseView {
                     mechanism: "geometric".into(),
-                    epsilon_milli: n.epsilon_milli,
-                    sensitivity: n.sensitivity,
+                    epsilon_milli: s.per_value_milli,
+                    sensitivity: None,
+                    values: Some(s.values),
+                }),
+                budget: self.spent.map(|s| BudgetView {
+                    day: rfc3339(s.day * DAY_MS)[..10].to_owned(),
+                    epsilon_milli: s.budget_milli,
+                    spent_milli: s.day_spent_milli,
+                    withheld: s.withheld,
                 }),
             },
         };
@@ -227,6 +266,9 @@ pub struct LevelView {
     pub p95_milli: Option<i64>,
 }
 
+/// The rules a record was published under. v2 adds `unit`, `epsilon_milli` (the record's
+/// whole privacy loss) and `budget`; its `noise` gives the epsilon of each noised value and how
+/// many there are. A v1 `noise` gave one epsilon "per count" and a hand-set `sensitivity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyView {
@@ -234,22 +276,111 @@ pub struct PrivacyView {
     pub count_step: u64,
     pub share_step_ppm: u64,
     pub level_step_milli: u64,
+    /// v2: "person-window" or "none" (docs/privacy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// v2: the epsilon spent by this record, all its noised values together (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon_milli: Option<u64>,
     pub noise: Option<NoiseView>,
+    /// v2, with noise: the pipeline's budget for the record's UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseView {
     pub mechanism: String,
+    /// v2: of each noised value; v1: "per count".
     pub epsilon_milli: u64,
-    pub sensitivity: u64,
+    /// v1 only: the hand-set sensitivity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<u64>,
+    /// v2 only: how many values were noised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<u64>,
+}
+
+/// A pipeline's privacy budget for one UTC day, after the record that carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetView {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The most the pipeline may spend that day.
+    pub epsilon_milli: u64,
+    /// Spent that day, this record included.
+    pub spent_milli: u64,
+    /// The budget could not pay for this record: its noised values are not published.
+    pub withheld: bool,
+}
+
+impl PrivacyView {
+    /// The record's whole privacy loss in thousandths, `None` when it claims none (no noise).
+    /// For a v1 record, its "per count" epsilon (which understated it: docs/privacy.md).
+    pub fn record_epsilon_milli(&self) -> Option<u64> {
+        match (&self.unit, &self.noise) {
+            (Some(u), _) if u == Unit::None.name() => None,
+            (Some(_), _) => self.epsilon_milli,
+            (None, n) => n.as_ref().map(|n| n.epsilon_milli),
+        }
+    }
+
+    /// The version-specific shape of the block and its arithmetic.
+    fn check(&self, v: u32) -> Result<(), String> {
+        let noise = self.noise.as_ref();
+        if v == 1 {
+            if self.unit.is_some() || self.epsilon_milli.is_some() || self.budget.is_some() {
+                return Err("a v1 privacy block has no `unit`, `epsilon_milli` or `budget`".into());
+            }
+            if noise.is_some_and(|n| n.sensitivity.is_none() || n.values.is_some()) {
+                return Err("a v1 `noise` has `sensitivity` and no `values`".into());
+            }
+            return Ok(());
+        }
+        let unit = self
+            .unit
+            .as_deref()
+            .and_then(Unit::parse)
+            .ok_or("privacy.unit must be \"person-window\" or \"none\"")?;
+        let epsilon = self.epsilon_milli.ok_or("privacy.epsilon_milli is missing")?;
+        if noise.is_some_and(|n| n.sensitivity.is_some() || n.values.is_none_or(|v| v == 0)) {
+            return Err("privacy.noise has `values` (at least 1) and no `sensitivity`".into());
+        }
+        let product = noise.map_or(Some(0), |n| n.epsilon_milli.checked_mul(n.values?));
+        if product != Some(epsilon) {
+            return Err(format!(
+                "privacy.epsilon_milli {epsilon} is not noise.epsilon_milli x noise.values"
+            ));
+        }
+        match (unit, &self.budget) {
+            (Unit::None, None) if noise.is_none() => Ok(()),
+            (Unit::None, _) => Err("unit \"none\" has no noise and no budget".into()),
+            (Unit::PersonWindow, None) => Err("unit \"person-window\" needs privacy.budget".into()),
+            (Unit::PersonWindow, Some(b)) => {
+                if b.spent_milli > b.epsilon_milli || epsilon > b.spent_milli {
+                    return Err(format!(
+                        "privacy.budget spent {} is not within [{epsilon}, {}]",
+                        b.spent_milli, b.epsilon_milli
+                    ));
+                }
+                if b.withheld && noise.is_some() {
+                    return Err("a withheld record has no noised values".into());
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("not a record: {0}")]
     Schema(String),
-    #[error("record version {0} is not supported (this build reads version {RECORD_VERSION})")]
+    #[error(
+        "record version {0} is not supported (this build reads versions {OLDEST_READ_VERSION} to {RECORD_VERSION})"
+    )]
     Version(u32),
     #[error(
         "record is valid JSON but not in canonical form (keys sorted, no spaces, integers only)"
@@ -258,15 +389,16 @@ pub enum ParseError {
 }
 
 impl RecordView {
-    /// Parses published bytes; they must be the canonical encoding of a v1 record.
+    /// Parses published bytes; they must be the canonical encoding of a v1 or v2 record.
     pub fn parse(bytes: &[u8]) -> Result<RecordView, ParseError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| ParseError::Schema(e.to_string()))?;
         let view: RecordView =
             serde_json::from_value(value.clone()).map_err(|e| ParseError::Schema(e.to_string()))?;
-        if view.v != RECORD_VERSION {
+        if !(OLDEST_READ_VERSION..=RECORD_VERSION).contains(&view.v) {
             return Err(ParseError::Version(view.v));
         }
+        view.privacy.check(view.v).map_err(ParseError::Schema)?;
         if view.kind != "aggregate" {
             return Err(ParseError::Schema(format!(
                 "type `{}` is not \"aggregate\"",

@@ -15,17 +15,24 @@ fn example() -> Vec<Vec<u8>> {
         mono_ms: 5_000,
         wall_ms: 1_796_038_500_000,
     }; // 2026-11-30T11:35:00Z
-    let rules = Rules::validate(&RawRules {
-        k: 3,
-        count_step: 1,
-        share_step_ppm: 1,
-        level_step_milli: 1,
-        noise: Some(RawNoise {
-            mechanism: "geometric".into(),
-            epsilon: 1.0,
-            sensitivity: 1,
-        }),
-    })
+    let kinds = [Kind::Count, Kind::PresenceShare];
+    let rules = Rules::validate(
+        &RawRules {
+            k: 3,
+            count_step: 1,
+            share_step_ppm: 1,
+            level_step_milli: 1,
+            unit: Some("person-window".into()),
+            noise: Some(RawNoise {
+                mechanism: "geometric".into(),
+                epsilon: 1.0,
+                budget_per_day: Some(1440.0),
+                sensitivity: None,
+            }),
+        },
+        &kinds,
+        60_000,
+    )
     .unwrap();
     let model = ModelRef {
         id: "centerface-int8".into(),
@@ -34,7 +41,7 @@ fn example() -> Vec<Vec<u8>> {
     };
     let mut agg = Aggregator::new(
         model,
-        &[Kind::Count, Kind::PresenceShare],
+        &kinds,
         Labels::new(["face"]).unwrap(),
         rules,
         60_000,
