@@ -211,6 +211,8 @@ pub struct Pipeline {
     pub threshold: f32,
     pub source: Source,
     pub rules: Rules,
+    /// Where the pipeline's spent privacy budget is kept (`crate::budget`).
+    pub budget_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +399,7 @@ impl Config {
                 ));
             }
             pipelines.push(Pipeline {
+                budget_file: crate::budget::path(&base.join(&raw.data_dir), &p.name),
                 name: p.name,
                 card,
                 kinds,

@@ -17,6 +17,7 @@
 //! cards are crate `modelcard`, loading and checking models crate `runtime`, the
 //! operators crate `kernels`.
 
+pub mod budget;
 pub mod config;
 pub mod health;
 pub mod pipeline;

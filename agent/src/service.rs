@@ -26,6 +26,11 @@ use runtime::{LoadOptions, Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("pipeline `{pipeline}`: privacy budget: {source}")]
+    Budget {
+        pipeline: String,
+        source: crate::budget::BudgetError,
+    },
     #[error("pipeline `{pipeline}`: {source}")]
     Pipeline {
         pipeline: String,
@@ -253,12 +258,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn send(&self, records: Vec<Record>) -> Result<(), RunError> {
-        for r in records {
-            self.tx
-                .send(r)
-                .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
-        }
-        Ok(())
+        deliver(self.p, self.tx, records)
     }
 
     fn err(&self, source: PipelineError) -> RunError {
@@ -521,7 +521,7 @@ fn run_pipeline(
     if let Some(m) = &p.card.measurement {
         health.beat();
         let start = clock.now();
-        let agg = aggregator(p, start);
+        let agg = aggregator(p, start)?;
         let levels = levels::Levels::new(p, m, agg, health, stop, tx, clock, start)?;
         tracing::info!(
             "pipeline `{}`: measurement {} {} ({} source); window {} ms",
@@ -568,7 +568,7 @@ fn run_pipeline(
         start,
         started: std::time::Instant::now(),
     };
-    let agg = aggregator(p, start);
+    let agg = aggregator(p, start)?;
     // What the observations are published under: the card's first observed label.
     let label = pipeline::observed_labels(&p.card)
         .first()
@@ -635,8 +635,29 @@ fn run_pipeline(
     finish(p, agg, end, stop, health, tx)
 }
 
-/// The pipeline's aggregator, its windows starting at `start`.
-fn aggregator(p: &Pipeline, start: Instant) -> Aggregator<StdRng> {
+/// Hands records to the log writer, each after the privacy budget it spent is on disk (a
+/// crash in between over-counts the day's spending, never under-counts it).
+fn deliver(
+    p: &Pipeline,
+    tx: &mpsc::SyncSender<Record>,
+    records: Vec<Record>,
+) -> Result<(), RunError> {
+    for r in records {
+        if let Some(b) = r.budget() {
+            crate::budget::save(&p.budget_file, b).map_err(|source| RunError::Budget {
+                pipeline: p.name.clone(),
+                source,
+            })?;
+        }
+        tx.send(r)
+            .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
+    }
+    Ok(())
+}
+
+/// The pipeline's aggregator, its windows starting at `start`, charging the privacy budget
+/// already spent today (kept on disk across restarts).
+fn aggregator(p: &Pipeline, start: Instant) -> Result<Aggregator<StdRng>, RunError> {
     let model_ref = ModelRef {
         id: p.card.id.clone(),
         version: p.card.version.clone(),
@@ -644,7 +665,7 @@ fn aggregator(p: &Pipeline, start: Instant) -> Aggregator<StdRng> {
     };
     // The noise generator: ChaCha12 seeded by the operating system.
     let rng: StdRng = rand::make_rng();
-    Aggregator::new(
+    let agg = Aggregator::new(
         model_ref,
         &p.kinds,
         p.labels.clone(),
@@ -652,7 +673,18 @@ fn aggregator(p: &Pipeline, start: Instant) -> Aggregator<StdRng> {
         p.window_ms,
         start,
         rng,
-    )
+    );
+    if p.rules.noise.is_none() {
+        return Ok(agg);
+    }
+    let spent = crate::budget::load(&p.budget_file).map_err(|source| RunError::Budget {
+        pipeline: p.name.clone(),
+        source,
+    })?;
+    Ok(match spent {
+        Some(s) => agg.with_budget(s),
+        None => agg,
+    })
 }
 
 /// The end of a pipeline: its open window closed now (a partial record at a stop).
@@ -669,11 +701,7 @@ fn finish(
     }
     let frames = health.inferred.load(Ordering::Relaxed);
     // The open window, closed now: a partial record at a stop.
-    let last = agg.finish(end);
-    for r in last {
-        tx.send(r)
-            .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
-    }
+    deliver(p, tx, agg.finish(end))?;
     if stop.requested() {
         tracing::info!(
             "pipeline `{}`: stopped after {frames} frames or chunks",

@@ -264,8 +264,8 @@ impl<R: Rng> Aggregator<R> {
         );
         // The values one person can change: each gets an even part of the record's epsilon.
         let per_class = 2 * u64::from(count) + u64::from(presence);
-        let values = acc.classes.len() as u64 * per_class
-            + if speech { acc.spans.len() as u64 } else { 0 };
+        let values =
+            acc.classes.len() as u64 * per_class + if speech { acc.spans.len() as u64 } else { 0 };
         let spent = self.spend(label.start_wall_ms, values);
         let withheld = spent.as_ref().is_some_and(|s| s.withheld);
         let per_value = spent.as_ref().map(|s| s.per_value_milli);
@@ -328,7 +328,10 @@ impl<R: Rng> Aggregator<R> {
         let day = start_wall_ms.div_euclid(DAY_MS);
         // A new day starts afresh; a clock set back keeps spending the later day.
         if day > self.budget.day {
-            self.budget = BudgetState { day, spent_milli: 0 };
+            self.budget = BudgetState {
+                day,
+                spent_milli: 0,
+            };
         }
         let per_value_milli = noise.epsilon_milli.checked_div(values).unwrap_or(0);
         let cost = per_value_milli * values;
@@ -359,8 +362,7 @@ impl<R: Rng> Aggregator<R> {
     ) {
         let rng = &mut self.rng;
         let mut noisy = |v: u64, sensitivity: u64| -> i128 {
-            v as i128
-                + per_value.map_or(0, |e| discrete_laplace(sensitivity, e, &mut *rng) as i128)
+            v as i128 + per_value.map_or(0, |e| discrete_laplace(sensitivity, e, &mut *rng) as i128)
         };
         let (count, presence) = (out.count.is_some(), out.presence_share.is_some());
         // One person changes `max` by at most 1 and a sum over frames by at most `frames`.
@@ -391,8 +393,11 @@ impl<R: Rng> Aggregator<R> {
             let present = keep(present);
             let share_ppm = match present {
                 Published::Value(p) => Published::Value(
-                    self.rules
-                        .share_ppm((p.min(c.frames) * 1_000_000).checked_div(c.frames).unwrap_or(0)),
+                    self.rules.share_ppm(
+                        (p.min(c.frames) * 1_000_000)
+                            .checked_div(c.frames)
+                            .unwrap_or(0),
+                    ),
                 ),
                 Published::Suppressed => Published::Suppressed,
             };
@@ -683,11 +688,12 @@ mod tests {
     #[test]
     fn a_spent_budget_withholds_the_noised_values() {
         // 1.5 left in the day pays for one record of 0.999; the next ones are withheld.
-        let mut a = agg(&[Kind::Count, Kind::PresenceShare], noisy(1, 1.0, 1440.0))
-            .with_budget(crate::BudgetState {
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], noisy(1, 1.0, 1440.0)).with_budget(
+            crate::BudgetState {
                 day: T0.div_euclid(crate::privacy::DAY_MS),
                 spent_milli: 1_438_500,
-            });
+            },
+        );
         let mut out = Vec::new();
         for t in [0, 60_000, 120_000] {
             out.extend(faces(&mut a, at(t), 40));
@@ -703,7 +709,11 @@ mod tests {
             .collect();
         assert_eq!(
             spent,
-            [(999, 1_439_499, false), (0, 1_439_499, true), (0, 1_439_499, true)]
+            [
+                (999, 1_439_499, false),
+                (0, 1_439_499, true),
+                (0, 1_439_499, true)
+            ]
         );
         assert!(views[1].aggregates.count.is_empty() && views[1].privacy.noise.is_none());
         assert_eq!(out[0].budget().unwrap().spent_milli, 1_439_499);

@@ -157,7 +157,10 @@ impl Rules {
             message,
         };
         if raw.k == 0 {
-            return Err(err("k", "must be at least 1 (1 publishes every count)".into()));
+            return Err(err(
+                "k",
+                "must be at least 1 (1 publishes every count)".into(),
+            ));
         }
         for (field, v) in [
             ("count_step", raw.count_step),
@@ -258,7 +261,11 @@ impl Rules {
                             decimal(needed),
                             decimal(budget_milli),
                             decimal(needed),
-                            if max_eps == 0 { "0 (impossible)".into() } else { decimal(max_eps) },
+                            if max_eps == 0 {
+                                "0 (impossible)".into()
+                            } else {
+                                decimal(max_eps)
+                            },
                         ),
                     ));
                 }
@@ -293,10 +300,11 @@ impl Rules {
 
     /// A count after coarsening and suppression (the noise, if any, is already in `noisy`):
     /// the threshold applies to the noisy value, so that suppression itself reveals nothing
-    /// beyond the noisy count.
+    /// beyond the noisy count. `k = 1` publishes every count, 0 included ("suppressed" would
+    /// stand for exactly 0 and hide nothing).
     pub fn count(&self, noisy: i128) -> Published {
         let v = round_to(noisy.max(0) as u64, self.count_step);
-        if v < self.k {
+        if self.k > 1 && v < self.k {
             Published::Suppressed
         } else {
             Published::Value(v)
@@ -428,6 +436,15 @@ mod tests {
     }
 
     #[test]
+    fn k_1_publishes_every_count() {
+        let r = rules(1, 1);
+        assert_eq!(
+            (r.count(0), r.count(1)),
+            (Published::Value(0), Published::Value(1))
+        );
+    }
+
+    #[test]
     fn coarsening_rounds_then_suppresses() {
         let r = rules(10, 5);
         let table = [
@@ -509,8 +526,8 @@ mod tests {
                 budget_milli: 8_640_000
             })
         );
-        let e = Rules::validate(&raw(3, 1, Some((1.0, 100.0))), &[Kind::Count], 10_000)
-            .unwrap_err();
+        let e =
+            Rules::validate(&raw(3, 1, Some((1.0, 100.0))), &[Kind::Count], 10_000).unwrap_err();
         assert_eq!(e.field, "noise.budget_per_day");
         assert!(
             e.message.starts_with(
@@ -520,9 +537,7 @@ mod tests {
             e.message
         );
         // 15-minute windows: 96 a day.
-        assert!(
-            Rules::validate(&raw(3, 1, Some((0.5, 48.0))), &[Kind::Count], 900_000).is_ok()
-        );
+        assert!(Rules::validate(&raw(3, 1, Some((0.5, 48.0))), &[Kind::Count], 900_000).is_ok());
     }
 
     #[test]
@@ -535,7 +550,14 @@ mod tests {
             r
         };
         let table = [
-            (RawRules { k: 0, ..base.clone() }, &[Kind::Count][..], "k"),
+            (
+                RawRules {
+                    k: 0,
+                    ..base.clone()
+                },
+                &[Kind::Count][..],
+                "k",
+            ),
             (
                 RawRules {
                     count_step: 0,
@@ -582,9 +604,21 @@ mod tests {
                 &[Kind::Count],
                 "noise.mechanism",
             ),
-            (with_noise(&|n| n.epsilon = 0.0), &[Kind::Count], "noise.epsilon"),
-            (with_noise(&|n| n.epsilon = f64::NAN), &[Kind::Count], "noise.epsilon"),
-            (with_noise(&|n| n.epsilon = 0.12345), &[Kind::Count], "noise.epsilon"),
+            (
+                with_noise(&|n| n.epsilon = 0.0),
+                &[Kind::Count],
+                "noise.epsilon",
+            ),
+            (
+                with_noise(&|n| n.epsilon = f64::NAN),
+                &[Kind::Count],
+                "noise.epsilon",
+            ),
+            (
+                with_noise(&|n| n.epsilon = 0.12345),
+                &[Kind::Count],
+                "noise.epsilon",
+            ),
             (
                 with_noise(&|n| n.sensitivity = Some(serde::de::IgnoredAny)),
                 &[Kind::Count],

@@ -344,7 +344,9 @@ impl PrivacyView {
             .as_deref()
             .and_then(Unit::parse)
             .ok_or("privacy.unit must be \"person-window\" or \"none\"")?;
-        let epsilon = self.epsilon_milli.ok_or("privacy.epsilon_milli is missing")?;
+        let epsilon = self
+            .epsilon_milli
+            .ok_or("privacy.epsilon_milli is missing")?;
         if noise.is_some_and(|n| n.sensitivity.is_some() || n.values.is_none_or(|v| v == 0)) {
             return Err("privacy.noise has `values` (at least 1) and no `sensitivity`".into());
         }

@@ -100,8 +100,13 @@ fn show_record(r: &RecordView) -> String {
             m(v.p90_milli)
         ));
     }
+    let withheld = r.privacy.budget.as_ref().is_some_and(|b| b.withheld);
     if parts.is_empty() {
-        parts.push("nothing observed".into());
+        parts.push(if withheld {
+            "withheld: the day's privacy budget is spent".into()
+        } else {
+            "nothing observed".into()
+        });
     }
     let mut flags = String::new();
     if r.window.partial {
@@ -110,8 +115,18 @@ fn show_record(r: &RecordView) -> String {
     if r.window.clock_jumps > 0 {
         flags.push_str(&format!(" [clock jump {:+} ms]", r.window.clock_jump_ms));
     }
-    if let Some(n) = &r.privacy.noise {
-        flags.push_str(&format!(" [noise eps {}]", n.epsilon_milli as f64 / 1e3));
+    if let Some(e) = r.privacy.record_epsilon_milli() {
+        let dec = aggregate::privacy::decimal;
+        flags.push_str(&format!(" [eps {}", dec(e)));
+        if let Some(b) = &r.privacy.budget {
+            flags.push_str(&format!(
+                ", day {}: {} of {}",
+                b.day,
+                dec(b.spent_milli),
+                dec(b.epsilon_milli)
+            ));
+        }
+        flags.push(']');
     }
     format!(
         "{:>6}  {:<24} {:<8} {:<28} {}{flags}",

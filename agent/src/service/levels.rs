@@ -84,12 +84,7 @@ impl<'a> Levels<'a> {
     }
 
     fn send(&self, records: Vec<Record>) -> Result<(), RunError> {
-        for r in records {
-            self.tx
-                .send(r)
-                .map_err(|_| RunError::Outbox("the log writer stopped".into()))?;
-        }
-        Ok(())
+        super::deliver(self.p, self.tx, records)
     }
 
     /// Closes the windows that are due.

@@ -110,7 +110,10 @@ height = 480
 fps = 5.0
 [pipeline.privacy]
 k = 3
-noise = {{ mechanism = "geometric", epsilon = 1.0 }}
+unit = "person-window"
+# Epsilon 1 per 10-second window (its max, total and present frames together): 8640 windows a
+# day need a daily budget of 8640 (docs/privacy.md).
+noise = {{ mechanism = "geometric", epsilon = 1.0, budget_per_day = 8640 }}
 "#,
             models = root.join("models").display(),
             node_port = node.port
