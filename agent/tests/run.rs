@@ -77,16 +77,17 @@ fn faces_are_counted_and_small_counts_suppressed() {
     );
     for r in &recs {
         let c = &r.aggregates.count["face"];
-        // Two faces at once is below k = 3: published as suppressed, never as 2 or 0.
+        // Two faces at once is below k = 3: published as suppressed, never as 2 or 0; and so
+        // are the total (2 per frame) and the presence (all the frames) that would reveal it.
         assert_eq!(c.max, Published::Suppressed);
-        // Two faces per frame, summed over the frames.
-        assert_eq!(c.total, Published::Value(2 * c.frames));
+        assert_eq!(c.total, Published::Suppressed);
+        let p = &r.aggregates.presence_share["face"];
         assert_eq!(
-            r.aggregates.presence_share["face"].share_ppm,
-            Published::Value(1_000_000)
+            (p.present_frames, p.share_ppm),
+            (Published::Suppressed, Published::Suppressed)
         );
     }
-    // `audit show` shows the suppressed count as "<3" for a person.
+    // `audit show` shows the suppressed counts as "<3" for a person.
     let o = agent(&[
         "audit",
         "show",
@@ -95,7 +96,65 @@ fn faces_are_counted_and_small_counts_suppressed() {
         vkey(dir.path()).to_str().unwrap(),
     ]);
     assert!(
-        text(&o).contains("face: max <3 total 20 in 10 frames"),
+        text(&o).contains("face: max <3 total <3 in 10 frames"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The day's privacy budget survives restarts: each run charges the budget file, and a run
+/// that finds it nearly spent publishes what it can pay for and withholds the rest.
+#[test]
+fn the_daily_privacy_budget_is_kept_across_restarts() {
+    let noisy = FACES.replace(
+        "k = 3\n",
+        "k = 1\nnoise = { mechanism = \"geometric\", epsilon = 1.0, budget_per_day = 8640 }\n",
+    );
+    let (dir, config) = device(&noisy);
+    let ledger = dir.path().join("data/privacy-budget/faces");
+    // 2026-11-30 is day 20787 since 1970-01-01.
+    let spent = || std::fs::read_to_string(&ledger).unwrap();
+    let run = || {
+        let o = agent(&["run", "--config", config.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    // Three records of 0.999 (max, total, present frames at 0.333 each).
+    run();
+    assert_eq!(spent(), "20787 2997\n");
+    run();
+    assert_eq!(spent(), "20787 5994\n");
+    // 1.5 left: the next record is paid for, the two after it are withheld.
+    std::fs::write(&ledger, "20787 8638500\n").unwrap();
+    run();
+    assert_eq!(spent(), "20787 8639499\n");
+    let recs = records(dir.path());
+    let last: Vec<_> = recs[recs.len() - 3..]
+        .iter()
+        .map(|r| {
+            let b = r.privacy.budget.as_ref().unwrap();
+            (
+                r.privacy.epsilon_milli,
+                b.spent_milli,
+                b.withheld,
+                r.aggregates.count.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (Some(999), 8_639_499, false, 1),
+            (Some(0), 8_639_499, true, 0),
+            (Some(0), 8_639_499, true, 0)
+        ]
+    );
+    assert!(verify(dir.path()).status.success());
+    // A damaged budget file stops the pipeline with a message naming it.
+    std::fs::write(&ledger, "lots\n").unwrap();
+    let o = agent(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("privacy-budget/faces") && text(&o).contains("not a privacy budget"),
         "{}",
         text(&o)
     );
