@@ -28,7 +28,10 @@ fn schema() -> Schema {
         ("pipeline", "window"),
         ("pipeline.source", "speed"),
         ("pipeline.privacy", "share_step_ppm"),
+        ("pipeline.privacy", "unit"),
         ("pipeline.privacy.noise", "epsilon"),
+        ("pipeline.privacy.noise", "budget_per_day"),
+        ("pipeline.privacy.noise", "sensitivity"),
     ]);
     schema
 }
