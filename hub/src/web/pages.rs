@@ -643,3 +643,37 @@ form.inline { display: inline; }
 textarea { width: 100%; max-width: 700px; }
 .error { color: #ce0500; }
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(spent: u64, withheld: bool) -> series::BudgetState {
+        series::BudgetState {
+            budget: series::Budget {
+                day: "2026-11-30".into(),
+                budget_milli: 8_640_000,
+                spent_milli: spent,
+                withheld,
+            },
+            window_ms: 10_000,
+            max_epsilon_milli: 1000,
+        }
+    }
+
+    #[test]
+    fn the_budget_in_one_french_sentence() {
+        assert_eq!(
+            budget_text(&state(1_234_500, false)),
+            "Protection de la vie privée : chaque fenêtre de 10 s dépense au plus ε = 1 ; \
+             budget de 8\u{202f}640 par jour et par chaîne ; dépensé le 30/11/2026 : \
+             1\u{202f}234,5 (14 %)."
+        );
+        assert!(budget_text(&state(1, false)).ends_with(" : 0,001 (moins de 1 %)."));
+        assert!(budget_text(&state(8_640_000, true)).ends_with(
+            "(100 %). Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés."
+        ));
+        assert_eq!(milli_fr(0), "0");
+        assert_eq!(milli_fr(1_000_050), "1\u{202f}000,05");
+    }
+}
