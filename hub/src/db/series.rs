@@ -487,16 +487,15 @@ pub fn windows(
 /// The budget columns of a row, from column `at` on.
 fn budget_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Budget>> {
     let day: Option<String> = r.get(at)?;
-    Ok(day
-        .map(|day| -> rusqlite::Result<Budget> {
-            Ok(Budget {
-                day,
-                budget_milli: r.get::<_, Option<i64>>(at + 1)?.unwrap_or(0) as u64,
-                spent_milli: r.get::<_, Option<i64>>(at + 2)?.unwrap_or(0) as u64,
-                withheld: r.get::<_, Option<bool>>(at + 3)?.unwrap_or(false),
-            })
+    day.map(|day| -> rusqlite::Result<Budget> {
+        Ok(Budget {
+            day,
+            budget_milli: r.get::<_, Option<i64>>(at + 1)?.unwrap_or(0) as u64,
+            spent_milli: r.get::<_, Option<i64>>(at + 2)?.unwrap_or(0) as u64,
+            withheld: r.get::<_, Option<bool>>(at + 3)?.unwrap_or(false),
         })
-        .transpose()?)
+    })
+    .transpose()
 }
 
 /// The budget of a model's pipeline as its latest window in `[from, to)` left it, and the most
