@@ -116,6 +116,7 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
                     peak_suppressed: v.is_none_or(|v| ((v / 4) as u64) < K),
                     k: K,
                     epsilon_milli: Some(1000),
+                    budget: None,
                 }
             })
             .collect();

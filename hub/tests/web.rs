@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{ADMIN, Fixture, K, MODEL, PASSWORD, T0, WINDOW_MS, total};
+use common::{
+    ADMIN, Fixture, K, MODEL, PASSWORD, T0, V2_BUDGET_MILLI, V2_DEVICE, V2_PAID,
+    V2_PER_VALUE_MILLI, V2_RECORDS, V2_SPENT_BEFORE, WINDOW_MS, total,
+};
 use serde_json::Value;
 
 fn agent() -> ureq::Agent {
@@ -605,4 +608,168 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
         "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"
     )));
     assert_eq!(s["windows"].as_array().unwrap().len(), 288);
+}
+
+/// The sentence of the fixture's v2 device: 10-second windows, ε = 0.999 each, a budget of
+/// 8640 a day of which 8639.995 was spent when its last record could not be paid for.
+const V2_SENTENCE: &str = "Protection de la vie privée : chaque fenêtre de 10 s dépense au plus ε = 0,999 ; budget de 8\u{202f}640 par jour et par chaîne ; dépensé le 01/03/2026 : 8\u{202f}639,995 (100 %).";
+
+/// (seq, epsilon_milli, budget_day, budget_milli, budget_spent_milli, withheld) of the count
+/// rows of the v2 device.
+type BudgetRow = (
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+);
+
+fn v2_count_rows(conn: &rusqlite::Connection) -> Vec<BudgetRow> {
+    let mut q = conn
+        .prepare(
+            "SELECT seq, epsilon_milli, budget_day, budget_milli, budget_spent_milli, withheld
+             FROM series WHERE device = ?1 AND kind = 'count' ORDER BY seq",
+        )
+        .unwrap();
+    q.query_map([V2_DEVICE], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn assert_v2_rows(conn: &rusqlite::Connection) {
+    let rows = v2_count_rows(conn);
+    assert_eq!(
+        rows.len() as u64,
+        V2_RECORDS,
+        "a row for every record, withheld too"
+    );
+    for (i, (seq, eps, day, budget, spent, withheld)) in rows.into_iter().enumerate() {
+        let i = i as u64;
+        let paid = i < V2_PAID;
+        assert_eq!(seq as u64, i);
+        // The record's whole loss (3 values at 0.333), not the per-value epsilon.
+        assert_eq!(eps, Some(if paid { 999 } else { 0 }), "record {i}");
+        assert_eq!(day.as_deref(), Some("2026-03-01"));
+        assert_eq!(budget, Some(V2_BUDGET_MILLI as i64));
+        assert_eq!(
+            spent,
+            Some((V2_SPENT_BEFORE + 999 * (i + 1).min(V2_PAID)) as i64)
+        );
+        assert_eq!(withheld, Some(!paid), "record {i}");
+    }
+}
+
+#[test]
+fn v2_records_keep_their_epsilon_and_budget_and_withheld_windows_are_shown() {
+    let fx = Fixture::new();
+    fx.add_v2_device();
+    assert_v2_rows(&fx.conn());
+    // v1 rows keep their epsilon and have no budget.
+    let v1: (i64, Option<String>) = fx
+        .conn()
+        .query_row(
+            "SELECT epsilon_milli, budget_day FROM series WHERE device = 'dev-1' LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(v1, (1000, None));
+
+    // The API: every window with its epsilon and budget; withheld ones without a value.
+    let s = json(&fx.url(&format!(
+        "/api/devices/{V2_DEVICE}/series?model={MODEL}&kind=count&class=face&bucket=window"
+    )));
+    let w = s["windows"].as_array().unwrap();
+    assert_eq!(w.len() as u64, V2_RECORDS);
+    assert_eq!(w[0]["epsilon"], 0.999);
+    assert_eq!(w[0]["value"], 40);
+    assert_eq!(w[0]["budget"]["day"], "2026-03-01");
+    assert_eq!(w[0]["budget"]["epsilon"], 8640.0);
+    assert_eq!(w[0]["budget"]["spent"], 8635.999);
+    assert_eq!(w[0]["budget"]["withheld"], false);
+    let last = &w[V2_RECORDS as usize - 1];
+    assert_eq!(last["budget"]["withheld"], true);
+    assert_eq!(last["value"], Value::Null);
+    assert_eq!(last["budget"]["spent"], 8639.995);
+    let v1 = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=window"
+    )));
+    assert_eq!(v1["windows"][0]["budget"], Value::Null);
+    let b = json(&fx.url(&format!(
+        "/api/devices/{V2_DEVICE}/series?model={MODEL}&kind=count&class=face&bucket=1d"
+    )));
+    assert_eq!(b["buckets"][0]["withheld_windows"], V2_RECORDS - V2_PAID);
+    assert_eq!(b["buckets"][0]["epsilon_min"], 0.999);
+
+    // The device page: the budget in one French sentence, withheld windows said in theirs.
+    let p = get(&fx.url(&format!("/device/{V2_DEVICE}")), None);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains(V2_SENTENCE), "{}", p.body);
+    assert!(p.body.contains(
+        "Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés."
+    ));
+    assert_eq!(
+        p.body
+            .matches("Budget du jour épuisé : les comptes de cette fenêtre ne sont pas publiés.")
+            .count() as u64,
+        2 * (V2_RECORDS - V2_PAID),
+        "each withheld window, in the count and presence tables"
+    );
+    assert!(p.body.contains("ε = 0.999 per window"));
+    // A v1 device has no budget sentence.
+    let p1 = get(&fx.url("/device/dev-1"), None);
+    assert!(!p1.body.contains("Protection de la vie privée"));
+
+    // The register says it too, for the model.
+    let r = get(&fx.url("/register"), None);
+    assert!(r.body.contains(V2_SENTENCE), "{}", r.body);
+    assert_eq!(
+        registered(&fx, V2_DEVICE)["models"][0]["budget"]["budget"]["spent_milli"],
+        8_639_995
+    );
+}
+
+#[test]
+fn a_schema_2_database_migrates_to_the_budget_columns() {
+    let fx = Fixture::new();
+    fx.add_v2_device();
+    let conn = fx.conn();
+    let rows = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))
+            .unwrap()
+    };
+    let all = rows(&conn);
+    // Back to what schema 2 held: no budget columns, the per-value epsilon, no row for a
+    // withheld record.
+    conn.execute_batch(&format!(
+        "DELETE FROM series WHERE withheld = 1;
+         UPDATE series SET epsilon_milli = {V2_PER_VALUE_MILLI} WHERE budget_day IS NOT NULL;
+         ALTER TABLE series DROP COLUMN budget_day; ALTER TABLE series DROP COLUMN budget_milli;
+         ALTER TABLE series DROP COLUMN budget_spent_milli; ALTER TABLE series DROP COLUMN withheld;
+         PRAGMA user_version = 2;"
+    ))
+    .unwrap();
+    assert!(rows(&conn) < all);
+    drop(conn);
+    let conn = fx.conn();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(v, hub::db::store::SCHEMA_VERSION);
+    assert_eq!(rows(&conn), all);
+    assert_v2_rows(&conn);
+    let p = get(&fx.url(&format!("/device/{V2_DEVICE}")), None);
+    assert!(p.body.contains(V2_SENTENCE));
 }

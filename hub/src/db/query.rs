@@ -268,6 +268,8 @@ pub struct RegisterModel {
     /// The first window of its results stored here.
     pub since: Option<String>,
     pub last: Option<String>,
+    /// The daily privacy budget as its latest window left it (record v2 with noise).
+    pub budget: Option<series::BudgetState>,
 }
 
 /// One device in the public register.
@@ -304,10 +306,19 @@ pub fn register(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<Register
         let mut models = Vec::new();
         for m in &d.models {
             let (first, last) = series::model_span(conn, &d.id, &m.id)?;
+            let keys: Vec<SeriesKey> = series::keys(conn, &d.id)?
+                .into_iter()
+                .filter(|k| k.model == m.id)
+                .collect();
+            let budget = match last {
+                Some(_) => series::budget_state(conn, &d.id, &keys, (i64::MIN, i64::MAX))?,
+                None => None,
+            };
             models.push(RegisterModel {
                 card: m.clone(),
                 since: first.map(dates::format),
                 last: last.map(dates::format),
+                budget,
             });
         }
         let state: Option<StateRow> = st

@@ -4,11 +4,19 @@
 //! record blobs. The records stay the source of truth; this table can be rebuilt from them.
 //!
 //! Privacy markers travel with every value: a suppressed count is a NULL value with its
-//! `*_sup` flag set (never a number), and each row keeps the record's `k` and noise epsilon.
+//! `*_sup` flag set (never a number), and each row keeps the record's `k`, its whole privacy
+//! loss (`epsilon_milli`: [`aggregate::PrivacyView::record_epsilon_milli`]) and, for a v2 record
+//! with noise, the pipeline's daily budget after it (`budget_*`, `withheld`; schema version 3).
+//!
+//! A record whose budget was exhausted (`withheld`) publishes no noised value: its count,
+//! presence and speech maps are empty, like a window where nothing was seen (which stores no
+//! row). So that the hub still shows it and its budget, it stores one row per series the
+//! device's model already has of those kinds (or, for the first records of a model, one per
+//! empty kind with the class [`WITHHELD_CLASS`]): no value, `withheld` set.
 
 use aggregate::RecordView;
 use aggregate::privacy::Published;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::dates;
 use crate::db::store::Result;
@@ -28,8 +36,35 @@ CREATE TABLE IF NOT EXISTS series_keys (
     PRIMARY KEY (device, model, kind, class)) WITHOUT ROWID;
 ";
 
+/// Schema version 3: the budget of each row (NULL for v1 records and records without noise).
+pub const SCHEMA_V3: &str = "
+ALTER TABLE series ADD COLUMN budget_day TEXT;
+ALTER TABLE series ADD COLUMN budget_milli INTEGER;
+ALTER TABLE series ADD COLUMN budget_spent_milli INTEGER;
+ALTER TABLE series ADD COLUMN withheld INTEGER;
+";
+
 /// The aggregate kinds, as records name them.
 pub const KINDS: [&str; 4] = ["count", "presence_share", "speech_share", "level_stats"];
+
+/// The kinds whose values are noised, hence withheld when the budget is exhausted.
+pub const NOISED_KINDS: [&str; 3] = ["count", "presence_share", "speech_share"];
+
+/// The class of a withheld record's row when its model has no series of that kind yet.
+pub const WITHHELD_CLASS: &str = "*";
+
+/// A pipeline's privacy budget for one UTC day, after the record of a row (record v2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Budget {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The most the pipeline may spend that day, in thousandths.
+    pub budget_milli: u64,
+    /// Spent that day, this record included, in thousandths.
+    pub spent_milli: u64,
+    /// The budget could not pay for the record: its noised values are not published.
+    pub withheld: bool,
+}
 
 /// One value of one class in one window, as published.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +88,15 @@ pub struct Point {
     pub peak: Option<i64>,
     pub peak_suppressed: bool,
     pub k: u64,
+    /// The record's whole privacy loss (v1: its "per count" epsilon); `None` without noise.
     pub epsilon_milli: Option<u64>,
+    pub budget: Option<Budget>,
+}
+
+impl Point {
+    pub fn withheld(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.withheld)
+    }
 }
 
 fn published(p: &Published) -> (Option<i64>, bool) {
@@ -61,6 +104,15 @@ fn published(p: &Published) -> (Option<i64>, bool) {
         Published::Value(v) => (i64::try_from(*v).ok(), false),
         Published::Suppressed => (None, true),
     }
+}
+
+fn budget_of_view(view: &RecordView) -> Option<Budget> {
+    view.privacy.budget.as_ref().map(|b| Budget {
+        day: b.day.clone(),
+        budget_milli: b.epsilon_milli,
+        spent_milli: b.spent_milli,
+        withheld: b.withheld,
+    })
 }
 
 /// The rows of one parsed record. `None` when its window label is not a date (cannot happen
@@ -83,7 +135,8 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
         peak: None,
         peak_suppressed: false,
         k: view.privacy.k,
-        epsilon_milli: view.privacy.noise.as_ref().map(|n| n.epsilon_milli),
+        epsilon_milli: view.privacy.record_epsilon_milli(),
+        budget: budget_of_view(view),
     };
     // A point whose value and peak are published under the privacy rules (each may be
     // suppressed).
@@ -135,8 +188,10 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
 pub fn insert(conn: &Connection, points: &[Point]) -> Result<()> {
     let mut q = conn.prepare_cached(
         "INSERT OR REPLACE INTO series (device, model, kind, class, start_ms, seq, length_ms,
-           partial, clock_jumps, n, value, value_sup, peak, peak_sup, k, epsilon_milli)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+           partial, clock_jumps, n, value, value_sup, peak, peak_sup, k, epsilon_milli,
+           budget_day, budget_milli, budget_spent_milli, withheld)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+           ?17, ?18, ?19, ?20)",
     )?;
     let mut keys = conn.prepare_cached(
         "INSERT OR IGNORE INTO series_keys (device, model, kind, class) VALUES (?1, ?2, ?3, ?4)",
@@ -165,16 +220,89 @@ pub fn insert(conn: &Connection, points: &[Point]) -> Result<()> {
             p.peak_suppressed,
             p.k as i64,
             p.epsilon_milli.map(|e| e as i64),
+            p.budget.as_ref().map(|b| b.day.as_str()),
+            p.budget.as_ref().map(|b| b.budget_milli as i64),
+            p.budget.as_ref().map(|b| b.spent_milli as i64),
+            p.budget.as_ref().map(|b| b.withheld),
         ])?;
     }
     Ok(())
 }
 
+/// The rows that stand for a withheld record's noised values: one per series of its model of
+/// a noised kind (none published by the record itself), or, when the model has none yet, one
+/// per noised kind the record names (an empty map in its bytes) with [`WITHHELD_CLASS`].
+pub fn withheld_points(
+    conn: &Connection,
+    view: &RecordView,
+    entry: &[u8],
+    published: &[Point],
+) -> Result<Vec<Point>> {
+    let Some(start_ms) = dates::parse(&view.window.start) else {
+        return Ok(Vec::new());
+    };
+    let template = Point {
+        device: view.device.clone(),
+        model: view.model.id.clone(),
+        kind: String::new(),
+        class: String::new(),
+        start_ms,
+        seq: view.seq,
+        length_ms: view.window.length_ms as i64,
+        partial: view.window.partial,
+        clock_jumps: view.window.clock_jumps,
+        n: 0,
+        value: None,
+        value_suppressed: false,
+        peak: None,
+        peak_suppressed: false,
+        k: view.privacy.k,
+        epsilon_milli: view.privacy.record_epsilon_milli(),
+        budget: budget_of_view(view),
+    };
+    if !template.withheld() {
+        return Ok(Vec::new());
+    }
+    let is_published =
+        |kind: &str, class: &str| published.iter().any(|p| p.kind == kind && p.class == class);
+    let point = |kind: &str, class: &str| Point {
+        kind: kind.to_owned(),
+        class: class.to_owned(),
+        ..template.clone()
+    };
+    let mut out: Vec<Point> = keys(conn, &view.device)?
+        .into_iter()
+        .filter(|k| k.model == view.model.id && NOISED_KINDS.contains(&k.kind.as_str()))
+        .filter(|k| !is_published(&k.kind, &k.class))
+        .map(|k| point(&k.kind, &k.class))
+        .collect();
+    if out.is_empty() {
+        // The record's bytes say which kinds it was asked for (an empty map each).
+        let named: Vec<String> = serde_json::from_slice::<serde_json::Value>(entry)
+            .ok()
+            .and_then(|v| {
+                v.get("aggregates")?
+                    .as_object()
+                    .map(|a| a.keys().cloned().collect())
+            })
+            .unwrap_or_default();
+        out = NOISED_KINDS
+            .iter()
+            .filter(|k| named.iter().any(|n| n == *k))
+            .filter(|k| !published.iter().any(|p| p.kind == **k))
+            .map(|k| point(k, WITHHELD_CLASS))
+            .collect();
+    }
+    Ok(out)
+}
+
 /// Called by ingest for every record it stores.
 pub fn on_store(tx: &Transaction, entry: &[u8]) -> Result<()> {
     if let Ok(view) = RecordView::parse(entry)
-        && let Some(p) = points(&view)
+        && let Some(mut p) = points(&view)
     {
+        let withheld = withheld_points(tx, &view, entry, &p)?;
+        p.extend(withheld);
         insert(tx, &p)?;
     }
     Ok(())
@@ -182,7 +310,21 @@ pub fn on_store(tx: &Transaction, entry: &[u8]) -> Result<()> {
 
 /// Fills the table from every stored record (the migration that introduced it).
 pub fn backfill(tx: &Transaction) -> Result<u64> {
-    let mut q = tx.prepare("SELECT entry FROM records")?;
+    backfill_where(tx, "")
+}
+
+/// Rewrites the rows of the records that carry a budget (the migration to schema version 3:
+/// their epsilon becomes the record's whole loss, their budget is added, withheld records get
+/// their rows). Records without a budget (v1, or without noise) keep the rows they have.
+pub fn backfill_budgets(tx: &Transaction) -> Result<u64> {
+    backfill_where(tx, "WHERE instr(entry, CAST('\"budget\":' AS BLOB)) > 0")
+}
+
+fn backfill_where(tx: &Transaction, filter: &str) -> Result<u64> {
+    // In (device, seq) order: a withheld record finds the series its predecessors filled.
+    let mut q = tx.prepare(&format!(
+        "SELECT entry FROM records {filter} ORDER BY device, seq"
+    ))?;
     let mut rows = q.query([])?;
     let mut n = 0;
     while let Some(r) = rows.next()? {
@@ -298,7 +440,8 @@ pub fn windows(
     order: Order,
 ) -> Result<Vec<Point>> {
     const COLUMNS: &str = "SELECT start_ms, seq, length_ms, partial, clock_jumps, n, value,
-           value_sup, peak, peak_sup, k, epsilon_milli
+           value_sup, peak, peak_sup, k, epsilon_milli, budget_day, budget_milli,
+           budget_spent_milli, withheld
          FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
            AND start_ms >= ?5 AND start_ms < ?6";
     let order = match order {
@@ -334,10 +477,94 @@ pub fn windows(
                 peak_suppressed: r.get(9)?,
                 k: r.get::<_, i64>(10)? as u64,
                 epsilon_milli: r.get::<_, Option<i64>>(11)?.map(|e| e as u64),
+                budget: budget_of(r, 12)?,
             })
         },
     )?;
     rows.collect()
+}
+
+/// The budget columns of a row, from column `at` on.
+fn budget_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Budget>> {
+    let day: Option<String> = r.get(at)?;
+    day.map(|day| -> rusqlite::Result<Budget> {
+        Ok(Budget {
+            day,
+            budget_milli: r.get::<_, Option<i64>>(at + 1)?.unwrap_or(0) as u64,
+            spent_milli: r.get::<_, Option<i64>>(at + 2)?.unwrap_or(0) as u64,
+            withheld: r.get::<_, Option<bool>>(at + 3)?.unwrap_or(false),
+        })
+    })
+    .transpose()
+}
+
+/// The budget of a model's pipeline as its latest window in `[from, to)` left it, and the most
+/// a window spent that day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BudgetState {
+    pub budget: Budget,
+    /// The latest window's length.
+    pub window_ms: i64,
+    /// The largest epsilon a window of that day spent (thousandths; 0: none was published).
+    pub max_epsilon_milli: u64,
+}
+
+/// The budget state of `model` on a device over `[from, to)`, from its latest window (over
+/// `keys`, the series to look at); `None` when that window carries no budget (v1, no noise).
+pub fn budget_state(
+    conn: &Connection,
+    device: &str,
+    keys: &[SeriesKey],
+    (from, to): (i64, i64),
+) -> Result<Option<BudgetState>> {
+    let mut latest = conn.prepare_cached(
+        "SELECT start_ms, seq, length_ms, budget_day, budget_milli, budget_spent_milli, withheld
+         FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
+           AND start_ms >= ?5 AND start_ms < ?6
+         ORDER BY start_ms DESC, seq DESC LIMIT 1",
+    )?;
+    let mut best: Option<((i64, i64), i64, Option<Budget>)> = None;
+    for k in keys {
+        let row = latest
+            .query_row(params![device, k.model, k.kind, k.class, from, to], |r| {
+                Ok(((r.get(0)?, r.get(1)?), r.get(2)?, budget_of(r, 3)?))
+            })
+            .optional()?;
+        if let Some(row) = row
+            && best.as_ref().is_none_or(|b| row.0 > b.0)
+        {
+            best = Some(row);
+        }
+    }
+    let Some((_, window_ms, Some(budget))) = best else {
+        return Ok(None);
+    };
+    let day_start = dates::parse(&budget.day).unwrap_or(from);
+    let mut most = conn.prepare_cached(
+        "SELECT MAX(epsilon_milli) FROM series
+         WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
+           AND start_ms >= ?5 AND start_ms < ?6 AND withheld = 0",
+    )?;
+    let mut max_epsilon_milli = 0;
+    for k in keys {
+        let m: Option<i64> = most.query_row(
+            params![
+                device,
+                k.model,
+                k.kind,
+                k.class,
+                day_start.max(from),
+                (day_start + 86_400_000).min(to)
+            ],
+            |r| r.get(0),
+        )?;
+        max_epsilon_milli = max_epsilon_milli.max(m.unwrap_or(0) as u64);
+    }
+    Ok(Some(BudgetState {
+        budget,
+        window_ms,
+        max_epsilon_milli,
+    }))
 }
 
 /// One bucket of a series: the windows starting in `[start_ms, start_ms + bucket)`.
@@ -354,7 +581,10 @@ pub struct Bucket {
     pub peak: Option<i64>,
     pub n: u64,
     pub k_max: u64,
+    /// The smallest epsilon of the windows that published their values.
     pub epsilon_milli_min: Option<u64>,
+    /// Windows whose values were withheld (the day's privacy budget was exhausted).
+    pub withheld: u64,
 }
 
 impl Bucket {
@@ -382,7 +612,8 @@ pub fn buckets(
 ) -> Result<Vec<Bucket>> {
     let mut q = conn.prepare_cached(
         "SELECT (start_ms - ?5) / ?7 AS b, COUNT(*), SUM(value_sup), COUNT(value),
-           TOTAL(value), MAX(peak), SUM(n), MAX(k), MIN(epsilon_milli)
+           TOTAL(value), MAX(peak), SUM(n), MAX(k),
+           MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld)
          FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
            AND start_ms >= ?5 AND start_ms < ?6
          GROUP BY b ORDER BY b",
@@ -400,6 +631,7 @@ pub fn buckets(
                 n: r.get::<_, i64>(6)? as u64,
                 k_max: r.get::<_, i64>(7)? as u64,
                 epsilon_milli_min: r.get::<_, Option<i64>>(8)?.map(|e| e as u64),
+                withheld: r.get::<_, f64>(9)? as u64,
             })
         },
     )?;

@@ -70,8 +70,10 @@ CREATE INDEX IF NOT EXISTS health_alarms_cleared ON health_alarms (cleared_ms);
 CREATE INDEX IF NOT EXISTS records_model ON records (device, model, stored_ms);
 ";
 
-/// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes (`PRAGMA user_version`). Version 3: the privacy budget
+/// of each series row (`crate::db::series::SCHEMA_V3`), and each row's epsilon the record's
+/// whole loss (record v2).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Opens (or creates) the database, migrating it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path) -> Result<Connection> {
@@ -102,12 +104,22 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
         tx.execute_batch(crate::db::series::SCHEMA)?;
-        crate::db::series::backfill(&tx)?;
         tx.pragma_update(None, "user_version", 1)?;
     }
     if version < 2 {
         tx.execute_batch(SCHEMA_V2)?;
         tx.pragma_update(None, "user_version", 2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(crate::db::series::SCHEMA_V3)?;
+        tx.pragma_update(None, "user_version", 3)?;
+    }
+    // The series rows, once the table has every column: all of them for a database from
+    // before the table, those of records with a budget for one from before version 3.
+    if version < 1 {
+        crate::db::series::backfill(&tx)?;
+    } else if version < 3 {
+        crate::db::series::backfill_budgets(&tx)?;
     }
     tx.commit()
 }

@@ -63,6 +63,12 @@ fn window_json(p: &Point) -> Value {
         "peak": value_json(p.peak, p.peak_suppressed, p.k),
         "k": p.k,
         "epsilon": p.epsilon_milli.map(|e| e as f64 / 1000.0),
+        "budget": p.budget.as_ref().map(|b| json!({
+            "day": b.day,
+            "epsilon": b.budget_milli as f64 / 1000.0,
+            "spent": b.spent_milli as f64 / 1000.0,
+            "withheld": b.withheld,
+        })),
     })
 }
 
@@ -82,6 +88,7 @@ fn bucket_json(kind: &str, b: &series::Bucket, bucket_ms: i64) -> Value {
         "n": b.n,
         "k": b.k_max,
         "epsilon_min": b.epsilon_milli_min.map(|e| e as f64 / 1000.0),
+        "withheld_windows": b.withheld,
     })
 }
 

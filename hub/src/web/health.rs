@@ -73,7 +73,7 @@ pub fn open_alarms(conn: &Connection, now_ms: i64) -> Result<Vec<(HealthAlarm, S
     Ok(out)
 }
 
-fn entier(n: u64) -> String {
+pub(super) fn entier(n: u64) -> String {
     // Groups of three digits separated by a narrow no-break space, as French writes numbers.
     let digits = n.to_string();
     let mut out = String::new();

@@ -164,8 +164,11 @@ pub struct SeriesView {
     pub to: i64,
     pub bucket_ms: i64,
     pub buckets: Vec<series::Bucket>,
-    /// Distinct (k, epsilon in thousandths) of the windows in the period.
+    /// Distinct (k, epsilon in thousandths) of the windows in the period that published
+    /// their values.
     pub privacy: Vec<(u64, Option<u64>)>,
+    /// The daily privacy budget as the latest window of the period left it (record v2).
+    pub budget: Option<series::BudgetState>,
 }
 
 /// The window length of a series (its latest window's).
@@ -189,7 +192,8 @@ pub fn privacy_in(
 ) -> WebResult<Vec<(u64, Option<u64>)>> {
     let mut q = conn.prepare_cached(
         "SELECT DISTINCT k, epsilon_milli FROM series WHERE device = ?1 AND model = ?2
-           AND kind = ?3 AND class = ?4 AND start_ms >= ?5 AND start_ms < ?6 LIMIT 8",
+           AND kind = ?3 AND class = ?4 AND start_ms >= ?5 AND start_ms < ?6
+           AND withheld IS NOT 1 LIMIT 8",
     )?;
     let rows = q.query_map(
         params![device, key.model, key.kind, key.class, from, to],
@@ -226,6 +230,7 @@ pub fn series_view(
     }
     let buckets = series::buckets(conn, device, &info.key, from, to, bucket_ms)?;
     let privacy = privacy_in(conn, device, &info.key, from, to)?;
+    let budget = series::budget_state(conn, device, std::slice::from_ref(&info.key), (from, to))?;
     Ok(SeriesView {
         info,
         from,
@@ -233,6 +238,7 @@ pub fn series_view(
         bucket_ms,
         buckets,
         privacy,
+        budget,
     })
 }
 
@@ -244,7 +250,7 @@ pub fn privacy_text(p: &[(u64, Option<u64>)]) -> String {
         .map(|(k, e)| {
             let noise = match e {
                 Some(e) => format!(
-                    "geometric noise, ε = {}.{:03} per count and window",
+                    "geometric noise, ε = {}.{:03} per window",
                     e / 1000,
                     e % 1000
                 ),
@@ -255,6 +261,52 @@ pub fn privacy_text(p: &[(u64, Option<u64>)]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Thousandths in French: `1 234,5` (groups of three digits, a decimal comma, no trailing
+/// zero).
+pub fn milli_fr(m: u64) -> String {
+    let int = health::entier(m / 1000);
+    match m % 1000 {
+        0 => int,
+        f => format!("{int},{}", format!("{f:03}").trim_end_matches('0')),
+    }
+}
+
+/// What a withheld window says, in its row of the latest windows.
+pub const WITHHELD_FR: &str =
+    "Budget du jour épuisé : les comptes de cette fenêtre ne sont pas publiés.";
+
+/// The privacy budget in one plain French sentence (the budget's day is a UTC day, written
+/// `30/11/2026`); a second one when the latest window was withheld.
+pub fn budget_text(b: &series::BudgetState) -> String {
+    let day = match b.budget.day.split('-').collect::<Vec<_>>()[..] {
+        [y, m, d] => format!("{d}/{m}/{y}"),
+        _ => b.budget.day.clone(),
+    };
+    let percent = match (b.budget.spent_milli, b.budget.budget_milli) {
+        (_, 0) => "-".to_owned(),
+        (s, t) if s > 0 && s * 100 < t => "moins de 1".to_owned(),
+        (s, t) => ((s * 100 + t / 2) / t).to_string(),
+    };
+    let mut text = format!(
+        "Protection de la vie privée : chaque fenêtre de {} dépense au plus ε = {} ; \
+         budget de {} par jour et par chaîne ; dépensé le {day} : {} ({percent} %).",
+        dates::duree((b.window_ms.max(0) / 1000) as u64),
+        milli_fr(b.max_epsilon_milli),
+        milli_fr(b.budget.budget_milli),
+        milli_fr(b.budget.spent_milli),
+    );
+    if b.budget.withheld {
+        text.push_str(
+            " Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés.",
+        );
+    }
+    text
+}
+
+/// The title of a budget sentence: which day it counts.
+const BUDGET_DAY_FR: &str =
+    "Le budget est compté par journée UTC : de 1 h à 1 h, heure de Paris (2 h en été).";
 
 fn kind_label(kind: &str) -> &str {
     match kind {
@@ -379,6 +431,9 @@ pub async fn device(
             section.series data-model=(k.model) data-kind=(k.kind) data-class=(k.class) {
                 h3 { (k.model) " · " (k.class) " · " (kind_label(&k.kind)) }
                 p.privacy { "Privacy: " (privacy_text(&v.privacy)) }
+                @if let Some(b) = &v.budget {
+                    p.budget lang="fr" title=(BUDGET_DAY_FR) data-withheld=(b.budget.withheld) { (budget_text(b)) }
+                }
                 p.meta {
                     (v.buckets.len()) " point(s), one per " (dates::human_duration(v.bucket_ms))
                     @if k.kind == "count" { " (sum of the windows)" } @else { " (mean of the windows)" }
@@ -404,7 +459,7 @@ pub async fn device(
                     thead { tr { th { "Window start" } th { "Length" } th { "Value" } th { "Peak" } th { "Observations" } th { "k" } th { "ε" } th { "Notes" } } }
                     tbody {
                         @for r in rows {
-                            tr data-start=(r.start_ms) data-seq=(r.seq) {
+                            tr data-start=(r.start_ms) data-seq=(r.seq) data-withheld=[r.withheld().then_some("true")] {
                                 td { (dates::format(r.start_ms)) }
                                 td { (dates::human_duration(r.length_ms)) }
                                 td.num.value class=[r.value_suppressed.then_some("suppressed")] { (series::display(r.value, r.value_suppressed, r.k)) }
@@ -413,6 +468,7 @@ pub async fn device(
                                 td.num { (r.k) }
                                 td.num { @match r.epsilon_milli { Some(e) => (format!("{}.{:03}", e / 1000, e % 1000)), None => "-" } }
                                 td {
+                                    @if r.withheld() { span.withheld lang="fr" { (WITHHELD_FR) } " " }
                                     @if r.partial { "partial window " }
                                     @if r.clock_jumps > 0 { "clock jump(s): " (r.clock_jumps) }
                                 }
@@ -473,6 +529,9 @@ pub async fn register(
                             h4 { (m.card.id) @if let Some(v) = &m.card.version { " version " (v) } }
                             table.facts {
                                 tr { th { "Results since" } td.since { (m.since.as_deref().unwrap_or("no result yet")) } }
+                                @if let Some(b) = &m.budget {
+                                    tr { th lang="fr" { "Vie privée" } td.budget lang="fr" title=(BUDGET_DAY_FR) data-withheld=(b.budget.withheld) { (budget_text(b)) } }
+                                }
                                 tr { th { "Purpose" } td.purpose { (m.card.purpose.as_deref().unwrap_or("not stated at enrolment")) } }
                                 tr { th { "Never used for" } td { @if m.card.never_for.is_empty() { "-" } @else { ul { @for n in &m.card.never_for { li { (n) } } } } } }
                                 tr { th { "Owner" } td.owner { (m.card.owner.as_deref().unwrap_or("not stated")) } }
@@ -578,8 +637,43 @@ svg.chart polyline.line { fill: none; stroke: #000091; stroke-width: 1.5; }
 svg.chart circle.point { fill: #000091; }
 svg.chart circle.point.suppressed { fill: #fff; stroke: #ce0500; stroke-width: 1.5; }
 pre { background: #f0f0f0; padding: .6em; overflow-x: auto; }
-p.privacy { color: #b34000; }
+p.privacy, p.budget { color: #b34000; }
+span.withheld { color: #b34000; font-style: italic; }
 form.inline { display: inline; }
 textarea { width: 100%; max-width: 700px; }
 .error { color: #ce0500; }
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(spent: u64, withheld: bool) -> series::BudgetState {
+        series::BudgetState {
+            budget: series::Budget {
+                day: "2026-11-30".into(),
+                budget_milli: 8_640_000,
+                spent_milli: spent,
+                withheld,
+            },
+            window_ms: 10_000,
+            max_epsilon_milli: 1000,
+        }
+    }
+
+    #[test]
+    fn the_budget_in_one_french_sentence() {
+        assert_eq!(
+            budget_text(&state(1_234_500, false)),
+            "Protection de la vie privée : chaque fenêtre de 10 s dépense au plus ε = 1 ; \
+             budget de 8\u{202f}640 par jour et par chaîne ; dépensé le 30/11/2026 : \
+             1\u{202f}234,5 (14 %)."
+        );
+        assert!(budget_text(&state(1, false)).ends_with(" : 0,001 (moins de 1 %)."));
+        assert!(budget_text(&state(8_640_000, true)).ends_with(
+            "(100 %). Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés."
+        ));
+        assert_eq!(milli_fr(0), "0");
+        assert_eq!(milli_fr(1_000_050), "1\u{202f}000,05");
+    }
+}

@@ -231,3 +231,91 @@ impl Fixture {
         hub::db::store::open(&self.db).expect("db")
     }
 }
+
+/// The device of [`Fixture::add_v2_device`]: record v2, 10-second windows, a daily budget.
+pub const V2_DEVICE: &str = "v2-1";
+pub const V2_TERRITORY: &str = "fr-lyon";
+pub const V2_WINDOW_MS: i64 = 10_000;
+/// Its daily budget (ε = 8640) and what the day had spent before its first record.
+pub const V2_BUDGET_MILLI: u64 = 8_640_000;
+pub const V2_SPENT_BEFORE: u64 = 8_635_000;
+/// Each record noises 3 values (count max and total, presence) at 0.333: 0.999 in all.
+pub const V2_PER_VALUE_MILLI: u64 = 333;
+pub const V2_RECORDS: u64 = 7;
+/// Records 0 to 4 are paid for; from record 5 the budget cannot pay 0.999: withheld.
+pub const V2_PAID: u64 = 5;
+
+/// The canonical v2 record of window `i` of [`V2_DEVICE`]: published while the day's budget
+/// pays for it, withheld (empty count and presence maps, no noise) after.
+pub fn record_v2(i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let withheld = i >= V2_PAID;
+    let epsilon = V2_PER_VALUE_MILLI * 3;
+    let spent = V2_SPENT_BEFORE + epsilon * (i + 1).min(V2_PAID);
+    let (aggregates, epsilon, noise) = if withheld {
+        (
+            json!({"count": {}, "presence_share": {}}),
+            0,
+            serde_json::Value::Null,
+        )
+    } else {
+        (
+            json!({
+                "count": {"face": {"frames": 100, "max": 4, "total": 40 + i}},
+                "presence_share": {"face": {"frames": 100, "present_frames": 50, "share_ppm": 500_000}},
+            }),
+            epsilon,
+            json!({"mechanism": "geometric", "epsilon_milli": V2_PER_VALUE_MILLI, "values": 3}),
+        )
+    };
+    let v = json!({
+        "v": 2, "type": "aggregate", "device": V2_DEVICE, "territory": V2_TERRITORY, "seq": i,
+        "model": {"id": MODEL, "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(T0 + i as i64 * V2_WINDOW_MS),
+                   "length_ms": V2_WINDOW_MS, "partial": false, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": aggregates,
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "unit": "person-window", "epsilon_milli": epsilon, "noise": noise,
+                    "budget": {"day": "2026-03-01", "epsilon_milli": V2_BUDGET_MILLI,
+                               "spent_milli": spent, "withheld": withheld}},
+    });
+    let bytes = aggregate::canonical::to_vec(&v).expect("canonical");
+    aggregate::RecordView::parse(&bytes).expect("a valid v2 record");
+    bytes
+}
+
+impl Fixture {
+    /// Enrols [`V2_DEVICE`] and ingests its [`V2_RECORDS`] v2 records as MQTT delivers them.
+    pub fn add_v2_device(&self) {
+        let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))
+            .expect("card");
+        let key = key_for(&hub_link::origin(V2_TERRITORY, V2_DEVICE), 21);
+        hub::enrolment::enroll(
+            &self.devices_path,
+            RawDevice {
+                id: V2_DEVICE.into(),
+                territory: V2_TERRITORY.into(),
+                key: key.verifier().to_string(),
+                enrolled: Some("2026-02-28T12:00:00Z".into()),
+                site: None,
+                retired_keys: vec![],
+                models: vec![card.clone()],
+            },
+        )
+        .expect("enroll");
+        let enrolment = Enrolment::load(&self.devices_path).expect("enrolment");
+        let version = card.version.clone().unwrap_or_default();
+        let mut conn = self.conn();
+        let tx = conn.transaction().expect("tx");
+        let topic = hub_link::agg_topic(V2_TERRITORY, V2_DEVICE, MODEL);
+        for i in 0..V2_RECORDS {
+            let entry = record_v2(i, &card.sha256, &version);
+            let sig = audit::sign_entry(&key, &entry);
+            let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
+            let (o, _) =
+                hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
+            assert_eq!(o.stored, 1, "v2 record {i} stored");
+        }
+        tx.commit().expect("commit");
+        *self.enrolment.write().unwrap() = enrolment;
+    }
+}
