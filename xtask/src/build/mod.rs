@@ -31,8 +31,11 @@ pub const TOOLCHAINS: &[Toolchain] = &[
         sysroot: "/usr/aarch64-linux-gnu",
         needs: &[
             ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+            // The C library's headers (ring's and alsa-sys's C code), not only its shared
+            // object: the compiler's package pulls `libc6-arm64-cross` in, but the headers
+            // only as a recommendation that `--no-install-recommends` skips.
             (
-                "/usr/aarch64-linux-gnu/lib/libc.so.6",
+                "/usr/aarch64-linux-gnu/include/stdio.h",
                 "libc6-dev-arm64-cross",
             ),
             // The agent's ALSA capture links libasound (pkg-config finds it through
@@ -54,7 +57,7 @@ pub const TOOLCHAINS: &[Toolchain] = &[
         needs: &[
             ("arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf"),
             (
-                "/usr/arm-linux-gnueabihf/lib/libc.so.6",
+                "/usr/arm-linux-gnueabihf/include/stdio.h",
                 "libc6-dev-armhf-cross",
             ),
             (
