@@ -510,23 +510,24 @@ mod tests {
     }
 
     fn rules(k: u64) -> Rules {
-        Rules::validate(
-            &RawRules {
-                k,
-                count_step: 1,
-                share_step_ppm: 1,
-                level_step_milli: 1,
-                unit: None,
-                noise: None,
-            },
-            &[Kind::Count, Kind::PresenceShare],
-            60_000,
-        )
-        .unwrap()
+        rules_with(k, None)
     }
 
     /// Rules with noise of `epsilon` per record and `budget` per day.
     fn noisy(k: u64, epsilon: f64, budget: f64) -> Rules {
+        rules_with(
+            k,
+            Some(crate::privacy::RawNoise {
+                mechanism: "geometric".into(),
+                epsilon,
+                budget_per_day: Some(budget),
+                sensitivity: None,
+            }),
+        )
+    }
+
+    /// Exact steps and threshold `k` for counts and presence in one-minute windows.
+    fn rules_with(k: u64, noise: Option<crate::privacy::RawNoise>) -> Rules {
         Rules::validate(
             &RawRules {
                 k,
@@ -534,12 +535,7 @@ mod tests {
                 share_step_ppm: 1,
                 level_step_milli: 1,
                 unit: None,
-                noise: Some(crate::privacy::RawNoise {
-                    mechanism: "geometric".into(),
-                    epsilon,
-                    budget_per_day: Some(budget),
-                    sensitivity: None,
-                }),
+                noise,
             },
             &[Kind::Count, Kind::PresenceShare],
             60_000,

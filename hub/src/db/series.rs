@@ -115,16 +115,15 @@ fn budget_of_view(view: &RecordView) -> Option<Budget> {
     })
 }
 
-/// The rows of one parsed record. `None` when its window label is not a date (cannot happen
-/// for a record that parsed: the aggregator writes it; the hub then stores no row for it).
-pub fn points(view: &RecordView) -> Option<Vec<Point>> {
-    let start_ms = dates::parse(&view.window.start)?;
-    let base = |kind: &str, class: &str| Point {
+/// A row of the record's window with no kind, class or value yet: what every row of a record
+/// shares. `None` when the window label is not a date.
+fn window_point(view: &RecordView) -> Option<Point> {
+    Some(Point {
         device: view.device.clone(),
         model: view.model.id.clone(),
-        kind: kind.to_owned(),
-        class: class.to_owned(),
-        start_ms,
+        kind: String::new(),
+        class: String::new(),
+        start_ms: dates::parse(&view.window.start)?,
         seq: view.seq,
         length_ms: view.window.length_ms as i64,
         partial: view.window.partial,
@@ -137,6 +136,17 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
         k: view.privacy.k,
         epsilon_milli: view.privacy.record_epsilon_milli(),
         budget: budget_of_view(view),
+    })
+}
+
+/// The rows of one parsed record. `None` when its window label is not a date (cannot happen
+/// for a record that parsed: the aggregator writes it; the hub then stores no row for it).
+pub fn points(view: &RecordView) -> Option<Vec<Point>> {
+    let template = window_point(view)?;
+    let base = |kind: &str, class: &str| Point {
+        kind: kind.to_owned(),
+        class: class.to_owned(),
+        ..template.clone()
     };
     // A point whose value and peak are published under the privacy rules (each may be
     // suppressed).
@@ -238,27 +248,8 @@ pub fn withheld_points(
     entry: &[u8],
     published: &[Point],
 ) -> Result<Vec<Point>> {
-    let Some(start_ms) = dates::parse(&view.window.start) else {
+    let Some(template) = window_point(view) else {
         return Ok(Vec::new());
-    };
-    let template = Point {
-        device: view.device.clone(),
-        model: view.model.id.clone(),
-        kind: String::new(),
-        class: String::new(),
-        start_ms,
-        seq: view.seq,
-        length_ms: view.window.length_ms as i64,
-        partial: view.window.partial,
-        clock_jumps: view.window.clock_jumps,
-        n: 0,
-        value: None,
-        value_suppressed: false,
-        peak: None,
-        peak_suppressed: false,
-        k: view.privacy.k,
-        epsilon_milli: view.privacy.record_epsilon_milli(),
-        budget: budget_of_view(view),
     };
     if !template.withheld() {
         return Ok(Vec::new());
