@@ -27,26 +27,11 @@ pub struct Image {
     pub rgb: Vec<u8>,
 }
 
-/// The names this card's observations are published under, in the card's order: the labels
-/// of the outputs whose values become observations (a speech probability; CenterFace's
-/// heatmap, its first head). Nothing else can become a key of a record
+/// The names this card's observations are published under, in the card's order (see
+/// [`modelcard::Card::published_labels`]). Nothing else can become a key of a record
 /// ([`aggregate::Labels`]).
 pub fn observed_labels(card: &Card) -> Vec<String> {
-    if let Some(m) = &card.measurement {
-        return m.levels.clone();
-    }
-    let speech = card
-        .outputs
-        .iter()
-        .filter(|o| o.postprocess == Postprocess::SpeechProbability);
-    let heatmap = card
-        .outputs
-        .iter()
-        .find(|o| o.postprocess == Postprocess::CenterFace);
-    speech
-        .chain(heatmap)
-        .flat_map(|o| o.labels.iter().cloned())
-        .collect()
+    card.published_labels()
 }
 
 /// Reads a PNG or JPEG file.
