@@ -95,8 +95,26 @@ struct RawPipeline {
     window: String,
     #[serde(default)]
     threshold: Option<f32>,
+    /// The classes published, a subset of the card's (a detector's).
+    #[serde(default)]
+    classes: Option<Vec<String>>,
+    /// Counting lines (`[[pipeline.line]]`), for `line_count`.
+    #[serde(default, rename = "line")]
+    lines: Vec<RawLine>,
     source: RawSource,
     privacy: RawRules,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    name: String,
+    from: [f64; 2],
+    to: [f64; 2],
+    #[serde(rename = "in")]
+    in_side: String,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -205,8 +223,12 @@ pub struct Pipeline {
     pub name: String,
     pub card: Card,
     pub kinds: Vec<Kind>,
-    /// The closed set of names its records may hold: the card's observed labels.
+    /// The closed set of names its records may hold: its classes and its lines' names.
     pub labels: Labels,
+    /// The classes it publishes: the card's published labels, or the subset the config names.
+    pub classes: Vec<String>,
+    /// Counting lines, in frame pixels; their classes index `classes`.
+    pub lines: Vec<counting::Line>,
     pub window_ms: u64,
     pub threshold: f32,
     pub source: Source,
@@ -317,11 +339,37 @@ impl Config {
                     "ask for at least one aggregate".into(),
                 ));
             }
-            let labels = Labels::new(crate::pipeline::observed_labels(&card)).map_err(|e| {
+            let published = crate::pipeline::observed_labels(&card);
+            let classes = match &p.classes {
+                None => published,
+                Some(cs) => {
+                    if cs.is_empty() {
+                        return Err(err(f("classes"), "name at least one class (or leave `classes` out for all of the card's)".into()));
+                    }
+                    for (j, c) in cs.iter().enumerate() {
+                        if !published.contains(c) || cs[..j].contains(c) {
+                            return Err(err(
+                                format!("pipeline[{i}].classes[{j}]"),
+                                format!(
+                                    "`{c}` is not one of the classes model card {} publishes ({}), or is named twice",
+                                    card.path.display(),
+                                    published.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    cs.clone()
+                }
+            };
+            let lines = lines(&p.lines, &classes, &|field, msg| {
+                err(format!("pipeline[{i}].line{field}"), msg)
+            })?;
+            let names = classes.iter().chain(lines.iter().map(|l| &l.name));
+            let labels = Labels::new(names).map_err(|e| {
                 err(
                     f("model"),
                     format!(
-                        "model card {}: the labels of its outputs: {e}",
+                        "model card {}: the names its records would hold (its classes and the lines'): {e}",
                         card.path.display()
                     ),
                 )
@@ -345,6 +393,21 @@ impl Config {
                     ));
                 }
                 kinds.push(kind);
+            }
+            let counts_lines = kinds.contains(&Kind::LineCount);
+            if counts_lines == lines.is_empty() {
+                return Err(err(
+                    if counts_lines {
+                        f("line")
+                    } else {
+                        f("aggregates")
+                    },
+                    if counts_lines {
+                        "aggregate `line_count` needs at least one [[pipeline.line]]".into()
+                    } else {
+                        "counting lines are published by aggregate `line_count`: add it to `aggregates`".into()
+                    },
+                ));
             }
             let window_ms = parse_duration_ms(&p.window).ok_or_else(|| {
                 err(
@@ -404,6 +467,8 @@ impl Config {
                 card,
                 kinds,
                 labels,
+                classes,
+                lines,
                 window_ms,
                 threshold,
                 source,
@@ -422,6 +487,78 @@ impl Config {
             pipelines,
         })
     }
+}
+
+/// Validates the counting lines: label-safe, unique names distinct from the classes, two
+/// distinct points, an "in" side, classes among the pipeline's.
+fn lines(
+    raw: &[RawLine],
+    classes: &[String],
+    err: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Vec<counting::Line>, ConfigError> {
+    let mut out: Vec<counting::Line> = Vec::new();
+    for (j, l) in raw.iter().enumerate() {
+        let f = |name: &str| format!("[{j}].{name}");
+        if aggregate::Labels::new([&l.name]).is_err() {
+            return Err(err(
+                f("name"),
+                "1 to 64 characters among letters, digits, `_`, `-` and `.`".into(),
+            ));
+        }
+        if out.iter().any(|o| o.name == l.name) || classes.contains(&l.name) {
+            return Err(err(
+                f("name"),
+                format!(
+                    "`{}` is already the name of another line or of a class",
+                    l.name
+                ),
+            ));
+        }
+        let in_side = match l.in_side.as_str() {
+            "left" => counting::Side::Left,
+            "right" => counting::Side::Right,
+            other => {
+                return Err(err(
+                    f("in"),
+                    format!(
+                        "`{other}` is not a side: \"left\" or \"right\" (seen on the image, facing from `from` to `to`)"
+                    ),
+                ));
+            }
+        };
+        let mut idx = Vec::new();
+        for (k, c) in l.classes.iter().flatten().enumerate() {
+            match classes.iter().position(|x| x == c) {
+                Some(n) if !idx.contains(&n) => idx.push(n),
+                _ => {
+                    return Err(err(
+                        format!("[{j}].classes[{k}]"),
+                        format!(
+                            "`{c}` is not one of the pipeline's classes ({}), or is named twice",
+                            classes.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if l.classes.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(err(
+                f("classes"),
+                "name at least one class (or leave `classes` out for all)".into(),
+            ));
+        }
+        let point = |v: [f64; 2]| [v[0] as f32, v[1] as f32];
+        let line = counting::Line::new(&l.name, point(l.from), point(l.to), idx, in_side)
+            .map_err(|e| err(f("to"), e.to_string()))?;
+        if l.from.iter().chain(&l.to).any(|v| *v < 0.0) {
+            return Err(err(
+                f("from"),
+                "points are in frame pixels, from the top-left corner: no negative values".into(),
+            ));
+        }
+        out.push(line);
+    }
+    Ok(out)
 }
 
 fn source(
