@@ -319,3 +319,80 @@ impl Fixture {
         *self.enrolment.write().unwrap() = enrolment;
     }
 }
+
+/// A counting device: one line `rue` counting person and bicycle, 15-minute windows, `k` 3,
+/// no noise (record v3).
+pub const LINE_DEVICE: &str = "cpt-1";
+pub const LINE_TERRITORY: &str = "fr-lyon";
+pub const LINE_MODEL: &str = "nanodet";
+pub const LINE_RECORDS: u64 = 4;
+
+/// People in across the line in window `i` (always published), and bicycles out (below `k`,
+/// hence suppressed, in even windows).
+pub fn line_people_in(i: u64) -> u64 {
+    5 + i
+}
+
+pub fn line_bicycles_out(i: u64) -> Option<u64> {
+    (i % 2 == 1).then_some(3 + i)
+}
+
+/// The canonical v3 record of window `i` of [`LINE_DEVICE`].
+pub fn record_v3_lines(i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let bikes_out = match line_bicycles_out(i) {
+        Some(v) => json!(v),
+        None => json!("suppressed"),
+    };
+    let v = json!({
+        "v": 3, "type": "aggregate", "device": LINE_DEVICE, "territory": LINE_TERRITORY, "seq": i,
+        "model": {"id": LINE_MODEL, "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(T0 + i as i64 * WINDOW_MS),
+                   "length_ms": WINDOW_MS, "partial": false, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": {"line_count": {"rue": {
+            "bicycle": {"in": "suppressed", "out": bikes_out},
+            "person": {"in": line_people_in(i), "out": 4},
+        }}},
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "unit": "none", "epsilon_milli": 0, "noise": null},
+    });
+    let bytes = aggregate::canonical::to_vec(&v).expect("canonical");
+    aggregate::RecordView::parse(&bytes).expect("a valid v3 record");
+    bytes
+}
+
+impl Fixture {
+    /// Enrols [`LINE_DEVICE`] with the NanoDet card and ingests its [`LINE_RECORDS`] records.
+    pub fn add_line_device(&self) {
+        let card =
+            hub::enrolment::cards::load(&repo().join("models/nanodet/card.toml")).expect("card");
+        let key = key_for(&hub_link::origin(LINE_TERRITORY, LINE_DEVICE), 31);
+        hub::enrolment::enroll(
+            &self.devices_path,
+            RawDevice {
+                id: LINE_DEVICE.into(),
+                territory: LINE_TERRITORY.into(),
+                key: key.verifier().to_string(),
+                enrolled: Some("2026-02-28T12:00:00Z".into()),
+                site: None,
+                retired_keys: vec![],
+                models: vec![card.clone()],
+            },
+        )
+        .expect("enroll");
+        let enrolment = Enrolment::load(&self.devices_path).expect("enrolment");
+        let version = card.version.clone().unwrap_or_default();
+        let mut conn = self.conn();
+        let tx = conn.transaction().expect("tx");
+        let topic = hub_link::agg_topic(LINE_TERRITORY, LINE_DEVICE, LINE_MODEL);
+        for i in 0..LINE_RECORDS {
+            let entry = record_v3_lines(i, &card.sha256, &version);
+            let sig = audit::sign_entry(&key, &entry);
+            let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
+            let (o, _) =
+                hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
+            assert_eq!(o.stored, 1, "v3 record {i} stored");
+        }
+        tx.commit().expect("commit");
+        *self.enrolment.write().unwrap() = enrolment;
+    }
+}
