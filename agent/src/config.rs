@@ -101,8 +101,20 @@ struct RawPipeline {
     /// Counting lines (`[[pipeline.line]]`), for `line_count`.
     #[serde(default, rename = "line")]
     lines: Vec<RawLine>,
+    /// Counting zones (`[[pipeline.zone]]`), for `line_count` too.
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
     source: RawSource,
     privacy: RawRules,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: String,
+    points: Vec<[f64; 2]>,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -361,9 +373,32 @@ impl Config {
                     cs.clone()
                 }
             };
-            let lines = lines(&p.lines, &classes, &|field, msg| {
+            let mut lines = lines(&p.lines, &classes, &|field, msg| {
                 err(format!("pipeline[{i}].line{field}"), msg)
             })?;
+            for (j, z) in p.zones.iter().enumerate() {
+                let f = |name: &str| format!("pipeline[{i}].zone[{j}].{name}");
+                let taken: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
+                check_name(&z.name, &taken, &classes).map_err(|m| err(f("name"), m))?;
+                let idx = class_indices(z.classes.as_deref(), &classes)
+                    .map_err(|(k, m)| err(format!("pipeline[{i}].zone[{j}].classes{k}"), m))?;
+                if z.points.iter().flatten().any(|v| *v < 0.0) {
+                    return Err(err(
+                        f("points"),
+                        "points are in frame pixels, from the top-left corner: no negative values"
+                            .into(),
+                    ));
+                }
+                let points = z
+                    .points
+                    .iter()
+                    .map(|v| [v[0] as f32, v[1] as f32])
+                    .collect();
+                lines.push(
+                    counting::Line::zone(&z.name, points, idx)
+                        .map_err(|e| err(f("points"), e.to_string()))?,
+                );
+            }
             let names = classes.iter().chain(lines.iter().map(|l| &l.name));
             let labels = Labels::new(names).map_err(|e| {
                 err(
@@ -403,9 +438,9 @@ impl Config {
                         f("aggregates")
                     },
                     if counts_lines {
-                        "aggregate `line_count` needs at least one [[pipeline.line]]".into()
+                        "aggregate `line_count` needs at least one [[pipeline.line]] or [[pipeline.zone]]".into()
                     } else {
-                        "counting lines are published by aggregate `line_count`: add it to `aggregates`".into()
+                        "counting lines and zones are published by aggregate `line_count`: add it to `aggregates`".into()
                     },
                 ));
             }
@@ -489,6 +524,52 @@ impl Config {
     }
 }
 
+/// A line's or zone's name: label-safe, not taken by another line or zone, not a class.
+fn check_name(name: &str, taken: &[&str], classes: &[String]) -> Result<(), String> {
+    if aggregate::Labels::new([name]).is_err() {
+        return Err("1 to 64 characters among letters, digits, `_`, `-` and `.`".into());
+    }
+    if taken.contains(&name) || classes.iter().any(|c| c == name) {
+        return Err(format!(
+            "`{name}` is already the name of another line or zone, or of a class"
+        ));
+    }
+    Ok(())
+}
+
+/// The indices of a line's classes among the pipeline's (empty: all); on error, the field's
+/// index suffix and the message.
+fn class_indices(
+    wanted: Option<&[String]>,
+    classes: &[String],
+) -> Result<Vec<usize>, (String, String)> {
+    let Some(wanted) = wanted else {
+        return Ok(Vec::new());
+    };
+    if wanted.is_empty() {
+        return Err((
+            String::new(),
+            "name at least one class (or leave `classes` out for all)".into(),
+        ));
+    }
+    let mut idx = Vec::new();
+    for (k, c) in wanted.iter().enumerate() {
+        match classes.iter().position(|x| x == c) {
+            Some(n) if !idx.contains(&n) => idx.push(n),
+            _ => {
+                return Err((
+                    format!("[{k}]"),
+                    format!(
+                        "`{c}` is not one of the pipeline's classes ({}), or is named twice",
+                        classes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(idx)
+}
+
 /// Validates the counting lines: label-safe, unique names distinct from the classes, two
 /// distinct points, an "in" side, classes among the pipeline's.
 fn lines(
@@ -499,21 +580,8 @@ fn lines(
     let mut out: Vec<counting::Line> = Vec::new();
     for (j, l) in raw.iter().enumerate() {
         let f = |name: &str| format!("[{j}].{name}");
-        if aggregate::Labels::new([&l.name]).is_err() {
-            return Err(err(
-                f("name"),
-                "1 to 64 characters among letters, digits, `_`, `-` and `.`".into(),
-            ));
-        }
-        if out.iter().any(|o| o.name == l.name) || classes.contains(&l.name) {
-            return Err(err(
-                f("name"),
-                format!(
-                    "`{}` is already the name of another line or of a class",
-                    l.name
-                ),
-            ));
-        }
+        let taken: Vec<&str> = out.iter().map(|l| l.name.as_str()).collect();
+        check_name(&l.name, &taken, classes).map_err(|m| err(f("name"), m))?;
         let in_side = match l.in_side.as_str() {
             "left" => counting::Side::Left,
             "right" => counting::Side::Right,
@@ -526,36 +594,17 @@ fn lines(
                 ));
             }
         };
-        let mut idx = Vec::new();
-        for (k, c) in l.classes.iter().flatten().enumerate() {
-            match classes.iter().position(|x| x == c) {
-                Some(n) if !idx.contains(&n) => idx.push(n),
-                _ => {
-                    return Err(err(
-                        format!("[{j}].classes[{k}]"),
-                        format!(
-                            "`{c}` is not one of the pipeline's classes ({}), or is named twice",
-                            classes.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        if l.classes.as_ref().is_some_and(|c| c.is_empty()) {
-            return Err(err(
-                f("classes"),
-                "name at least one class (or leave `classes` out for all)".into(),
-            ));
-        }
-        let point = |v: [f64; 2]| [v[0] as f32, v[1] as f32];
-        let line = counting::Line::new(&l.name, point(l.from), point(l.to), idx, in_side)
-            .map_err(|e| err(f("to"), e.to_string()))?;
+        let idx = class_indices(l.classes.as_deref(), classes)
+            .map_err(|(k, m)| err(format!("[{j}].classes{k}"), m))?;
         if l.from.iter().chain(&l.to).any(|v| *v < 0.0) {
             return Err(err(
                 f("from"),
                 "points are in frame pixels, from the top-left corner: no negative values".into(),
             ));
         }
+        let point = |v: [f64; 2]| [v[0] as f32, v[1] as f32];
+        let line = counting::Line::new(&l.name, point(l.from), point(l.to), idx, in_side)
+            .map_err(|e| err(f("to"), e.to_string()))?;
         out.push(line);
     }
     Ok(out)

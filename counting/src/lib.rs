@@ -82,16 +82,26 @@ impl Side {
     }
 }
 
-/// A counting line set for the site.
+/// A counting line or zone set for the site: what is counted is objects crossing it, per
+/// class and direction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub name: String,
-    pub from: Point,
-    pub to: Point,
     /// The classes it counts (indices into the published classes); empty: all of them.
     pub classes: Vec<usize>,
-    /// Crossing into this side counts as "in"; into the other, "out".
-    pub in_side: Side,
+    pub shape: Shape,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// A segment: crossing into `in_side` counts as "in", into the other side as "out".
+    Segment {
+        from: Point,
+        to: Point,
+        in_side: Side,
+    },
+    /// A zone (a simple polygon): entering it counts as "in", leaving it as "out".
+    Zone { points: Vec<Point> },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -100,6 +110,8 @@ pub enum LineError {
     NotFinite(String),
     #[error("line `{0}`: its two points are the same (a line needs a length)")]
     Degenerate(String),
+    #[error("zone `{0}`: it needs at least 3 points enclosing an area")]
+    NoArea(String),
 }
 
 impl Line {
@@ -118,25 +130,73 @@ impl Line {
         }
         Ok(Line {
             name: name.into(),
-            from,
-            to,
             classes,
-            in_side,
+            shape: Shape::Segment { from, to, in_side },
         })
     }
 
+    /// A zone: a polygon of at least 3 points (in order around it) with an area.
+    pub fn zone(name: &str, points: Vec<Point>, classes: Vec<usize>) -> Result<Line, LineError> {
+        if !points.iter().flatten().all(|v| v.is_finite()) {
+            return Err(LineError::NotFinite(name.into()));
+        }
+        let area2: f32 = (0..points.len())
+            .map(|i| {
+                let (a, b) = (points[i], points[(i + 1) % points.len()]);
+                a[0] * b[1] - b[0] * a[1]
+            })
+            .sum();
+        if points.len() < 3 || area2.abs() < 1.0 {
+            return Err(LineError::NoArea(name.into()));
+        }
+        Ok(Line {
+            name: name.into(),
+            classes,
+            shape: Shape::Zone { points },
+        })
+    }
+
+    /// The segment's ends, or `None` for a zone.
+    fn ends(&self) -> Option<(Point, Point)> {
+        match self.shape {
+            Shape::Segment { from, to, .. } => Some((from, to)),
+            Shape::Zone { .. } => None,
+        }
+    }
+
     /// The signed area of (from, to, p): positive on the right side (y points down).
-    fn cross(&self, p: Point) -> f32 {
+    fn cross(from: Point, to: Point, p: Point) -> f32 {
         let (d, e) = (
-            [self.to[0] - self.from[0], self.to[1] - self.from[1]],
-            [p[0] - self.from[0], p[1] - self.from[1]],
+            [to[0] - from[0], to[1] - from[1]],
+            [p[0] - from[0], p[1] - from[1]],
         );
         d[0] * e[1] - d[1] * e[0]
     }
 
-    /// The side a box is wholly on, or `None` when the line's extension cuts it.
+    /// Where a box wholly is: for a segment, the side (`Left` / `Right`); for a zone, inside
+    /// (`Left`) or outside (`Right`). `None` when the box is astride the segment's extension or
+    /// the zone's edge.
+    fn region(&self, r: &Rect) -> Option<Side> {
+        match &self.shape {
+            Shape::Segment { .. } => self.side_of(r),
+            Shape::Zone { points } => {
+                let inside = r.corners().map(|p| in_polygon(points, p));
+                if inside.iter().all(|&i| i) {
+                    Some(Side::Left)
+                } else if inside.iter().all(|&i| !i) {
+                    Some(Side::Right)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// The side a box is wholly on, or `None` when the line's extension cuts it (or the line
+    /// is a zone).
     pub fn side_of(&self, r: &Rect) -> Option<Side> {
-        let c = r.corners().map(|p| self.cross(p));
+        let (from, to) = self.ends()?;
+        let c = r.corners().map(|p| Line::cross(from, to, p));
         if c.iter().all(|v| *v > 0.0) {
             Some(Side::Right)
         } else if c.iter().all(|v| *v < 0.0) {
@@ -164,7 +224,9 @@ impl Line {
                 && c[1] >= a[1].min(b[1])
                 && c[1] <= a[1].max(b[1])
         };
-        let (a, b) = (self.from, self.to);
+        let Some((a, b)) = self.ends() else {
+            return false;
+        };
         let (o1, o2, o3, o4) = (
             orient(a, b, p),
             orient(a, b, q),
@@ -183,6 +245,32 @@ impl Line {
     fn counts(&self, class: usize) -> bool {
         self.classes.is_empty() || self.classes.contains(&class)
     }
+
+    /// A move from wholly in `before` to wholly in `now` (different): is it a crossing, and is
+    /// it inward? A segment's crossing must cut the segment between its ends.
+    fn crossing(&self, before: Side, now: Side, from: Point, to: Point) -> Option<bool> {
+        match &self.shape {
+            Shape::Segment { in_side, .. } => self.cut_by(from, to).then_some(now == *in_side),
+            Shape::Zone { .. } => Some(now == Side::Left && before == Side::Right),
+        }
+    }
+}
+
+/// Is `p` inside the polygon (even-odd rule; a point on an edge may fall either way)?
+fn in_polygon(points: &[Point], p: Point) -> bool {
+    let mut inside = false;
+    let mut j = points.len() - 1;
+    for i in 0..points.len() {
+        let (a, b) = (points[i], points[j]);
+        if (a[1] > p[1]) != (b[1] > p[1]) {
+            let x = a[0] + (p[1] - a[1]) / (b[1] - a[1]) * (b[0] - a[0]);
+            if p[0] < x {
+                inside = !inside;
+            }
+        }
+        j = i;
+    }
+    inside
 }
 
 /// An object that wholly crossed a line: which line, its class (the one the detector gave it
@@ -307,15 +395,14 @@ impl Counter {
             let rect = det.rect;
             let centre = rect.centre();
             for (i, (line, m)) in self.lines.iter().zip(memo.lines.iter_mut()).enumerate() {
-                let Some(side) = line.side_of(&rect) else {
-                    continue; // astride the line (or its extension): wait
+                let Some(side) = line.region(&rect) else {
+                    continue; // astride the line (or its extension, or the zone's edge): wait
                 };
                 if let Some(before) = m.side
                     && before != side
-                    && line.cut_by(m.anchor, centre)
                     && line.counts(class)
+                    && let Some(inward) = line.crossing(before, side, m.anchor, centre)
                 {
-                    let inward = side == line.in_side;
                     let done = if inward {
                         &mut m.counted_in
                     } else {
@@ -525,6 +612,27 @@ mod tests {
             c.update(&[]);
         }
         assert_eq!(c.tracks(), 0);
+    }
+
+    #[test]
+    fn a_zone_counts_entries_and_exits_once_each() {
+        // A square zone from x 150 to 250; an object walks through it, comes back into it and
+        // leaves again the way it came.
+        let zone = Line::zone(
+            "z",
+            vec![[150.0, 0.0], [250.0, 0.0], [250.0, 200.0], [150.0, 200.0]],
+            vec![],
+        )
+        .unwrap();
+        let mut c = counter(vec![zone]);
+        let there: Vec<f32> = (0..60).map(|i| 60.0 + 4.0 * i as f32).collect();
+        let back: Vec<f32> = there.iter().rev().copied().collect();
+        let got = walk(&mut c, there.iter().chain(&back).copied(), 0);
+        let ins = got.iter().filter(|x| x.inward).count();
+        let outs = got.iter().filter(|x| !x.inward).count();
+        assert_eq!((ins, outs), (1, 1), "{got:?}");
+        assert!(Line::zone("flat", vec![[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]], vec![]).is_err());
+        assert!(Line::zone("two", vec![[0.0, 0.0], [10.0, 0.0]], vec![]).is_err());
     }
 
     #[test]

