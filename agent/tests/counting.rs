@@ -90,7 +90,7 @@ fn render(dir: &Path) -> usize {
 #[test]
 fn line_counts_on_the_known_crossings_scene_are_exact() {
     let pipeline = "\n[[pipeline]]\nname = \"street\"\n\
-        model = \"{root}/models/nanodet/card.toml\"\n\
+        model = \"{root}/models/nanodet-int8/card.toml\"\n\
         aggregates = [\"count\", \"line_count\"]\nwindow = \"1h\"\nthreshold = 0.4\n\
         classes = [\"person\", \"bicycle\", \"car\"]\n\
         [[pipeline.line]]\nname = \"passage\"\nfrom = [320, 180]\nto = [320, 360]\nin = \"left\"\n\
@@ -138,7 +138,7 @@ fn line_counts_on_the_known_crossings_scene_are_exact() {
 #[test]
 fn a_counting_run_publishes_counts_only() {
     let pipeline = "\n[[pipeline]]\nname = \"street\"\n\
-        model = \"{root}/models/nanodet/card.toml\"\n\
+        model = \"{root}/models/nanodet-int8/card.toml\"\n\
         aggregates = [\"count\", \"presence_share\", \"line_count\"]\nwindow = \"10s\"\n\
         classes = [\"person\", \"car\"]\n\
         [[pipeline.line]]\nname = \"passage\"\nfrom = [320, 180]\nto = [320, 360]\nin = \"right\"\n\

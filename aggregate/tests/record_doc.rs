@@ -105,7 +105,7 @@ fn line_example() -> Vec<u8> {
     let model = ModelRef {
         id: "nanodet-int8".into(),
         version: "3.0.4-int8.1".into(),
-        sha256: "0000000000000000000000000000000000000000000000000000000000000000".into(),
+        sha256: "a8a29329deda8576f25cbacf570857f6263f3ddcf4f422f304e9aa481ed50bc2".into(),
     };
     let labels = Labels::new(["person", "bicycle", "car", "rue-de-la-gare"]).unwrap();
     let l = |n: &str| labels.get(n).unwrap();
