@@ -896,6 +896,101 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// A counting pipeline on the repository's NanoDet int8 card, with `extra` TOML lines in
+    /// its table and `lines` after it.
+    fn counting_with(aggregates: &str, extra: &str, lines: &str) -> Result<Config, ConfigError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let text = format!(
+            "device = \"d\"\nterritory = \"t\"\ndata_dir = \"data\"\nkey = \"k\"\n\
+             [[pipeline]]\nname = \"rue\"\nmodel = \"{}/models/nanodet-int8/card.toml\"\n\
+             aggregates = [{aggregates}]\nwindow = \"15m\"\n{extra}\n{lines}\n\
+             [pipeline.source]\nkind = \"replay\"\npath = \"models/samples\"\n\
+             [pipeline.privacy]\nk = 3\n",
+            root.display()
+        );
+        Config::parse(&root.join("test.toml"), &text)
+    }
+
+    fn counting(extra: &str, lines: &str) -> Result<Config, ConfigError> {
+        counting_with("\"line_count\"", extra, lines)
+    }
+
+    const LINE: &str =
+        "[[pipeline.line]]\nname = \"nord\"\nfrom = [0, 100]\nto = [640, 100]\nin = \"left\"";
+
+    #[test]
+    fn counting_lines_and_zones_are_validated_naming_the_field() {
+        let ok = counting("classes = [\"person\", \"bicycle\"]", LINE).unwrap();
+        let p = &ok.pipelines[0];
+        assert_eq!(p.classes, ["person", "bicycle"]);
+        assert_eq!(p.lines.len(), 1);
+        assert!(p.labels.get("nord").is_ok() && p.labels.get("person").is_ok());
+        assert!(
+            p.labels.get("car").is_err(),
+            "narrowed to the pipeline's classes"
+        );
+        let zone = "[[pipeline.zone]]\nname = \"parvis\"\npoints = [[0, 0], [100, 0], [100, 100]]";
+        assert_eq!(counting("", zone).unwrap().pipelines[0].lines.len(), 1);
+        let cases: &[(&str, String, &str)] = &[
+            ("", String::new(), "pipeline[0].line"),
+            (
+                "classes = [\"toothbrush\"]",
+                LINE.into(),
+                "pipeline[0].classes[0]",
+            ),
+            ("classes = []", LINE.into(), "pipeline[0].classes"),
+            ("", LINE.replace("left", "up"), "pipeline[0].line[0].in"),
+            (
+                "",
+                LINE.replace("nord", "person"),
+                "pipeline[0].line[0].name",
+            ),
+            (
+                "",
+                LINE.replace("nord", "no spaces"),
+                "pipeline[0].line[0].name",
+            ),
+            (
+                "",
+                LINE.replace("[640, 100]", "[0, 100]"),
+                "pipeline[0].line[0].to",
+            ),
+            (
+                "",
+                LINE.replace("[0, 100]", "[-5, 100]"),
+                "pipeline[0].line[0].from",
+            ),
+            (
+                "",
+                format!("{LINE}\nclasses = [\"car\", \"car\"]"),
+                "pipeline[0].line[0].classes[1]",
+            ),
+            ("", format!("{LINE}\n{LINE}"), "pipeline[0].line[1].name"),
+            (
+                "",
+                zone.replace("[100, 100]]", "[200, 0]]"),
+                "pipeline[0].zone[0].points",
+            ),
+            (
+                "",
+                format!("{LINE}\n{}", zone.replace("parvis", "nord")),
+                "pipeline[0].zone[0].name",
+            ),
+        ];
+        for (extra, lines, field) in cases {
+            let e = counting(extra, lines).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{field}`")) || e.contains(field),
+                "{field}: {e}"
+            );
+        }
+        // Lines without `line_count` are refused too.
+        let e = counting_with("\"count\"", "", LINE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline[0].aggregates"), "{e}");
+    }
+
     #[test]
     fn durations_and_times() {
         assert_eq!(parse_duration_ms("15m"), Some(900_000));
