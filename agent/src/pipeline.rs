@@ -559,17 +559,7 @@ impl ObjectHeads {
                 levels.push((stride as usize, i, b));
             }
         }
-        let input = card
-            .data_inputs()
-            .find_map(|(_, i)| match (&i.role, i.shape.as_slice()) {
-                (InputRole::Data(Preprocess::Image { layout, .. }), [_, a, b, c]) => {
-                    Some(match layout {
-                        Layout::Nchw => (*c, *b),
-                        Layout::Nhwc => (*b, *a),
-                    })
-                }
-                _ => None,
-            });
+        let input = card.image_size().map(|(h, w)| (w, h));
         match (levels.is_empty(), input) {
             (false, Some(input)) => Ok(ObjectHeads { levels, input }),
             _ => Err(unsuitable(

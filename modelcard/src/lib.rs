@@ -450,6 +450,20 @@ impl Card {
             .filter(|(_, i)| matches!(i.role, InputRole::Data(_)))
     }
 
+    /// The height and width of the first image input, in pixels.
+    pub fn image_size(&self) -> Option<(usize, usize)> {
+        self.data_inputs()
+            .find_map(|(_, i)| match (&i.role, i.shape.as_slice()) {
+                (InputRole::Data(Preprocess::Image { layout, .. }), [_, a, b, c]) => {
+                    Some(match layout {
+                        Layout::Nchw => (*b, *c),
+                        Layout::Nhwc => (*a, *b),
+                    })
+                }
+                _ => None,
+            })
+    }
+
     /// The labels of the outputs the agent turns into observations, in the card's order: a
     /// measurement's levels, speech probabilities, CenterFace's heatmap (its first head), a
     /// dense detector's classes (its first gfl-scores output).
@@ -1191,18 +1205,7 @@ impl Validator<'_> {
         if heads.is_empty() {
             return Ok(());
         }
-        let image = card
-            .data_inputs()
-            .find_map(|(_, i)| match (&i.role, i.shape.as_slice()) {
-                (InputRole::Data(Preprocess::Image { layout, .. }), [_, a, b, c]) => {
-                    Some(match layout {
-                        Layout::Nchw => (*b, *c),
-                        Layout::Nhwc => (*a, *b),
-                    })
-                }
-                _ => None,
-            });
-        let Some((h, w)) = image else {
+        let Some((h, w)) = card.image_size() else {
             return Err(self.err("inputs", "a dense detection head needs an image input"));
         };
         let mut classes: Option<usize> = None;

@@ -223,3 +223,35 @@ def stretch(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def quantize_qdq(pre: Path, out: Path, reader, excluded: list[str]):
+    """The project's int8 recipe on a pre-processed float model: onnxruntime quantize_static,
+    QDQ format, uint8 asymmetric activations, int8 symmetric per-channel weights, MinMax
+    calibration on `reader`, the `excluded` nodes kept in float. Then the opset imports no node
+    uses are dropped (the ORT optimiser adds ml, training, nchwc, aten...: loaders need not know
+    them), the model is checked and saved to `out`. Returns it."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(pre),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=excluded,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
+    m = onnx.load(str(out))
+    used = {n.domain for n in m.graph.node}
+    keep = [o for o in m.opset_import if o.domain in used or (o.domain in ("", "ai.onnx") and "" in used)]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(out))
+    return m

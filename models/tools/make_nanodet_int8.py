@@ -49,7 +49,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import detect  # noqa: E402
 from common import (  # noqa: E402
-    MODELS, load_card, load_rgb, sha256_file, skimage_data_file, street_frame_index, street_frame_time,
+    MODELS, load_card, load_rgb, quantize_qdq, sha256_file, skimage_data_file, street_frame_index, street_frame_time,
     street_frames, stretch,
 )
 
@@ -209,7 +209,6 @@ def build(out_path: Path, exclude: str = DEFAULT_EXCLUDE) -> list[str]:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     float_path = ensure_float_model()
@@ -226,28 +225,7 @@ def build(out_path: Path, exclude: str = DEFAULT_EXCLUDE) -> list[str]:
         quant_pre_process(str(tmp / "folded.onnx"), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
         pre = onnx.load(str(tmp / "pre.onnx"))
         excluded = head_nodes(pre, exclude)
-        quantize_static(
-            str(tmp / "pre.onnx"),
-            str(out_path),
-            Reader(images),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=excluded,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
-    m = onnx.load(str(out_path))
-    # The ORT optimiser adds opset imports for domains no node uses (ml, training,
-    # nchwc, aten...): keep only the used ones, so loaders need not know them.
-    used = {n.domain for n in m.graph.node}
-    keep = [o for o in m.opset_import if o.domain in used or (o.domain in ("", "ai.onnx") and "" in used)]
-    del m.opset_import[:]
-    m.opset_import.extend(keep)
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, str(out_path))
+        m = quantize_qdq(tmp / "pre.onnx", out_path, Reader(images), excluded)
     # Belt and braces: the outputs keep their names and none comes out of a Q/DQ pair.
     if [o.name for o in m.graph.output] != OUTPUTS:
         raise SystemExit(f"outputs are {[o.name for o in m.graph.output]}, expected {OUTPUTS}")

@@ -286,14 +286,32 @@ pub fn record_v2(i: u64, sha256: &str, version: &str) -> Vec<u8> {
 impl Fixture {
     /// Enrols [`V2_DEVICE`] and ingests its [`V2_RECORDS`] v2 records as MQTT delivers them.
     pub fn add_v2_device(&self) {
-        let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))
-            .expect("card");
-        let key = key_for(&hub_link::origin(V2_TERRITORY, V2_DEVICE), 21);
+        self.add_device(
+            (V2_TERRITORY, V2_DEVICE),
+            "models/centerface-int8/card.toml",
+            21,
+            V2_RECORDS,
+            &record_v2,
+        );
+    }
+
+    /// Enrols a device (`(territory, id)`, its key from `seed`) with one model card and
+    /// ingests `n` records made by `record(i, sha256, version)`, as MQTT delivers them.
+    fn add_device(
+        &self,
+        (territory, id): (&str, &str),
+        card: &str,
+        seed: u8,
+        n: u64,
+        record: &dyn Fn(u64, &str, &str) -> Vec<u8>,
+    ) {
+        let card = hub::enrolment::cards::load(&repo().join(card)).expect("card");
+        let key = key_for(&hub_link::origin(territory, id), seed);
         hub::enrolment::enroll(
             &self.devices_path,
             RawDevice {
-                id: V2_DEVICE.into(),
-                territory: V2_TERRITORY.into(),
+                id: id.into(),
+                territory: territory.into(),
                 key: key.verifier().to_string(),
                 enrolled: Some("2026-02-28T12:00:00Z".into()),
                 site: None,
@@ -306,14 +324,14 @@ impl Fixture {
         let version = card.version.clone().unwrap_or_default();
         let mut conn = self.conn();
         let tx = conn.transaction().expect("tx");
-        let topic = hub_link::agg_topic(V2_TERRITORY, V2_DEVICE, MODEL);
-        for i in 0..V2_RECORDS {
-            let entry = record_v2(i, &card.sha256, &version);
+        let topic = hub_link::agg_topic(territory, id, &card.id);
+        for i in 0..n {
+            let entry = record(i, &card.sha256, &version);
             let sig = audit::sign_entry(&key, &entry);
             let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
             let (o, _) =
                 hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
-            assert_eq!(o.stored, 1, "v2 record {i} stored");
+            assert_eq!(o.stored, 1, "record {i} of {id} stored");
         }
         tx.commit().expect("commit");
         *self.enrolment.write().unwrap() = enrolment;
@@ -363,36 +381,12 @@ pub fn record_v3_lines(i: u64, sha256: &str, version: &str) -> Vec<u8> {
 impl Fixture {
     /// Enrols [`LINE_DEVICE`] with the NanoDet card and ingests its [`LINE_RECORDS`] records.
     pub fn add_line_device(&self) {
-        let card =
-            hub::enrolment::cards::load(&repo().join("models/nanodet/card.toml")).expect("card");
-        let key = key_for(&hub_link::origin(LINE_TERRITORY, LINE_DEVICE), 31);
-        hub::enrolment::enroll(
-            &self.devices_path,
-            RawDevice {
-                id: LINE_DEVICE.into(),
-                territory: LINE_TERRITORY.into(),
-                key: key.verifier().to_string(),
-                enrolled: Some("2026-02-28T12:00:00Z".into()),
-                site: None,
-                retired_keys: vec![],
-                models: vec![card.clone()],
-            },
-        )
-        .expect("enroll");
-        let enrolment = Enrolment::load(&self.devices_path).expect("enrolment");
-        let version = card.version.clone().unwrap_or_default();
-        let mut conn = self.conn();
-        let tx = conn.transaction().expect("tx");
-        let topic = hub_link::agg_topic(LINE_TERRITORY, LINE_DEVICE, LINE_MODEL);
-        for i in 0..LINE_RECORDS {
-            let entry = record_v3_lines(i, &card.sha256, &version);
-            let sig = audit::sign_entry(&key, &entry);
-            let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
-            let (o, _) =
-                hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
-            assert_eq!(o.stored, 1, "v3 record {i} stored");
-        }
-        tx.commit().expect("commit");
-        *self.enrolment.write().unwrap() = enrolment;
+        self.add_device(
+            (LINE_TERRITORY, LINE_DEVICE),
+            "models/nanodet/card.toml",
+            31,
+            LINE_RECORDS,
+            &record_v3_lines,
+        );
     }
 }
