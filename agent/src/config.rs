@@ -95,8 +95,38 @@ struct RawPipeline {
     window: String,
     #[serde(default)]
     threshold: Option<f32>,
+    /// The classes published, a subset of the card's (a detector's).
+    #[serde(default)]
+    classes: Option<Vec<String>>,
+    /// Counting lines (`[[pipeline.line]]`), for `line_count`.
+    #[serde(default, rename = "line")]
+    lines: Vec<RawLine>,
+    /// Counting zones (`[[pipeline.zone]]`), for `line_count` too.
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
     source: RawSource,
     privacy: RawRules,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    name: String,
+    points: Vec<[f64; 2]>,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    name: String,
+    from: [f64; 2],
+    to: [f64; 2],
+    #[serde(rename = "in")]
+    in_side: String,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -205,8 +235,12 @@ pub struct Pipeline {
     pub name: String,
     pub card: Card,
     pub kinds: Vec<Kind>,
-    /// The closed set of names its records may hold: the card's observed labels.
+    /// The closed set of names its records may hold: its classes and its lines' names.
     pub labels: Labels,
+    /// The classes it publishes: the card's published labels, or the subset the config names.
+    pub classes: Vec<String>,
+    /// Counting lines, in frame pixels; their classes index `classes`.
+    pub lines: Vec<counting::Line>,
     pub window_ms: u64,
     pub threshold: f32,
     pub source: Source,
@@ -317,11 +351,60 @@ impl Config {
                     "ask for at least one aggregate".into(),
                 ));
             }
-            let labels = Labels::new(crate::pipeline::observed_labels(&card)).map_err(|e| {
+            let published = crate::pipeline::observed_labels(&card);
+            let classes = match &p.classes {
+                None => published,
+                Some(cs) => {
+                    if cs.is_empty() {
+                        return Err(err(f("classes"), "name at least one class (or leave `classes` out for all of the card's)".into()));
+                    }
+                    for (j, c) in cs.iter().enumerate() {
+                        if !published.contains(c) || cs[..j].contains(c) {
+                            return Err(err(
+                                format!("pipeline[{i}].classes[{j}]"),
+                                format!(
+                                    "`{c}` is not one of the classes model card {} publishes ({}), or is named twice",
+                                    card.path.display(),
+                                    published.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    cs.clone()
+                }
+            };
+            let mut lines = lines(&p.lines, &classes, &|field, msg| {
+                err(format!("pipeline[{i}].line{field}"), msg)
+            })?;
+            for (j, z) in p.zones.iter().enumerate() {
+                let f = |name: &str| format!("pipeline[{i}].zone[{j}].{name}");
+                let taken: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
+                check_name(&z.name, &taken, &classes).map_err(|m| err(f("name"), m))?;
+                let idx = class_indices(z.classes.as_deref(), &classes)
+                    .map_err(|(k, m)| err(format!("pipeline[{i}].zone[{j}].classes{k}"), m))?;
+                if z.points.iter().flatten().any(|v| *v < 0.0) {
+                    return Err(err(
+                        f("points"),
+                        "points are in frame pixels, from the top-left corner: no negative values"
+                            .into(),
+                    ));
+                }
+                let points = z
+                    .points
+                    .iter()
+                    .map(|v| [v[0] as f32, v[1] as f32])
+                    .collect();
+                lines.push(
+                    counting::Line::zone(&z.name, points, idx)
+                        .map_err(|e| err(f("points"), e.to_string()))?,
+                );
+            }
+            let names = classes.iter().chain(lines.iter().map(|l| &l.name));
+            let labels = Labels::new(names).map_err(|e| {
                 err(
                     f("model"),
                     format!(
-                        "model card {}: the labels of its outputs: {e}",
+                        "model card {}: the names its records would hold (its classes and the lines'): {e}",
                         card.path.display()
                     ),
                 )
@@ -345,6 +428,21 @@ impl Config {
                     ));
                 }
                 kinds.push(kind);
+            }
+            let counts_lines = kinds.contains(&Kind::LineCount);
+            if counts_lines == lines.is_empty() {
+                return Err(err(
+                    if counts_lines {
+                        f("line")
+                    } else {
+                        f("aggregates")
+                    },
+                    if counts_lines {
+                        "aggregate `line_count` needs at least one [[pipeline.line]] or [[pipeline.zone]]".into()
+                    } else {
+                        "counting lines and zones are published by aggregate `line_count`: add it to `aggregates`".into()
+                    },
+                ));
             }
             let window_ms = parse_duration_ms(&p.window).ok_or_else(|| {
                 err(
@@ -404,6 +502,8 @@ impl Config {
                 card,
                 kinds,
                 labels,
+                classes,
+                lines,
                 window_ms,
                 threshold,
                 source,
@@ -422,6 +522,92 @@ impl Config {
             pipelines,
         })
     }
+}
+
+/// A line's or zone's name: label-safe, not taken by another line or zone, not a class.
+fn check_name(name: &str, taken: &[&str], classes: &[String]) -> Result<(), String> {
+    if aggregate::Labels::new([name]).is_err() {
+        return Err("1 to 64 characters among letters, digits, `_`, `-` and `.`".into());
+    }
+    if taken.contains(&name) || classes.iter().any(|c| c == name) {
+        return Err(format!(
+            "`{name}` is already the name of another line or zone, or of a class"
+        ));
+    }
+    Ok(())
+}
+
+/// The indices of a line's classes among the pipeline's (empty: all); on error, the field's
+/// index suffix and the message.
+fn class_indices(
+    wanted: Option<&[String]>,
+    classes: &[String],
+) -> Result<Vec<usize>, (String, String)> {
+    let Some(wanted) = wanted else {
+        return Ok(Vec::new());
+    };
+    if wanted.is_empty() {
+        return Err((
+            String::new(),
+            "name at least one class (or leave `classes` out for all)".into(),
+        ));
+    }
+    let mut idx = Vec::new();
+    for (k, c) in wanted.iter().enumerate() {
+        match classes.iter().position(|x| x == c) {
+            Some(n) if !idx.contains(&n) => idx.push(n),
+            _ => {
+                return Err((
+                    format!("[{k}]"),
+                    format!(
+                        "`{c}` is not one of the pipeline's classes ({}), or is named twice",
+                        classes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(idx)
+}
+
+/// Validates the counting lines: label-safe, unique names distinct from the classes, two
+/// distinct points, an "in" side, classes among the pipeline's.
+fn lines(
+    raw: &[RawLine],
+    classes: &[String],
+    err: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Vec<counting::Line>, ConfigError> {
+    let mut out: Vec<counting::Line> = Vec::new();
+    for (j, l) in raw.iter().enumerate() {
+        let f = |name: &str| format!("[{j}].{name}");
+        let taken: Vec<&str> = out.iter().map(|l| l.name.as_str()).collect();
+        check_name(&l.name, &taken, classes).map_err(|m| err(f("name"), m))?;
+        let in_side = match l.in_side.as_str() {
+            "left" => counting::Side::Left,
+            "right" => counting::Side::Right,
+            other => {
+                return Err(err(
+                    f("in"),
+                    format!(
+                        "`{other}` is not a side: \"left\" or \"right\" (seen on the image, facing from `from` to `to`)"
+                    ),
+                ));
+            }
+        };
+        let idx = class_indices(l.classes.as_deref(), classes)
+            .map_err(|(k, m)| err(format!("[{j}].classes{k}"), m))?;
+        if l.from.iter().chain(&l.to).any(|v| *v < 0.0) {
+            return Err(err(
+                f("from"),
+                "points are in frame pixels, from the top-left corner: no negative values".into(),
+            ));
+        }
+        let point = |v: [f64; 2]| [v[0] as f32, v[1] as f32];
+        let line = counting::Line::new(&l.name, point(l.from), point(l.to), idx, in_side)
+            .map_err(|e| err(f("to"), e.to_string()))?;
+        out.push(line);
+    }
+    Ok(out)
 }
 
 fn source(
@@ -709,6 +895,101 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A counting pipeline on the repository's NanoDet int8 card, with `extra` TOML lines in
+    /// its table and `lines` after it.
+    fn counting_with(aggregates: &str, extra: &str, lines: &str) -> Result<Config, ConfigError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let text = format!(
+            "device = \"d\"\nterritory = \"t\"\ndata_dir = \"data\"\nkey = \"k\"\n\
+             [[pipeline]]\nname = \"rue\"\nmodel = \"{}/models/nanodet-int8/card.toml\"\n\
+             aggregates = [{aggregates}]\nwindow = \"15m\"\n{extra}\n{lines}\n\
+             [pipeline.source]\nkind = \"replay\"\npath = \"models/samples\"\n\
+             [pipeline.privacy]\nk = 3\n",
+            root.display()
+        );
+        Config::parse(&root.join("test.toml"), &text)
+    }
+
+    fn counting(extra: &str, lines: &str) -> Result<Config, ConfigError> {
+        counting_with("\"line_count\"", extra, lines)
+    }
+
+    const LINE: &str =
+        "[[pipeline.line]]\nname = \"nord\"\nfrom = [0, 100]\nto = [640, 100]\nin = \"left\"";
+
+    #[test]
+    fn counting_lines_and_zones_are_validated_naming_the_field() {
+        let ok = counting("classes = [\"person\", \"bicycle\"]", LINE).unwrap();
+        let p = &ok.pipelines[0];
+        assert_eq!(p.classes, ["person", "bicycle"]);
+        assert_eq!(p.lines.len(), 1);
+        assert!(p.labels.get("nord").is_ok() && p.labels.get("person").is_ok());
+        assert!(
+            p.labels.get("car").is_err(),
+            "narrowed to the pipeline's classes"
+        );
+        let zone = "[[pipeline.zone]]\nname = \"parvis\"\npoints = [[0, 0], [100, 0], [100, 100]]";
+        assert_eq!(counting("", zone).unwrap().pipelines[0].lines.len(), 1);
+        let cases: &[(&str, String, &str)] = &[
+            ("", String::new(), "pipeline[0].line"),
+            (
+                "classes = [\"toothbrush\"]",
+                LINE.into(),
+                "pipeline[0].classes[0]",
+            ),
+            ("classes = []", LINE.into(), "pipeline[0].classes"),
+            ("", LINE.replace("left", "up"), "pipeline[0].line[0].in"),
+            (
+                "",
+                LINE.replace("nord", "person"),
+                "pipeline[0].line[0].name",
+            ),
+            (
+                "",
+                LINE.replace("nord", "no spaces"),
+                "pipeline[0].line[0].name",
+            ),
+            (
+                "",
+                LINE.replace("[640, 100]", "[0, 100]"),
+                "pipeline[0].line[0].to",
+            ),
+            (
+                "",
+                LINE.replace("[0, 100]", "[-5, 100]"),
+                "pipeline[0].line[0].from",
+            ),
+            (
+                "",
+                format!("{LINE}\nclasses = [\"car\", \"car\"]"),
+                "pipeline[0].line[0].classes[1]",
+            ),
+            ("", format!("{LINE}\n{LINE}"), "pipeline[0].line[1].name"),
+            (
+                "",
+                zone.replace("[100, 100]]", "[200, 0]]"),
+                "pipeline[0].zone[0].points",
+            ),
+            (
+                "",
+                format!("{LINE}\n{}", zone.replace("parvis", "nord")),
+                "pipeline[0].zone[0].name",
+            ),
+        ];
+        for (extra, lines, field) in cases {
+            let e = counting(extra, lines).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{field}`")) || e.contains(field),
+                "{field}: {e}"
+            );
+        }
+        // Lines without `line_count` are refused too.
+        let e = counting_with("\"count\"", "", LINE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline[0].aggregates"), "{e}");
+    }
 
     #[test]
     fn durations_and_times() {

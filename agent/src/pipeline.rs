@@ -27,26 +27,11 @@ pub struct Image {
     pub rgb: Vec<u8>,
 }
 
-/// The names this card's observations are published under, in the card's order: the labels
-/// of the outputs whose values become observations (a speech probability; CenterFace's
-/// heatmap, its first head). Nothing else can become a key of a record
+/// The names this card's observations are published under, in the card's order (see
+/// [`modelcard::Card::published_labels`]). Nothing else can become a key of a record
 /// ([`aggregate::Labels`]).
 pub fn observed_labels(card: &Card) -> Vec<String> {
-    if let Some(m) = &card.measurement {
-        return m.levels.clone();
-    }
-    let speech = card
-        .outputs
-        .iter()
-        .filter(|o| o.postprocess == Postprocess::SpeechProbability);
-    let heatmap = card
-        .outputs
-        .iter()
-        .find(|o| o.postprocess == Postprocess::CenterFace);
-    speech
-        .chain(heatmap)
-        .flat_map(|o| o.labels.iter().cloned())
-        .collect()
+    card.published_labels()
 }
 
 /// Reads a PNG or JPEG file.
@@ -362,31 +347,6 @@ pub fn detect_faces_timed(
     threshold: f32,
 ) -> Result<(Vec<Detection>, std::time::Duration), PipelineError> {
     let card = &model.card;
-    let unsuitable = |m: &str| PipelineError::Unsuitable {
-        model: card.id.clone(),
-        message: m.into(),
-    };
-    let (ix, input) = card
-        .data_inputs()
-        .next()
-        .ok_or_else(|| unsuitable("no data input"))?;
-    let InputRole::Data(pre @ Preprocess::Image { .. }) = &input.role else {
-        return Err(unsuitable("its data input is not an image"));
-    };
-    // The image for the data input (not zeros first, then the image), the card's initial
-    // values for the others.
-    let inputs: Vec<Tensor> = card
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, other)| {
-            if i == ix {
-                image_tensor(img, pre, &input.shape, input.dtype)
-            } else {
-                runtime::initial_tensor(other)
-            }
-        })
-        .collect();
     let heads: Vec<usize> = card
         .outputs
         .iter()
@@ -395,12 +355,9 @@ pub fn detect_faces_timed(
         .map(|(i, _)| i)
         .collect();
     if heads.len() != 4 {
-        return Err(unsuitable("it does not have CenterFace outputs"));
+        return Err(unsuitable(card, "it does not have CenterFace outputs"));
     }
-    let inputs = inputs.into_iter().map(TValue::from).collect();
-    let t = std::time::Instant::now();
-    let out = model.run(inputs)?;
-    let took = t.elapsed();
+    let (out, took) = run_image(model, img)?;
     Ok((
         centerface_decode(
             &out[heads[0]],
@@ -411,6 +368,245 @@ pub fn detect_faces_timed(
         ),
         took,
     ))
+}
+
+fn unsuitable(card: &Card, message: &str) -> PipelineError {
+    PipelineError::Unsuitable {
+        model: card.id.clone(),
+        message: message.into(),
+    }
+}
+
+/// Runs an image card on one frame: the frame for its image input, the card's initial values
+/// for the others. Returns the outputs and the time the network itself took.
+fn run_image(
+    model: &Model,
+    img: &Image,
+) -> Result<(TVec<TValue>, std::time::Duration), PipelineError> {
+    let card = &model.card;
+    let (ix, input) = card
+        .data_inputs()
+        .next()
+        .ok_or_else(|| unsuitable(card, "no data input"))?;
+    let InputRole::Data(pre @ Preprocess::Image { .. }) = &input.role else {
+        return Err(unsuitable(card, "its data input is not an image"));
+    };
+    // The image for the data input (not zeros first, then the image).
+    let inputs: TVec<TValue> = card
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, other)| {
+            if i == ix {
+                image_tensor(img, pre, &input.shape, input.dtype)
+            } else {
+                runtime::initial_tensor(other)
+            }
+        })
+        .map(TValue::from)
+        .collect();
+    let t = std::time::Instant::now();
+    let out = model.run(inputs)?;
+    Ok((out, t.elapsed()))
+}
+
+/// An object found by a detector, in frame pixels; `class` indexes the card's class labels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Object {
+    pub rect: counting::Rect,
+    pub score: f32,
+    pub class: usize,
+}
+
+/// IoU above which the weaker of two boxes of one class is dropped.
+const OBJECT_NMS_IOU: f32 = 0.6;
+
+/// One level of a dense detection head: its stride and its two outputs.
+pub struct GflLevel<'a> {
+    pub stride: usize,
+    pub scores: &'a Tensor,
+    pub boxes: &'a Tensor,
+}
+
+/// Decodes a Generalized-Focal-Loss head (docs/model-card.md, `gfl-scores`): at every cell and
+/// wanted class scoring above `threshold`, a box whose sides are the expectations of their
+/// distance distributions; then non-maximum suppression per class. Boxes are in input pixels,
+/// clipped to the `w` x `h` input. Malformed tensors give no object.
+pub fn gfl_decode(
+    levels: &[GflLevel<'_>],
+    w: usize,
+    h: usize,
+    wanted: &[usize],
+    threshold: f32,
+) -> Vec<Object> {
+    let mut found = Vec::new();
+    for level in levels {
+        let (Some(scores), Some(boxes)) = (f32_slice(level.scores), f32_slice(level.boxes)) else {
+            continue;
+        };
+        let (Some(&classes), Some(&values)) =
+            (level.scores.shape().last(), level.boxes.shape().last())
+        else {
+            continue;
+        };
+        let (stride, cols) = (level.stride, w.div_ceil(level.stride.max(1)));
+        let bins = values / 4;
+        if classes == 0 || bins < 2 || cols == 0 {
+            continue;
+        }
+        let cells = (scores.len() / classes).min(boxes.len() / values);
+        for cell in 0..cells {
+            let row_scores = &scores[cell * classes..(cell + 1) * classes];
+            let mut sides: Option<[f32; 4]> = None;
+            for &c in wanted {
+                let Some(&score) = row_scores.get(c) else {
+                    continue;
+                };
+                // NaN scores are skipped too.
+                if score.is_nan() || score <= threshold {
+                    continue;
+                }
+                let d = *sides.get_or_insert_with(|| {
+                    let v = &boxes[cell * values..(cell + 1) * values];
+                    std::array::from_fn(|k| {
+                        expected_bin(&v[k * bins..(k + 1) * bins]) * stride as f32
+                    })
+                });
+                let cx = ((cell % cols) as f32 + 0.5) * stride as f32;
+                let cy = ((cell / cols) as f32 + 0.5) * stride as f32;
+                let rect = counting::Rect {
+                    x1: (cx - d[0]).max(0.0),
+                    y1: (cy - d[1]).max(0.0),
+                    x2: (cx + d[2]).min(w as f32),
+                    y2: (cy + d[3]).min(h as f32),
+                };
+                if rect.is_valid() {
+                    found.push(Object {
+                        rect,
+                        score,
+                        class: c,
+                    });
+                }
+            }
+        }
+    }
+    nms_per_class(found, OBJECT_NMS_IOU)
+}
+
+/// A float tensor's values in order, if it is one.
+fn f32_slice(t: &Tensor) -> Option<&[f32]> {
+    t.to_plain_array_view::<f32>().ok()?.to_slice()
+}
+
+/// The expectation of bin index under the softmax of `logits` (a GFL side, in strides).
+fn expected_bin(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return 0.0;
+    }
+    let (mut sum, mut weighted) = (0.0f32, 0.0f32);
+    for (i, l) in logits.iter().enumerate() {
+        let e = (l - max).exp();
+        sum += e;
+        weighted += e * i as f32;
+    }
+    if sum > 0.0 { weighted / sum } else { 0.0 }
+}
+
+fn rect_iou(a: &counting::Rect, b: &counting::Rect) -> f32 {
+    let w = (a.x2.min(b.x2) - a.x1.max(b.x1)).max(0.0);
+    let h = (a.y2.min(b.y2) - a.y1.max(b.y1)).max(0.0);
+    let inter = w * h;
+    let area = |r: &counting::Rect| (r.x2 - r.x1) * (r.y2 - r.y1);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 { inter / union } else { 0.0 }
+}
+
+/// Greedy non-maximum suppression within each class.
+fn nms_per_class(mut objects: Vec<Object>, iou: f32) -> Vec<Object> {
+    objects.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Object> = Vec::new();
+    for o in objects {
+        if kept
+            .iter()
+            .all(|k| k.class != o.class || rect_iou(&k.rect, &o.rect) <= iou)
+        {
+            kept.push(o);
+        }
+    }
+    kept
+}
+
+/// A dense detector's levels, by stride (pairs of gfl-scores and gfl-boxes outputs), and the
+/// indices of the card's class labels a pipeline publishes.
+pub struct ObjectHeads {
+    levels: Vec<(usize, usize, usize)>,
+    input: (usize, usize),
+}
+
+impl ObjectHeads {
+    pub fn of(card: &Card) -> Result<ObjectHeads, PipelineError> {
+        let mut levels = Vec::new();
+        for (i, o) in card.outputs.iter().enumerate() {
+            if o.postprocess != Postprocess::GflScores {
+                continue;
+            }
+            let partner = card
+                .outputs
+                .iter()
+                .position(|b| b.postprocess == Postprocess::GflBoxes && b.stride == o.stride);
+            if let (Some(stride), Some(b)) = (o.stride, partner) {
+                levels.push((stride as usize, i, b));
+            }
+        }
+        let input = card.image_size().map(|(h, w)| (w, h));
+        match (levels.is_empty(), input) {
+            (false, Some(input)) => Ok(ObjectHeads { levels, input }),
+            _ => Err(unsuitable(
+                card,
+                "it does not have a dense detection head (gfl-scores and gfl-boxes) on an image input",
+            )),
+        }
+    }
+}
+
+/// Runs a detector card on one frame: objects of the `wanted` classes (indices of the card's
+/// class labels) scoring above `threshold`, in the frame's pixels, and the time the network
+/// took. They stay in memory: only counts may be aggregated.
+pub fn detect_objects_timed(
+    model: &Model,
+    heads: &ObjectHeads,
+    img: &Image,
+    wanted: &[usize],
+    threshold: f32,
+) -> Result<(Vec<Object>, std::time::Duration), PipelineError> {
+    let (out, took) = run_image(model, img)?;
+    let levels: Vec<GflLevel<'_>> = heads
+        .levels
+        .iter()
+        .filter_map(|&(stride, s, b)| {
+            Some(GflLevel {
+                stride,
+                scores: out.get(s)?,
+                boxes: out.get(b)?,
+            })
+        })
+        .collect();
+    let (w, h) = heads.input;
+    let (sx, sy) = (img.width as f32 / w as f32, img.height as f32 / h as f32);
+    let objects = gfl_decode(&levels, w, h, wanted, threshold)
+        .into_iter()
+        .map(|o| Object {
+            rect: counting::Rect {
+                x1: o.rect.x1 * sx,
+                y1: o.rect.y1 * sy,
+                x2: o.rect.x2 * sx,
+                y2: o.rect.y2 * sy,
+            },
+            ..o
+        })
+        .collect();
+    Ok((objects, took))
 }
 
 /// Streams audio through a voice-activity card chunk by chunk, carrying the recurrent state and
@@ -561,6 +757,94 @@ mod tests {
             x2,
             y2,
             score,
+        }
+    }
+
+    /// A GFL level of `cols` x `rows` cells, 3 classes, 4 bins: all scores 0 and flat
+    /// distances except where `set` says.
+    fn level(
+        cols: usize,
+        rows: usize,
+        set: &[(usize, usize, f32, [usize; 4])],
+    ) -> (Tensor, Tensor) {
+        let cells = cols * rows;
+        let mut scores = vec![0f32; cells * 3];
+        let mut boxes = vec![0f32; cells * 16];
+        for &(cell, class, score, bins) in set {
+            scores[cell * 3 + class] = score;
+            for (side, b) in bins.iter().enumerate() {
+                boxes[cell * 16 + side * 4 + b] = 30.0; // a softmax peaked on bin b
+            }
+        }
+        (
+            tract_ndarray::Array3::from_shape_vec((1, cells, 3), scores)
+                .unwrap()
+                .into(),
+            tract_ndarray::Array3::from_shape_vec((1, cells, 16), boxes)
+                .unwrap()
+                .into(),
+        )
+    }
+
+    #[test]
+    fn gfl_decodes_a_cell_into_a_box_around_its_centre() {
+        // 8 x 4 cells at stride 8: a 64 x 32 input. Cell 10 is column 2, row 1: centre (20, 12).
+        let (s, b) = level(8, 4, &[(10, 1, 0.9, [1, 1, 2, 0])]);
+        let lv = [GflLevel {
+            stride: 8,
+            scores: &s,
+            boxes: &b,
+        }];
+        let found = gfl_decode(&lv, 64, 32, &[0, 1, 2], 0.5);
+        assert_eq!(found.len(), 1);
+        let o = found[0];
+        assert_eq!((o.class, o.score), (1, 0.9));
+        let r = o.rect;
+        assert!(
+            (r.x1 - 12.0).abs() < 1e-3 && (r.y1 - 4.0).abs() < 1e-3,
+            "{r:?}"
+        );
+        assert!(
+            (r.x2 - 36.0).abs() < 1e-3 && (r.y2 - 12.0).abs() < 1e-3,
+            "{r:?}"
+        );
+        // A class not wanted, or below the threshold, gives nothing.
+        assert!(gfl_decode(&lv, 64, 32, &[0, 2], 0.5).is_empty());
+        assert!(gfl_decode(&lv, 64, 32, &[1], 0.95).is_empty());
+    }
+
+    #[test]
+    fn gfl_suppresses_overlaps_within_a_class_only() {
+        // Two neighbouring cells with the same large box, one of another class beside.
+        let big = [3, 3, 3, 3];
+        let (s, b) = level(
+            8,
+            4,
+            &[(10, 0, 0.9, big), (11, 0, 0.8, big), (11, 2, 0.7, big)],
+        );
+        let lv = [GflLevel {
+            stride: 8,
+            scores: &s,
+            boxes: &b,
+        }];
+        let found = gfl_decode(&lv, 64, 32, &[0, 1, 2], 0.5);
+        let classes: Vec<(usize, f32)> = found.iter().map(|o| (o.class, o.score)).collect();
+        assert_eq!(classes, vec![(0, 0.9), (2, 0.7)]);
+    }
+
+    #[test]
+    fn gfl_survives_malformed_outputs() {
+        let nan: Tensor = tract_ndarray::Array3::from_elem((1, 32, 3), f32::NAN).into();
+        let (_, b) = level(8, 4, &[]);
+        let short: Tensor = tract_ndarray::Array3::from_elem((1, 3, 16), 0f32).into();
+        let ints: Tensor = tract_ndarray::Array3::from_elem((1, 32, 3), 1i64).into();
+        for (s, b) in [(&nan, &b), (&nan, &short), (&ints, &b)] {
+            let lv = [GflLevel {
+                stride: 8,
+                scores: s,
+                boxes: b,
+            }];
+            assert!(gfl_decode(&lv, 64, 32, &[0, 1, 2], 0.5).is_empty());
         }
     }
 

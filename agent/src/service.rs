@@ -226,6 +226,9 @@ enum Family {
     Speech,
     /// A face detector on images: objects per frame.
     Faces,
+    /// An object detector on images: objects per frame and class, tracked across counting
+    /// lines.
+    Objects,
 }
 
 impl Family {
@@ -235,15 +238,79 @@ impl Family {
             Ok(Family::Speech)
         } else if post.contains(&Postprocess::CenterFace) {
             Ok(Family::Faces)
+        } else if post.contains(&Postprocess::GflScores) {
+            Ok(Family::Objects)
         } else {
             Err(PipelineError::Unsuitable {
                 model: card.id.clone(),
-                message: "the agent runs face-detection and voice-activity models; this card has neither output"
+                message: "the agent runs face-detection, object-detection and voice-activity models; this card has none of their outputs"
                     .into(),
             })
         }
     }
 }
+
+/// An object detector's state: its heads, the card's class index of each published class,
+/// their labels, the tracker and lines, and the lines' labels.
+struct Objects {
+    heads: pipeline::ObjectHeads,
+    wanted: Vec<usize>,
+    classes: Vec<Label>,
+    counter: counting::Counter,
+    lines: Vec<Label>,
+}
+
+impl Objects {
+    fn new(p: &Pipeline, agg: &Aggregator<StdRng>, fps: f64) -> Result<Objects, PipelineError> {
+        let heads = pipeline::ObjectHeads::of(&p.card)?;
+        let all = p
+            .card
+            .outputs
+            .iter()
+            .find(|o| o.postprocess == Postprocess::GflScores)
+            .map(|o| o.labels.clone())
+            .unwrap_or_default();
+        let unsuitable = |m: String| PipelineError::Unsuitable {
+            model: p.card.id.clone(),
+            message: m,
+        };
+        let mut wanted = Vec::new();
+        let mut classes = Vec::new();
+        for c in &p.classes {
+            let i = all.iter().position(|l| l == c).ok_or_else(|| {
+                unsuitable(format!("class `{c}` is not among its outputs' labels"))
+            })?;
+            wanted.push(i);
+            classes.push(agg.label(c).map_err(|e| unsuitable(e.to_string()))?);
+        }
+        let lines = p
+            .lines
+            .iter()
+            .map(|l| agg.label(&l.name).map_err(|e| unsuitable(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Tracks survive a second without a detection (an occlusion, a missed frame).
+        let keep_frames = fps.clamp(1.0, 120.0).round() as usize;
+        let counter = counting::Counter::new(
+            p.lines.clone(),
+            classes.len(),
+            counting::Settings {
+                threshold: p.threshold,
+                keep_frames,
+            },
+        );
+        Ok(Objects {
+            heads,
+            wanted,
+            classes,
+            counter,
+            lines,
+        })
+    }
+}
+
+/// Detections the tracker sees below the pipeline's threshold (ByteTrack's second pass keeps
+/// partly hidden objects on their tracks with them); never counted on their own.
+const TRACK_LOW_SCORE: f32 = 0.1;
 
 /// One pipeline's loop, from its model to the channel of records.
 struct Run<'a> {
@@ -251,6 +318,7 @@ struct Run<'a> {
     model: &'a Model,
     agg: Aggregator<StdRng>,
     label: Label,
+    objects: Option<Objects>,
     health: &'a Arc<PipelineHealth>,
     stop: &'a Stop,
     tx: &'a mpsc::SyncSender<Record>,
@@ -273,6 +341,69 @@ impl Run<'_> {
         self.health.inferred.fetch_add(1, Ordering::Relaxed);
         self.health.beat();
         self.send(records)
+    }
+
+    /// One image through the pipeline's detector.
+    fn frame(&mut self, at: Instant, img: &pipeline::Image) -> Result<(), RunError> {
+        if self.objects.is_some() {
+            self.objects(at, img)
+        } else {
+            self.faces(at, img)
+        }
+    }
+
+    /// Objects per class in one image, and the counting lines they crossed.
+    fn objects(&mut self, at: Instant, img: &pipeline::Image) -> Result<(), RunError> {
+        let t = std::time::Instant::now();
+        let Some(o) = self.objects.as_mut() else {
+            return Ok(());
+        };
+        let low = TRACK_LOW_SCORE.min(self.p.threshold);
+        let result = pipeline::detect_objects_timed(self.model, &o.heads, img, &o.wanted, low);
+        let (found, network) = result.map_err(|e| self.err(e))?;
+        self.health.inference(network);
+        let Some(o) = self.objects.as_mut() else {
+            return Ok(());
+        };
+        // The card's class index -> the pipeline's.
+        let detections: Vec<counting::Detection> = found
+            .iter()
+            .filter_map(|d| {
+                let class = o.wanted.iter().position(|w| *w == d.class)?;
+                Some(counting::Detection {
+                    rect: d.rect,
+                    score: d.score,
+                    class,
+                })
+            })
+            .collect();
+        let crossings = o.counter.update(&detections);
+        let mut per_class = vec![0u32; o.classes.len()];
+        for d in &detections {
+            if d.score >= self.p.threshold {
+                per_class[d.class] += 1;
+            }
+        }
+        let (classes, lines) = (o.classes.clone(), o.lines.clone());
+        let mut records = Vec::new();
+        for (class, count) in classes.iter().zip(per_class) {
+            records.extend(self.agg.observe(at, Observation::Frame { class, count }));
+        }
+        for c in crossings {
+            records.extend(self.agg.observe(
+                at,
+                Observation::Crossing {
+                    line: &lines[c.line],
+                    class: &classes[c.class],
+                    inward: c.inward,
+                },
+            ));
+        }
+        self.health.inferred.fetch_add(1, Ordering::Relaxed);
+        self.health.beat();
+        self.send(records)?;
+        self.health.handled(t.elapsed(), network);
+        Ok(())
     }
 
     /// A face count for one image.
@@ -355,7 +486,7 @@ impl Run<'_> {
                 }
                 let img = pipeline::read_image(f).map_err(|e| self.err(e))?;
                 self.health.captured.fetch_add(1, Ordering::Relaxed);
-                self.faces(at, &img)?;
+                self.frame(at, &img)?;
                 offset_us += frame_us;
             }
         }
@@ -376,7 +507,7 @@ impl Run<'_> {
             })?;
         while !self.stop.requested() {
             match camera.next(Duration::from_millis(250)) {
-                Some(frame) => self.faces(clock.now(), &frame.image)?,
+                Some(frame) => self.frame(clock.now(), &frame.image)?,
                 None => {
                     let records = self.agg.tick(clock.now());
                     self.health.beat();
@@ -569,6 +700,17 @@ fn run_pipeline(
         started: std::time::Instant::now(),
     };
     let agg = aggregator(p, start)?;
+    let objects = match family {
+        Family::Objects => {
+            let fps = match &p.source {
+                Source::Replay { fps, .. } => *fps,
+                Source::Camera(c) => c.fps,
+                _ => 1.0,
+            };
+            Some(Objects::new(p, &agg, fps).map_err(perr)?)
+        }
+        _ => None,
+    };
     // What the observations are published under: the card's first observed label.
     let label = pipeline::observed_labels(&p.card)
         .first()
@@ -584,6 +726,7 @@ fn run_pipeline(
         model: &model,
         agg,
         label,
+        objects,
         health,
         stop,
         tx,
@@ -601,7 +744,7 @@ fn run_pipeline(
             Source::Replay {
                 path, fps, repeat, ..
             },
-            Family::Faces,
+            Family::Faces | Family::Objects,
         ) => {
             tracing::debug!(
                 "pipeline `{}`: replaying images from {}",
@@ -610,9 +753,11 @@ fn run_pipeline(
             );
             run.replay_images(path, *fps, *repeat, &rc)?
         }
-        (Source::Camera(settings), Family::Faces) => run.camera(settings, clock)?,
+        (Source::Camera(settings), Family::Faces | Family::Objects) => {
+            run.camera(settings, clock)?
+        }
         (Source::Microphone(settings), Family::Speech) => run.microphone(settings, clock)?,
-        (Source::Microphone(_), Family::Faces) => {
+        (Source::Microphone(_), Family::Faces | Family::Objects) => {
             return Err(perr(PipelineError::Unsuitable {
                 model: p.card.id.clone(),
                 message: "a microphone feeds audio models; this card's input is an image".into(),
@@ -665,6 +810,22 @@ fn aggregator(p: &Pipeline, start: Instant) -> Result<Aggregator<StdRng>, RunErr
     };
     // The noise generator: ChaCha12 seeded by the operating system.
     let rng: StdRng = rand::make_rng();
+    let lines = p
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let classes = if l.classes.is_empty() {
+                p.classes.clone()
+            } else {
+                l.classes.iter().map(|&i| p.classes[i].clone()).collect()
+            };
+            let classes = classes
+                .iter()
+                .map(|c| p.labels.get(c).ok())
+                .collect::<Option<Vec<_>>>()?;
+            Some((p.labels.get(&l.name).ok()?, classes))
+        })
+        .collect();
     let agg = Aggregator::new(
         model_ref,
         &p.kinds,
@@ -673,7 +834,8 @@ fn aggregator(p: &Pipeline, start: Instant) -> Result<Aggregator<StdRng>, RunErr
         p.window_ms,
         start,
         rng,
-    );
+    )
+    .with_lines(lines);
     if p.rules.noise.is_none() {
         return Ok(agg);
     }

@@ -11,7 +11,8 @@ use crate::privacy::{
     BudgetState, DAY_MS, Published, Rules, SHARE_SENSITIVITY_PPM, discrete_laplace,
 };
 use crate::record::{
-    Aggregates, CountView, LevelView, ModelRef, PresenceView, Record, ShareView, Spent,
+    Aggregates, CountView, LevelView, LineCountView, ModelRef, PresenceView, Record, ShareView,
+    Spent,
 };
 use crate::window::{Instant, WindowLabel, Windows};
 
@@ -26,6 +27,8 @@ pub enum Kind {
     SpeechShare,
     /// Min, mean, max and percentiles of a continuous value.
     LevelStats,
+    /// Objects that crossed a counting line, per line, class and direction.
+    LineCount,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Kind::PresenceShare => "presence_share",
             Kind::SpeechShare => "speech_share",
             Kind::LevelStats => "level_stats",
+            Kind::LineCount => "line_count",
         }
     }
 
@@ -44,6 +48,7 @@ impl Kind {
             "presence_share" => Kind::PresenceShare,
             "speech_share" => Kind::SpeechShare,
             "level_stats" => Kind::LevelStats,
+            "line_count" => Kind::LineCount,
             _ => return None,
         })
     }
@@ -62,6 +67,14 @@ pub enum Observation<'a> {
     },
     /// A reading of a continuous value (a sound level in dB, a temperature...).
     Level { name: &'a Label, value: f64 },
+    /// An object of `class` wholly crossed counting line `line`, inwards or outwards. The
+    /// counter counts an object at most once per line and direction: the bound the noise of
+    /// line counts relies on.
+    Crossing {
+        line: &'a Label,
+        class: &'a Label,
+        inward: bool,
+    },
 }
 
 /// At most this many level readings are kept per name and window; beyond, every other one is
@@ -97,6 +110,8 @@ struct Acc {
     classes: BTreeMap<Label, ClassAcc>,
     spans: BTreeMap<Label, SpanAcc>,
     levels: BTreeMap<Label, LevelAcc>,
+    /// Per (line, class): crossings in, out.
+    crossings: BTreeMap<(Label, Label), [u64; 2]>,
 }
 
 /// One model's aggregation: windows, accumulators, rules.
@@ -115,6 +130,9 @@ pub struct Aggregator<R: Rng> {
     first_partial: bool,
     /// Epsilon spent in the current UTC day (with noise only).
     budget: BudgetState,
+    /// The counting lines and the classes each counts: every window publishes all of them,
+    /// zeros included (no crossing is a count too).
+    lines: Vec<(Label, Vec<Label>)>,
 }
 
 impl<R: Rng> Aggregator<R> {
@@ -145,7 +163,20 @@ impl<R: Rng> Aggregator<R> {
             rng,
             first_partial,
             budget: BudgetState::default(),
+            lines: Vec::new(),
         }
+    }
+
+    /// The counting lines (by name) and the classes each counts, all from this aggregator's
+    /// closed set of labels; crossings of other lines or classes are dropped.
+    pub fn with_lines(mut self, lines: Vec<(Label, Vec<Label>)>) -> Self {
+        self.lines = lines
+            .into_iter()
+            .filter(|(l, classes)| {
+                self.labels.contains(l) && classes.iter().all(|c| self.labels.contains(c))
+            })
+            .collect();
+        self
     }
 
     /// Starts from the budget already spent (kept by the agent across restarts).
@@ -182,6 +213,17 @@ impl<R: Rng> Aggregator<R> {
             Observation::Frame { class, .. } => class,
             Observation::Span { flag, .. } => flag,
             Observation::Level { name, .. } => name,
+            Observation::Crossing { line, class, .. } => {
+                if !self
+                    .lines
+                    .iter()
+                    .any(|(l, classes)| l == line && classes.contains(class))
+                {
+                    self.foreign += 1;
+                    return closed;
+                }
+                class
+            }
         };
         if !self.labels.contains(label) {
             self.foreign += 1;
@@ -236,6 +278,20 @@ impl<R: Rng> Aggregator<R> {
                     }
                 }
             }
+            Observation::Crossing {
+                line,
+                class,
+                inward,
+            } => {
+                if self.kinds.contains(&Kind::LineCount) {
+                    let c = self
+                        .acc
+                        .crossings
+                        .entry((line.clone(), class.clone()))
+                        .or_default();
+                    c[usize::from(!inward)] += 1;
+                }
+            }
         }
         closed
     }
@@ -262,10 +318,18 @@ impl<R: Rng> Aggregator<R> {
             self.kinds.contains(&Kind::PresenceShare),
             self.kinds.contains(&Kind::SpeechShare),
         );
+        let lines = self.kinds.contains(&Kind::LineCount);
         // The values one person can change: each gets an even part of the record's epsilon.
+        // A line's crossings in one direction are one value: an object adds at most 1 to it,
+        // to a single class, so its classes share that value's epsilon (docs/privacy.md).
         let per_class = 2 * u64::from(count) + u64::from(presence);
-        let values =
-            acc.classes.len() as u64 * per_class + if speech { acc.spans.len() as u64 } else { 0 };
+        let values = acc.classes.len() as u64 * per_class
+            + if speech { acc.spans.len() as u64 } else { 0 }
+            + if lines {
+                2 * self.lines.len() as u64
+            } else {
+                0
+            };
         let spent = self.spend(label.start_wall_ms, values);
         let withheld = spent.as_ref().is_some_and(|s| s.withheld);
         let per_value = spent.as_ref().map(|s| s.per_value_milli);
@@ -279,7 +343,30 @@ impl<R: Rng> Aggregator<R> {
         if speech {
             aggregates.speech_share = Some(BTreeMap::new());
         }
+        if lines {
+            aggregates.line_count = Some(BTreeMap::new());
+        }
         if !withheld {
+            if let Some(per_line) = aggregates.line_count.as_mut() {
+                for (line, classes) in &self.lines {
+                    let mut per_class = BTreeMap::new();
+                    for class in classes {
+                        let [n_in, n_out] = acc
+                            .crossings
+                            .get(&(line.clone(), class.clone()))
+                            .copied()
+                            .unwrap_or_default();
+                        let mut publish = |v: u64| {
+                            let noise = per_value
+                                .map_or(0, |e| discrete_laplace(1, e, &mut self.rng) as i128);
+                            self.rules.count(v as i128 + noise)
+                        };
+                        let (inward, outward) = (publish(n_in), publish(n_out));
+                        per_class.insert(class.clone(), LineCountView { inward, outward });
+                    }
+                    per_line.insert(line.clone(), per_class);
+                }
+            }
             for (class, c) in &acc.classes {
                 self.class_values(class, c, per_value, &mut aggregates);
             }

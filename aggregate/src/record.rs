@@ -16,8 +16,8 @@ use crate::label::Label;
 use crate::privacy::{DAY_MS, Published, Rules, Unit};
 use crate::window::{WindowLabel, rfc3339};
 
-/// Schema version of records built by this crate.
-pub const RECORD_VERSION: u32 = 2;
+/// Schema version of records built by this crate (v3 adds `line_count`).
+pub const RECORD_VERSION: u32 = 3;
 
 /// The oldest schema version still read (records kept in logs and hubs from before v2).
 pub const OLDEST_READ_VERSION: u32 = 1;
@@ -72,6 +72,8 @@ pub(crate) struct Aggregates {
     pub(crate) speech_share: Option<BTreeMap<Label, ShareView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) level_stats: Option<BTreeMap<Label, LevelView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) line_count: Option<BTreeMap<Label, BTreeMap<Label, LineCountView>>>,
 }
 
 /// The published body, borrowed from a [`Record`] and its envelope: the same structs
@@ -221,6 +223,20 @@ pub struct AggregatesView {
     pub speech_share: BTreeMap<String, ShareView>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub level_stats: BTreeMap<String, LevelView>,
+    /// v3: per counting line, per class, the objects that crossed it in each direction.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub line_count: BTreeMap<String, BTreeMap<String, LineCountView>>,
+}
+
+/// Objects of one class that wholly crossed a counting line during the window, per direction
+/// (each counted once per direction, docs/privacy.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineCountView {
+    #[serde(rename = "in")]
+    pub inward: Published,
+    #[serde(rename = "out")]
+    pub outward: Published,
 }
 
 /// Objects of one class per frame over the window.
@@ -391,7 +407,7 @@ pub enum ParseError {
 }
 
 impl RecordView {
-    /// Parses published bytes; they must be the canonical encoding of a v1 or v2 record.
+    /// Parses published bytes; they must be the canonical encoding of a v1, v2 or v3 record.
     pub fn parse(bytes: &[u8]) -> Result<RecordView, ParseError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| ParseError::Schema(e.to_string()))?;
@@ -401,6 +417,12 @@ impl RecordView {
             return Err(ParseError::Version(view.v));
         }
         view.privacy.check(view.v).map_err(ParseError::Schema)?;
+        if view.v < 3 && !view.aggregates.line_count.is_empty() {
+            return Err(ParseError::Schema(format!(
+                "a v{} record has no `line_count` (it came with v3)",
+                view.v
+            )));
+        }
         if view.kind != "aggregate" {
             return Err(ParseError::Schema(format!(
                 "type `{}` is not \"aggregate\"",

@@ -316,6 +316,136 @@ fn neighbouring_streams_are_within_exp_epsilon_for_speech_share() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// One window of line crossings `(class, inward)` on one line counting person and car: its
+/// record.
+fn publish_crossings(rules: Rules, crossings: &[(&str, bool)], seed: u64) -> RecordView {
+    let kinds = [Kind::LineCount];
+    let labels = Labels::new(["person", "car", "line"]).unwrap();
+    let l = |n: &str| labels.get(n).unwrap();
+    let line = l("line");
+    let mut a = Aggregator::new(
+        model(),
+        &kinds,
+        labels.clone(),
+        rules,
+        WINDOW_MS,
+        START,
+        StdRng::seed_from_u64(seed),
+    )
+    .with_lines(vec![(line.clone(), vec![l("person"), l("car")])]);
+    for (i, (class, inward)) in crossings.iter().enumerate() {
+        let at = Instant {
+            mono_ms: i as u64 * 100,
+            wall_ms: START.wall_ms + i as i64 * 100,
+        };
+        let class = l(class);
+        let _ = a.observe(
+            at,
+            Observation::Crossing {
+                line: &line,
+                class: &class,
+                inward: *inward,
+            },
+        );
+    }
+    let r = a.finish(Instant {
+        mono_ms: WINDOW_MS - 1,
+        wall_ms: START.wall_ms + WINDOW_MS as i64 - 1,
+    });
+    RecordView::parse(&r[0].to_canonical(Envelope {
+        device: "d",
+        territory: "t",
+        seq: 0,
+    }))
+    .unwrap()
+}
+
+/// A tracked object adds at most 1 to a line's crossings in each direction, to one class: the
+/// neighbouring streams differ by one object crossing in and back out, as the same class or
+/// as two (its class changed on the way back).
+#[test]
+fn neighbouring_streams_are_within_exp_epsilon_for_line_counts() {
+    let kinds = [Kind::LineCount];
+    let r = rules(&kinds, 2, 1, Some(1.0));
+    let base: Vec<(&str, bool)> = [("person", true); 5]
+        .into_iter()
+        .chain([("person", false); 2])
+        .chain([("car", false); 3])
+        .collect();
+    let mechanism = |crossings: Vec<(&'static str, bool)>| {
+        move |seed: u64| {
+            let v = publish_crossings(r, &crossings, seed);
+            let line = &v.aggregates.line_count["line"];
+            [
+                num(&line["person"].inward),
+                num(&line["person"].outward),
+                num(&line["car"].inward),
+            ]
+        }
+    };
+    let record = publish_crossings(r, &base, 0);
+    let per_value = record.privacy.noise.as_ref().unwrap().epsilon_milli as f64 / 1000.0;
+    let record_eps = record.privacy.epsilon_milli.unwrap() as f64 / 1000.0;
+    assert_eq!(
+        (per_value, record_eps),
+        (0.5, 1.0),
+        "in and out of one line"
+    );
+    let a = sample(&mechanism(base.clone()), 7);
+    let there_and_back: Vec<_> = base
+        .iter()
+        .copied()
+        .chain([("person", true), ("person", false)])
+        .collect();
+    let changed_class: Vec<_> = base
+        .iter()
+        .copied()
+        .chain([("car", true), ("person", false)])
+        .collect();
+    for (name, other, salt) in [
+        ("same class", there_and_back, 8),
+        ("class changed", changed_class, 9),
+    ] {
+        let b = sample(&mechanism(other), salt);
+        let ev = events(&a, &b, [per_value; 3], record_eps);
+        let bad = violations(&a, &b, &ev);
+        assert!(
+            bad.is_empty(),
+            "{name}: {} of {} events:\n{}",
+            bad.len(),
+            ev.len(),
+            bad.join("\n")
+        );
+    }
+}
+
+/// The same test catches a counter that let one object count twice in a direction (an object
+/// pacing across the line) under the same accounting.
+#[test]
+fn the_neighbouring_test_catches_uncapped_crossings() {
+    let kinds = [Kind::LineCount];
+    let r = rules(&kinds, 2, 1, Some(1.0));
+    let base: Vec<(&str, bool)> = vec![("person", true); 5];
+    let mechanism = |crossings: Vec<(&'static str, bool)>| {
+        move |seed: u64| {
+            let v = publish_crossings(r, &crossings, seed);
+            let line = &v.aggregates.line_count["line"];
+            [
+                num(&line["person"].inward),
+                num(&line["person"].outward),
+                num(&line["car"].inward),
+            ]
+        }
+    };
+    let pacing: Vec<_> = base.iter().copied().chain([("person", true); 6]).collect();
+    let (a, b) = (sample(&mechanism(base), 10), sample(&mechanism(pacing), 11));
+    let bad = violations(&a, &b, &events(&a, &b, [0.5; 3], 1.0));
+    assert!(
+        !bad.is_empty(),
+        "six crossings by one object went unnoticed"
+    );
+}
+
 /// Level statistics carry no noise: a pipeline that states a person unit cannot publish them.
 #[test]
 fn level_statistics_cannot_claim_a_person_unit() {

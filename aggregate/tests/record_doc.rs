@@ -81,6 +81,106 @@ fn example() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A line-counting pipeline: one line, three classes, 15-minute windows, no noise (k = 3), one
+/// window with known crossings, closed by a stop.
+fn line_example() -> Vec<u8> {
+    let start = Instant {
+        mono_ms: 5_000,
+        wall_ms: 1_796_037_300_000,
+    }; // 2026-11-30T11:15:00Z
+    let kinds = [Kind::LineCount];
+    let rules = Rules::validate(
+        &RawRules {
+            k: 3,
+            count_step: 1,
+            share_step_ppm: 1,
+            level_step_milli: 1,
+            unit: Some("none".into()),
+            noise: None,
+        },
+        &kinds,
+        900_000,
+    )
+    .unwrap();
+    let model = ModelRef {
+        id: "nanodet-int8".into(),
+        version: "3.0.4-int8.1".into(),
+        sha256: "a8a29329deda8576f25cbacf570857f6263f3ddcf4f422f304e9aa481ed50bc2".into(),
+    };
+    let labels = Labels::new(["person", "bicycle", "car", "rue-de-la-gare"]).unwrap();
+    let l = |n: &str| labels.get(n).unwrap();
+    let line = l("rue-de-la-gare");
+    let classes = [l("person"), l("bicycle"), l("car")];
+    let mut agg = Aggregator::new(
+        model,
+        &kinds,
+        labels.clone(),
+        rules,
+        900_000,
+        start,
+        StdRng::seed_from_u64(42),
+    )
+    .with_lines(vec![(line.clone(), classes.to_vec())]);
+    // 12 people in and 4 out, 2 bicycles in, 7 cars out, over the quarter hour.
+    let crossings = [
+        (0usize, true, 12u64),
+        (0, false, 4),
+        (1, true, 2),
+        (2, false, 7),
+    ];
+    let mut t = 0u64;
+    for (class, inward, n) in crossings {
+        for _ in 0..n {
+            t += 20_000;
+            let at = Instant {
+                mono_ms: start.mono_ms + t,
+                wall_ms: start.wall_ms + t as i64,
+            };
+            assert!(
+                agg.observe(
+                    at,
+                    Observation::Crossing {
+                        line: &line,
+                        class: &classes[class],
+                        inward,
+                    },
+                )
+                .is_empty()
+            );
+        }
+    }
+    let records = agg.finish(Instant {
+        mono_ms: start.mono_ms + 900_000,
+        wall_ms: start.wall_ms + 900_000,
+    });
+    assert_eq!(
+        records.len(),
+        2,
+        "the quarter hour, then the empty partial one"
+    );
+    records[0].to_canonical(Envelope {
+        device: "demo-001",
+        territory: "fr-demo",
+        seq: 7,
+    })
+}
+
+#[test]
+fn the_documented_line_count_example_is_what_the_aggregator_builds() {
+    let bytes = line_example();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    if std::env::var_os("PRINT_EXAMPLES").is_some() {
+        println!("{text}");
+    }
+    assert!(
+        DOC.contains(&text),
+        "docs/record-format.md lacks the line-count example:\n{text}"
+    );
+    let view = RecordView::parse(&bytes).unwrap();
+    let counts = &view.aggregates.line_count["rue-de-la-gare"];
+    assert_eq!(counts.len(), 3, "every class of the line, zeros included");
+}
+
 #[test]
 fn the_documented_examples_are_what_the_aggregator_builds() {
     let examples = example();

@@ -5,8 +5,9 @@
 mod common;
 
 use common::{
-    ADMIN, Fixture, K, MODEL, PASSWORD, T0, V2_BUDGET_MILLI, V2_DEVICE, V2_PAID,
-    V2_PER_VALUE_MILLI, V2_RECORDS, V2_SPENT_BEFORE, WINDOW_MS, total,
+    ADMIN, Fixture, K, LINE_DEVICE, LINE_MODEL, LINE_RECORDS, MODEL, PASSWORD, T0, V2_BUDGET_MILLI,
+    V2_DEVICE, V2_PAID, V2_PER_VALUE_MILLI, V2_RECORDS, V2_SPENT_BEFORE, WINDOW_MS,
+    line_bicycles_out, line_people_in, total,
 };
 use serde_json::Value;
 
@@ -772,4 +773,83 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     assert_v2_rows(&conn);
     let p = get(&fx.url(&format!("/device/{V2_DEVICE}")), None);
     assert!(p.body.contains(V2_SENTENCE));
+}
+
+/// Line counts (record v3) become one series per line, class and direction: in the API, on
+/// the device page in plain words, and in the national counting schema as channels with their
+/// direction, suppressed counts left empty.
+#[test]
+fn line_counts_are_shown_and_exported_per_class_and_direction() {
+    let fx = Fixture::new();
+    fx.add_line_device();
+    let s = json(&fx.url(&format!(
+        "/api/devices/{LINE_DEVICE}/series?model={LINE_MODEL}&kind=line_count&class=rue:person:in&bucket=window"
+    )));
+    let w = s["windows"].as_array().unwrap();
+    assert_eq!(w.len() as u64, LINE_RECORDS);
+    for (i, win) in w.iter().enumerate() {
+        assert_eq!(win["value"], line_people_in(i as u64), "{win}");
+    }
+    let bikes = json(&fx.url(&format!(
+        "/api/devices/{LINE_DEVICE}/series?model={LINE_MODEL}&kind=line_count&class=rue:bicycle:out&bucket=window"
+    )));
+    for (i, win) in bikes["windows"].as_array().unwrap().iter().enumerate() {
+        match line_bicycles_out(i as u64) {
+            Some(v) => assert_eq!(win["value"], v),
+            None => assert_eq!(win["value"], format!("< {K}"), "suppressed: {win}"),
+        }
+    }
+    let day = json(&fx.url(&format!(
+        "/api/devices/{LINE_DEVICE}/series?model={LINE_MODEL}&kind=line_count&class=rue:person:in&bucket=1d"
+    )));
+    let total: u64 = (0..LINE_RECORDS).map(line_people_in).sum();
+    assert_eq!(day["buckets"][0]["value"], total as f64, "{day}");
+
+    let p = get(&fx.url(&format!("/device/{LINE_DEVICE}")), None);
+    assert_eq!(p.status, 200);
+    assert!(
+        p.body.contains("ligne rue · person · entrées"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("ligne rue · bicycle · sorties"));
+    assert!(p.body.contains("passages de la ligne (nombre)"));
+
+    let ch = get(&fx.url("/export/comptage/channels.csv"), None).body;
+    let person_in = ch
+        .lines()
+        .find(|l| l.starts_with("fr-lyon.cpt-1.nanodet.rue.person.in,"))
+        .unwrap_or_else(|| panic!("{ch}"));
+    let f: Vec<&str> = person_in.split(',').collect();
+    assert_eq!(f[4], "PEDESTRIAN");
+    assert_eq!((f[10], f[11]), ("in", "rue : entrée"));
+    let bike_out = ch
+        .lines()
+        .find(|l| l.starts_with("fr-lyon.cpt-1.nanodet.rue.bicycle.out,"))
+        .unwrap();
+    assert!(bike_out.contains(",BIKE,") && bike_out.contains(",out,rue : sortie,"));
+    // Only line counts for a counting device: 2 classes x 2 directions.
+    assert_eq!(ch.lines().filter(|l| l.contains(".cpt-1.")).count(), 4);
+
+    let m = get(
+        &fx.url(&format!(
+            "/export/comptage/measures.csv?device={LINE_DEVICE}"
+        )),
+        None,
+    )
+    .body;
+    let bike_rows: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("fr-lyon.cpt-1.nanodet.rue.bicycle.out,"))
+        .collect();
+    assert_eq!(bike_rows.len() as u64, LINE_RECORDS);
+    for (i, row) in bike_rows.iter().enumerate() {
+        let count = row.rsplit(',').next().unwrap();
+        assert_eq!(
+            count,
+            line_bicycles_out(i as u64)
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+    }
 }

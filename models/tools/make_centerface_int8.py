@@ -36,7 +36,7 @@ from onnx import version_converter
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, load_card, load_rgb, sha256_file, skimage_data_file  # noqa: E402
+from common import MODELS, load_card, load_rgb, quantize_qdq, sha256_file, skimage_data_file  # noqa: E402
 
 FLOAT_CARD = MODELS / "centerface" / "card.toml"
 OUT = MODELS / "centerface-int8" / "centerface_int8.onnx"
@@ -144,7 +144,6 @@ def build(out_path: Path) -> list[str]:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     float_path = ensure_float_model()
@@ -162,28 +161,7 @@ def build(out_path: Path) -> list[str]:
             if node.op_type == "Sigmoid":  # heatmap: Conv -> Sigmoid
                 excluded.append(producers[node.input[0]].name)
         images = calibration_images()
-        quantize_static(
-            str(tmp / "pre.onnx"),
-            str(out_path),
-            Reader(images),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=excluded,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )
-    m = onnx.load(str(out_path))
-    # The ORT optimiser adds opset imports for domains no node uses (ml, training,
-    # nchwc, aten...): keep only the used ones, so loaders need not know them.
-    used = {n.domain for n in m.graph.node}
-    keep = [o for o in m.opset_import if o.domain in used or (o.domain in ("", "ai.onnx") and "" in used)]
-    del m.opset_import[:]
-    m.opset_import.extend(keep)
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, str(out_path))
+        m = quantize_qdq(tmp / "pre.onnx", out_path, Reader(images), excluded)
     # Belt and braces: no graph output may come out of a Q/DQ pair or be re-quantised.
     producers = {o: n for n in m.graph.node for o in n.output}
     for out in HEAD_OUTPUTS:

@@ -13,7 +13,9 @@ card's [[inputs]] / [[outputs]] order). Existing test_data_set_* folders there
 are replaced.
 
 Sets written:
-  image models   set 0: samples/people.png (must already be the input size)
+  image models   set 0: the image sample whose size is the input size
+                 (samples/people.png 320x256, samples/street.png 416x416); no
+                 resize here, so a card whose input matches no sample is an error
   audio models   set 0: a speech chunk, set 1: a silence chunk (stateful models
                  are streamed from the start of the file, so the state inputs
                  hold the real state at that chunk)
@@ -42,21 +44,31 @@ SILENCE_AT_S = 0.5  # inside the leading silence
 NOISE_AT_S = 10.5   # end of the street-noise segment (no speech)
 OWW_MEL_TRANSFORM = (0.1, 2.0)  # openWakeWord: melspec_transform = x/10 + 2
 OWW_WINDOW = 76                 # mel frames per embedding window
+IMAGE_SAMPLES = ("people.png", "street.png")  # image cards take the one of their input size
 
 
 # ---------------------------------------------------------------- inputs
 
-def image_tensor(inp: dict) -> np.ndarray:
+def image_sample(w: int, h: int, c: int) -> tuple[str, np.ndarray]:
+    """(name, HxWx3 uint8 RGB) of the image sample of exactly this size."""
+    sizes = {}
+    for name in IMAGE_SAMPLES:
+        rgb = load_rgb(SAMPLES / name)
+        if rgb.shape[:2] == (h, w) and c == 3:
+            return name, rgb
+        sizes[name] = f"{rgb.shape[1]}x{rgb.shape[0]}"
+    raise SystemExit(f"input wants {w}x{h}x{c} and no sample has that size ({sizes}): make a sample "
+                     "at the input size with make_samples.py (no resize in goldens)")
+
+
+def image_tensor(inp: dict) -> tuple[str, np.ndarray]:
     pre = inp["preprocess"]
     shape = inp["shape"]
     if pre["layout"] == "nchw":
         _, c, h, w = shape
     else:
         _, h, w, c = shape
-    rgb = load_rgb(SAMPLES / "people.png")
-    if rgb.shape[:2] != (h, w) or c != 3:
-        raise SystemExit(f"people.png is {rgb.shape[1]}x{rgb.shape[0]}, input wants {w}x{h}x{c}: "
-                         "remake the sample at the input size (no resize in goldens)")
+    name, rgb = image_sample(w, h, c)
     x = rgb.astype(np.float32)
     if pre["channels"] == "bgr":
         x = x[:, :, ::-1]
@@ -65,7 +77,7 @@ def image_tensor(inp: dict) -> np.ndarray:
     x = (x * np.float32(pre["scale"]) - mean) / std
     if pre["layout"] == "nchw":
         x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None]).astype(DTYPES[inp["dtype"]])
+    return name, np.ascontiguousarray(x[None]).astype(DTYPES[inp["dtype"]])
 
 
 def audio_samples() -> np.ndarray:
@@ -166,10 +178,14 @@ TENSOR_SOURCES = {"oww-embedding": oww_embedding_sets}
 
 
 def image_sets(card_path: Path, card: dict, sess) -> list[tuple[str, dict, list]]:
-    feeds = {}
+    feeds, used = {}, []
     for i in card["inputs"]:
-        feeds[i["name"]] = image_tensor(i) if i["role"] == "data" else constant_tensor(i)
-    return [("people.png", feeds, run(sess, card, feeds))]
+        if i["role"] == "data":
+            name, feeds[i["name"]] = image_tensor(i)
+            used.append(name)
+        else:
+            feeds[i["name"]] = constant_tensor(i)
+    return [(", ".join(used), feeds, run(sess, card, feeds))]
 
 
 # ---------------------------------------------------------------- output

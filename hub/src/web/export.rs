@@ -213,7 +213,39 @@ fn site_id(territory: &str, device: &str) -> String {
 }
 
 fn channel_id(territory: &str, device: &str, model: &str, class: &str) -> String {
-    format!("{territory}.{device}.{model}.{class}")
+    format!("{territory}.{device}.{model}.{}", class.replace(':', "."))
+}
+
+/// The series a device contributes to the counting schema: its line counts (objects that
+/// crossed a line, per class and direction: what the schema counts) when it has any, else its
+/// per-frame counts (faces, objects in view).
+fn counted_series(
+    c: &rusqlite::Connection,
+    device: &str,
+) -> Result<Vec<query::SeriesInfo>, WebError> {
+    let all = query::series_of(c, device)?;
+    let lines = all.iter().any(|s| s.key.kind == "line_count");
+    let wanted = if lines { "line_count" } else { "count" };
+    Ok(all.into_iter().filter(|s| s.key.kind == wanted).collect())
+}
+
+/// A series' object class, mobility type and direction for the schema: a line count's class
+/// is "line:class:dir".
+fn schema_channel(kind: &str, class: &str) -> (&'static str, &'static str, String, &'static str) {
+    match series::split_line_class(class) {
+        Some((line, object, inward)) if kind == "line_count" => (
+            mobility_type(object),
+            if inward { "in" } else { "out" },
+            format!("{line} : {}", if inward { "entrée" } else { "sortie" }),
+            "passages per window; empty = < k",
+        ),
+        _ => (
+            mobility_type(class),
+            "",
+            String::new(),
+            "objects x frames per window; empty = < k",
+        ),
+    }
 }
 
 /// The schema's `mobility_type` for a model's class label.
@@ -279,11 +311,9 @@ pub async fn comptage_channels(
                 "channel_id,channel_provider_id,site_provider_id,site_id,mobility_type,comment,counter_transmission_type,publication_transmission_type,counter_type,direction,provider_direction_code,provider_direction_name,data_provider_name,temporality,started_at,ended_at,last_updated_at,time_step,provider_portal_url\n",
             );
             for d in e.devices.values() {
-                for info in query::series_of(c, &d.id)? {
-                    if info.key.kind != "count" {
-                        continue;
-                    }
+                for info in counted_series(c, &d.id)? {
                     let k = &info.key;
+                    let (mobility, dir_code, dir_name, comment) = schema_channel(&k.kind, &k.class);
                     let input = d
                         .models
                         .iter()
@@ -296,14 +326,16 @@ pub async fn comptage_channels(
                     };
                     let step = pages::window_length(c, &d.id, k)? / 1000;
                     out.push_str(&format!(
-                        "{},{},,{},{},{},REMOTE TRANSMISSION,API,{},,,,{},PERMANENT,{},,{},{},\n",
+                        "{},{},,{},{},{},REMOTE TRANSMISSION,API,{},,{},{},{},PERMANENT,{},,{},{},\n",
                         csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class)),
                         csv_field(&format!("{}/{}", k.model, k.class)),
                         csv_field(&site_id(&d.territory, &d.id)),
-                        mobility_type(&k.class),
+                        mobility,
                         // 50 characters at most, says the schema.
-                        "objects x frames per window; empty = < k",
+                        comment,
                         counter_type,
+                        dir_code,
+                        csv_field(&dir_name),
                         csv_field(&provider),
                         dates::format(info.first_ms),
                         dates::format(info.last_ms),
@@ -341,7 +373,8 @@ pub async fn comptage_measures(
             for d in &devices {
                 total += c
                     .prepare_cached(
-                        "SELECT COUNT(*) FROM series WHERE device = ?1 AND kind = 'count'
+                        "SELECT COUNT(*) FROM series WHERE device = ?1
+                           AND kind IN ('count', 'line_count')
                            AND start_ms >= ?2 AND start_ms < ?3",
                     )?
                     .query_row(params![d.id, from, to], |r| r.get::<_, i64>(0))?;
@@ -354,10 +387,7 @@ pub async fn comptage_measures(
             let mut out = String::with_capacity(total as usize * 90 + 64);
             out.push_str("channel_id,counter_id,start_datetime,end_datetime,count\n");
             for d in &devices {
-                for info in query::series_of(c, &d.id)? {
-                    if info.key.kind != "count" {
-                        continue;
-                    }
+                for info in counted_series(c, &d.id)? {
                     let k = &info.key;
                     let ch = csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class));
                     for p in

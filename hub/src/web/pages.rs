@@ -314,7 +314,20 @@ fn kind_label(kind: &str) -> &str {
         "presence_share" => "share of frames with presence (ppm)",
         "speech_share" => "share of time with speech (ppm)",
         "level_stats" => "level (mean, thousandths)",
+        "line_count" => "passages de la ligne (nombre)",
         other => other,
+    }
+}
+
+/// A series' class in plain words: a line count's "line:class:in" reads "ligne nord · person ·
+/// entrées".
+fn class_label(kind: &str, class: &str) -> String {
+    match series::split_line_class(class) {
+        Some((line, object, inward)) if kind == "line_count" => format!(
+            "ligne {line} · {object} · {}",
+            if inward { "entrées" } else { "sorties" }
+        ),
+        _ => class.to_owned(),
     }
 }
 
@@ -427,16 +440,16 @@ pub async fn device(
         @if views.is_empty() { p { "No aggregate stored for this device yet." } }
         @for (i, (v, rows)) in views.iter().zip(&latest).enumerate() {
             @let k = &v.info.key;
-            @let cid = format!("chart-{}-{}-{}", k.model, k.kind, k.class);
+            @let cid = format!("chart-{}-{}-{}", k.model, k.kind, k.class.replace(':', "-"));
             section.series data-model=(k.model) data-kind=(k.kind) data-class=(k.class) {
-                h3 { (k.model) " · " (k.class) " · " (kind_label(&k.kind)) }
+                h3 { (k.model) " · " (class_label(&k.kind, &k.class)) " · " (kind_label(&k.kind)) }
                 p.privacy { "Privacy: " (privacy_text(&v.privacy)) }
                 @if let Some(b) = &v.budget {
                     p.budget lang="fr" title=(BUDGET_DAY_FR) data-withheld=(b.budget.withheld) { (budget_text(b)) }
                 }
                 p.meta {
                     (v.buckets.len()) " point(s), one per " (dates::human_duration(v.bucket_ms))
-                    @if k.kind == "count" { " (sum of the windows)" } @else { " (mean of the windows)" }
+                    @if k.kind == "count" || k.kind == "line_count" { " (sum of the windows)" } @else { " (mean of the windows)" }
                     "; hollow red markers: every window suppressed (“< k”). "
                     a href=(format!("/export/{}/series.csv?model={}&kind={}&class={}&from={}&to={}", o.id, k.model, k.kind, k.class, dates::format(v.from), dates::format(v.to))) { "CSV" }
                     " · "

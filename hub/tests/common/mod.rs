@@ -286,14 +286,32 @@ pub fn record_v2(i: u64, sha256: &str, version: &str) -> Vec<u8> {
 impl Fixture {
     /// Enrols [`V2_DEVICE`] and ingests its [`V2_RECORDS`] v2 records as MQTT delivers them.
     pub fn add_v2_device(&self) {
-        let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))
-            .expect("card");
-        let key = key_for(&hub_link::origin(V2_TERRITORY, V2_DEVICE), 21);
+        self.add_device(
+            (V2_TERRITORY, V2_DEVICE),
+            "models/centerface-int8/card.toml",
+            21,
+            V2_RECORDS,
+            &record_v2,
+        );
+    }
+
+    /// Enrols a device (`(territory, id)`, its key from `seed`) with one model card and
+    /// ingests `n` records made by `record(i, sha256, version)`, as MQTT delivers them.
+    fn add_device(
+        &self,
+        (territory, id): (&str, &str),
+        card: &str,
+        seed: u8,
+        n: u64,
+        record: &dyn Fn(u64, &str, &str) -> Vec<u8>,
+    ) {
+        let card = hub::enrolment::cards::load(&repo().join(card)).expect("card");
+        let key = key_for(&hub_link::origin(territory, id), seed);
         hub::enrolment::enroll(
             &self.devices_path,
             RawDevice {
-                id: V2_DEVICE.into(),
-                territory: V2_TERRITORY.into(),
+                id: id.into(),
+                territory: territory.into(),
                 key: key.verifier().to_string(),
                 enrolled: Some("2026-02-28T12:00:00Z".into()),
                 site: None,
@@ -306,16 +324,69 @@ impl Fixture {
         let version = card.version.clone().unwrap_or_default();
         let mut conn = self.conn();
         let tx = conn.transaction().expect("tx");
-        let topic = hub_link::agg_topic(V2_TERRITORY, V2_DEVICE, MODEL);
-        for i in 0..V2_RECORDS {
-            let entry = record_v2(i, &card.sha256, &version);
+        let topic = hub_link::agg_topic(territory, id, &card.id);
+        for i in 0..n {
+            let entry = record(i, &card.sha256, &version);
             let sig = audit::sign_entry(&key, &entry);
             let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
             let (o, _) =
                 hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
-            assert_eq!(o.stored, 1, "v2 record {i} stored");
+            assert_eq!(o.stored, 1, "record {i} of {id} stored");
         }
         tx.commit().expect("commit");
         *self.enrolment.write().unwrap() = enrolment;
+    }
+}
+
+/// A counting device: one line `rue` counting person and bicycle, 15-minute windows, `k` 3,
+/// no noise (record v3).
+pub const LINE_DEVICE: &str = "cpt-1";
+pub const LINE_TERRITORY: &str = "fr-lyon";
+pub const LINE_MODEL: &str = "nanodet";
+pub const LINE_RECORDS: u64 = 4;
+
+/// People in across the line in window `i` (always published), and bicycles out (below `k`,
+/// hence suppressed, in even windows).
+pub fn line_people_in(i: u64) -> u64 {
+    5 + i
+}
+
+pub fn line_bicycles_out(i: u64) -> Option<u64> {
+    (i % 2 == 1).then_some(3 + i)
+}
+
+/// The canonical v3 record of window `i` of [`LINE_DEVICE`].
+pub fn record_v3_lines(i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let bikes_out = match line_bicycles_out(i) {
+        Some(v) => json!(v),
+        None => json!("suppressed"),
+    };
+    let v = json!({
+        "v": 3, "type": "aggregate", "device": LINE_DEVICE, "territory": LINE_TERRITORY, "seq": i,
+        "model": {"id": LINE_MODEL, "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(T0 + i as i64 * WINDOW_MS),
+                   "length_ms": WINDOW_MS, "partial": false, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": {"line_count": {"rue": {
+            "bicycle": {"in": "suppressed", "out": bikes_out},
+            "person": {"in": line_people_in(i), "out": 4},
+        }}},
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "unit": "none", "epsilon_milli": 0, "noise": null},
+    });
+    let bytes = aggregate::canonical::to_vec(&v).expect("canonical");
+    aggregate::RecordView::parse(&bytes).expect("a valid v3 record");
+    bytes
+}
+
+impl Fixture {
+    /// Enrols [`LINE_DEVICE`] with the NanoDet card and ingests its [`LINE_RECORDS`] records.
+    pub fn add_line_device(&self) {
+        self.add_device(
+            (LINE_TERRITORY, LINE_DEVICE),
+            "models/nanodet/card.toml",
+            31,
+            LINE_RECORDS,
+            &record_v3_lines,
+        );
     }
 }
