@@ -465,6 +465,27 @@ impl Config {
             let source = source(base, &p.source, &|name, msg| {
                 err(format!("pipeline[{i}].source.{name}"), msg)
             })?;
+            // A camera's frame size is known: a line or zone outside it could never count.
+            if let Source::Camera(c) = &source {
+                let (w, h) = (c.width as f32, c.height as f32);
+                let zones_from = p.lines.len();
+                for (j, l) in lines.iter().enumerate() {
+                    if let Some(pt) = l.points().into_iter().find(|q| q[0] > w || q[1] > h) {
+                        let field = if j < zones_from {
+                            format!("pipeline[{i}].line[{j}]")
+                        } else {
+                            format!("pipeline[{i}].zone[{}]", j - zones_from)
+                        };
+                        return Err(err(
+                            field,
+                            format!(
+                                "point [{}, {}] is outside the camera's {}x{} frame (points are frame pixels from the top-left corner)",
+                                pt[0], pt[1], c.width, c.height
+                            ),
+                        ));
+                    }
+                }
+            }
             // A sensor source reads levels by a documented method (a measurement card of the
             // same source); the other sources feed a network.
             let wanted = match &source {
@@ -984,6 +1005,24 @@ mod tests {
                 "{field}: {e}"
             );
         }
+        // A camera's frame bounds its lines.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let camera = format!(
+            "device = \"d\"\nterritory = \"t\"\ndata_dir = \"data\"\nkey = \"k\"\n\
+             [[pipeline]]\nname = \"rue\"\nmodel = \"{}/models/nanodet-int8/card.toml\"\n\
+             aggregates = [\"line_count\"]\nwindow = \"15m\"\n{}\n\
+             [pipeline.source]\nkind = \"camera\"\ninput = \"/dev/video0\"\nwidth = 320\nheight = 240\n\
+             [pipeline.privacy]\nk = 3\n",
+            root.display(),
+            LINE
+        );
+        let e = Config::parse(&root.join("test.toml"), &camera)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pipeline[0].line[0]") && e.contains("320x240"),
+            "{e}"
+        );
         // Lines without `line_count` are refused too.
         let e = counting_with("\"count\"", "", LINE)
             .unwrap_err()

@@ -156,6 +156,14 @@ impl Line {
         })
     }
 
+    /// The points that define it (a segment's two ends, a zone's corners).
+    pub fn points(&self) -> Vec<Point> {
+        match &self.shape {
+            Shape::Segment { from, to, .. } => vec![*from, *to],
+            Shape::Zone { points } => points.clone(),
+        }
+    }
+
     /// The segment's ends, or `None` for a zone.
     fn ends(&self) -> Option<(Point, Point)> {
         match self.shape {
