@@ -151,7 +151,7 @@ enum ModelCommand {
         card: PathBuf,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Detection score threshold (face detection).
+        /// Score threshold: a face detection, or a speech or audio class probability.
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
     },

@@ -1,5 +1,6 @@
 //! Sensor data -> model inputs -> events, as the card says: image and audio preprocessing,
-//! recurrent state, CenterFace decoding with non-maximum suppression, speech probability.
+//! recurrent state, CenterFace decoding with non-maximum suppression, speech probability and
+//! audio class scores.
 //! The core functions take values, not files; file reading sits in [`read_image`] and
 //! [`read_wav`].
 
@@ -609,12 +610,31 @@ pub fn detect_objects_timed(
     Ok((objects, took))
 }
 
-/// Streams audio through a voice-activity card chunk by chunk, carrying the recurrent state and
-/// the context samples; returns the speech probability of each chunk.
-pub struct SpeechStream<'m> {
+/// What an audio model says of one chunk: per frame (successive equal parts of the chunk), per
+/// class, a probability. A voice-activity card gives one frame of one class (speech).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioScores {
+    pub frames: usize,
+    pub classes: usize,
+    /// Row-major: frame after frame, each with its `classes` probabilities.
+    pub values: Vec<f32>,
+}
+
+impl AudioScores {
+    /// The probabilities of frame `f`, one per class in the card's label order.
+    pub fn frame(&self, f: usize) -> &[f32] {
+        &self.values[f * self.classes..(f + 1) * self.classes]
+    }
+}
+
+/// Streams audio through an audio card (voice activity, or an audio-event classifier) chunk by
+/// chunk, carrying the recurrent state and the context samples; returns each chunk's scores.
+pub struct AudioStream<'m> {
     model: &'m Model,
     data_ix: usize,
-    prob_ix: usize,
+    score_ix: usize,
+    frames: usize,
+    classes: usize,
     chunk: usize,
     context: usize,
     gain: f32,
@@ -622,8 +642,8 @@ pub struct SpeechStream<'m> {
     state: Vec<Tensor>,
 }
 
-impl<'m> SpeechStream<'m> {
-    pub fn new(model: &'m Model) -> Result<SpeechStream<'m>, PipelineError> {
+impl<'m> AudioStream<'m> {
+    pub fn new(model: &'m Model) -> Result<AudioStream<'m>, PipelineError> {
         let card = &model.card;
         let unsuitable = |m: &str| PipelineError::Unsuitable {
             model: card.id.clone(),
@@ -642,15 +662,33 @@ impl<'m> SpeechStream<'m> {
         else {
             return Err(unsuitable("its data input is not audio"));
         };
-        let prob_ix = card
+        let score_ix = card
             .outputs
             .iter()
-            .position(|o| o.postprocess == Postprocess::SpeechProbability)
-            .ok_or_else(|| unsuitable("it has no speech-probability output"))?;
-        Ok(SpeechStream {
+            .position(|o| {
+                matches!(
+                    o.postprocess,
+                    Postprocess::SpeechProbability | Postprocess::ClassScores
+                )
+            })
+            .ok_or_else(|| unsuitable("it has no speech-probability or class-scores output"))?;
+        let out = &card.outputs[score_ix];
+        // Validated by the card: a probability is one value; class scores [1, classes] or
+        // [1, frames, classes].
+        let (frames, classes) = match (out.postprocess, out.shape.as_slice()) {
+            (Postprocess::ClassScores, [1, c]) => (1, *c),
+            (Postprocess::ClassScores, [1, f, c]) => (*f, *c),
+            _ => (1, 1),
+        };
+        if frames == 0 || classes == 0 {
+            return Err(unsuitable("its scores have no frame or no class"));
+        }
+        Ok(AudioStream {
             model,
             data_ix,
-            prob_ix,
+            score_ix,
+            frames,
+            classes,
             chunk,
             context,
             gain,
@@ -670,12 +708,17 @@ impl<'m> SpeechStream<'m> {
         self.chunk
     }
 
+    /// Frames per chunk of the scores.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
     /// One chunk of exactly `chunk_len()` samples in [-1, 1].
-    pub fn push(&mut self, chunk: &[f32]) -> Result<f32, PipelineError> {
+    pub fn push(&mut self, chunk: &[f32]) -> Result<AudioScores, PipelineError> {
         assert_eq!(
             chunk.len(),
             self.chunk,
-            "SpeechStream::push takes whole chunks"
+            "AudioStream::push takes whole chunks"
         );
         let card = &self.model.card;
         let mut window = Vec::with_capacity(self.context + self.chunk);
@@ -702,14 +745,32 @@ impl<'m> SpeechStream<'m> {
                 self.state[i] = out[o].clone().into_tensor();
             }
         }
-        let p =
-            out[self.prob_ix]
-                .cast_to_scalar::<f32>()
-                .map_err(|e| PipelineError::Unsuitable {
-                    model: card.id.clone(),
-                    message: format!("speech probability is not a number: {e}"),
-                })?;
-        Ok(p)
+        let bad = |e: String| PipelineError::Unsuitable {
+            model: card.id.clone(),
+            message: format!("output `{}`: {e}", card.outputs[self.score_ix].name),
+        };
+        let scores = out[self.score_ix]
+            .cast_to::<f32>()
+            .map_err(|e| bad(format!("not numbers: {e}")))?;
+        let values: Vec<f32> = scores
+            .to_plain_array_view::<f32>()
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .copied()
+            .collect();
+        if values.len() != self.frames * self.classes {
+            return Err(bad(format!(
+                "{} values, the card says {} frames of {} classes",
+                values.len(),
+                self.frames,
+                self.classes
+            )));
+        }
+        Ok(AudioScores {
+            frames: self.frames,
+            classes: self.classes,
+            values,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 
 use crate::config::{Config, MicSettings, Pipeline, Source, Speed};
 use crate::health::PipelineHealth;
-use crate::pipeline::{self, PipelineError, SpeechStream};
+use crate::pipeline::{self, AudioScores, AudioStream, PipelineError};
 use crate::sources::camera::{Camera, CameraSettings};
 use crate::sources::microphone::{MicError, Microphone, Read};
 use crate::stop::Stop;
@@ -222,8 +222,9 @@ impl ReplayClock<'_> {
 /// What a card's outputs let the agent observe.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {
-    /// A voice-activity model on audio chunks: speech spans.
-    Speech,
+    /// An audio model on chunks: a voice-activity model's speech spans, or an audio-event
+    /// classifier's spans per class.
+    Audio,
     /// A face detector on images: objects per frame.
     Faces,
     /// An object detector on images: objects per frame and class, tracked across counting
@@ -234,8 +235,10 @@ enum Family {
 impl Family {
     fn of(card: &modelcard::Card) -> Result<Family, PipelineError> {
         let post: Vec<Postprocess> = card.outputs.iter().map(|o| o.postprocess).collect();
-        if post.contains(&Postprocess::SpeechProbability) {
-            Ok(Family::Speech)
+        if post.contains(&Postprocess::SpeechProbability)
+            || post.contains(&Postprocess::ClassScores)
+        {
+            Ok(Family::Audio)
         } else if post.contains(&Postprocess::CenterFace) {
             Ok(Family::Faces)
         } else if post.contains(&Postprocess::GflScores) {
@@ -243,7 +246,7 @@ impl Family {
         } else {
             Err(PipelineError::Unsuitable {
                 model: card.id.clone(),
-                message: "the agent runs face-detection, object-detection and voice-activity models; this card has none of their outputs"
+                message: "the agent runs face-detection, object-detection, voice-activity and audio-classifier models; this card has none of their outputs"
                     .into(),
             })
         }
@@ -318,6 +321,8 @@ struct Run<'a> {
     model: &'a Model,
     agg: Aggregator<StdRng>,
     label: Label,
+    /// An audio model's classes, in its scores' order: each one's label if published.
+    flags: Vec<Option<Label>>,
     objects: Option<Objects>,
     health: &'a Arc<PipelineHealth>,
     stop: &'a Stop,
@@ -436,7 +441,7 @@ impl Run<'_> {
         for _ in 0..repeat {
             let audio = pipeline::read_wav(path).map_err(|e| self.err(e))?;
             let model = self.model;
-            let mut stream = SpeechStream::new(model).map_err(|e| self.err(e))?;
+            let mut stream = AudioStream::new(model).map_err(|e| self.err(e))?;
             let rate = stream.sample_rate();
             let samples = pipeline::resample(&audio.samples, audio.sample_rate, rate);
             let n = stream.chunk_len();
@@ -447,20 +452,47 @@ impl Run<'_> {
                 }
                 self.health.captured.fetch_add(1, Ordering::Relaxed);
                 let t = std::time::Instant::now();
-                let prob = stream.push(chunk).map_err(|e| self.err(e))?;
+                let scores = stream.push(chunk).map_err(|e| self.err(e))?;
                 self.health.inference(t.elapsed());
                 offset_us += chunk_us;
-                let label = self.label.clone();
-                let obs = Observation::Span {
-                    flag: &label,
-                    on: prob >= self.p.threshold,
-                    duration_us: chunk_us,
-                };
                 let at = rc.at(offset_us, self.stop);
-                self.observe(at, obs)?;
+                self.observe_audio(at, chunk_us, &scores)?;
             }
         }
         Ok(rc.at(offset_us, self.stop))
+    }
+
+    /// One audio chunk's scores, observed at `at` (the chunk's end): per frame of the chunk (its
+    /// share of `chunk_us`), per published class, a span on or off by the pipeline's
+    /// threshold. The scores go no further.
+    fn observe_audio(
+        &mut self,
+        at: Instant,
+        chunk_us: u64,
+        scores: &AudioScores,
+    ) -> Result<(), RunError> {
+        let frames = scores.frames as u64;
+        for f in 0..scores.frames {
+            // Whole microseconds, the remainder on the last frames: they add up to the chunk.
+            let i = f as u64;
+            let duration_us = (i + 1) * chunk_us / frames - i * chunk_us / frames;
+            for c in 0..self.flags.len() {
+                let Some(flag) = self.flags[c].clone() else {
+                    continue;
+                };
+                let on = scores
+                    .frame(f)
+                    .get(c)
+                    .is_some_and(|p| *p >= self.p.threshold);
+                let obs = Observation::Span {
+                    flag: &flag,
+                    on,
+                    duration_us,
+                };
+                self.observe(at, obs)?;
+            }
+        }
+        Ok(())
     }
 
     /// The image file or folder, `repeat` times at `fps`; the instant of its end.
@@ -526,7 +558,7 @@ impl Run<'_> {
         settings: &MicSettings,
         clock: &dyn Clock,
     ) -> Result<Instant, RunError> {
-        let mut stream = SpeechStream::new(self.model).map_err(|e| self.err(e))?;
+        let mut stream = AudioStream::new(self.model).map_err(|e| self.err(e))?;
         let rate = stream.sample_rate();
         let n = stream.chunk_len();
         let mut raw = vec![0i16; n];
@@ -592,20 +624,14 @@ impl Run<'_> {
                             *f = *s as f32 / 32768.0;
                         }
                         let t = std::time::Instant::now();
-                        let prob = stream.push(&chunk).map_err(|e| self.err(e))?;
+                        let scores = stream.push(&chunk).map_err(|e| self.err(e))?;
                         self.health.inference(t.elapsed());
                         offset_us += chunk_us;
                         now = Instant {
                             mono_ms: anchor.mono_ms + offset_us / 1000,
                             wall_ms: anchor.wall_ms + (offset_us / 1000) as i64,
                         };
-                        let label = self.label.clone();
-                        let obs = Observation::Span {
-                            flag: &label,
-                            on: prob >= self.p.threshold,
-                            duration_us: chunk_us,
-                        };
-                        self.observe(now, obs)?;
+                        self.observe_audio(now, chunk_us, &scores)?;
                     }
                 }
             };
@@ -627,7 +653,7 @@ impl Run<'_> {
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
             // The stream's state belongs to audio that is gone.
-            stream = SpeechStream::new(self.model).map_err(|e| self.err(e))?;
+            stream = AudioStream::new(self.model).map_err(|e| self.err(e))?;
         }
         Ok(later(now, clock.now()))
     }
@@ -721,18 +747,20 @@ fn run_pipeline(
                 message: "its card names no label for the output the agent observes".into(),
             })
         })?;
+    let flags = audio_flags(&p.card, &p.classes, &agg);
     let mut run = Run {
         p,
         model: &model,
         agg,
         label,
+        flags,
         objects,
         health,
         stop,
         tx,
     };
     let end = match (&p.source, family) {
-        (Source::Replay { path, repeat, .. }, Family::Speech) => {
+        (Source::Replay { path, repeat, .. }, Family::Audio) => {
             tracing::debug!(
                 "pipeline `{}`: replaying audio from {}",
                 p.name,
@@ -756,14 +784,14 @@ fn run_pipeline(
         (Source::Camera(settings), Family::Faces | Family::Objects) => {
             run.camera(settings, clock)?
         }
-        (Source::Microphone(settings), Family::Speech) => run.microphone(settings, clock)?,
+        (Source::Microphone(settings), Family::Audio) => run.microphone(settings, clock)?,
         (Source::Microphone(_), Family::Faces | Family::Objects) => {
             return Err(perr(PipelineError::Unsuitable {
                 model: p.card.id.clone(),
                 message: "a microphone feeds audio models; this card's input is an image".into(),
             }));
         }
-        (Source::Camera(_), Family::Speech) => {
+        (Source::Camera(_), Family::Audio) => {
             return Err(perr(PipelineError::Unsuitable {
                 model: p.card.id.clone(),
                 message: "a camera feeds image models; this card's input is audio".into(),
@@ -802,6 +830,30 @@ fn deliver(
 
 /// The pipeline's aggregator, its windows starting at `start`, charging the privacy budget
 /// already spent today (kept on disk across restarts).
+/// An audio card's classes in its scores' order (the speech-probability or class-scores
+/// output's labels): each one's label in the aggregator's set if the pipeline publishes it.
+fn audio_flags(
+    card: &modelcard::Card,
+    published: &[String],
+    agg: &Aggregator<StdRng>,
+) -> Vec<Option<Label>> {
+    card.outputs
+        .iter()
+        .find(|o| {
+            matches!(
+                o.postprocess,
+                Postprocess::SpeechProbability | Postprocess::ClassScores
+            )
+        })
+        .map(|o| {
+            o.labels
+                .iter()
+                .map(|l| published.contains(l).then(|| agg.label(l).ok()).flatten())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn aggregator(p: &Pipeline, start: Instant) -> Result<Aggregator<StdRng>, RunError> {
     let model_ref = ModelRef {
         id: p.card.id.clone(),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent::pipeline::{self, SpeechStream};
+use agent::pipeline::{self, AudioStream};
 use modelcard::Card;
 use runtime::{LoadOptions, Model};
 
@@ -43,12 +43,12 @@ fn silero_finds_speech_where_the_sample_has_speech() {
     let m = model("silero-vad-16k");
     let audio = pipeline::read_wav(&root().join("models/samples/speech.wav")).unwrap();
     assert_eq!(audio.sample_rate, 16_000);
-    let mut stream = SpeechStream::new(&m).unwrap();
+    let mut stream = AudioStream::new(&m).unwrap();
     let n = stream.chunk_len();
     let flags: Vec<bool> = audio
         .samples
         .chunks_exact(n)
-        .map(|c| stream.push(c).unwrap() >= 0.5)
+        .map(|c| stream.push(c).unwrap().values[0] >= 0.5)
         .collect();
     for (kind, start, end) in segments() {
         // Chunks entirely inside the segment.

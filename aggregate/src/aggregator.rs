@@ -29,6 +29,9 @@ pub enum Kind {
     LevelStats,
     /// Objects that crossed a counting line, per line, class and direction.
     LineCount,
+    /// Share of observed time each class of a classifier was present (score above the
+    /// pipeline's threshold).
+    ClassShare,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::SpeechShare => "speech_share",
             Kind::LevelStats => "level_stats",
             Kind::LineCount => "line_count",
+            Kind::ClassShare => "class_share",
         }
     }
 
@@ -49,6 +53,7 @@ impl Kind {
             "speech_share" => Kind::SpeechShare,
             "level_stats" => Kind::LevelStats,
             "line_count" => Kind::LineCount,
+            "class_share" => Kind::ClassShare,
             _ => return None,
         })
     }
@@ -244,7 +249,8 @@ impl<R: Rng> Aggregator<R> {
                 on,
                 duration_us,
             } => {
-                if self.kinds.contains(&Kind::SpeechShare) {
+                if self.kinds.contains(&Kind::SpeechShare) || self.kinds.contains(&Kind::ClassShare)
+                {
                     let s = self.acc.spans.entry(flag.clone()).or_default();
                     s.total_us += duration_us;
                     if on {
@@ -319,12 +325,13 @@ impl<R: Rng> Aggregator<R> {
             self.kinds.contains(&Kind::SpeechShare),
         );
         let lines = self.kinds.contains(&Kind::LineCount);
+        let classes = self.kinds.contains(&Kind::ClassShare);
         // The values one person can change: each gets an even part of the record's epsilon.
         // A line's crossings in one direction are one value: an object adds at most 1 to it,
         // to a single class, so its classes share that value's epsilon (docs/privacy.md).
         let per_class = 2 * u64::from(count) + u64::from(presence);
         let values = acc.classes.len() as u64 * per_class
-            + if speech { acc.spans.len() as u64 } else { 0 }
+            + (u64::from(speech) + u64::from(classes)) * acc.spans.len() as u64
             + if lines {
                 2 * self.lines.len() as u64
             } else {
@@ -345,6 +352,9 @@ impl<R: Rng> Aggregator<R> {
         }
         if lines {
             aggregates.line_count = Some(BTreeMap::new());
+        }
+        if classes {
+            aggregates.class_share = Some(BTreeMap::new());
         }
         if !withheld {
             if let Some(per_line) = aggregates.line_count.as_mut() {
@@ -370,7 +380,14 @@ impl<R: Rng> Aggregator<R> {
             for (class, c) in &acc.classes {
                 self.class_values(class, c, per_value, &mut aggregates);
             }
-            if let Some(per) = aggregates.speech_share.as_mut() {
+            for flag_share in [
+                speech.then_some(&mut aggregates.speech_share),
+                classes.then_some(&mut aggregates.class_share),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let per = flag_share.get_or_insert_with(BTreeMap::new);
                 for (flag, s) in &acc.spans {
                     let ppm = (s.on_us * 1_000_000).checked_div(s.total_us).unwrap_or(0);
                     let noisy = match per_value {

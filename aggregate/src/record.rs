@@ -16,8 +16,8 @@ use crate::label::Label;
 use crate::privacy::{DAY_MS, Published, Rules, Unit};
 use crate::window::{WindowLabel, rfc3339};
 
-/// Schema version of records built by this crate (v3 adds `line_count`).
-pub const RECORD_VERSION: u32 = 3;
+/// Schema version of records built by this crate (v3 adds `line_count`, v4 `class_share`).
+pub const RECORD_VERSION: u32 = 4;
 
 /// The oldest schema version still read (records kept in logs and hubs from before v2).
 pub const OLDEST_READ_VERSION: u32 = 1;
@@ -74,6 +74,8 @@ pub(crate) struct Aggregates {
     pub(crate) level_stats: Option<BTreeMap<Label, LevelView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) line_count: Option<BTreeMap<Label, BTreeMap<Label, LineCountView>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) class_share: Option<BTreeMap<Label, ShareView>>,
 }
 
 /// The published body, borrowed from a [`Record`] and its envelope: the same structs
@@ -226,6 +228,9 @@ pub struct AggregatesView {
     /// v3: per counting line, per class, the objects that crossed it in each direction.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub line_count: BTreeMap<String, BTreeMap<String, LineCountView>>,
+    /// v4: per class of a classifier, the share of the observed time it was present.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_share: BTreeMap<String, ShareView>,
 }
 
 /// Objects of one class that wholly crossed a counting line during the window, per direction
@@ -407,7 +412,7 @@ pub enum ParseError {
 }
 
 impl RecordView {
-    /// Parses published bytes; they must be the canonical encoding of a v1, v2 or v3 record.
+    /// Parses published bytes; they must be the canonical encoding of a v1 to v4 record.
     pub fn parse(bytes: &[u8]) -> Result<RecordView, ParseError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| ParseError::Schema(e.to_string()))?;
@@ -420,6 +425,12 @@ impl RecordView {
         if view.v < 3 && !view.aggregates.line_count.is_empty() {
             return Err(ParseError::Schema(format!(
                 "a v{} record has no `line_count` (it came with v3)",
+                view.v
+            )));
+        }
+        if view.v < 4 && !view.aggregates.class_share.is_empty() {
+            return Err(ParseError::Schema(format!(
+                "a v{} record has no `class_share` (it came with v4)",
                 view.v
             )));
         }

@@ -564,3 +564,62 @@ fn the_suppression_check_catches_independent_suppression() {
     };
     assert!(!derivable(&v1).is_empty());
 }
+
+#[test]
+fn neighbouring_streams_are_within_exp_epsilon_for_class_shares() {
+    let kinds = [Kind::ClassShare];
+    let r = rules(&kinds, 1, 1, Some(1.0));
+    let labels = Labels::new(["speech", "singing", "music"]).unwrap();
+    // A window of 100 ms frames of an audio-event classifier; with `person`, one person speaks
+    // and sings through the whole window (two of the three classes change).
+    let mechanism = |person: bool| {
+        let labels = labels.clone();
+        move |seed: u64| {
+            let mut a = Aggregator::new(
+                model(),
+                &kinds,
+                labels.clone(),
+                r,
+                WINDOW_MS,
+                START,
+                StdRng::seed_from_u64(seed),
+            );
+            let flags = ["speech", "singing", "music"].map(|c| a.label(c).unwrap());
+            for i in 0..90u64 {
+                let at = Instant {
+                    mono_ms: i * 100,
+                    wall_ms: START.wall_ms + i as i64 * 100,
+                };
+                let on = [person || i % 4 == 0, person, i % 2 == 0];
+                for (flag, on) in flags.iter().zip(on) {
+                    let _ = a.observe(
+                        at,
+                        Observation::Span {
+                            flag,
+                            on,
+                            duration_us: 100_000,
+                        },
+                    );
+                }
+            }
+            let rec = a.finish(Instant {
+                mono_ms: 9_999,
+                wall_ms: START.wall_ms + 9_999,
+            });
+            let v = RecordView::parse(&rec[0].to_canonical(Envelope {
+                device: "d",
+                territory: "t",
+                seq: 0,
+            }))
+            .unwrap();
+            assert_eq!(v.privacy.epsilon_milli, Some(999));
+            assert_eq!(v.privacy.noise.as_ref().and_then(|n| n.values), Some(3));
+            // Outcomes in whole percent, one slot per class.
+            flags.map(|f| v.aggregates.class_share[f.as_str()].share_ppm as i64 / 10_000)
+        }
+    };
+    let (a, b) = (sample(&mechanism(false), 7), sample(&mechanism(true), 8));
+    let ev = events(&a, &b, [0.333; 3], 0.999);
+    let bad = violations(&a, &b, &ev);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

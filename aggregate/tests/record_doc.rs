@@ -203,3 +203,86 @@ fn the_documented_examples_are_what_the_aggregator_builds() {
         RecordView::parse(bytes).unwrap();
     }
 }
+
+/// A minute of an audio-event classifier: each second, per class, present or not.
+fn class_share_example() -> Vec<u8> {
+    let start = Instant {
+        mono_ms: 5_000,
+        wall_ms: 1_796_038_560_000,
+    }; // 2026-11-30T11:36:00Z
+    let kinds = [Kind::ClassShare];
+    let rules = Rules::validate(
+        &RawRules {
+            k: 3,
+            count_step: 1,
+            share_step_ppm: 1,
+            level_step_milli: 1,
+            unit: Some("none".into()),
+            noise: None,
+        },
+        &kinds,
+        60_000,
+    )
+    .unwrap();
+    let model = ModelRef {
+        id: "firered-aed".into(),
+        version: "0.2.13".into(),
+        sha256: "0000000000000000000000000000000000000000000000000000000000000000".into(),
+    };
+    let labels = Labels::new(["speech", "singing", "music"]).unwrap();
+    let mut agg = Aggregator::new(
+        model,
+        &kinds,
+        labels.clone(),
+        rules,
+        60_000,
+        start,
+        StdRng::seed_from_u64(42),
+    );
+    // Speech 20 s of the minute, music 45 s, singing never.
+    for s in 0..60u64 {
+        let at = Instant {
+            mono_ms: start.mono_ms + s * 1000 + 500,
+            wall_ms: start.wall_ms + (s * 1000 + 500) as i64,
+        };
+        for (name, on) in [("speech", s < 20), ("singing", false), ("music", s >= 15)] {
+            let flag = labels.get(name).unwrap();
+            let obs = Observation::Span {
+                flag: &flag,
+                on,
+                duration_us: 1_000_000,
+            };
+            assert!(agg.observe(at, obs).is_empty());
+        }
+    }
+    let records = agg.finish(Instant {
+        mono_ms: start.mono_ms + 60_000,
+        wall_ms: start.wall_ms + 60_000,
+    });
+    records[0].to_canonical(Envelope {
+        device: "demo-001",
+        territory: "fr-demo",
+        seq: 8,
+    })
+}
+
+#[test]
+fn the_documented_class_share_example_is_what_the_aggregator_builds() {
+    let bytes = class_share_example();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    if std::env::var_os("PRINT_EXAMPLES").is_some() {
+        println!("{text}");
+    }
+    assert!(
+        DOC.contains(&text),
+        "docs/record-format.md lacks the class-share example:\n{text}"
+    );
+    let view = RecordView::parse(&bytes).unwrap();
+    let shares = &view.aggregates.class_share;
+    assert_eq!(shares.len(), 3, "every class, absent ones included");
+    assert_eq!(shares["speech"].observed_ms, 60_000);
+    let ppm = |c: &str| shares[c].share_ppm;
+    assert_eq!(ppm("speech"), 333_333);
+    assert_eq!(ppm("music"), 750_000);
+    assert_eq!(ppm("singing"), 0);
+}

@@ -19,6 +19,7 @@ pub const AGGREGATE_KINDS: &[&str] = &[
     "speech_share",
     "level_stats",
     "line_count",
+    "class_share",
     "none",
 ];
 
@@ -151,6 +152,10 @@ pub enum Postprocess {
     /// order left, top, right, bottom, each side a softmax over `bins` distances of
     /// 0..bins-1 strides.
     GflBoxes,
+    /// A classifier's class probabilities (in [0, 1], after the model's own sigmoid or
+    /// softmax): `[1, classes]` for the whole input, or `[1, frames, classes]` for successive
+    /// equal frames of it (an audio-event model's 10 ms frames). One label per class.
+    ClassScores,
     None,
 }
 
@@ -163,6 +168,7 @@ impl Postprocess {
             Postprocess::State => "state",
             Postprocess::GflScores => "gfl-scores",
             Postprocess::GflBoxes => "gfl-boxes",
+            Postprocess::ClassScores => "class-scores",
             Postprocess::None => "none",
         }
     }
@@ -466,7 +472,8 @@ impl Card {
 
     /// The labels of the outputs the agent turns into observations, in the card's order: a
     /// measurement's levels, speech probabilities, CenterFace's heatmap (its first head), a
-    /// dense detector's classes (its first gfl-scores output).
+    /// dense detector's classes (its first gfl-scores output), a classifier's classes (its
+    /// class-scores output).
     pub fn observed_labels(&self) -> Vec<String> {
         if let Some(m) = &self.measurement {
             return m.levels.clone();
@@ -479,6 +486,7 @@ impl Card {
         speech
             .chain(first(Postprocess::CenterFace))
             .chain(first(Postprocess::GflScores))
+            .chain(first(Postprocess::ClassScores))
             .flat_map(|o| o.labels.iter().cloned())
             .collect()
     }
@@ -1059,11 +1067,12 @@ impl Validator<'_> {
             "state" => Postprocess::State,
             "gfl-scores" => Postprocess::GflScores,
             "gfl-boxes" => Postprocess::GflBoxes,
+            "class-scores" => Postprocess::ClassScores,
             "none" => Postprocess::None,
             other => {
                 return Err(self.err(
                     f("postprocess"),
-                    format!("unknown postprocessing `{other}` (centerface, speech-probability, features, state, gfl-scores, gfl-boxes or none)"),
+                    format!("unknown postprocessing `{other}` (centerface, speech-probability, features, state, gfl-scores, gfl-boxes, class-scores or none)"),
                 ));
             }
         };
@@ -1154,6 +1163,39 @@ impl Validator<'_> {
                     format!("outputs[{i}].shape"),
                     "a speech probability is a single value",
                 ));
+            }
+            if o.postprocess == Postprocess::ClassScores {
+                let classes = o.shape.last().copied().unwrap_or(0);
+                if !matches!(o.shape.as_slice(), [1, _] | [1, _, _]) || o.dtype != Dtype::F32 {
+                    return Err(self.err(
+                        format!("outputs[{i}].shape"),
+                        format!(
+                            "class scores are f32 [1, classes] or [1, frames, classes], not {}{:?}",
+                            o.dtype, o.shape
+                        ),
+                    ));
+                }
+                if o.labels.len() != classes {
+                    return Err(self.err(
+                        format!("outputs[{i}].labels"),
+                        format!(
+                            "{} labels for {classes} classes: name each class, in the model's order",
+                            o.labels.len()
+                        ),
+                    ));
+                }
+                if card
+                    .outputs
+                    .iter()
+                    .filter(|o| o.postprocess == Postprocess::ClassScores)
+                    .count()
+                    > 1
+                {
+                    return Err(self.err(
+                        format!("outputs[{i}].postprocess"),
+                        "a card has at most one class-scores output",
+                    ));
+                }
             }
             if o.postprocess == Postprocess::State
                 && !card
@@ -1488,6 +1530,48 @@ postprocess = "state"
                 err.contains(needle),
                 "`{from}` -> `{to}`: expected {needle} in: {err}"
             );
+        }
+    }
+
+    /// A classifier card: its class-scores output's labels are what it may publish.
+    #[test]
+    fn class_scores_cards_publish_their_labels_and_are_checked() {
+        let aed = GOOD
+            .replacen("aggregates = [\"speech_share\"]", "aggregates = [\"class_share\"]", 1)
+            .replacen(
+                "shape = [1, 1]\ndtype = \"f32\"\npostprocess = \"speech-probability\"",
+                "shape = [1, 100, 3]\ndtype = \"f32\"\npostprocess = \"class-scores\"\nlabels = [\"speech\", \"singing\", \"music\"]",
+                1,
+            );
+        assert!(
+            aed.contains("class-scores"),
+            "test: the replacement applied"
+        );
+        let c = parse(&aed).unwrap();
+        assert_eq!(c.outputs[0].postprocess, Postprocess::ClassScores);
+        assert_eq!(c.observed_labels(), ["speech", "singing", "music"]);
+        let narrowed =
+            parse(&aed.replacen("aggregates =", "classes = [\"music\"]\naggregates =", 1)).unwrap();
+        assert_eq!(narrowed.published_labels(), ["music"]);
+        for (from, to, needle) in [
+            (
+                "labels = [\"speech\", \"singing\", \"music\"]",
+                "labels = [\"speech\", \"music\"]",
+                "`outputs[0].labels`",
+            ),
+            (
+                "shape = [1, 100, 3]",
+                "shape = [100, 3]",
+                "`outputs[0].shape`",
+            ),
+            (
+                "shape = [1, 100, 3]",
+                "shape = [1, 1, 100, 3]",
+                "`outputs[0].shape`",
+            ),
+        ] {
+            let err = parse(&aed.replacen(from, to, 1)).expect_err(to).to_string();
+            assert!(err.contains(needle), "`{to}`: expected {needle} in: {err}");
         }
     }
 }

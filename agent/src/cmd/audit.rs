@@ -83,7 +83,12 @@ fn show_record(r: &RecordView) -> String {
         };
         parts.push(format!("{c} present {share}"));
     }
-    for (f, v) in &r.aggregates.speech_share {
+    for (f, v) in r
+        .aggregates
+        .speech_share
+        .iter()
+        .chain(&r.aggregates.class_share)
+    {
         parts.push(format!(
             "{f} {} of {:.1} s",
             pct(v.share_ppm),

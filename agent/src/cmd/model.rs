@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use agent::pipeline::{self, SpeechStream};
+use agent::pipeline::{self, AudioStream};
 use anyhow::{Context, Result};
 use modelcard::{Card, InputRole, Postprocess, Preprocess};
 use runtime::{LoadOptions, Model, bench, golden};
@@ -290,7 +290,7 @@ pub fn profile_cmd(path: &Path, runs: usize, warmup: usize, top: usize) -> Resul
 }
 
 /// Runs a card on files and prints the aggregate only: a count of faces per image, or the
-/// share of time with speech. Detections and probabilities never leave this function.
+/// share of time with speech or with each class of an audio classifier. Detections and probabilities never leave this function.
 pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode> {
     let card = load_card(path)?;
     let model = Model::load(&card, LoadOptions::default())?;
@@ -307,30 +307,62 @@ pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<Exit
                 card.version
             );
         }
-    } else if post.contains(&Postprocess::SpeechProbability) {
+    } else if post.contains(&Postprocess::SpeechProbability)
+        || post.contains(&Postprocess::ClassScores)
+    {
+        let labels = card
+            .outputs
+            .iter()
+            .find(|o| {
+                matches!(
+                    o.postprocess,
+                    Postprocess::SpeechProbability | Postprocess::ClassScores
+                )
+            })
+            .map(|o| o.labels.clone())
+            .unwrap_or_default();
         for input in inputs {
             let audio = pipeline::read_wav(input)?;
-            let mut stream = SpeechStream::new(&model)?;
+            let mut stream = AudioStream::new(&model)?;
             let samples =
                 pipeline::resample(&audio.samples, audio.sample_rate, stream.sample_rate());
             let n = stream.chunk_len();
-            let (mut speech, mut total, mut segments, mut was_speech) =
-                (0usize, 0usize, 0usize, false);
+            // Per class: frames at or above the threshold, and segments of them.
+            let mut on = vec![0usize; labels.len().max(1)];
+            let mut segments = vec![0usize; on.len()];
+            let mut was = vec![false; on.len()];
+            let mut frames = 0usize;
             for chunk in samples.chunks_exact(n) {
-                let p = stream
+                let scores = stream
                     .push(chunk)
                     .with_context(|| format!("{}: running {}", input.display(), card.id))?;
-                let is_speech = p >= 0.5;
-                speech += is_speech as usize;
-                segments += (is_speech && !was_speech) as usize;
-                was_speech = is_speech;
-                total += 1;
+                for f in 0..scores.frames {
+                    for (c, p) in scores.frame(f).iter().enumerate().take(on.len()) {
+                        let is = *p >= threshold;
+                        on[c] += is as usize;
+                        segments[c] += (is && !was[c]) as usize;
+                        was[c] = is;
+                    }
+                    frames += 1;
+                }
             }
-            let secs = (total * n) as f64 / stream.sample_rate() as f64;
+            let secs = (samples.len() / n * n) as f64 / stream.sample_rate() as f64;
+            let shares: Vec<String> = on
+                .iter()
+                .zip(&segments)
+                .enumerate()
+                .map(|(c, (k, seg))| {
+                    format!(
+                        "{} {:.1}% in {seg} segment(s)",
+                        labels.get(c).map_or("speech", String::as_str),
+                        100.0 * *k as f64 / frames.max(1) as f64
+                    )
+                })
+                .collect();
             say!(
-                "{}: speech {:.1}% of {:.1} s in {segments} segment(s) (model {} {})",
+                "{}: {} of {:.1} s (model {} {}, threshold {threshold})",
                 input.display(),
-                100.0 * speech as f64 / total.max(1) as f64,
+                shares.join(", "),
                 secs,
                 card.id,
                 card.version
@@ -338,7 +370,7 @@ pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<Exit
         }
     } else {
         anyhow::bail!(
-            "{}: `model run` knows face detection and voice activity; this card's outputs are {:?}",
+            "{}: `model run` knows face detection, voice activity and audio classifiers; this card's outputs are {:?}",
             card.path.display(),
             post
         );

@@ -45,16 +45,23 @@ ALTER TABLE series ADD COLUMN withheld INTEGER;
 ";
 
 /// The aggregate kinds, as records name them.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "count",
     "presence_share",
     "speech_share",
     "level_stats",
     "line_count",
+    "class_share",
 ];
 
 /// The kinds whose values are noised, hence withheld when the budget is exhausted.
-pub const NOISED_KINDS: [&str; 4] = ["count", "presence_share", "speech_share", "line_count"];
+pub const NOISED_KINDS: [&str; 5] = [
+    "count",
+    "presence_share",
+    "speech_share",
+    "line_count",
+    "class_share",
+];
 
 /// A line count's series class: the line, the object class and the direction (`in`, `out`),
 /// joined by `:` (which no label holds).
@@ -106,7 +113,7 @@ pub struct Point {
     pub clock_jumps: u32,
     /// Observations behind the value (frames, observed ms, readings): never suppressed.
     pub n: u64,
-    /// `count`: total; `presence_share`: share in ppm; `speech_share`: share in ppm;
+    /// `count`: total; `presence_share`, `speech_share`, `class_share`: share in ppm;
     /// `level_stats`: mean in thousandths; `line_count`: crossings (the class names the line,
     /// the object class and the direction: [`line_class`]). `None` when suppressed or not
     /// measured.
@@ -204,12 +211,17 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
             &p.present_frames,
         ));
     }
-    for (class, s) in &a.speech_share {
-        out.push(Point {
-            n: s.observed_ms,
-            value: i64::try_from(s.share_ppm).ok(),
-            ..base("speech_share", class)
-        });
+    for (kind, shares) in [
+        ("speech_share", &a.speech_share),
+        ("class_share", &a.class_share),
+    ] {
+        for (class, s) in shares {
+            out.push(Point {
+                n: s.observed_ms,
+                value: i64::try_from(s.share_ppm).ok(),
+                ..base(kind, class)
+            });
+        }
     }
     for (class, l) in &a.level_stats {
         out.push(Point {
@@ -682,7 +694,7 @@ pub fn display(value: Option<i64>, suppressed: bool, k: u64) -> String {
 pub fn unit(kind: &str) -> &'static str {
     match kind {
         "count" => "objects x frames (total)",
-        "presence_share" | "speech_share" => "ppm",
+        "presence_share" | "speech_share" | "class_share" => "ppm",
         "level_stats" => "thousandths (mean)",
         "line_count" => "crossings",
         _ => "",

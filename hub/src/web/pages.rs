@@ -313,6 +313,7 @@ fn kind_label(kind: &str) -> &str {
         "count" => "objects counted (total over frames)",
         "presence_share" => "share of frames with presence (ppm)",
         "speech_share" => "share of time with speech (ppm)",
+        "class_share" => "part du temps où ce son est entendu (ppm)",
         "level_stats" => "level (mean, thousandths)",
         "line_count" => "passages de la ligne (nombre)",
         other => other,
@@ -327,6 +328,12 @@ fn class_label(kind: &str, class: &str) -> String {
             "ligne {line} · {object} · {}",
             if inward { "entrées" } else { "sorties" }
         ),
+        _ if kind == "class_share" => match class {
+            "speech" => "parole".into(),
+            "singing" => "chant".into(),
+            "music" => "musique".into(),
+            other => other.to_owned(),
+        },
         _ => class.to_owned(),
     }
 }
