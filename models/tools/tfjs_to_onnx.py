@@ -604,7 +604,12 @@ def simplify(g: Graph, keep: set[str]) -> None:
     g.initializers = {k: v for k, v in g.initializers.items() if k in live}
 
 
-def serialise(g: Graph, inputs, outputs: list[str], producer_version: str) -> bytes:
+def serialise(g: Graph, inputs, outputs: list[str], producer_version: str, *,
+              graph_name: str = "tfjs_to_onnx", producer_name: str = "iat tfjs_to_onnx.py",
+              opset: int = OPSET) -> bytes:
+    """The ModelProto bytes: nodes in order, initializers sorted by name, the given inputs
+    ((name, shape) pairs) and outputs (names, shapes from g.shapes), all float32. Other
+    converters of models/tools reuse it with their own names (and opset)."""
     graph = b""
     for node in g.nodes:
         body = b"".join(f_str(1, i) for i in node["inputs"])
@@ -612,15 +617,15 @@ def serialise(g: Graph, inputs, outputs: list[str], producer_version: str) -> by
         body += f_str(3, node["name"]) + f_str(4, node["op"])
         body += b"".join(f_bytes(5, attr_proto(k, v)) for k, v in sorted(node["attrs"].items()))
         graph += f_bytes(1, body)
-    graph += f_str(2, "tfjs_to_onnx")
+    graph += f_str(2, graph_name)
     for name in sorted(g.initializers):
         graph += f_bytes(5, g.initializers[name].proto(name))
     for name, shape in inputs:
         graph += f_bytes(11, value_info(name, shape))
     for name in outputs:
         graph += f_bytes(12, value_info(name, g.shapes[name]))
-    model = f_int(1, IR_VERSION) + f_str(2, "iat tfjs_to_onnx.py") + f_str(3, producer_version)
-    model += f_bytes(7, graph) + f_bytes(8, f_str(1, "") + f_int(2, OPSET))
+    model = f_int(1, IR_VERSION) + f_str(2, producer_name) + f_str(3, producer_version)
+    model += f_bytes(7, graph) + f_bytes(8, f_str(1, "") + f_int(2, opset))
     return model
 
 
