@@ -462,12 +462,13 @@ impl Run<'_> {
         Ok(rc.at(offset_us, self.stop))
     }
 
-    /// One audio chunk's scores, observed at `at` (the chunk's end): per frame of the chunk (its
-    /// share of `chunk_us`), per published class, a span on or off by the pipeline's
+    /// One audio chunk's scores; `end` is the instant the chunk ends. Per frame of the chunk
+    /// (its share of `chunk_us`, observed at its middle, so that a window boundary inside the
+    /// chunk splits it where it falls), per published class, a span on or off by the pipeline's
     /// threshold. The scores go no further.
     fn observe_audio(
         &mut self,
-        at: Instant,
+        end: Instant,
         chunk_us: u64,
         scores: &AudioScores,
     ) -> Result<(), RunError> {
@@ -475,7 +476,12 @@ impl Run<'_> {
         for f in 0..scores.frames {
             // Whole microseconds, the remainder on the last frames: they add up to the chunk.
             let i = f as u64;
-            let duration_us = (i + 1) * chunk_us / frames - i * chunk_us / frames;
+            let (from_us, to_us) = (i * chunk_us / frames, (i + 1) * chunk_us / frames);
+            let back_ms = (chunk_us - (from_us + to_us) / 2) / 1000;
+            let at = Instant {
+                mono_ms: end.mono_ms.saturating_sub(back_ms),
+                wall_ms: end.wall_ms - back_ms as i64,
+            };
             for c in 0..self.flags.len() {
                 let Some(flag) = self.flags[c].clone() else {
                     continue;
@@ -487,11 +493,15 @@ impl Run<'_> {
                 let obs = Observation::Span {
                     flag: &flag,
                     on,
-                    duration_us,
+                    duration_us: to_us - from_us,
                 };
-                self.observe(at, obs)?;
+                let records = self.agg.observe(at, obs);
+                self.send(records)?;
             }
         }
+        // One chunk analysed.
+        self.health.inferred.fetch_add(1, Ordering::Relaxed);
+        self.health.beat();
         Ok(())
     }
 
@@ -737,8 +747,9 @@ fn run_pipeline(
         }
         _ => None,
     };
-    // What the observations are published under: the card's first observed label.
-    let label = pipeline::observed_labels(&p.card)
+    // What a face detector's observations are published under: the pipeline's first class.
+    let label = p
+        .classes
         .first()
         .and_then(|name| agg.label(name).ok())
         .ok_or_else(|| {

@@ -227,7 +227,7 @@ fn class_share_example() -> Vec<u8> {
     let model = ModelRef {
         id: "firered-aed".into(),
         version: "0.2.13".into(),
-        sha256: "0000000000000000000000000000000000000000000000000000000000000000".into(),
+        sha256: "5038f9b427b5a6dbab8247e040c9571675db153c1d621cfa7af522a101a75449".into(),
     };
     let labels = Labels::new(["speech", "singing", "music"]).unwrap();
     let mut agg = Aggregator::new(
