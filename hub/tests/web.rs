@@ -5,9 +5,10 @@
 mod common;
 
 use common::{
-    ADMIN, Fixture, K, LINE_DEVICE, LINE_MODEL, LINE_RECORDS, MODEL, PASSWORD, T0, V2_BUDGET_MILLI,
-    V2_DEVICE, V2_PAID, V2_PER_VALUE_MILLI, V2_RECORDS, V2_SPENT_BEFORE, WINDOW_MS,
-    line_bicycles_out, line_people_in, total,
+    ADMIN, Fixture, K, LINE_DEVICE, LINE_MODEL, LINE_RECORDS, MODEL, PASSWORD, SOUND_DEVICE,
+    SOUND_MODEL, SOUND_RECORDS, T0, V2_BUDGET_MILLI, V2_DEVICE, V2_PAID, V2_PER_VALUE_MILLI,
+    V2_RECORDS, V2_SPENT_BEFORE, WINDOW_MS, line_bicycles_out, line_people_in, sound_music_ppm,
+    total,
 };
 use serde_json::Value;
 
@@ -850,6 +851,33 @@ fn line_counts_are_shown_and_exported_per_class_and_direction() {
             line_bicycles_out(i as u64)
                 .map(|v| v.to_string())
                 .unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn class_shares_are_shown_per_class_in_plain_words() {
+    let fx = Fixture::new();
+    fx.add_sound_device();
+    let s = json(&fx.url(&format!(
+        "/api/devices/{SOUND_DEVICE}/series?model={SOUND_MODEL}&kind=class_share&class=music&bucket=window"
+    )));
+    let w = s["windows"].as_array().unwrap();
+    assert_eq!(w.len() as u64, SOUND_RECORDS, "{s}");
+    for (i, win) in w.iter().enumerate() {
+        assert_eq!(win["value"], sound_music_ppm(i as u64), "{win}");
+    }
+    let p = get(&fx.url(&format!("/device/{SOUND_DEVICE}")), None);
+    assert_eq!(p.status, 200);
+    for words in [
+        "musique",
+        "parole",
+        "chant",
+        "part du temps où ce son est entendu",
+    ] {
+        assert!(
+            p.body.contains(words),
+            "`{words}` missing from the device page"
         );
     }
 }

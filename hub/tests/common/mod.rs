@@ -390,3 +390,47 @@ impl Fixture {
         );
     }
 }
+
+/// A sound device: FireRedVAD's AED (speech, singing, music) in 15-minute windows, unit
+/// "none" (record v4).
+pub const SOUND_DEVICE: &str = "son-1";
+pub const SOUND_TERRITORY: &str = "fr-lyon";
+pub const SOUND_MODEL: &str = "firered-aed";
+pub const SOUND_RECORDS: u64 = 3;
+
+/// The share of window `i` with music, in ppm.
+pub fn sound_music_ppm(i: u64) -> u64 {
+    250_000 * (i + 1)
+}
+
+/// The canonical v4 record of window `i` of [`SOUND_DEVICE`].
+pub fn record_v4_sounds(i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let share = |ppm: u64| json!({"observed_ms": WINDOW_MS, "share_ppm": ppm});
+    let v = json!({
+        "v": 4, "type": "aggregate", "device": SOUND_DEVICE, "territory": SOUND_TERRITORY, "seq": i,
+        "model": {"id": SOUND_MODEL, "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(T0 + i as i64 * WINDOW_MS),
+                   "length_ms": WINDOW_MS, "partial": false, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": {"class_share": {
+            "music": share(sound_music_ppm(i)), "singing": share(0), "speech": share(100_000),
+        }},
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "unit": "none", "epsilon_milli": 0, "noise": null},
+    });
+    let bytes = aggregate::canonical::to_vec(&v).expect("canonical");
+    aggregate::RecordView::parse(&bytes).expect("a valid v4 record");
+    bytes
+}
+
+impl Fixture {
+    /// Enrols [`SOUND_DEVICE`] with the AED card and ingests its [`SOUND_RECORDS`] records.
+    pub fn add_sound_device(&self) {
+        self.add_device(
+            (SOUND_TERRITORY, SOUND_DEVICE),
+            "models/firered-aed/card.toml",
+            32,
+            SOUND_RECORDS,
+            &record_v4_sounds,
+        );
+    }
+}

@@ -151,7 +151,7 @@ k = 1
     let config_path = demo.join("agent.toml");
     std::fs::write(&config_path, config)?;
     println!(
-        "== 4. the agent replays the bundled samples: speech -> Silero VAD, people -> CenterFace int8,"
+        "== 4. the agent replays the bundled samples: speech -> Silero VAD and FireRedVAD AED, people -> CenterFace int8,"
     );
     println!(
         "      watches a live RTSP camera (rtsp://127.0.0.1:{rtsp_port}/cam) with CenterFace int8,"
