@@ -151,7 +151,7 @@ enum ModelCommand {
         card: PathBuf,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Score threshold: a face detection, or a speech or audio class probability.
+        /// Score threshold: a face or object detection, or a speech or audio class probability.
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
     },

@@ -118,3 +118,33 @@ fn a_pipeline_may_publish_some_classes_only() {
         text(&show)
     );
 }
+
+#[test]
+fn model_run_names_classes_and_outputs() {
+    let root = support::root();
+    let card = |id: &str| root.join(format!("models/{id}/card.toml"));
+    let speech = root.join("models/samples/speech.wav");
+    let o = agent(&[
+        "model",
+        "run",
+        card("firered-aed").to_str().unwrap(),
+        speech.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for class in ["speech ", "singing 0.0%", "music "] {
+        assert!(text(&o).contains(class), "{}", text(&o));
+    }
+    // A card `model run` cannot aggregate: its outputs named, not a debug dump.
+    let o = agent(&[
+        "model",
+        "run",
+        card("oww-embedding").to_str().unwrap(),
+        speech.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("`conv2d_19` (features)") && !text(&o).contains("[None]"),
+        "{}",
+        text(&o)
+    );
+}

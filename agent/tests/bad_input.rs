@@ -103,6 +103,22 @@ const CASES: &[Case] = &[
         says: &["all outputs within tolerance"],
     },
     Case {
+        name: "model file a symbolic link out of the card's folder",
+        card: "tiny_float.card.toml",
+        break_it: |d| {
+            // The same bytes (the sha256 would pass), but not beside the card.
+            std::fs::remove_file(d.join("tiny_float.onnx")).unwrap();
+            std::os::unix::fs::symlink(
+                fixtures().join("tiny_float.onnx"),
+                d.join("tiny_float.onnx"),
+            )
+            .unwrap();
+        },
+        args: &[],
+        exit: 2,
+        says: &["outside the card's folder", "tiny_float.onnx"],
+    },
+    Case {
         name: "empty model file",
         card: "tiny_float.card.toml",
         break_it: |d| write_model(d, b"", true),

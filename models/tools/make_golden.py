@@ -14,14 +14,21 @@ are replaced.
 
 Sets written:
   image models   set 0: the image sample whose size is the input size
-                 (samples/people.png 320x256, samples/street.png 416x416); no
-                 resize here, so a card whose input matches no sample is an error
-  audio models   set 0: a speech chunk, set 1: a silence chunk (stateful models
+                 (samples/people.png 320x256, samples/street.png 416x416), or
+                 for any other size samples/street.png resized to it (bilinear)
+  audio models   set 0: a speech chunk, set 1: a silence chunk of speech.wav
+                 (resampled linearly to the card's rate; stateful models
                  are streamed from the start of the file, so the state inputs
                  hold the real state at that chunk)
   oww-embedding  set 0: a 76-frame mel window of speech, set 1: of street noise
                  (mel frames streamed through oww-melspectrogram as openWakeWord
                  does, then x/10 + 2)
+  other tensors  set 0: values from a fixed-seed generator (normal, or uniform
+                 integers for integer inputs), the same on every run
+
+Optional [inputs.preprocess] keys take the Rust loader's defaults (image:
+channels "rgb", layout "nchw", mean 0, std 1, scale 1; audio: context 0,
+gain 1). A card may live anywhere (not only under models/).
 
 Usage: models/tools/make_golden.py CARD.toml...    (venv python)
 """
@@ -50,34 +57,44 @@ IMAGE_SAMPLES = ("people.png", "street.png")  # image cards take the one of thei
 # ---------------------------------------------------------------- inputs
 
 def image_sample(w: int, h: int, c: int) -> tuple[str, np.ndarray]:
-    """(name, HxWx3 uint8 RGB) of the image sample of exactly this size."""
-    sizes = {}
+    """(name, HxWx3 uint8 RGB): the image sample of exactly this size, else the
+    street sample resized to it."""
+    if c != 3:
+        raise SystemExit(f"an image input has 3 channels, this one {c}")
     for name in IMAGE_SAMPLES:
         rgb = load_rgb(SAMPLES / name)
-        if rgb.shape[:2] == (h, w) and c == 3:
+        if rgb.shape[:2] == (h, w):
             return name, rgb
-        sizes[name] = f"{rgb.shape[1]}x{rgb.shape[0]}"
-    raise SystemExit(f"input wants {w}x{h}x{c} and no sample has that size ({sizes}): make a sample "
-                     "at the input size with make_samples.py (no resize in goldens)")
+    from PIL import Image
+
+    name = IMAGE_SAMPLES[-1]
+    with Image.open(SAMPLES / name) as im:
+        rgb = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8).copy()
+    return f"{name} resized to {w}x{h}", rgb
 
 
 def image_tensor(inp: dict) -> tuple[str, np.ndarray]:
     pre = inp["preprocess"]
     shape = inp["shape"]
-    if pre["layout"] == "nchw":
+    layout = pre.get("layout", "nchw")
+    if layout == "nchw":
         _, c, h, w = shape
     else:
         _, h, w, c = shape
     name, rgb = image_sample(w, h, c)
     x = rgb.astype(np.float32)
-    if pre["channels"] == "bgr":
+    if pre.get("channels", "rgb") == "bgr":
         x = x[:, :, ::-1]
-    mean = np.asarray(pre["mean"], dtype=np.float32)
-    std = np.asarray(pre["std"], dtype=np.float32)
-    x = (x * np.float32(pre["scale"]) - mean) / std
-    if pre["layout"] == "nchw":
+    mean = np.asarray(pre.get("mean", [0.0] * 3), dtype=np.float32)
+    std = np.asarray(pre.get("std", [1.0] * 3), dtype=np.float32)
+    x = (x * np.float32(pre.get("scale", 1.0)) - mean) / std
+    if layout == "nchw":
         x = x.transpose(2, 0, 1)
-    return name, np.ascontiguousarray(x[None]).astype(DTYPES[inp["dtype"]])
+    dtype = DTYPES[inp["dtype"]]
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        x = np.clip(np.rint(x), info.min, info.max)
+    return name, np.ascontiguousarray(x[None]).astype(dtype)
 
 
 def audio_samples() -> np.ndarray:
@@ -89,13 +106,13 @@ def audio_samples() -> np.ndarray:
 
 def audio_window(x: np.ndarray, pre: dict, k: int) -> np.ndarray:
     """Chunk k of the stream with `context` samples of history in front (zeros before t=0)."""
-    chunk, context = pre["chunk"], pre["context"]
+    chunk, context = pre["chunk"], pre.get("context", 0)
     start = k * chunk - context
     end = (k + 1) * chunk
     w = np.zeros(end - start, dtype=np.float32)
     src = x[max(start, 0):end]
     w[len(w) - len(src):] = src
-    return w * np.float32(pre["gain"])
+    return w * np.float32(pre.get("gain", 1.0))
 
 
 def constant_tensor(inp: dict) -> np.ndarray:
@@ -117,6 +134,10 @@ def audio_sets(card_path: Path, card: dict, sess) -> list[tuple[str, dict, list]
         raise SystemExit("audio models: exactly one data input supported")
     pre = data[0]["preprocess"]
     x = audio_samples()
+    if pre["sample_rate"] != 16000:
+        # Linear interpolation to the card's rate (the agent's resampler is linear too).
+        n = int(len(x) * pre["sample_rate"] / 16000)
+        x = np.interp(np.arange(n) * (16000 / pre["sample_rate"]), np.arange(len(x)), x).astype(np.float32)
     state_inputs = [i for i in card["inputs"] if i["role"] == "state"]
     sets = []
     for label, at_s in (("speech", SPEECH_AT_S), ("silence", SILENCE_AT_S)):
@@ -174,6 +195,23 @@ def oww_embedding_sets(card_path: Path, card: dict, sess) -> list[tuple[str, dic
     return sets
 
 
+def seeded_tensor_sets(card_path: Path, card: dict, sess) -> list[tuple[str, dict, list]]:
+    """Set 0 from a fixed-seed generator: a tensor input with no real source."""
+    rng = np.random.default_rng(20261206)
+    feeds = {}
+    for i in card["inputs"]:
+        dtype = DTYPES[i["dtype"]]
+        if i["role"] == "constant":
+            feeds[i["name"]] = constant_tensor(i)
+        elif np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            lo, hi = max(info.min, -128), min(info.max, 127)
+            feeds[i["name"]] = rng.integers(lo, hi, size=i["shape"], endpoint=True).astype(dtype)
+        else:
+            feeds[i["name"]] = rng.standard_normal(i["shape"]).astype(dtype)
+    return [("seeded normal values (seed 20261206)", feeds, run(sess, card, feeds))]
+
+
 TENSOR_SOURCES = {"oww-embedding": oww_embedding_sets}
 
 
@@ -206,7 +244,8 @@ def write_sets(card_path: Path, card: dict, sets) -> None:
             (d / f"output_{k}.pb").write_bytes(t.SerializeToString())
         size = sum(p.stat().st_size for p in d.iterdir())
         stats = ", ".join(f"{o['name']}: min {v.min():.4g} max {v.max():.4g}" for o, v in zip(card["outputs"], outs))
-        print(f"  {d.relative_to(MODELS)}  [{desc}]  {size} bytes\n    {stats}")
+        shown = d.relative_to(MODELS) if d.is_relative_to(MODELS) else d
+        print(f"  {shown}  [{desc}]  {size} bytes\n    {stats}")
 
 
 def main() -> None:
@@ -222,8 +261,8 @@ def main() -> None:
             sets = image_sets(card_path, card, sess)
         elif kinds == {"audio"}:
             sets = audio_sets(card_path, card, sess)
-        elif kinds == {"tensor"} and card["id"] in TENSOR_SOURCES:
-            sets = TENSOR_SOURCES[card["id"]](card_path, card, sess)
+        elif kinds == {"tensor"}:
+            sets = TENSOR_SOURCES.get(card["id"], seeded_tensor_sets)(card_path, card, sess)
         else:
             raise SystemExit(f"{card['id']}: no sample source for data inputs of kind {sorted(kinds)}")
         write_sets(card_path, card, sets)

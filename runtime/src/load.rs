@@ -3,7 +3,7 @@
 //! fused, see [`kernels::qdq`]) and kept runnable.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,29 @@ pub struct Model {
     pub notes: Vec<String>,
 }
 
+/// The card's `file` names a path inside the card's folder (the card checks the text); a
+/// symbolic link there must not lead out of it either: what the card vouches for is what sits
+/// beside it.
+fn contained(card: &Card) -> Result<(), ModelError> {
+    let dir = card.path.parent().unwrap_or(Path::new("."));
+    let (Ok(dir), Ok(file)) = (dir.canonicalize(), card.file.canonicalize()) else {
+        // Missing: reading the file says so.
+        return Ok(());
+    };
+    if file.starts_with(&dir) {
+        return Ok(());
+    }
+    Err(ModelError::CardMismatch {
+        card: card.path.clone(),
+        field: "file".into(),
+        message: format!(
+            "`{}` leads to {}, outside the card's folder (a symbolic link?): put the model file itself beside its card",
+            card.file.display(),
+            file.display()
+        ),
+    })
+}
+
 impl Model {
     /// Loads the card's model: sha256 before parsing, guard, input facts, optimise.
     pub fn load(card: &Card, options: LoadOptions) -> Result<Model, ModelError> {
@@ -112,6 +135,7 @@ impl Model {
             });
         }
         let path = card.file.clone();
+        contained(card)?;
         let t0 = Instant::now();
         let bytes = std::fs::read(&path).map_err(|error| ModelError::Io {
             path: path.clone(),

@@ -289,8 +289,8 @@ pub fn profile_cmd(path: &Path, runs: usize, warmup: usize, top: usize) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a card on files and prints the aggregate only: a count of faces per image, or the
-/// share of time with speech or with each class of an audio classifier. Detections and probabilities never leave this function.
+/// Runs a card on files and prints the aggregate only: a count of faces or of objects per class
+/// per image, or the share of time with speech or with each class of an audio classifier. Detections and probabilities never leave this function.
 pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<ExitCode> {
     let card = load_card(path)?;
     let model = Model::load(&card, LoadOptions::default())?;
@@ -368,11 +368,54 @@ pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<Exit
                 card.version
             );
         }
+    } else if post.contains(&Postprocess::GflScores) {
+        let heads = pipeline::ObjectHeads::of(&card)?;
+        let labels = card
+            .outputs
+            .iter()
+            .find(|o| o.postprocess == Postprocess::GflScores)
+            .map(|o| o.labels.clone())
+            .unwrap_or_default();
+        // The classes the card publishes, by their index among the labels.
+        let wanted: Vec<usize> = card
+            .published_labels()
+            .iter()
+            .filter_map(|c| labels.iter().position(|l| l == c))
+            .collect();
+        for input in inputs {
+            let img = pipeline::read_image(input)?;
+            let (objects, _) =
+                pipeline::detect_objects_timed(&model, &heads, &img, &wanted, threshold)?;
+            let mut per_class: Vec<(String, usize)> = Vec::new();
+            for &i in &wanted {
+                let n = objects.iter().filter(|o| o.class == i).count();
+                if n > 0 {
+                    per_class.push((labels[i].clone(), n));
+                }
+            }
+            let counts: Vec<String> = per_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            say!(
+                "{}: {} (model {} {}, threshold {threshold})",
+                input.display(),
+                if counts.is_empty() {
+                    "no object".to_string()
+                } else {
+                    counts.join(", ")
+                },
+                card.id,
+                card.version
+            );
+        }
     } else {
+        let outputs: Vec<String> = card
+            .outputs
+            .iter()
+            .map(|o| format!("`{}` ({})", o.name, o.postprocess.name()))
+            .collect();
         anyhow::bail!(
-            "{}: `model run` knows face detection, voice activity and audio classifiers; this card's outputs are {:?}",
+            "{}: `model run` knows face and object detectors, voice activity and audio classifiers (outputs with postprocess centerface, gfl-scores, speech-probability or class-scores); this card's outputs are {}",
             card.path.display(),
-            post
+            outputs.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)
