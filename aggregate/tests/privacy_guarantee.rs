@@ -261,6 +261,20 @@ fn the_neighbouring_test_catches_the_v1_calibration() {
     assert!(!bad.is_empty(), "the v1 calibration went unnoticed");
 }
 
+/// Closes the test window of an aggregator: its record, as published.
+fn finish_window(a: Aggregator<StdRng>) -> RecordView {
+    let rec = a.finish(Instant {
+        mono_ms: 9_999,
+        wall_ms: START.wall_ms + 9_999,
+    });
+    RecordView::parse(&rec[0].to_canonical(Envelope {
+        device: "d",
+        territory: "t",
+        seq: 0,
+    }))
+    .unwrap()
+}
+
 #[test]
 fn neighbouring_streams_are_within_exp_epsilon_for_speech_share() {
     let kinds = [Kind::SpeechShare];
@@ -294,16 +308,7 @@ fn neighbouring_streams_are_within_exp_epsilon_for_speech_share() {
                     },
                 );
             }
-            let rec = a.finish(Instant {
-                mono_ms: 9_999,
-                wall_ms: START.wall_ms + 9_999,
-            });
-            let v = RecordView::parse(&rec[0].to_canonical(Envelope {
-                device: "d",
-                territory: "t",
-                seq: 0,
-            }))
-            .unwrap();
+            let v = finish_window(a);
             assert_eq!(v.privacy.epsilon_milli, Some(1000));
             let s = v.aggregates.speech_share["speech"].share_ppm as i64;
             // Outcomes in whole percent, in all three slots (one value).
@@ -602,16 +607,7 @@ fn neighbouring_streams_are_within_exp_epsilon_for_class_shares() {
                     );
                 }
             }
-            let rec = a.finish(Instant {
-                mono_ms: 9_999,
-                wall_ms: START.wall_ms + 9_999,
-            });
-            let v = RecordView::parse(&rec[0].to_canonical(Envelope {
-                device: "d",
-                territory: "t",
-                seq: 0,
-            }))
-            .unwrap();
+            let v = finish_window(a);
             assert_eq!(v.privacy.epsilon_milli, Some(999));
             assert_eq!(v.privacy.noise.as_ref().and_then(|n| n.values), Some(3));
             // Outcomes in whole percent, one slot per class.

@@ -81,15 +81,9 @@ fn example() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A line-counting pipeline: one line, three classes, 15-minute windows, no noise (k = 3), one
-/// window with known crossings, closed by a stop.
-fn line_example() -> Vec<u8> {
-    let start = Instant {
-        mono_ms: 5_000,
-        wall_ms: 1_796_037_300_000,
-    }; // 2026-11-30T11:15:00Z
-    let kinds = [Kind::LineCount];
-    let rules = Rules::validate(
+/// Rules without noise (unit "none"), `k` 3, steps of 1.
+fn exact_rules(kinds: &[Kind], window_ms: u64) -> Rules {
+    Rules::validate(
         &RawRules {
             k: 3,
             count_step: 1,
@@ -98,10 +92,21 @@ fn line_example() -> Vec<u8> {
             unit: Some("none".into()),
             noise: None,
         },
-        &kinds,
-        900_000,
+        kinds,
+        window_ms,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A line-counting pipeline: one line, three classes, 15-minute windows, no noise (k = 3), one
+/// window with known crossings, closed by a stop.
+fn line_example() -> Vec<u8> {
+    let start = Instant {
+        mono_ms: 5_000,
+        wall_ms: 1_796_037_300_000,
+    }; // 2026-11-30T11:15:00Z
+    let kinds = [Kind::LineCount];
+    let rules = exact_rules(&kinds, 900_000);
     let model = ModelRef {
         id: "nanodet-int8".into(),
         version: "3.0.4-int8.1".into(),
@@ -211,19 +216,7 @@ fn class_share_example() -> Vec<u8> {
         wall_ms: 1_796_038_560_000,
     }; // 2026-11-30T11:36:00Z
     let kinds = [Kind::ClassShare];
-    let rules = Rules::validate(
-        &RawRules {
-            k: 3,
-            count_step: 1,
-            share_step_ppm: 1,
-            level_step_milli: 1,
-            unit: Some("none".into()),
-            noise: None,
-        },
-        &kinds,
-        60_000,
-    )
-    .unwrap();
+    let rules = exact_rules(&kinds, 60_000);
     let model = ModelRef {
         id: "firered-aed".into(),
         version: "0.2.13".into(),
