@@ -579,6 +579,33 @@ fn statuses_mark_devices_online_and_never_raise_alarms() {
     );
 }
 
+/// Back to schema 3: alarms without severity, counts or sources (issue 21).
+const UNDO_SCHEMA_V4: &str = "DROP INDEX alarms_coalesced; DROP INDEX alarms_rank;
+    ALTER TABLE alarms DROP COLUMN severity; ALTER TABLE alarms DROP COLUMN count;
+    ALTER TABLE alarms DROP COLUMN last_ms; ALTER TABLE alarms DROP COLUMN source;
+    ALTER TABLE alarms DROP COLUMN scope; ALTER TABLE alarms DROP COLUMN period_ms;
+    PRAGMA user_version = 3;";
+
+#[test]
+fn a_schema_3_database_ranks_its_alarms() {
+    let fx = Fixture::new();
+    let conn = fx.conn();
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
+    drop(conn);
+    let conn = fx.conn();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, hub::db::store::SCHEMA_VERSION);
+    // The fixture's FORK, raised before severities existed, is critical now.
+    let (kind, severity, count): (String, i64, i64) = conn
+        .query_row("SELECT kind, severity, count FROM alarms", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((kind.as_str(), severity, count), ("FORK", 3, 1));
+}
+
 #[test]
 fn opening_an_older_database_backfills_the_series_from_stored_records() {
     let fx = Fixture::new();
@@ -591,6 +618,7 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
     // Two rows per record (count and presence_share of `face`), for every stored record.
     assert_eq!(filled_at_ingest, 2 * (288 + 96 + 40));
     // Back to the schema before issue 7: no series, no presence, no accounts, no acks.
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
     conn.execute_batch(
         "DROP TABLE series; DROP TABLE series_keys; DROP TABLE presence; DROP INDEX alarms_open; DROP TABLE admins; DROP TABLE sessions;
          ALTER TABLE alarms DROP COLUMN acked_ms; ALTER TABLE alarms DROP COLUMN acked_by;
@@ -753,6 +781,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     let all = rows(&conn);
     // Back to what schema 2 held: no budget columns, the per-value epsilon, no row for a
     // withheld record.
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
     conn.execute_batch(&format!(
         "DELETE FROM series WHERE withheld = 1;
          UPDATE series SET epsilon_milli = {V2_PER_VALUE_MILLI} WHERE budget_day IS NOT NULL;
@@ -767,7 +796,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     assert_eq!(rows(&conn), all);
     assert_v2_rows(&conn);

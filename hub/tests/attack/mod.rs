@@ -75,24 +75,23 @@ impl Mosquitto {
     pub fn spawn(dir: &Path, port: u16, conf: &str) -> Mosquitto {
         let path = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
-        std::fs::write(
-            &path,
-            format!("{conf}\nlog_dest file {}\nlog_type all\n", log.display()),
-        )
-        .expect("writing mosquitto.conf");
+        // Its log on stderr, into a file: run as root, mosquitto drops to its own user, which
+        // may not write into the test's folder.
+        std::fs::write(&path, format!("{conf}\nlog_dest stderr\nlog_type all\n"))
+            .expect("writing mosquitto.conf");
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("mosquitto's log file"))
             .spawn()
             .expect("mosquitto is installed (apt-get install mosquitto)");
         let mut m = Mosquitto { port, log, child };
         if !wait_port(port, Duration::from_secs(10)) {
             let _ = m.child.kill();
-            let out = m.child.wait_with_output_stderr();
+            let _ = m.child.wait();
             panic!(
-                "mosquitto did not start on port {port}: {out}\n{}",
+                "mosquitto did not start on port {port}:\n{}",
                 std::fs::read_to_string(&m.log).unwrap_or_default()
             );
         }
@@ -101,22 +100,6 @@ impl Mosquitto {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-trait StderrOf {
-    fn wait_with_output_stderr(&mut self) -> String;
-}
-
-impl StderrOf for Child {
-    fn wait_with_output_stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        let _ = self.wait();
-        s
     }
 }
 
