@@ -110,3 +110,280 @@ fn poison_retained_message_does_not_stop_ingest() {
     );
     assert!(all && oversized() > 0 && skipped() > 0);
 }
+
+/// GET `path` on the hub's web side, as JSON.
+fn api(base: &str, path: &str) -> serde_json::Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(format!("{base}{path}")).call().expect("GET");
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .expect("body");
+    assert_eq!(r.status().as_u16(), 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// (rows, messages counted) of alarms of `kind`.
+fn alarms_of(hub: &Hub, kind: &str) -> (i64, i64) {
+    hub.conn()
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM alarms WHERE kind = ?1",
+            [kind],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Distinct periods the rows of `kind` fall in (a test that straddles an hour opens new rows).
+fn periods_of(hub: &Hub, kind: &str) -> i64 {
+    hub.conn()
+        .query_row(
+            "SELECT COUNT(DISTINCT period_ms) FROM alarms WHERE kind = ?1",
+            [kind],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// A hub with the web side on a free port, its good device `dev-1` of fr-lyon enrolled and
+/// publishing; returns once the hub stores its records.
+fn running_hub(tmp: &std::path::Path, broker: &Mosquitto) -> (Hub, GoodDevice, String) {
+    let web = attack::free_port();
+    let good = Device::new("fr-lyon", "dev-1", 1);
+    let mut hub = Hub::setup(
+        &tmp.join("hub"),
+        broker.port,
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n"),
+    );
+    hub.enroll(&good);
+    hub.start();
+    let dev = GoodDevice::start(
+        good,
+        hub.db.clone(),
+        broker.port,
+        None,
+        Duration::from_millis(20),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
+        "the hub stores nothing:\n{}",
+        hub.log()
+    );
+    (hub, dev, format!("http://127.0.0.1:{web}"))
+}
+
+/// 20,000 messages on 20,000 bot topics of one territory (the issue's flood), then 2,000 from
+/// 2,000 territories, with a real FORK in the middle: a bounded number of alarm rows that
+/// count every message, the FORK listed first, and the good device stored throughout.
+#[test]
+fn flood_of_20000_bot_topics_is_coalesced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (hub, dev, base) = running_hub(tmp.path(), &broker);
+    let before = hub.stored("dev-1");
+    let db_before = hub.db_bytes();
+    let bots = Publisher::connect("bots", broker.port, None);
+    let start = Instant::now();
+    let payload = br#"{"seq":0,"entry":"{}","sig":"AAAA"}"#;
+    for i in 0..20_000 {
+        bots.publish(
+            &format!("iat/v1/fr-evil/bot-{i:05}/agg/x"),
+            payload.to_vec(),
+            false,
+        );
+        if i == 10_000 {
+            // The real alarm in the middle of it: a second record for seq 0, signed by the
+            // good device's key.
+            let good = Device::new("fr-lyon", "dev-1", 1);
+            let card = attack::card();
+            let mut entry = common::record(
+                &good.dev,
+                0,
+                &card.sha256,
+                card.version.as_deref().unwrap_or(""),
+            );
+            let text = String::from_utf8(entry)
+                .unwrap()
+                .replace("\"frames\":900", "\"frames\":901");
+            entry = text.into_bytes();
+            let sig = audit::sign_entry(good.key(), &entry);
+            bots.publish(
+                &good.topic(),
+                hub_link::encode_record(0, &entry, &sig).unwrap(),
+                false,
+            );
+        }
+    }
+    for i in 0..2_000 {
+        bots.publish(
+            &format!("iat/v1/t-{i:04}/bot/agg/x"),
+            payload.to_vec(),
+            false,
+        );
+    }
+    assert!(
+        bots.wait_acked(22_001, Duration::from_secs(60)),
+        "{:?}",
+        bots.errors()
+    );
+    let counted = wait_for(Duration::from_secs(60), || {
+        alarms_of(&hub, "UNENROLLED").1 == 22_000
+    });
+    let flood_s = start.elapsed().as_secs_f64();
+    let during = hub.stored("dev-1") - before;
+    let (rows, messages) = alarms_of(&hub, "UNENROLLED");
+    let periods = periods_of(&hub, "UNENROLLED");
+    let page = api(&base, "/api/alarms?per_page=3");
+    figures(
+        "flood-22000-topics",
+        &[
+            ("bot messages", "22000".into()),
+            ("seconds until all counted", format!("{flood_s:.1}")),
+            ("good device records stored during it", during.to_string()),
+            ("alarm rows", rows.to_string()),
+            ("messages counted", messages.to_string()),
+            (
+                "database growth KiB",
+                ((hub.db_bytes() as i64 - db_before as i64) / 1024).to_string(),
+            ),
+            ("/api/alarms page bytes", page.to_string().len().to_string()),
+            ("hub peak RSS KiB", hub.peak_rss_kib().to_string()),
+        ],
+    );
+    assert!(
+        counted,
+        "{rows} rows counting {messages} messages:\n{}",
+        hub.log()
+    );
+    // 32 bot devices, then fr-evil as a whole; 32 territories, then everything else.
+    let bound = periods * (2 * hub::db::rejections::MAX_SOURCES + 1);
+    assert!(rows <= bound, "{rows} rows for {periods} period(s)");
+    assert!(
+        during > 0,
+        "the good device stored nothing during the flood"
+    );
+    // The FORK is the first alarm listed, however many rejections there are.
+    assert_eq!(alarms_of(&hub, "FORK"), (1, 1));
+    assert_eq!(page["alarms"][0]["kind"], "FORK", "{page:#}");
+    assert_eq!(page["alarms"][0]["severity"], "critical");
+    assert_eq!(page["alarms"][0]["device"], "dev-1");
+    assert_eq!(page["messages"], 22_001);
+    let forks = api(&base, "/api/alarms?kind=FORK");
+    assert_eq!(forks["total"], 1);
+    let notices = api(&base, "/api/alarms?kind=UNENROLLED&per_page=500");
+    assert_eq!(notices["total"], rows);
+    let evil = notices["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["source"] == "iat/v1/fr-evil/+")
+        .expect("the fr-evil row");
+    // 20,000 minus the 32 bots with a row of their own.
+    assert_eq!(evil["count"], 20_000 - 32, "{evil:#}");
+    let samples = evil["evidence"].as_str().unwrap();
+    assert_eq!(samples.matches("sample ").count(), 3, "{samples}");
+    assert!(dev.published() > 0);
+}
+
+/// Malformed payloads and bad signatures on an enrolled device's own topics (anyone able to
+/// publish there could have sent them) are counted as unverified traffic on its topics, never
+/// against the device; its records keep being stored and its audit state stays clean.
+#[test]
+fn malformed_traffic_on_an_enrolled_topic_is_not_the_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (hub, _dev, base) = running_hub(tmp.path(), &broker);
+    let before = hub.stored("dev-1");
+    let good = Device::new("fr-lyon", "dev-1", 1);
+    let at = Publisher::connect("attacker", broker.port, None);
+    let start = Instant::now();
+    for i in 0..2_000u64 {
+        at.publish(&good.topic(), format!("{{not json {i}").into_bytes(), false);
+        at.publish(
+            "iat/v1/fr-lyon/dev-1/checkpoint",
+            vec![0xff, 0xfe, i as u8],
+            false,
+        );
+        // A genuine record of the device under a broken signature.
+        let mut p: serde_json::Value = serde_json::from_slice(&good.payload(i)).unwrap();
+        p["sig"] = serde_json::Value::String(base64_sig(i));
+        at.publish(&good.topic(), serde_json::to_vec(&p).unwrap(), false);
+    }
+    assert!(
+        at.wait_acked(6_000, Duration::from_secs(60)),
+        "{:?}",
+        at.errors()
+    );
+    let counted = wait_for(Duration::from_secs(60), || {
+        alarms_of(&hub, "MALFORMED").1 == 4_000 && alarms_of(&hub, "BAD_SIGNATURE").1 == 2_000
+    });
+    let during = hub.stored("dev-1") - before;
+    figures(
+        "malformed-on-enrolled-topic",
+        &[
+            ("attack messages", "6000".into()),
+            ("seconds", format!("{:.1}", start.elapsed().as_secs_f64())),
+            ("good device records stored during it", during.to_string()),
+            (
+                "MALFORMED rows/messages",
+                format!("{:?}", alarms_of(&hub, "MALFORMED")),
+            ),
+            (
+                "BAD_SIGNATURE rows/messages",
+                format!("{:?}", alarms_of(&hub, "BAD_SIGNATURE")),
+            ),
+            ("hub peak RSS KiB", hub.peak_rss_kib().to_string()),
+        ],
+    );
+    assert!(counted, "{:?}", alarms_of(&hub, "MALFORMED"));
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    let periods = periods_of(&hub, "MALFORMED").max(periods_of(&hub, "BAD_SIGNATURE"));
+    assert!(alarms_of(&hub, "MALFORMED").0 <= periods);
+    assert!(alarms_of(&hub, "BAD_SIGNATURE").0 <= periods);
+    // Not the device's: no alarm names it, its audit state is clean...
+    let device = api(&base, "/api/devices/dev-1");
+    assert_eq!(
+        device["device"]["open_alarms"],
+        serde_json::json!([]),
+        "{device:#}"
+    );
+    assert!(
+        ["verified", "unverified", "waiting"]
+            .contains(&device["device"]["audit"].as_str().unwrap()),
+        "{device:#}"
+    );
+    // ...but the traffic on its topics is listed with it, as unverified.
+    let listed = api(&base, "/api/alarms?device=dev-1");
+    let rows = listed["alarms"].as_array().unwrap();
+    assert!(rows.len() >= 2, "{listed:#}");
+    for a in rows {
+        assert_eq!(a["device"], serde_json::Value::Null, "{a:#}");
+        assert_eq!(a["source"], "iat/v1/fr-lyon/dev-1", "{a:#}");
+        assert!(
+            a["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("unverified traffic on the topics of an enrolled device"),
+            "{a:#}"
+        );
+    }
+    assert_eq!(
+        listed["alarms"][0]["kind"], "BAD_SIGNATURE",
+        "a bad signature ranks above malformed traffic"
+    );
+}
+
+/// A well-formed base64 signature that verifies nothing.
+fn base64_sig(i: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([(i % 251) as u8; 64])
+}

@@ -237,6 +237,7 @@ pub fn router(app: App) -> Router {
         .route("/admin/logout", post(admin::logout))
         .route("/admin/enrol", post(admin::enrol))
         .route("/admin/rotate", post(admin::rotate))
+        .route("/admin/alarms", get(admin::alarms))
         .route("/admin/alarms/{id}/ack", post(admin::ack))
         .fallback(|| async { WebError::NotFound("no such page".into()) })
         .layer(axum::middleware::map_response(security_headers))
