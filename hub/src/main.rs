@@ -67,6 +67,19 @@ enum Command {
     /// Admin accounts of the web side.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The broker's ACL made from the enrolment (mosquitto `acl_file`): each device may publish
+    /// only its own topics; the hub reads them and writes the acks (hub/mosquitto/README.md).
+    Acl {
+        #[arg(long)]
+        config: PathBuf,
+        /// The user name (certificate CN) of a hub instance; repeat for several; default: the
+        /// config's `mqtt.client_id`.
+        #[arg(long = "hub-user")]
+        hub_users: Vec<String>,
+        /// Write the ACL to this file (atomically) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Verify a device's published records against its key(s) and a signed checkpoint (the
     /// files the public register links to); exit 0 only if everything verifies.
     Verify {
@@ -217,6 +230,35 @@ fn run(cli: Cli) -> Result<()> {
             let conn = hub::db::store::open(&config.db)?;
             for r in hub::db::store::records(&conn, &device)? {
                 println!("{}", String::from_utf8_lossy(&r.entry));
+            }
+            Ok(())
+        }
+        Command::Acl {
+            config,
+            hub_users,
+            out,
+        } => {
+            let config = Config::load(&config)?;
+            let enrolment = Enrolment::load(&config.devices)?;
+            let users = if hub_users.is_empty() {
+                vec![config.mqtt.client_id.clone()]
+            } else {
+                hub_users
+            };
+            let acl = enrolment.broker_acl(&users).map_err(anyhow::Error::msg)?;
+            match out {
+                None => print!("{acl}"),
+                Some(path) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, acl)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} ({} device(s)); reload the broker: systemctl reload mosquitto",
+                        path.display(),
+                        enrolment.devices.len()
+                    );
+                }
             }
             Ok(())
         }

@@ -387,3 +387,130 @@ fn base64_sig(i: u64) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([(i % 251) as u8; 64])
 }
+
+/// The broker configuration shipped with the project (`hub/mosquitto/iat.conf`, TLS with
+/// client certificates, the ACL made by `hub acl`) against one compromised enrolled device:
+/// its 3 MB retained status is refused, and so is everything it publishes outside its own
+/// topics (another device's, another territory's, a bot's, a model it is not enrolled for);
+/// the hub sees none of it, stays connected and stores the good device's records.
+#[test]
+fn shipped_broker_config_refuses_what_a_compromised_device_tries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = attack::Ca::new(&pki);
+    let server = ca.issue(&pki, "broker", true);
+    let hub_tls = ca.issue(&pki, "hub", false);
+    let good_tls = ca.issue(&pki, "dev-1", false);
+    let evil_tls = ca.issue(&pki, "evil", false);
+    let good = Device::new("fr-lyon", "dev-1", 1);
+    let evil = Device::new("fr-evil", "evil", 66);
+    // The hub's config first (its port is the broker's, known once the ACL exists): made with
+    // a placeholder, rewritten below.
+    let acl = tmp.path().join("iat.acl");
+    let mut hub = Hub::setup(
+        &tmp.path().join("hub"),
+        1,
+        &attack::tls_section(&hub_tls),
+        "",
+    );
+    hub.enroll(&good);
+    hub.enroll(&evil);
+    let out = std::process::Command::new(attack::hub_bin())
+        .args(["acl", "--config"])
+        .arg(&hub.config)
+        .arg("--out")
+        .arg(&acl)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let broker = Mosquitto::shipped(tmp.path(), &ca.pem, &server, &acl);
+    let config = std::fs::read_to_string(&hub.config)
+        .unwrap()
+        .replace("port = 1\n", &format!("port = {}\n", broker.port));
+    std::fs::write(&hub.config, config).unwrap();
+    hub.start();
+    let dev = GoodDevice::start(
+        good,
+        hub.db.clone(),
+        broker.port,
+        Some(good_tls),
+        Duration::from_millis(20),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
+        "the hub stores nothing over the shipped configuration:\n{}\n{}",
+        hub.log(),
+        broker.log_text()
+    );
+    let before = hub.stored("dev-1");
+    // Outside its own topics: all denied by the ACL.
+    let at = Publisher::connect("evil", broker.port, Some(&evil_tls));
+    assert!(
+        at.connected.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "{:?}",
+        at.errors()
+    );
+    let dev1 = Device::new("fr-lyon", "dev-1", 66);
+    let denied = [
+        (dev1.topic(), dev1.payload(0)),
+        ("iat/v1/fr-lyon/dev-1/checkpoint".into(), b"x".to_vec()),
+        ("iat/v1/fr-lyon/dev-1/status".into(), b"offline".to_vec()),
+        ("iat/v1/fr-evil/bot-1/agg/x".into(), b"{}".to_vec()),
+        (
+            "iat/v1/t-1/evil/agg/centerface-int8".into(),
+            evil.payload(0),
+        ),
+        ("iat/v1/fr-evil/evil/agg/other-model".into(), b"{}".to_vec()),
+        ("iat/v1/fr-evil/evil/ack".into(), b"forged ack".to_vec()),
+    ];
+    for (topic, payload) in &denied {
+        at.publish(topic, payload.clone(), true);
+    }
+    assert!(at.wait_acked(denied.len() as u64, Duration::from_secs(10)));
+    // Its own status, retained, 3 MB: the broker disconnects it before reading it.
+    at.publish("iat/v1/fr-evil/evil/status", vec![0u8; 3 << 20], true);
+    assert!(
+        wait_for(Duration::from_secs(10), || broker
+            .log_text()
+            .contains("evil disconnected")),
+        "{}",
+        broker.log_text()
+    );
+    let grown = wait_for(Duration::from_secs(20), || {
+        hub.stored("dev-1") > before + 20
+    });
+    let log = broker.log_text();
+    let denials = log.matches("Denied PUBLISH from evil").count();
+    figures(
+        "shipped-broker-config",
+        &[
+            ("publishes denied by the ACL", denials.to_string()),
+            (
+                "oversize disconnections",
+                log.matches("oversize").count().to_string(),
+            ),
+            (
+                "good device records stored during it",
+                (hub.stored("dev-1") - before).to_string(),
+            ),
+            ("hub connections", hub.connections().to_string()),
+            ("hub peak RSS KiB", hub.peak_rss_kib().to_string()),
+        ],
+    );
+    assert!(grown, "{}", hub.log());
+    assert_eq!(denials, denied.len(), "{log}");
+    assert!(log.contains("oversize"), "{log}");
+    assert_eq!(hub.connections(), 1, "{}", hub.log());
+    // Nothing of it reached the hub: no alarm at all.
+    assert_eq!(
+        alarms_of(&hub, "UNENROLLED").0 + alarms_of(&hub, "MISMATCH").0,
+        0
+    );
+    let all: i64 = hub
+        .conn()
+        .query_row("SELECT COUNT(*) FROM alarms", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(all, 0);
+    drop(dev);
+}

@@ -185,6 +185,55 @@ impl Enrolment {
     }
 }
 
+impl Enrolment {
+    /// A mosquitto ACL file (`acl_file`) made from the enrolment: each device, known to the
+    /// broker by its certificate's CN (`use_identity_as_username`), may publish only its own
+    /// topics, and of its records only those of its enrolled models, so that it can neither
+    /// speak for another device or territory nor keep more retained messages than it has
+    /// topics (models + 2); the hub's users read every device's records, checkpoints and
+    /// statuses and write the acks. Anyone else may do nothing. `hub_users` must not be
+    /// device ids.
+    pub fn broker_acl(&self, hub_users: &[String]) -> Result<String, String> {
+        if let Some(u) = hub_users.iter().find(|u| self.devices.contains_key(*u)) {
+            return Err(format!(
+                "the hub user `{u}` is also an enrolled device id: give the hub's certificate another CN"
+            ));
+        }
+        if let Some(u) = hub_users.iter().find(|u| !hub_link::valid_level(u)) {
+            return Err(format!(
+                "the hub user {u:?}: 1 to 64 of letters, digits, '-', '_', '.'"
+            ));
+        }
+        let p = hub_link::PREFIX;
+        let mut out = format!(
+            "# mosquitto ACL made by `hub acl` from the hub's enrolment ({} device(s)).\n\
+             # Each device may publish only its own topics; regenerate it after every enrolment and\n\
+             # reload mosquitto (`systemctl reload mosquitto`). hub/mosquitto/README.md.\n",
+            self.devices.len()
+        );
+        for u in hub_users {
+            out.push_str(&format!(
+                "\nuser {u}\ntopic read {p}/+/+/agg/+\ntopic read {p}/+/+/checkpoint\n\
+                 topic read {p}/+/+/status\ntopic write {p}/+/+/ack\n"
+            ));
+        }
+        for d in self.devices.values() {
+            let base = hub_link::device_base(&d.territory, &d.id);
+            out.push_str(&format!("\nuser {}\n", d.id));
+            let mut models: Vec<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
+            models.sort_unstable();
+            models.dedup();
+            for m in models {
+                out.push_str(&format!("topic write {base}/agg/{m}\n"));
+            }
+            out.push_str(&format!(
+                "topic write {base}/checkpoint\ntopic write {base}/status\ntopic read {base}/ack\n"
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// Adds (or replaces) a device in the enrolment file, keeping the others.
 pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
     let mut raw = read_raw(path)?;

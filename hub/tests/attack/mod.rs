@@ -71,6 +71,45 @@ impl Mosquitto {
         )
     }
 
+    /// The project's broker configuration, `hub/mosquitto/iat.conf`, line for line, with the
+    /// listener's port and the files it names replaced by the test's own (its CA and broker
+    /// certificate, `acl`).
+    pub fn shipped(
+        dir: &Path,
+        ca: &Path,
+        server: &hub_link::tls::TlsFiles,
+        acl: &Path,
+    ) -> Mosquitto {
+        let path = common::repo().join("hub/mosquitto/iat.conf");
+        let text = std::fs::read_to_string(&path).expect("hub/mosquitto/iat.conf");
+        let port = free_port();
+        let mut replaced = Vec::new();
+        let conf: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let key = line.split_whitespace().next().unwrap_or("");
+                let value = match key {
+                    "listener" => format!("{port} 127.0.0.1"),
+                    "cafile" => ca.display().to_string(),
+                    "certfile" => server.cert.display().to_string(),
+                    "keyfile" => server.key.display().to_string(),
+                    "acl_file" => acl.display().to_string(),
+                    _ => return line.to_owned(),
+                };
+                replaced.push(key);
+                format!("{key} {value}")
+            })
+            .collect();
+        replaced.sort_unstable();
+        assert_eq!(
+            replaced,
+            ["acl_file", "cafile", "certfile", "keyfile", "listener"],
+            "{} changed shape: update the test",
+            path.display()
+        );
+        Mosquitto::spawn(dir, port, &conf.join("\n"))
+    }
+
     /// mosquitto with `conf` (which must open a listener on `port`).
     pub fn spawn(dir: &Path, port: u16, conf: &str) -> Mosquitto {
         let path = dir.join(format!("mosquitto-{port}.conf"));
@@ -108,6 +147,66 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A throwaway certificate authority for the shipped (TLS) broker configuration.
+pub struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub pem: PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path) -> Ca {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "iat-test-ca");
+        let key = KeyPair::generate().expect("CA key");
+        let cert = p.self_signed(&key).expect("CA certificate");
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, cert.pem()).expect("ca.pem");
+        Ca {
+            issuer: rcgen::Issuer::new(p, key),
+            pem,
+        }
+    }
+
+    /// A certificate for `cn` (`server`: the broker's, for 127.0.0.1).
+    pub fn issue(&self, dir: &Path, cn: &str, server: bool) -> hub_link::tls::TlsFiles {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let sans = if server {
+            vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+        } else {
+            vec![]
+        };
+        let mut p = CertificateParams::new(sans).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &self.issuer).expect("certificate");
+        let (c, k) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+        std::fs::write(&c, cert.pem()).expect("cert file");
+        std::fs::write(&k, key.serialize_pem()).expect("key file");
+        hub_link::tls::TlsFiles {
+            ca: self.pem.clone(),
+            cert: c,
+            key: k,
+        }
+    }
+}
+
+/// The `[mqtt.tls]` section of a hub config.
+pub fn tls_section(f: &hub_link::tls::TlsFiles) -> String {
+    format!(
+        "[mqtt.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        f.ca.display(),
+        f.cert.display(),
+        f.key.display()
+    )
 }
 
 /// The card every test device is enrolled with.
