@@ -141,6 +141,17 @@ fn run(cli: Cli) -> Result<()> {
             cards,
         } => enroll(&devices, &device_key, &cards),
         Command::Run { config } => {
+            // SIGTERM (systemd's stop) or SIGINT, from the very start (opening a large
+            // database can take a while): the messages already received are verified, stored
+            // and acknowledged, the broker connection and the database closed, the web server
+            // stopped, exit 0. A second signal exits at once (status 130); the database stays
+            // consistent (each batch is one transaction).
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+                    .context("installing the SIGTERM/SIGINT handlers")?;
+            }
             let config = Config::load(&config)?;
             let enrolment = Enrolment::load(&config.devices)?;
             let key = audit::keys::load_private(&config.key).with_context(|| {
@@ -173,16 +184,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            // SIGTERM (systemd's stop) or SIGINT: the batch in hand is committed and
-            // acknowledged, the broker connection closed, the web server stopped, exit 0. A
-            // second signal exits at once (status 130); the database stays consistent (each
-            // batch is one transaction).
-            let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
-                    .context("installing the SIGTERM/SIGINT handlers")?;
-            }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             let totals = hub::mqtt::serve(&config, &enrolment, &key, &stop)?;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

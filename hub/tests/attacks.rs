@@ -514,3 +514,82 @@ fn shipped_broker_config_refuses_what_a_compromised_device_tries() {
     assert_eq!(all, 0);
     drop(dev);
 }
+
+/// SIGTERM stops every `hub run` in order, with status 0: one serving its web side in the
+/// middle of a flood (what it had received is stored and acknowledged), one whose broker is
+/// gone (reconnecting); both close the database (no WAL left behind).
+#[test]
+fn sigterm_stops_the_hub_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (mut hub, dev, base) = running_hub(tmp.path(), &broker);
+    let bots = Publisher::connect("bots", broker.port, None);
+    for i in 0..5_000 {
+        bots.publish(
+            &format!("iat/v1/fr-evil/bot-{i}/agg/x"),
+            b"{}".to_vec(),
+            false,
+        );
+    }
+    assert!(bots.wait_acked(5_000, Duration::from_secs(30)));
+    // A browser's idle keep-alive connection, and a client that never finishes its request.
+    let _ = api(&base, "/api/devices");
+    let mut half = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(&mut half, b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let stopping = Instant::now();
+    let status = hub.signal_and_wait(attack::SIGTERM, Duration::from_secs(15));
+    let stop_s = stopping.elapsed().as_secs_f64();
+    drop(dev);
+    let log = hub.log();
+    let wal = std::fs::metadata(hub.dir.join("hub.sqlite-wal")).map_or(0, |m| m.len());
+    // A second hub, without web side, whose broker is killed under it.
+    let broker2 = Mosquitto::plain(tmp.path());
+    let mut lonely = Hub::setup(&tmp.path().join("hub2"), broker2.port, "", "");
+    lonely.start();
+    assert!(wait_for(Duration::from_secs(10), || lonely.connections() == 1));
+    drop(broker2);
+    assert!(wait_for(Duration::from_secs(10), || lonely
+        .log()
+        .contains("reconnecting")));
+    let status2 = lonely.signal_and_wait(attack::SIGTERM, Duration::from_secs(15));
+    let wal2 = std::fs::metadata(lonely.dir.join("hub.sqlite-wal")).map_or(0, |m| m.len());
+    // And one stopped as it starts (systemd may stop a unit at any time).
+    let mut early = Hub::setup(&tmp.path().join("hub3"), broker.port, "", "");
+    early.start();
+    std::thread::sleep(Duration::from_millis(5));
+    let status3 = early.signal_and_wait(attack::SIGTERM, Duration::from_secs(15));
+    // And one under the poison of issue 21 (reconnecting in a loop before the fix).
+    let poison = Publisher::connect("poison", broker.port, None);
+    poison.publish("iat/v1/fr-evil/poison/status", vec![0; 3 << 20], true);
+    assert!(poison.wait_acked(1, Duration::from_secs(20)));
+    let mut poisoned = Hub::setup(&tmp.path().join("hub4"), broker.port, "", "");
+    poisoned.start();
+    assert!(wait_for(Duration::from_secs(10), || poisoned.connections() >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let status4 = poisoned.signal_and_wait(attack::SIGTERM, Duration::from_secs(15));
+    figures(
+        "sigterm",
+        &[
+            ("exit status mid-flood", format!("{status:?}")),
+            (
+                "seconds to stop with a half-sent request",
+                format!("{stop_s:.1}"),
+            ),
+            ("exit status with the broker gone", format!("{status2:?}")),
+            ("exit status while starting", format!("{status3:?}")),
+            ("exit status under the poison", format!("{status4:?}")),
+            ("WAL bytes left", format!("{wal} and {wal2}")),
+        ],
+    );
+    assert_eq!(status3, Some(0), "{}", early.log());
+    assert_eq!(status4, Some(0), "{}", poisoned.log());
+    assert_eq!(status, Some(0), "{log}");
+    assert_eq!(status2, Some(0), "{}", lonely.log());
+    assert!(log.contains("hub: stopped"), "{log}");
+    assert_eq!((wal, wal2), (0, 0), "the database was not closed");
+    let ok: String = hub
+        .conn()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}

@@ -267,19 +267,23 @@ async fn security_headers(mut r: Response) -> Response {
 /// The web side, running in its own thread.
 pub struct Running {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long an orderly stop waits for requests in progress.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Running {
-    /// Stops serving and waits for the thread.
+    /// Stops serving in order (no new connection; the requests in progress finish, for
+    /// [`STOP_GRACE`] at most) and waits for the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -308,7 +312,7 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
         .enable_all()
         .build()
         .context("starting the web runtime")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = App::new(cfg, enrolment);
     let thread = std::thread::Builder::new()
         .name("hub-web".into())
@@ -321,12 +325,25 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
                         return;
                     }
                 };
-                // Not a graceful shutdown: a browser's keep-alive connection would hold it.
-                let server =
-                    std::future::IntoFuture::into_future(axum::serve(listener, router(app)));
+                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                // Graceful: idle keep-alive connections close, requests in progress finish...
+                let server = std::future::IntoFuture::into_future(
+                    axum::serve(listener, router(app))
+                        .with_graceful_shutdown(stopped(stop_rx.clone())),
+                );
+                // ...within STOP_GRACE: a slow client does not hold the stop.
+                let grace = async {
+                    stopped(stop_rx).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                };
                 tokio::select! {
                     r = server => if let Err(e) = r { tracing::error!("hub web: {e}") },
-                    _ = stop_rx => {}
+                    _ = grace => tracing::warn!(
+                        "hub web: requests still in progress {} s after the stop; closing them",
+                        STOP_GRACE.as_secs()
+                    ),
                 }
             });
             rt.shutdown_timeout(std::time::Duration::from_secs(2));

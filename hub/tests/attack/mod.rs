@@ -263,8 +263,12 @@ pub struct Hub {
     child: Option<Child>,
 }
 
-pub fn hub_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hub")
+/// The `hub` binary under test: this build's, or `IAT_HUB_BIN` (to measure another build, an
+/// older one for instance, under the same attacks).
+pub fn hub_bin() -> PathBuf {
+    std::env::var_os("IAT_HUB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hub")))
 }
 
 impl Hub {
