@@ -58,11 +58,24 @@ async fn page_session(app: &App, headers: &HeaderMap) -> WebResult<Session> {
         .ok_or(WebError::Login)
 }
 
-/// Refuses a cross-site POST when the browser says where it comes from.
-fn same_origin(headers: &HeaderMap) -> WebResult<()> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+/// Refuses a cross-site POST when the browser says where it comes from: its `Origin` must be
+/// the configured public origin (`[http] public_origin`: behind a reverse proxy, which may
+/// rewrite `Host`), or else the host the request was sent to.
+pub fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> WebResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
+    let origin = origin.to_str().unwrap_or("");
+    let shown: String = origin.escape_debug().take(200).collect();
+    if let Some(public) = public_origin {
+        return if crate::config::public_origin(origin).as_deref() == Some(public) {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden(format!(
+                "cross-site request from {shown} refused: this hub's public origin is {public} (`public_origin` in the [http] section of its config)"
+            )))
+        };
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -71,11 +84,11 @@ fn same_origin(headers: &HeaderMap) -> WebResult<()> {
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
         .unwrap_or("");
-    if origin_host == host {
+    if !origin_host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
         Ok(())
     } else {
         Err(WebError::Forbidden(format!(
-            "cross-site request from {origin} refused"
+            "cross-site request from {shown} refused (it is not the host {host:?}); behind a reverse proxy, set `public_origin` in the [http] section of the hub's config to the address browsers use"
         )))
     }
 }
@@ -86,7 +99,7 @@ async fn post_session(
     headers: &HeaderMap,
     form: &Fields,
 ) -> WebResult<(String, Session)> {
-    same_origin(headers)?;
+    same_origin(headers, app.cfg().public_origin.as_deref())?;
     let (token, s) = current(app, headers).await?.ok_or(WebError::Unauthorized)?;
     match field(form, "csrf") {
         Some(c) if auth::same(c, &s.csrf) => Ok((token, s)),
@@ -136,7 +149,7 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<Fields>,
 ) -> WebResult<Response> {
-    same_origin(&headers)?;
+    same_origin(&headers, app.cfg().public_origin.as_deref())?;
     let name = field(&form, "name").unwrap_or("").to_owned();
     let password = field(&form, "password").unwrap_or("").to_owned();
     if name.len() > 64 || password.len() > 1024 {
@@ -158,8 +171,9 @@ pub async fn login(
             .into_response());
     };
     let cookie = format!(
-        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        auth::SESSION_TTL_MS / 1000
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        auth::SESSION_TTL_MS / 1000,
+        secure(&app)
     );
     let mut r = see_other("/admin");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -177,11 +191,21 @@ pub async fn logout(
     app.db(move |c, _| Ok(auth::end_session(c, &token)?))
         .await?;
     let mut r = see_other("/");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("iat_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        secure(&app)
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     Ok(r)
+}
+
+/// `; Secure` when browsers reach the hub over https (its public origin says so).
+fn secure(app: &App) -> &'static str {
+    match &app.cfg().public_origin {
+        Some(o) if o.starts_with("https://") => "; Secure",
+        _ => "",
+    }
 }
 
 fn csrf_input(s: &Session) -> Markup {

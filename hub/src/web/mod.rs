@@ -46,6 +46,8 @@ pub struct WebConfig {
     pub devices: PathBuf,
     pub cards: Option<PathBuf>,
     pub hub_name: String,
+    /// `[http] public_origin`, normalised: where admin POSTs must come from.
+    pub public_origin: Option<String>,
 }
 
 impl WebConfig {
@@ -58,6 +60,7 @@ impl WebConfig {
             devices: c.devices.clone(),
             cards: h.cards.clone(),
             hub_name: c.name.clone(),
+            public_origin: h.public_origin.clone(),
         })
     }
 }
