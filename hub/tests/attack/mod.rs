@@ -602,8 +602,24 @@ impl Drop for GoodDevice {
     }
 }
 
-/// One line of figures per attack, printed for the note (never asserted on: machines differ).
+/// One line of figures per attack (never asserted on: machines differ), printed and appended
+/// to `<target>/iat-figures.txt`, which `cargo xtask test` prints at the end (cargo hides a
+/// passing test's output).
 pub fn figures(attack: &str, items: &[(&str, String)]) {
     let parts: Vec<String> = items.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("FIGURES attack {attack}: {}", parts.join(" | "));
+    let line = format!("FIGURES attack {attack}: {}", parts.join(" | "));
+    println!("{line}");
+    let file = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(|t| t.join("iat-figures.txt")));
+    if let Some(f) = file {
+        use std::io::Write;
+        if let Ok(mut out) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+        {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 }
