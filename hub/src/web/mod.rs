@@ -279,7 +279,7 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Running {
     /// Stops serving in order (no new connection; the requests in progress finish, for
-    /// [`STOP_GRACE`] at most) and waits for the thread.
+    /// 3 s at most) and waits for the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
