@@ -216,11 +216,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{} alarm(s)", stats.alarms.len());
             for a in &stats.alarms {
+                let from = match (&a.device, &a.source) {
+                    (Some(d), _) => format!("device {d}"),
+                    (None, Some(s)) => format!("from {s}"),
+                    (None, None) => "device -".to_owned(),
+                };
                 println!(
-                    "  {} device {} seq {}: {}",
+                    "  {} ({}) {from} seq {}{}: {}",
                     a.kind,
-                    a.device.as_deref().unwrap_or("-"),
+                    a.severity.name(),
                     a.seq.map_or("-".into(), |s| s.to_string()),
+                    if a.count > 1 {
+                        format!(", {} messages", a.count)
+                    } else {
+                        String::new()
+                    },
                     a.detail
                 );
             }

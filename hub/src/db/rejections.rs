@@ -238,6 +238,129 @@ mod tests {
         );
     }
 
+    fn rejection<'a>(topic: &'a str, source: Source, payload: &'a [u8]) -> Rejection<'a> {
+        Rejection {
+            kind: crate::ingest::UNENROLLED,
+            device: None,
+            seq: None,
+            source,
+            reason: "not enrolled".into(),
+            topic,
+            len: payload.len(),
+            payload,
+        }
+    }
+
+    /// (source, scope, count) of the open rows, by source.
+    fn rows(tx: &Transaction) -> Vec<(String, i64, i64)> {
+        let mut q = tx
+            .prepare(
+                "SELECT source, scope, count FROM alarms WHERE acked_ms IS NULL ORDER BY source",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn sources_fold_into_territories_then_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::store::open(&dir.path().join("h.sqlite")).unwrap();
+        let tx = conn.transaction().unwrap();
+        let now = 10 * PERIOD_MS + 5;
+        let mut new_rows = 0;
+        // 40 devices of one territory, then 40 territories of one device each, twice over.
+        for _ in 0..2 {
+            for i in 0..40 {
+                let topic = format!("iat/v1/fr-bots/bot-{i}/agg/x");
+                let r = rejection(
+                    &topic,
+                    Source::device("fr-bots", &format!("bot-{i}"), false),
+                    b"{}",
+                );
+                new_rows += count(&tx, &r, now).unwrap() as usize;
+            }
+            for i in 0..40 {
+                let topic = format!("iat/v1/t-{i}/bot/agg/x");
+                let r = rejection(
+                    &topic,
+                    Source::device(&format!("t-{i}"), "bot", false),
+                    b"{}",
+                );
+                new_rows += count(&tx, &r, now).unwrap() as usize;
+            }
+        }
+        let open = rows(&tx);
+        // 32 devices, fr-bots/+ and 31 more territories, then `*` for the other 9.
+        assert_eq!(new_rows, open.len());
+        assert_eq!(open.iter().filter(|r| r.1 == 0).count(), 32);
+        assert_eq!(open.iter().filter(|r| r.1 == 1).count(), 32);
+        let star = open
+            .iter()
+            .find(|r| r.0 == "*")
+            .expect("the row for anywhere");
+        assert_eq!((star.1, star.2), (2, 2 * 9));
+        let bots = open.iter().find(|r| r.0 == "iat/v1/fr-bots/+").unwrap();
+        assert_eq!(bots.2, 2 * 8);
+        assert_eq!(open.iter().map(|r| r.2).sum::<i64>(), 160);
+        // Evidence: the first 3 messages of a row, no more.
+        let evidence: String = tx
+            .query_row("SELECT evidence FROM alarms WHERE source = '*'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(evidence.matches("sample ").count(), SAMPLES as usize);
+        // Acknowledged, a row closes: the next message opens a new one; the next hour too.
+        tx.execute("UPDATE alarms SET acked_ms = 1 WHERE source = '*'", [])
+            .unwrap();
+        let r = rejection(
+            "iat/v1/t-39/bot/agg/x",
+            Source::device("t-39", "bot", false),
+            b"{}",
+        );
+        assert!(count(&tx, &r, now).unwrap());
+        assert!(!count(&tx, &r, now + 1).unwrap());
+        assert!(count(&tx, &r, now + PERIOD_MS).unwrap());
+    }
+
+    #[test]
+    fn enrolled_sources_keep_their_row_and_binary_evidence_is_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::db::store::open(&dir.path().join("h.sqlite")).unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..100 {
+            let d = format!("dev-{i}");
+            let topic = format!("iat/v1/fr-lyon/{d}/checkpoint");
+            let r = Rejection {
+                kind: crate::ingest::MALFORMED,
+                ..rejection(
+                    &topic,
+                    Source::device("fr-lyon", &d, true),
+                    &[0xff, 0x00, 0x41],
+                )
+            };
+            assert!(count(&tx, &r, 0).unwrap());
+        }
+        let open = rows(&tx);
+        assert_eq!(open.len(), 100);
+        assert!(open.iter().all(|r| r.1 == 0));
+        let (detail, evidence, severity): (String, String, i64) = tx
+            .query_row(
+                "SELECT detail, evidence, severity FROM alarms WHERE source = 'iat/v1/fr-lyon/dev-7'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert!(
+            detail.starts_with("unverified traffic on the topics of an enrolled device"),
+            "{detail}"
+        );
+        assert!(evidence.contains("(not UTF-8, hex) ff0041"), "{evidence}");
+        assert_eq!(severity, Severity::Notice as i64);
+    }
+
     #[test]
     fn shorten_escapes_control_characters() {
         assert_eq!(shorten("a\nb", 10), "a\\nb");

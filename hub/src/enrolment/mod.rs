@@ -295,3 +295,67 @@ pub fn device_of_key(key: &VerifierKey) -> Option<(String, String)> {
     (hub_link::valid_level(territory) && hub_link::valid_level(device))
         .then(|| (territory.to_owned(), device.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(territory: &str, id: &str, models: &[&str]) -> Device {
+        let key = audit::SignerKey::from_seed(&hub_link::origin(territory, id), &[1; 32])
+            .expect("key")
+            .verifier();
+        Device {
+            id: id.into(),
+            territory: territory.into(),
+            key,
+            models: models
+                .iter()
+                .map(|m| RawModel {
+                    id: (*m).into(),
+                    sha256: "ab".repeat(32),
+                    ..RawModel::default()
+                })
+                .collect(),
+            enrolled: None,
+            site: None,
+            retired_keys: vec![],
+        }
+    }
+
+    #[test]
+    fn the_broker_acl_grants_each_device_its_own_topics_only() {
+        let mut e = Enrolment::default();
+        for d in [
+            device("fr-lyon", "dev-1", &["vad", "faces", "vad"]),
+            device("fr-nantes", "cam-9", &[]),
+        ] {
+            e.devices.insert(d.id.clone(), d);
+        }
+        let acl = e.broker_acl(&["hub".into()]).unwrap();
+        let block = |user: &str| -> Vec<String> {
+            acl.split("\n\n")
+                .find(|b| b.starts_with(&format!("user {user}\n")))
+                .unwrap_or_else(|| panic!("no block for {user}:\n{acl}"))
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            block("dev-1"),
+            [
+                "topic write iat/v1/fr-lyon/dev-1/agg/faces",
+                "topic write iat/v1/fr-lyon/dev-1/agg/vad",
+                "topic write iat/v1/fr-lyon/dev-1/checkpoint",
+                "topic write iat/v1/fr-lyon/dev-1/status",
+                "topic read iat/v1/fr-lyon/dev-1/ack",
+            ]
+        );
+        assert_eq!(block("cam-9").len(), 3);
+        assert!(block("hub").contains(&"topic write iat/v1/+/+/ack".to_owned()));
+        assert!(!acl.contains("pattern"), "no rule for anyone else");
+        let e2 = e.broker_acl(&["dev-1".into()]).unwrap_err();
+        assert!(e2.contains("also an enrolled device id"), "{e2}");
+        assert!(e.broker_acl(&["a b".into()]).is_err());
+    }
+}
