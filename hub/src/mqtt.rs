@@ -59,6 +59,9 @@ pub fn mqtt_options(m: &Mqtt) -> Result<MqttOptions, ServeError> {
     // Also the limit rumqttc applies to what it reads: a broker that ignores the property
     // makes it drop the connection, which `describe` explains.
     o.set_max_packet_size(Some(MAX_PACKET));
+    // Acks in flight at once (as MQTT 3.1.1's default): rumqttc's MQTT 5 state preallocates a
+    // slot per allowed packet id, 65,535 of them (about 14 MB) by default.
+    o.set_outgoing_inflight_upper_limit(100);
     if let Some(files) = &m.tls {
         let cfg = hub_link::tls::client_config(files)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(cfg)));
