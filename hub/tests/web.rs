@@ -606,6 +606,121 @@ fn a_schema_3_database_ranks_its_alarms() {
     assert_eq!((kind.as_str(), severity, count), ("FORK", 3, 1));
 }
 
+/// Behind a reverse proxy (issue 21): the proxy may rewrite `Host`, so admin POSTs are checked
+/// against the configured public origin, and only it; over https the cookie is `Secure`.
+#[test]
+fn behind_a_reverse_proxy_the_public_origin_is_checked() {
+    let fx = Fixture::new();
+    let cfg = hub::config::Config::load(&fx.config).unwrap();
+    let web = hub::web::start(
+        hub::web::WebConfig {
+            public_origin: Some("https://hub.example.org".into()),
+            ..hub::web::WebConfig::from_config(&cfg).unwrap()
+        },
+        fx.enrolment.clone(),
+    )
+    .unwrap();
+    let base = format!("http://{}", web.addr);
+    let login = |origin: &str| {
+        post(
+            &format!("{base}/admin/login"),
+            None,
+            Some(origin),
+            &[("name", ADMIN), ("password", PASSWORD)],
+        )
+    };
+    let r = login("https://hub.example.org");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let sc = r.set_cookie.unwrap();
+    assert!(sc.contains("; Secure"), "{sc}");
+    // The Host the request reached is not the public origin: refused, saying what to set.
+    let r = login(&base);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("public_origin"), "{}", r.body);
+    assert_eq!(login("https://evil.example").status, 403);
+    assert_eq!(login("null").status, 403);
+    // Without a public origin, a mismatch says how to fix it behind a proxy.
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        Some("https://hub.example.org"),
+        &[("name", ADMIN), ("password", PASSWORD)],
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("set `public_origin`"), "{}", r.body);
+    web.stop();
+}
+
+/// The admin alarm list: the most serious first, filters, pages, and 400 on bad filters.
+#[test]
+fn admin_alarm_list_pages_and_filters() {
+    let fx = Fixture::new();
+    // Rejected traffic around the fixture's FORK.
+    let mut conn = fx.conn();
+    let tx = conn.transaction().unwrap();
+    let e = fx.enrolment.read().unwrap().clone();
+    for i in 0..300 {
+        hub::ingest::handle(
+            &tx,
+            &e,
+            &format!("iat/v1/fr-bots/bot-{i}/agg/x"),
+            b"{}",
+            T0 + 10_000,
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let (cookie, _) = login(&fx);
+    let page = |q: &str| get(&fx.url(&format!("/admin/alarms{q}")), Some(&cookie));
+    let all = page("");
+    assert_eq!(all.status, 200, "{}", all.body);
+    let first_row = all.body.find("data-alarm=").unwrap();
+    assert!(
+        all.body[first_row..].starts_with("data-alarm=\"1\" data-kind=\"FORK\""),
+        "the FORK first: {}",
+        &all.body[first_row..first_row + 200]
+    );
+    // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
+    assert!(
+        all.body.contains("34 alarm(s), 301 event(s) or message(s)"),
+        "{}",
+        all.body
+    );
+    let critical = page("?severity=critical");
+    assert_eq!(critical.body.matches("data-kind=\"FORK\"").count(), 1);
+    assert!(!critical.body.contains("data-kind=\"UNENROLLED\""));
+    let second = page("?kind=UNENROLLED&per_page=10&page=2");
+    assert!(second.body.contains("page 2 of 4"), "{}", second.body);
+    assert_eq!(second.body.matches("data-kind=\"UNENROLLED\"").count(), 10);
+    assert!(
+        second.body.contains(
+            "rel=\"next\" href=\"/admin/alarms?page=3&amp;per_page=10&amp;kind=UNENROLLED\""
+        ),
+        "{}",
+        second.body
+    );
+    let cam = page("?device=cam-9");
+    assert!(cam.body.contains("1 alarm(s)"), "{}", cam.body);
+    for bad in [
+        "?severity=urgent",
+        "?page=0",
+        "?per_page=100000",
+        "?kind=x;drop",
+        "?bogus=1",
+    ] {
+        assert_eq!(page(bad).status, 400, "{bad}");
+    }
+    // Without a session: the login page.
+    assert_eq!(get(&fx.url("/admin/alarms"), None).status, 303);
+    // The API the same way.
+    let api = json(&fx.url("/api/alarms?per_page=2"));
+    assert_eq!(api["alarms"][0]["kind"], "FORK");
+    assert_eq!(
+        (api["total"].as_u64(), api["pages"].as_u64()),
+        (Some(34), Some(17))
+    );
+}
+
 #[test]
 fn opening_an_older_database_backfills_the_series_from_stored_records() {
     let fx = Fixture::new();
@@ -881,119 +996,4 @@ fn line_counts_are_shown_and_exported_per_class_and_direction() {
                 .unwrap_or_default()
         );
     }
-}
-
-/// Behind a reverse proxy (issue 21): the proxy may rewrite `Host`, so admin POSTs are checked
-/// against the configured public origin, and only it; over https the cookie is `Secure`.
-#[test]
-fn behind_a_reverse_proxy_the_public_origin_is_checked() {
-    let fx = Fixture::new();
-    let cfg = hub::config::Config::load(&fx.config).unwrap();
-    let web = hub::web::start(
-        hub::web::WebConfig {
-            public_origin: Some("https://hub.example.org".into()),
-            ..hub::web::WebConfig::from_config(&cfg).unwrap()
-        },
-        fx.enrolment.clone(),
-    )
-    .unwrap();
-    let base = format!("http://{}", web.addr);
-    let login = |origin: &str| {
-        post(
-            &format!("{base}/admin/login"),
-            None,
-            Some(origin),
-            &[("name", ADMIN), ("password", PASSWORD)],
-        )
-    };
-    let r = login("https://hub.example.org");
-    assert_eq!(r.status, 303, "{}", r.body);
-    let sc = r.set_cookie.unwrap();
-    assert!(sc.contains("; Secure"), "{sc}");
-    // The Host the request reached is not the public origin: refused, saying what to set.
-    let r = login(&base);
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("public_origin"), "{}", r.body);
-    assert_eq!(login("https://evil.example").status, 403);
-    assert_eq!(login("null").status, 403);
-    // Without a public origin, a mismatch says how to fix it behind a proxy.
-    let r = post(
-        &fx.url("/admin/login"),
-        None,
-        Some("https://hub.example.org"),
-        &[("name", ADMIN), ("password", PASSWORD)],
-    );
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("set `public_origin`"), "{}", r.body);
-    web.stop();
-}
-
-/// The admin alarm list: the most serious first, filters, pages, and 400 on bad filters.
-#[test]
-fn admin_alarm_list_pages_and_filters() {
-    let fx = Fixture::new();
-    // Rejected traffic around the fixture's FORK.
-    let mut conn = fx.conn();
-    let tx = conn.transaction().unwrap();
-    let e = fx.enrolment.read().unwrap().clone();
-    for i in 0..300 {
-        hub::ingest::handle(
-            &tx,
-            &e,
-            &format!("iat/v1/fr-bots/bot-{i}/agg/x"),
-            b"{}",
-            T0 + 10_000,
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-    let (cookie, _) = login(&fx);
-    let page = |q: &str| get(&fx.url(&format!("/admin/alarms{q}")), Some(&cookie));
-    let all = page("");
-    assert_eq!(all.status, 200, "{}", all.body);
-    let first_row = all.body.find("data-alarm=").unwrap();
-    assert!(
-        all.body[first_row..].starts_with("data-alarm=\"1\" data-kind=\"FORK\""),
-        "the FORK first: {}",
-        &all.body[first_row..first_row + 200]
-    );
-    // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
-    assert!(
-        all.body.contains("34 alarm(s), 301 event(s) or message(s)"),
-        "{}",
-        all.body
-    );
-    let critical = page("?severity=critical");
-    assert_eq!(critical.body.matches("data-kind=\"FORK\"").count(), 1);
-    assert!(!critical.body.contains("data-kind=\"UNENROLLED\""));
-    let second = page("?kind=UNENROLLED&per_page=10&page=2");
-    assert!(second.body.contains("page 2 of 4"), "{}", second.body);
-    assert_eq!(second.body.matches("data-kind=\"UNENROLLED\"").count(), 10);
-    assert!(
-        second.body.contains(
-            "rel=\"next\" href=\"/admin/alarms?page=3&amp;per_page=10&amp;kind=UNENROLLED\""
-        ),
-        "{}",
-        second.body
-    );
-    let cam = page("?device=cam-9");
-    assert!(cam.body.contains("1 alarm(s)"), "{}", cam.body);
-    for bad in [
-        "?severity=urgent",
-        "?page=0",
-        "?per_page=100000",
-        "?kind=x;drop",
-        "?bogus=1",
-    ] {
-        assert_eq!(page(bad).status, 400, "{bad}");
-    }
-    // Without a session: the login page.
-    assert_eq!(get(&fx.url("/admin/alarms"), None).status, 303);
-    // The API the same way.
-    let api = json(&fx.url("/api/alarms?per_page=2"));
-    assert_eq!(api["alarms"][0]["kind"], "FORK");
-    assert_eq!(
-        (api["total"].as_u64(), api["pages"].as_u64()),
-        (Some(34), Some(17))
-    );
 }
