@@ -36,6 +36,11 @@ pub struct RawHttp {
     /// A folder of model folders (`*/card.toml`): the cards the admin enrol form offers.
     #[serde(default)]
     pub cards: Option<String>,
+    /// The origin browsers see, `https://hub.example.org`, when a reverse proxy serves the
+    /// hub: admin POSTs must come from it (instead of matching the `Host` header, which a
+    /// proxy may rewrite); with `https`, the session cookie is also `Secure`.
+    #[serde(default)]
+    pub public_origin: Option<String>,
 }
 
 /// Where the web side listens and which cards it offers for enrolment.
@@ -43,6 +48,56 @@ pub struct RawHttp {
 pub struct Http {
     pub listen: std::net::SocketAddr,
     pub cards: Option<PathBuf>,
+    /// Normalised (`scheme://host[:port]`, lower case, no default port): what a browser sends
+    /// as `Origin`.
+    pub public_origin: Option<String>,
+}
+
+/// An origin as a browser sends it: `http` or `https`, a host, an optional port, nothing else;
+/// lower-cased, without the scheme's default port or a trailing `/`.
+pub fn public_origin(s: &str) -> Option<String> {
+    let s = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, rest) = s.split_once("://")?;
+    let default = match scheme {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    let (host, port) = if rest.starts_with('[') {
+        match rest.rfind("]:") {
+            Some(i) => (&rest[..=i], Some(port(&rest[i + 2..])?)),
+            None => (rest, None),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(port(p)?)),
+            None => (rest, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && (host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            || (host.starts_with('[')
+                && host.ends_with(']')
+                && host[1..host.len() - 1]
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok()));
+    if !host_ok {
+        return None;
+    }
+    let origin = match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    };
+    Some(
+        origin
+            .strip_suffix(default)
+            .map(str::to_owned)
+            .unwrap_or(origin),
+    )
 }
 
 /// The broker section, shared in shape with the agent's.
@@ -135,6 +190,15 @@ impl Config {
                     field("http.listen", "an address and port like \"127.0.0.1:8080\"")
                 })?,
                 cards: h.cards.as_ref().map(|c| base.join(c)),
+                public_origin: match &h.public_origin {
+                    None => None,
+                    Some(o) => Some(public_origin(o).ok_or_else(|| {
+                        field(
+                            "http.public_origin",
+                            "the address browsers use, scheme and host only, like \"https://hub.example.org\" (no path)",
+                        )
+                    })?),
+                },
             }),
         };
         Ok(Config {
@@ -219,6 +283,47 @@ mod tests {
                 .to_string();
             assert!(e.contains("status_stale"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn public_origins_are_normalised_and_checked() {
+        for (given, origin) in [
+            ("https://Hub.Example.org", "https://hub.example.org"),
+            ("https://hub.example.org/", "https://hub.example.org"),
+            ("https://hub.example.org:443", "https://hub.example.org"),
+            ("http://hub.example.org:80", "http://hub.example.org"),
+            (
+                "https://hub.example.org:8443",
+                "https://hub.example.org:8443",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("https://[::1]:8443", "https://[::1]:8443"),
+            ("https://[::1]", "https://[::1]"),
+        ] {
+            assert_eq!(public_origin(given).as_deref(), Some(origin), "{given}");
+        }
+        for bad in [
+            "hub.example.org",
+            "ftp://hub.example.org",
+            "https://hub.example.org/admin",
+            "https://user@hub.example.org",
+            "https://",
+            "https://hub.example.org:0",
+            "https://hub.example.org:99999",
+            "https://hub example.org",
+        ] {
+            assert_eq!(public_origin(bad), None, "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "name = \"h\"\nkey = \"k\"\ndb = \"d\"\ndevices = \"e\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n\
+             [http]\nlisten = \"127.0.0.1:0\"\npublic_origin = \"https://hub.example.org/admin\"\n",
+        )
+        .unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("http.public_origin"), "{e}");
     }
 
     #[test]

@@ -7,13 +7,23 @@
 //! signed record or tree for a position the hub already holds), ROLLBACK (a signed checkpoint
 //! smaller than one already verified), EQUIVOCATION (two signed checkpoints of the same size
 //! with different roots); and rejections: UNENROLLED, BAD_SIGNATURE, MALFORMED, NOT_ALLOWED,
-//! MISMATCH (a record on a topic that is not its device's or model's).
+//! MISMATCH (a record on a topic that is not its device's or model's), OVERSIZED (a payload
+//! over [`crate::mqtt::MAX_PAYLOAD`]).
+//!
+//! Rejections are counted per source and kind and coalesced into one alarm per period
+//! ([`crate::db::rejections`]). A rejected message is attributed to an enrolled device only
+//! when the device's signature verified (NOT_ALLOWED); anything else on its topics is
+//! "unverified traffic on the device's topics": anyone able to publish there could have sent
+//! it, so it never counts against the device's records.
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use audit::merkle::leaf_hash;
 use audit::{Frontier, Hash};
 use hub_link::{Topic, TopicKind, WireError};
 use rusqlite::{Transaction, params};
 
+use crate::db::rejections::{self, Rejection, Source};
 use crate::db::store::{self, Alarm, DeviceState, Result};
 use crate::enrolment::Enrolment;
 
@@ -26,6 +36,7 @@ pub const BAD_SIGNATURE: &str = "BAD_SIGNATURE";
 pub const MALFORMED: &str = "MALFORMED";
 pub const NOT_ALLOWED: &str = "NOT_ALLOWED";
 pub const MISMATCH: &str = "MISMATCH";
+pub const OVERSIZED: &str = "OVERSIZED";
 
 /// Records held per device while waiting for an earlier one; beyond, later records are
 /// dropped (the device resends them: it keeps everything until acknowledged).
@@ -37,7 +48,11 @@ pub struct Outcome {
     pub stored: u64,
     pub duplicates: u64,
     pub held: u64,
+    /// New alarms: one per event for GAP, FORK, ROLLBACK, EQUIVOCATION; for rejected
+    /// traffic, one per source, kind and period (the first message).
     pub alarms: u64,
+    /// Messages rejected (each counted into its source's alarm).
+    pub rejected: u64,
 }
 
 impl std::ops::AddAssign for Outcome {
@@ -46,6 +61,30 @@ impl std::ops::AddAssign for Outcome {
         self.duplicates += o.duplicates;
         self.held += o.held;
         self.alarms += o.alarms;
+        self.rejected += o.rejected;
+    }
+}
+
+/// One message as the MQTT side hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Whole {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A payload over [`crate::mqtt::MAX_PAYLOAD`]: its size and first bytes only.
+    Oversized {
+        topic: String,
+        len: usize,
+        head: Vec<u8>,
+    },
+}
+
+impl Message {
+    pub fn topic(&self) -> &str {
+        match self {
+            Message::Whole { topic, .. } | Message::Oversized { topic, .. } => topic,
+        }
     }
 }
 
@@ -69,37 +108,92 @@ impl Ctx<'_, '_> {
         store::insert_alarm(
             self.tx,
             &Alarm {
-                at_ms: self.now_ms,
-                device: device.map(str::to_owned),
-                kind: kind.to_owned(),
-                seq,
-                detail,
                 topic: Some(self.topic.to_owned()),
                 evidence,
+                ..Alarm::new(self.now_ms, device, kind, seq, detail)
             },
         )
     }
 
-    /// A rejected message: an alarm with the payload as evidence, and nothing to acknowledge.
+    /// A rejected message: counted into its source's alarm, nothing to acknowledge.
     fn reject(
         mut self,
-        device: Option<&str>,
         kind: &str,
+        (source, device): (Source, Option<&str>),
         seq: Option<u64>,
-        detail: String,
-        payload: &[u8],
+        reason: String,
+        (len, payload): (usize, &[u8]),
     ) -> Result<(Outcome, Option<String>)> {
-        self.alarm(device, kind, seq, detail, Some(evidence(payload)))?;
+        let r = Rejection {
+            kind,
+            device,
+            seq,
+            source,
+            reason,
+            topic: self.topic,
+            len,
+            payload,
+        };
+        self.out.rejected += 1;
+        if rejections::count(self.tx, &r, self.now_ms)? {
+            self.out.alarms += 1;
+        }
         Ok((self.out, None))
     }
 }
 
-/// Evidence for a rejected payload: its text, shortened, or a note that it is binary.
-fn evidence(payload: &[u8]) -> String {
-    match std::str::from_utf8(payload) {
-        Ok(s) => s.chars().take(4096).collect(),
-        Err(_) => format!("{} bytes, not UTF-8", payload.len()),
+/// Handles one message as the MQTT side hands it over (see [`handle`]).
+pub fn handle_message(
+    tx: &Transaction,
+    enrolment: &Enrolment,
+    m: &Message,
+    now_ms: i64,
+) -> Result<(Outcome, Option<String>)> {
+    match m {
+        Message::Whole { topic, payload } => handle(tx, enrolment, topic, payload, now_ms),
+        Message::Oversized { topic, len, head } => {
+            let cx = Ctx {
+                tx,
+                topic,
+                now_ms,
+                out: Outcome::default(),
+            };
+            let source = match Topic::parse(topic) {
+                Ok(t) => Source::device(&t.territory, &t.device, enrolled(enrolment, &t)),
+                Err(_) => Source::unparsed(topic),
+            };
+            cx.reject(
+                OVERSIZED,
+                (source, None),
+                None,
+                format!(
+                    "a payload of {len} bytes, over the {} bytes the hub reads",
+                    crate::mqtt::MAX_PAYLOAD
+                ),
+                (*len, head),
+            )
+        }
     }
+}
+
+/// Whether the topic's device is enrolled, in the topic's territory.
+fn enrolled(enrolment: &Enrolment, t: &Topic) -> bool {
+    enrolment
+        .devices
+        .get(&t.device)
+        .is_some_and(|d| d.territory == t.territory)
+}
+
+/// When the hub last logged a malformed status (ms): at most one such line a second.
+static LAST_STATUS_WARNING: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// Whether a second has passed since `last`; if so, `last` becomes `now_ms`.
+fn quiet_since(last: &AtomicI64, now_ms: i64) -> bool {
+    let before = last.load(Ordering::Relaxed);
+    now_ms.saturating_sub(before) >= 1000
+        && last
+            .compare_exchange(before, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Handles one message. Returns what it did, and the device to acknowledge (when the message
@@ -117,10 +211,12 @@ pub fn handle(
         now_ms,
         out: Outcome::default(),
     };
+    let whole = (payload.len(), payload);
     let t = match Topic::parse(topic) {
         Ok(t) => t,
         Err(e) => {
-            return cx.reject(None, MALFORMED, None, e.to_string(), payload);
+            let source = Source::unparsed(topic);
+            return cx.reject(MALFORMED, (source, None), None, e.to_string(), whole);
         }
     };
     if t.kind == TopicKind::Status {
@@ -136,8 +232,9 @@ pub fn handle(
                 Ok(status) => {
                     crate::health::on_status(tx, &t.device, &status, now_ms)?;
                 }
-                Err(e) => {
+                Err(e) if quiet_since(&LAST_STATUS_WARNING, now_ms) => {
                     // The reason, not the payload, and escaped: a log line cannot be forged.
+                    // At most one line a second: a flood of them is not a flood of the log.
                     let reason: String = e.to_string().escape_debug().take(200).collect();
                     tracing::warn!(
                         "hub: ignoring a malformed status of {}/{} ({} bytes): {reason}",
@@ -146,6 +243,7 @@ pub fn handle(
                         payload.len()
                     );
                 }
+                Err(_) => {}
             }
         }
         return Ok((cx.out, None));
@@ -156,14 +254,16 @@ pub fn handle(
         .filter(|d| d.territory == t.territory)
     else {
         return cx.reject(
-            Some(&t.device),
             UNENROLLED,
+            (Source::device(&t.territory, &t.device, false), None),
             None,
             format!("device {}/{} is not enrolled", t.territory, t.device),
-            payload,
+            whole,
         );
     };
     let id = device.id.as_str();
+    // Traffic on its topics that did not verify: not the device's doing.
+    let unverified = || (Source::device(&t.territory, id, true), None);
     match &t.kind {
         TopicKind::Agg { .. } => {
             let msg = match hub_link::decode_record(&t, payload) {
@@ -173,16 +273,16 @@ pub fn handle(
                         WireError::TopicMismatch { .. } => MISMATCH,
                         _ => MALFORMED,
                     };
-                    return cx.reject(Some(id), kind, None, e.to_string(), payload);
+                    return cx.reject(kind, unverified(), None, e.to_string(), whole);
                 }
             };
             if audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_err() {
                 return cx.reject(
-                    Some(id),
                     BAD_SIGNATURE,
+                    unverified(),
                     Some(msg.seq),
                     format!("record {} does not verify with the device's key", msg.seq),
-                    payload,
+                    whole,
                 );
             }
             let m = &msg.view.model;
@@ -191,15 +291,16 @@ pub fn handle(
                 .iter()
                 .any(|a| a.id == m.id && a.sha256 == m.sha256)
             {
+                // Signed by the device: its own doing.
                 return cx.reject(
-                    Some(id),
                     NOT_ALLOWED,
+                    (Source::device(&t.territory, id, true), Some(id)),
                     Some(msg.seq),
                     format!(
                         "model {} (sha256 {}) is not enrolled for this device",
                         m.id, m.sha256
                     ),
-                    payload,
+                    whole,
                 );
             }
             record(&mut cx, id, msg.seq, &msg.entry, &msg.signature, &m.id)?;
@@ -208,18 +309,18 @@ pub fn handle(
             let note = match std::str::from_utf8(payload) {
                 Ok(n) => n,
                 Err(e) => {
-                    return cx.reject(Some(id), MALFORMED, None, e.to_string(), payload);
+                    return cx.reject(MALFORMED, unverified(), None, e.to_string(), whole);
                 }
             };
             let cp = match device.key.open_checkpoint(note, Some(&device.origin())) {
                 Ok(cp) => cp,
                 Err(e) => {
                     return cx.reject(
-                        Some(id),
                         BAD_SIGNATURE,
+                        unverified(),
                         None,
                         format!("checkpoint: {e}"),
-                        payload,
+                        whole,
                     );
                 }
             };
@@ -530,15 +631,7 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
         };
         store::insert_alarm(
             tx,
-            &Alarm {
-                at_ms: now_ms,
-                device: Some(device.clone()),
-                kind: GAP.to_owned(),
-                seq: Some(st.next_seq),
-                detail,
-                topic: None,
-                evidence: None,
-            },
+            &Alarm::new(now_ms, Some(&device), GAP, Some(st.next_seq), detail),
         )?;
         st.gap_alarmed_at = Some(st.next_seq);
         store::save_state(tx, &device, &st)?;

@@ -9,11 +9,14 @@
 //! - [`config`]: the hub's config (broker, key, database, web), validated once.
 //! - [`enrolment`]: the enrolment file (devices, keys, sites, allowed models) and the
 //!   model-card metadata copied at enrolment ([`enrolment::cards`]).
-//! - [`mqtt`]: the MQTT loop (one polling thread, batches, acks after commit).
-//! - [`ingest`]: verification of one message inside a transaction; gap detection; acks.
+//! - [`mqtt`]: the MQTT loop (MQTT 5 with a maximum packet size, one polling thread, batches
+//!   bounded in bytes, acks after commit, the orderly stop).
+//! - [`ingest`]: verification of one message inside a transaction; gap detection; acks;
+//!   rejected traffic counted per source and kind ([`db::rejections`]).
 //! - [`health`]: device health: status reports, health alarms (offline, silent model,
 //!   backlog, low disk, restarting source), their plain-French wording.
-//! - [`db`]: the SQLite schema and per-device state, the derived series, the read side.
+//! - [`db`]: the SQLite schema and per-device state, the derived series, rejected traffic
+//!   coalesced per source, the read side.
 //! - [`auth`]: admin passwords (Argon2id) and sessions.
 //! - [`web`]: the dashboard, the JSON API, the exports (CSV, records, open-data counting
 //!   schema), the register and the admin area.

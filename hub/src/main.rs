@@ -67,6 +67,19 @@ enum Command {
     /// Admin accounts of the web side.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The broker's ACL made from the enrolment (mosquitto `acl_file`): each device may publish
+    /// only its own topics; the hub reads them and writes the acks (hub/mosquitto/README.md).
+    Acl {
+        #[arg(long)]
+        config: PathBuf,
+        /// The user name (certificate CN) of a hub instance; repeat for several; default: the
+        /// config's `mqtt.client_id`.
+        #[arg(long = "hub-user")]
+        hub_users: Vec<String>,
+        /// Write the ACL to this file (atomically) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Verify a device's published records against its key(s) and a signed checkpoint (the
     /// files the public register links to); exit 0 only if everything verifies.
     Verify {
@@ -128,6 +141,17 @@ fn run(cli: Cli) -> Result<()> {
             cards,
         } => enroll(&devices, &device_key, &cards),
         Command::Run { config } => {
+            // SIGTERM (systemd's stop) or SIGINT, from the very start (opening a large
+            // database can take a while): the messages already received are verified, stored
+            // and acknowledged, the broker connection and the database closed, the web server
+            // stopped, exit 0. A second signal exits at once (status 130); the database stays
+            // consistent (each batch is one transaction).
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+                    .context("installing the SIGTERM/SIGINT handlers")?;
+            }
             let config = Config::load(&config)?;
             let enrolment = Enrolment::load(&config.devices)?;
             let key = audit::keys::load_private(&config.key).with_context(|| {
@@ -160,16 +184,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            // SIGTERM (systemd's stop) or SIGINT: the batch in hand is committed and
-            // acknowledged, the broker connection closed, the web server stopped, exit 0. A
-            // second signal exits at once (status 130); the database stays consistent (each
-            // batch is one transaction).
-            let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
-                    .context("installing the SIGTERM/SIGINT handlers")?;
-            }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             let totals = hub::mqtt::serve(&config, &enrolment, &key, &stop)?;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -202,11 +216,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{} alarm(s)", stats.alarms.len());
             for a in &stats.alarms {
+                let from = match (&a.device, &a.source) {
+                    (Some(d), _) => format!("device {d}"),
+                    (None, Some(s)) => format!("from {s}"),
+                    (None, None) => "device -".to_owned(),
+                };
                 println!(
-                    "  {} device {} seq {}: {}",
+                    "  {} ({}) {from} seq {}{}: {}",
                     a.kind,
-                    a.device.as_deref().unwrap_or("-"),
+                    a.severity.name(),
                     a.seq.map_or("-".into(), |s| s.to_string()),
+                    if a.count > 1 {
+                        format!(", {} messages", a.count)
+                    } else {
+                        String::new()
+                    },
                     a.detail
                 );
             }
@@ -217,6 +241,35 @@ fn run(cli: Cli) -> Result<()> {
             let conn = hub::db::store::open(&config.db)?;
             for r in hub::db::store::records(&conn, &device)? {
                 println!("{}", String::from_utf8_lossy(&r.entry));
+            }
+            Ok(())
+        }
+        Command::Acl {
+            config,
+            hub_users,
+            out,
+        } => {
+            let config = Config::load(&config)?;
+            let enrolment = Enrolment::load(&config.devices)?;
+            let users = if hub_users.is_empty() {
+                vec![config.mqtt.client_id.clone()]
+            } else {
+                hub_users
+            };
+            let acl = enrolment.broker_acl(&users).map_err(anyhow::Error::msg)?;
+            match out {
+                None => print!("{acl}"),
+                Some(path) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, acl)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} ({} device(s)); reload the broker: systemctl reload mosquitto",
+                        path.display(),
+                        enrolment.devices.len()
+                    );
+                }
             }
             Ok(())
         }

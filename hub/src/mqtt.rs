@@ -3,19 +3,45 @@
 //! publishes one signed, retained ack per device touched, after the commit. Between batches it
 //! raises GAP alarms (every second) and evaluates the time-driven health alarms (every
 //! [`crate::health::CHECK_EVERY`]).
+//!
+//! No single sender can stop it (issue 21). The hub speaks MQTT 5 to the broker so that it can
+//! say what it accepts: a Maximum Packet Size of [`MAX_PACKET`] in its CONNECT, which the
+//! broker honours by *skipping* a larger message for the hub (MQTT 5 §3.1.2.11.4) where an
+//! MQTT 3.1.1 client can only drop the connection, and be sent the same retained message again
+//! at the next subscription, forever. Records and checkpoints are subscribed to without
+//! retained messages (a device never retains them), statuses with them (presence). Payloads
+//! over [`MAX_PAYLOAD`] are not parsed: the poller forwards their size and first bytes, and
+//! ingest counts them as `OVERSIZED`. What waits between the poller and the verifier is
+//! bounded in messages and in bytes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use audit::SignerKey;
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule};
+use rumqttc::v5::{Client, ConnectionError, Event, MqttOptions, StateError};
+use rumqttc::{TlsConfiguration, Transport};
 
 use crate::config::{Config, Mqtt};
 use crate::db::store;
 use crate::enrolment::Enrolment;
-use crate::ingest::{self, Outcome};
+use crate::ingest::{self, Message, Outcome};
+
+/// The largest payload the hub reads (256 KiB): a record, a checkpoint or a status is a few
+/// KiB at most. A larger message is counted (`OVERSIZED`, with its first bytes), never parsed.
+pub const MAX_PAYLOAD: usize = 256 * 1024;
+
+/// The Maximum Packet Size the hub asks of the broker (1 MiB): a broker skips a larger message
+/// for the hub instead of sending it. Between [`MAX_PAYLOAD`] and this, messages reach the
+/// hub and are counted as `OVERSIZED`; above it only the broker's log sees them.
+pub const MAX_PACKET: u32 = 1 << 20;
+
+/// Bytes of payload waiting between the poller and the verifier; beyond, the poller waits
+/// (and TCP pushes back on the broker) instead of growing memory.
+const MAX_QUEUED_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -23,21 +49,57 @@ pub enum ServeError {
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
     Tls(#[from] hub_link::tls::TlsError),
-    #[error("mqtt: {0}")]
-    Client(#[from] rumqttc::ClientError),
 }
 
-/// MQTT options for a broker section (TLS with a client certificate when configured).
+/// MQTT 5 options for a broker section (TLS with a client certificate when configured).
 pub fn mqtt_options(m: &Mqtt) -> Result<MqttOptions, ServeError> {
     let mut o = MqttOptions::new(&m.client_id, &m.host, m.port);
     o.set_keep_alive(m.keep_alive);
-    o.set_clean_session(true);
-    o.set_max_packet_size(2 << 20, 2 << 20);
+    o.set_clean_start(true);
+    // Also the limit rumqttc applies to what it reads: a broker that ignores the property
+    // makes it drop the connection, which `describe` explains.
+    o.set_max_packet_size(Some(MAX_PACKET));
+    // Acks in flight at once (as MQTT 3.1.1's default): rumqttc's MQTT 5 state preallocates a
+    // slot per allowed packet id, 65,535 of them (about 14 MB) by default.
+    o.set_outgoing_inflight_upper_limit(100);
     if let Some(files) = &m.tls {
         let cfg = hub_link::tls::client_config(files)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(cfg)));
     }
     Ok(o)
+}
+
+/// What the hub subscribes to: records and checkpoints without retained messages (a device
+/// publishes them unretained; a retained one would come back at every reconnection), and every
+/// device's retained status and last will (presence; every instance wants them all: not
+/// shared).
+pub fn filters(shared_group: Option<&str>) -> Vec<Filter> {
+    let mut out: Vec<Filter> = hub_link::hub_filters(shared_group)
+        .into_iter()
+        .map(|f| Filter {
+            retain_forward_rule: RetainForwardRule::Never,
+            ..Filter::new(f, QoS::AtLeastOnce)
+        })
+        .collect();
+    out.push(Filter::new(
+        hub_link::status_topic("+", "+"),
+        QoS::AtLeastOnce,
+    ));
+    out
+}
+
+/// A connection error in words that say what to do.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded { pkt_size, max },
+        )) => format!(
+            "the broker sent a packet of {pkt_size} bytes although this hub asked for at most \
+             {max} (MQTT 5 Maximum Packet Size); the broker does not honour it: cap the message \
+             size at the broker (mosquitto: `max_packet_size`, see hub/mosquitto/iat.conf)"
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// Running totals, printed at the end and as the hub goes.
@@ -52,11 +114,23 @@ pub struct Totals {
 
 enum Polled {
     ConnAck,
-    Publish(String, Vec<u8>),
+    Publish(Message),
     Down(String),
 }
 
-/// Serves until `stop` is set. Progress and alarms go to stderr.
+/// The first bytes of an oversized payload kept as evidence.
+const OVERSIZED_HEAD: usize = 256;
+
+/// Messages verified in one transaction at most.
+const BATCH: usize = 512;
+
+/// How long an orderly stop may spend on what the poller had already handed over; what is
+/// left is resent by the devices (nothing unacknowledged is ever dropped from their logs).
+const DRAIN_FOR: Duration = Duration::from_secs(3);
+
+/// Serves until `stop` is set, then stops in order: the messages already received are
+/// verified, stored and acknowledged, the broker connection is closed, the database too.
+/// Progress and alarms go to stderr.
 pub fn serve(
     config: &Config,
     enrolment: &RwLock<Enrolment>,
@@ -65,53 +139,41 @@ pub fn serve(
 ) -> Result<Totals, ServeError> {
     let mut conn = store::open(&config.db)?;
     let opts = mqtt_options(&config.mqtt)?;
-    let (client, mut connection) = Client::new(opts, 4096);
-    // Bounded: under overload the poller waits for the verifier instead of growing memory.
+    let (client, connection) = Client::new(opts, 4096);
+    // Bounded in count and in bytes: under overload the poller waits for the verifier instead
+    // of growing memory.
     let (tx, rx) = mpsc::sync_channel::<Polled>(16_384);
-    let poller_stop = Arc::new(AtomicBool::new(false));
-    let ps = poller_stop.clone();
-    let poller = std::thread::Builder::new()
-        .name("hub-mqtt-poll".into())
-        .spawn(move || {
-            for ev in connection.iter() {
-                if ps.load(Ordering::Relaxed) {
-                    break;
-                }
-                let msg = match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => Polled::ConnAck,
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        Polled::Publish(p.topic, p.payload.to_vec())
-                    }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        if tx.send(Polled::Down(e.to_string())).is_err()
-                            || ps.load(Ordering::Relaxed)
-                        {
-                            break;
-                        }
-                        // Reconnection happens on the next poll; do not spin on a dead broker.
-                        std::thread::sleep(Duration::from_millis(300));
-                        continue;
-                    }
-                };
-                if tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        })
-        .expect("spawning a thread");
-    let mut filters = hub_link::hub_filters(config.mqtt.shared_group.as_deref());
-    // Retained statuses and last wills, for the dashboard's online/offline (every instance
-    // wants them all: not shared).
-    filters.push(hub_link::status_topic("+", "+"));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let poller = {
+        let (queued, stopping) = (queued.clone(), stopping.clone());
+        std::thread::Builder::new()
+            .name("hub-mqtt-poll".into())
+            .spawn(move || {
+                poll(connection, &tx, &queued, &stopping);
+                let _ = done_tx.send(());
+            })
+            .expect("spawning a thread")
+    };
+    let filters = filters(config.mqtt.shared_group.as_deref());
+    let mut s = Serving {
+        enrolment,
+        key,
+        client: &client,
+        totals: Totals::default(),
+        queued: &queued,
+    };
     let gap_ms = config.gap_timeout.as_millis() as i64;
-    let mut totals = Totals::default();
     let mut last_gap_check = Instant::now();
     let limits = crate::health::Limits::new(config.status_stale);
     let mut last_health_check = Instant::now();
-    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<Message> = Vec::new();
     // A broken connection is reported once; the attempts to reconnect every 300 ms are debug.
     let mut down_reported = false;
+    // Subscriptions wait for room in the client's request queue (never blocking this thread,
+    // which the poller may be waiting for).
+    let mut subscribe = false;
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(first) => {
@@ -119,25 +181,23 @@ pub fn serve(
                 while let Some(m) = next.take() {
                     match m {
                         Polled::ConnAck => {
-                            totals.connections += 1;
+                            s.totals.connections += 1;
                             down_reported = false;
                             tracing::info!(
                                 "hub: connected to {}:{}",
                                 config.mqtt.host,
                                 config.mqtt.port
                             );
-                            for f in &filters {
-                                client.try_subscribe(f.as_str(), QoS::AtLeastOnce)?;
-                            }
+                            subscribe = true;
                         }
-                        Polled::Publish(t, p) => batch.push((t, p)),
+                        Polled::Publish(m) => batch.push(m),
                         Polled::Down(e) if !down_reported => {
                             down_reported = true;
                             tracing::warn!("hub: broker connection: {e}; reconnecting");
                         }
                         Polled::Down(e) => tracing::debug!("hub: broker connection: {e}"),
                     }
-                    if batch.len() < 512 {
+                    if batch.len() < BATCH {
                         next = rx.try_recv().ok();
                     }
                 }
@@ -145,44 +205,14 @@ pub fn serve(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        let now_ms = now_ms();
-        if !batch.is_empty() {
-            // The admin area may replace the enrolment; each batch sees one version of it.
-            let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
-            let enrolment = &*enrolment;
-            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut touched = std::collections::BTreeSet::new();
-            for (topic, payload) in batch.drain(..) {
-                totals.messages += 1;
-                let (o, dev) = ingest::handle(&t, enrolment, &topic, &payload, now_ms)?;
-                if o.alarms > 0 {
-                    tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
-                }
-                totals.outcome += o;
-                if let Some(d) = dev {
-                    touched.insert(d);
-                }
-            }
-            let mut acks = Vec::new();
-            for d in &touched {
-                if let Some(a) = ingest::ack(&t, enrolment, d)? {
-                    acks.push(a);
-                }
-            }
-            t.commit()?;
-            // Only after the commit: an ack promises the records are durable here.
-            for (topic, ack) in acks {
-                match ack.sign(key) {
-                    Ok(note) => {
-                        // A full request queue drops this ack; the next one (or the device's
-                        // ack timeout and resend) makes up for it.
-                        let _ =
-                            client.try_publish(topic, QoS::AtLeastOnce, true, note.into_bytes());
-                    }
-                    Err(e) => tracing::error!("hub: cannot sign an ack: {e}"),
-                }
+        if subscribe {
+            match client.try_subscribe_many(filters.clone()) {
+                Ok(()) => subscribe = false,
+                Err(e) => tracing::debug!("hub: subscribing: {e}; trying again"),
             }
         }
+        let now_ms = now_ms();
+        s.batch(&mut conn, &mut batch, now_ms)?;
         if last_gap_check.elapsed() >= Duration::from_secs(1) {
             last_gap_check = Instant::now();
             let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -191,7 +221,7 @@ pub fn serve(
             if g > 0 {
                 tracing::warn!("hub: ALARM GAP on {g} device(s)");
             }
-            totals.gaps += g;
+            s.totals.gaps += g;
         }
         if last_health_check.elapsed() >= crate::health::CHECK_EVERY {
             last_health_check = Instant::now();
@@ -199,14 +229,172 @@ pub fn serve(
             let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let c = crate::health::evaluate(&t, &enrolment, now_ms, &limits)?;
             t.commit()?;
-            totals.health += c;
+            s.totals.health += c;
         }
     }
-    poller_stop.store(true, Ordering::Relaxed);
-    let _ = client.disconnect();
-    drop(rx);
-    let _ = poller.join();
+    // The orderly stop. The poller forwards nothing more; what it had handed over is verified,
+    // stored and acknowledged (for DRAIN_FOR at most), then the acks and a DISCONNECT go out
+    // in that order on the same connection, and the database is closed.
+    stopping.store(true, Ordering::Relaxed);
+    let drain_until = Instant::now() + DRAIN_FOR;
+    let mut left = 0u64;
+    while let Ok(m) = rx.try_recv() {
+        if let Polled::Publish(m) = m {
+            if Instant::now() < drain_until {
+                batch.push(m);
+            } else {
+                left += 1;
+            }
+        }
+        if batch.len() >= BATCH {
+            s.batch(&mut conn, &mut batch, now_ms())?;
+        }
+    }
+    s.batch(&mut conn, &mut batch, now_ms())?;
+    if left > 0 {
+        tracing::warn!(
+            "hub: stopping: {left} message(s) received but not verified in time; their devices send them again"
+        );
+    }
+    let _ = client.try_disconnect();
+    // The poller ends on the DISCONNECT or on the connection's end; a broker that does not
+    // answer does not hold the stop. Until then, whatever it still hands over is left to the
+    // devices' resends.
+    let closed_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        if done_rx.try_recv().is_ok() {
+            let _ = poller.join();
+            break;
+        }
+        while rx.try_recv().is_ok() {}
+        if Instant::now() > closed_by {
+            tracing::warn!("hub: stopping: the broker connection did not close within 5 s");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let totals = s.totals;
+    conn.close().map_err(|(_, e)| e)?;
     Ok(totals)
+}
+
+/// The poller: polls the connection and forwards what ingest needs, bounded in bytes.
+fn poll(
+    mut connection: rumqttc::v5::Connection,
+    tx: &mpsc::SyncSender<Polled>,
+    queued: &AtomicUsize,
+    stopping: &AtomicBool,
+) {
+    for ev in connection.iter() {
+        let stop = stopping.load(Ordering::Relaxed);
+        let msg = match ev {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if stop => break,
+            Ok(_) if stop => continue,
+            Ok(Event::Incoming(Packet::ConnAck(_))) => Polled::ConnAck,
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let len = p.payload.len();
+                if len > MAX_PAYLOAD {
+                    Polled::Publish(Message::Oversized {
+                        topic,
+                        len,
+                        head: p.payload[..OVERSIZED_HEAD].to_vec(),
+                    })
+                } else {
+                    while queued.load(Ordering::Relaxed) > MAX_QUEUED_BYTES
+                        && !stopping.load(Ordering::Relaxed)
+                    {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    queued.fetch_add(len, Ordering::Relaxed);
+                    Polled::Publish(Message::Whole {
+                        topic,
+                        payload: p.payload.to_vec(),
+                    })
+                }
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                if stop || tx.send(Polled::Down(describe(&e))).is_err() {
+                    break;
+                }
+                // Reconnection happens on the next poll; do not spin on a dead broker.
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
+        };
+        if tx.send(msg).is_err() {
+            break;
+        }
+    }
+}
+
+/// The verifier's side of [`serve`].
+struct Serving<'a> {
+    enrolment: &'a RwLock<Enrolment>,
+    key: &'a SignerKey,
+    client: &'a Client,
+    totals: Totals,
+    queued: &'a AtomicUsize,
+}
+
+impl Serving<'_> {
+    /// Verifies and stores a batch in one transaction, then acknowledges each device touched.
+    fn batch(
+        &mut self,
+        conn: &mut rusqlite::Connection,
+        batch: &mut Vec<Message>,
+        now_ms: i64,
+    ) -> Result<(), ServeError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The admin area may replace the enrolment; each batch sees one version of it.
+        let enrolment = self.enrolment.read().unwrap_or_else(|p| p.into_inner());
+        let enrolment = &*enrolment;
+        let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut touched = std::collections::BTreeSet::new();
+        let mut bytes = 0;
+        for m in batch.drain(..) {
+            self.totals.messages += 1;
+            if let Message::Whole { payload, .. } = &m {
+                bytes += payload.len();
+            }
+            let (o, dev) = ingest::handle_message(&t, enrolment, &m, now_ms)?;
+            if o.alarms > 0 {
+                // Once per new alarm: a flood of rejections is counted, not logged line by
+                // line. The topic is the sender's text: escaped and shortened.
+                let topic: String = m.topic().escape_debug().take(200).collect();
+                tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
+            }
+            self.totals.outcome += o;
+            if let Some(d) = dev {
+                touched.insert(d);
+            }
+        }
+        let mut acks = Vec::new();
+        for d in &touched {
+            if let Some(a) = ingest::ack(&t, enrolment, d)? {
+                acks.push(a);
+            }
+        }
+        t.commit()?;
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        // Only after the commit: an ack promises the records are durable here.
+        for (topic, ack) in acks {
+            match ack.sign(self.key) {
+                Ok(note) => {
+                    // A full request queue drops this ack; the next one (or the device's
+                    // ack timeout and resend) makes up for it.
+                    let _ =
+                        self.client
+                            .try_publish(topic, QoS::AtLeastOnce, true, note.into_bytes());
+                }
+                Err(e) => tracing::error!("hub: cannot sign an ack: {e}"),
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -580,6 +580,148 @@ fn statuses_mark_devices_online_and_never_raise_alarms() {
     );
 }
 
+/// Back to schema 3: alarms without severity, counts or sources (issue 21).
+const UNDO_SCHEMA_V4: &str = "DROP INDEX alarms_coalesced; DROP INDEX alarms_rank;
+    ALTER TABLE alarms DROP COLUMN severity; ALTER TABLE alarms DROP COLUMN count;
+    ALTER TABLE alarms DROP COLUMN last_ms; ALTER TABLE alarms DROP COLUMN source;
+    ALTER TABLE alarms DROP COLUMN scope; ALTER TABLE alarms DROP COLUMN period_ms;
+    PRAGMA user_version = 3;";
+
+#[test]
+fn a_schema_3_database_ranks_its_alarms() {
+    let fx = Fixture::new();
+    let conn = fx.conn();
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
+    drop(conn);
+    let conn = fx.conn();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, hub::db::store::SCHEMA_VERSION);
+    // The fixture's FORK, raised before severities existed, is critical now.
+    let (kind, severity, count): (String, i64, i64) = conn
+        .query_row("SELECT kind, severity, count FROM alarms", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((kind.as_str(), severity, count), ("FORK", 3, 1));
+}
+
+/// Behind a reverse proxy (issue 21): the proxy may rewrite `Host`, so admin POSTs are checked
+/// against the configured public origin, and only it; over https the cookie is `Secure`.
+#[test]
+fn behind_a_reverse_proxy_the_public_origin_is_checked() {
+    let fx = Fixture::new();
+    let cfg = hub::config::Config::load(&fx.config).unwrap();
+    let web = hub::web::start(
+        hub::web::WebConfig {
+            public_origin: Some("https://hub.example.org".into()),
+            ..hub::web::WebConfig::from_config(&cfg).unwrap()
+        },
+        fx.enrolment.clone(),
+    )
+    .unwrap();
+    let base = format!("http://{}", web.addr);
+    let login = |origin: &str| {
+        post(
+            &format!("{base}/admin/login"),
+            None,
+            Some(origin),
+            &[("name", ADMIN), ("password", PASSWORD)],
+        )
+    };
+    let r = login("https://hub.example.org");
+    assert_eq!(r.status, 303, "{}", r.body);
+    let sc = r.set_cookie.unwrap();
+    assert!(sc.contains("; Secure"), "{sc}");
+    // The Host the request reached is not the public origin: refused, saying what to set.
+    let r = login(&base);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("public_origin"), "{}", r.body);
+    assert_eq!(login("https://evil.example").status, 403);
+    assert_eq!(login("null").status, 403);
+    // Without a public origin, a mismatch says how to fix it behind a proxy.
+    let r = post(
+        &fx.url("/admin/login"),
+        None,
+        Some("https://hub.example.org"),
+        &[("name", ADMIN), ("password", PASSWORD)],
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("set `public_origin`"), "{}", r.body);
+    web.stop();
+}
+
+/// The admin alarm list: the most serious first, filters, pages, and 400 on bad filters.
+#[test]
+fn admin_alarm_list_pages_and_filters() {
+    let fx = Fixture::new();
+    // Rejected traffic around the fixture's FORK.
+    let mut conn = fx.conn();
+    let tx = conn.transaction().unwrap();
+    let e = fx.enrolment.read().unwrap().clone();
+    for i in 0..300 {
+        hub::ingest::handle(
+            &tx,
+            &e,
+            &format!("iat/v1/fr-bots/bot-{i}/agg/x"),
+            b"{}",
+            T0 + 10_000,
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let (cookie, _) = login(&fx);
+    let page = |q: &str| get(&fx.url(&format!("/admin/alarms{q}")), Some(&cookie));
+    let all = page("");
+    assert_eq!(all.status, 200, "{}", all.body);
+    let first_row = all.body.find("data-alarm=").unwrap();
+    assert!(
+        all.body[first_row..].starts_with("data-alarm=\"1\" data-kind=\"FORK\""),
+        "the FORK first: {}",
+        &all.body[first_row..first_row + 200]
+    );
+    // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
+    assert!(
+        all.body.contains("34 alarm(s), 301 event(s) or message(s)"),
+        "{}",
+        all.body
+    );
+    let critical = page("?severity=critical");
+    assert_eq!(critical.body.matches("data-kind=\"FORK\"").count(), 1);
+    assert!(!critical.body.contains("data-kind=\"UNENROLLED\""));
+    let second = page("?kind=UNENROLLED&per_page=10&page=2");
+    assert!(second.body.contains("page 2 of 4"), "{}", second.body);
+    assert_eq!(second.body.matches("data-kind=\"UNENROLLED\"").count(), 10);
+    assert!(
+        second.body.contains(
+            "rel=\"next\" href=\"/admin/alarms?page=3&amp;per_page=10&amp;kind=UNENROLLED\""
+        ),
+        "{}",
+        second.body
+    );
+    let cam = page("?device=cam-9");
+    assert!(cam.body.contains("1 alarm(s)"), "{}", cam.body);
+    for bad in [
+        "?severity=urgent",
+        "?page=0",
+        "?per_page=100000",
+        "?kind=x;drop",
+        "?bogus=1",
+    ] {
+        assert_eq!(page(bad).status, 400, "{bad}");
+    }
+    // Without a session: the login page.
+    assert_eq!(get(&fx.url("/admin/alarms"), None).status, 303);
+    // The API the same way.
+    let api = json(&fx.url("/api/alarms?per_page=2"));
+    assert_eq!(api["alarms"][0]["kind"], "FORK");
+    assert_eq!(
+        (api["total"].as_u64(), api["pages"].as_u64()),
+        (Some(34), Some(17))
+    );
+}
+
 #[test]
 fn opening_an_older_database_backfills_the_series_from_stored_records() {
     let fx = Fixture::new();
@@ -592,6 +734,7 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
     // Two rows per record (count and presence_share of `face`), for every stored record.
     assert_eq!(filled_at_ingest, 2 * (288 + 96 + 40));
     // Back to the schema before issue 7: no series, no presence, no accounts, no acks.
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
     conn.execute_batch(
         "DROP TABLE series; DROP TABLE series_keys; DROP TABLE presence; DROP INDEX alarms_open; DROP TABLE admins; DROP TABLE sessions;
          ALTER TABLE alarms DROP COLUMN acked_ms; ALTER TABLE alarms DROP COLUMN acked_by;
@@ -754,6 +897,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     let all = rows(&conn);
     // Back to what schema 2 held: no budget columns, the per-value epsilon, no row for a
     // withheld record.
+    conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
     conn.execute_batch(&format!(
         "DELETE FROM series WHERE withheld = 1;
          UPDATE series SET epsilon_milli = {V2_PER_VALUE_MILLI} WHERE budget_day IS NOT NULL;
@@ -768,7 +912,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     assert_eq!(rows(&conn), all);
     assert_v2_rows(&conn);

@@ -1,7 +1,9 @@
 //! The hub's database: the schema and each device's verification state ([`store`]), the
-//! derived series of aggregate values ([`series`]) and the read side shared by the pages, the
-//! API and the exports ([`query`]). SQLite today, behind these three modules.
+//! derived series of aggregate values ([`series`]), rejected traffic coalesced per source
+//! ([`rejections`]) and the read side shared by the pages, the API and the exports
+//! ([`query`]). SQLite today, behind these modules.
 
 pub mod query;
+pub mod rejections;
 pub mod series;
 pub mod store;

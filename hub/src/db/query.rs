@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::dates;
 use crate::db::series::{self, SeriesKey};
-use crate::db::store::{Result, hex};
+use crate::db::store::{Result, Severity, hex};
 use crate::enrolment::{Enrolment, RawModel, RawSite, RetiredKey};
 use crate::ingest;
 
@@ -212,42 +212,138 @@ pub struct AlarmRow {
     pub at: String,
     pub device: Option<String>,
     pub kind: String,
+    pub severity: Severity,
     pub seq: Option<u64>,
     pub detail: String,
     pub evidence: Option<String>,
+    /// Messages the row stands for (rejected traffic is coalesced per source and period).
+    pub count: u64,
+    /// The last of them, when there are several.
+    pub last: Option<String>,
+    /// Where rejected traffic came from (`iat/v1/T/D`, `iat/v1/T/+` or `*`).
+    pub source: Option<String>,
     pub acked: Option<String>,
     pub acked_by: Option<String>,
 }
 
-/// Alarms, newest first; `open_only`: not acknowledged.
+/// Which alarms to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmFilter {
+    /// Alarms about the device, and rejected traffic on its topics.
+    pub device: Option<String>,
+    pub kind: Option<String>,
+    /// This severity and above.
+    pub severity: Option<Severity>,
+    /// Not acknowledged.
+    pub open_only: bool,
+}
+
+/// A page of alarms, the most serious first, then the newest.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmPage {
+    pub alarms: Vec<AlarmRow>,
+    /// Rows matching the filter, and messages they stand for.
+    pub total: u64,
+    pub messages: u64,
+    /// 1-based.
+    pub page: u64,
+    pub per_page: u64,
+    pub pages: u64,
+}
+
+/// The most alarms on one page.
+pub const MAX_PER_PAGE: u64 = 500;
+
+const ALARM_WHERE: &str = "WHERE (?1 IS NULL OR device = ?1
+        OR (device IS NULL AND scope = 0 AND ?2 IS NOT NULL AND source GLOB ?2))
+    AND (?3 IS NULL OR kind = ?3) AND severity >= ?4 AND (?5 = 0 OR acked_ms IS NULL)";
+
+/// Alarms matching `f`, page `page` (1-based) of `per_page` (at most [`MAX_PER_PAGE`]); real
+/// alarms first (severity), then the newest.
+pub fn alarm_page(
+    conn: &Connection,
+    f: &AlarmFilter,
+    page: u64,
+    per_page: u64,
+) -> Result<AlarmPage> {
+    let per_page = per_page.clamp(1, MAX_PER_PAGE);
+    let page = page.max(1);
+    // Rejected traffic on the device's topics, whatever its territory: ids have no GLOB
+    // metacharacter (an id that could is matched on `device` alone).
+    let source = f
+        .device
+        .as_deref()
+        .filter(|d| hub_link::valid_level(d))
+        .map(|d| format!("{}/*/{d}", hub_link::PREFIX));
+    let min = f.severity.map_or(0, |s| s as i64);
+    let args = params![f.device, source, f.kind, min, f.open_only];
+    let (total, messages): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM alarms {ALARM_WHERE}"
+        ))?
+        .query_row(args, |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let offset = (page - 1).saturating_mul(per_page).min(i64::MAX as u64) as i64;
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT id, at_ms, device, kind, severity, seq, detail, evidence, count, last_ms, source,
+           acked_ms, acked_by
+         FROM alarms {ALARM_WHERE} ORDER BY severity DESC, id DESC LIMIT ?6 OFFSET ?7"
+    ))?;
+    let rows = q.query_map(
+        params![
+            f.device,
+            source,
+            f.kind,
+            min,
+            f.open_only,
+            per_page as i64,
+            offset
+        ],
+        |r| {
+            let count = r.get::<_, i64>(8)?.max(1) as u64;
+            Ok(AlarmRow {
+                id: r.get(0)?,
+                at: dates::format(r.get(1)?),
+                device: r.get(2)?,
+                kind: r.get(3)?,
+                severity: Severity::from_db(r.get(4)?),
+                seq: r.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                detail: r.get(6)?,
+                evidence: r.get(7)?,
+                count,
+                last: match count {
+                    1 => None,
+                    _ => r.get::<_, Option<i64>>(9)?.map(dates::format),
+                },
+                source: r.get(10)?,
+                acked: r.get::<_, Option<i64>>(11)?.map(dates::format),
+                acked_by: r.get(12)?,
+            })
+        },
+    )?;
+    let total = total.max(0) as u64;
+    Ok(AlarmPage {
+        alarms: rows.collect::<Result<_>>()?,
+        total,
+        messages: messages.max(0) as u64,
+        page,
+        per_page,
+        pages: total.div_ceil(per_page).max(1),
+    })
+}
+
+/// Alarms, the most serious first, then the newest; `open_only`: not acknowledged.
 pub fn alarms(
     conn: &Connection,
     device: Option<&str>,
     open_only: bool,
     limit: u64,
 ) -> Result<Vec<AlarmRow>> {
-    let mut q = conn.prepare_cached(
-        "SELECT id, at_ms, device, kind, seq, detail, evidence, acked_ms, acked_by FROM alarms
-         WHERE (?1 IS NULL OR device = ?1) AND (?2 = 0 OR acked_ms IS NULL)
-         ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = q.query_map(
-        params![device, open_only, limit.min(i64::MAX as u64) as i64],
-        |r| {
-            Ok(AlarmRow {
-                id: r.get(0)?,
-                at: dates::format(r.get(1)?),
-                device: r.get(2)?,
-                kind: r.get(3)?,
-                seq: r.get::<_, Option<i64>>(4)?.map(|s| s as u64),
-                detail: r.get(5)?,
-                evidence: r.get(6)?,
-                acked: r.get::<_, Option<i64>>(7)?.map(dates::format),
-                acked_by: r.get(8)?,
-            })
-        },
-    )?;
-    rows.collect()
+    let f = AlarmFilter {
+        device: device.map(str::to_owned),
+        open_only,
+        ..AlarmFilter::default()
+    };
+    Ok(alarm_page(conn, &f, 1, limit)?.alarms)
 }
 
 /// Acknowledges an alarm; false when there is no such alarm or it was already acknowledged.

@@ -70,10 +70,26 @@ CREATE INDEX IF NOT EXISTS health_alarms_cleared ON health_alarms (cleared_ms);
 CREATE INDEX IF NOT EXISTS records_model ON records (device, model, stored_ms);
 ";
 
+/// Schema version 4 (issue 21): alarms carry a severity (real alarms list first), and rejected
+/// traffic is coalesced: one row per kind, source and period with a count and a few samples
+/// (`crate::db::rejections`). A partial unique index keeps one open row per (kind, period,
+/// source); rows of other alarms have no source and stay one per event.
+const SCHEMA_V4: &str = "
+ALTER TABLE alarms ADD COLUMN severity INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE alarms ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE alarms ADD COLUMN last_ms INTEGER;
+ALTER TABLE alarms ADD COLUMN source TEXT;
+ALTER TABLE alarms ADD COLUMN scope INTEGER;
+ALTER TABLE alarms ADD COLUMN period_ms INTEGER;
+CREATE UNIQUE INDEX IF NOT EXISTS alarms_coalesced ON alarms (kind, period_ms, source)
+    WHERE source IS NOT NULL AND acked_ms IS NULL;
+CREATE INDEX IF NOT EXISTS alarms_rank ON alarms (severity, id);
+";
+
 /// The schema version this build writes (`PRAGMA user_version`). Version 3: the privacy budget
 /// of each series row (`crate::db::series::SCHEMA_V3`), and each row's epsilon the record's
-/// whole loss (record v2).
-pub const SCHEMA_VERSION: i64 = 3;
+/// whole loss (record v2). Version 4: alarm severity and coalesced rejections.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Opens (or creates) the database, migrating it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path) -> Result<Connection> {
@@ -113,6 +129,20 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     if version < 3 {
         tx.execute_batch(crate::db::series::SCHEMA_V3)?;
         tx.pragma_update(None, "user_version", 3)?;
+    }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4)?;
+        // The alarms already raised, ranked by their kind.
+        let mut q = tx.prepare("SELECT DISTINCT kind FROM alarms")?;
+        let kinds: Vec<String> = q.query_map([], |r| r.get(0))?.collect::<Result<_>>()?;
+        drop(q);
+        for k in kinds {
+            tx.execute(
+                "UPDATE alarms SET severity = ?2 WHERE kind = ?1",
+                params![k, Severity::of(&k) as i64],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", 4)?;
     }
     // The series rows, once the table has every column: all of them for a database from
     // before the table, those of records with a budget for one from before version 3.
@@ -250,21 +280,116 @@ pub fn stored(tx: &Transaction, device: &str, seq: u64) -> Result<Option<([u8; 3
     .optional()
 }
 
+/// How serious an alarm is; lists show the most serious first, so that no flood of rejected
+/// traffic (notices) hides a FORK or a GAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Traffic refused before anything was verified: unenrolled senders, malformed or oversized
+    /// messages.
+    Notice = 0,
+    /// A device's own message that cannot be used: a model it is not enrolled for, a record on
+    /// a topic that is not its own.
+    Warning = 1,
+    /// Records missing (GAP), or a signature that does not verify on an enrolled device's topic.
+    High = 2,
+    /// Proof of tampering signed by the device's key: FORK, EQUIVOCATION, ROLLBACK.
+    Critical = 3,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Warning,
+        Severity::Notice,
+    ];
+
+    /// The severity of an alarm kind (`crate::ingest`'s kinds; unknown kinds are warnings).
+    pub fn of(kind: &str) -> Severity {
+        use crate::ingest::*;
+        match kind {
+            FORK | EQUIVOCATION | ROLLBACK => Severity::Critical,
+            GAP | BAD_SIGNATURE => Severity::High,
+            UNENROLLED | MALFORMED | OVERSIZED => Severity::Notice,
+            _ => Severity::Warning,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Warning => "warning",
+            Severity::Notice => "notice",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    pub fn from_db(v: i64) -> Severity {
+        match v {
+            3.. => Severity::Critical,
+            2 => Severity::High,
+            1 => Severity::Warning,
+            _ => Severity::Notice,
+        }
+    }
+}
+
 /// One alarm row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Alarm {
     pub at_ms: i64,
+    /// The device the alarm is about: set only when the device's signature verified (or for a
+    /// GAP of its records); rejected traffic on its topic names the topic in `source` instead.
     pub device: Option<String>,
     pub kind: String,
     pub seq: Option<u64>,
     pub detail: String,
     pub topic: Option<String>,
     pub evidence: Option<String>,
+    pub severity: Severity,
+    /// How many messages the row stands for (rejected traffic is coalesced; otherwise 1).
+    pub count: u64,
+    /// The last of them (coalesced rows).
+    pub last_ms: Option<i64>,
+    /// Where rejected traffic came from: a device's topics `iat/v1/T/D`, a territory's
+    /// `iat/v1/T/+`, or `*` (any other source).
+    pub source: Option<String>,
 }
 
+impl Alarm {
+    /// A new alarm about one event.
+    pub fn new(
+        at_ms: i64,
+        device: Option<&str>,
+        kind: &str,
+        seq: Option<u64>,
+        detail: String,
+    ) -> Alarm {
+        Alarm {
+            at_ms,
+            device: device.map(str::to_owned),
+            kind: kind.to_owned(),
+            seq,
+            detail,
+            topic: None,
+            evidence: None,
+            severity: Severity::of(kind),
+            count: 1,
+            last_ms: None,
+            source: None,
+        }
+    }
+}
+
+/// Inserts one alarm about one event (coalesced rejections: `crate::db::rejections`).
 pub fn insert_alarm(tx: &Transaction, a: &Alarm) -> Result<()> {
     tx.execute(
-        "INSERT INTO alarms (at_ms, device, kind, seq, detail, topic, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO alarms (at_ms, device, kind, seq, detail, topic, evidence, severity) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             a.at_ms,
             a.device,
@@ -272,7 +397,8 @@ pub fn insert_alarm(tx: &Transaction, a: &Alarm) -> Result<()> {
             a.seq.map(|s| s as i64),
             a.detail,
             a.topic,
-            a.evidence
+            a.evidence,
+            a.severity as i64
         ],
     )?;
     Ok(())
@@ -333,7 +459,8 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
     }
     let mut alarms = Vec::new();
     let mut q = conn.prepare(
-        "SELECT at_ms, device, kind, seq, detail, topic, evidence FROM alarms ORDER BY id",
+        "SELECT at_ms, device, kind, seq, detail, topic, evidence, severity, count, last_ms, source
+         FROM alarms ORDER BY id",
     )?;
     let rows = q.query_map([], |r| {
         Ok(Alarm {
@@ -344,6 +471,10 @@ pub fn stats(conn: &Connection) -> Result<Stats> {
             detail: r.get(4)?,
             topic: r.get(5)?,
             evidence: r.get(6)?,
+            severity: Severity::from_db(r.get(7)?),
+            count: r.get::<_, i64>(8)?.max(0) as u64,
+            last_ms: r.get(9)?,
+            source: r.get(10)?,
         })
     })?;
     for a in rows {

@@ -185,6 +185,55 @@ impl Enrolment {
     }
 }
 
+impl Enrolment {
+    /// A mosquitto ACL file (`acl_file`) made from the enrolment: each device, known to the
+    /// broker by its certificate's CN (`use_identity_as_username`), may publish only its own
+    /// topics, and of its records only those of its enrolled models, so that it can neither
+    /// speak for another device or territory nor keep more retained messages than it has
+    /// topics (models + 2); the hub's users read every device's records, checkpoints and
+    /// statuses and write the acks. Anyone else may do nothing. `hub_users` must not be
+    /// device ids.
+    pub fn broker_acl(&self, hub_users: &[String]) -> Result<String, String> {
+        if let Some(u) = hub_users.iter().find(|u| self.devices.contains_key(*u)) {
+            return Err(format!(
+                "the hub user `{u}` is also an enrolled device id: give the hub's certificate another CN"
+            ));
+        }
+        if let Some(u) = hub_users.iter().find(|u| !hub_link::valid_level(u)) {
+            return Err(format!(
+                "the hub user {u:?}: 1 to 64 of letters, digits, '-', '_', '.'"
+            ));
+        }
+        let p = hub_link::PREFIX;
+        let mut out = format!(
+            "# mosquitto ACL made by `hub acl` from the hub's enrolment ({} device(s)).\n\
+             # Each device may publish only its own topics; regenerate it after every enrolment and\n\
+             # reload mosquitto (`systemctl reload mosquitto`). hub/mosquitto/README.md.\n",
+            self.devices.len()
+        );
+        for u in hub_users {
+            out.push_str(&format!(
+                "\nuser {u}\ntopic read {p}/+/+/agg/+\ntopic read {p}/+/+/checkpoint\n\
+                 topic read {p}/+/+/status\ntopic write {p}/+/+/ack\n"
+            ));
+        }
+        for d in self.devices.values() {
+            let base = hub_link::device_base(&d.territory, &d.id);
+            out.push_str(&format!("\nuser {}\n", d.id));
+            let mut models: Vec<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
+            models.sort_unstable();
+            models.dedup();
+            for m in models {
+                out.push_str(&format!("topic write {base}/agg/{m}\n"));
+            }
+            out.push_str(&format!(
+                "topic write {base}/checkpoint\ntopic write {base}/status\ntopic read {base}/ack\n"
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// Adds (or replaces) a device in the enrolment file, keeping the others.
 pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
     let mut raw = read_raw(path)?;
@@ -245,4 +294,68 @@ pub fn device_of_key(key: &VerifierKey) -> Option<(String, String)> {
     let (territory, device) = key.name().strip_prefix("iat/")?.split_once('/')?;
     (hub_link::valid_level(territory) && hub_link::valid_level(device))
         .then(|| (territory.to_owned(), device.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(territory: &str, id: &str, models: &[&str]) -> Device {
+        let key = audit::SignerKey::from_seed(&hub_link::origin(territory, id), &[1; 32])
+            .expect("key")
+            .verifier();
+        Device {
+            id: id.into(),
+            territory: territory.into(),
+            key,
+            models: models
+                .iter()
+                .map(|m| RawModel {
+                    id: (*m).into(),
+                    sha256: "ab".repeat(32),
+                    ..RawModel::default()
+                })
+                .collect(),
+            enrolled: None,
+            site: None,
+            retired_keys: vec![],
+        }
+    }
+
+    #[test]
+    fn the_broker_acl_grants_each_device_its_own_topics_only() {
+        let mut e = Enrolment::default();
+        for d in [
+            device("fr-lyon", "dev-1", &["vad", "faces", "vad"]),
+            device("fr-nantes", "cam-9", &[]),
+        ] {
+            e.devices.insert(d.id.clone(), d);
+        }
+        let acl = e.broker_acl(&["hub".into()]).unwrap();
+        let block = |user: &str| -> Vec<String> {
+            acl.split("\n\n")
+                .find(|b| b.starts_with(&format!("user {user}\n")))
+                .unwrap_or_else(|| panic!("no block for {user}:\n{acl}"))
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            block("dev-1"),
+            [
+                "topic write iat/v1/fr-lyon/dev-1/agg/faces",
+                "topic write iat/v1/fr-lyon/dev-1/agg/vad",
+                "topic write iat/v1/fr-lyon/dev-1/checkpoint",
+                "topic write iat/v1/fr-lyon/dev-1/status",
+                "topic read iat/v1/fr-lyon/dev-1/ack",
+            ]
+        );
+        assert_eq!(block("cam-9").len(), 3);
+        assert!(block("hub").contains(&"topic write iat/v1/+/+/ack".to_owned()));
+        assert!(!acl.contains("pattern"), "no rule for anyone else");
+        let e2 = e.broker_acl(&["dev-1".into()]).unwrap_err();
+        assert!(e2.contains("also an enrolled device id"), "{e2}");
+        assert!(e.broker_acl(&["a b".into()]).is_err());
+    }
 }

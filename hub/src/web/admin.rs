@@ -3,19 +3,23 @@
 //! redirect to the login page), every POST a session (else 401) and the session's CSRF token
 //! (else 403); a POST whose `Origin` is another site is refused too.
 
+use std::collections::HashMap;
+
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::pages::layout;
-use super::{App, WebError, WebResult};
+use super::{App, WebError, WebResult, params};
 use crate::auth::{self, Session};
 use crate::dates;
-use crate::db::query;
+use crate::db::query::{self, AlarmFilter, AlarmRow};
+use crate::db::store::Severity;
 use crate::enrolment::cards;
 use crate::enrolment::{RawDevice, RawSite};
+use crate::ingest;
 use crate::mqtt::now_ms;
 
 pub const COOKIE: &str = "iat_session";
@@ -54,11 +58,24 @@ async fn page_session(app: &App, headers: &HeaderMap) -> WebResult<Session> {
         .ok_or(WebError::Login)
 }
 
-/// Refuses a cross-site POST when the browser says where it comes from.
-fn same_origin(headers: &HeaderMap) -> WebResult<()> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+/// Refuses a cross-site POST when the browser says where it comes from: its `Origin` must be
+/// the configured public origin (`[http] public_origin`: behind a reverse proxy, which may
+/// rewrite `Host`), or else the host the request was sent to.
+pub fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> WebResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
+    let origin = origin.to_str().unwrap_or("");
+    let shown: String = origin.escape_debug().take(200).collect();
+    if let Some(public) = public_origin {
+        return if crate::config::public_origin(origin).as_deref() == Some(public) {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden(format!(
+                "cross-site request from {shown} refused: this hub's public origin is {public} (`public_origin` in the [http] section of its config)"
+            )))
+        };
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -67,11 +84,11 @@ fn same_origin(headers: &HeaderMap) -> WebResult<()> {
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
         .unwrap_or("");
-    if origin_host == host {
+    if !origin_host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
         Ok(())
     } else {
         Err(WebError::Forbidden(format!(
-            "cross-site request from {origin} refused"
+            "cross-site request from {shown} refused (it is not the host {host:?}); behind a reverse proxy, set `public_origin` in the [http] section of the hub's config to the address browsers use"
         )))
     }
 }
@@ -82,7 +99,7 @@ async fn post_session(
     headers: &HeaderMap,
     form: &Fields,
 ) -> WebResult<(String, Session)> {
-    same_origin(headers)?;
+    same_origin(headers, app.cfg().public_origin.as_deref())?;
     let (token, s) = current(app, headers).await?.ok_or(WebError::Unauthorized)?;
     match field(form, "csrf") {
         Some(c) if auth::same(c, &s.csrf) => Ok((token, s)),
@@ -132,7 +149,7 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<Fields>,
 ) -> WebResult<Response> {
-    same_origin(&headers)?;
+    same_origin(&headers, app.cfg().public_origin.as_deref())?;
     let name = field(&form, "name").unwrap_or("").to_owned();
     let password = field(&form, "password").unwrap_or("").to_owned();
     if name.len() > 64 || password.len() > 1024 {
@@ -154,8 +171,9 @@ pub async fn login(
             .into_response());
     };
     let cookie = format!(
-        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        auth::SESSION_TTL_MS / 1000
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        auth::SESSION_TTL_MS / 1000,
+        secure(&app)
     );
     let mut r = see_other("/admin");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -173,11 +191,21 @@ pub async fn logout(
     app.db(move |c, _| Ok(auth::end_session(c, &token)?))
         .await?;
     let mut r = see_other("/");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("iat_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        secure(&app)
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     Ok(r)
+}
+
+/// `; Secure` when browsers reach the hub over https (its public origin says so).
+fn secure(app: &App) -> &'static str {
+    match &app.cfg().public_origin {
+        Some(o) if o.starts_with("https://") => "; Secure",
+        _ => "",
+    }
 }
 
 fn csrf_input(s: &Session) -> Markup {
@@ -196,7 +224,13 @@ pub async fn home(State(app): State<App>, headers: HeaderMap) -> WebResult<Marku
         None => (Vec::new(), Vec::new()),
     };
     let (devices, open) = app
-        .db(|c, e| Ok((query::devices(c, e)?, query::alarms(c, None, true, 500)?)))
+        .db(|c, e| {
+            let open = AlarmFilter {
+                open_only: true,
+                ..AlarmFilter::default()
+            };
+            Ok((query::devices(c, e)?, query::alarm_page(c, &open, 1, 20)?))
+        })
         .await?;
     Ok(layout(
         "Admin",
@@ -206,18 +240,11 @@ pub async fn home(State(app): State<App>, headers: HeaderMap) -> WebResult<Marku
             p { "Logged in as " strong id="admin-name" { (s.name) } ". "
                 form.inline method="post" action="/admin/logout" { (csrf_input(&s)) button type="submit" { "Log out" } } }
             h2 { "Open alarms" }
-            @if open.is_empty() { p id="no-open-alarms" { "None." } }
-            table id="open-alarms" {
-                tbody {
-                    @for a in &open {
-                        tr data-alarm=(a.id) {
-                            td { (a.id) } td { (a.at) } td { (a.device.as_deref().unwrap_or("-")) }
-                            td { span.badge.alarm { (a.kind) } } td { (a.detail) }
-                            td { form.inline method="post" action=(format!("/admin/alarms/{}/ack", a.id)) {
-                                (csrf_input(&s)) button type="submit" { "Acknowledge" } } }
-                        }
-                    }
-                }
+            @if open.alarms.is_empty() { p id="no-open-alarms" { "None." } }
+            @else {
+                p { (open.total) " open alarm(s) standing for " (open.messages) " event(s) or message(s), the most serious first. "
+                    a href="/admin/alarms?open=true" { "All alarms, with filters" } "." }
+                (alarm_table(&s, &open.alarms, "open-alarms", "admin"))
             }
             h2 { "Enrol a device" }
             @if app.cfg().cards.is_none() {
@@ -384,5 +411,140 @@ pub async fn ack(
     if !done {
         return Err(WebError::NotFound(format!("no open alarm #{id}")));
     }
-    Ok(see_other("/admin"))
+    // Back where the button was (a fixed choice: never a redirect to a given address).
+    Ok(see_other(match field(&form, "back") {
+        Some("alarms") => "/admin/alarms?open=true",
+        _ => "/admin",
+    }))
+}
+
+/// A table of alarms with their acknowledge buttons (`back`: the page to return to).
+fn alarm_table(s: &Session, rows: &[AlarmRow], id: &str, back: &str) -> Markup {
+    html! {
+        table id=(id) {
+            thead { tr {
+                th { "#" } th { "Severity" } th { "Kind" } th { "Device or source" } th { "Messages" }
+                th { "First" } th { "Last" } th { "Detail and evidence" } th { "Acknowledged" }
+            } }
+            tbody {
+                @for a in rows {
+                    tr data-alarm=(a.id) data-kind=(a.kind) data-severity=(a.severity.name()) data-count=(a.count) {
+                        td { (a.id) }
+                        td { span class={ "badge sev-" (a.severity.name()) } { (a.severity.name()) } }
+                        td { span.badge.alarm { (a.kind) } }
+                        td {
+                            @if let Some(d) = &a.device { (d) }
+                            @else if let Some(src) = &a.source { code { (src) } }
+                            @else { "-" }
+                        }
+                        td { (a.count) }
+                        td { (a.at) }
+                        td { (a.last.as_deref().unwrap_or("")) }
+                        td {
+                            (a.detail)
+                            @if let Some(e) = &a.evidence {
+                                details { summary { "evidence" } pre { (e) } }
+                            }
+                        }
+                        td {
+                            @match (&a.acked, &a.acked_by) {
+                                (Some(t), Some(b)) => { (t) " by " (b) },
+                                _ => {
+                                    form.inline method="post" action=(format!("/admin/alarms/{}/ack", a.id)) {
+                                        (csrf_input(s))
+                                        input type="hidden" name="back" value=(back);
+                                        button type="submit" { "Acknowledge" }
+                                    }
+                                },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every alarm, filtered by device, kind, severity and state, a page at a time; the most
+/// serious first, so that no flood of rejected traffic hides a FORK or a GAP.
+pub async fn alarms(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Markup> {
+    let s = page_session(&app, &headers).await?;
+    params::only(
+        &q,
+        &["device", "kind", "severity", "open", "page", "per_page"],
+    )?;
+    let (filter, page, per_page) = params::alarm_filter(&q, 50)?;
+    let f = filter.clone();
+    let p = app
+        .db(move |c, _| Ok(query::alarm_page(c, &f, page, per_page)?))
+        .await?;
+    let link = |page: u64| {
+        let mut parts = vec![format!("page={page}"), format!("per_page={per_page}")];
+        for (k, v) in [
+            ("device", filter.device.as_deref()),
+            ("kind", filter.kind.as_deref()),
+            ("severity", filter.severity.map(|s| s.name())),
+            ("open", filter.open_only.then_some("true")),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", encode(v)));
+            }
+        }
+        format!("/admin/alarms?{}", parts.join("&"))
+    };
+    let kinds = [
+        ingest::FORK,
+        ingest::EQUIVOCATION,
+        ingest::ROLLBACK,
+        ingest::GAP,
+        ingest::BAD_SIGNATURE,
+        ingest::NOT_ALLOWED,
+        ingest::MISMATCH,
+        ingest::MALFORMED,
+        ingest::UNENROLLED,
+        ingest::OVERSIZED,
+    ];
+    Ok(layout(
+        "Alarms · Admin",
+        "admin",
+        html! {
+            h1 { "Alarms" }
+            p { "The most serious first (critical: proof of tampering signed by a device; high: records missing, or a signature that does not verify on a device's topic; warning: a device's message that cannot be used; notice: traffic refused before anything was verified), then the newest. Rejected traffic is counted per source and kind: one row per hour with the number of messages and the first few as evidence." }
+            form id="alarm-filter" method="get" action="/admin/alarms" {
+                label { "Device " input type="text" name="device" size="16" value=[filter.device.as_deref()]; } " "
+                label { "Kind " select name="kind" {
+                    option value="" { "any" }
+                    @for k in kinds { option value=(k) selected[filter.kind.as_deref() == Some(k)] { (k) } }
+                } } " "
+                label { "Severity " select name="severity" {
+                    option value="" { "any" }
+                    @for v in Severity::ALL { option value=(v.name()) selected[filter.severity == Some(v)] { (v.name()) " and above" } }
+                } } " "
+                label { input type="checkbox" name="open" value="true" checked[filter.open_only]; " not acknowledged only" } " "
+                button type="submit" { "Filter" }
+            }
+            p id="alarm-count" { (p.total) " alarm(s), " (p.messages) " event(s) or message(s); page " (p.page) " of " (p.pages) "." }
+            @if !p.alarms.is_empty() { (alarm_table(&s, &p.alarms, "alarms", "alarms")) }
+            nav.pages aria-label="pages" {
+                @if p.page > 1 { a rel="prev" href=(link(p.page - 1)) { "Previous" } " " }
+                @if p.page < p.pages { a rel="next" href=(link(p.page + 1)) { "Next" } }
+            }
+        },
+    ))
 }

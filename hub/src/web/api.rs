@@ -164,19 +164,13 @@ pub async fn alarms(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Json<Value>> {
-    params::only(&q, &["device", "open"])?;
-    let open = match params::opt(&q, "open") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(o) => {
-            return Err(WebError::BadRequest(format!(
-                "`open`: {o:?}; use true or false"
-            )));
-        }
-    };
-    let device = params::opt(&q, "device").map(str::to_owned);
-    let a = app
-        .db(move |c, _| Ok(query::alarms(c, device.as_deref(), open, 10_000)?))
+    params::only(
+        &q,
+        &["device", "kind", "severity", "open", "page", "per_page"],
+    )?;
+    let (filter, page, per_page) = params::alarm_filter(&q, 100)?;
+    let p = app
+        .db(move |c, _| Ok(query::alarm_page(c, &filter, page, per_page)?))
         .await?;
-    Ok(Json(json!({ "alarms": a })))
+    Ok(Json(json!(p)))
 }

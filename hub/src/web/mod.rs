@@ -46,6 +46,8 @@ pub struct WebConfig {
     pub devices: PathBuf,
     pub cards: Option<PathBuf>,
     pub hub_name: String,
+    /// `[http] public_origin`, normalised: where admin POSTs must come from.
+    pub public_origin: Option<String>,
 }
 
 impl WebConfig {
@@ -58,6 +60,7 @@ impl WebConfig {
             devices: c.devices.clone(),
             cards: h.cards.clone(),
             hub_name: c.name.clone(),
+            public_origin: h.public_origin.clone(),
         })
     }
 }
@@ -237,6 +240,7 @@ pub fn router(app: App) -> Router {
         .route("/admin/logout", post(admin::logout))
         .route("/admin/enrol", post(admin::enrol))
         .route("/admin/rotate", post(admin::rotate))
+        .route("/admin/alarms", get(admin::alarms))
         .route("/admin/alarms/{id}/ack", post(admin::ack))
         .fallback(|| async { WebError::NotFound("no such page".into()) })
         .layer(axum::middleware::map_response(security_headers))
@@ -266,19 +270,23 @@ async fn security_headers(mut r: Response) -> Response {
 /// The web side, running in its own thread.
 pub struct Running {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long an orderly stop waits for requests in progress.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Running {
-    /// Stops serving and waits for the thread.
+    /// Stops serving in order (no new connection; the requests in progress finish, for
+    /// 3 s at most) and waits for the thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -307,7 +315,7 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
         .enable_all()
         .build()
         .context("starting the web runtime")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = App::new(cfg, enrolment);
     let thread = std::thread::Builder::new()
         .name("hub-web".into())
@@ -320,12 +328,25 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
                         return;
                     }
                 };
-                // Not a graceful shutdown: a browser's keep-alive connection would hold it.
-                let server =
-                    std::future::IntoFuture::into_future(axum::serve(listener, router(app)));
+                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                // Graceful: idle keep-alive connections close, requests in progress finish...
+                let server = std::future::IntoFuture::into_future(
+                    axum::serve(listener, router(app))
+                        .with_graceful_shutdown(stopped(stop_rx.clone())),
+                );
+                // ...within STOP_GRACE: a slow client does not hold the stop.
+                let grace = async {
+                    stopped(stop_rx).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                };
                 tokio::select! {
                     r = server => if let Err(e) = r { tracing::error!("hub web: {e}") },
-                    _ = stop_rx => {}
+                    _ = grace => tracing::warn!(
+                        "hub web: requests still in progress {} s after the stop; closing them",
+                        STOP_GRACE.as_secs()
+                    ),
                 }
             });
             rt.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -602,15 +602,16 @@ pub async fn alarms(
             h1 { "Alarms" @if let Some(d) = &device { " of " (d) } }
             p { "What the hub refused or found inconsistent: GAP (records missing), FORK (two different signed records or trees for one position), ROLLBACK, EQUIVOCATION, and rejected messages. Administrators acknowledge them in the admin area; acknowledged alarms stay listed." }
             table id="alarms" {
-                thead { tr { th { "#" } th { "At" } th { "Device" } th { "Kind" } th { "Seq" } th { "Detail" } th { "Acknowledged" } } }
+                thead { tr { th { "#" } th { "At" } th { "Device" } th { "Kind" } th { "Seq" } th { "Messages" } th { "Detail" } th { "Acknowledged" } } }
                 tbody {
                     @for a in &rows {
                         tr data-alarm=(a.id) data-kind=(a.kind) {
                             td { (a.id) }
                             td { (a.at) }
-                            td { (a.device.as_deref().unwrap_or("-")) }
+                            td { (a.device.as_deref().or(a.source.as_deref()).unwrap_or("-")) }
                             td { span.badge.alarm { (a.kind) } }
                             td { (a.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into())) }
+                            td { (a.count) }
                             td { (a.detail) }
                             td.acked { @match (&a.acked, &a.acked_by) { (Some(t), Some(b)) => { (t) " by " (b) }, _ => "no" } }
                         }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use crate::dates;
+use crate::db::query::{AlarmFilter, MAX_PER_PAGE};
 use crate::db::series::SeriesKey;
+use crate::db::store::Severity;
 
 use super::WebError;
 
@@ -33,6 +35,64 @@ pub fn only(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), WebErro
 /// A non-empty parameter, if given.
 pub fn opt<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(String::as_str).filter(|s| !s.is_empty())
+}
+
+/// The alarm list's filter and page: `device`, `kind`, `severity` (that and above: `critical`,
+/// `high`, `warning`, `notice`), `open` (`true`/`false`), `page` (from 1), `per_page` (1 to
+/// [`crate::db::query::MAX_PER_PAGE`], default `default_per_page`).
+pub fn alarm_filter(
+    q: &HashMap<String, String>,
+    default_per_page: u64,
+) -> Result<(AlarmFilter, u64, u64), WebError> {
+    let open_only = match opt(q, "open") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(o) => {
+            return Err(WebError::BadRequest(format!(
+                "`open`: {o:?}; use true or false"
+            )));
+        }
+    };
+    let severity = match opt(q, "severity") {
+        None => None,
+        Some(s) => Some(Severity::parse(s).ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "`severity`: {s:?}; use critical, high, warning or notice (that severity and above)"
+            ))
+        })?),
+    };
+    let kind = opt(q, "kind").map(str::to_owned);
+    if let Some(k) = &kind
+        && (k.len() > 32 || !k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+    {
+        return Err(WebError::BadRequest(format!(
+            "`kind`: {k:?}; an alarm kind like FORK, GAP or UNENROLLED"
+        )));
+    }
+    let number = |name: &str, default: u64, max: u64| -> Result<u64, WebError> {
+        match opt(q, name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    WebError::BadRequest(format!("`{name}`: {v:?}; a whole number from 1 to {max}"))
+                }),
+        }
+    };
+    let page = number("page", 1, 1_000_000)?;
+    let per_page = number("per_page", default_per_page, MAX_PER_PAGE)?;
+    Ok((
+        AlarmFilter {
+            device: opt(q, "device").map(str::to_owned),
+            kind,
+            severity,
+            open_only,
+        },
+        page,
+        per_page,
+    ))
 }
 
 /// `from`/`to` as given (each optional), checked.
@@ -183,6 +243,40 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn alarm_filters() {
+        let (f, page, per) = alarm_filter(
+            &q(&[
+                ("severity", "high"),
+                ("kind", "FORK"),
+                ("open", "true"),
+                ("page", "3"),
+                ("device", "dev-1"),
+            ]),
+            100,
+        )
+        .unwrap();
+        assert_eq!(f.severity, Some(Severity::High));
+        assert_eq!(f.kind.as_deref(), Some("FORK"));
+        assert_eq!(f.device.as_deref(), Some("dev-1"));
+        assert!(f.open_only);
+        assert_eq!((page, per), (3, 100));
+        for bad in [
+            ("severity", "urgent"),
+            ("kind", "fork'--"),
+            ("open", "yes"),
+            ("page", "0"),
+            ("per_page", "501"),
+            ("page", "-1"),
+        ] {
+            let e = alarm_filter(&q(&[bad]), 100).unwrap_err();
+            assert!(
+                matches!(&e, WebError::BadRequest(m) if m.contains(bad.0)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The demo's embedded MQTT broker: rumqttd in a thread of this process, on a free loopback
-//! port. Tests use a real mosquitto instead (tests/src/broker.rs).
+//! The demo's embedded MQTT broker: rumqttd in a thread of this process, on free loopback
+//! ports: one for the devices (MQTT 3.1.1, as the agent speaks), one for the hub (MQTT 5, as
+//! the hub speaks since issue 21), on the same router. Tests use a real mosquitto instead
+//! (tests/src/broker.rs), which takes both on one port.
 
 #![cfg_attr(not(feature = "broker"), allow(unused_imports))]
 
@@ -8,9 +10,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Starts the broker and returns its port once it accepts connections.
+/// Where the embedded broker listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// MQTT 3.1.1, for the agents.
+    pub devices: u16,
+    /// MQTT 5, for the hub.
+    pub hub: u16,
+}
+
+/// Starts the broker and returns its ports once it accepts connections.
 #[cfg(not(feature = "broker"))]
-pub fn start() -> Result<u16> {
+pub fn start() -> Result<Ports> {
     anyhow::bail!(
         "this xtask was built without its `broker` feature; run the job through `cargo xtask`, \
          which turns the feature on"
@@ -18,11 +29,21 @@ pub fn start() -> Result<u16> {
 }
 
 #[cfg(feature = "broker")]
-pub fn start() -> Result<u16> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port")?
-        .port();
+pub fn start() -> Result<Ports> {
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")
+            .map(|a| a.port())
+    };
+    let ports = Ports {
+        devices: free()?,
+        hub: free()?,
+    };
+    let connections = "connection_timeout_ms = 60000
+max_payload_size = 1048576
+max_inflight_count = 100
+dynamic_filters = true";
     let text = format!(
         r#"id = 0
 [router]
@@ -33,14 +54,18 @@ max_segment_size = 104857600
 max_segment_count = 10
 [v4.1]
 name = "v4-1"
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:{}"
 next_connection_delay_ms = 1
 [v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 1048576
-max_inflight_count = 100
-dynamic_filters = true
-"#
+{connections}
+[v5.1]
+name = "v5-1"
+listen = "127.0.0.1:{}"
+next_connection_delay_ms = 1
+[v5.1.connections]
+{connections}
+"#,
+        ports.devices, ports.hub
     );
     let config: rumqttd::Config = toml::from_str(&text).context("the broker's config")?;
     std::thread::Builder::new()
@@ -54,10 +79,16 @@ dynamic_filters = true
         .context("starting the broker thread")?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+        if TcpStream::connect(("127.0.0.1", ports.devices)).is_ok()
+            && TcpStream::connect(("127.0.0.1", ports.hub)).is_ok()
+        {
+            return Ok(ports);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("the embedded broker did not start on port {port}")
+    bail!(
+        "the embedded broker did not start on ports {} and {}",
+        ports.devices,
+        ports.hub
+    )
 }

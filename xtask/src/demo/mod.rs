@@ -46,8 +46,12 @@ pub fn demo() -> Result<()> {
             root.join("models/node-levels/card.toml"),
         ],
     )?;
-    let port = crate::demo::broker::start()?;
-    println!("== 3. an embedded MQTT broker (rumqttd) on 127.0.0.1:{port}; the hub subscribes");
+    let ports = crate::demo::broker::start()?;
+    let port = ports.devices;
+    println!(
+        "== 3. an embedded MQTT broker (rumqttd) on 127.0.0.1:{port} (devices) and :{} (the hub, MQTT 5); the hub subscribes",
+        ports.hub
+    );
     // The hub's web side (dashboard, API, register) on a free loopback port.
     let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -56,7 +60,7 @@ pub fn demo() -> Result<()> {
         &hub,
         &hub_dir,
         "demo-hub",
-        port,
+        ports.hub,
         &format!(
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\ncards = \"{}\"\n",
             root.join("models").display()

@@ -68,8 +68,9 @@ pub fn run(board: &Board) -> Result<ExitCode> {
         &keys.join("device.vkey"),
         &[sh::root().join("models/silero-vad-16k/card.toml")],
     )?;
-    let port = crate::demo::broker::start()?;
-    let hub_proc = crate::demo::hub::LocalHub::start(&hub, &hub_dir, "vm-hub", port, "")?;
+    let ports = crate::demo::broker::start()?;
+    let port = ports.devices;
+    let hub_proc = crate::demo::hub::LocalHub::start(&hub, &hub_dir, "vm-hub", ports.hub, "")?;
     let hub_config = hub_proc.config.clone();
     let result = (|| {
         // The device side: the release as `flash --host` lays it out, the key on the device.
