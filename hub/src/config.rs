@@ -224,9 +224,10 @@ impl Config {
 pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (String, String)> {
     let keep_alive = match &raw.keep_alive {
         None => Duration::from_secs(5),
-        Some(s) => parse_duration(s).filter(|d| d.as_secs() >= 1).ok_or((
+        // The MQTT 5 client refuses less than 5 s.
+        Some(s) => parse_duration(s).filter(|d| d.as_secs() >= 5).ok_or((
             "keep_alive".to_owned(),
-            "a duration of at least 1s".to_owned(),
+            "a duration of at least 5s (the MQTT 5 client's minimum)".to_owned(),
         ))?,
     };
     if let Some(g) = &raw.shared_group

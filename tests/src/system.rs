@@ -64,7 +64,7 @@ impl Hub {
             &config,
             format!(
                 "name = \"test-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
-                 gap_timeout = \"{gap_timeout}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive = \"2s\"\n{mqtt_extra}"
+                 gap_timeout = \"{gap_timeout}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive = \"5s\"\n{mqtt_extra}"
             ),
         )
         .expect("hub.toml");
@@ -169,6 +169,15 @@ impl Hub {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Say why in the test's output: the end of the hub's last log.
+        let log = self.dir.join(format!("hub-{}.log", self.starts));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!(
+            "hub: {device} not at {count} records after {timeout:?}; {} ends:\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
         false
     }
 }
