@@ -41,6 +41,7 @@ pub fn demo() -> Result<()> {
         &keys.join("device.vkey"),
         &[
             root.join("models/silero-vad-16k/card.toml"),
+            root.join("models/firered-aed/card.toml"),
             root.join("models/centerface-int8/card.toml"),
             root.join("models/nanodet-int8/card.toml"),
             root.join("models/node-levels/card.toml"),
