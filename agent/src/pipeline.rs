@@ -662,17 +662,9 @@ impl<'m> AudioStream<'m> {
         else {
             return Err(unsuitable("its data input is not audio"));
         };
-        let score_ix = card
-            .outputs
-            .iter()
-            .position(|o| {
-                matches!(
-                    o.postprocess,
-                    Postprocess::SpeechProbability | Postprocess::ClassScores
-                )
-            })
+        let (score_ix, out) = card
+            .audio_scores()
             .ok_or_else(|| unsuitable("it has no speech-probability or class-scores output"))?;
-        let out = &card.outputs[score_ix];
         // Validated by the card: a probability is one value; class scores [1, classes] or
         // [1, frames, classes].
         let (frames, classes) = match (out.postprocess, out.shape.as_slice()) {

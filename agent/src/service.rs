@@ -848,15 +848,8 @@ fn audio_flags(
     published: &[String],
     agg: &Aggregator<StdRng>,
 ) -> Vec<Option<Label>> {
-    card.outputs
-        .iter()
-        .find(|o| {
-            matches!(
-                o.postprocess,
-                Postprocess::SpeechProbability | Postprocess::ClassScores
-            )
-        })
-        .map(|o| {
+    card.audio_scores()
+        .map(|(_, o)| {
             o.labels
                 .iter()
                 .map(|l| published.contains(l).then(|| agg.label(l).ok()).flatten())

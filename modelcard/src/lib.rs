@@ -491,6 +491,16 @@ impl Card {
             .collect()
     }
 
+    /// An audio card's scores (its speech-probability or class-scores output) and their index.
+    pub fn audio_scores(&self) -> Option<(usize, &Output)> {
+        self.outputs.iter().enumerate().find(|(_, o)| {
+            matches!(
+                o.postprocess,
+                Postprocess::SpeechProbability | Postprocess::ClassScores
+            )
+        })
+    }
+
     /// The names this card's observations may be published under: its `classes` where it
     /// narrows them, else every observed label. Nothing else can become a key of a record.
     pub fn published_labels(&self) -> Vec<String> {

@@ -311,15 +311,8 @@ pub fn run_model(path: &Path, inputs: &[PathBuf], threshold: f32) -> Result<Exit
         || post.contains(&Postprocess::ClassScores)
     {
         let labels = card
-            .outputs
-            .iter()
-            .find(|o| {
-                matches!(
-                    o.postprocess,
-                    Postprocess::SpeechProbability | Postprocess::ClassScores
-                )
-            })
-            .map(|o| o.labels.clone())
+            .audio_scores()
+            .map(|(_, o)| o.labels.clone())
             .unwrap_or_default();
         for input in inputs {
             let audio = pipeline::read_wav(input)?;
