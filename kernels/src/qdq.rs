@@ -274,6 +274,55 @@ fn quantiser(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(f32, i
     Ok(None)
 }
 
+/// `node` as a quantiser writing bytes: tract's per-tensor `QuantizeLinear` from f32 to `u8`,
+/// as the pair that dequantises on its own grid (what the bytes it writes stand for). A
+/// QDQ model has one without its `DequantizeLinear` where tract folded that dequantiser into a
+/// `LookupTable` (see [`crate::qconv`]).
+pub(crate) fn byte_quantiser(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<FakeQuant>> {
+    let Some((inv_scale, zero_point, 0, 255)) = quantiser(model, node)? else {
+        return Ok(None);
+    };
+    if model.outlet_fact(node.id.into())?.datum_type != u8::datum_type() {
+        return Ok(None);
+    }
+    Ok(Some(FakeQuant {
+        inv_scale,
+        zero_point,
+        lo: 0,
+        hi: 255,
+        dq_zero_point: zero_point,
+        dq_scale: 1.0 / inv_scale,
+    }))
+}
+
+/// `node` as a dequantiser of bytes: tract's `DequantizeLinear` of a `u8` tensor, as the byte
+/// grid it reads and the tensor it reads them from.
+pub(crate) fn byte_dequantiser(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(FakeQuant, OutletId)>> {
+    let Some(dq) = node.op_as::<DequantizeLinearF32>() else {
+        return Ok(None);
+    };
+    let [input] = &*node.inputs else {
+        return Ok(None);
+    };
+    let fact = model.outlet_fact(*input)?;
+    if fact.datum_type != u8::datum_type()
+        || fact.konst.is_some()
+        || !(0..=255).contains(&dq.zero_point)
+    {
+        return Ok(None);
+    }
+    Ok(Some((
+        FakeQuant::byte_grid(dq.zero_point, dq.scale),
+        *input,
+    )))
+}
+
 /// Replaces every `DequantizeLinear` fed by a per-tensor `QuantizeLinear` of an f32 with a
 /// [`FakeQuant`] of that f32; a quantiser left without readers goes with the next compaction.
 /// Returns how many pairs were replaced.
