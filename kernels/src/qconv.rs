@@ -939,6 +939,8 @@ fn quantised_patch(
 }
 
 #[cfg(test)]
+mod graphs;
+#[cfg(test)]
 mod proptests;
 
 #[cfg(test)]
