@@ -18,6 +18,8 @@
 //! - [`pointwise`]: float 1x1 convolutions on a register-tiled product.
 //! - [`direct`]: float `KxK` convolutions without patch copies.
 //! - [`pad`]: paddings on the last axis.
+//! - [`resize`]: resizes of an image's height and width (bilinear upsampling in a detector's
+//!   neck), with tract's plans.
 //! - [`arch`]: kernels for one architecture's instructions (AVX-512 VNNI), chosen at run time.
 
 /// `EvalOp::eval_out_of_plan` for the crate's stateless operators: their plain `eval`.
@@ -46,6 +48,7 @@ pub mod pointwise;
 pub mod qadd;
 pub mod qconv;
 pub mod qdq;
+pub mod resize;
 
 use tract_onnx::tract_core::internal::{TractResult, TypedModel};
 
@@ -68,6 +71,8 @@ pub struct Rewrites {
     pub float_direct: usize,
     /// Paddings run by [`pad`].
     pub pads: usize,
+    /// Resizes run by [`resize`].
+    pub resizes: usize,
 }
 
 /// tract's `into_optimized` with this crate's operators installed: the pair fusion and the
@@ -87,6 +92,7 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
     let quantised_adds = qadd::rewrite(model)?;
     // Between the int8 operators, activations travel as bytes where every reader takes them.
     let byte_edges = qconv::byte_edges(model)?;
+    let resizes = resize::rewrite(model)?;
     model.optimize()?;
     // tract's code generation adds paddings in front of convolutions: replaced after it.
     let pads = pad::rewrite(model)?;
@@ -99,5 +105,6 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
         float_pointwise,
         float_direct,
         pads,
+        resizes,
     })
 }

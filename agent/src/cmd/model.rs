@@ -116,6 +116,7 @@ pub fn inspect(path: &Path) -> Result<ExitCode> {
         (r.float_pointwise, "pointwise: {} float 1x1 convolutions run with bias and ReLU fused, without packing".to_owned()),
         (r.float_direct, "direct: {} float KxK convolutions run without patch copies, activation fused".to_owned()),
         (r.pads, "pads: {} paddings along the last axis run in one pass".to_owned()),
+        (r.resizes, "resizes: {} resizes of height and width run one output row at a time (PlaneResize)".to_owned()),
         (r.depthwise, "depthwise: {} depthwise convolutions run by the agent's vectorised kernel".to_owned()),
         (r.quantised_adds, "sums: {} additions of quantised activations run with their output quantiser (QAdd)".to_owned()),
         (w.folded_dequantisations, "prepared: {} constant weight dequantisations computed before tract's analysis (load time)".to_owned()),
