@@ -13,6 +13,8 @@
 //! below against tract's own operators; only a NaN input differs (tract's pair gives the zero
 //! point, this gives the low bound).
 
+use std::sync::Arc;
+
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
@@ -321,6 +323,41 @@ pub(crate) fn byte_dequantiser(
         FakeQuant::byte_grid(dq.zero_point, dq.scale),
         *input,
     )))
+}
+
+/// For each byte of the grid `from`, the byte the quantiser of `to` (a quantiser to bytes,
+/// `[0, 255]`) gives its value: tract's `QuantizeLinear` of tract's `DequantizeLinear`, as one
+/// table. `None` when it is the identity (the same grid).
+pub(crate) fn requantisation_table(from: &FakeQuant, to: &FakeQuant) -> Option<Arc<[u8; 256]>> {
+    let bytes: [u8; 256] = std::array::from_fn(|b| b as u8);
+    let mut values = [0f32; 256];
+    from.dequantise_bytes(&bytes, &mut values);
+    let mut table = [0u8; 256];
+    to.quantise_bytes_body(&values, &mut table);
+    (table != bytes).then(|| Arc::new(table))
+}
+
+/// The patch putting `op`, an operator on bytes reading `inputs` (byte tensors) and writing
+/// the bytes of the quantise-dequantise pair `q` (a quantiser to bytes), in place of the
+/// [`FakeQuant`] node `q_node`, followed by tract's dequantiser of those bytes for its
+/// readers. A [`crate::qconv::QConv`] reads the bytes themselves ([`byte_dequantiser`]).
+pub(crate) fn bytes_then_dequantised(
+    model: &TypedModel,
+    q_node: &TypedNode,
+    inputs: &[OutletId],
+    op: impl TypedOp,
+    q: &FakeQuant,
+) -> TractResult<TypedModelPatch> {
+    let mut patch = TypedModelPatch::default();
+    let taps = inputs
+        .iter()
+        .map(|&i| patch.tap_model(model, i))
+        .collect::<TractResult<TVec<_>>>()?;
+    let bytes = patch.wire_node(format!("{}.bytes", q_node.name), op, &taps)?;
+    let dq = DequantizeLinearF32::new(q.dq_scale, q.dq_zero_point);
+    let values = patch.wire_node(&q_node.name, dq, &bytes)?;
+    patch.shunt_outside(model, q_node.id.into(), values[0])?;
+    Ok(patch)
 }
 
 /// Replaces every `DequantizeLinear` fed by a per-tensor `QuantizeLinear` of an f32 with a

@@ -82,6 +82,20 @@ impl PlaneResize {
                 };
                 match &self.cols {
                     None => y_row.copy_from_slice(src),
+                    // Two taps (linear, nearest): tract's sum from 0.0, a tap without weight
+                    // adding 0.0 instead of being skipped, which gives the same value (the
+                    // sum is never -0.0).
+                    Some(p) if p.window == 2 => {
+                        for ((d, i), wt) in y_row
+                            .iter_mut()
+                            .zip(p.indices.chunks_exact(2))
+                            .zip(p.weights.chunks_exact(2))
+                        {
+                            let t0 = if wt[0] != 0.0 { wt[0] * src[i[0]] } else { 0.0 };
+                            let t1 = if wt[1] != 0.0 { wt[1] * src[i[1]] } else { 0.0 };
+                            *d = (0.0 + t0) + t1;
+                        }
+                    }
                     Some(p) => {
                         for ((d, indices), weights) in y_row
                             .iter_mut()

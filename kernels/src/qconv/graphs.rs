@@ -341,7 +341,7 @@ struct Runs {
     agent: TVec<Tensor>,
     rewrites: crate::Rewrites,
     /// The names of the agent's operators, and how many of its `QConv`s write the bytes a
-    /// `LookupTable` reads.
+    /// table reads.
     ops: Vec<String>,
     into_tables: usize,
 }
@@ -378,7 +378,7 @@ fn runs(net: &Net) -> Runs {
             n.outputs[0]
                 .successors
                 .iter()
-                .any(|s| agent.node(s.node).op.name() == "LookupTable")
+                .any(|s| is_table(&agent.node(s.node).op.name()))
         })
         .count();
     Runs {
@@ -390,9 +390,18 @@ fn runs(net: &Net) -> Runs {
     }
 }
 
+/// Whether an operator is a table over bytes: tract's, or the agent's for `u8`.
+fn is_table(op: &str) -> bool {
+    op == "LookupTable" || op == "ByteTable"
+}
+
 impl Runs {
     fn count(&self, op: &str) -> usize {
         self.ops.iter().filter(|o| *o == op).count()
+    }
+
+    fn tables(&self) -> usize {
+        self.ops.iter().filter(|o| is_table(o)).count()
     }
 
     /// Every output the same, bit for bit.
@@ -479,7 +488,7 @@ proptest! {
         let runs = runs(&net);
         let tables = net.layers.iter().filter(|l| matches!(l.act, Act::Leaky(_))).count();
         prop_assert_eq!(runs.rewrites.int8_convolutions, net.layers.len());
-        prop_assert_eq!(runs.count("LookupTable"), tables + net.input_alpha.is_some() as usize);
+        prop_assert_eq!(runs.tables(), tables + net.input_alpha.is_some() as usize);
         prop_assert_eq!(runs.into_tables, tables);
         runs.same_bits()?;
     }
@@ -546,7 +555,7 @@ fn the_fused_pattern_is_the_one_tract_makes() {
     let runs = runs(&two_layers());
     assert_eq!(runs.rewrites.int8_convolutions, 2);
     assert_eq!(runs.into_tables, 2);
-    assert_eq!(runs.count("LookupTable"), 3);
+    assert_eq!(runs.tables(), 3);
     assert_eq!(runs.count("DequantizeLinearF32"), 1, "only the output's");
     runs.same_bits().unwrap();
 }
@@ -565,10 +574,7 @@ fn int8_activations_are_not_read_as_bytes() {
         let runs = runs(&net);
         assert_eq!(runs.rewrites.int8_convolutions, 0, "{input_alpha:?}");
         assert_eq!(runs.count("QConv"), 0);
-        assert_eq!(
-            runs.count("LookupTable"),
-            2 + input_alpha.is_some() as usize
-        );
+        assert_eq!(runs.tables(), 2 + input_alpha.is_some() as usize);
         runs.same_bits().unwrap();
     }
     // Only the input in i8: the first convolution reads an i8 table and stays in float, the
@@ -606,7 +612,7 @@ fn an_activation_that_is_also_an_output_leaves_its_convolution_in_float() {
     let runs = runs(&net);
     assert_eq!(runs.rewrites.int8_convolutions, 1);
     assert_eq!(runs.into_tables, 1);
-    assert_eq!(runs.count("LookupTable"), 3);
+    assert_eq!(runs.tables(), 3);
     runs.same_bits().unwrap();
 }
 
@@ -620,7 +626,7 @@ fn an_activation_with_another_reader_stays_in_float() {
     let runs = runs(&net);
     assert_eq!(runs.rewrites.int8_convolutions, 2);
     assert_eq!(runs.into_tables, 1);
-    assert_eq!(runs.count("LookupTable"), 2);
+    assert_eq!(runs.tables(), 2);
     runs.same_bits().unwrap();
 }
 
@@ -633,6 +639,6 @@ fn a_slope_per_channel_stays_in_float() {
     let runs = runs(&net);
     assert_eq!(runs.rewrites.int8_convolutions, 2);
     assert_eq!(runs.into_tables, 1);
-    assert_eq!(runs.count("LookupTable"), 2);
+    assert_eq!(runs.tables(), 2);
     runs.same_bits().unwrap();
 }
