@@ -1,5 +1,6 @@
 //! The agent's operators over tract and the graph rewrites that install them: int8 and float
-//! convolutions, residual sums, quantise-dequantise pairs and paddings, each giving tract's
+//! convolutions, residual sums, quantise-dequantise pairs, poolings, concatenations and tables
+//! of quantised bytes, resizes and paddings, each giving tract's
 //! results (bit for bit, or within one quantisation step where a test says so). This crate
 //! must never read files, the network or a model card: it takes a typed tract graph and
 //! returns a faster one with the same meaning.
@@ -109,6 +110,7 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
     let quantised_adds = qadd::rewrite(model)?;
     // Between the int8 operators, activations travel as bytes where every reader takes them.
     let byte_edges = qconv::byte_edges(model)?;
+    // Resizes, and tract's tables of quantised element-wise activations, in fewer passes.
     let resizes = resize::rewrite(model)?;
     let byte_tables = table::rewrite(model)?;
     model.optimize()?;
