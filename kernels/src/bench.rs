@@ -66,6 +66,25 @@ pub fn cases() -> TractResult<Vec<Case>> {
             inputs: tvec!(x.into_tvalue()),
         });
     }
+    // A stem (3 channels in, stride 2, wide rows) and a deep layer of short rows (13 columns,
+    // NanoDet's last stage): the windowed kernel's two ends.
+    for (name, c, m, in_hw, stride) in [
+        (
+            "qconv 3x3 3->32 stride 2 256x320",
+            3,
+            32,
+            [256, 320],
+            [2, 2],
+        ),
+        ("qconv 3x3 256->256 13x13", 256, 256, [13, 13], [1, 1]),
+    ] {
+        let (op, x) = QConv::for_bench(c, m, in_hw, [3, 3], stride, [1, 1], false)?;
+        cases.push(Case {
+            name,
+            op: Box::new(op),
+            inputs: tvec!(x.into_tvalue()),
+        });
+    }
     let (op, x) = Depthwise::for_bench(64, hw, [3, 3], [1, 1], [1, 1])?;
     cases.push(Case {
         name: "depthwise 3x3 64",

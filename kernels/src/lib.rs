@@ -1,5 +1,6 @@
 //! The agent's operators over tract and the graph rewrites that install them: int8 and float
-//! convolutions, residual sums, quantise-dequantise pairs and paddings, each giving tract's
+//! convolutions, residual sums, quantise-dequantise pairs, poolings, concatenations and tables
+//! of quantised bytes, resizes and paddings, each giving tract's
 //! results (bit for bit, or within one quantisation step where a test says so). This crate
 //! must never read files, the network or a model card: it takes a typed tract graph and
 //! returns a faster one with the same meaning.
@@ -15,10 +16,16 @@
 //!   between int8 operators ([`qconv::byte_edges`]).
 //! - [`depthwise`]: depthwise convolutions, integer or float.
 //! - [`qadd`]: quantised residual sums.
+//! - [`qpool`], [`qconcat`]: max pooling and concatenation of quantised activations on their
+//!   bytes, requantised by tables.
 //! - [`pointwise`]: float 1x1 convolutions on a register-tiled product.
 //! - [`direct`]: float `KxK` convolutions without patch copies.
 //! - [`pad`]: paddings on the last axis.
-//! - [`arch`]: kernels for one architecture's instructions (AVX-512 VNNI), chosen at run time.
+//! - [`table`]: tract's tables over bytes (quantised element-wise activations), vectorised.
+//! - [`resize`]: resizes of an image's height and width (bilinear upsampling in a detector's
+//!   neck), with tract's plans.
+//! - [`arch`]: kernels for one architecture's instructions (AVX-512 VNNI and VBMI), chosen at
+//!   run time.
 
 /// `EvalOp::eval_out_of_plan` for the crate's stateless operators: their plain `eval`.
 macro_rules! eval_out_of_plan {
@@ -44,8 +51,12 @@ pub mod graph;
 pub mod pad;
 pub mod pointwise;
 pub mod qadd;
+pub mod qconcat;
 pub mod qconv;
 pub mod qdq;
+pub mod qpool;
+pub mod resize;
+pub mod table;
 
 use tract_onnx::tract_core::internal::{TractResult, TypedModel};
 
@@ -66,8 +77,16 @@ pub struct Rewrites {
     pub float_pointwise: usize,
     /// Float `KxK` convolutions run by [`direct`].
     pub float_direct: usize,
+    /// Max poolings run on bytes by [`qpool`].
+    pub byte_pools: usize,
+    /// Concatenations run on bytes by [`qconcat`].
+    pub byte_concats: usize,
     /// Paddings run by [`pad`].
     pub pads: usize,
+    /// Resizes run by [`resize`].
+    pub resizes: usize,
+    /// Tables over bytes run by [`table`].
+    pub byte_tables: usize,
 }
 
 /// tract's `into_optimized` with this crate's operators installed: the pair fusion and the
@@ -76,6 +95,10 @@ pub struct Rewrites {
 pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
     model.declutter()?;
     let fused_qdq_pairs = qdq::fuse_pairs(model)?;
+    // Max poolings and concatenations between quantisers, on bytes: the convolutions after
+    // them then read bytes.
+    let byte_pools = qpool::rewrite(model)?;
+    let byte_concats = qconcat::rewrite(model)?;
     // The convolutions tract runs slowly: quantised 1x1 ones as integer matrix products,
     // depthwise ones with a kernel vectorised at every stride, float 1x1 ones with their bias
     // and ReLU without packing, float `KxK` ones without patch copies.
@@ -87,6 +110,9 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
     let quantised_adds = qadd::rewrite(model)?;
     // Between the int8 operators, activations travel as bytes where every reader takes them.
     let byte_edges = qconv::byte_edges(model)?;
+    // Resizes, and tract's tables of quantised element-wise activations, in fewer passes.
+    let resizes = resize::rewrite(model)?;
+    let byte_tables = table::rewrite(model)?;
     model.optimize()?;
     // tract's code generation adds paddings in front of convolutions: replaced after it.
     let pads = pad::rewrite(model)?;
@@ -98,6 +124,10 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
         byte_edges,
         float_pointwise,
         float_direct,
+        byte_pools,
+        byte_concats,
         pads,
+        resizes,
+        byte_tables,
     })
 }

@@ -17,6 +17,11 @@
 //! A chain is rewritten only when the weights are provably on a symmetric int8 grid per output
 //! channel (each row, divided by its largest magnitude over 127, is within 1e-4 of integers)
 //! and the activation comes from a byte quantiser; anything else stays in float.
+//!
+//! A quantised element-wise activation between two convolutions (LeakyReLU in NanoDet:
+//! `DQ -> LeakyRelu -> Q`) is a `LookupTable` over bytes in tract's decluttered graph, with no
+//! quantise-dequantise pair on either side of the convolutions; [`rewrite`] then reads the
+//! table's bytes and writes the bytes of the quantiser in front of the next table (see there).
 
 use std::sync::Arc;
 
@@ -755,6 +760,10 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
         let Some(grid) = grid.filter(FakeQuant::is_byte_grid) else {
             continue;
         };
+        // (An operator that replaced tract's quantiser to bytes writes bytes already.)
+        if model.outlet_fact(OutletId::new(id, 0))?.datum_type != f32::datum_type() {
+            continue;
+        }
         let [output] = &*node.outputs else { continue };
         let readers = &output.successors;
         if readers.is_empty() || outputs.contains(&OutletId::new(id, 0)) {
@@ -800,9 +809,21 @@ pub fn byte_edges(model: &mut TypedModel) -> TractResult<usize> {
     Ok(changed)
 }
 
-/// Replaces every `FakeQuant -> EinSum -> Add -> FakeQuant` chain that is a quantised 1x1
-/// convolution with a [`QConv`]. Returns how many were replaced. Runs after
+/// Replaces every quantised convolution with a [`QConv`]: a 1x1 one (`EinSum -> Add`) or a
+/// `KxK` one (`Conv`, group 1) whose input is on a byte quantiser's grid and whose result is
+/// read only by a quantiser. Returns how many were replaced. Runs after
 /// [`crate::qdq::fuse_pairs`], before tract's code generation.
+///
+/// Each side takes two forms in tract's decluttered graph of a QDQ model. Where an activation
+/// has a `QuantizeLinear -> DequantizeLinear` pair, the pair is a `FakeQuant` (f32 values on a
+/// grid). Where the model quantises an element-wise activation (`DQ -> LeakyRelu -> Q`, and any
+/// other chain of unary operators between a dequantiser and a quantiser), tract folds the
+/// three into a `LookupTable` over the bytes, so that the convolution reads a
+/// `DequantizeLinear` of the table's bytes and writes into a bare `QuantizeLinear` (to `u8`)
+/// that feeds the next table: `LookupTable -> DequantizeLinear -> Conv -> QuantizeLinear ->
+/// LookupTable`. Then the [`QConv`] reads the table's bytes and writes the quantiser's bytes
+/// (NanoDet's 28 `KxK` convolutions with LeakyReLU activations), as onnxruntime runs the same
+/// model (`QLinearConv`, then `QLinearLeakyRelu`'s table).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
     graph::rewrite_each(model, |model, id| {
         Ok(chain_at(model, id)?.or(conv_at(model, id)?))
@@ -813,6 +834,33 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 fn grid_of(node: &TypedNode) -> Option<&FakeQuant> {
     node.op_as::<FakeQuant>()
         .or_else(|| node.op_as::<QConv>().map(|q| &q.out))
+}
+
+/// What a quantised convolution reads: its f32 input `x` on the grid of the `FakeQuant` or
+/// [`QConv`] that wrote it, or, when `x` is tract's dequantiser of a byte tensor, those bytes.
+/// The grid, the wire to read and whether it carries bytes.
+fn quantised_input(
+    model: &TypedModel,
+    x: OutletId,
+) -> TractResult<Option<(FakeQuant, OutletId, bool)>> {
+    let node = model.node(x.node);
+    if let Some(grid) = grid_of(node) {
+        return Ok(Some((grid.clone(), x, false)));
+    }
+    Ok(crate::qdq::byte_dequantiser(model, node)?.map(|(grid, bytes)| (grid, bytes, true)))
+}
+
+/// What a quantised convolution writes, when `node` is its result's only reader: a
+/// `FakeQuant` (f32 values on its grid) or tract's quantiser to `u8` (its bytes). The output
+/// pair and whether it writes bytes.
+fn quantised_output(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(FakeQuant, bool)>> {
+    if let Some(q) = node.op_as::<FakeQuant>() {
+        return Ok(Some((q.clone(), false)));
+    }
+    Ok(crate::qdq::byte_quantiser(model, node)?.map(|q| (q, true)))
 }
 
 /// The patch replacing a float `Conv` (group 1, see [`graph::conv_at`]) read only by a
@@ -849,7 +897,8 @@ fn chain_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch
 }
 
 /// The [`QConv`] for a float convolution (weights `[m, k]`, bias) whose result is `last`,
-/// when its input `x` is on a quantiser's grid and `last` is read only by a `FakeQuant`.
+/// when its input `x` is on a byte quantiser's grid ([`quantised_input`]) and `last` is read
+/// only by a quantiser ([`quantised_output`]).
 fn quantised_patch(
     model: &TypedModel,
     last: &TypedNode,
@@ -857,13 +906,13 @@ fn quantised_patch(
     (weights, bias, m, k): (&Tensor, &Tensor, usize, usize),
     patches: Option<Patches>,
 ) -> TractResult<Option<TypedModelPatch>> {
-    let Some(input_q) = grid_of(model.node(x.node)) else {
+    let Some((input_q, x, bytes_in)) = quantised_input(model, x)? else {
         return Ok(None);
     };
     let Some(out_node) = graph::sole_successor(model, last).map(|n| model.node(n)) else {
         return Ok(None);
     };
-    let Some(out_q) = out_node.op_as::<FakeQuant>() else {
+    let Some((out_q, bytes_out)) = quantised_output(model, out_node)? else {
         return Ok(None);
     };
     let Some(out_shape) = graph::concrete_shape(model, out_node.id.into())? else {
@@ -877,9 +926,10 @@ fn quantised_patch(
         m,
         k,
     };
-    let Some(op) = QConv::new(float, input_q, out_q.clone(), out_shape, patches)? else {
+    let Some(mut op) = QConv::new(float, &input_q, out_q, out_shape, patches)? else {
         return Ok(None);
     };
+    (op.bytes_in, op.bytes_out) = (bytes_in, bytes_out);
     Ok(Some(TypedModelPatch::replace_single_op(
         model,
         out_node,
@@ -888,6 +938,8 @@ fn quantised_patch(
     )?))
 }
 
+#[cfg(test)]
+mod graphs;
 #[cfg(test)]
 mod proptests;
 

@@ -13,6 +13,8 @@
 //! below against tract's own operators; only a NaN input differs (tract's pair gives the zero
 //! point, this gives the low bound).
 
+use std::sync::Arc;
+
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
@@ -272,6 +274,90 @@ fn quantiser(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(f32, i
         )));
     }
     Ok(None)
+}
+
+/// `node` as a quantiser writing bytes: tract's per-tensor `QuantizeLinear` from f32 to `u8`,
+/// as the pair that dequantises on its own grid (what the bytes it writes stand for). A
+/// QDQ model has one without its `DequantizeLinear` where tract folded that dequantiser into a
+/// `LookupTable` (see [`crate::qconv`]).
+pub(crate) fn byte_quantiser(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<FakeQuant>> {
+    let Some((inv_scale, zero_point, 0, 255)) = quantiser(model, node)? else {
+        return Ok(None);
+    };
+    if model.outlet_fact(node.id.into())?.datum_type != u8::datum_type() {
+        return Ok(None);
+    }
+    Ok(Some(FakeQuant {
+        inv_scale,
+        zero_point,
+        lo: 0,
+        hi: 255,
+        dq_zero_point: zero_point,
+        dq_scale: 1.0 / inv_scale,
+    }))
+}
+
+/// `node` as a dequantiser of bytes: tract's `DequantizeLinear` of a `u8` tensor, as the byte
+/// grid it reads and the tensor it reads them from.
+pub(crate) fn byte_dequantiser(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(FakeQuant, OutletId)>> {
+    let Some(dq) = node.op_as::<DequantizeLinearF32>() else {
+        return Ok(None);
+    };
+    let [input] = &*node.inputs else {
+        return Ok(None);
+    };
+    let fact = model.outlet_fact(*input)?;
+    if fact.datum_type != u8::datum_type()
+        || fact.konst.is_some()
+        || !(0..=255).contains(&dq.zero_point)
+    {
+        return Ok(None);
+    }
+    Ok(Some((
+        FakeQuant::byte_grid(dq.zero_point, dq.scale),
+        *input,
+    )))
+}
+
+/// For each byte of the grid `from`, the byte the quantiser of `to` (a quantiser to bytes,
+/// `[0, 255]`) gives its value: tract's `QuantizeLinear` of tract's `DequantizeLinear`, as one
+/// table. `None` when it is the identity (the same grid).
+pub(crate) fn requantisation_table(from: &FakeQuant, to: &FakeQuant) -> Option<Arc<[u8; 256]>> {
+    let bytes: [u8; 256] = std::array::from_fn(|b| b as u8);
+    let mut values = [0f32; 256];
+    from.dequantise_bytes(&bytes, &mut values);
+    let mut table = [0u8; 256];
+    to.quantise_bytes_body(&values, &mut table);
+    (table != bytes).then(|| Arc::new(table))
+}
+
+/// The patch putting `op`, an operator on bytes reading `inputs` (byte tensors) and writing
+/// the bytes of the quantise-dequantise pair `q` (a quantiser to bytes), in place of the
+/// [`FakeQuant`] node `q_node`, followed by tract's dequantiser of those bytes for its
+/// readers. A [`crate::qconv::QConv`] reads the bytes themselves ([`byte_dequantiser`]).
+pub(crate) fn bytes_then_dequantised(
+    model: &TypedModel,
+    q_node: &TypedNode,
+    inputs: &[OutletId],
+    op: impl TypedOp,
+    q: &FakeQuant,
+) -> TractResult<TypedModelPatch> {
+    let mut patch = TypedModelPatch::default();
+    let taps = inputs
+        .iter()
+        .map(|&i| patch.tap_model(model, i))
+        .collect::<TractResult<TVec<_>>>()?;
+    let bytes = patch.wire_node(format!("{}.bytes", q_node.name), op, &taps)?;
+    let dq = DequantizeLinearF32::new(q.dq_scale, q.dq_zero_point);
+    let values = patch.wire_node(&q_node.name, dq, &bytes)?;
+    patch.shunt_outside(model, q_node.id.into(), values[0])?;
+    Ok(patch)
 }
 
 /// Replaces every `DequantizeLinear` fed by a per-tensor `QuantizeLinear` of an f32 with a

@@ -565,6 +565,11 @@ impl Weights {
     /// columns are one load and one `vpermb` (no patch matrix is built). Output channel `o`,
     /// pixel `(oy, ox)` goes to `o * stride + oy * ow + ox` of `out`.
     ///
+    /// The output is cut into vectors of 16 columns of one row (the last of a row partial),
+    /// taken `VECS` at a time whichever rows they come from: an output row of 13 or 26
+    /// columns (NanoDet's deep layers) still gives a tile `VECS` independent sums per output
+    /// channel, where one row at a time left the multiply-adds waiting on each other.
+    ///
     /// # Safety
     /// The CPU must have what [`windows_available`] checks.
     #[cfg(target_arch = "x86_64")]
@@ -580,40 +585,50 @@ impl Weights {
                     .is_some_and(|l| out.len() >= l)
         );
         let index = window_index(win.stride[1]);
-        let vecs = ow.div_ceil(16);
-        for oy in 0..oh {
+        let per_row = ow.div_ceil(16);
+        // Vector `v` is columns `16 * (v % per_row)..` of output row `v / per_row`.
+        let vectors = oh * per_row;
+        let at = |v: usize| (v / per_row, 16 * (v % per_row));
+        let mut v = 0;
+        while v < vectors {
+            let full_vecs = vectors - v >= VECS;
+            // (Worked out once for all output channels: two divisions each.)
+            let chunk: [(usize, usize); VECS] = std::array::from_fn(|p| at(v + p));
             let mut o = 0;
             while o < self.m {
                 let full_rows = self.m - o >= ROWS;
-                let mut v = 0;
-                while v < vecs {
-                    let full_vecs = vecs - v >= VECS;
-                    let at = (oy, 16 * v, o);
-                    // SAFETY: `window_tile` needs the features this function is compiled for
-                    // (the caller's contract), planes that `win` holds with `groups = planes
-                    // * KH`, `out` holding `(m - 1) * stride + oh * ow` values (all asserted
-                    // above), `oy < oh`, `o + R <= m` (`R` is `ROWS` only when `full_rows`).
-                    unsafe {
-                        match (full_rows, full_vecs) {
-                            (true, true) => self.window_tile::<ROWS, VECS>(x, win, index, at, out),
-                            (true, false) => self.window_tile::<ROWS, 1>(x, win, index, at, out),
-                            (false, true) => self.window_tile::<1, VECS>(x, win, index, at, out),
-                            (false, false) => self.window_tile::<1, 1>(x, win, index, at, out),
+                // SAFETY: `window_tile` needs the features this function is compiled for
+                // (the caller's contract), planes that `win` holds with `groups = planes *
+                // KH`, `out` holding `(m - 1) * stride + oh * ow` values (all asserted
+                // above), vectors inside the output (`v + P <= vectors`, so `oy < oh` and
+                // `ox < ow`), `o + R <= m` (`R` is `ROWS` only when `full_rows`).
+                unsafe {
+                    match (full_rows, full_vecs) {
+                        (true, true) => {
+                            self.window_tile::<ROWS, VECS>(x, win, index, chunk, o, out)
+                        }
+                        (true, false) => {
+                            self.window_tile::<ROWS, 1>(x, win, index, [chunk[0]], o, out)
+                        }
+                        (false, true) => self.window_tile::<1, VECS>(x, win, index, chunk, o, out),
+                        (false, false) => {
+                            self.window_tile::<1, 1>(x, win, index, [chunk[0]], o, out)
                         }
                     }
-                    v += if full_vecs { VECS } else { 1 };
                 }
                 o += if full_rows { ROWS } else { 1 };
             }
+            v += if full_vecs { VECS } else { 1 };
         }
     }
 
-    /// Output channels `o..o + R` by columns `ox..ox + 16 * P` of output row `oy`.
+    /// Output channels `o..o + R` by the `P` vectors `(oy, ox)` (16 columns from `ox` of
+    /// output row `oy`, fewer at the end of the row).
     ///
     /// # Safety
     /// The CPU must have what [`windows_available`] checks; `win` must hold `x` with
-    /// `groups == x.planes * KH`, `o + R <= m`, `oy < oh`, and `out` must hold
-    /// `(m - 1) * stride + oh * ow` values (what [`Weights::run_direct`] asserts).
+    /// `groups == x.planes * KH`, `o + R <= m`, every `oy < oh` and `ox < ow`, and `out` must
+    /// hold `(m - 1) * stride + oh * ow` values (what [`Weights::run_direct`] asserts).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
     #[inline]
@@ -622,7 +637,8 @@ impl Weights {
         x: &Planes,
         win: &Window,
         index: __m512i,
-        (oy, ox, o): (usize, usize, usize),
+        vectors: [(usize, usize); P],
+        o: usize,
         out: &mut Out,
     ) {
         let ow = win.out_hw[1];
@@ -630,34 +646,76 @@ impl Weights {
         let kh = win.kernel[0];
         // SAFETY: the CPU has the features (the caller's contract). `load_row` gets planes
         // that `win` holds, `c < planes` and the masks of `win.columns` (only bytes inside a
-        // row). `packed` has `m * groups` words (built so in `new`) and `(o + r) * groups + g`
-        // indexes it since `o + r < m` and `g < planes * KH = groups`. Each store writes
-        // `min(16, ow - col) >= 1` values from `row * stride + oy * ow + col` with `row < m`,
-        // `oy < oh`, `col < ow`: they end by `(m - 1) * stride + oh * ow <= out.len()`.
+        // row); the loads of the first loop read what `load_row` reads: row `iy < h` of plane
+        // `c < planes`, bytes `(c * h + iy) * w + start + i` for the mask's `i` only, inside
+        // `x.bytes` (`Window::holds`; pointers formed with wrapping arithmetic, masked-off
+        // bytes not accessed, an empty mask for a row in the padding). `packed` has
+        // `m * groups` words (built so in `new`) and `(o + r) * groups + g` indexes it since
+        // `o + r < m` and `g = c * KH + ky < planes * KH = groups`. Each store writes
+        // `min(16, ow - ox) >= 1` values from `row * stride + oy * ow + ox` with `row < m`,
+        // `oy < oh`, `ox < ow`: they end by `(m - 1) * stride + oh * ow <= out.len()`.
         unsafe {
             let zero = _mm512_set1_epi8(x.zero as i8);
-            let mut columns = [(0, 0); P];
-            for (p, c) in columns.iter_mut().enumerate() {
-                *c = win.columns(ox + 16 * p);
-            }
+            let columns = vectors.map(|(_, ox)| win.columns(ox));
             let mut acc = [[_mm512_setzero_si512(); P]; R];
-            let mut g = 0;
-            for c in 0..x.planes {
+            if x.planes >= 8 {
+                // Kernel row by kernel row: where each vector's input row starts in a plane
+                // (or that it lies in the padding, an empty mask reading `zero` as
+                // `load_row` does) is worked out once for all channels, and every load is
+                // the same masked load. (With few channels, that work is not repaid:
+                // channel by channel below, as `load_row` reads.)
+                let [h, w] = win.in_hw;
                 for ky in 0..kh {
-                    let mut a = [_mm512_setzero_si512(); P];
-                    for (p, a) in a.iter_mut().enumerate() {
-                        let bytes = load_row(x, win, c, oy * sy + ky, columns[p], zero);
-                        *a = _mm512_permutexvar_epi8(index, bytes);
-                    }
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_epi32(
-                            *self.packed.get_unchecked((o + r) * self.groups + g),
-                        );
-                        for p in 0..P {
-                            acc[p] = _mm512_dpbusd_epi32(acc[p], a[p], w);
+                    let loads = std::array::from_fn::<_, P, _>(|p| {
+                        let (start, mask) = columns[p];
+                        match (vectors[p].0 * sy + ky)
+                            .checked_sub(win.pad[0])
+                            .filter(|&iy| iy < h)
+                        {
+                            Some(iy) => ((iy * w) as isize + start, mask),
+                            None => (0, 0),
+                        }
+                    });
+                    for c in 0..x.planes {
+                        let plane = x.bytes.as_ptr().wrapping_add(c * h * w);
+                        let mut a = [zero; P];
+                        for (p, a) in a.iter_mut().enumerate() {
+                            let (at, mask) = loads[p];
+                            let at = plane.wrapping_offset(at);
+                            let bytes = _mm512_mask_loadu_epi8(zero, mask, at as *const _);
+                            *a = _mm512_permutexvar_epi8(index, bytes);
+                        }
+                        let g = c * kh + ky;
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let w = _mm512_set1_epi32(
+                                *self.packed.get_unchecked((o + r) * self.groups + g),
+                            );
+                            for p in 0..P {
+                                acc[p] = _mm512_dpbusd_epi32(acc[p], a[p], w);
+                            }
                         }
                     }
-                    g += 1;
+                }
+            } else {
+                let mut g = 0;
+                for c in 0..x.planes {
+                    for ky in 0..kh {
+                        let mut a = [_mm512_setzero_si512(); P];
+                        for (p, a) in a.iter_mut().enumerate() {
+                            let iy = vectors[p].0 * sy + ky;
+                            let bytes = load_row(x, win, c, iy, columns[p], zero);
+                            *a = _mm512_permutexvar_epi8(index, bytes);
+                        }
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let w = _mm512_set1_epi32(
+                                *self.packed.get_unchecked((o + r) * self.groups + g),
+                            );
+                            for p in 0..P {
+                                acc[p] = _mm512_dpbusd_epi32(acc[p], a[p], w);
+                            }
+                        }
+                        g += 1;
+                    }
                 }
             }
             let stride = out.stride();
@@ -667,13 +725,10 @@ impl Weights {
                 let unit = _mm512_set1_ps(self.unit[row]);
                 let bias = _mm512_set1_ps(self.bias[row]);
                 for (p, &a) in acc.iter().enumerate() {
-                    let col = ox + 16 * p;
-                    if col >= ow {
-                        continue;
-                    }
+                    let (oy, ox) = vectors[p];
                     let sums = _mm512_add_epi32(a, corr);
-                    let at = row * stride + oy * ow + col;
-                    store(sums, unit, bias, &self.requant, out, at, ow - col);
+                    let at = row * stride + oy * ow + ox;
+                    store(sums, unit, bias, &self.requant, out, at, ow - ox);
                 }
             }
         }
