@@ -41,6 +41,13 @@ pub struct RawHttp {
     /// proxy may rewrite); with `https`, the session cookie is also `Secure`.
     #[serde(default)]
     pub public_origin: Option<String>,
+    /// Reverse proxies (IP addresses) whose `X-Forwarded-For` names the client, for login
+    /// throttling and the per-address connection cap.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `[http.limits]`: timeouts, caps and sizes (defaults in [`crate::web::limits::Limits`]).
+    #[serde(default)]
+    pub limits: Option<crate::web::limits::RawLimits>,
 }
 
 /// Where the web side listens and which cards it offers for enrolment.
@@ -51,6 +58,8 @@ pub struct Http {
     /// Normalised (`scheme://host[:port]`, lower case, no default port): what a browser sends
     /// as `Origin`.
     pub public_origin: Option<String>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub limits: crate::web::limits::Limits,
 }
 
 /// An origin as a browser sends it: `http` or `https`, a host, an optional port, nothing else;
@@ -199,6 +208,12 @@ impl Config {
                         )
                     })?),
                 },
+                trusted_proxies: crate::web::limits::trusted_proxies(&h.trusted_proxies)
+                    .map_err(|m| field("http.trusted_proxies", &m))?,
+                limits: crate::web::limits::Limits::from_raw(
+                    &h.limits.clone().unwrap_or_default(),
+                )
+                .map_err(|(f, m)| field(&format!("http.limits.{f}"), &m))?,
             }),
         };
         Ok(Config {

@@ -478,10 +478,48 @@ pub fn windows(
     conn: &Connection,
     device: &str,
     key: &SeriesKey,
-    (from, to): (i64, i64),
+    range: (i64, i64),
     limit: u64,
     order: Order,
 ) -> Result<Vec<Point>> {
+    let mut out = Vec::new();
+    for_each_window(conn, device, key, range, limit, order, |p| {
+        out.push(p);
+        Ok::<_, rusqlite::Error>(true)
+    })?;
+    Ok(out)
+}
+
+/// How many windows one series has in `[from, to)` (an index range: no row is read).
+pub fn count_windows(
+    conn: &Connection,
+    device: &str,
+    key: &SeriesKey,
+    (from, to): (i64, i64),
+) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3
+               AND class = ?4 AND start_ms >= ?5 AND start_ms < ?6",
+        )?
+        .query_row(
+            params![device, key.model, key.kind, key.class, from, to],
+            |r| r.get(0),
+        )?;
+    Ok(n as u64)
+}
+
+/// Hands the windows of [`windows`] to `f` one at a time, as SQLite reads them (an export
+/// streams them without holding them all), until `f` returns `false`.
+pub fn for_each_window<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    device: &str,
+    key: &SeriesKey,
+    (from, to): (i64, i64),
+    limit: u64,
+    order: Order,
+    mut f: impl FnMut(Point) -> std::result::Result<bool, E>,
+) -> std::result::Result<(), E> {
     const COLUMNS: &str = "SELECT start_ms, seq, length_ms, partial, clock_jumps, n, value,
            value_sup, peak, peak_sup, k, epsilon_milli, budget_day, budget_milli,
            budget_spent_milli, withheld
@@ -492,39 +530,40 @@ pub fn windows(
         Order::NewestFirst => "ORDER BY start_ms DESC, seq DESC",
     };
     let mut q = conn.prepare_cached(&format!("{COLUMNS} {order} LIMIT ?7"))?;
-    let rows = q.query_map(
-        params![
-            device,
-            key.model,
-            key.kind,
-            key.class,
-            from,
-            to,
-            limit.min(i64::MAX as u64) as i64
-        ],
-        |r| {
-            Ok(Point {
-                device: device.to_owned(),
-                model: key.model.clone(),
-                kind: key.kind.clone(),
-                class: key.class.clone(),
-                start_ms: r.get(0)?,
-                seq: r.get::<_, i64>(1)? as u64,
-                length_ms: r.get(2)?,
-                partial: r.get(3)?,
-                clock_jumps: r.get(4)?,
-                n: r.get::<_, i64>(5)? as u64,
-                value: r.get(6)?,
-                value_suppressed: r.get(7)?,
-                peak: r.get(8)?,
-                peak_suppressed: r.get(9)?,
-                k: r.get::<_, i64>(10)? as u64,
-                epsilon_milli: r.get::<_, Option<i64>>(11)?.map(|e| e as u64),
-                budget: budget_of(r, 12)?,
-            })
-        },
-    )?;
-    rows.collect()
+    let mut rows = q.query(params![
+        device,
+        key.model,
+        key.kind,
+        key.class,
+        from,
+        to,
+        limit.min(i64::MAX as u64) as i64
+    ])?;
+    while let Some(r) = rows.next()? {
+        let p = Point {
+            device: device.to_owned(),
+            model: key.model.clone(),
+            kind: key.kind.clone(),
+            class: key.class.clone(),
+            start_ms: r.get(0)?,
+            seq: r.get::<_, i64>(1)? as u64,
+            length_ms: r.get(2)?,
+            partial: r.get(3)?,
+            clock_jumps: r.get(4)?,
+            n: r.get::<_, i64>(5)? as u64,
+            value: r.get(6)?,
+            value_suppressed: r.get(7)?,
+            peak: r.get(8)?,
+            peak_suppressed: r.get(9)?,
+            k: r.get::<_, i64>(10)? as u64,
+            epsilon_milli: r.get::<_, Option<i64>>(11)?.map(|e| e as u64),
+            budget: budget_of(r, 12)?,
+        };
+        if !f(p)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The budget columns of a row, from column `at` on.

@@ -493,16 +493,35 @@ pub struct StoredRecord {
 
 /// Every stored record of a device in seq order.
 pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
+    let mut out = Vec::new();
+    for_each_record(conn, device, |r| {
+        out.push(r);
+        Ok::<_, rusqlite::Error>(true)
+    })?;
+    Ok(out)
+}
+
+/// Hands every stored record of a device to `f` in seq order, one at a time (an export streams
+/// them without holding them all), until `f` returns `false`.
+pub fn for_each_record<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    device: &str,
+    mut f: impl FnMut(StoredRecord) -> std::result::Result<bool, E>,
+) -> std::result::Result<(), E> {
     let mut q =
-        conn.prepare("SELECT seq, entry, sig FROM records WHERE device = ?1 ORDER BY seq")?;
-    let rows = q.query_map([device], |r| {
-        Ok(StoredRecord {
+        conn.prepare_cached("SELECT seq, entry, sig FROM records WHERE device = ?1 ORDER BY seq")?;
+    let mut rows = q.query([device])?;
+    while let Some(r) = rows.next()? {
+        let rec = StoredRecord {
             seq: r.get::<_, i64>(0)? as u64,
             entry: r.get(1)?,
             signature: r.get(2)?,
-        })
-    })?;
-    rows.collect()
+        };
+        if !f(rec)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Lower-case hexadecimal: the one the verifiers print (`verify::hex`).

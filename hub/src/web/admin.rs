@@ -144,9 +144,12 @@ pub async fn login_page(State(app): State<App>, headers: HeaderMap) -> WebResult
     Ok(login_form(None).into_response())
 }
 
+/// A login: throttled per account and per client address (429 with `Retry-After`, before any
+/// password work), then one of the few Argon2 places (503 when none frees up in time).
 pub async fn login(
     State(app): State<App>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     Form(form): Form<Fields>,
 ) -> WebResult<Response> {
     same_origin(&headers, app.cfg().public_origin.as_deref())?;
@@ -155,21 +158,39 @@ pub async fn login(
     if name.len() > 64 || password.len() > 1024 {
         return Err(WebError::BadRequest("name or password too long".into()));
     }
+    let client = super::server::client_of(&extensions, &headers, &app.cfg().trusted_proxies);
+    let begun = app.throttle().begin(&name, client, now_ms());
+    if let Err(wait_ms) = begun {
+        let secs = (wait_ms as u64).div_ceil(1000).max(1);
+        let msg = format!(
+            "Too many failed logins for this account or from this address: try again in {secs} s. (Trop d'échecs de connexion pour ce compte ou depuis cette adresse : réessayez dans {secs} s.)"
+        );
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, login_form(Some(&msg))).into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
+    let permit = app.password_slot().await?;
+    let who = name.clone();
     let session = app
         .db(move |c, _| {
-            if !auth::check_login(c, &name, &password)? {
+            // Held by the blocking work itself: a client that gives up does not free it early.
+            let _permit = permit;
+            if !auth::check_login(c, &who, &password)? {
                 return Ok(None);
             }
-            Ok(Some(auth::create_session(c, &name, now_ms())?))
+            Ok(Some(auth::create_session(c, &who, now_ms())?))
         })
-        .await?;
-    let Some((token, _)) = session else {
+        .await;
+    let Some((token, _)) = session? else {
         return Ok((
             StatusCode::UNAUTHORIZED,
             login_form(Some("Wrong name or password.")),
         )
             .into_response());
     };
+    app.throttle().succeeded(&name, client);
     let cookie = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         auth::SESSION_TTL_MS / 1000,

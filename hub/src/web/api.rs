@@ -6,17 +6,16 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::pages::{self, SeriesView};
 use super::params::{self, Bucket};
-use super::{App, WebError, WebResult};
+use super::{App, WebError, WebResult, stream};
 use crate::dates;
 use crate::db::query;
 use crate::db::series::{self, Order, Point};
-
-/// Most windows one request returns (a year of 1-minute windows is 525,600).
-pub const MAX_WINDOWS: u64 = 1_000_000;
 
 pub async fn devices(
     State(app): State<App>,
@@ -93,62 +92,146 @@ fn bucket_json(kind: &str, b: &series::Bucket, bucket_ms: i64) -> Value {
 }
 
 /// The series of a device: their list without `model`/`kind`/`class`, or one series over
-/// `[from, to)` in buckets (`bucket`: `auto`, a duration, or `window` for every window).
+/// `[from, to)` in buckets (`bucket`: `auto`, a duration, or `window` for every window, at most
+/// [`super::limits::Limits::max_series_windows`] of them). A heavy query: it waits for one of
+/// the few places (503 when none frees up), every window is streamed from the database, and
+/// the buckets are written one by one.
 pub async fn series(
     State(app): State<App>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> WebResult<Json<Value>> {
+) -> WebResult<Response> {
     params::only(&q, &["model", "kind", "class", "from", "to", "bucket"])?;
     let period = params::period(&q)?;
     let bucket = params::bucket(&q)?;
-    app.db(move |c, e| {
-        if query::device(c, e, &id)?.is_none() {
-            return Err(WebError::NotFound(format!("no device {id:?}")));
-        }
-        let infos = query::series_of(c, &id)?;
-        let keys: Vec<_> = infos.iter().map(|i| i.key.clone()).collect();
-        let Some(key) = params::series_key(&q, &keys)? else {
-            return Ok(Json(json!({ "device": id, "series": infos })));
-        };
-        let info = infos
-            .into_iter()
-            .find(|i| i.key == key)
-            .ok_or_else(|| WebError::NotFound("no such series".into()))?;
-        if bucket == Bucket::Window {
-            let wl = pages::window_length(c, &id, &key)?;
-            let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
-            let w = series::windows(c, &id, &key, (from, to), MAX_WINDOWS + 1, Order::OldestFirst)?;
-            if w.len() as u64 > MAX_WINDOWS {
-                return Err(WebError::BadRequest(format!(
-                    "more than {MAX_WINDOWS} windows: use a shorter period or a bucket"
-                )));
+    let max = app.cfg().limits.max_series_windows;
+    let permit = app.heavy_slot().await?;
+    let (answer, permit) = app
+        .db(move |c, e| {
+            // Held by the blocking work itself: a client that gives up does not free it early.
+            let permit = permit;
+            if query::device(c, e, &id)?.is_none() {
+                return Err(WebError::NotFound(format!("no device {id:?}")));
             }
-            return Ok(Json(json!({
+            let infos = query::series_of(c, &id)?;
+            let keys: Vec<_> = infos.iter().map(|i| i.key.clone()).collect();
+            let Some(key) = params::series_key(&q, &keys)? else {
+                return Ok((
+                    Answer::Whole(
+                        json!({ "device": id, "series": infos })
+                            .to_string()
+                            .into_bytes(),
+                    ),
+                    permit,
+                ));
+            };
+            let info = infos
+                .into_iter()
+                .find(|i| i.key == key)
+                .ok_or_else(|| WebError::NotFound("no such series".into()))?;
+            if bucket == Bucket::Window {
+                let wl = pages::window_length(c, &id, &key)?;
+                let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
+                let n = series::count_windows(c, &id, &key, (from, to))?;
+                if n > max {
+                    return Err(WebError::BadRequest(format!(
+                        "`bucket=window`: {n} windows in this period, more than {max}; use a shorter period (`from`, `to`), a bucket such as `bucket=1h`, or the CSV export /export/{id}/series.csv?model=...&kind=...&class=..., which streams every window"
+                    )));
+                }
+                let head = json!({
+                    "device": id, "model": key.model, "kind": key.kind, "class": key.class,
+                    "unit": series::unit(&key.kind),
+                    "from": dates::format(from), "to": dates::format(to), "bucket": "window",
+                });
+                return Ok((
+                    Answer::Windows {
+                        head: open_object(&head),
+                        id,
+                        key,
+                        range: (from, to),
+                    },
+                    permit,
+                ));
+            }
+            let SeriesView {
+                from,
+                to,
+                bucket_ms,
+                buckets,
+                privacy,
+                ..
+            } = pages::series_view(c, &id, info, period, bucket)?;
+            let head = json!({
                 "device": id, "model": key.model, "kind": key.kind, "class": key.class,
                 "unit": series::unit(&key.kind),
-                "from": dates::format(from), "to": dates::format(to), "bucket": "window",
-                "windows": w.iter().map(window_json).collect::<Vec<_>>(),
-            })));
+                "aggregation": if key.kind == "count" { "sum of the published values" } else { "mean of the published values" },
+                "from": dates::format(from), "to": dates::format(to), "bucket_ms": bucket_ms,
+                "privacy": privacy.iter().map(|(k, e)| json!({"k": k, "epsilon": e.map(|e| e as f64 / 1000.0)})).collect::<Vec<_>>(),
+            });
+            // One bucket's JSON at a time: never a tree of the whole answer.
+            let mut out = open_object(&head);
+            out.extend_from_slice(b",\"buckets\":[");
+            for (i, b) in buckets.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &bucket_json(&key.kind, b, bucket_ms))
+                    .map_err(|e| WebError::Internal(format!("json: {e}")))?;
+            }
+            out.extend_from_slice(b"]}");
+            Ok((Answer::Whole(out), permit))
+        })
+        .await?;
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    match answer {
+        Answer::Whole(bytes) => {
+            drop(permit);
+            Ok((json, bytes).into_response())
         }
-        let SeriesView {
-            from,
-            to,
-            bucket_ms,
-            buckets,
-            privacy,
-            ..
-        } = pages::series_view(c, &id, info, period, bucket)?;
-        Ok(Json(json!({
-            "device": id, "model": key.model, "kind": key.kind, "class": key.class,
-            "unit": series::unit(&key.kind),
-            "aggregation": if key.kind == "count" { "sum of the published values" } else { "mean of the published values" },
-            "from": dates::format(from), "to": dates::format(to), "bucket_ms": bucket_ms,
-            "privacy": privacy.iter().map(|(k, e)| json!({"k": k, "epsilon": e.map(|e| e as f64 / 1000.0)})).collect::<Vec<_>>(),
-            "buckets": buckets.iter().map(|b| bucket_json(&key.kind, b, bucket_ms)).collect::<Vec<_>>(),
-        })))
-    })
-    .await
+        Answer::Windows {
+            head,
+            id,
+            key,
+            range,
+        } => {
+            let body = stream::body(&app, permit, move |c, _, out| {
+                out.write(&head)?;
+                out.write(b",\"windows\":[")?;
+                let mut first = true;
+                series::for_each_window(c, &id, &key, range, max, Order::OldestFirst, |p| {
+                    if !first {
+                        out.write(b",")?;
+                    }
+                    first = false;
+                    let w = serde_json::to_vec(&window_json(&p))
+                        .map_err(|e| WebError::Internal(format!("json: {e}")))?;
+                    out.write(&w)?;
+                    Ok::<_, WebError>(true)
+                })?;
+                out.write(b"]}")
+            });
+            Ok((json, body).into_response())
+        }
+    }
+}
+
+/// What the series API answers: a whole JSON document, or the windows of a series to stream
+/// after `head` (an object without its closing brace).
+enum Answer {
+    Whole(Vec<u8>),
+    Windows {
+        head: Vec<u8>,
+        id: String,
+        key: series::SeriesKey,
+        range: (i64, i64),
+    },
+}
+
+/// A JSON object's text without its closing brace, so that a large array can follow.
+fn open_object(v: &Value) -> Vec<u8> {
+    let mut text = v.to_string().into_bytes();
+    text.pop();
+    text
 }
 
 pub async fn register(

@@ -11,10 +11,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use rusqlite::params;
 
-use super::api::MAX_WINDOWS;
+use axum::body::Body;
+
 use super::pages::{self};
 use super::params::{self};
-use super::{App, WebError, WebResult};
+use super::{App, WebError, WebResult, stream};
 use crate::dates;
 use crate::db::query;
 use crate::db::series::{self, Order};
@@ -33,7 +34,7 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv(body: String, filename: &str) -> Response {
+fn csv(body: Body, filename: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -47,7 +48,7 @@ fn csv(body: String, filename: &str) -> Response {
         .into_response()
 }
 
-/// Every window of one series over a period, one line each.
+/// Every window of one series over a period, one line each, streamed from the database.
 pub async fn series_csv(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -56,7 +57,9 @@ pub async fn series_csv(
     params::only(&q, &["model", "kind", "class", "from", "to"])?;
     let period = params::period(&q)?;
     let name = format!("{id}-series.csv");
-    let body = app
+    let max = app.cfg().limits.max_export_rows;
+    let permit = app.heavy_slot().await?;
+    let (device, territory, key, range) = app
         .db(move |c, e| {
             let Some(o) = query::device(c, e, &id)? else {
                 return Err(WebError::NotFound(format!("no device {id:?}")));
@@ -79,23 +82,27 @@ pub async fn series_csv(
                 .ok_or_else(|| WebError::NotFound("no such series".into()))?;
             let wl = pages::window_length(c, &id, &key)?;
             let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
-            let w = series::windows(c, &id, &key, (from, to), MAX_WINDOWS + 1, Order::OldestFirst)?;
-            if w.len() as u64 > MAX_WINDOWS {
+            let n = series::count_windows(c, &id, &key, (from, to))?;
+            if n > max {
                 return Err(WebError::BadRequest(format!(
-                    "more than {MAX_WINDOWS} windows: use a shorter period"
+                    "{n} windows: more than {max}; use a shorter period (`from`, `to`)"
                 )));
             }
-            let mut out = String::with_capacity(w.len() * 110 + 200);
-            out.push_str("device,territory,model,kind,class,window_start,window_end,seq,partial,clock_jumps,observations,value,peak,k,epsilon\n");
-            for p in &w {
-                let eps = p
-                    .epsilon_milli
-                    .map(|e| format!("{}.{:03}", e / 1000, e % 1000))
-                    .unwrap_or_default();
-                out.push_str(&format!(
+            Ok((id, o.territory, key, (from, to)))
+        })
+        .await?;
+    let body = stream::body(&app, permit, move |c, _, out| {
+        out.write(b"device,territory,model,kind,class,window_start,window_end,seq,partial,clock_jumps,observations,value,peak,k,epsilon\n")?;
+        series::for_each_window(c, &device, &key, range, max, Order::OldestFirst, |p| {
+            let eps = p
+                .epsilon_milli
+                .map(|e| format!("{}.{:03}", e / 1000, e % 1000))
+                .unwrap_or_default();
+            out.write(
+                format!(
                     "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                     csv_field(&p.device),
-                    csv_field(&o.territory),
+                    csv_field(&territory),
                     csv_field(&p.model),
                     csv_field(&p.kind),
                     csv_field(&p.class),
@@ -109,11 +116,12 @@ pub async fn series_csv(
                     csv_field(&csv_value(p.peak, p.peak_suppressed, p.k)),
                     p.k,
                     eps
-                ));
-            }
-            Ok(out)
+                )
+                .as_bytes(),
+            )?;
+            Ok::<_, WebError>(true)
         })
-        .await?;
+    });
     Ok(csv(body, &name))
 }
 
@@ -133,24 +141,27 @@ pub async fn records(
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Response> {
     params::only(&q, &[])?;
-    let body = app
+    let permit = app.heavy_slot().await?;
+    let id = app
         .db(move |c, e| {
             if query::device(c, e, &id)?.is_none() {
                 return Err(WebError::NotFound(format!("no device {id:?}")));
             }
-            let mut out = Vec::new();
-            for r in crate::db::store::records(c, &id)? {
-                let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
-                    WebError::Internal(format!("record {} has a bad signature length", r.seq))
-                })?;
-                let env = hub_link::encode_record(r.seq, &r.entry, &sig)
-                    .map_err(|e| WebError::Internal(format!("record {}: {e}", r.seq)))?;
-                out.extend_from_slice(&env);
-                out.push(b'\n');
-            }
-            Ok(out)
+            Ok(id)
         })
         .await?;
+    let body = stream::body(&app, permit, move |c, _, out| {
+        crate::db::store::for_each_record(c, &id, |r| {
+            let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
+                WebError::Internal(format!("record {} has a bad signature length", r.seq))
+            })?;
+            let env = hub_link::encode_record(r.seq, &r.entry, &sig)
+                .map_err(|e| WebError::Internal(format!("record {}: {e}", r.seq)))?;
+            out.write(&env)?;
+            out.write(b"\n")?;
+            Ok::<_, WebError>(true)
+        })
+    });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
         body,
@@ -296,7 +307,7 @@ pub async fn comptage_sites(
             Ok(out)
         })
         .await?;
-    Ok(csv(body, "comptagemobilites_site.csv"))
+    Ok(csv(body.into(), "comptagemobilites_site.csv"))
 }
 
 pub async fn comptage_channels(
@@ -346,7 +357,7 @@ pub async fn comptage_channels(
             Ok(out)
         })
         .await?;
-    Ok(csv(body, "comptagemobilites_channel.csv"))
+    Ok(csv(body.into(), "comptagemobilites_channel.csv"))
 }
 
 pub async fn comptage_measures(
@@ -356,7 +367,12 @@ pub async fn comptage_measures(
     params::only(&q, &["device", "from", "to"])?;
     let period = params::period(&q)?;
     let device = params::opt(&q, "device").map(str::to_owned);
-    let body = app
+    let max = app.cfg().limits.max_export_rows;
+    let permit = app.heavy_slot().await?;
+    let from = period.from.unwrap_or(i64::MIN);
+    let to = period.to.unwrap_or(i64::MAX);
+    // Bound the answer before streaming it.
+    let devices = app
         .db(move |c, e| {
             let devices: Vec<_> = match &device {
                 Some(id) => vec![
@@ -366,9 +382,6 @@ pub async fn comptage_measures(
                 ],
                 None => e.devices.values().collect(),
             };
-            let from = period.from.unwrap_or(i64::MIN);
-            let to = period.to.unwrap_or(i64::MAX);
-            // Bound the answer before building it.
             let mut total: i64 = 0;
             for d in &devices {
                 total += c
@@ -379,38 +392,45 @@ pub async fn comptage_measures(
                     )?
                     .query_row(params![d.id, from, to], |r| r.get::<_, i64>(0))?;
             }
-            if total as u64 > MAX_WINDOWS {
+            if total as u64 > max {
                 return Err(WebError::BadRequest(format!(
-                    "{total} measures: more than {MAX_WINDOWS}; name a `device` or a shorter period"
+                    "{total} measures: more than {max}; name a `device` or a shorter period (`from`, `to`)"
                 )));
             }
-            let mut out = String::with_capacity(total as usize * 90 + 64);
-            out.push_str("channel_id,counter_id,start_datetime,end_datetime,count\n");
-            for d in &devices {
-                for info in counted_series(c, &d.id)? {
-                    let k = &info.key;
-                    let ch = csv_field(&channel_id(&d.territory, &d.id, &k.model, &k.class));
-                    for p in
-                        series::windows(c, &d.id, k, (from, to), MAX_WINDOWS, Order::OldestFirst)?
-                    {
-                        // A suppressed count is left empty (the schema's "no count"): the
-                        // schema has no "< k", and a number would undo the suppression.
-                        let count = match (p.value, p.value_suppressed) {
-                            (Some(v), false) => v.to_string(),
-                            _ => String::new(),
-                        };
-                        out.push_str(&format!(
-                            "{ch},{},{},{},{count}\n",
-                            csv_field(&d.id),
-                            dates::format(p.start_ms),
-                            dates::format(p.start_ms + p.length_ms)
-                        ));
-                    }
-                }
-            }
-            Ok(out)
+            Ok(devices
+                .iter()
+                .map(|d| (d.id.clone(), d.territory.clone()))
+                .collect::<Vec<_>>())
         })
         .await?;
+    let body = stream::body(&app, permit, move |c, _, out| {
+        out.write(b"channel_id,counter_id,start_datetime,end_datetime,count\n")?;
+        for (id, territory) in &devices {
+            for info in counted_series(c, id)? {
+                let k = &info.key;
+                let ch = csv_field(&channel_id(territory, id, &k.model, &k.class));
+                series::for_each_window(c, id, k, (from, to), max, Order::OldestFirst, |p| {
+                    // A suppressed count is left empty (the schema's "no count"): the
+                    // schema has no "< k", and a number would undo the suppression.
+                    let count = match (p.value, p.value_suppressed) {
+                        (Some(v), false) => v.to_string(),
+                        _ => String::new(),
+                    };
+                    out.write(
+                        format!(
+                            "{ch},{},{},{},{count}\n",
+                            csv_field(id),
+                            dates::format(p.start_ms),
+                            dates::format(p.start_ms + p.length_ms)
+                        )
+                        .as_bytes(),
+                    )?;
+                    Ok::<_, WebError>(true)
+                })?;
+            }
+        }
+        Ok(())
+    });
     Ok(csv(body, "comptagemobilites_measure.csv"))
 }
 

@@ -17,8 +17,12 @@ pub mod api;
 pub mod chart;
 pub mod export;
 pub mod health;
+pub mod limits;
 pub mod pages;
 pub mod params;
+pub mod server;
+pub mod stream;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +52,10 @@ pub struct WebConfig {
     pub hub_name: String,
     /// `[http] public_origin`, normalised: where admin POSTs must come from.
     pub public_origin: Option<String>,
+    /// `[http] trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `[http.limits]`.
+    pub limits: limits::Limits,
 }
 
 impl WebConfig {
@@ -61,6 +69,8 @@ impl WebConfig {
             cards: h.cards.clone(),
             hub_name: c.name.clone(),
             public_origin: h.public_origin.clone(),
+            trusted_proxies: h.trusted_proxies.clone(),
+            limits: h.limits.clone(),
         })
     }
 }
@@ -75,6 +85,8 @@ pub enum WebError {
     /// No valid session on an admin page: go and log in.
     Login,
     Forbidden(String),
+    /// Too much at once (heavy queries, password checks): try again in that many seconds.
+    Busy(String, u64),
     Internal(String),
 }
 
@@ -101,6 +113,17 @@ impl IntoResponse for WebError {
                     .into_response();
             }
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            WebError::Busy(m, retry) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+                        (header::RETRY_AFTER, retry.to_string()),
+                    ],
+                    format!("503 Service Unavailable: {m}\n"),
+                )
+                    .into_response();
+            }
             WebError::Internal(m) => {
                 tracing::error!("hub web: {m}");
                 (
@@ -130,6 +153,11 @@ struct Inner {
     pool: Mutex<Vec<Connection>>,
     /// Serialises changes to the enrolment file.
     enrol_lock: Mutex<()>,
+    /// Argon2 checks at once (19 MiB each).
+    password_checks: Arc<tokio::sync::Semaphore>,
+    /// Heavy queries at once (series API, exports).
+    heavy: Arc<tokio::sync::Semaphore>,
+    throttle: Mutex<throttle::Throttle>,
 }
 
 /// The shared state of every handler.
@@ -139,15 +167,54 @@ pub struct App(Arc<Inner>);
 impl App {
     pub fn new(cfg: WebConfig, enrolment: SharedEnrolment) -> App {
         App(Arc::new(Inner {
-            cfg,
             enrolment,
             pool: Mutex::new(Vec::new()),
             enrol_lock: Mutex::new(()),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(cfg.limits.password_checks)),
+            heavy: Arc::new(tokio::sync::Semaphore::new(cfg.limits.heavy_queries)),
+            throttle: Mutex::new(throttle::Throttle::default()),
+            cfg,
         }))
     }
 
     pub fn cfg(&self) -> &WebConfig {
         &self.0.cfg
+    }
+
+    /// The login throttle (a poisoned lock is taken over: the tables stay consistent).
+    pub fn throttle(&self) -> std::sync::MutexGuard<'_, throttle::Throttle> {
+        self.0.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place to check a password, or a 503 after [`limits::Limits::queue_wait`].
+    pub async fn password_slot(&self) -> WebResult<tokio::sync::OwnedSemaphorePermit> {
+        self.slot(
+            &self.0.password_checks,
+            "too many logins at once; try again in a few seconds (trop de connexions en même temps : réessayez dans quelques secondes)",
+        )
+        .await
+    }
+
+    /// A place for a heavy query (series, export), or a 503 after the wait.
+    pub async fn heavy_slot(&self) -> WebResult<tokio::sync::OwnedSemaphorePermit> {
+        self.slot(
+            &self.0.heavy,
+            "too many series and exports at once; try again in a few seconds (trop de séries et d'exports en même temps : réessayez dans quelques secondes)",
+        )
+        .await
+    }
+
+    async fn slot(
+        &self,
+        s: &Arc<tokio::sync::Semaphore>,
+        busy: &str,
+    ) -> WebResult<tokio::sync::OwnedSemaphorePermit> {
+        let wait = self.0.cfg.limits.queue_wait;
+        match tokio::time::timeout(wait, s.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(WebError::Internal("semaphore closed".into())),
+            Err(_) => Err(WebError::Busy(busy.to_owned(), wait.as_secs().max(1))),
+        }
     }
 
     /// Runs `f` with a database connection and the current enrolment on a blocking thread.
@@ -157,29 +224,35 @@ impl App {
         F: FnOnce(&Connection, &Enrolment) -> WebResult<T> + Send + 'static,
     {
         let app = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = app.0.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
-            let conn = match pooled {
-                Some(c) => c,
-                None => store::open_existing(&app.0.cfg.db)?,
-            };
-            let out = {
-                let enrolment = app
-                    .0
-                    .enrolment
-                    .read()
-                    .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))?;
-                f(&conn, &enrolment)
-            };
-            if let Ok(mut p) = app.0.pool.lock()
-                && p.len() < 8
-            {
-                p.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| WebError::Internal(format!("blocking task: {e}")))?
+        tokio::task::spawn_blocking(move || app.db_here(f))
+            .await
+            .map_err(|e| WebError::Internal(format!("blocking task: {e}")))?
+    }
+
+    /// [`App::db`] on the calling (blocking) thread.
+    pub fn db_here<T>(
+        &self,
+        f: impl FnOnce(&Connection, &Enrolment) -> WebResult<T>,
+    ) -> WebResult<T> {
+        let pooled = self.0.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let conn = match pooled {
+            Some(c) => c,
+            None => store::open_existing(&self.0.cfg.db)?,
+        };
+        let out = {
+            let enrolment = self
+                .0
+                .enrolment
+                .read()
+                .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))?;
+            f(&conn, &enrolment)
+        };
+        if let Ok(mut p) = self.0.pool.lock()
+            && p.len() < 8
+        {
+            p.push(conn);
+        }
+        out
     }
 
     /// Changes the enrolment file with `f`, then reloads it for ingest and the web side.
@@ -210,6 +283,7 @@ impl App {
 
 /// Every route.
 pub fn router(app: App) -> Router {
+    let limits = app.cfg().limits.clone();
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/device/{id}", get(pages::device))
@@ -243,8 +317,44 @@ pub fn router(app: App) -> Router {
         .route("/admin/alarms", get(admin::alarms))
         .route("/admin/alarms/{id}/ack", post(admin::ack))
         .fallback(|| async { WebError::NotFound("no such page".into()) })
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits.max_body_bytes,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.stall_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::map_response(explain_limits))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// The layers' own answers (408, 413) come without a word: say what happened and what to do.
+async fn explain_limits(r: Response) -> Response {
+    let msg = match r.status() {
+        StatusCode::REQUEST_TIMEOUT => {
+            "the request took too long (sent too slowly, or the answer took too long to prepare); try a shorter period"
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+        _ => return r,
+    };
+    if r.headers().contains_key(header::CONTENT_TYPE) {
+        return r;
+    }
+    let status = r.status();
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "{} {}: {msg}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    )
+        .into_response()
 }
 
 /// Headers on every response: no framing, no sniffing, no third-party anything.
@@ -311,11 +421,16 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
     let addr = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Database work waits for one of these threads rather than opening a connection (and
+        // its page cache) per request in flight.
+        .max_blocking_threads(16)
         .thread_name("hub-web")
         .enable_all()
         .build()
         .context("starting the web runtime")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = cfg.limits.clone();
+    let trusted = cfg.trusted_proxies.clone();
     let app = App::new(cfg, enrolment);
     let thread = std::thread::Builder::new()
         .name("hub-web".into())
@@ -328,26 +443,13 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
                         return;
                     }
                 };
-                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let mut rx = stop_rx;
+                let stopped = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                // Graceful: idle keep-alive connections close, requests in progress finish...
-                let server = std::future::IntoFuture::into_future(
-                    axum::serve(listener, router(app))
-                        .with_graceful_shutdown(stopped(stop_rx.clone())),
-                );
-                // ...within STOP_GRACE: a slow client does not hold the stop.
-                let grace = async {
-                    stopped(stop_rx).await;
-                    tokio::time::sleep(STOP_GRACE).await;
-                };
-                tokio::select! {
-                    r = server => if let Err(e) = r { tracing::error!("hub web: {e}") },
-                    _ = grace => tracing::warn!(
-                        "hub web: requests still in progress {} s after the stop; closing them",
-                        STOP_GRACE.as_secs()
-                    ),
-                }
+                // Graceful: idle keep-alive connections close, requests in progress finish
+                // within STOP_GRACE.
+                server::serve(listener, router(app), &limits, trusted, stopped, STOP_GRACE).await;
             });
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
         })
