@@ -3,8 +3,8 @@
 //! tokens handed to the browser in an HttpOnly, SameSite=Strict cookie and stored here only as
 //! their SHA-256, with an expiry and a per-session CSRF token that every admin form echoes.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,26 +30,79 @@ pub enum AuthError {
     Db(#[from] rusqlite::Error),
 }
 
-/// An Argon2id PHC string for `password`, with a fresh random salt.
-pub fn hash_password(password: &str) -> std::result::Result<String, AuthError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| AuthError::Hash(e.to_string()))?;
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| AuthError::Hash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
+/// Argon2's working memory (19 MiB with the default parameters), kept for the next check
+/// instead of being allocated and freed each time: the allocator would keep each freed copy in
+/// the arena of the thread that used it, and the hub grew by 19 MiB per blocking thread that
+/// ever checked a password (issue 21: 1.98 GB after 250 parallel logins). At most
+/// [`KEPT_MEMORIES`] are kept; the web side runs at most as many checks at once.
+static MEMORIES: std::sync::Mutex<Vec<Vec<Block>>> = std::sync::Mutex::new(Vec::new());
+
+/// How many working memories are kept between checks.
+pub const KEPT_MEMORIES: usize = 4;
+
+/// `argon` over `password` and `salt` into `out`, in a kept working memory.
+fn argon2_into(
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    let mut memory = MEMORIES
+        .lock()
+        .ok()
+        .and_then(|mut m| m.pop())
+        .unwrap_or_default();
+    memory.resize(argon.params().block_count(), Block::new());
+    let r = argon.hash_password_into_with_memory(password, salt, out, &mut memory[..]);
+    if let Ok(mut m) = MEMORIES.lock()
+        && m.len() < KEPT_MEMORIES
+    {
+        m.push(memory);
+    }
+    r
 }
 
-/// Checks a password against a PHC string (constant time inside argon2).
+/// An Argon2id PHC string for `password`, with a fresh random salt (the RustCrypto defaults:
+/// 19 MiB, 2 passes, 1 lane).
+pub fn hash_password(password: &str) -> std::result::Result<String, AuthError> {
+    let err = |e: &dyn std::fmt::Display| AuthError::Hash(e.to_string());
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| err(&e))?;
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| err(&e))?;
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&argon, password.as_bytes(), &bytes, &mut out).map_err(|e| err(&e))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| err(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| err(&e))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Checks a password against a PHC string (its algorithm, version and parameters), with a
+/// constant-time comparison of the outputs.
 pub fn verify_password(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let check = || -> Option<bool> {
+        let h = PasswordHash::new(phc).ok()?;
+        let expected = h.hash?;
+        let algorithm = Algorithm::try_from(h.algorithm).ok()?;
+        let version = match h.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&h).ok()?;
+        let mut salt = [0u8; 64];
+        let salt = h.salt?.decode_b64(&mut salt).ok()?;
+        let argon = Argon2::new(algorithm, version, params);
+        let mut out = vec![0u8; expected.len()];
+        argon2_into(&argon, password.as_bytes(), salt, &mut out).ok()?;
+        Some(Output::new(&out).ok()? == expected)
+    };
+    check().unwrap_or(false)
 }
 
 /// Creates or replaces an admin account.
@@ -187,7 +240,24 @@ mod tests {
         let phc: String = conn
             .query_row("SELECT phc FROM admins", [], |r| r.get(0))
             .unwrap();
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        // The crate's own verifier agrees with ours, both ways.
+        {
+            use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+            let h = PasswordHash::new(&phc).unwrap();
+            assert!(
+                Argon2::default()
+                    .verify_password(b"correct horse battery", &h)
+                    .is_ok()
+            );
+            let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+            let theirs = Argon2::default()
+                .hash_password(b"correct horse battery", &salt)
+                .unwrap()
+                .to_string();
+            assert!(verify_password(&theirs, "correct horse battery"));
+            assert!(!verify_password(&theirs, "correct horse batterY"));
+        }
         assert!(check_login(&conn, "alice", "correct horse battery").unwrap());
         assert!(!check_login(&conn, "alice", "correct horse batterY").unwrap());
         assert!(!check_login(&conn, "bob", "correct horse battery").unwrap());
@@ -208,5 +278,32 @@ mod tests {
         end_session(&conn, &token).unwrap();
         assert!(session(&conn, &token, 2000).unwrap().is_none());
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    /// Issue 21: a wrong name costs a whole Argon2 check too, so that response times do not
+    /// tell which accounts exist: the fastest of 7 tries each, interleaved (other tests run
+    /// beside this one), are within a factor of 2; a lookup that skipped the check would be
+    /// thousands of times faster.
+    #[test]
+    fn unknown_names_cost_a_password_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::store::open(&dir.path().join("db.sqlite")).unwrap();
+        set_password(&conn, "alice", "correct horse battery", 0).unwrap();
+        let time = |name: &str| {
+            let start = std::time::Instant::now();
+            assert!(!check_login(&conn, name, "wrong password, long").unwrap());
+            start.elapsed()
+        };
+        let _ = time("warm-up");
+        let (mut known, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..7 {
+            known = known.min(time("alice"));
+            unknown = unknown.min(time("nobody"));
+        }
+        let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "known {known:?}, unknown {unknown:?}"
+        );
     }
 }

@@ -640,3 +640,633 @@ fn sigterm_stops_the_hub_in_order() {
         .unwrap();
     assert_eq!(ok, "ok");
 }
+
+// ---- Issue 21, item 2: bounded resources on the web side --------------------------------------
+
+/// The admin of the web attacks and its password (set straight in the database).
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The most resident memory the hub may reach under any of these attacks.
+const RSS_LIMIT_KIB: u64 = 300 * 1024;
+
+/// A hub with the web side (`limits`: lines of its `[http.limits]` section), an admin account,
+/// `seed` run on its database before it starts, its good device `dev-1` publishing; returns
+/// once the device's records are stored.
+fn web_hub(
+    tmp: &std::path::Path,
+    broker: &Mosquitto,
+    limits: &str,
+    seed: impl FnOnce(&rusqlite::Connection),
+) -> (Hub, GoodDevice, std::net::SocketAddr) {
+    let web = attack::free_port();
+    let good = Device::new("fr-lyon", "dev-1", 1);
+    let mut hub = Hub::setup(
+        &tmp.join("hub"),
+        broker.port,
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n[http.limits]\n{limits}\n"),
+    );
+    hub.enroll(&good);
+    {
+        let conn = hub::db::store::open(&hub.db).expect("the hub's database");
+        hub::auth::set_password(&conn, ADMIN, ADMIN_PASSWORD, 0).expect("admin");
+        seed(&conn);
+    }
+    hub.start();
+    let dev = GoodDevice::start(
+        good,
+        hub.db.clone(),
+        broker.port,
+        None,
+        Duration::from_millis(20),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
+        "the hub stores nothing:\n{}",
+        hub.log()
+    );
+    assert!(attack::wait_port(web, Duration::from_secs(10)));
+    (hub, dev, std::net::SocketAddr::from(([127, 0, 0, 1], web)))
+}
+
+/// An answer read off the wire: status, headers (lower-case names) and body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request from the local address `from` (any of 127.0.0.0/8: each is another
+/// client to the hub), on its own connection.
+async fn request_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    form: &str,
+) -> std::io::Result<Answer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    let mut s = socket.connect(to).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+async fn login_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddr,
+    name: &str,
+    password: &str,
+) -> Answer {
+    request_from(
+        from,
+        to,
+        "POST",
+        "/admin/login",
+        &format!("name={name}&password={}", password.replace(' ', "+")),
+    )
+    .await
+    .expect("a login answer")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn count(statuses: &[u16], s: u16) -> usize {
+    statuses.iter().filter(|x| **x == s).count()
+}
+
+/// 200 wrong passwords as fast as the hub answers (the issue's brute force: 200 in 6 s, no
+/// delay), then one address scanning 40 account names: both throttled with 429 and a
+/// `Retry-After`, without Argon2 work; the right password works for the right user once the
+/// account's delay is over, while the scanning address is still held.
+#[test]
+fn login_brute_force_is_throttled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (hub, dev, addr) = web_hub(tmp.path(), &broker, "", |_| {});
+    let rt = runtime();
+    let before = hub.stored("dev-1");
+    let start = Instant::now();
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let scanner = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let office = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let brute: Vec<Answer> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..200 {
+            out.push(login_from(attacker, addr, ADMIN, &format!("guess number {i}")).await);
+        }
+        out
+    });
+    let brute_s = start.elapsed().as_secs_f64();
+    let scan: Vec<Answer> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..40 {
+            out.push(login_from(scanner, addr, &format!("user-{i}"), "a guess, long enough").await);
+        }
+        out
+    });
+    // The right password from the scanning address: held by the address's delay.
+    let scanner_right = rt.block_on(login_from(scanner, addr, ADMIN, ADMIN_PASSWORD));
+    // From the office: held by the account's delay, then let in once it is over.
+    let early = rt.block_on(login_from(office, addr, ADMIN, ADMIN_PASSWORD));
+    let mut waited = 0;
+    let mut late = early;
+    while late.status == 429 && waited < 120 {
+        let secs: u64 = late
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("a Retry-After with a 429");
+        std::thread::sleep(Duration::from_secs(secs));
+        waited += secs;
+        late = rt.block_on(login_from(office, addr, ADMIN, ADMIN_PASSWORD));
+    }
+    let during = hub.stored("dev-1") - before;
+    let statuses: Vec<u16> = brute.iter().map(|a| a.status).collect();
+    let scan_statuses: Vec<u16> = scan.iter().map(|a| a.status).collect();
+    figures(
+        "login-200-wrong-passwords",
+        &[
+            ("seconds for 200 tries", format!("{brute_s:.1}")),
+            ("401 (checked)", count(&statuses, 401).to_string()),
+            ("429 (throttled)", count(&statuses, 429).to_string()),
+            (
+                "name scan 401/429",
+                format!(
+                    "{}/{}",
+                    count(&scan_statuses, 401),
+                    count(&scan_statuses, 429)
+                ),
+            ),
+            ("seconds waited before the right login", waited.to_string()),
+            ("good device records stored during it", during.to_string()),
+            ("hub peak RSS KiB", hub.peak_rss_kib().to_string()),
+        ],
+    );
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(count(&statuses, 429) >= 150, "{statuses:?}");
+    assert!(count(&statuses, 401) <= 20, "{statuses:?}");
+    for a in brute.iter().filter(|a| a.status == 429) {
+        let secs: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&secs), "{secs}");
+        assert!(a.body.contains("try again in"), "{}", a.body);
+        assert!(a.body.contains("réessayez dans"), "{}", a.body);
+    }
+    assert!(count(&scan_statuses, 429) >= 25, "{scan_statuses:?}");
+    assert_eq!(scanner_right.status, 429, "the scanning address is held");
+    assert_eq!(late.status, 303, "the right password after the delay");
+    assert!(
+        late.header("set-cookie")
+            .is_some_and(|c| c.starts_with("iat_session=")),
+        "{:?}",
+        late.headers
+    );
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    assert!(hub.peak_rss_kib() < RSS_LIMIT_KIB);
+    drop(dev);
+}
+
+/// 250 logins at once from 250 addresses (none throttled: each is a first try): the Argon2
+/// checks (19 MiB each) run two at a time, the others wait or get a 503; memory stays bounded
+/// and the admin logs in right after.
+#[test]
+fn parallel_logins_keep_memory_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (mut hub, dev, addr) = web_hub(tmp.path(), &broker, "", |_| {});
+    let rt = runtime();
+    let before = hub.stored("dev-1");
+    let rss_before = hub.peak_rss_kib();
+    let start = Instant::now();
+    let statuses: Vec<u16> = rt.block_on(async {
+        let tasks: Vec<_> = (0..250u32)
+            .map(|i| {
+                let from =
+                    std::net::Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, (i % 200) as u8 + 2);
+                tokio::spawn(async move {
+                    login_from(from, addr, &format!("clerk-{i}"), "a password, long enough")
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("a login task"));
+        }
+        out
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let admin = rt.block_on(login_from(
+        std::net::Ipv4Addr::new(127, 0, 0, 1),
+        addr,
+        ADMIN,
+        ADMIN_PASSWORD,
+    ));
+    let during = hub.stored("dev-1") - before;
+    let peak = hub.peak_rss_kib();
+    figures(
+        "login-250-parallel",
+        &[
+            ("seconds", format!("{seconds:.1}")),
+            ("401 (checked)", count(&statuses, 401).to_string()),
+            ("503 (no place in time)", count(&statuses, 503).to_string()),
+            ("good device records stored during it", during.to_string()),
+            ("hub peak RSS KiB before", rss_before.to_string()),
+            ("hub peak RSS KiB", peak.to_string()),
+        ],
+    );
+    assert!(
+        statuses.iter().all(|s| [401, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(count(&statuses, 401) >= 2, "{statuses:?}");
+    assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+    assert_eq!(admin.status, 303, "{}", admin.body);
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    assert!(hub.running(), "{}", hub.log());
+    drop(dev);
+}
+
+/// Devices with a year of data, written straight into the `series` table (what ingest would
+/// have derived from their records): `hourly` devices `yr-NNN` with a year of 1-hour
+/// windows, and `minutely` devices `min-N` with a year of 1-minute windows.
+fn seed_a_year(conn: &rusqlite::Connection, hourly: u32, minutely: u32) {
+    const YEAR_START: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    let fill = |device: &str, windows: i64, length_ms: i64| {
+        conn.execute(
+            "INSERT INTO devices (device, next_seq, frontier) VALUES (?1, ?2, x'')",
+            rusqlite::params![device, windows],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO series_keys (device, model, kind, class) VALUES (?1, 'm', 'count', 'person')",
+            [device],
+        )
+        .unwrap();
+        conn.execute(
+            "WITH RECURSIVE w(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM w WHERE i + 1 < ?2)
+             INSERT INTO series (device, model, kind, class, start_ms, seq, length_ms, partial,
+               clock_jumps, n, value, value_sup, peak, peak_sup, k, epsilon_milli)
+             SELECT ?1, 'm', 'count', 'person', ?3 + i * ?4, i, ?4, 0, 0, 900,
+               CASE WHEN i % 7 = 0 THEN NULL ELSE i % 50 END, i % 7 = 0, i % 9, 0, 3, NULL
+             FROM w",
+            rusqlite::params![device, windows, YEAR_START, length_ms],
+        )
+        .unwrap();
+    };
+    conn.execute_batch("BEGIN").unwrap();
+    for d in 0..hourly {
+        fill(&format!("yr-{d:03}"), 365 * 24, 3_600_000);
+    }
+    for d in 0..minutely {
+        fill(&format!("min-{d}"), 365 * 24 * 60, 60_000);
+    }
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+/// GET `path` from 127.0.0.1 with ureq: (status, body bytes, body lines, the body's first
+/// 4 KiB).
+fn get_sized(base: &str, path: &str) -> (u16, usize, usize, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into();
+    let Ok(mut r) = agent.get(format!("{base}{path}")).call() else {
+        return (0, 0, 0, String::new());
+    };
+    let status = r.status().as_u16();
+    let mut reader = r.body_mut().with_config().limit(1 << 30).reader();
+    let mut head = vec![0u8; 4096];
+    let (mut total, mut lines) = (0, 0);
+    let mut kept = Vec::new();
+    loop {
+        match std::io::Read::read(&mut reader, &mut head) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if kept.len() < 4096 {
+                    kept.extend_from_slice(&head[..n.min(4096 - kept.len())]);
+                }
+                total += n;
+                lines += head[..n].iter().filter(|b| **b == b'\n').count();
+            }
+        }
+    }
+    (
+        status,
+        total,
+        lines,
+        String::from_utf8_lossy(&kept).into_owned(),
+    )
+}
+
+/// A year of data for 100 devices (1-hour windows) and 3 with 1-minute windows, then the
+/// issue's 30 parallel year-long `bucket=window` series requests, and 30 more heavy ones at
+/// once (whole-year CSV exports, every window of a year of hours, a year of minutes in 1-hour
+/// buckets): refused with a 400 naming `bucket` when too large, streamed otherwise, two at a
+/// time; memory bounded and ingest going on.
+#[test]
+fn year_long_series_and_exports_keep_memory_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let seeding = Instant::now();
+    let (hub, dev, addr) = web_hub(tmp.path(), &broker, "", |c| seed_a_year(c, 100, 3));
+    let seed_s = seeding.elapsed().as_secs_f64();
+    let base = format!("http://{addr}");
+    let series = "model=m&kind=count&class=person";
+    let before = hub.stored("dev-1");
+    let rss_before = hub.peak_rss_kib();
+    type Got = (String, (u16, usize, usize, String));
+    let run = |paths: Vec<String>| -> Vec<Got> {
+        let handles: Vec<_> = paths
+            .into_iter()
+            .map(|p| {
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    let a = get_sized(&base, &p);
+                    (p, a)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let start = Instant::now();
+    let windows = run((0..30)
+        .map(|i| format!("/api/devices/min-{}/series?{series}&bucket=window", i % 3))
+        .collect());
+    let windows_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mixed = run((0..30)
+        .map(|i| match i % 3 {
+            0 => format!("/export/min-{}/series.csv?{series}", i % 2),
+            1 => format!("/api/devices/yr-{i:03}/series?{series}&bucket=window"),
+            _ => format!("/api/devices/min-{}/series?{series}&bucket=1h", i % 3),
+        })
+        .collect());
+    let mixed_s = start.elapsed().as_secs_f64();
+    // A page still answers afterwards.
+    let page = get_sized(&base, "/");
+    let during = hub.stored("dev-1") - before;
+    let peak = hub.peak_rss_kib();
+    let statuses = |r: &[Got]| -> Vec<u16> { r.iter().map(|(_, a)| a.0).collect() };
+    let (ws, ms) = (statuses(&windows), statuses(&mixed));
+    let csv_full = mixed
+        .iter()
+        .filter(|(p, a)| p.contains("series.csv") && a.0 == 200)
+        .map(|(_, a)| a.2)
+        .max()
+        .unwrap_or(0);
+    figures(
+        "series-year-30-parallel",
+        &[
+            (
+                "seconds to seed 100 device-years of hours and 3 of minutes",
+                format!("{seed_s:.1}"),
+            ),
+            (
+                "30 bucket=window: 400/503/200",
+                format!(
+                    "{}/{}/{}",
+                    count(&ws, 400),
+                    count(&ws, 503),
+                    count(&ws, 200)
+                ),
+            ),
+            ("seconds", format!("{windows_s:.1}")),
+            (
+                "30 mixed heavy (CSV year of minutes, windows of a year of hours, 1h buckets): 200/503",
+                format!("{}/{}", count(&ms, 200), count(&ms, 503)),
+            ),
+            ("seconds for them", format!("{mixed_s:.1}")),
+            ("lines of the CSV exports streamed", csv_full.to_string()),
+            ("good device records stored during it", during.to_string()),
+            ("hub peak RSS KiB before", rss_before.to_string()),
+            ("hub peak RSS KiB", peak.to_string()),
+        ],
+    );
+    for (p, (status, _, _, body)) in &windows {
+        match status {
+            400 => assert!(
+                body.contains("`bucket=window`") && body.contains("525600 windows"),
+                "{p}: {body}"
+            ),
+            503 => assert!(body.contains("try again"), "{p}: {body}"),
+            s => panic!("{p}: {s} {body}"),
+        }
+    }
+    assert!(count(&ws, 400) > 0);
+    for (p, (status, _, lines, body)) in &mixed {
+        assert!([200, 503].contains(status), "{p}: {status} {body}");
+        if *status == 200 && p.contains("series.csv") {
+            // Every minute of the year, and the header line: the stream is whole.
+            assert_eq!(*lines, 525_600 + 1, "{p}");
+        }
+    }
+    for kind in ["series.csv", "bucket=window", "bucket=1h"] {
+        assert!(
+            mixed.iter().any(|(p, a)| p.contains(kind) && a.0 == 200),
+            "no {kind} answered: {ms:?}"
+        );
+    }
+    assert_eq!(page.0, 200);
+    // A streamed series is a whole JSON document with every window.
+    let year = api(
+        &base,
+        &format!("/api/devices/yr-007/series?{series}&bucket=window"),
+    );
+    assert_eq!(year["windows"].as_array().unwrap().len(), 365 * 24);
+    assert_eq!(year["windows"][0]["value"], "< 3");
+    assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    drop(dev);
+}
+
+/// The soft limit of open files of this process (the hub inherits it).
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// Slowloris: 4,000 connections from 40 addresses, each sending half a request header and
+/// nothing more (the issue's attacker held them 40 s). Each address keeps at most 64 (the
+/// others are closed at once), those are closed at the header timeout (10 s), and meanwhile a
+/// page answers and the good device's records are stored.
+#[test]
+fn half_open_connections_are_closed_at_the_header_timeout() {
+    const HEADER_TIMEOUT_S: u64 = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (hub, dev, addr) = web_hub(tmp.path(), &broker, "", |_| {});
+    // 4,000 sockets here and as many in the hub, with room for the rest of each process.
+    let limit = open_files_limit();
+    let wanted: u64 = 4_000;
+    let n = wanted.min(limit.saturating_sub(500));
+    if n < wanted {
+        println!(
+            "slowloris: {n} connections instead of {wanted}: this process may open {limit} files (ulimit -n)"
+        );
+    }
+    assert!(
+        n >= 1_000,
+        "ulimit -n is {limit}: raise it to run this test"
+    );
+    let rt = runtime();
+    let before = hub.stored("dev-1");
+    let base = format!("http://{addr}");
+    let start = Instant::now();
+    // Open them all, half a header each; then time how long each stays open.
+    let (closed, page, page_s) = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut streams = Vec::new();
+        for i in 0..n {
+            let from = std::net::Ipv4Addr::new(127, 0, 2, 10 + (i % 40) as u8);
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind((from, 0).into()).expect("bind");
+            let Ok(mut s) = socket.connect(addr).await else {
+                continue;
+            };
+            // Refused at once (over the per-address cap): the write may fail, that is fine.
+            let _ = s
+                .write_all(b"GET / HTTP/1.1\r\nHost: hub\r\nUser-Agent: slow")
+                .await;
+            streams.push(s);
+        }
+        let opened = Instant::now();
+        let waits: Vec<_> = streams
+            .into_iter()
+            .map(|mut s| {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    // Until the server closes it (EOF or reset), 30 s at most.
+                    let r = tokio::time::timeout(Duration::from_secs(30), async {
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    })
+                    .await;
+                    r.ok().map(|_| opened.elapsed())
+                })
+            })
+            .collect();
+        // Meanwhile a normal page from another address.
+        let page_start = Instant::now();
+        let page = tokio::task::spawn_blocking(move || get_sized(&base, "/"))
+            .await
+            .expect("page");
+        let page_s = page_start.elapsed().as_secs_f64();
+        let mut closed = Vec::new();
+        for w in waits {
+            closed.push(w.await.expect("a waiting task"));
+        }
+        (closed, page, page_s)
+    });
+    let total_s = start.elapsed().as_secs_f64();
+    let during = hub.stored("dev-1") - before;
+    let held_to_the_end = closed.iter().filter(|c| c.is_none()).count();
+    let at_once = closed
+        .iter()
+        .flatten()
+        .filter(|d| d.as_secs_f64() < 1.0)
+        .count();
+    let longest = closed
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64())
+        .fold(0.0, f64::max);
+    let peak = hub.peak_rss_kib();
+    figures(
+        "slowloris-4000-half-open",
+        &[
+            ("connections", closed.len().to_string()),
+            (
+                "closed within 1 s (over the per-address cap)",
+                at_once.to_string(),
+            ),
+            ("longest held, s", format!("{longest:.1}")),
+            ("still open after 30 s", held_to_the_end.to_string()),
+            (
+                "page answered during it",
+                format!("{} in {page_s:.2} s", page.0),
+            ),
+            ("seconds", format!("{total_s:.1}")),
+            ("good device records stored during it", during.to_string()),
+            ("hub peak RSS KiB", peak.to_string()),
+        ],
+    );
+    assert_eq!(closed.len() as u64, n, "every connection was opened");
+    assert_eq!(held_to_the_end, 0, "connections held past 30 s");
+    assert!(
+        longest < (HEADER_TIMEOUT_S + 5) as f64,
+        "held {longest:.1} s, header timeout {HEADER_TIMEOUT_S} s"
+    );
+    // 40 addresses keep 64 each; the others are closed at once.
+    assert!(at_once as u64 >= n - 40 * 64, "{at_once} closed at once");
+    assert_eq!(page.0, 200, "{}", page.3);
+    assert!(page_s < 5.0, "the page took {page_s:.1} s");
+    assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    drop(dev);
+}
