@@ -1270,3 +1270,91 @@ fn half_open_connections_are_closed_at_the_header_timeout() {
     );
     drop(dev);
 }
+
+/// The other bounds of a request: a body larger than the limit is refused with a 413 before it
+/// is read; a body that stops coming is given up after the stall timeout; and a client that
+/// stops reading a year-long export is disconnected after the stall timeout, which frees the
+/// heavy query's place for the next request (with one place, it would wait and get a 503).
+#[test]
+fn slow_clients_are_cut_off_and_free_their_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let (hub, dev, addr) = web_hub(
+        tmp.path(),
+        &broker,
+        "heavy_queries = 1\nstall_timeout = \"2s\"\n",
+        |c| seed_a_year(c, 0, 1),
+    );
+    let before = hub.stored("dev-1");
+    let rt = runtime();
+    let local = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let big = format!("name=admin&password={}", "x".repeat(200_000));
+    let too_large = rt
+        .block_on(request_from(local, addr, "POST", "/admin/login", &big))
+        .expect("an answer to an oversized body");
+    // Half a body, then nothing.
+    let half_body_s = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            b"POST /admin/login HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=admin&pass",
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (
+            start.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&out).into_owned(),
+        )
+    };
+    // An export never read past its first bytes.
+    let path = "/export/min-0/series.csv?model=m&kind=count&class=person";
+    let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        format!("GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut stalled, &mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+    let start = Instant::now();
+    let next = get_sized(&format!("http://{addr}"), path);
+    let next_s = start.elapsed().as_secs_f64();
+    let during = hub.stored("dev-1") - before;
+    figures(
+        "slow-clients",
+        &[
+            ("oversized body", too_large.status.to_string()),
+            (
+                "half a body given up after, s",
+                format!("{:.1}", half_body_s.0),
+            ),
+            (
+                "next export, waiting for the stalled one's place",
+                format!("{} after {next_s:.1} s", next.0),
+            ),
+            ("good device records stored during it", during.to_string()),
+            ("hub peak RSS KiB", hub.peak_rss_kib().to_string()),
+        ],
+    );
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    assert!(too_large.body.contains("too large"), "{}", too_large.body);
+    assert!(
+        half_body_s.0 < 8.0,
+        "a stalled body held {:.1} s: {}",
+        half_body_s.0,
+        half_body_s.1
+    );
+    assert_eq!(next.0, 200, "{}", next.3);
+    assert_eq!(next.2, 525_600 + 1);
+    assert!(hub.peak_rss_kib() < RSS_LIMIT_KIB);
+    assert!(
+        during > 0,
+        "the good device stored nothing during the attack"
+    );
+    drop(stalled);
+    drop(dev);
+}

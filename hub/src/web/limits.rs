@@ -19,6 +19,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub request_timeout: Option<String>,
     #[serde(default)]
+    pub stall_timeout: Option<String>,
+    #[serde(default)]
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub max_connections_per_address: Option<usize>,
@@ -102,6 +104,7 @@ impl Limits {
         Ok(Limits {
             header_timeout: duration("header_timeout", &raw.header_timeout, d.header_timeout)?,
             request_timeout: duration("request_timeout", &raw.request_timeout, d.request_timeout)?,
+            stall_timeout: duration("stall_timeout", &raw.stall_timeout, d.stall_timeout)?,
             max_connections: count(
                 "max_connections",
                 raw.max_connections,

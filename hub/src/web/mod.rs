@@ -332,18 +332,18 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The layers' own answers (408, 413) come without a word: say what happened and what to do.
+/// The layers' own answers (408, 413: no handler answers them) come without a word, or with a
+/// bare "length limit exceeded": say what happened and what to do.
 async fn explain_limits(r: Response) -> Response {
     let msg = match r.status() {
         StatusCode::REQUEST_TIMEOUT => {
             "the request took too long (sent too slowly, or the answer took too long to prepare); try a shorter period"
         }
-        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is too large (the admin forms need a few hundred bytes; `max_body_bytes` in [http.limits])"
+        }
         _ => return r,
     };
-    if r.headers().contains_key(header::CONTENT_TYPE) {
-        return r;
-    }
     let status = r.status();
     (
         status,
