@@ -714,13 +714,14 @@ async fn request_from(
     method: &str,
     path: &str,
     form: &str,
+    extra_headers: &str,
 ) -> std::io::Result<Answer> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind((from, 0).into())?;
     let mut s = socket.connect(to).await?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\n{extra_headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
         form.len()
     );
     s.write_all(req.as_bytes()).await?;
@@ -757,6 +758,7 @@ async fn login_from(
         "POST",
         "/admin/login",
         &format!("name={name}&password={}", password.replace(' ', "+")),
+        "",
     )
     .await
     .expect("a login answer")
@@ -1290,7 +1292,7 @@ fn slow_clients_are_cut_off_and_free_their_place() {
     let local = std::net::Ipv4Addr::new(127, 0, 0, 1);
     let big = format!("name=admin&password={}", "x".repeat(200_000));
     let too_large = rt
-        .block_on(request_from(local, addr, "POST", "/admin/login", &big))
+        .block_on(request_from(local, addr, "POST", "/admin/login", &big, ""))
         .expect("an answer to an oversized body");
     // Half a body, then nothing.
     let half_body_s = {
@@ -1357,4 +1359,76 @@ fn slow_clients_are_cut_off_and_free_their_place() {
     );
     drop(stalled);
     drop(dev);
+}
+
+/// Behind a reverse proxy (`trusted_proxies`): logins are throttled per client address as the
+/// proxy reports it in `X-Forwarded-For`, so one client scanning names does not lock out the
+/// others behind the same proxy; from any other peer the header is ignored (a client cannot
+/// dodge the throttle by writing a new address in each request).
+#[test]
+fn behind_a_trusted_proxy_clients_are_told_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::plain(tmp.path());
+    let web = attack::free_port();
+    let mut hub = Hub::setup(
+        &tmp.path().join("hub"),
+        broker.port,
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\ntrusted_proxies = [\"127.0.0.1\"]\n"),
+    );
+    {
+        let conn = hub::db::store::open(&hub.db).expect("the hub's database");
+        hub::auth::set_password(&conn, ADMIN, ADMIN_PASSWORD, 0).expect("admin");
+    }
+    hub.start();
+    assert!(attack::wait_port(web, Duration::from_secs(10)));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], web));
+    let rt = runtime();
+    let login = |from: [u8; 4], forwarded: &str, name: &str, password: &str| {
+        let xff = if forwarded.is_empty() {
+            String::new()
+        } else {
+            format!("X-Forwarded-For: {forwarded}\r\n")
+        };
+        let form = format!("name={name}&password={}", password.replace(' ', "+"));
+        rt.block_on(request_from(
+            from.into(),
+            addr,
+            "POST",
+            "/admin/login",
+            &form,
+            &xff,
+        ))
+        .expect("an answer")
+        .status
+    };
+    // One client behind the proxy scans 20 names (a client-written address first: ignored).
+    let scan: Vec<u16> = (0..20)
+        .map(|i| {
+            login(
+                [127, 0, 0, 1],
+                "198.51.100.1, 203.0.113.7",
+                &format!("user-{i}"),
+                "a guess, long enough",
+            )
+        })
+        .collect();
+    // Another client behind the same proxy is not held.
+    let other = login([127, 0, 0, 1], "203.0.113.8", ADMIN, ADMIN_PASSWORD);
+    // Not through the proxy: a new address in the header each time changes nothing.
+    let direct: Vec<u16> = (0..20)
+        .map(|i| {
+            login(
+                [127, 0, 0, 9],
+                &format!("192.0.2.{i}"),
+                &format!("other-{i}"),
+                "a guess, long enough",
+            )
+        })
+        .collect();
+    println!("behind a proxy: scan {scan:?}, other client {other}, direct {direct:?}");
+    assert!(count(&scan, 429) >= 8, "{scan:?}");
+    assert_eq!(other, 303);
+    assert!(count(&direct, 429) >= 8, "{direct:?}");
+    assert!(hub.running());
 }
