@@ -171,7 +171,13 @@ pub async fn login(
         }
         return Ok(r);
     }
-    let permit = app.password_slot().await?;
+    let permit = match app.password_slot().await {
+        Ok(p) => p,
+        Err(e) => {
+            app.throttle().abandoned(&name, client);
+            return Err(e);
+        }
+    };
     let who = name.clone();
     let session = app
         .db(move |c, _| {

@@ -7,6 +7,7 @@
 //! [`axum::extract::ConnectInfo`], and an orderly stop.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -153,8 +154,6 @@ impl AsyncWrite for Guarded {
         self.watch(cx, r)
     }
 }
-
-use std::future::Future;
 
 /// Serves `router` on `listener` until `stop` resolves, then lets the requests in progress
 /// finish for `grace` at most.

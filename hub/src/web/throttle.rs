@@ -179,6 +179,12 @@ impl Throttle {
         Ok(())
     }
 
+    /// The attempt was never checked (no place for the password check): it does not count.
+    pub fn abandoned(&mut self, account: &str, addr: IpAddr) {
+        self.accounts.undo(&account.to_owned());
+        self.addresses.undo(&addr);
+    }
+
     /// The attempt succeeded.
     pub fn succeeded(&mut self, account: &str, addr: IpAddr) {
         self.accounts.forgive(&account.to_owned());
@@ -250,6 +256,12 @@ mod tests {
             .filter(|_| t.begin("admin", ip(3), 0).is_ok())
             .count();
         assert_eq!(started as u32, ACCOUNTS.free + 1);
+        // Attempts that never got a password check give their place back.
+        let mut t = Throttle::default();
+        for _ in 0..20 {
+            assert_eq!(t.begin("admin", ip(4), 0), Ok(()));
+            t.abandoned("admin", ip(4));
+        }
     }
 
     #[test]
