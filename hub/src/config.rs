@@ -22,6 +22,10 @@ struct RawConfig {
     gap_timeout: Option<String>,
     #[serde(default)]
     status_stale: Option<String>,
+    /// `production` (the default) or `demo`: a production hub refuses to enrol a device
+    /// without its controller, purpose and legal basis (the public register states them).
+    #[serde(default)]
+    mode: Option<String>,
     mqtt: RawMqtt,
     #[serde(default)]
     http: Option<RawHttp>,
@@ -41,6 +45,28 @@ pub struct RawHttp {
     /// proxy may rewrite); with `https`, the session cookie is also `Secure`.
     #[serde(default)]
     pub public_origin: Option<String>,
+    /// The time zone of the dates the pages show: an IANA name (`Europe/Paris`, the default;
+    /// read from the system's tzdb) or a POSIX TZ rule (`CET-1CEST,M3.5.0,M10.5.0/3`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// What the hub is for: a production hub refuses incomplete enrolments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Production,
+    Demo,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "production" => Some(Mode::Production),
+            "demo" => Some(Mode::Demo),
+            _ => None,
+        }
+    }
 }
 
 /// Where the web side listens and which cards it offers for enrolment.
@@ -51,6 +77,8 @@ pub struct Http {
     /// Normalised (`scheme://host[:port]`, lower case, no default port): what a browser sends
     /// as `Origin`.
     pub public_origin: Option<String>,
+    /// The time zone of the pages' dates.
+    pub time_zone: crate::web::i18n::Zone,
 }
 
 /// An origin as a browser sends it: `http` or `https`, a host, an optional port, nothing else;
@@ -149,6 +177,7 @@ pub struct Config {
     pub status_stale: Duration,
     pub mqtt: Mqtt,
     pub http: Option<Http>,
+    pub mode: Mode,
 }
 
 /// A duration in jiff's friendly format (`"250ms"`, `"30s"`, `"2m"`, `"1h 30m"`) or ISO 8601
@@ -181,6 +210,10 @@ impl Config {
                     field("status_stale", "a duration from 1s to 8784h, like \"180s\"")
                 })?,
         };
+        let mode = match &raw.mode {
+            None => Mode::default(),
+            Some(m) => Mode::parse(m).ok_or_else(|| field("mode", "\"production\" or \"demo\""))?,
+        };
         let mqtt = mqtt(base, &raw.mqtt, &format!("hub-{}", raw.name))
             .map_err(|(f, m)| field(&format!("mqtt.{f}"), &m))?;
         let http = match &raw.http {
@@ -199,6 +232,15 @@ impl Config {
                         )
                     })?),
                 },
+                time_zone: match &h.time_zone {
+                    None => crate::web::i18n::default_time_zone(),
+                    Some(z) => crate::web::i18n::time_zone(z).ok_or_else(|| {
+                        field(
+                            "http.time_zone",
+                            "an IANA time zone known to this machine's tzdb (/usr/share/zoneinfo), like \"Europe/Paris\", or a POSIX TZ rule like \"CET-1CEST,M3.5.0,M10.5.0/3\"",
+                        )
+                    })?,
+                },
             }),
         };
         Ok(Config {
@@ -211,6 +253,7 @@ impl Config {
             gap_timeout,
             status_stale,
             mqtt,
+            mode,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod api;
 pub mod chart;
 pub mod export;
 pub mod health;
+pub mod i18n;
 pub mod pages;
 pub mod params;
 
@@ -48,6 +49,10 @@ pub struct WebConfig {
     pub hub_name: String,
     /// `[http] public_origin`, normalised: where admin POSTs must come from.
     pub public_origin: Option<String>,
+    /// The time zone of the dates on the pages (`[http] time_zone`).
+    pub time_zone: i18n::Zone,
+    /// A production hub refuses incomplete enrolments (`mode`).
+    pub mode: crate::config::Mode,
 }
 
 impl WebConfig {
@@ -61,6 +66,8 @@ impl WebConfig {
             cards: h.cards.clone(),
             hub_name: c.name.clone(),
             public_origin: h.public_origin.clone(),
+            time_zone: h.time_zone.clone(),
+            mode: c.mode,
         })
     }
 }
@@ -243,6 +250,7 @@ pub fn router(app: App) -> Router {
         .route("/admin/alarms", get(admin::alarms))
         .route("/admin/alarms/{id}/ack", post(admin::ack))
         .fallback(|| async { WebError::NotFound("no such page".into()) })
+        .layer(axum::middleware::from_fn(i18n::language))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }

@@ -137,6 +137,7 @@ impl Fixture {
                     site: None,
                     retired_keys: vec![],
                     models: vec![card.clone()],
+                    ..Default::default()
                 },
             )
             .expect("enroll");
@@ -317,6 +318,7 @@ impl Fixture {
                 site: None,
                 retired_keys: vec![],
                 models: vec![card.clone()],
+                ..Default::default()
             },
         )
         .expect("enroll");
