@@ -132,7 +132,7 @@ fn public_pages_and_api_show_the_stored_data() {
             dev.id
         );
     }
-    assert!(d.body.contains("Territory fr-lyon") && d.body.contains("Territory fr-nantes"));
+    assert!(d.body.contains("Territoire fr-lyon") && d.body.contains("Territoire fr-nantes"));
     let api = json(&fx.url("/api/devices"));
     let devs = api["devices"].as_array().unwrap();
     let find = |id: &str| devs.iter().find(|d| d["id"] == id).unwrap().clone();
@@ -223,7 +223,7 @@ fn public_pages_and_api_show_the_stored_data() {
     let p = get(&fx.url("/device/dev-1"), None);
     assert_eq!(p.status, 200);
     assert!(p.body.contains("id=\"chart-centerface-int8-count-face\""));
-    assert!(p.body.contains("ε = 1.000"));
+    assert!(p.body.contains("ε = 1 par fenêtre"));
     assert_eq!(
         p.body
             .split("id=\"chart-centerface-int8-count-face\"")
@@ -249,7 +249,7 @@ fn the_register_lets_anyone_verify_a_device() {
         "IAT project maintainers",
         "MIT",
         "WIDER FACE",
-        "2026-03-01T00:00:00Z",
+        "1 mars 2026, 01:00",
         "hub verify",
     ] {
         assert!(r.body.contains(needle), "register lacks {needle}");
@@ -442,6 +442,9 @@ fn admin_routes_refuse_without_a_session_and_work_with_one() {
             ("vkey", &new_key),
             ("card", MODEL),
             ("site_name", "<script>alert(1)</script> Place Bellecour"),
+            ("controller", "Ville de Lyon <b>voirie</b>"),
+            ("purpose", "Mesurer la fréquentation de la place"),
+            ("legal_basis", "RGPD art. 6.1.e"),
             ("lat", "45.7578"),
             ("lon", "4.8320"),
             ("insee", "69382"),
@@ -683,7 +686,7 @@ fn admin_alarm_list_pages_and_filters() {
     );
     // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
     assert!(
-        all.body.contains("34 alarm(s), 301 event(s) or message(s)"),
+        all.body.contains("34 alarme(s), 301 événement(s) ou message(s)"),
         "{}",
         all.body
     );
@@ -691,7 +694,7 @@ fn admin_alarm_list_pages_and_filters() {
     assert_eq!(critical.body.matches("data-kind=\"FORK\"").count(), 1);
     assert!(!critical.body.contains("data-kind=\"UNENROLLED\""));
     let second = page("?kind=UNENROLLED&per_page=10&page=2");
-    assert!(second.body.contains("page 2 of 4"), "{}", second.body);
+    assert!(second.body.contains("page 2 sur 4"), "{}", second.body);
     assert_eq!(second.body.matches("data-kind=\"UNENROLLED\"").count(), 10);
     assert!(
         second.body.contains(
@@ -701,7 +704,7 @@ fn admin_alarm_list_pages_and_filters() {
         second.body
     );
     let cam = page("?device=cam-9");
-    assert!(cam.body.contains("1 alarm(s)"), "{}", cam.body);
+    assert!(cam.body.contains("1 alarme(s)"), "{}", cam.body);
     for bad in [
         "?severity=urgent",
         "?page=0",
@@ -871,7 +874,7 @@ fn v2_records_keep_their_epsilon_and_budget_and_withheld_windows_are_shown() {
         2 * (V2_RECORDS - V2_PAID),
         "each withheld window, in the count and presence tables"
     );
-    assert!(p.body.contains("ε = 0.999 per window"));
+    assert!(p.body.contains("ε = 0,999 par fenêtre"));
     // A v1 device has no budget sentence.
     let p1 = get(&fx.url("/device/dev-1"), None);
     assert!(!p1.body.contains("Protection de la vie privée"));
@@ -953,12 +956,12 @@ fn line_counts_are_shown_and_exported_per_class_and_direction() {
     let p = get(&fx.url(&format!("/device/{LINE_DEVICE}")), None);
     assert_eq!(p.status, 200);
     assert!(
-        p.body.contains("ligne rue · person · entrées"),
+        p.body.contains("Passages de la ligne « rue » : personnes, entrées"),
         "{}",
         p.body
     );
-    assert!(p.body.contains("ligne rue · bicycle · sorties"));
-    assert!(p.body.contains("passages de la ligne (nombre)"));
+    assert!(p.body.contains("Passages de la ligne « rue » : vélos, sorties"));
+    assert!(p.body.contains("passages par "));
 
     let ch = get(&fx.url("/export/comptage/channels.csv"), None).body;
     let person_in = ch
@@ -1017,7 +1020,7 @@ fn class_shares_are_shown_per_class_in_plain_words() {
         "musique",
         "parole",
         "chant",
-        "part du temps où ce son est entendu",
+        "Part du temps où l'on entend : musique",
     ] {
         assert!(
             p.body.contains(words),

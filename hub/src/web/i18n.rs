@@ -509,6 +509,7 @@ pub async fn language(req: Request, next: Next) -> Response {
     let chosen = query_lang(req.uri().query());
     let lang = negotiate(req.uri().query(), req.headers());
     let path = req.uri().path().to_owned();
+    let here = without_lang(&path, req.uri().query());
     let mut resp = next.run(req).await;
     if let Some(l) = chosen
         && let Ok(v) = HeaderValue::from_str(&format!(
@@ -535,7 +536,10 @@ pub async fn language(req: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let l = Locale::new(lang, Zone::utc());
+    let l = Locale {
+        here,
+        ..Locale::new(lang, Zone::utc())
+    };
     let title = match status.as_u16() {
         404 => l.t("Page introuvable", "Page not found"),
         400 => l.t("Demande incorrecte", "Bad request"),

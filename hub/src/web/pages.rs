@@ -1042,10 +1042,10 @@ table { border-collapse: collapse; margin: .5em 0 1.2em; }
 th, td { border-bottom: 1px solid #ddd; padding: .3em .7em; text-align: left; vertical-align: top; }
 thead th { border-bottom: 2px solid #3a3a3a; }
 th[scope=row] { font-weight: normal; }
-table.facts th[scope=row] { font-weight: bold; }
+table.facts th[scope=row] { font-weight: bold; width: 14em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.suppressed { color: #a94400; font-style: italic; }
-.badge { padding: .1em .5em; border-radius: .8em; background: #e5e5e5; color: #161616; font-size: .85em; }
+.badge { display: inline-block; padding: .1em .5em; border-radius: .8em; background: #e5e5e5; color: #161616; font-size: .85em; }
 .badge.ok { background: #b8fec9; color: #0d4a23; }
 .badge.off { background: #ffe9e6; color: #8d1a0f; }
 .badge.alarm { background: #ce0500; color: #fff; }
