@@ -371,7 +371,10 @@ fn enroll(
     }
     // Re-enrolling keeps what the register already says of the device.
     let previous = Enrolment::load(devices)?.devices.remove(&device);
-    let old = previous.as_ref().map(|p| p.usage.clone()).unwrap_or_default();
+    let old = previous
+        .as_ref()
+        .map(|p| p.usage.clone())
+        .unwrap_or_default();
     let usage = hub::enrolment::Use {
         controller: usage.controller.or(old.controller),
         purpose: usage.purpose.or(old.purpose),

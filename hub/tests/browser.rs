@@ -211,7 +211,10 @@ async fn run(c: &Client, fx: &Fixture) {
             Some(v) => {
                 assert_eq!(attr(p, "data-sum").await, v.to_string(), "point {i}");
                 let shown: f64 = value.parse().unwrap();
-                assert!((shown - v as f64 / 900.0).abs() < 1e-4, "point {i}: {value}");
+                assert!(
+                    (shown - v as f64 / 900.0).abs() < 1e-4,
+                    "point {i}: {value}"
+                );
             }
             None => {
                 assert_eq!(value, format!("< {K}"), "point {i}");
@@ -251,7 +254,11 @@ async fn run(c: &Client, fx: &Fixture) {
     c.goto(&fx.url("/register")).await.unwrap();
     let licence = text(c, "article#model-centerface-int8 td.licence").await;
     assert_eq!(licence, "MIT");
-    let since = text(c, "article#model-centerface-int8 tr[data-device='dev-1'] td.since").await;
+    let since = text(
+        c,
+        "article#model-centerface-int8 tr[data-device='dev-1'] td.since",
+    )
+    .await;
     assert_eq!(since, "1 mars 2026, 01:00");
     let cp = text(c, "article#dev-dev-1 pre.checkpoint").await;
     assert!(cp.starts_with("iat/fr-lyon/dev-1\n288\n"), "{cp}");
@@ -444,7 +451,10 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     assert_eq!(html_lang, "fr");
     accessible(c, "fr", "dashboard").await;
     let tabs = focus_is_visible(c, 3, "dashboard").await;
-    assert!(tabs[0].contains("Aller au contenu"), "skip link first: {tabs:?}");
+    assert!(
+        tabs[0].contains("Aller au contenu"),
+        "skip link first: {tabs:?}"
+    );
     shot(c, "fr-dashboard").await;
 
     // A device page over a year: months on the axis, people present at once as decimals.
@@ -459,7 +469,10 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     distinct.dedup();
     assert_eq!(distinct.len(), year.len(), "distinct: {year:?}");
     for month in ["mai", "juil.", "sept.", "nov."] {
-        assert!(year.iter().any(|l| l.starts_with(month)), "{month}: {year:?}");
+        assert!(
+            year.iter().any(|l| l.starts_with(month)),
+            "{month}: {year:?}"
+        );
     }
     let axis = text(c, &format!("{chart} text.axis")).await;
     assert_eq!(axis, "présents à la fois (moyenne)");
@@ -467,9 +480,7 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     assert_eq!(title, "Présence moyenne : personnes");
     // No privacy note on a series where nothing was hidden and nothing noised...
     let count_notes = c
-        .find_all(Locator::Css(
-            "section.series[data-kind='count'] p.privacy",
-        ))
+        .find_all(Locator::Css("section.series[data-kind='count'] p.privacy"))
         .await
         .unwrap();
     let line_notes = c
@@ -489,7 +500,12 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     assert!(!note.contains('ε'), "no noise on this device: {note}");
     accessible(c, "fr", "device, year").await;
     shot(c, "fr-device-year").await;
-    element_shot(c, "section.series[data-kind='count']", "fr-device-year-chart").await;
+    element_shot(
+        c,
+        "section.series[data-kind='count']",
+        "fr-device-year-chart",
+    )
+    .await;
 
     // Zoom on the last day: hours on the axis, each with its date.
     click_link(c, "dernier jour").await;
@@ -502,8 +518,7 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     let day = axis_labels(c, chart).await;
     assert!(day.len() >= 3, "{day:?}");
     assert!(
-        day.iter()
-            .all(|l| l.len() >= 5 && l.as_bytes()[2] == b':'),
+        day.iter().all(|l| l.len() >= 5 && l.as_bytes()[2] == b':'),
         "hours: {day:?}"
     );
     let mut distinct = day.clone();
@@ -521,7 +536,12 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     );
     accessible(c, "fr", "device, day").await;
     shot(c, "fr-device-day").await;
-    element_shot(c, "section.series[data-kind='count']", "fr-device-day-chart").await;
+    element_shot(
+        c,
+        "section.series[data-kind='count']",
+        "fr-device-day-chart",
+    )
+    .await;
 
     // The register: one entry per card, listing its devices; what the town stated.
     c.goto(&fx.url("/register")).await.unwrap();
@@ -544,7 +564,7 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     assert_eq!(unstated, "non renseigné à l'inscription");
     let records = text(c, &format!("article#dev-{YEAR_DEVICE}")).await;
     assert!(
-        records.contains(&format!("4\u{202f}380")) && YEAR_RECORDS == 4380,
+        records.contains("4\u{202f}380") && YEAR_RECORDS == 4380,
         "{records}"
     );
     accessible(c, "fr", "register").await;
@@ -577,10 +597,7 @@ async fn french_pages(c: &Client, fx: &Fixture) {
     click_link(c, "English").await;
     assert_eq!(text(c, "h1").await, "Alarms");
     c.goto(&fx.url("/register")).await.unwrap();
-    assert_eq!(
-        text(c, "h1").await,
-        "Public register of devices and models"
-    );
+    assert_eq!(text(c, "h1").await, "Public register of devices and models");
     accessible(c, "en", "register in English").await;
     // A missing page is a page too, in the reader's language.
     c.goto(&fx.url("/device/nope")).await.unwrap();

@@ -686,7 +686,8 @@ fn admin_alarm_list_pages_and_filters() {
     );
     // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
     assert!(
-        all.body.contains("34 alarme(s), 301 événement(s) ou message(s)"),
+        all.body
+            .contains("34 alarme(s), 301 événement(s) ou message(s)"),
         "{}",
         all.body
     );
@@ -956,11 +957,15 @@ fn line_counts_are_shown_and_exported_per_class_and_direction() {
     let p = get(&fx.url(&format!("/device/{LINE_DEVICE}")), None);
     assert_eq!(p.status, 200);
     assert!(
-        p.body.contains("Passages de la ligne « rue » : personnes, entrées"),
+        p.body
+            .contains("Passages de la ligne « rue » : personnes, entrées"),
         "{}",
         p.body
     );
-    assert!(p.body.contains("Passages de la ligne « rue » : vélos, sorties"));
+    assert!(
+        p.body
+            .contains("Passages de la ligne « rue » : vélos, sorties")
+    );
     assert!(p.body.contains("passages par "));
 
     let ch = get(&fx.url("/export/comptage/channels.csv"), None).body;

@@ -58,7 +58,11 @@ pub const MAX_STATED: usize = 500;
 impl Use {
     /// Trimmed, empty fields as `None`.
     pub fn new(controller: Option<&str>, purpose: Option<&str>, legal_basis: Option<&str>) -> Use {
-        let clean = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let clean = |s: Option<&str>| {
+            s.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         Use {
             controller: clean(controller),
             purpose: clean(purpose),

@@ -224,11 +224,7 @@ fn csrf_input(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
-pub async fn home(
-    State(app): State<App>,
-    l: Locale,
-    headers: HeaderMap,
-) -> WebResult<Markup> {
+pub async fn home(State(app): State<App>, l: Locale, headers: HeaderMap) -> WebResult<Markup> {
     let s = page_session(&app, &headers).await?;
     let (catalogue, card_errors) = match &app.cfg().cards {
         Some(dir) => {

@@ -136,7 +136,9 @@ pub fn ticks(l: &Locale, from: i64, to: i64) -> Vec<Tick> {
     let day0: Date = start.date();
     // Civil times from a round start before `from`, then kept when in the period.
     let first: DateTime = match step {
-        Step::Clock(_) | Step::Days(1) | Step::Days(2) => day0.to_datetime(jiff::civil::Time::midnight()),
+        Step::Clock(_) | Step::Days(1) | Step::Days(2) => {
+            day0.to_datetime(jiff::civil::Time::midnight())
+        }
         Step::Days(_) => {
             let back = i64::from(day0.weekday().to_monday_zero_offset());
             day0.checked_sub(jiff::Span::new().days(back))
@@ -178,12 +180,18 @@ pub fn ticks(l: &Locale, from: i64, to: i64) -> Vec<Tick> {
         let (label, sub) = match step {
             Step::Clock(s) => {
                 let time = if s < MIN {
-                    format!("{:02}:{:02}:{:02}", civil.hour(), civil.minute(), civil.second())
+                    format!(
+                        "{:02}:{:02}:{:02}",
+                        civil.hour(),
+                        civil.minute(),
+                        civil.second()
+                    )
                 } else {
                     l.time(ms)
                 };
                 // The date under every tick from 3 h on, else under the first tick of a day.
-                let date = (s >= 3 * HOUR || prev_day != Some(civil.date())).then(|| l.day_month(ms));
+                let date =
+                    (s >= 3 * HOUR || prev_day != Some(civil.date())).then(|| l.day_month(ms));
                 (time, date)
             }
             Step::Days(_) => {
@@ -194,7 +202,10 @@ pub fn ticks(l: &Locale, from: i64, to: i64) -> Vec<Tick> {
             Step::Months(m) => {
                 let year = (m >= 3 || out.is_empty() || civil.month() <= m as i8)
                     .then(|| civil.year().to_string());
-                (l.month_year(ms).split(' ').next().unwrap_or("").to_owned(), year)
+                (
+                    l.month_year(ms).split(' ').next().unwrap_or("").to_owned(),
+                    year,
+                )
             }
             Step::Years(_) => (civil.year().to_string(), None),
         };
@@ -351,8 +362,10 @@ mod tests {
             format: &fmt,
             cap: None,
         };
-        let svg = render(&l, "c", &pts, (0, 7_200_000), 3_600_000, &scale, &|_, _| None)
-            .into_string();
+        let svg = render(&l, "c", &pts, (0, 7_200_000), 3_600_000, &scale, &|_, _| {
+            None
+        })
+        .into_string();
         assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains(r#"data-value="10""#));
         assert!(svg.contains(r#"data-value="&lt; 3""#), "{svg}");
@@ -372,20 +385,40 @@ mod tests {
 
     #[test]
     fn every_zoom_has_distinct_meaningful_ticks() {
-        let l = Locale::new(Lang::Fr, crate::web::i18n::time_zone("Europe/Paris").unwrap());
+        let l = Locale::new(
+            Lang::Fr,
+            crate::web::i18n::time_zone("Europe/Paris").unwrap(),
+        );
         // Issue 21: a short period gave six identical labels. An hour: every 10 minutes.
         let hour = labels(&l, "2026-12-06T13:00:00Z", "2026-12-06T14:00:00Z");
-        assert_eq!(hour, ["14:00 6 déc.", "14:10", "14:20", "14:30", "14:40", "14:50"]);
+        assert_eq!(
+            hour,
+            ["14:00 6 déc.", "14:10", "14:20", "14:30", "14:40", "14:50"]
+        );
         // Two minutes of 10-second windows: every 30 s.
         let two = labels(&l, "2026-12-06T13:00:00Z", "2026-12-06T13:02:00Z");
-        assert_eq!(two[..2], ["14:00:00 6 déc.".to_owned(), "14:00:30".to_owned()]);
+        assert_eq!(
+            two[..2],
+            ["14:00:00 6 déc.".to_owned(), "14:00:30".to_owned()]
+        );
         // A day: hours, local (UTC+1 in winter), with their date.
         let day = labels(&l, "2026-12-05T23:00:00Z", "2026-12-06T23:00:00Z");
-        assert_eq!(day, ["00:00 6 déc.", "06:00 6 déc.", "12:00 6 déc.", "18:00 6 déc."]);
+        assert_eq!(
+            day,
+            [
+                "00:00 6 déc.",
+                "06:00 6 déc.",
+                "12:00 6 déc.",
+                "18:00 6 déc."
+            ]
+        );
         // A year: months, with the year on the first and on January (local midnight on
         // 1 January 2027 is 23:00 UTC, inside the period).
         let year = labels(&l, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
-        assert_eq!(year, ["mars 2026", "mai", "juil.", "sept.", "nov.", "janv. 2027"]);
+        assert_eq!(
+            year,
+            ["mars 2026", "mai", "juil.", "sept.", "nov.", "janv. 2027"]
+        );
         // A month: Mondays.
         let month = labels(&l, "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z");
         assert_eq!(month[0], "2 nov. 2026");

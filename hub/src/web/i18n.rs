@@ -225,7 +225,11 @@ impl Locale {
 
     /// Local civil time at `ms` (`None` outside jiff's range).
     pub fn zoned(&self, ms: i64) -> Option<jiff::civil::DateTime> {
-        Some(self.zone.tz.to_datetime(jiff::Timestamp::from_millisecond(ms).ok()?))
+        Some(
+            self.zone
+                .tz
+                .to_datetime(jiff::Timestamp::from_millisecond(ms).ok()?),
+        )
     }
 
     fn month(&self, m: i8) -> &'static str {
@@ -312,16 +316,12 @@ impl Locale {
         let sep = self.t("\u{202f}", ",");
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push_str(sep);
             }
             out.push(c);
         }
-        if n < 0 {
-            format!("-{out}")
-        } else {
-            out
-        }
+        if n < 0 { format!("-{out}") } else { out }
     }
 
     /// A number with at most `decimals` decimals (trailing zeros dropped) and the language's
@@ -602,7 +602,10 @@ mod tests {
         let at = |s: &str| crate::dates::parse(s).unwrap();
         // Winter: UTC+1; summer: UTC+2 (with or without a tzdb on the machine).
         assert_eq!(l.datetime(at("2026-12-06T13:05:00Z")), "6 déc. 2026, 14:05");
-        assert_eq!(l.datetime(at("2026-07-14T10:00:10Z")), "14 juil. 2026, 12:00:10");
+        assert_eq!(
+            l.datetime(at("2026-07-14T10:00:10Z")),
+            "14 juil. 2026, 12:00:10"
+        );
         assert_eq!(l.tz_name(), "Europe/Paris");
         // Without a tzdb, Europe/Paris is its POSIX rule: the same times.
         let p = Locale::new(
@@ -612,10 +615,19 @@ mod tests {
                 tz: TimeZone::posix(PARIS_POSIX).unwrap(),
             },
         );
-        for t in ["2026-03-29T00:59:00Z", "2026-03-29T01:00:00Z", "2026-10-25T00:59:00Z", "2026-10-25T01:00:00Z", "2031-07-01T12:00:00Z"] {
+        for t in [
+            "2026-03-29T00:59:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-10-25T00:59:00Z",
+            "2026-10-25T01:00:00Z",
+            "2031-07-01T12:00:00Z",
+        ] {
             assert_eq!(p.datetime(at(t)), l.datetime(at(t)), "{t}");
         }
-        assert_eq!(p.datetime(at("2026-03-29T01:00:00Z")), "29 mars 2026, 03:00");
+        assert_eq!(
+            p.datetime(at("2026-03-29T01:00:00Z")),
+            "29 mars 2026, 03:00"
+        );
         assert_eq!(l.percent_ppm(125_000.0), "12,5\u{a0}%");
         assert_eq!(l.percent_ppm(1_000_000.0), "100\u{a0}%");
         assert_eq!(l.percent_ppm(0.0), "0\u{a0}%");

@@ -557,7 +557,12 @@ fn observations(l: &Locale, p: &series::Point) -> String {
 fn privacy_note(l: &Locale, v: &SeriesView) -> Option<String> {
     let suppressed: u64 = v.buckets.iter().map(|b| b.suppressed).sum();
     let k = v.buckets.iter().map(|b| b.k_max).max().unwrap_or(0);
-    let eps: Vec<u64> = v.privacy.iter().filter_map(|(_, e)| *e).filter(|e| *e > 0).collect();
+    let eps: Vec<u64> = v
+        .privacy
+        .iter()
+        .filter_map(|(_, e)| *e)
+        .filter(|e| *e > 0)
+        .collect();
     let mut parts = Vec::new();
     if suppressed > 0 {
         parts.push(match l.lang {
@@ -567,9 +572,15 @@ fn privacy_note(l: &Locale, v: &SeriesView) -> Option<String> {
     }
     if let (Some(lo), Some(hi)) = (eps.iter().min(), eps.iter().max()) {
         let e = |m: u64| l.number(m as f64 / 1000.0, 3);
-        let range = if lo == hi { e(*lo) } else { format!("{} – {}", e(*lo), e(*hi)) };
+        let range = if lo == hi {
+            e(*lo)
+        } else {
+            format!("{} – {}", e(*lo), e(*hi))
+        };
         parts.push(match l.lang {
-            Lang::Fr => format!("Bruit aléatoire ajouté pour protéger la vie privée : ε = {range} par fenêtre."),
+            Lang::Fr => format!(
+                "Bruit aléatoire ajouté pour protéger la vie privée : ε = {range} par fenêtre."
+            ),
             Lang::En => format!("Random noise added to protect privacy: ε = {range} per window."),
         });
     }
@@ -625,10 +636,22 @@ pub async fn device(
     const DAY: i64 = 86_400_000;
     let quick: Vec<(&str, Option<(i64, i64)>)> = vec![
         (l.t("toutes les données", "all data"), None),
-        (l.t("dernière année", "last year"), Some((data_end - 365 * DAY, data_end + DAY))),
-        (l.t("30 derniers jours", "last 30 days"), Some((data_end - 30 * DAY, data_end + DAY))),
-        (l.t("7 derniers jours", "last 7 days"), Some((data_end - 7 * DAY, data_end + DAY))),
-        (l.t("dernier jour", "last day"), Some((data_end - DAY, data_end + 3_600_000))),
+        (
+            l.t("dernière année", "last year"),
+            Some((data_end - 365 * DAY, data_end + DAY)),
+        ),
+        (
+            l.t("30 derniers jours", "last 30 days"),
+            Some((data_end - 30 * DAY, data_end + DAY)),
+        ),
+        (
+            l.t("7 derniers jours", "last 7 days"),
+            Some((data_end - 7 * DAY, data_end + DAY)),
+        ),
+        (
+            l.t("dernier jour", "last day"),
+            Some((data_end - DAY, data_end + 3_600_000)),
+        ),
     ];
     let o = &overview;
     let none = l.t("aucune", "none");
@@ -769,7 +792,13 @@ pub async fn device(
             }
         }
     };
-    Ok(layout(&l, &format!("{}{}", l.t("Appareil ", "Device "), overview.id), "dashboard", body).into_response())
+    Ok(layout(
+        &l,
+        &format!("{}{}", l.t("Appareil ", "Device "), overview.id),
+        "dashboard",
+        body,
+    )
+    .into_response())
 }
 
 /// One model card of the register and the devices that run it.
@@ -800,7 +829,10 @@ pub async fn register(
     let mut cards: Vec<CardEntry> = Vec::new();
     for d in &reg {
         for m in &d.models {
-            match cards.iter_mut().find(|c| c.card.id == m.card.id && c.card.sha256 == m.card.sha256) {
+            match cards
+                .iter_mut()
+                .find(|c| c.card.id == m.card.id && c.card.sha256 == m.card.sha256)
+            {
                 Some(c) => c.devices.push((d, m)),
                 None => cards.push(CardEntry {
                     card: &m.card,
@@ -814,7 +846,11 @@ pub async fn register(
     let ids: Vec<String> = cards.iter().map(|c| c.card.id.clone()).collect();
     for c in &mut cards {
         c.anchor = if ids.iter().filter(|i| **i == c.card.id).count() > 1 {
-            format!("model-{}-{}", c.card.id, &c.card.sha256[..8.min(c.card.sha256.len())])
+            format!(
+                "model-{}-{}",
+                c.card.id,
+                &c.card.sha256[..8.min(c.card.sha256.len())]
+            )
         } else {
             format!("model-{}", c.card.id)
         };

@@ -472,7 +472,13 @@ pub fn year_people_in(i: u64) -> u64 {
 /// The canonical v4 record of window `i` of [`YEAR_DEVICE`].
 pub fn record_year(i: u64, sha256: &str, version: &str) -> Vec<u8> {
     let start = T0 - 365 * 86_400_000 + i as i64 * YEAR_WINDOW_MS;
-    let published = |v: u64| if v >= K { json!(v) } else { json!("suppressed") };
+    let published = |v: u64| {
+        if v >= K {
+            json!(v)
+        } else {
+            json!("suppressed")
+        }
+    };
     let total = year_present_centi(i) * YEAR_FRAMES / 100;
     let v = json!({
         "v": 4, "type": "aggregate", "device": YEAR_DEVICE, "territory": YEAR_TERRITORY, "seq": i,
