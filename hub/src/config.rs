@@ -371,6 +371,37 @@ mod tests {
     }
 
     #[test]
+    fn time_zone_and_mode_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let load = |top: &str, http: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "name = \"h\"\nkey = \"k\"\ndb = \"d\"\ndevices = \"e\"\n{top}\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n\
+                     [http]\nlisten = \"127.0.0.1:0\"\n{http}\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&path)
+        };
+        let c = load("", "").unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.http.unwrap().time_zone.name, "Europe/Paris");
+        assert_eq!(load("mode = \"demo\"", "").unwrap().mode, Mode::Demo);
+        let utc = load("", "time_zone = \"UTC\"").unwrap();
+        assert_eq!(utc.http.unwrap().time_zone.name, "UTC");
+        let e = load("mode = \"staging\"", "").unwrap_err().to_string();
+        assert!(e.contains("mode"), "{e}");
+        for bad in ["Europe/Nowhere", "", "../../etc/passwd"] {
+            let e = load("", &format!("time_zone = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.time_zone"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));

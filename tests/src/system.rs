@@ -92,9 +92,18 @@ impl Hub {
             .arg(self.dir.join("devices.toml"))
             .arg("--device-key")
             .arg(device.vkey())
-            .args(["--controller", "Aucun : test de bout en bout (données simulées)"])
-            .args(["--purpose", "Tester la chaîne complète sur des données simulées"])
-            .args(["--legal-basis", "Sans objet : aucune donnée personnelle (test)"]);
+            .args([
+                "--controller",
+                "Aucun : test de bout en bout (données simulées)",
+            ])
+            .args([
+                "--purpose",
+                "Tester la chaîne complète sur des données simulées",
+            ])
+            .args([
+                "--legal-basis",
+                "Sans objet : aucune donnée personnelle (test)",
+            ]);
         for c in cards {
             cmd.arg("--card").arg(root().join(c));
         }

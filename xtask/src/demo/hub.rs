@@ -39,8 +39,7 @@ pub fn hub_keygen(hub: &Path, dir: &Path, name: &str) -> Result<()> {
 /// plainly rather than with placeholders.
 pub const DEMO_CONTROLLER: &str =
     "Aucun : démonstration locale (cargo xtask demo) sur la machine de la personne qui la lance";
-pub const DEMO_PURPOSE: &str =
-    "Démonstration du système : résultats calculés sur les fichiers d'exemple du dépôt, pas sur un lieu réel";
+pub const DEMO_PURPOSE: &str = "Démonstration du système : résultats calculés sur les fichiers d'exemple du dépôt, pas sur un lieu réel";
 pub const DEMO_LEGAL_BASIS: &str =
     "Sans objet : aucune donnée personnelle traitée (images et sons d'exemple, aucun lieu public)";
 
