@@ -450,12 +450,12 @@ async fn french_pages(c: &Client, fx: &Fixture) {
         .unwrap();
     assert_eq!(html_lang, "fr");
     accessible(c, "fr", "dashboard").await;
+    shot(c, "fr-dashboard").await;
     let tabs = focus_is_visible(c, 3, "dashboard").await;
     assert!(
         tabs[0].contains("Aller au contenu"),
         "skip link first: {tabs:?}"
     );
-    shot(c, "fr-dashboard").await;
 
     // A device page over a year: months on the axis, people present at once as decimals.
     c.goto(&fx.url(&format!("/device/{YEAR_DEVICE}")))

@@ -259,6 +259,8 @@ pub async fn home(State(app): State<App>, l: Locale, headers: HeaderMap) -> WebR
                 p { (open.total) (l.t(" alarme(s) ouverte(s), pour ", " open alarm(s) standing for ")) (open.messages) (l.t(" événement(s) ou message(s), les plus graves d'abord. ", " event(s) or message(s), the most serious first. "))
                     a href="/admin/alarms?open=true" { (l.t("Toutes les alarmes, avec filtres", "All alarms, with filters")) } "." }
                 (alarm_table(&l, &s, &open.alarms, "open-alarms", "admin"))
+                @let kinds: Vec<&str> = i18n::ALARM_KINDS.iter().copied().filter(|k| open.alarms.iter().any(|a| a.kind == *k)).collect();
+                (alarm_legend(&l, &kinds))
             }
             h2 { (l.t("Inscrire un appareil", "Enrol a device")) }
             @if app.cfg().cards.is_none() {

@@ -1081,7 +1081,7 @@ th[scope=row] { font-weight: normal; }
 table.facts th[scope=row] { font-weight: bold; width: 14em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.suppressed { color: #a94400; font-style: italic; }
-.badge { display: inline-block; padding: .1em .5em; border-radius: .8em; background: #e5e5e5; color: #161616; font-size: .85em; }
+.badge { display: inline-block; white-space: nowrap; padding: .1em .5em; border-radius: .8em; background: #e5e5e5; color: #161616; font-size: .85em; }
 .badge.ok { background: #b8fec9; color: #0d4a23; }
 .badge.off { background: #ffe9e6; color: #8d1a0f; }
 .badge.alarm { background: #ce0500; color: #fff; }
