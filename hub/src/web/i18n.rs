@@ -178,6 +178,11 @@ where
 }
 
 fn without_lang(path: &str, query: Option<&str>) -> String {
+    // Only a path of this site: never `//host/...` (another site) nor a backslash, which some
+    // browsers read as a slash.
+    if !path.starts_with('/') || path.starts_with("//") || path.contains('\\') {
+        return "/".into();
+    }
     let rest: Vec<&str> = query
         .unwrap_or("")
         .split('&')
@@ -594,6 +599,9 @@ mod tests {
         assert_eq!(negotiate(Some("lang=<x>"), &h), Lang::En, "cookie");
         assert_eq!(without_lang("/d", Some("lang=en&from=1")), "/d?from=1");
         assert_eq!(without_lang("/d", Some("lang=en")), "/d");
+        // The language switch never links to another site.
+        assert_eq!(without_lang("//evil.example/x", Some("a=1")), "/");
+        assert_eq!(without_lang("/\\evil.example", None), "/");
     }
 
     #[test]
