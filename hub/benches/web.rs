@@ -94,6 +94,7 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
                 site: None,
                 retired_keys: vec![],
                 models: vec![card.clone()],
+                ..Default::default()
             },
         )?;
         let points: Vec<Point> = (0..WINDOWS)

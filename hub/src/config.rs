@@ -22,6 +22,10 @@ struct RawConfig {
     gap_timeout: Option<String>,
     #[serde(default)]
     status_stale: Option<String>,
+    /// `production` (the default) or `demo`: a production hub refuses to enrol a device
+    /// without its controller, purpose and legal basis (the public register states them).
+    #[serde(default)]
+    mode: Option<String>,
     mqtt: RawMqtt,
     #[serde(default)]
     http: Option<RawHttp>,
@@ -48,6 +52,28 @@ pub struct RawHttp {
     /// `[http.limits]`: timeouts, caps and sizes (defaults in [`crate::web::limits::Limits`]).
     #[serde(default)]
     pub limits: Option<crate::web::limits::RawLimits>,
+    /// The time zone of the dates the pages show: an IANA name (`Europe/Paris`, the default;
+    /// read from the system's tzdb) or a POSIX TZ rule (`CET-1CEST,M3.5.0,M10.5.0/3`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// What the hub is for: a production hub refuses incomplete enrolments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Production,
+    Demo,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "production" => Some(Mode::Production),
+            "demo" => Some(Mode::Demo),
+            _ => None,
+        }
+    }
 }
 
 /// Where the web side listens and which cards it offers for enrolment.
@@ -60,6 +86,8 @@ pub struct Http {
     pub public_origin: Option<String>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub limits: crate::web::limits::Limits,
+    /// The time zone of the pages' dates.
+    pub time_zone: crate::web::i18n::Zone,
 }
 
 /// An origin as a browser sends it: `http` or `https`, a host, an optional port, nothing else;
@@ -158,6 +186,7 @@ pub struct Config {
     pub status_stale: Duration,
     pub mqtt: Mqtt,
     pub http: Option<Http>,
+    pub mode: Mode,
 }
 
 /// A duration in jiff's friendly format (`"250ms"`, `"30s"`, `"2m"`, `"1h 30m"`) or ISO 8601
@@ -190,6 +219,10 @@ impl Config {
                     field("status_stale", "a duration from 1s to 8784h, like \"180s\"")
                 })?,
         };
+        let mode = match &raw.mode {
+            None => Mode::default(),
+            Some(m) => Mode::parse(m).ok_or_else(|| field("mode", "\"production\" or \"demo\""))?,
+        };
         let mqtt = mqtt(base, &raw.mqtt, &format!("hub-{}", raw.name))
             .map_err(|(f, m)| field(&format!("mqtt.{f}"), &m))?;
         let http = match &raw.http {
@@ -214,6 +247,15 @@ impl Config {
                     &h.limits.clone().unwrap_or_default(),
                 )
                 .map_err(|(f, m)| field(&format!("http.limits.{f}"), &m))?,
+                time_zone: match &h.time_zone {
+                    None => crate::web::i18n::default_time_zone(),
+                    Some(z) => crate::web::i18n::time_zone(z).ok_or_else(|| {
+                        field(
+                            "http.time_zone",
+                            "an IANA time zone known to this machine's tzdb (/usr/share/zoneinfo), like \"Europe/Paris\", or a POSIX TZ rule like \"CET-1CEST,M3.5.0,M10.5.0/3\"",
+                        )
+                    })?,
+                },
             }),
         };
         Ok(Config {
@@ -226,6 +268,7 @@ impl Config {
             gap_timeout,
             status_stale,
             mqtt,
+            mode,
         })
     }
 
@@ -340,6 +383,37 @@ mod tests {
         .unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("http.public_origin"), "{e}");
+    }
+
+    #[test]
+    fn time_zone_and_mode_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let load = |top: &str, http: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "name = \"h\"\nkey = \"k\"\ndb = \"d\"\ndevices = \"e\"\n{top}\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n\
+                     [http]\nlisten = \"127.0.0.1:0\"\n{http}\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&path)
+        };
+        let c = load("", "").unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.http.unwrap().time_zone.name, "Europe/Paris");
+        assert_eq!(load("mode = \"demo\"", "").unwrap().mode, Mode::Demo);
+        let utc = load("", "time_zone = \"UTC\"").unwrap();
+        assert_eq!(utc.http.unwrap().time_zone.name, "UTC");
+        let e = load("mode = \"staging\"", "").unwrap_err().to_string();
+        assert!(e.contains("mode"), "{e}");
+        for bad in ["Europe/Nowhere", "", "../../etc/passwd"] {
+            let e = load("", &format!("time_zone = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.time_zone"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -33,11 +33,29 @@ enum Command {
         #[arg(long)]
         name: String,
     },
-    /// Enrol a device: its verifier key (device.vkey) and the model cards it may run.
+    /// Enrol a device: its verifier key (device.vkey), the model cards it may run, and who
+    /// runs it for what, on what legal basis (the public register shows them; a production
+    /// hub refuses an enrolment without them).
     Enroll {
-        /// The enrolment file (the `devices` of the hub's config); created if missing.
+        /// The hub's config: its enrolment file and its `mode` (`production` unless it says
+        /// `demo`).
+        #[arg(long, required_unless_present = "devices")]
+        config: Option<PathBuf>,
+        /// The enrolment file (the `devices` of the hub's config); created if missing. Without
+        /// `--config`, the enrolment is checked as for a production hub.
         #[arg(long)]
-        devices: PathBuf,
+        devices: Option<PathBuf>,
+        /// Who is responsible for the processing (the data controller), e.g. "Ville de Lyon,
+        /// direction de la voirie".
+        #[arg(long)]
+        controller: Option<String>,
+        /// What this device's results are used for, here.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// The legal basis of the processing, e.g. "RGPD art. 6.1.e, mission d'intérêt
+        /// public (délibération n° ...)".
+        #[arg(long)]
+        legal_basis: Option<String>,
         /// The device's verifier key file; the device and territory are read from its name.
         #[arg(long)]
         device_key: PathBuf,
@@ -136,10 +154,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Enroll {
+            config,
             devices,
             device_key,
             cards,
-        } => enroll(&devices, &device_key, &cards),
+            controller,
+            purpose,
+            legal_basis,
+        } => {
+            let (devices, mode) = match (&config, devices) {
+                (Some(c), given) => {
+                    let c = Config::load(c)?;
+                    (given.unwrap_or(c.devices), c.mode)
+                }
+                (None, Some(d)) => (d, hub::config::Mode::Production),
+                (None, None) => bail!("give --config (or --devices)"),
+            };
+            let usage = hub::enrolment::Use::new(
+                controller.as_deref(),
+                purpose.as_deref(),
+                legal_basis.as_deref(),
+            );
+            enroll(&devices, &device_key, &cards, usage, mode)
+        }
         Command::Run { config } => {
             // SIGTERM (systemd's stop) or SIGINT, from the very start (opening a large
             // database can take a while): the messages already received are verified, stored
@@ -312,7 +349,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
+fn enroll(
+    devices: &Path,
+    device_key: &Path,
+    cards: &[PathBuf],
+    usage: hub::enrolment::Use,
+    mode: hub::config::Mode,
+) -> Result<()> {
     let key = audit::keys::load_verifier(device_key)?;
     let Some((territory, device)) = hub::enrolment::device_of_key(&key) else {
         bail!(
@@ -328,6 +371,20 @@ fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
     }
     // Re-enrolling keeps what the register already says of the device.
     let previous = Enrolment::load(devices)?.devices.remove(&device);
+    let old = previous
+        .as_ref()
+        .map(|p| p.usage.clone())
+        .unwrap_or_default();
+    let usage = hub::enrolment::Use {
+        controller: usage.controller.or(old.controller),
+        purpose: usage.purpose.or(old.purpose),
+        legal_basis: usage.legal_basis.or(old.legal_basis),
+    };
+    if let Err(e) = usage.check(mode == hub::config::Mode::Production) {
+        bail!(
+            "{territory}/{device} not enrolled: {e}; give them with --controller, --purpose and --legal-basis"
+        );
+    }
     hub::enrolment::enroll(
         devices,
         RawDevice {
@@ -343,6 +400,9 @@ fn enroll(devices: &Path, device_key: &Path, cards: &[PathBuf]) -> Result<()> {
             site: previous.as_ref().and_then(|p| p.site.clone()),
             retired_keys: previous.map(|p| p.retired_keys).unwrap_or_default(),
             models,
+            controller: usage.controller,
+            purpose: usage.purpose,
+            legal_basis: usage.legal_basis,
         },
     )?;
     println!("enrolled {territory}/{device} in {}", devices.display());

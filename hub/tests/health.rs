@@ -464,7 +464,7 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
         assert!(page.contains(want), "device page lacks {want:?}");
     }
     assert!(
-        page.find("id=\"health-alarms\"").unwrap() < page.find("Territory").unwrap(),
+        page.find("id=\"health-alarms\"").unwrap() < page.find("Territoire").unwrap(),
         "the alarms come first"
     );
 

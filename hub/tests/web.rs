@@ -132,7 +132,7 @@ fn public_pages_and_api_show_the_stored_data() {
             dev.id
         );
     }
-    assert!(d.body.contains("Territory fr-lyon") && d.body.contains("Territory fr-nantes"));
+    assert!(d.body.contains("Territoire fr-lyon") && d.body.contains("Territoire fr-nantes"));
     let api = json(&fx.url("/api/devices"));
     let devs = api["devices"].as_array().unwrap();
     let find = |id: &str| devs.iter().find(|d| d["id"] == id).unwrap().clone();
@@ -223,7 +223,7 @@ fn public_pages_and_api_show_the_stored_data() {
     let p = get(&fx.url("/device/dev-1"), None);
     assert_eq!(p.status, 200);
     assert!(p.body.contains("id=\"chart-centerface-int8-count-face\""));
-    assert!(p.body.contains("ε = 1.000"));
+    assert!(p.body.contains("ε = 1 par fenêtre"));
     assert_eq!(
         p.body
             .split("id=\"chart-centerface-int8-count-face\"")
@@ -249,7 +249,7 @@ fn the_register_lets_anyone_verify_a_device() {
         "IAT project maintainers",
         "MIT",
         "WIDER FACE",
-        "2026-03-01T00:00:00Z",
+        "1 mars 2026, 01:00",
         "hub verify",
     ] {
         assert!(r.body.contains(needle), "register lacks {needle}");
@@ -442,6 +442,9 @@ fn admin_routes_refuse_without_a_session_and_work_with_one() {
             ("vkey", &new_key),
             ("card", MODEL),
             ("site_name", "<script>alert(1)</script> Place Bellecour"),
+            ("controller", "Ville de Lyon <b>voirie</b>"),
+            ("purpose", "Mesurer la fréquentation de la place"),
+            ("legal_basis", "RGPD art. 6.1.e"),
             ("lat", "45.7578"),
             ("lon", "4.8320"),
             ("insee", "69382"),
@@ -683,7 +686,8 @@ fn admin_alarm_list_pages_and_filters() {
     );
     // 32 bots, then the rest of fr-bots: 33 rows counting 300 messages, and the FORK.
     assert!(
-        all.body.contains("34 alarm(s), 301 event(s) or message(s)"),
+        all.body
+            .contains("34 alarme(s), 301 événement(s) ou message(s)"),
         "{}",
         all.body
     );
@@ -691,7 +695,7 @@ fn admin_alarm_list_pages_and_filters() {
     assert_eq!(critical.body.matches("data-kind=\"FORK\"").count(), 1);
     assert!(!critical.body.contains("data-kind=\"UNENROLLED\""));
     let second = page("?kind=UNENROLLED&per_page=10&page=2");
-    assert!(second.body.contains("page 2 of 4"), "{}", second.body);
+    assert!(second.body.contains("page 2 sur 4"), "{}", second.body);
     assert_eq!(second.body.matches("data-kind=\"UNENROLLED\"").count(), 10);
     assert!(
         second.body.contains(
@@ -701,7 +705,7 @@ fn admin_alarm_list_pages_and_filters() {
         second.body
     );
     let cam = page("?device=cam-9");
-    assert!(cam.body.contains("1 alarm(s)"), "{}", cam.body);
+    assert!(cam.body.contains("1 alarme(s)"), "{}", cam.body);
     for bad in [
         "?severity=urgent",
         "?page=0",
@@ -871,7 +875,7 @@ fn v2_records_keep_their_epsilon_and_budget_and_withheld_windows_are_shown() {
         2 * (V2_RECORDS - V2_PAID),
         "each withheld window, in the count and presence tables"
     );
-    assert!(p.body.contains("ε = 0.999 per window"));
+    assert!(p.body.contains("ε = 0,999 par fenêtre"));
     // A v1 device has no budget sentence.
     let p1 = get(&fx.url("/device/dev-1"), None);
     assert!(!p1.body.contains("Protection de la vie privée"));
@@ -953,12 +957,16 @@ fn line_counts_are_shown_and_exported_per_class_and_direction() {
     let p = get(&fx.url(&format!("/device/{LINE_DEVICE}")), None);
     assert_eq!(p.status, 200);
     assert!(
-        p.body.contains("ligne rue · person · entrées"),
+        p.body
+            .contains("Passages de la ligne « rue » : personnes, entrées"),
         "{}",
         p.body
     );
-    assert!(p.body.contains("ligne rue · bicycle · sorties"));
-    assert!(p.body.contains("passages de la ligne (nombre)"));
+    assert!(
+        p.body
+            .contains("Passages de la ligne « rue » : vélos, sorties")
+    );
+    assert!(p.body.contains("passages par "));
 
     let ch = get(&fx.url("/export/comptage/channels.csv"), None).body;
     let person_in = ch
@@ -1017,11 +1025,195 @@ fn class_shares_are_shown_per_class_in_plain_words() {
         "musique",
         "parole",
         "chant",
-        "part du temps où ce son est entendu",
+        "Part du temps où l'on entend : musique",
     ] {
         assert!(
             p.body.contains(words),
             "`{words}` missing from the device page"
         );
     }
+}
+
+/// Issue 21: French first, English on request, remembered; `<html lang>` follows; the pages'
+/// errors are pages in the reader's language, the API's stay plain text.
+#[test]
+fn issue_21_pages_are_french_first_and_english_on_request() {
+    let fx = Fixture::new();
+    let fr = get(&fx.url("/"), None);
+    assert!(fr.body.contains("<html lang=\"fr\">"), "{}", fr.body);
+    assert!(fr.body.contains("<h1>Appareils</h1>"));
+    assert!(fr.body.contains("href=\"/?lang=en\""), "the switch");
+    assert!(fr.set_cookie.is_none());
+    let en = get(&fx.url("/?lang=en"), None);
+    assert!(en.body.contains("<html lang=\"en\">"));
+    assert!(en.body.contains("<h1>Devices</h1>"));
+    let cookie = en.set_cookie.expect("the choice is remembered");
+    assert!(cookie.starts_with("iat_lang=en;"), "{cookie}");
+    let again = get(&fx.url("/register"), Some("iat_lang=en"));
+    assert!(again.body.contains("Public register of devices and models"));
+    // The browser's preference, when nothing was chosen.
+    let r = agent()
+        .get(&fx.url("/alarms"))
+        .header("Accept-Language", "en-GB,en;q=0.9,fr;q=0.5")
+        .call()
+        .expect("GET");
+    let r = finish(r);
+    assert!(r.body.contains("<html lang=\"en\">"));
+    let r = finish(
+        agent()
+            .get(&fx.url("/alarms"))
+            .header("Accept-Language", "de-DE,fr;q=0.7,en;q=0.3")
+            .call()
+            .expect("GET"),
+    );
+    assert!(r.body.contains("<html lang=\"fr\">"));
+    // `lang` is allowed everywhere, and a bad one is ignored (French).
+    let p = get(&fx.url("/device/dev-1?lang=xx&from=2026-03-02"), None);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("<html lang=\"fr\">"));
+    // Errors: a page, in French; the same message stays in it, escaped.
+    let nf = get(&fx.url("/device/%3Cb%3Enope"), None);
+    assert_eq!(nf.status, 404);
+    assert!(nf.body.contains("<h1>Page introuvable</h1>"), "{}", nf.body);
+    assert!(nf.body.contains("&lt;b&gt;nope"), "{}", nf.body);
+    assert!(!nf.body.contains("<b>nope"));
+    let bad = get(&fx.url("/device/dev-1?from=yesterday&lang=en"), None);
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("<h1>Bad request</h1>") && bad.body.contains("is not a date"));
+    let api = get(&fx.url("/api/devices/nope"), None);
+    assert_eq!(api.status, 404);
+    assert!(api.body.starts_with("404 Not Found: "), "{}", api.body);
+}
+
+/// Issue 21: local time without milliseconds, shares as percentages, counts named for what
+/// they are, privacy notes only where they apply, 10-second windows each their own point.
+#[test]
+fn issue_21_values_read_as_people_read_them() {
+    let fx = Fixture::new();
+    fx.add_v2_device();
+    fx.add_sound_device();
+    let p = get(&fx.url("/device/dev-1"), None).body;
+    // 2026-03-01T00:00Z is 01:00 in Paris; the windows' starts in local time.
+    assert!(p.contains("1 mars 2026, 01:00"), "local time");
+    assert!(
+        !p.contains("T00:00:00Z<") && !p.contains(".000"),
+        "no UTC label, no ms"
+    );
+    assert!(p.contains("Présence moyenne : visages"));
+    assert!(p.contains("présents à la fois (moyenne)"));
+    assert!(!p.contains("objects x frames"));
+    assert!(p.contains("Part du temps avec présence : visages"));
+    assert!(p.contains("% du temps"));
+    assert!(!p.contains("ppm"), "no ppm on a page");
+    // Some of dev-1's windows are suppressed, and v1 records state a noise: both notes.
+    assert!(p.contains("Petits nombres masqués : une valeur sous k = 3"));
+    // The sound device: shares as percentages, neither suppressed nor noised: no note.
+    let s = get(&fx.url(&format!("/device/{SOUND_DEVICE}")), None).body;
+    assert!(
+        !s.contains("class=\"privacy\""),
+        "no privacy note on shares without noise"
+    );
+    assert!(
+        s.contains("25\u{a0}%") && s.contains("75\u{a0}%"),
+        "percentages"
+    );
+    // The v2 device's 10-second windows: each its own point, not merged into a minute.
+    let v = get(&fx.url(&format!("/device/{V2_DEVICE}")), None).body;
+    assert!(v.contains("data-bucket-ms=\"10000\""), "10 s buckets");
+    assert!(!v.contains("data-bucket-ms=\"60000\""));
+    // The same page in English.
+    let e = get(&fx.url("/device/dev-1?lang=en"), None).body;
+    assert!(e.contains("Average presence: face") && e.contains("1 Mar 2026, 01:00"));
+}
+
+/// Issue 21: a production hub refuses an enrolment without its controller, purpose or legal
+/// basis and names the missing field; what is stated shows in the register, escaped, one
+/// entry per model card.
+#[test]
+fn issue_21_enrolment_states_controller_purpose_and_legal_basis() {
+    let fx = Fixture::new();
+    let (cookie, csrf) = login(&fx);
+    let key = common::key_for("iat/fr-lyon/dev-8", 8)
+        .verifier()
+        .to_string();
+    let full = [
+        ("vkey", key.as_str()),
+        ("card", MODEL),
+        ("controller", "Ville de Lyon <script>x</script>"),
+        ("purpose", "Mesurer la fréquentation"),
+        ("legal_basis", "RGPD art. 6.1.e"),
+        ("csrf", csrf.as_str()),
+    ];
+    for missing in ["controller", "purpose", "legal_basis"] {
+        let form: Vec<(&str, &str)> = full
+            .iter()
+            .map(|(k, v)| (*k, if *k == missing { "  " } else { *v }))
+            .collect();
+        let r = post(&fx.url("/admin/enrol"), Some(&cookie), None, &form);
+        assert_eq!(r.status, 400, "{missing}");
+        assert!(
+            r.body.contains(&format!("`{missing}` is missing")),
+            "{}",
+            r.body
+        );
+    }
+    assert!(!fx.enrolment.read().unwrap().devices.contains_key("dev-8"));
+    let r = post(&fx.url("/admin/enrol"), Some(&cookie), None, &full);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let reg = get(&fx.url("/register"), None).body;
+    assert_eq!(
+        reg.matches("<article class=\"model\"").count(),
+        1,
+        "one card entry"
+    );
+    assert_eq!(
+        reg.matches("<article class=\"device\"").count(),
+        4,
+        "dev-1, dev-2, cam-9, dev-8"
+    );
+    assert!(reg.contains("Ville de Lyon &lt;script&gt;x&lt;/script&gt;"));
+    assert!(!reg.contains("<script>x"));
+    assert!(
+        reg.contains("non renseigné à l'inscription"),
+        "the fixture's devices"
+    );
+    let file = std::fs::read_to_string(&fx.devices_path).unwrap();
+    assert!(file.contains("legal_basis = \"RGPD art. 6.1.e\""), "{file}");
+
+    // The command line: refused without them (as production), accepted with them.
+    let vkey = fx.dir.path().join("dev-9.vkey");
+    std::fs::write(
+        &vkey,
+        common::key_for("iat/fr-lyon/dev-9", 9)
+            .verifier()
+            .to_string(),
+    )
+    .unwrap();
+    let card = common::repo().join("models/centerface-int8/card.toml");
+    let enroll = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .arg("enroll")
+            .arg("--devices")
+            .arg(&fx.devices_path)
+            .arg("--device-key")
+            .arg(&vkey)
+            .arg("--card")
+            .arg(&card)
+            .args(extra)
+            .output()
+            .expect("hub enroll")
+    };
+    let o = enroll(&["--controller", "Ville de Lyon", "--purpose", "Comptage"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`legal_basis` is missing"), "{err}");
+    let o = enroll(&[
+        "--controller",
+        "Ville de Lyon",
+        "--purpose",
+        "Comptage",
+        "--legal-basis",
+        "RGPD art. 6.1.e",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -91,7 +91,19 @@ impl Hub {
             .arg("--devices")
             .arg(self.dir.join("devices.toml"))
             .arg("--device-key")
-            .arg(device.vkey());
+            .arg(device.vkey())
+            .args([
+                "--controller",
+                "Aucun : test de bout en bout (données simulées)",
+            ])
+            .args([
+                "--purpose",
+                "Tester la chaîne complète sur des données simulées",
+            ])
+            .args([
+                "--legal-basis",
+                "Sans objet : aucune donnée personnelle (test)",
+            ]);
         for c in cards {
             cmd.arg("--card").arg(root().join(c));
         }

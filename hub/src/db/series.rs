@@ -662,6 +662,8 @@ pub struct Bucket {
     pub sum: i64,
     pub peak: Option<i64>,
     pub n: u64,
+    /// Observations of the windows with a value (for `count`: the frames behind `sum`).
+    pub n_valued: u64,
     pub k_max: u64,
     /// The smallest epsilon of the windows that published their values.
     pub epsilon_milli_min: Option<u64>,
@@ -681,6 +683,18 @@ impl Bucket {
             self.sum as f64 / self.valued as f64
         })
     }
+
+    /// What a page shows, in the unit people read: for `count`, the number
+    /// of objects present at once on average (objects summed over frames, over the frames);
+    /// shares in ppm averaged; levels in their unit; line crossings summed.
+    pub fn shown(&self, kind: &str) -> Option<f64> {
+        let v = self.value(kind)?;
+        match kind {
+            "count" => (self.n_valued > 0).then(|| self.sum as f64 / self.n_valued as f64),
+            "level_stats" => Some(v / 1000.0),
+            _ => Some(v),
+        }
+    }
 }
 
 /// The series in `[from, to)` grouped in buckets of `bucket_ms` aligned on `from`.
@@ -695,7 +709,8 @@ pub fn buckets(
     let mut q = conn.prepare_cached(
         "SELECT (start_ms - ?5) / ?7 AS b, COUNT(*), SUM(value_sup), COUNT(value),
            TOTAL(value), MAX(peak), SUM(n), MAX(k),
-           MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld)
+           MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld),
+           TOTAL(CASE WHEN value IS NULL THEN 0 ELSE n END)
          FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
            AND start_ms >= ?5 AND start_ms < ?6
          GROUP BY b ORDER BY b",
@@ -714,6 +729,7 @@ pub fn buckets(
                 k_max: r.get::<_, i64>(7)? as u64,
                 epsilon_milli_min: r.get::<_, Option<i64>>(8)?.map(|e| e as u64),
                 withheld: r.get::<_, f64>(9)? as u64,
+                n_valued: r.get::<_, f64>(10)? as u64,
             })
         },
     )?;

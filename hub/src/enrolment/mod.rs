@@ -14,13 +14,23 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 
 /// One enrolled device, as written in the enrolment file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDevice {
     pub id: String,
     pub territory: String,
     /// The device's verifier key (`device.vkey`), C2SP form.
     pub key: String,
+    /// Who is responsible for the processing (the data controller: a town hall, a
+    /// community...), as the operator states it at enrolment for the public register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// What this device's results are used for, here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// The legal basis of the processing (GDPR art. 6), with its reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
     /// When the device was enrolled (RFC 3339), for the public register.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolled: Option<String>,
@@ -32,6 +42,59 @@ pub struct RawDevice {
     pub retired_keys: Vec<RetiredKey>,
     #[serde(default, rename = "model")]
     pub models: Vec<RawModel>,
+}
+
+/// What the operator states of a device's use at enrolment: the public register shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Use {
+    pub controller: Option<String>,
+    pub purpose: Option<String>,
+    pub legal_basis: Option<String>,
+}
+
+/// The most a stated field may hold.
+pub const MAX_STATED: usize = 500;
+
+impl Use {
+    /// Trimmed, empty fields as `None`.
+    pub fn new(controller: Option<&str>, purpose: Option<&str>, legal_basis: Option<&str>) -> Use {
+        let clean = |s: Option<&str>| {
+            s.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Use {
+            controller: clean(controller),
+            purpose: clean(purpose),
+            legal_basis: clean(legal_basis),
+        }
+    }
+
+    /// The fields a production hub requires, by their names in the enrolment file, that are
+    /// missing; and an error for one that is too long or holds control characters.
+    pub fn check(&self, production: bool) -> Result<(), String> {
+        for (name, v) in [
+            ("controller", &self.controller),
+            ("purpose", &self.purpose),
+            ("legal_basis", &self.legal_basis),
+        ] {
+            match v {
+                None if production => {
+                    return Err(format!(
+                        "`{name}` is missing: a production hub states the controller, purpose and legal basis of every device in its public register (set `mode = \"demo\"` in the hub's config for a demonstration)"
+                    ));
+                }
+                Some(s) if s.chars().count() > MAX_STATED => {
+                    return Err(format!("`{name}`: at most {MAX_STATED} characters"));
+                }
+                Some(s) if s.chars().any(|c| c.is_control() && c != '\n') => {
+                    return Err(format!("`{name}`: no control characters"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A device's location, as the national counting schema's `site` file describes one.
@@ -100,6 +163,8 @@ pub struct Device {
     pub enrolled: Option<String>,
     pub site: Option<RawSite>,
     pub retired_keys: Vec<RetiredKey>,
+    /// Controller, purpose and legal basis, as stated at enrolment.
+    pub usage: Use,
 }
 
 impl Device {
@@ -165,6 +230,14 @@ impl Enrolment {
                     "lat in [-90, 90] and lon in [-180, 180]".into(),
                 ));
             }
+            let usage = Use::new(
+                d.controller.as_deref(),
+                d.purpose.as_deref(),
+                d.legal_basis.as_deref(),
+            );
+            // Loading never requires them (devices enrolled before they existed still load);
+            // enrolment does, on a production hub.
+            usage.check(false).map_err(|m| field("controller", m))?;
             if devices.contains_key(&d.id) {
                 return Err(field("id", format!("`{}` is enrolled twice", d.id)));
             }
@@ -178,6 +251,7 @@ impl Enrolment {
                     enrolled: d.enrolled,
                     site: d.site,
                     retired_keys: d.retired_keys,
+                    usage,
                 },
             );
         }
@@ -319,7 +393,24 @@ mod tests {
             enrolled: None,
             site: None,
             retired_keys: vec![],
+            usage: Use::default(),
         }
+    }
+
+    #[test]
+    fn a_production_enrolment_names_the_missing_field() {
+        let full = Use::new(Some("Ville de Lyon"), Some("comptage"), Some("art. 6.1.e"));
+        assert!(full.check(true).is_ok());
+        let e = Use::new(Some("Ville de Lyon"), Some("  "), Some("art. 6.1.e"))
+            .check(true)
+            .unwrap_err();
+        assert!(e.contains("`purpose` is missing"), "{e}");
+        let e = Use::new(None, None, None).check(true).unwrap_err();
+        assert!(e.contains("`controller`"), "{e}");
+        assert!(Use::new(None, None, None).check(false).is_ok());
+        let long = "x".repeat(MAX_STATED + 1);
+        assert!(Use::new(Some(&long), None, None).check(false).is_err());
+        assert!(Use::new(Some("a\u{7}b"), None, None).check(false).is_err());
     }
 
     #[test]

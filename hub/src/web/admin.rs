@@ -11,15 +11,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::pages::layout;
+use super::i18n::{self, Lang, Locale};
+use super::pages::{alarm_legend, layout};
 use super::{App, WebError, WebResult, params};
 use crate::auth::{self, Session};
 use crate::dates;
 use crate::db::query::{self, AlarmFilter, AlarmRow};
 use crate::db::store::Severity;
 use crate::enrolment::cards;
-use crate::enrolment::{RawDevice, RawSite};
-use crate::ingest;
+use crate::enrolment::{RawDevice, RawSite, Use};
 use crate::mqtt::now_ms;
 
 pub const COOKIE: &str = "iat_session";
@@ -120,34 +120,40 @@ fn see_other(to: &str) -> Response {
         .into_response()
 }
 
-fn login_form(error: Option<&str>) -> Markup {
+fn login_form(l: &Locale, error: Option<&str>) -> Markup {
     layout(
-        "Admin login",
+        l,
+        l.t("Connexion à l'administration", "Admin login"),
         "admin",
         html! {
-            h1 { "Admin login" }
-            @if let Some(e) = error { p.error id="login-error" { (e) } }
+            h1 { (l.t("Connexion à l'administration", "Admin login")) }
+            @if let Some(e) = error { p.error id="login-error" role="alert" { (e) } }
             form id="login" method="post" action="/admin/login" {
-                p { label { "Name " input type="text" name="name" autocomplete="username" required; } }
-                p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
-                p { button type="submit" { "Log in" } }
+                p { label for="login-name" { (l.t("Identifiant", "Name")) } " " input id="login-name" type="text" name="name" autocomplete="username" required; }
+                p { label for="login-password" { (l.t("Mot de passe", "Password")) } " " input id="login-password" type="password" name="password" autocomplete="current-password" required; }
+                p { button type="submit" { (l.t("Se connecter", "Log in")) } }
             }
-            p { "Accounts are created on the hub's machine with " code { "hub admin passwd --config hub.toml --user NAME" } "." }
+            p { (l.t("Les comptes se créent sur la machine du hub avec ", "Accounts are created on the hub's machine with ")) code { "hub admin passwd --config hub.toml --user NAME" } "." }
         },
     )
 }
 
-pub async fn login_page(State(app): State<App>, headers: HeaderMap) -> WebResult<Response> {
+pub async fn login_page(
+    State(app): State<App>,
+    l: Locale,
+    headers: HeaderMap,
+) -> WebResult<Response> {
     if current(&app, &headers).await?.is_some() {
         return Ok(see_other("/admin"));
     }
-    Ok(login_form(None).into_response())
+    Ok(login_form(&l, None).into_response())
 }
 
 /// A login: throttled per account and per client address (429 with `Retry-After`, before any
 /// password work), then one of the few Argon2 places (503 when none frees up in time).
 pub async fn login(
     State(app): State<App>,
+    l: Locale,
     headers: HeaderMap,
     extensions: axum::http::Extensions,
     Form(form): Form<Fields>,
@@ -162,10 +168,15 @@ pub async fn login(
     let begun = app.throttle().begin(&name, client, now_ms());
     if let Err(wait_ms) = begun {
         let secs = (wait_ms as u64).div_ceil(1000).max(1);
-        let msg = format!(
-            "Too many failed logins for this account or from this address: try again in {secs} s. (Trop d'échecs de connexion pour ce compte ou depuis cette adresse : réessayez dans {secs} s.)"
-        );
-        let mut r = (StatusCode::TOO_MANY_REQUESTS, login_form(Some(&msg))).into_response();
+        let msg = match l.lang {
+            Lang::Fr => format!(
+                "Trop d'échecs de connexion pour ce compte ou depuis cette adresse : réessayez dans {secs} s."
+            ),
+            Lang::En => format!(
+                "Too many failed logins for this account or from this address: try again in {secs} s."
+            ),
+        };
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, login_form(&l, Some(&msg))).into_response();
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -192,7 +203,13 @@ pub async fn login(
     let Some((token, _)) = session? else {
         return Ok((
             StatusCode::UNAUTHORIZED,
-            login_form(Some("Wrong name or password.")),
+            login_form(
+                &l,
+                Some(l.t(
+                    "Identifiant ou mot de passe incorrect.",
+                    "Wrong name or password.",
+                )),
+            ),
         )
             .into_response());
     };
@@ -239,7 +256,7 @@ fn csrf_input(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
-pub async fn home(State(app): State<App>, headers: HeaderMap) -> WebResult<Markup> {
+pub async fn home(State(app): State<App>, l: Locale, headers: HeaderMap) -> WebResult<Markup> {
     let s = page_session(&app, &headers).await?;
     let (catalogue, card_errors) = match &app.cfg().cards {
         Some(dir) => {
@@ -259,51 +276,64 @@ pub async fn home(State(app): State<App>, headers: HeaderMap) -> WebResult<Marku
             Ok((query::devices(c, e)?, query::alarm_page(c, &open, 1, 20)?))
         })
         .await?;
+    let production = app.cfg().mode == crate::config::Mode::Production;
     Ok(layout(
-        "Admin",
+        &l,
+        l.t("Administration", "Admin"),
         "admin",
         html! {
-            h1 { "Admin" }
-            p { "Logged in as " strong id="admin-name" { (s.name) } ". "
-                form.inline method="post" action="/admin/logout" { (csrf_input(&s)) button type="submit" { "Log out" } } }
-            h2 { "Open alarms" }
-            @if open.alarms.is_empty() { p id="no-open-alarms" { "None." } }
+            h1 { (l.t("Administration", "Admin")) }
+            p { (l.t("Connecté en tant que ", "Logged in as ")) strong id="admin-name" { (s.name) } ". "
+                form.inline method="post" action="/admin/logout" { (csrf_input(&s)) button type="submit" { (l.t("Se déconnecter", "Log out")) } } }
+            h2 { (l.t("Alarmes ouvertes", "Open alarms")) }
+            @if open.alarms.is_empty() { p id="no-open-alarms" { (l.t("Aucune.", "None.")) } }
             @else {
-                p { (open.total) " open alarm(s) standing for " (open.messages) " event(s) or message(s), the most serious first. "
-                    a href="/admin/alarms?open=true" { "All alarms, with filters" } "." }
-                (alarm_table(&s, &open.alarms, "open-alarms", "admin"))
+                p { (open.total) (l.t(" alarme(s) ouverte(s), pour ", " open alarm(s) standing for ")) (open.messages) (l.t(" événement(s) ou message(s), les plus graves d'abord. ", " event(s) or message(s), the most serious first. "))
+                    a href="/admin/alarms?open=true" { (l.t("Toutes les alarmes, avec filtres", "All alarms, with filters")) } "." }
+                (alarm_table(&l, &s, &open.alarms, "open-alarms", "admin"))
+                @let kinds: Vec<&str> = i18n::ALARM_KINDS.iter().copied().filter(|k| open.alarms.iter().any(|a| a.kind == *k)).collect();
+                (alarm_legend(&l, &kinds))
             }
-            h2 { "Enrol a device" }
+            h2 { (l.t("Inscrire un appareil", "Enrol a device")) }
             @if app.cfg().cards.is_none() {
-                p.error { "No card catalogue: set `cards` in the [http] section of the hub's config to a folder of model folders." }
+                p.error { (l.t("Pas de catalogue de fiches : indiquer `cards` dans la section [http] de la configuration du hub (un dossier de dossiers de modèles).", "No card catalogue: set `cards` in the [http] section of the hub's config to a folder of model folders.")) }
             }
-            @for e in &card_errors { p.error { "Card not offered: " (e.to_string()) } }
+            @for e in &card_errors { p.error { (l.t("Fiche non proposée : ", "Card not offered: ")) (e.to_string()) } }
             form id="enrol" method="post" action="/admin/enrol" {
                 (csrf_input(&s))
-                p { label { "Device verifier key (the device's " code { "device.vkey" } ")" br;
-                    textarea name="vkey" rows="2" required placeholder="iat/TERRITORY/DEVICE+xxxxxxxx+..." {} } }
-                fieldset { legend { "Models it may run" }
+                p { label.block for="enrol-vkey" { (l.t("Clé de vérification de l'appareil (son fichier ", "Device verifier key (the device's ")) code { "device.vkey" } ")" }
+                    textarea id="enrol-vkey" name="vkey" rows="2" required placeholder="iat/TERRITORY/DEVICE+xxxxxxxx+..." {} }
+                fieldset { legend { (l.t("Modèles qu'il peut faire tourner", "Models it may run")) }
                     @for c in &catalogue {
-                        label { input type="checkbox" name="card" value=(c.id); " " (c.id) " " (c.version.as_deref().unwrap_or("")) } br;
+                        @let cid = format!("card-{}", c.id);
+                        input id=(cid) type="checkbox" name="card" value=(c.id); " " label for=(cid) { (c.id) " " (c.version.as_deref().unwrap_or("")) } br;
                     }
                 }
-                fieldset { legend { "Site (optional; for the open-data export)" }
-                    label { "Name " input type="text" name="site_name"; } " "
-                    label { "Latitude " input type="text" name="lat" size="10"; } " "
-                    label { "Longitude " input type="text" name="lon" size="10"; } " "
-                    label { "INSEE code " input type="text" name="insee" size="6"; }
+                fieldset { legend { (l.t("Pour le registre public", "For the public register")) @if production { (l.t(" (obligatoire)", " (required)")) } }
+                    p { label.block for="enrol-controller" { (l.t("Responsable du traitement (ex. : Ville de Lyon, direction de la voirie)", "Controller (e.g. City of Lyon, roads department)")) }
+                        input id="enrol-controller" type="text" name="controller" size="60" maxlength="500" required[production]; }
+                    p { label.block for="enrol-purpose" { (l.t("Finalité (à quoi servent ses résultats ici)", "Purpose (what its results are used for here)")) }
+                        textarea id="enrol-purpose" name="purpose" rows="2" maxlength="500" required[production] {} }
+                    p { label.block for="enrol-legal" { (l.t("Base légale (ex. : RGPD art. 6.1.e, délibération n° ...)", "Legal basis (e.g. GDPR art. 6.1.e, council decision no. ...)")) }
+                        input id="enrol-legal" type="text" name="legal_basis" size="60" maxlength="500" required[production]; }
                 }
-                p { button type="submit" { "Enrol" } }
+                fieldset { legend { (l.t("Lieu (facultatif ; pour l'export open data)", "Site (optional; for the open-data export)")) }
+                    label for="enrol-site" { (l.t("Nom", "Name")) } " " input id="enrol-site" type="text" name="site_name"; " "
+                    label for="enrol-lat" { "Latitude" } " " input id="enrol-lat" type="text" name="lat" size="10"; " "
+                    label for="enrol-lon" { "Longitude" } " " input id="enrol-lon" type="text" name="lon" size="10"; " "
+                    label for="enrol-insee" { (l.t("Code INSEE", "INSEE code")) } " " input id="enrol-insee" type="text" name="insee" size="6";
+                }
+                p { button type="submit" { (l.t("Inscrire", "Enrol")) } }
             }
-            h2 { "Rotate a device key" }
-            p { "The old key is kept in the register as retired: records signed before the rotation still verify with it." }
+            h2 { (l.t("Changer la clé d'un appareil", "Rotate a device key")) }
+            p { (l.t("L'ancienne clé reste au registre comme retirée : les résultats signés avant le changement se vérifient toujours avec elle.", "The old key is kept in the register as retired: records signed before the rotation still verify with it.")) }
             form id="rotate" method="post" action="/admin/rotate" {
                 (csrf_input(&s))
-                p { label { "Device " select name="device" {
+                p { label for="rotate-device" { (l.t("Appareil", "Device")) } " " select id="rotate-device" name="device" {
                     @for d in &devices { option value=(d.id) { (d.territory) " / " (d.id) } }
-                } } }
-                p { label { "New verifier key" br; textarea name="vkey" rows="2" required {} } }
-                p { button type="submit" { "Rotate" } }
+                } }
+                p { label.block for="rotate-vkey" { (l.t("Nouvelle clé de vérification", "New verifier key")) } textarea id="rotate-vkey" name="vkey" rows="2" required {} }
+                p { button type="submit" { (l.t("Changer la clé", "Rotate")) } }
             }
         },
     ))
@@ -351,6 +381,14 @@ pub async fn enrol(
         models.push(card.clone());
     }
     let site = site(&form)?;
+    let usage = Use::new(
+        field(&form, "controller"),
+        field(&form, "purpose"),
+        field(&form, "legal_basis"),
+    );
+    usage
+        .check(app.cfg().mode == crate::config::Mode::Production)
+        .map_err(|e| WebError::BadRequest(format!("{territory}/{device} not enrolled: {e}")))?;
     let raw = RawDevice {
         id: device.clone(),
         territory: territory.clone(),
@@ -359,6 +397,9 @@ pub async fn enrol(
         site,
         retired_keys: Vec::new(),
         models,
+        controller: usage.controller,
+        purpose: usage.purpose,
+        legal_basis: usage.legal_basis,
     };
     app.change_enrolment(move |path| crate::enrolment::enroll(path, raw))
         .await?;
@@ -445,42 +486,61 @@ pub async fn ack(
     }))
 }
 
+/// A severity in words.
+fn severity(l: &Locale, s: Severity) -> &'static str {
+    match (s, l.lang) {
+        (Severity::Critical, i18n::Lang::Fr) => "critique",
+        (Severity::High, i18n::Lang::Fr) => "élevée",
+        (Severity::Warning, i18n::Lang::Fr) => "avertissement",
+        (Severity::Notice, i18n::Lang::Fr) => "information",
+        (s, i18n::Lang::En) => s.name(),
+    }
+}
+
 /// A table of alarms with their acknowledge buttons (`back`: the page to return to).
-fn alarm_table(s: &Session, rows: &[AlarmRow], id: &str, back: &str) -> Markup {
+fn alarm_table(l: &Locale, s: &Session, rows: &[AlarmRow], id: &str, back: &str) -> Markup {
     html! {
         table id=(id) {
+            caption { (l.t("Alarmes, les plus graves d'abord", "Alarms, the most serious first")) }
             thead { tr {
-                th { "#" } th { "Severity" } th { "Kind" } th { "Device or source" } th { "Messages" }
-                th { "First" } th { "Last" } th { "Detail and evidence" } th { "Acknowledged" }
+                th scope="col" { "N°" }
+                th scope="col" { (l.t("Gravité", "Severity")) }
+                th scope="col" { (l.t("Type", "Kind")) }
+                th scope="col" { (l.t("Appareil ou source", "Device or source")) }
+                th scope="col" { (l.t("Messages", "Messages")) }
+                th scope="col" { (l.t("Premier", "First")) }
+                th scope="col" { (l.t("Dernier", "Last")) }
+                th scope="col" { (l.t("Détail et preuves", "Detail and evidence")) }
+                th scope="col" { (l.t("Acquittement", "Acknowledged")) }
             } }
             tbody {
                 @for a in rows {
                     tr data-alarm=(a.id) data-kind=(a.kind) data-severity=(a.severity.name()) data-count=(a.count) {
-                        td { (a.id) }
-                        td { span class={ "badge sev-" (a.severity.name()) } { (a.severity.name()) } }
-                        td { span.badge.alarm { (a.kind) } }
+                        th scope="row" { (a.id) }
+                        td { span class={ "badge sev-" (a.severity.name()) } { (severity(l, a.severity)) } }
+                        td { span.badge.alarm title=(a.kind) { (i18n::alarm_kind(l, &a.kind).map(|k| k.title).unwrap_or(&a.kind)) } }
                         td {
                             @if let Some(d) = &a.device { (d) }
                             @else if let Some(src) = &a.source { code { (src) } }
                             @else { "-" }
                         }
-                        td { (a.count) }
-                        td { (a.at) }
-                        td { (a.last.as_deref().unwrap_or("")) }
+                        td.num { (a.count) }
+                        td { (l.label(&a.at)) }
+                        td { (a.last.as_deref().map(|t| l.label(t)).unwrap_or_default()) }
                         td {
                             (a.detail)
                             @if let Some(e) = &a.evidence {
-                                details { summary { "evidence" } pre { (e) } }
+                                details { summary { (l.t("preuves", "evidence")) } pre { (e) } }
                             }
                         }
                         td {
                             @match (&a.acked, &a.acked_by) {
-                                (Some(t), Some(b)) => { (t) " by " (b) },
+                                (Some(t), Some(b)) => { (l.label(t)) (l.t(" par ", " by ")) (b) },
                                 _ => {
                                     form.inline method="post" action=(format!("/admin/alarms/{}/ack", a.id)) {
                                         (csrf_input(s))
                                         input type="hidden" name="back" value=(back);
-                                        button type="submit" { "Acknowledge" }
+                                        button type="submit" aria-label=(format!("{} {}", l.t("Acquitter l'alarme n°", "Acknowledge alarm #"), a.id)) { (l.t("Acquitter", "Acknowledge")) }
                                     }
                                 },
                             }
@@ -508,6 +568,7 @@ fn encode(v: &str) -> String {
 /// serious first, so that no flood of rejected traffic hides a FORK or a GAP.
 pub async fn alarms(
     State(app): State<App>,
+    l: Locale,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Markup> {
@@ -535,42 +596,39 @@ pub async fn alarms(
         }
         format!("/admin/alarms?{}", parts.join("&"))
     };
-    let kinds = [
-        ingest::FORK,
-        ingest::EQUIVOCATION,
-        ingest::ROLLBACK,
-        ingest::GAP,
-        ingest::BAD_SIGNATURE,
-        ingest::NOT_ALLOWED,
-        ingest::MISMATCH,
-        ingest::MALFORMED,
-        ingest::UNENROLLED,
-        ingest::OVERSIZED,
-    ];
+    let kinds = i18n::ALARM_KINDS;
+    let shown: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|k| p.alarms.iter().any(|a| a.kind == *k))
+        .collect();
     Ok(layout(
-        "Alarms · Admin",
+        &l,
+        l.t("Alarmes · Administration", "Alarms · Admin"),
         "admin",
         html! {
-            h1 { "Alarms" }
-            p { "The most serious first (critical: proof of tampering signed by a device; high: records missing, or a signature that does not verify on a device's topic; warning: a device's message that cannot be used; notice: traffic refused before anything was verified), then the newest. Rejected traffic is counted per source and kind: one row per hour with the number of messages and the first few as evidence." }
+            h1 { (l.t("Alarmes", "Alarms")) }
+            p { (l.t("Les plus graves d'abord (critique : preuve de falsification signée par un appareil ; élevée : résultats manquants, ou signature invalide sur le canal d'un appareil ; avertissement : message d'un appareil inutilisable ; information : trafic refusé avant toute vérification), puis les plus récentes. Le trafic refusé est compté par source et par type : une ligne par heure avec le nombre de messages et les premiers en preuve.",
+                     "The most serious first (critical: proof of tampering signed by a device; high: records missing, or a signature that does not verify on a device's topic; warning: a device's message that cannot be used; notice: traffic refused before anything was verified), then the newest. Rejected traffic is counted per source and kind: one row per hour with the number of messages and the first few as evidence.")) }
             form id="alarm-filter" method="get" action="/admin/alarms" {
-                label { "Device " input type="text" name="device" size="16" value=[filter.device.as_deref()]; } " "
-                label { "Kind " select name="kind" {
-                    option value="" { "any" }
-                    @for k in kinds { option value=(k) selected[filter.kind.as_deref() == Some(k)] { (k) } }
-                } } " "
-                label { "Severity " select name="severity" {
-                    option value="" { "any" }
-                    @for v in Severity::ALL { option value=(v.name()) selected[filter.severity == Some(v)] { (v.name()) " and above" } }
-                } } " "
-                label { input type="checkbox" name="open" value="true" checked[filter.open_only]; " not acknowledged only" } " "
-                button type="submit" { "Filter" }
+                label for="f-device" { (l.t("Appareil", "Device")) } " " input id="f-device" type="text" name="device" size="16" value=[filter.device.as_deref()]; " "
+                label for="f-kind" { (l.t("Type", "Kind")) } " " select id="f-kind" name="kind" {
+                    option value="" { (l.t("tous", "any")) }
+                    @for k in kinds { option value=(k) selected[filter.kind.as_deref() == Some(k)] { (i18n::alarm_kind(&l, k).map(|a| a.title).unwrap_or(k)) " (" (k) ")" } }
+                } " "
+                label for="f-severity" { (l.t("Gravité", "Severity")) } " " select id="f-severity" name="severity" {
+                    option value="" { (l.t("toutes", "any")) }
+                    @for v in Severity::ALL { option value=(v.name()) selected[filter.severity == Some(v)] { (severity(&l, v)) (l.t(" et plus", " and above")) } }
+                } " "
+                input id="f-open" type="checkbox" name="open" value="true" checked[filter.open_only]; " " label for="f-open" { (l.t("non acquittées seulement", "not acknowledged only")) } " "
+                button type="submit" { (l.t("Filtrer", "Filter")) }
             }
-            p id="alarm-count" { (p.total) " alarm(s), " (p.messages) " event(s) or message(s); page " (p.page) " of " (p.pages) "." }
-            @if !p.alarms.is_empty() { (alarm_table(&s, &p.alarms, "alarms", "alarms")) }
-            nav.pages aria-label="pages" {
-                @if p.page > 1 { a rel="prev" href=(link(p.page - 1)) { "Previous" } " " }
-                @if p.page < p.pages { a rel="next" href=(link(p.page + 1)) { "Next" } }
+            p id="alarm-count" { (p.total) (l.t(" alarme(s), ", " alarm(s), ")) (p.messages) (l.t(" événement(s) ou message(s) ; page ", " event(s) or message(s); page ")) (p.page) (l.t(" sur ", " of ")) (p.pages) "." }
+            (alarm_legend(&l, &shown))
+            @if !p.alarms.is_empty() { (alarm_table(&l, &s, &p.alarms, "alarms", "alarms")) }
+            nav.pages aria-label=(l.t("pages", "pages")) {
+                @if p.page > 1 { a rel="prev" href=(link(p.page - 1)) { (l.t("Précédente", "Previous")) } " " }
+                @if p.page < p.pages { a rel="next" href=(link(p.page + 1)) { (l.t("Suivante", "Next")) } }
             }
         },
     ))

@@ -186,6 +186,7 @@ pub fn device_section(h: &DeviceHealth) -> Markup {
         section id="etat" lang="fr" {
             h2 { "État de l'appareil" }
             table.facts id="etat-appareil" {
+                caption.sr { "État de l'appareil en détail" }
                 tr { th scope="row" { "Connexion" } td { (presence_badge(h.online())) } }
                 @match &h.latest {
                     None => {

@@ -17,6 +17,7 @@ pub mod api;
 pub mod chart;
 pub mod export;
 pub mod health;
+pub mod i18n;
 pub mod limits;
 pub mod pages;
 pub mod params;
@@ -56,6 +57,10 @@ pub struct WebConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `[http.limits]`.
     pub limits: limits::Limits,
+    /// The time zone of the dates on the pages (`[http] time_zone`).
+    pub time_zone: i18n::Zone,
+    /// A production hub refuses incomplete enrolments (`mode`).
+    pub mode: crate::config::Mode,
 }
 
 impl WebConfig {
@@ -71,6 +76,8 @@ impl WebConfig {
             public_origin: h.public_origin.clone(),
             trusted_proxies: h.trusted_proxies.clone(),
             limits: h.limits.clone(),
+            time_zone: h.time_zone.clone(),
+            mode: c.mode,
         })
     }
 }
@@ -328,6 +335,7 @@ pub fn router(app: App) -> Router {
             limits.request_timeout,
         ))
         .layer(axum::middleware::map_response(explain_limits))
+        .layer(axum::middleware::from_fn(i18n::language))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }

@@ -10,12 +10,12 @@ use crate::db::store::Severity;
 
 use super::WebError;
 
-/// Rejects parameters outside `allowed`.
+/// Rejects parameters outside `allowed` (and `lang`, the language of a page: [`super::i18n`]).
 pub fn only(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), WebError> {
     let mut unknown: Vec<&str> = q
         .keys()
         .map(String::as_str)
-        .filter(|k| !allowed.contains(k))
+        .filter(|k| !allowed.contains(k) && *k != "lang")
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -194,7 +194,18 @@ pub fn auto_bucket(from: i64, to: i64, window_ms: i64, target: i64) -> i64 {
         91 * 86_400_000,
     ];
     let span = (to - from).max(1);
+    // Each window its own point when they fit (10-second windows over an hour: 360 points),
+    // never several windows merged into a bucket that is not a multiple of them.
+    if window_ms > 0 && span / window_ms <= target {
+        return window_ms;
+    }
     for s in STEPS {
+        // A whole number of windows per bucket.
+        let s = if window_ms > 0 {
+            (s + window_ms - 1) / window_ms * window_ms
+        } else {
+            s
+        };
         if s >= window_ms && span / s <= target {
             return s;
         }
@@ -330,5 +341,13 @@ mod tests {
         assert_eq!(auto_bucket(0, 365 * 86_400_000, 900_000, 400), 86_400_000);
         assert_eq!(auto_bucket(0, 86_400_000, 900_000, 400), 900_000);
         assert_eq!(auto_bucket(0, 3_600_000, 900_000, 400), 900_000);
+        // Issue 21: 10-second windows over an hour are not merged into minutes.
+        assert_eq!(auto_bucket(0, 3_600_000, 10_000, 400), 10_000);
+        // Over a day they are, into whole multiples of the window.
+        let b = auto_bucket(0, 86_400_000, 10_000, 400);
+        assert!(b % 10_000 == 0 && 86_400_000 / b <= 400, "{b}");
+        // Windows of 7 minutes never land in 15-minute buckets (2 or 3 windows a bucket).
+        assert_eq!(auto_bucket(0, 86_400_000, 420_000, 400), 420_000);
+        assert_eq!(auto_bucket(0, 30 * 86_400_000, 420_000, 400) % 420_000, 0);
     }
 }

@@ -311,6 +311,7 @@ impl Hub {
                 site: None,
                 retired_keys: vec![],
                 models: vec![card()],
+                ..Default::default()
             },
         )
         .expect("enroll");

@@ -137,6 +137,7 @@ impl Fixture {
                     site: None,
                     retired_keys: vec![],
                     models: vec![card.clone()],
+                    ..Default::default()
                 },
             )
             .expect("enroll");
@@ -317,6 +318,7 @@ impl Fixture {
                 site: None,
                 retired_keys: vec![],
                 models: vec![card.clone()],
+                ..Default::default()
             },
         )
         .expect("enroll");
@@ -432,5 +434,111 @@ impl Fixture {
             SOUND_RECORDS,
             &record_v4_sounds,
         );
+    }
+}
+
+/// A counting device over a whole year (issue 21: a device page at year zoom): NanoDet on a
+/// square, 2-hour windows from a year before [`T0`] to `T0`, people present at once
+/// (`count`) and crossing the line `parvis` each way (`line_count`), `k` 3, no noise
+/// (record v4), enrolled with its controller, purpose and legal basis.
+pub const YEAR_DEVICE: &str = "place-1";
+pub const YEAR_TERRITORY: &str = "fr-lyon";
+pub const YEAR_WINDOW_MS: i64 = 2 * 3_600_000;
+pub const YEAR_RECORDS: u64 = 365 * 12;
+/// Frames analysed per window (one a second).
+pub const YEAR_FRAMES: u64 = 7_200;
+
+/// People in view at once on average in window `i`, in hundredths: busy afternoons, quiet
+/// nights, busier summers.
+pub fn year_present_centi(i: u64) -> u64 {
+    let hour = (i % 12) * 2;
+    let day = i / 12;
+    let daily = match hour {
+        0..=5 => 5,
+        6..=9 => 60,
+        10..=13 => 180,
+        14..=19 => 260,
+        _ => 90,
+    };
+    let season = 100 + (((day as f64) / 365.0 * std::f64::consts::TAU).cos() * -30.0) as i64;
+    (daily * season as u64 / 100) + (i * 37 % 23)
+}
+
+/// People crossing the line inwards in window `i` (below `k` at night: suppressed).
+pub fn year_people_in(i: u64) -> u64 {
+    year_present_centi(i) / 4
+}
+
+/// The canonical v4 record of window `i` of [`YEAR_DEVICE`].
+pub fn record_year(i: u64, sha256: &str, version: &str) -> Vec<u8> {
+    let start = T0 - 365 * 86_400_000 + i as i64 * YEAR_WINDOW_MS;
+    let published = |v: u64| {
+        if v >= K {
+            json!(v)
+        } else {
+            json!("suppressed")
+        }
+    };
+    let total = year_present_centi(i) * YEAR_FRAMES / 100;
+    let v = json!({
+        "v": 4, "type": "aggregate", "device": YEAR_DEVICE, "territory": YEAR_TERRITORY, "seq": i,
+        "model": {"id": "nanodet", "version": version, "sha256": sha256},
+        "window": {"index": i, "start": aggregate::window::rfc3339(start),
+                   "length_ms": YEAR_WINDOW_MS, "partial": false, "clock_jump_ms": 0, "clock_jumps": 0},
+        "aggregates": {
+            "count": {"person": {"frames": YEAR_FRAMES, "max": published(year_present_centi(i) / 40), "total": published(total)}},
+            "line_count": {"parvis": {"person": {"in": published(year_people_in(i)), "out": published(year_people_in(i + 1))}}},
+        },
+        "privacy": {"k": K, "count_step": 1, "share_step_ppm": 1, "level_step_milli": 1,
+                    "unit": "none", "epsilon_milli": 0, "noise": null},
+    });
+    let bytes = aggregate::canonical::to_vec(&v).expect("canonical");
+    aggregate::RecordView::parse(&bytes).expect("a valid v4 record");
+    bytes
+}
+
+impl Fixture {
+    /// Enrols [`YEAR_DEVICE`] (with what a town states in the register) and ingests its
+    /// [`YEAR_RECORDS`] records.
+    pub fn add_year_device(&self) {
+        let card =
+            hub::enrolment::cards::load(&repo().join("models/nanodet/card.toml")).expect("card");
+        let key = key_for(&hub_link::origin(YEAR_TERRITORY, YEAR_DEVICE), 41);
+        hub::enrolment::enroll(
+            &self.devices_path,
+            RawDevice {
+                id: YEAR_DEVICE.into(),
+                territory: YEAR_TERRITORY.into(),
+                key: key.verifier().to_string(),
+                enrolled: Some("2025-02-20T09:30:00Z".into()),
+                site: Some(hub::enrolment::RawSite {
+                    name: "Place des Terreaux (test)".into(),
+                    lat: 45.7676,
+                    lon: 4.8344,
+                    insee: Some("69381".into()),
+                }),
+                models: vec![card.clone()],
+                controller: Some("Ville de Lyon, direction des espaces publics (données de test)".into()),
+                purpose: Some("Mesurer la fréquentation de la place pour adapter le nettoyage et l'éclairage (données de test)".into()),
+                legal_basis: Some("RGPD art. 6.1.e, mission d'intérêt public (données de test)".into()),
+                ..Default::default()
+            },
+        )
+        .expect("enroll");
+        let enrolment = Enrolment::load(&self.devices_path).expect("enrolment");
+        let version = card.version.clone().unwrap_or_default();
+        let mut conn = self.conn();
+        let tx = conn.transaction().expect("tx");
+        let topic = hub_link::agg_topic(YEAR_TERRITORY, YEAR_DEVICE, &card.id);
+        for i in 0..YEAR_RECORDS {
+            let entry = record_year(i, &card.sha256, &version);
+            let sig = audit::sign_entry(&key, &entry);
+            let payload = hub_link::encode_record(i, &entry, &sig).expect("envelope");
+            let (o, _) =
+                hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
+            assert_eq!(o.stored, 1, "record {i} of {YEAR_DEVICE} stored");
+        }
+        tx.commit().expect("commit");
+        *self.enrolment.write().unwrap() = enrolment;
     }
 }

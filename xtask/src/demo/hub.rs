@@ -34,15 +34,27 @@ pub fn hub_keygen(hub: &Path, dir: &Path, name: &str) -> Result<()> {
     )
 }
 
-/// `hub enroll` of the device whose verifier key is `vkey`, allowed these model cards; the
-/// enrolment file is `dir/devices.toml`.
+/// What the demo states in the public register for its device: no controller, purpose or legal
+/// basis of a real processing, since there is none (example data on this machine), said
+/// plainly rather than with placeholders.
+pub const DEMO_CONTROLLER: &str =
+    "Aucun : démonstration locale (cargo xtask demo) sur la machine de la personne qui la lance";
+pub const DEMO_PURPOSE: &str = "Démonstration du système : résultats calculés sur les fichiers d'exemple du dépôt, pas sur un lieu réel";
+pub const DEMO_LEGAL_BASIS: &str =
+    "Sans objet : aucune donnée personnelle traitée (images et sons d'exemple, aucun lieu public)";
+
+/// `hub enroll` of the device whose verifier key is `vkey`, allowed these model cards, with the
+/// demo's register statements; the enrolment file is `dir/devices.toml`.
 pub fn enroll(hub: &Path, dir: &Path, vkey: &Path, cards: &[PathBuf]) -> Result<()> {
     let mut cmd = Command::new(hub);
     cmd.arg("enroll")
         .arg("--devices")
         .arg(dir.join("devices.toml"))
         .arg("--device-key")
-        .arg(vkey);
+        .arg(vkey)
+        .args(["--controller", DEMO_CONTROLLER])
+        .args(["--purpose", DEMO_PURPOSE])
+        .args(["--legal-basis", DEMO_LEGAL_BASIS]);
     for card in cards {
         cmd.arg("--card").arg(card);
     }
@@ -69,7 +81,7 @@ impl LocalHub {
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
+                "name = \"{name}\"\nmode = \"demo\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
                  [mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\n{extra}"
             ),
         )?;
