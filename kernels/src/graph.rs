@@ -4,11 +4,17 @@
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
 use tract_onnx::tract_core::internal::*;
+
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::change_axes::AxisChange;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::dummy::Dummy;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::optim::change_axes::change_axes;
+use tract_onnx::tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
 
 /// The f32 constant behind `outlet`, if it is one.
 pub(crate) fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
@@ -17,6 +23,96 @@ pub(crate) fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<
         .konst
         .clone()
         .filter(|k| k.datum_type() == f32::datum_type()))
+}
+
+/// tract's declutter, except that convolutions keep the layout of the ONNX file (channels
+/// first). On a host with a channel-last depthwise kernel (aarch64: tract-linalg's
+/// `depthwise_c_f32`), tract's `Conv` asks for its input channel-last and its `ChangeAxes` pass
+/// carries that through the graph, so the depthwise and the 1x1 convolutions around it reach
+/// the rewrites as `HWC`, which they do not take: on aarch64 most of them stayed float. With
+/// this declutter every architecture gets the same graph, and the same operators.
+pub fn declutter(model: &mut TypedModel) -> TractResult<()> {
+    let mut optimizer = Optimizer::declutter();
+    let mut replaced = 0;
+    for pass in optimizer.passes.iter_mut() {
+        if format!("{pass:?}") == "ChangeAxes" {
+            *pass = Box::<KeepConvLayout>::default();
+            replaced += 1;
+        }
+    }
+    ensure!(
+        replaced == 1,
+        "tract's declutter has {replaced} ChangeAxes passes, not one: the pinned tract changed, \
+         review kernels::graph::declutter"
+    );
+    optimizer.optimize(model)
+}
+
+/// tract's `ChangeAxes` pass without the suggestions of convolutions: the other operators'
+/// suggested changes, and the removal of axes of size 1, are made as tract makes them.
+#[derive(Clone, Debug, Default)]
+struct KeepConvLayout {
+    /// Changes already proposed (each is tried once).
+    tried: HashSet<AxisChange>,
+    /// The node to resume from: the one whose change was last applied.
+    from: usize,
+}
+
+impl TypedPass for KeepConvLayout {
+    fn reset(&mut self) -> TractResult<()> {
+        self.tried.clear();
+        self.from = 0;
+        Ok(())
+    }
+
+    fn next(
+        &mut self,
+        _session: &mut OptimizerSession,
+        model: &TypedModel,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        let mut explored = HashSet::new();
+        let mut locked = model.output_outlets()?.to_vec();
+        locked.extend(model.input_outlets()?.iter());
+        for node in &model.nodes()[self.from..] {
+            if node.op_is::<Dummy>() {
+                continue;
+            }
+            let suggested = if node.op_is::<Conv>() {
+                tvec!()
+            } else {
+                node.op.suggested_axis_changes()?
+            };
+            let unit_axes = node.outputs.iter().enumerate().flat_map(|(slot, o)| {
+                o.fact
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.is_one())
+                    .map(move |(axis, _)| AxisChange {
+                        outlet: OutletId::new(node.id, slot),
+                        op: AxisOp::Rm(axis),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let changes = suggested
+                .into_iter()
+                .map(|(io, op)| AxisChange {
+                    outlet: io.as_outlet(node),
+                    op,
+                })
+                .chain(unit_axes);
+            for change in changes {
+                if self.tried.insert(change.clone())
+                    && let Some((patch, _)) =
+                        change_axes(model, &change, &locked, &[], &mut explored)?
+                {
+                    self.from = node.id;
+                    return Ok(Some(patch));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Applies the patch `at` proposes for each node, in id order, then compacts the model.

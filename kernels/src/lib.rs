@@ -93,7 +93,7 @@ pub struct Rewrites {
 /// convolution rewrites between its two stages (after decluttering, when constants are folded
 /// and the quantisers' parameters known; before code generation), the paddings after it.
 pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
-    model.declutter()?;
+    graph::declutter(model)?;
     let fused_qdq_pairs = qdq::fuse_pairs(model)?;
     // Max poolings and concatenations between quantisers, on bytes: the convolutions after
     // them then read bytes.

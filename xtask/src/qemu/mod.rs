@@ -284,6 +284,88 @@ fn compare(board: &Board) -> Result<ExitCode> {
         board.name,
         got.len()
     );
+    same_operators(board, &emulator, &host, &crate::models::cards()?)
+}
+
+/// What the agent's rewrites install in each card's graph, as `model inspect` lists them: the
+/// same on the board as on the host, or the board runs another graph (as aarch64 did while
+/// tract's channel-last depthwise layout kept most rewrites from firing). tract's own code
+/// generation may choose other kernels per architecture (eager or lazy im2col, fused binary
+/// chains): those, and the paddings the agent replaces after it, are shown, not compared.
+fn same_operators(
+    board: &Board,
+    emulator: &Emulator,
+    host: &Path,
+    cards: &[PathBuf],
+) -> Result<ExitCode> {
+    let mut differ = 0;
+    for card in cards {
+        let inspect = |mut cmd: Command, who: &str| -> Result<(String, Vec<String>)> {
+            cmd.args(["model", "inspect"]).arg(card);
+            let (status, out, _) = bounded(&mut cmd)?;
+            ensure!(
+                status.success(),
+                "{who}: model inspect {} failed:\n{out}",
+                card.display()
+            );
+            let mut lines = out.lines().map(str::trim);
+            let operators = lines
+                .find_map(|l| l.strip_prefix("optimised operators:"))
+                .map(|l| l.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "{who}: model inspect {} lists no optimised operators",
+                        card.display()
+                    )
+                })?;
+            // The rewrites' lines follow the operators ("int8: 39 quantised convolutions...").
+            let rewrites: Vec<String> = lines
+                .filter(|l| !l.is_empty() && !l.starts_with("pads:"))
+                .map(str::to_owned)
+                .collect();
+            Ok((operators, rewrites))
+        };
+        let on_host = inspect(Command::new(host), "host")?;
+        let emulated = inspect(emulator.agent(), &board.name)?;
+        let name = card.parent().and_then(Path::file_name).map_or_else(
+            || card.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        if on_host.1 == emulated.1 {
+            println!(
+                "{name}: the same {} rewrites on {} as on the host",
+                on_host.1.len(),
+                board.name
+            );
+        } else {
+            differ += 1;
+            eprintln!(
+                "{name}: other rewrites on {}:\n  host:     {}\n  emulated: {}",
+                board.name,
+                on_host.1.join("; "),
+                emulated.1.join("; ")
+            );
+        }
+        if on_host.0 != emulated.0 {
+            println!(
+                "  tract's code generation differs (not compared):\n    host:     {}\n    emulated: {}",
+                on_host.0, emulated.0
+            );
+        }
+    }
+    if differ > 0 {
+        eprintln!(
+            "{}: the agent's rewrites differ from the host's on {differ} of {} models",
+            board.name,
+            cards.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{} (qemu user mode): the agent's rewrites are the host's on the {} bundled models",
+        board.name,
+        cards.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
