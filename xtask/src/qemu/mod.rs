@@ -333,9 +333,9 @@ fn same_operators(
         );
         if on_host.1 == emulated.1 {
             println!(
-                "{name}: the same {} rewrites on {} as on the host",
-                on_host.1.len(),
-                board.name
+                "{name}: what the agent's rewrites installed is the same on {} as on the host ({} lines of model inspect)",
+                board.name,
+                on_host.1.len()
             );
         } else {
             differ += 1;
