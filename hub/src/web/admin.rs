@@ -31,15 +31,9 @@ fn field<'a>(f: &'a Fields, name: &str) -> Option<&'a str> {
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+    super::cookie(headers, COOKIE)
         .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
 }
 
 async fn current(app: &App, headers: &HeaderMap) -> WebResult<Option<(String, Session)>> {

@@ -53,14 +53,7 @@ fn query_lang(query: Option<&str>) -> Option<Lang> {
 }
 
 fn cookie_lang(headers: &HeaderMap) -> Option<Lang> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .and_then(|(_, v)| Lang::parse(v))
+    super::cookie(headers, COOKIE).and_then(Lang::parse)
 }
 
 /// The browser's preferred language among French and English (`Accept-Language`, by quality,

@@ -468,3 +468,15 @@ pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Runni
         thread: Some(thread),
     })
 }
+
+/// The value of the request's cookie `name`, from any of its `Cookie` headers.
+fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
