@@ -1,6 +1,6 @@
 //! Dates for the web side: parsing the RFC 3339 labels of records and the `from`/`to` of
-//! queries, formatting milliseconds back (UTC), and the civil time of metropolitan France with
-//! French wording for the device-health parts read by local authorities. Pure.
+//! queries, formatting milliseconds back (UTC), and durations in words. Local time, in the
+//! hub's time zone, is [`crate::web::i18n::Locale`]'s. Pure.
 
 /// A number of ASCII digits only (no sign, no space, not empty).
 fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
@@ -8,6 +8,16 @@ fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
         return None;
     }
     s.parse().ok()
+}
+
+/// A calendar day `YYYY-MM-DD`, strictly.
+pub fn parse_day(s: &str) -> Option<jiff::civil::Date> {
+    let mut dp = s.split('-');
+    let (y, m, d) = (dp.next()?, dp.next()?, dp.next()?);
+    if dp.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    jiff::civil::Date::new(num(y)?, num(m)?, num(d)?).ok()
 }
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM`, `YYYY-MM-DDTHH:MM:SS` or with `.mmm`, optionally
@@ -21,12 +31,7 @@ pub fn parse(s: &str) -> Option<i64> {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let mut dp = date.split('-');
-    let (y, m, d) = (dp.next()?, dp.next()?, dp.next()?);
-    if dp.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    let date = jiff::civil::Date::new(num(y)?, num(m)?, num(d)?).ok()?;
+    let date = parse_day(date)?;
     let time = match time {
         None => jiff::civil::Time::midnight(),
         Some(t) => {
@@ -61,12 +66,6 @@ pub fn format(ms: i64) -> String {
     }
 }
 
-/// `2026-11-30 11:35` for tables.
-pub fn short(ms: i64) -> String {
-    let f = aggregate::window::rfc3339(ms);
-    format!("{} {}", &f[..10], &f[11..16])
-}
-
 /// `2026-11-30` for date inputs.
 pub fn day(ms: i64) -> String {
     aggregate::window::rfc3339(ms)[..10].to_owned()
@@ -94,100 +93,17 @@ pub fn human_duration(ms: i64) -> String {
     format!("{} s", ms as f64 / 1000.0)
 }
 
-const HOUR_MS: i64 = 3_600_000;
-
-/// The UTC offset of Paris (metropolitan France) at `ms`: +1 h, +2 h in summer time.
-///
-/// The EU rule in force since 1996 (directive 2000/84/EC): summer time from the last Sunday of
-/// March to the last Sunday of October, changing at 01:00 UTC. Written out here because the
-/// workspace builds jiff without a time zone database (`Cargo.toml`); overseas territories are
-/// not covered.
-pub fn paris_offset_ms(ms: i64) -> i64 {
-    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
-        return HOUR_MS;
-    };
-    let year = jiff::tz::Offset::UTC.to_datetime(ts).year();
-    let change = |month: i8| -> Option<i64> {
-        let sunday = jiff::civil::Date::new(year, month, 1)
-            .ok()?
-            .nth_weekday_of_month(-1, jiff::civil::Weekday::Sunday)
-            .ok()?;
-        let at = sunday.to_datetime(jiff::civil::Time::new(1, 0, 0, 0).ok()?);
-        Some(
-            jiff::tz::Offset::UTC
-                .to_timestamp(at)
-                .ok()?
-                .as_millisecond(),
-        )
-    };
-    match (change(3), change(10)) {
-        (Some(start), Some(end)) if (start..end).contains(&ms) => 2 * HOUR_MS,
-        _ => HOUR_MS,
-    }
-}
-
-/// Paris civil time at `ms` (`None` outside jiff's range).
-fn paris(ms: i64) -> Option<jiff::civil::DateTime> {
-    let local = ms.checked_add(paris_offset_ms(ms))?;
-    let ts = jiff::Timestamp::from_millisecond(local).ok()?;
-    Some(jiff::tz::Offset::UTC.to_datetime(ts))
-}
-
-const MOIS: [&str; 12] = [
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-];
-
-fn jour_mois(d: jiff::civil::DateTime) -> String {
-    let day = match d.day() {
-        1 => "1er".to_owned(),
-        n => n.to_string(),
-    };
-    let month = MOIS
-        .get(usize::try_from(d.month() - 1).unwrap_or(0))
-        .copied()
-        .unwrap_or("");
-    format!("{day} {month}")
-}
-
-fn heure_de(d: jiff::civil::DateTime) -> String {
-    format!("{} h {:02}", d.hour(), d.minute())
-}
-
-/// Paris time in French: `5 mars 2026 à 14 h 05`.
-pub fn date_heure(ms: i64) -> String {
-    match paris(ms) {
-        Some(d) => format!("{} {} à {}", jour_mois(d), d.year(), heure_de(d)),
-        None => format(ms),
-    }
-}
-
-/// When something started, in Paris time, as short as `now_ms` allows: `14 h 05` the same day,
-/// `le 3 mars à 14 h 05` the same year, `le 3 mars 2025 à 14 h 05` otherwise (to follow
-/// "depuis").
-pub fn depuis(ms: i64, now_ms: i64) -> String {
-    match (paris(ms), paris(now_ms)) {
-        (Some(d), Some(n)) if d.date() == n.date() => heure_de(d),
-        (Some(d), Some(n)) if d.year() == n.year() => {
-            format!("le {} à {}", jour_mois(d), heure_de(d))
-        }
-        (Some(d), _) => format!("le {} {} à {}", jour_mois(d), d.year(), heure_de(d)),
-        _ => format(ms),
-    }
-}
-
 /// A duration in plain French, two units at most: `3 j 4 h`, `4 h 12 min`, `12 min`, `45 s`.
 pub fn duree(secs: u64) -> String {
+    two_units(secs, "j")
+}
+
+/// The same in English: `3 d 4 h`, `4 h 12 min`.
+pub fn duration_en(secs: u64) -> String {
+    two_units(secs, "d")
+}
+
+fn two_units(secs: u64, day: &str) -> String {
     let (d, h, m, s) = (
         secs / 86_400,
         secs % 86_400 / 3_600,
@@ -199,8 +115,8 @@ pub fn duree(secs: u64) -> String {
         (0, 0, m) => format!("{m} min"),
         (0, h, 0) => format!("{h} h"),
         (0, h, m) => format!("{h} h {m} min"),
-        (d, 0, _) => format!("{d} j"),
-        (d, h, _) => format!("{d} j {h} h"),
+        (d, 0, _) => format!("{d} {day}"),
+        (d, h, _) => format!("{d} {day} {h} h"),
     }
 }
 
@@ -249,40 +165,6 @@ mod tests {
         assert_eq!(human_duration(3_600_000), "1 h");
         assert_eq!(human_duration(86_400_000), "1 day");
         assert_eq!(human_duration(7 * 86_400_000), "7 days");
-        assert_eq!(short(0), "1970-01-01 00:00");
-    }
-
-    #[test]
-    fn paris_time_follows_the_eu_summer_time_rule() {
-        let at = |s: &str| parse(s).unwrap();
-        // 2026: summer time from 29 March 01:00 UTC to 25 October 01:00 UTC.
-        assert_eq!(paris_offset_ms(at("2026-03-29T00:59:59")), HOUR_MS);
-        assert_eq!(paris_offset_ms(at("2026-03-29T01:00")), 2 * HOUR_MS);
-        assert_eq!(paris_offset_ms(at("2026-10-25T00:59:59")), 2 * HOUR_MS);
-        assert_eq!(paris_offset_ms(at("2026-10-25T01:00")), HOUR_MS);
-        assert_eq!(paris_offset_ms(at("2026-01-15T12:00")), HOUR_MS);
-        assert_eq!(date_heure(at("2026-03-01T00:00")), "1er mars 2026 à 1 h 00");
-        assert_eq!(
-            date_heure(at("2026-07-14T12:05")),
-            "14 juillet 2026 à 14 h 05"
-        );
-        assert_eq!(
-            date_heure(at("2026-12-31T23:30")),
-            "1er janvier 2027 à 0 h 30"
-        );
-        let now = at("2026-07-14T20:00");
-        assert_eq!(depuis(at("2026-07-14T12:05"), now), "14 h 05");
-        assert_eq!(
-            depuis(at("2026-07-13T12:05"), now),
-            "le 13 juillet à 14 h 05"
-        );
-        assert_eq!(
-            depuis(at("2025-12-01T08:00"), now),
-            "le 1er décembre 2025 à 9 h 00"
-        );
-        // Out of range: no panic, a UTC label.
-        assert!(!date_heure(i64::MAX).is_empty());
-        assert!(!depuis(i64::MIN, 0).is_empty());
     }
 
     #[test]
@@ -295,5 +177,6 @@ mod tests {
         assert_eq!(duree(3 * 86_400 + 4 * 3_600 + 59), "3 j 4 h");
         assert_eq!(duree(2 * 86_400 + 30), "2 j");
         assert!(!duree(u64::MAX).is_empty());
+        assert_eq!(duration_en(3 * 86_400 + 4 * 3_600 + 59), "3 d 4 h");
     }
 }

@@ -593,7 +593,7 @@ pub fn alarms(
     rows.collect()
 }
 
-// --- Plain French ----------------------------------------------------------------------------
+// --- Plain French, for the stored evidence (`detail`) ----------------------------------------------------------------------------
 
 /// A size for people: `240 Mo`, `7,5 Go` (powers of 1000, as disks are sold).
 pub fn octets(n: u64) -> String {
@@ -603,11 +603,6 @@ pub fn octets(n: u64) -> String {
     } else {
         format!("{:.0} Mo", n / 1e6)
     }
-}
-
-/// A decimal number the French way: `51,5`.
-pub fn decimal(x: f32, places: usize) -> String {
-    format!("{x:.places$}").replace('.', ",")
 }
 
 pub fn source_fr(k: SourceKind) -> &'static str {
@@ -626,64 +621,6 @@ pub fn state_fr(s: SourceState) -> &'static str {
         SourceState::Running => "en marche",
         SourceState::Restarting => "en redémarrage",
         SourceState::Ended => "terminée",
-    }
-}
-
-/// What the alarm says, in plain French, with what the latest report adds (the current disk
-/// share, the current age of the oldest waiting result, the kind of source).
-pub fn message(a: &HealthAlarm, latest: Option<&Received>, now_ms: i64) -> String {
-    let report = latest.map(|r| &r.status);
-    match a.kind.as_str() {
-        OFFLINE => format!(
-            "Appareil hors ligne depuis {}",
-            dates::depuis(a.since_ms, now_ms)
-        ),
-        MODEL_SILENT => format!(
-            "Le modèle {} n'a rien publié depuis {} fenêtres (rien reçu depuis {})",
-            a.subject,
-            if SILENT_WINDOWS == 2 {
-                "deux".to_owned()
-            } else {
-                SILENT_WINDOWS.to_string()
-            },
-            dates::depuis(a.since_ms, now_ms)
-        ),
-        DISK_LOW => match report.and_then(disk_free_percent) {
-            Some(p) => format!("Le disque est presque plein ({p} % libre)"),
-            None => format!("Le disque est presque plein ({})", a.detail),
-        },
-        BACKLOG => {
-            let since = match latest {
-                Some(r) => match r.status.oldest_unacked_s {
-                    Some(age) => r.received_ms.saturating_sub(ms(age)),
-                    None => a.since_ms,
-                },
-                None => a.since_ms,
-            };
-            let age = u64::try_from(now_ms.saturating_sub(since) / 1000).unwrap_or(0);
-            let waiting = report.map_or(String::new(), |s| {
-                format!(" ({} en attente)", s.outbox_depth)
-            });
-            format!(
-                "Des résultats attendent d'être envoyés depuis {}{waiting}",
-                dates::duree(age)
-            )
-        }
-        SOURCE_RESTARTING => {
-            let source = report
-                .and_then(|s| s.pipelines.iter().find(|p| p.model == a.subject))
-                .map(|p| p.source);
-            let who = match source {
-                Some(SourceKind::Camera) => "La caméra",
-                Some(SourceKind::Microphone) => "Le microphone",
-                Some(SourceKind::Node) => "Le nœud capteur",
-                Some(SourceKind::I2c) => "Le capteur I2C",
-                Some(SourceKind::Replay) => "La lecture du fichier rejoué",
-                None => "La source",
-            };
-            format!("{who} redémarre (modèle {})", a.subject)
-        }
-        other => format!("{other} : {}", a.detail),
     }
 }
 
@@ -949,7 +886,11 @@ mod tests {
     }
 
     #[test]
-    fn messages_in_plain_french() {
+    fn messages_add_what_the_latest_report_says() {
+        use crate::web::health::message;
+        use crate::web::i18n::{Lang, Locale, time_zone};
+        let fr = Locale::new(Lang::Fr, time_zone("Europe/Paris").unwrap());
+        let en = Locale::new(Lang::En, time_zone("Europe/Paris").unwrap());
         let a = |kind: &str, subject: &str, since_ms| HealthAlarm {
             id: 1,
             device: "d".into(),
@@ -960,31 +901,34 @@ mod tests {
             cleared_ms: None,
             detail: "x".into(),
         };
-        // 2026-07-14T12:05Z is 14 h 05 in Paris.
         let since = crate::dates::parse("2026-07-14T12:05").unwrap();
         let now = since + 3_600_000;
-        assert_eq!(
-            message(&a(OFFLINE, "", since), None, now),
-            "Appareil hors ligne depuis 14 h 05"
-        );
-        assert_eq!(
-            message(&a(MODEL_SILENT, "centerface-int8", since), None, now),
-            "Le modèle centerface-int8 n'a rien publié depuis deux fenêtres (rien reçu depuis 14 h 05)"
-        );
         let mut s = report(4, Some(1500));
         s.disk_free_bytes = Some(1 << 28);
         let r = at(s, now);
         assert_eq!(
-            message(&a(DISK_LOW, "", since), Some(&r), now),
-            "Le disque est presque plein (3 % libre)"
+            message(&fr, &a(DISK_LOW, "", since), Some(&r), now),
+            "Le disque est presque plein (3\u{a0}% libre)"
         );
         assert_eq!(
-            message(&a(SOURCE_RESTARTING, "m", since), Some(&r), now),
+            message(&en, &a(DISK_LOW, "", since), Some(&r), now),
+            "The disk is almost full (3% free)"
+        );
+        assert_eq!(
+            message(&fr, &a(SOURCE_RESTARTING, "m", since), Some(&r), now),
             "La caméra redémarre (modèle m)"
         );
         assert_eq!(
-            message(&a(BACKLOG, "", since), Some(&r), now),
+            message(&en, &a(SOURCE_RESTARTING, "m", since), Some(&r), now),
+            "The camera is restarting (model m)"
+        );
+        assert_eq!(
+            message(&fr, &a(BACKLOG, "", since), Some(&r), now),
             "Des résultats attendent d'être envoyés depuis 25 min (4 en attente)"
+        );
+        assert_eq!(
+            message(&en, &a(BACKLOG, "", since), Some(&r), now),
+            "Results have been waiting to be sent for 25 min (4 waiting)"
         );
         assert_eq!(octets(256 << 20), "268 Mo");
         assert_eq!(octets(8 << 30), "8,6 Go");

@@ -259,7 +259,7 @@ async fn run(c: &Client, fx: &Fixture) {
         "article#model-centerface-int8 tr[data-device='dev-1'] td.since",
     )
     .await;
-    assert_eq!(since, "1 mars 2026, 01:00");
+    assert_eq!(since, "1er mars 2026, 01:00");
     let cp = text(c, "article#dev-dev-1 pre.checkpoint").await;
     assert!(cp.starts_with("iat/fr-lyon/dev-1\n288\n"), "{cp}");
     shot(c, "register").await;

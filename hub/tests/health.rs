@@ -445,15 +445,15 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
     for want in [
         "État de l'appareil",
         "Alertes de fonctionnement (2)",
-        "Le disque est presque plein (3 % libre)",
+        "Le disque est presque plein (3\u{a0}% libre)",
         "La caméra redémarre (modèle centerface-int8)",
         "✓ en ligne",
         "0.3.1",
         "<td id=\"uptime\">3 j 4 h</td>",
         "non synchronisée",
-        "51,5 °C",
+        "51,5\u{a0}°C",
         "0,70",
-        "268 Mo libres sur 8,6 Go (3 %)",
+        "268\u{a0}Mo libres sur 8,6\u{a0}Go (3\u{a0}%)",
         "3 résultats en attente de l'accusé de réception du hub, le plus ancien depuis 12 s",
         "12\u{202f}345 trames reçues",
         "<th scope=\"col\">Inférence p99 (ms)</th>",
@@ -467,15 +467,46 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
         page.find("id=\"health-alarms\"").unwrap() < page.find("Territoire").unwrap(),
         "the alarms come first"
     );
+    // The same page in English: every part of the device's health, not only the frame.
+    let (code, en) = get(&fx.url("/device/dev-1?lang=en"));
+    assert_eq!(code, 200);
+    for want in [
+        "Device state",
+        "Operating alerts (2)",
+        "The disk is almost full (3% free)",
+        "The camera is restarting (model centerface-int8)",
+        "✓ online",
+        "<td id=\"uptime\">3 d 4 h</td>",
+        "not synchronised",
+        "51.5\u{a0}°C",
+        "268\u{a0}MB free of 8.6\u{a0}GB (3%)",
+        "3 results waiting for the hub's acknowledgement, the oldest for 12 s",
+        "12,345 frames received",
+        "<th scope=\"col\">p99 inference (ms)</th>",
+        "<td class=\"state\">restarting</td>",
+        "<td class=\"num\">9.1</td>",
+        "(Paris time)",
+    ] {
+        assert!(en.contains(want), "English device page lacks {want:?}");
+    }
+    for french in [
+        "État de l'appareil",
+        "redémarre",
+        "libres sur",
+        "en attente",
+        "heure de Paris",
+    ] {
+        assert!(!en.contains(french), "English device page says {french:?}");
+    }
 
-    // dev-2's last will (T0 + 2 s: 1 h 00 in Paris on 1 March 2026).
+    // dev-2's last will (T0 + 2 s: 01:00 in Paris on 1 March 2026).
     let (_, page2) = get(&fx.url("/device/dev-2"));
     assert!(page2.contains("✗ hors ligne"), "dev-2 page");
     assert!(
         page2.contains("Appareil hors ligne depuis le 1er mars"),
         "dev-2 page"
     );
-    assert!(page2.contains("à 1 h 00"));
+    assert!(page2.contains("à 01:00"));
     assert!(page2.contains("aucun rapport reçu"));
 
     let (_, dash) = get(&fx.url("/"));
@@ -487,7 +518,7 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
         "data-device=\"dev-1\" data-kind=\"disk_low\"",
         "data-device=\"dev-1\" data-kind=\"source_restarting\"",
         "data-device=\"dev-2\" data-kind=\"offline\"",
-        "Le disque est presque plein (3 % libre)",
+        "Le disque est presque plein (3\u{a0}% libre)",
     ] {
         assert!(dash.contains(want), "dashboard lacks {want:?}");
     }
@@ -509,7 +540,7 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
     assert_eq!(find("disk_low")["open"], true);
     assert_eq!(
         find("disk_low")["message"],
-        "Le disque est presque plein (3 % libre)"
+        "Le disque est presque plein (3\u{a0}% libre)"
     );
     assert_eq!(find("source_restarting")["open"], false);
     assert_eq!(find("source_restarting")["subject"], MODEL);

@@ -249,7 +249,7 @@ fn the_register_lets_anyone_verify_a_device() {
         "IAT project maintainers",
         "MIT",
         "WIDER FACE",
-        "1 mars 2026, 01:00",
+        "1er mars 2026, 01:00",
         "hub verify",
     ] {
         assert!(r.body.contains(needle), "register lacks {needle}");
@@ -1094,7 +1094,7 @@ fn issue_21_values_read_as_people_read_them() {
     fx.add_sound_device();
     let p = get(&fx.url("/device/dev-1"), None).body;
     // 2026-03-01T00:00Z is 01:00 in Paris; the windows' starts in local time.
-    assert!(p.contains("1 mars 2026, 01:00"), "local time");
+    assert!(p.contains("1er mars 2026, 01:00"), "local time");
     assert!(
         !p.contains("T00:00:00Z<") && !p.contains(".000"),
         "no UTC label, no ms"
@@ -1216,4 +1216,61 @@ fn issue_21_enrolment_states_controller_purpose_and_legal_basis() {
         "RGPD art. 6.1.e",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Issue 21: the period form takes days of the hub's calendar (Europe/Paris), and day buckets
+/// start at local midnight, not at midnight UTC.
+#[test]
+fn issue_21_periods_and_day_buckets_follow_the_local_calendar() {
+    let fx = Fixture::new();
+    let p = get(
+        &fx.url("/device/dev-1?from_day=2026-01-01&to_day=2026-12-31"),
+        None,
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    let p = p.body;
+    // The form gives the days back as it took them, the period runs from local midnight.
+    assert!(
+        p.contains("name=\"from_day\" value=\"2026-01-01\""),
+        "from_day"
+    );
+    assert!(p.contains("name=\"to_day\" value=\"2026-12-31\""), "to_day");
+    assert!(p.contains("1er janv. 2026, 00:00"), "from, local");
+    assert!(
+        p.contains("1er janv. 2027, 00:00"),
+        "to, local: the end of the last day"
+    );
+    // dev-1: 288 windows of 15 min from 1 March 00:00 UTC (01:00 in Paris). A year in about
+    // 400 points is a point per day, and a day is a Paris day: 1 March holds the windows up
+    // to 23:00 UTC (92), 2 and 3 March 96 each, 4 March the last 4.
+    let midnight = |d: &str| hub::dates::parse(&format!("{d}T00:00")).unwrap() - 3_600_000;
+    for (day, windows) in [
+        ("2026-03-01", 92),
+        ("2026-03-02", 96),
+        ("2026-03-03", 96),
+        ("2026-03-04", 4),
+    ] {
+        let want = format!("data-start=\"{}\" data-value=", midnight(day));
+        let at = p
+            .find(&want)
+            .unwrap_or_else(|| panic!("no point at Paris midnight of {day}"));
+        let rest = &p[at..at + 300];
+        assert!(
+            rest.contains(&format!("data-windows=\"{windows}\"")),
+            "{day}: {rest}"
+        );
+    }
+    // Zoom links (instants) and the form's days do not mix for one end.
+    let bad = get(
+        &fx.url("/device/dev-1?from_day=2026-03-01&from=2026-03-01T00:00:00Z"),
+        None,
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("not both"), "{}", bad.body);
+    // The API stays in UTC: its day buckets start at midnight UTC.
+    let api = json(&fx.url(&format!(
+        "/api/devices/dev-1/series?model={MODEL}&kind=count&class=face&bucket=1d"
+    )));
+    assert_eq!(api["buckets"][0]["start"], "2026-03-01T00:00:00Z");
+    assert_eq!(api["buckets"][0]["windows"], 96);
 }

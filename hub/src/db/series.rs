@@ -649,10 +649,12 @@ pub fn budget_state(
     }))
 }
 
-/// One bucket of a series: the windows starting in `[start_ms, start_ms + bucket)`.
+/// One bucket of a series: the windows starting in `[start_ms, end_ms)`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Bucket {
     pub start_ms: i64,
+    /// Buckets on the local calendar differ in length (a day of 23 or 25 hours).
+    pub end_ms: i64,
     pub windows: u64,
     /// Windows whose value was suppressed (published as "< k").
     pub suppressed: u64,
@@ -697,6 +699,28 @@ impl Bucket {
     }
 }
 
+/// What a bucket adds up, after its index (`b`): the columns [`bucket_row`] reads.
+const BUCKET_COLUMNS: &str = "COUNT(*), SUM(value_sup), COUNT(value), TOTAL(value), MAX(peak),
+    SUM(n), MAX(k), MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld),
+    TOTAL(CASE WHEN value IS NULL THEN 0 ELSE n END)";
+
+fn bucket_row(r: &rusqlite::Row, start_ms: i64, end_ms: i64) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        start_ms,
+        end_ms,
+        windows: r.get::<_, i64>(1)? as u64,
+        suppressed: r.get::<_, i64>(2)? as u64,
+        valued: r.get::<_, i64>(3)? as u64,
+        sum: r.get::<_, f64>(4)? as i64,
+        peak: r.get(5)?,
+        n: r.get::<_, i64>(6)? as u64,
+        k_max: r.get::<_, i64>(7)? as u64,
+        epsilon_milli_min: r.get::<_, Option<i64>>(8)?.map(|e| e as u64),
+        withheld: r.get::<_, f64>(9)? as u64,
+        n_valued: r.get::<_, f64>(10)? as u64,
+    })
+}
+
 /// The series in `[from, to)` grouped in buckets of `bucket_ms` aligned on `from`.
 pub fn buckets(
     conn: &Connection,
@@ -706,33 +730,51 @@ pub fn buckets(
     to: i64,
     bucket_ms: i64,
 ) -> Result<Vec<Bucket>> {
-    let mut q = conn.prepare_cached(
-        "SELECT (start_ms - ?5) / ?7 AS b, COUNT(*), SUM(value_sup), COUNT(value),
-           TOTAL(value), MAX(peak), SUM(n), MAX(k),
-           MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld),
-           TOTAL(CASE WHEN value IS NULL THEN 0 ELSE n END)
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT (start_ms - ?5) / ?7 AS b, {BUCKET_COLUMNS}
          FROM series WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
            AND start_ms >= ?5 AND start_ms < ?6
-         GROUP BY b ORDER BY b",
-    )?;
+         GROUP BY b ORDER BY b"
+    ))?;
     let rows = q.query_map(
         params![device, key.model, key.kind, key.class, from, to, bucket_ms],
         |r| {
-            Ok(Bucket {
-                start_ms: from + r.get::<_, i64>(0)? * bucket_ms,
-                windows: r.get::<_, i64>(1)? as u64,
-                suppressed: r.get::<_, i64>(2)? as u64,
-                valued: r.get::<_, i64>(3)? as u64,
-                sum: r.get::<_, f64>(4)? as i64,
-                peak: r.get(5)?,
-                n: r.get::<_, i64>(6)? as u64,
-                k_max: r.get::<_, i64>(7)? as u64,
-                epsilon_milli_min: r.get::<_, Option<i64>>(8)?.map(|e| e as u64),
-                withheld: r.get::<_, f64>(9)? as u64,
-                n_valued: r.get::<_, f64>(10)? as u64,
-            })
+            let start = from + r.get::<_, i64>(0)? * bucket_ms;
+            bucket_row(r, start, start + bucket_ms)
         },
     )?;
+    rows.collect()
+}
+
+/// The series grouped in the buckets `[bounds[i], bounds[i + 1])`: buckets of unequal length,
+/// such as the days of a local calendar. `bounds` increase strictly. Each bucket is a range
+/// of the series' index, as for [`buckets`].
+pub fn buckets_between(
+    conn: &Connection,
+    device: &str,
+    key: &SeriesKey,
+    bounds: &[i64],
+) -> Result<Vec<Bucket>> {
+    if bounds.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let pairs: Vec<[i64; 2]> = bounds.windows(2).map(|w| [w[0], w[1]]).collect();
+    let json = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into());
+    let mut q = conn.prepare_cached(&format!(
+        "WITH bounds(b, lo, hi) AS (
+           SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]')
+           FROM json_each(?5))
+         SELECT bounds.b, {BUCKET_COLUMNS}
+         FROM bounds CROSS JOIN series
+         WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4
+           AND start_ms >= bounds.lo AND start_ms < bounds.hi
+         GROUP BY bounds.b ORDER BY bounds.b"
+    ))?;
+    let rows = q.query_map(params![device, key.model, key.kind, key.class, json], |r| {
+        let i = usize::try_from(r.get::<_, i64>(0)?).unwrap_or(0);
+        let (start, end) = pairs.get(i).map_or((0, 0), |p| (p[0], p[1]));
+        bucket_row(r, start, end)
+    })?;
     rows.collect()
 }
 
@@ -748,7 +790,7 @@ pub fn display(value: Option<i64>, suppressed: bool, k: u64) -> String {
 /// The unit of a kind's main value, for axis labels and exports.
 pub fn unit(kind: &str) -> &'static str {
     match kind {
-        "count" => "objects x frames (total)",
+        "count" => "object-frames (objects seen, summed over the frames)",
         "presence_share" | "speech_share" | "class_share" => "ppm",
         "level_stats" => "thousandths (mean)",
         "line_count" => "crossings",

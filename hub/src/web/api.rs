@@ -71,7 +71,7 @@ fn window_json(p: &Point) -> Value {
     })
 }
 
-fn bucket_json(kind: &str, b: &series::Bucket, bucket_ms: i64) -> Value {
+fn bucket_json(kind: &str, b: &series::Bucket) -> Value {
     let value = match b.value(kind) {
         Some(v) => json!(v),
         None if b.suppressed > 0 => Value::String(format!("< {}", b.k_max)),
@@ -79,7 +79,7 @@ fn bucket_json(kind: &str, b: &series::Bucket, bucket_ms: i64) -> Value {
     };
     json!({
         "start": dates::format(b.start_ms),
-        "end": dates::format(b.start_ms + bucket_ms),
+        "end": dates::format(b.end_ms),
         "windows": b.windows,
         "suppressed_windows": b.suppressed,
         "value": value,
@@ -160,7 +160,7 @@ pub async fn series(
                 buckets,
                 privacy,
                 ..
-            } = pages::series_view(c, &id, info, period, bucket)?;
+            } = pages::series_view(c, &id, info, period, bucket, None)?;
             let head = json!({
                 "device": id, "model": key.model, "kind": key.kind, "class": key.class,
                 "unit": series::unit(&key.kind),
@@ -175,7 +175,7 @@ pub async fn series(
                 if i > 0 {
                     out.push(b',');
                 }
-                serde_json::to_writer(&mut out, &bucket_json(&key.kind, b, bucket_ms))
+                serde_json::to_writer(&mut out, &bucket_json(&key.kind, b))
                     .map_err(|e| WebError::Internal(format!("json: {e}")))?;
             }
             out.extend_from_slice(b"]}");

@@ -22,6 +22,8 @@ const MAX_TICKS: i64 = 8;
 #[derive(Debug, Clone)]
 pub struct ChartPoint {
     pub start_ms: i64,
+    /// The bucket's end (buckets of a local calendar differ in length).
+    pub end_ms: i64,
     /// What is drawn, in the unit of the axis. `None`: every window of the bucket was
     /// suppressed (or not measured).
     pub value: Option<f64>,
@@ -247,12 +249,13 @@ pub fn render(
             prev = None;
             continue;
         };
-        if prev.is_some_and(|s| p.start_ms - s > bucket_ms) && !current.is_empty() {
+        // A gap: the previous bucket did not end where this one starts.
+        if prev.is_some_and(|end| p.start_ms > end) && !current.is_empty() {
             lines.push(std::mem::take(&mut current));
         }
-        let cx = x(p.start_ms + bucket_ms / 2);
+        let cx = x(p.start_ms + (p.end_ms - p.start_ms) / 2);
         current.push_str(&format!("{cx:.1},{:.1} ", y(v)));
-        prev = Some(p.start_ms);
+        prev = Some(p.end_ms);
     }
     if !current.is_empty() {
         lines.push(current);
@@ -285,7 +288,7 @@ pub fn render(
                 polyline.line points=(line.trim_end()) {}
             }
             @for p in points {
-                @let cx = format!("{:.1}", x(p.start_ms + bucket_ms / 2));
+                @let cx = format!("{:.1}", x(p.start_ms + (p.end_ms - p.start_ms) / 2));
                 @let when = l.datetime(p.start_ms);
                 @let title = match p.value {
                     Some(v) if p.suppressed > 0 => format!("{when} : {} ({}, {} {} < {})", (scale.format)(v), windows(p.windows), p.suppressed, l.t("masquées", "hidden"), p.k),
@@ -312,7 +315,7 @@ pub fn render(
                     }
                 };
                 // The table under the chart carries the same links for the keyboard.
-                @match zoom(p.start_ms, p.start_ms + bucket_ms) {
+                @match zoom(p.start_ms, p.end_ms) {
                     Some(href) => a href=(href) tabindex="-1" { (dot) },
                     None => (dot),
                 }
@@ -340,6 +343,7 @@ mod tests {
         let pts = vec![
             ChartPoint {
                 start_ms: 0,
+                end_ms: 3_600_000,
                 value: Some(10.0),
                 sum: Some(10),
                 windows: 4,
@@ -348,6 +352,7 @@ mod tests {
             },
             ChartPoint {
                 start_ms: 3_600_000,
+                end_ms: 7_200_000,
                 value: None,
                 sum: None,
                 windows: 4,

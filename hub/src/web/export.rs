@@ -254,7 +254,7 @@ fn schema_channel(kind: &str, class: &str) -> (&'static str, &'static str, Strin
             mobility_type(class),
             "",
             String::new(),
-            "objects x frames per window; empty = < k",
+            "object-frames per window; empty = < k",
         ),
     }
 }
@@ -450,7 +450,7 @@ mod tests {
 
     #[test]
     fn the_channel_comment_fits_the_schema() {
-        assert!("objects x frames per window; empty = < k".len() <= 50);
+        assert!("object-frames per window; empty = < k".len() <= 50);
         assert_eq!(mobility_type("face"), "PEDESTRIAN");
         assert_eq!(mobility_type("Bicycle"), "BIKE");
         assert_eq!(mobility_type("dog"), "UNDEFINED");

@@ -230,6 +230,14 @@ impl Locale {
         )
     }
 
+    /// The day of the month as written before it: `1er` (French), `1`, `2`...
+    fn day_of(&self, d: i8) -> String {
+        match (self.lang, d) {
+            (Lang::Fr, 1) => "1er".into(),
+            (_, d) => d.to_string(),
+        }
+    }
+
     fn month(&self, m: i8) -> &'static str {
         let i = usize::try_from(m - 1).unwrap_or(0).min(11);
         match self.lang {
@@ -241,7 +249,7 @@ impl Locale {
     /// `6 déc.` / `6 Dec`.
     pub fn day_month(&self, ms: i64) -> String {
         match self.zoned(ms) {
-            Some(z) => format!("{} {}", z.day(), self.month(z.month())),
+            Some(z) => format!("{} {}", self.day_of(z.day()), self.month(z.month())),
             None => crate::dates::format(ms),
         }
     }
@@ -257,7 +265,12 @@ impl Locale {
     /// `6 déc. 2026`.
     pub fn date(&self, ms: i64) -> String {
         match self.zoned(ms) {
-            Some(z) => format!("{} {} {}", z.day(), self.month(z.month()), z.year()),
+            Some(z) => format!(
+                "{} {} {}",
+                self.day_of(z.day()),
+                self.month(z.month()),
+                z.year()
+            ),
             None => crate::dates::format(ms),
         }
     }
@@ -275,7 +288,7 @@ impl Locale {
         match self.zoned(ms) {
             Some(z) if z.second() != 0 => format!(
                 "{} {} {}, {:02}:{:02}:{:02}",
-                z.day(),
+                self.day_of(z.day()),
                 self.month(z.month()),
                 z.year(),
                 z.hour(),
@@ -284,7 +297,7 @@ impl Locale {
             ),
             Some(z) => format!(
                 "{} {} {}, {:02}:{:02}",
-                z.day(),
+                self.day_of(z.day()),
                 self.month(z.month()),
                 z.year(),
                 z.hour(),
@@ -301,6 +314,78 @@ impl Locale {
             Some(ms) => self.datetime(ms),
             None => rfc3339.to_owned(),
         }
+    }
+
+    /// When something started, as short as `now_ms` allows (to follow "depuis"/"since"):
+    /// `14:05` the same local day, `le 6 déc. à 14:05` / `6 Dec, 14:05` the same year,
+    /// `le 6 déc. 2025 à 14:05` / `6 Dec 2025, 14:05` otherwise.
+    pub fn since(&self, ms: i64, now_ms: i64) -> String {
+        let (Some(d), Some(n)) = (self.zoned(ms), self.zoned(now_ms)) else {
+            return crate::dates::format(ms);
+        };
+        let hm = format!("{:02}:{:02}", d.hour(), d.minute());
+        let dm = format!("{} {}", self.day_of(d.day()), self.month(d.month()));
+        match self.lang {
+            _ if d.date() == n.date() => hm,
+            Lang::Fr if d.year() == n.year() => format!("le {dm} à {hm}"),
+            Lang::Fr => format!("le {dm} {} à {hm}", d.year()),
+            Lang::En if d.year() == n.year() => format!("{dm}, {hm}"),
+            Lang::En => format!("{dm} {}, {hm}", d.year()),
+        }
+    }
+
+    /// A duration in words, two units at most: `3 j 4 h` / `3 d 4 h`, `4 h 12 min`.
+    pub fn secs(&self, secs: u64) -> String {
+        match self.lang {
+            Lang::Fr => crate::dates::duree(secs),
+            Lang::En => crate::dates::duration_en(secs),
+        }
+    }
+
+    /// What the times of a page are, in words: `heure de Paris` / `Paris time` for
+    /// Europe/Paris, `heure locale, America/Cayenne` / `local time, America/Cayenne` otherwise.
+    pub fn tz_words(&self) -> String {
+        match (self.zone.name.as_str(), self.lang) {
+            ("Europe/Paris", Lang::Fr) => "heure de Paris".into(),
+            ("Europe/Paris", Lang::En) => "Paris time".into(),
+            (name, Lang::Fr) => format!("heure locale, {name}"),
+            (name, Lang::En) => format!("local time, {name}"),
+        }
+    }
+
+    /// A number with exactly `places` decimals and the language's decimal mark: `0,70`.
+    pub fn fixed(&self, v: f64, places: usize) -> String {
+        if !v.is_finite() {
+            return "-".into();
+        }
+        format!("{v:.places$}").replace('.', self.t(",", "."))
+    }
+
+    /// A size for people, in powers of 1000 as disks are sold: `240 Mo` / `240 MB`,
+    /// `7,5 Go` / `7.5 GB`.
+    pub fn bytes(&self, n: u64) -> String {
+        let n = n as f64;
+        if n >= 1e9 {
+            format!("{}\u{a0}{}", self.fixed(n / 1e9, 1), self.t("Go", "GB"))
+        } else {
+            format!("{}\u{a0}{}", self.fixed(n / 1e6, 0), self.t("Mo", "MB"))
+        }
+    }
+
+    /// The instant of a local civil time; in a gap or an overlap of a time change, the
+    /// instant a clock on the wall would show it first (jiff's "compatible" choice).
+    pub fn instant(&self, dt: jiff::civil::DateTime) -> Option<i64> {
+        Some(self.zone.tz.to_timestamp(dt).ok()?.as_millisecond())
+    }
+
+    /// The first instant of the local day `date`.
+    pub fn day_start(&self, date: jiff::civil::Date) -> Option<i64> {
+        self.instant(date.to_datetime(jiff::civil::Time::midnight()))
+    }
+
+    /// The local day of `ms`.
+    pub fn local_date(&self, ms: i64) -> Option<jiff::civil::Date> {
+        self.zoned(ms).map(|d| d.date())
     }
 
     /// The time zone's name as readers know it (`Europe/Paris`), or its rule.

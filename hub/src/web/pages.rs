@@ -127,6 +127,7 @@ pub async fn dashboard(
 ) -> WebResult<Markup> {
     params::only(&q, &[])?;
     let now_ms = crate::mqtt::now_ms();
+    let hl = l.clone();
     let (devices, open, health_alarms) = app
         .db(move |conn, e| {
             let d = query::devices(conn, e)?;
@@ -135,7 +136,7 @@ pub async fn dashboard(
                 [],
                 |r| r.get(0),
             )?;
-            let h = health::open_alarms(conn, now_ms)?;
+            let h = health::open_alarms(conn, &hl, now_ms)?;
             Ok((d, open, h))
         })
         .await?;
@@ -163,17 +164,16 @@ pub async fn dashboard(
                 (alarmed) (l.t(" avec une alarme d'audit ; ", " with an audit alarm; "))
                 a href="/alarms" { (plural(&l, open.max(0) as usize, ("alarme non acquittée", "alarmes non acquittées"), ("alarm not acknowledged", "alarms not acknowledged"))) } "."
             }
-            section id="sante" lang="fr" {
-                h2 { "Fonctionnement des appareils" }
+            section id="sante" {
+                h2 { (l.t("Fonctionnement des appareils", "Devices in operation")) }
                 p id="health-count" {
                     @match health_alarms.len() {
-                        0 => "Aucune alerte de fonctionnement en cours.",
-                        1 => "1 alerte de fonctionnement en cours.",
-                        n => { (n) " alertes de fonctionnement en cours." },
+                        0 => (l.t("Aucune alerte de fonctionnement en cours.", "No operating alert at present.")),
+                        n => (plural(&l, n, ("alerte de fonctionnement en cours.", "alertes de fonctionnement en cours."), ("ongoing operating alert.", "ongoing operating alerts."))),
                     }
                 }
                 @if !health_alarms.is_empty() {
-                    (health::alarm_table("health-alarms", &health_alarms, true))
+                    (health::alarm_table(&l, "health-alarms", &health_alarms, true))
                 }
             }
             @if devices.is_empty() {
@@ -269,28 +269,47 @@ pub fn privacy_in(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One series over a period, in buckets. `calendar`: the reader's calendar, for a page;
+/// automatic buckets of whole hours or days then start at local times (midnight, a day of a
+/// time change lasting 23 or 25 hours), and the period widens to whole buckets. The API passes
+/// `None`: its buckets are aligned on `from`, in UTC.
 pub fn series_view(
     conn: &Connection,
     device: &str,
     info: SeriesInfo,
     period: params::Period,
     bucket: BucketParam,
+    calendar: Option<&Locale>,
 ) -> WebResult<SeriesView> {
+    const MAX_BUCKETS: i64 = 100_000;
     let wl = window_length(conn, device, &info.key)?.max(1);
-    let (from, to) = period.resolve(info.first_ms, info.last_ms + wl);
+    let (mut from, mut to) = period.resolve(info.first_ms, info.last_ms + wl);
     let bucket_ms = match bucket {
         BucketParam::Fixed(b) => b,
         BucketParam::Window => wl,
         BucketParam::Auto => params::auto_bucket(from, to, wl, CHART_POINTS),
     };
-    if (to - from) / bucket_ms > 100_000 {
+    if (to - from) / bucket_ms > MAX_BUCKETS {
         return Err(WebError::BadRequest(format!(
-            "{} buckets of {}: pick a larger `bucket` or a shorter period (at most 100000)",
+            "{} buckets of {}: pick a larger `bucket` or a shorter period (at most {MAX_BUCKETS})",
             (to - from) / bucket_ms,
             dates::human_duration(bucket_ms)
         )));
     }
-    let buckets = series::buckets(conn, device, &info.key, from, to, bucket_ms)?;
+    let bounds = match (calendar, bucket) {
+        (Some(l), BucketParam::Auto) => {
+            params::calendar_bounds(l, (from, to), bucket_ms, MAX_BUCKETS as usize)
+        }
+        _ => None,
+    };
+    let buckets = match &bounds {
+        Some(b) => {
+            from = b[0];
+            to = b[b.len() - 1];
+            series::buckets_between(conn, device, &info.key, b)?
+        }
+        None => series::buckets(conn, device, &info.key, from, to, bucket_ms)?,
+    };
     let privacy = privacy_in(conn, device, &info.key, from, to)?;
     let budget = series::budget_state(conn, device, std::slice::from_ref(&info.key), (from, to))?;
     Ok(SeriesView {
@@ -324,51 +343,65 @@ pub fn privacy_text(p: &[(u64, Option<u64>)]) -> String {
         .join("; ")
 }
 
-/// Thousandths in French: `1 234,5` (groups of three digits, a decimal comma, no trailing
-/// zero).
-pub fn milli_fr(m: u64) -> String {
-    let int = health::entier(m / 1000);
-    match m % 1000 {
-        0 => int,
-        f => format!("{int},{}", format!("{f:03}").trim_end_matches('0')),
-    }
+/// Thousandths as a number: `1 234,5` / `1,234.5` (groups of three digits, the language's
+/// decimal mark, no trailing zero).
+pub fn milli(l: &Locale, m: u64) -> String {
+    l.number(m as f64 / 1000.0, 3)
 }
 
 /// What a withheld window says, in its row of the latest windows.
-pub const WITHHELD_FR: &str =
-    "Budget du jour épuisé : les comptes de cette fenêtre ne sont pas publiés.";
+fn withheld_words(l: &Locale) -> &'static str {
+    l.t(
+        "Budget du jour épuisé : les comptes de cette fenêtre ne sont pas publiés.",
+        "The day's budget is spent: this window's counts are not published.",
+    )
+}
 
-/// The privacy budget in one plain French sentence (the budget's day is a UTC day, written
+/// The privacy budget in one plain sentence (the budget's day is a UTC day, written
 /// `30/11/2026`); a second one when the latest window was withheld.
-pub fn budget_text(b: &series::BudgetState) -> String {
+pub fn budget_text(l: &Locale, b: &series::BudgetState) -> String {
     let day = match b.budget.day.split('-').collect::<Vec<_>>()[..] {
         [y, m, d] => format!("{d}/{m}/{y}"),
         _ => b.budget.day.clone(),
     };
     let percent = match (b.budget.spent_milli, b.budget.budget_milli) {
         (_, 0) => "-".to_owned(),
-        (s, t) if s > 0 && s * 100 < t => "moins de 1".to_owned(),
+        (s, t) if s > 0 && s * 100 < t => l.t("moins de 1", "less than 1").to_owned(),
         (s, t) => ((s * 100 + t / 2) / t).to_string(),
     };
-    let mut text = format!(
-        "Protection de la vie privée : chaque fenêtre de {} dépense au plus ε = {} ; \
-         budget de {} par jour et par chaîne ; dépensé le {day} : {} ({percent} %).",
-        dates::duree((b.window_ms.max(0) / 1000) as u64),
-        milli_fr(b.max_epsilon_milli),
-        milli_fr(b.budget.budget_milli),
-        milli_fr(b.budget.spent_milli),
+    let window = l.secs((b.window_ms.max(0) / 1000) as u64);
+    let (eps, budget, spent) = (
+        milli(l, b.max_epsilon_milli),
+        milli(l, b.budget.budget_milli),
+        milli(l, b.budget.spent_milli),
     );
+    let mut text = match l.lang {
+        Lang::Fr => format!(
+            "Protection de la vie privée : chaque fenêtre de {window} dépense au plus ε = {eps} ; \
+             budget de {budget} par jour et par chaîne ; dépensé le {day} : {spent} ({percent} %)."
+        ),
+        Lang::En => format!(
+            "Privacy protection: each window of {window} spends at most ε = {eps}; \
+             a budget of {budget} per day and per pipeline; spent on {day}: {spent} ({percent}%)."
+        ),
+    };
     if b.budget.withheld {
-        text.push_str(
-            " Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés.",
-        );
+        text.push(' ');
+        text.push_str(l.t(
+            "Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés.",
+            "The day's budget is spent: the latest window's counts are not published.",
+        ));
     }
     text
 }
 
 /// The title of a budget sentence: which day it counts.
-const BUDGET_DAY_FR: &str =
-    "Le budget est compté par journée UTC : de 1 h à 1 h, heure de Paris (2 h en été).";
+fn budget_day(l: &Locale) -> &'static str {
+    l.t(
+        "Le budget est compté par journée UTC : de 1 h à 1 h, heure de Paris (2 h en été).",
+        "The budget is counted per UTC day: from 1:00 to 1:00 Paris time (2:00 in summer).",
+    )
+}
 
 /// A class as people say it: `visage`, `personne`, `vélo`... (French; English keeps the
 /// model's label).
@@ -495,10 +528,18 @@ fn duration(l: &Locale, ms: i64) -> String {
                 let d = ms / 86_400_000;
                 format!("{d} jour{}", if d > 1 { "s" } else { "" })
             } else {
-                dates::duree((ms.max(0) / 1000) as u64)
+                l.secs((ms.max(0) / 1000) as u64)
             }
         }
         Lang::En => dates::human_duration(ms),
+    }
+}
+
+/// The local day of `ms` as a date field wants it (`YYYY-MM-DD`).
+fn local_day(l: &Locale, ms: i64) -> String {
+    match l.local_date(ms) {
+        Some(d) => format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+        None => dates::day(ms),
     }
 }
 
@@ -593,9 +634,10 @@ pub async fn device(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Response> {
-    params::only(&q, &["from", "to"])?;
-    let period = params::period(&q)?;
+    params::only(&q, &["from", "to", "from_day", "to_day"])?;
+    let period = params::local_period(&q, &l)?;
     let dev = id.clone();
+    let cal = l.clone();
     let now_ms = crate::mqtt::now_ms();
     let (overview, views, latest, device_health) = app
         .db(move |conn, e| {
@@ -626,7 +668,14 @@ pub async fn device(
                     8,
                     Order::NewestFirst,
                 )?);
-                views.push(series_view(conn, &dev, info, fixed, BucketParam::Auto)?);
+                views.push(series_view(
+                    conn,
+                    &dev,
+                    info,
+                    fixed,
+                    BucketParam::Auto,
+                    Some(&cal),
+                )?);
             }
             Ok((o, views, latest, h))
         })
@@ -657,7 +706,7 @@ pub async fn device(
     let none = l.t("aucune", "none");
     let body = html! {
         h1 { (l.t("Appareil ", "Device ")) (o.id) }
-        (health::device_alarms(&device_health, now_ms))
+        (health::device_alarms(&l, &device_health, now_ms))
         table.facts {
             caption { (l.t("En bref", "At a glance")) }
             tr { th scope="row" { (l.t("Territoire", "Territory")) } td { (o.territory) } }
@@ -672,15 +721,16 @@ pub async fn device(
                 " " a href=(format!("/alarms?device={}", o.id)) { (l.t("liste des alarmes", "alarm list")) } } }
             tr { th scope="row" { (l.t("Registre", "Register")) } td { a href=(format!("/register#dev-{}", o.id)) { (l.t("modèles, clé et point de contrôle signé", "models, key and signed checkpoint")) } } }
         }
-        (health::device_section(&device_health))
+        (health::device_section(&l, &device_health))
         h2 { (l.t("Période", "Period")) }
         p { (l.t("Du ", "From ")) strong.period-from { (l.datetime(from)) } (l.t(" au ", " to ")) strong.period-to { (l.datetime(to)) } " (" (l.tz_name()) ")." }
         form.period method="get" action=(format!("/device/{}", o.id)) {
-            label for="from" { (l.t("Du (AAAA-MM-JJ, UTC)", "From (YYYY-MM-DD, UTC)")) } " "
-            input id="from" type="text" name="from" value=(dates::day(from)) placeholder="2026-01-31";
-            " " label for="to" { (l.t("au", "to")) } " "
-            input id="to" type="text" name="to" value=(dates::day(to)) placeholder="2026-12-31";
+            label for="from_day" { (l.t("Du", "From")) } " "
+            input id="from_day" type="date" name="from_day" value=(local_day(&l, from)) aria-describedby="period-help";
+            " " label for="to_day" { (l.t("au (inclus)", "to (included)")) } " "
+            input id="to_day" type="date" name="to_day" value=(local_day(&l, to - 1)) aria-describedby="period-help";
             " " button type="submit" { (l.t("Afficher", "Show")) }
+            " " span id="period-help" { (l.t("jours au format AAAA-MM-JJ, ", "days as YYYY-MM-DD, ")) (l.tz_words()) }
         }
         nav.quick aria-label=(l.t("Périodes", "Periods")) {
             @for (label, p) in &quick {
@@ -709,7 +759,7 @@ pub async fn device(
                     p.privacy { (note) }
                 }
                 @if let Some(b) = &v.budget {
-                    p.budget lang="fr" title=(BUDGET_DAY_FR) data-withheld=(b.budget.withheld) { (budget_text(b)) }
+                    p.budget title=(budget_day(&l)) data-withheld=(b.budget.withheld) { (budget_text(&l, b)) }
                 }
                 p.meta {
                     (plural(&l, v.buckets.len(), ("point", "points"), ("point", "points")))
@@ -724,6 +774,7 @@ pub async fn device(
                 }
                 @let pts: Vec<ChartPoint> = v.buckets.iter().map(|b| ChartPoint {
                     start_ms: b.start_ms,
+                    end_ms: b.end_ms,
                     value: b.shown(&k.kind).map(|x| if share { x / 10_000.0 } else { x }),
                     sum: (b.valued > 0).then_some(b.sum),
                     windows: b.windows,
@@ -747,7 +798,7 @@ pub async fn device(
                             @for p in &pts {
                                 tr {
                                     th scope="row" {
-                                        @match zoom(p.start_ms, p.start_ms + v.bucket_ms) {
+                                        @match zoom(p.start_ms, p.end_ms) {
                                             Some(h) => a href=(h) { (l.datetime(p.start_ms)) },
                                             None => (l.datetime(p.start_ms)),
                                         }
@@ -781,7 +832,7 @@ pub async fn device(
                                 td {
                                     @if r.value_suppressed { (l.t("moins de ", "below ")) "k = " (r.k) ". " }
                                     @if let Some(e) = r.epsilon_milli.filter(|e| *e > 0) { (l.t("bruit ε = ", "noise ε = ")) (l.number(e as f64 / 1000.0, 3)) ". " }
-                                    @if r.withheld() { span.withheld lang="fr" { (WITHHELD_FR) } " " }
+                                    @if r.withheld() { span.withheld { (withheld_words(&l)) } " " }
                                     @if r.partial { (l.t("fenêtre incomplète ", "partial window ")) }
                                     @if r.clock_jumps > 0 { (l.t("saut(s) d'horloge : ", "clock jump(s): ")) (r.clock_jumps) }
                                 }
@@ -915,7 +966,7 @@ pub async fn register(
                                     td.since { (m.since.as_deref().map(|s| l.label(s)).unwrap_or_else(|| l.t("aucun résultat", "no result yet").to_owned())) }
                                 }
                                 @if let Some(b) = &m.budget {
-                                    tr.budget { td colspan="6" lang="fr" title=(BUDGET_DAY_FR) data-withheld=(b.budget.withheld) { (d.id) " : " (budget_text(b)) } }
+                                    tr.budget { td colspan="6" title=(budget_day(&l)) data-withheld=(b.budget.withheld) { (d.id) (l.t(" : ", ": ")) (budget_text(&l, b)) } }
                                 }
                             }
                         }
@@ -1128,18 +1179,25 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_in_one_french_sentence() {
+    fn the_budget_in_one_sentence() {
+        let fr = Locale::new(Lang::Fr, crate::web::i18n::default_time_zone());
+        let en = Locale::new(Lang::En, crate::web::i18n::default_time_zone());
         assert_eq!(
-            budget_text(&state(1_234_500, false)),
+            budget_text(&fr, &state(1_234_500, false)),
             "Protection de la vie privée : chaque fenêtre de 10 s dépense au plus ε = 1 ; \
              budget de 8\u{202f}640 par jour et par chaîne ; dépensé le 30/11/2026 : \
              1\u{202f}234,5 (14 %)."
         );
-        assert!(budget_text(&state(1, false)).ends_with(" : 0,001 (moins de 1 %)."));
-        assert!(budget_text(&state(8_640_000, true)).ends_with(
+        assert_eq!(
+            budget_text(&en, &state(1_234_500, false)),
+            "Privacy protection: each window of 10 s spends at most ε = 1; \
+             a budget of 8,640 per day and per pipeline; spent on 30/11/2026: 1,234.5 (14%)."
+        );
+        assert!(budget_text(&fr, &state(1, false)).ends_with(" : 0,001 (moins de 1 %)."));
+        assert!(budget_text(&fr, &state(8_640_000, true)).ends_with(
             "(100 %). Budget du jour épuisé : les comptes de la dernière fenêtre ne sont pas publiés."
         ));
-        assert_eq!(milli_fr(0), "0");
-        assert_eq!(milli_fr(1_000_050), "1\u{202f}000,05");
+        assert_eq!(milli(&fr, 0), "0");
+        assert_eq!(milli(&fr, 1_000_050), "1\u{202f}000,05");
     }
 }

@@ -9,6 +9,7 @@ use crate::db::series::SeriesKey;
 use crate::db::store::Severity;
 
 use super::WebError;
+use super::i18n::Locale;
 
 /// Rejects parameters outside `allowed` (and `lang`, the language of a page: [`super::i18n`]).
 pub fn only(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), WebError> {
@@ -125,6 +126,116 @@ pub fn period(q: &HashMap<String, String>) -> Result<Period, WebError> {
         ));
     }
     Ok(p)
+}
+
+/// The period of a page: `from`/`to` as for [`period`] (exact instants, from the zoom links),
+/// or `from_day`/`to_day`, days of the hub's calendar as the period form gives them
+/// (`YYYY-MM-DD`; the period runs from the start of `from_day` to the end of `to_day`).
+pub fn local_period(q: &HashMap<String, String>, l: &Locale) -> Result<Period, WebError> {
+    let p = period(q)?;
+    let day = |name: &str, next: bool| -> Result<Option<i64>, WebError> {
+        let Some(s) = opt(q, name) else {
+            return Ok(None);
+        };
+        let bad = || {
+            WebError::BadRequest(format!(
+                "`{name}`: {s:?} is not a day; use YYYY-MM-DD (a day in {})",
+                l.tz_name()
+            ))
+        };
+        let d = dates::parse_day(s).ok_or_else(bad)?;
+        let d = if next {
+            d.tomorrow().map_err(|_| bad())?
+        } else {
+            d
+        };
+        l.day_start(d).map(Some).ok_or_else(bad)
+    };
+    let (from_day, to_day) = (day("from_day", false)?, day("to_day", true)?);
+    let both = [
+        ("from", "from_day", p.from.is_some() && from_day.is_some()),
+        ("to", "to_day", p.to.is_some() && to_day.is_some()),
+    ];
+    for (a, b, set) in both {
+        if set {
+            return Err(WebError::BadRequest(format!(
+                "give `{a}` or `{b}`, not both"
+            )));
+        }
+    }
+    let p = Period {
+        from: p.from.or(from_day),
+        to: p.to.or(to_day),
+    };
+    if let (Some(f), Some(t)) = (p.from, p.to)
+        && f >= t
+    {
+        return Err(WebError::BadRequest(
+            "the first day must not be after the last".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// The bounds of buckets of `bucket_ms` over `[from, to)` on the hub's calendar: whole days
+/// start at local midnight (a day of a time change lasts 23 or 25 hours), whole hours that
+/// divide a day start at the same local times every day. `None` for other buckets (they stay
+/// aligned on `from`) or more than `max` buckets. The first bound is at or before `from`, the
+/// last at or after `to`; they increase strictly.
+pub fn calendar_bounds(
+    l: &Locale,
+    (from, to): (i64, i64),
+    bucket_ms: i64,
+    max: usize,
+) -> Option<Vec<i64>> {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    if bucket_ms <= 0 || bucket_ms % HOUR != 0 || (bucket_ms % DAY != 0 && DAY % bucket_ms != 0) {
+        return None;
+    }
+    let mut day = l.local_date(from)?;
+    let mut bounds: Vec<i64> = Vec::new();
+    let push = |bounds: &mut Vec<i64>, at: i64| {
+        if bounds.last().is_none_or(|&b| at > b) {
+            bounds.push(at);
+        }
+    };
+    loop {
+        if bucket_ms >= DAY {
+            let at = l.day_start(day)?;
+            if at <= from {
+                bounds.clear();
+            }
+            push(&mut bounds, at);
+            if at >= to {
+                break;
+            }
+            day = day
+                .checked_add(jiff::Span::new().days(bucket_ms / DAY))
+                .ok()?;
+        } else {
+            let mut done = false;
+            for h in (0i8..24).step_by(usize::try_from(bucket_ms / HOUR).ok()?) {
+                let at = l.instant(day.to_datetime(jiff::civil::Time::new(h, 0, 0, 0).ok()?))?;
+                if at <= from {
+                    bounds.clear();
+                }
+                push(&mut bounds, at);
+                if at >= to {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                break;
+            }
+            day = day.tomorrow().ok()?;
+        }
+        if bounds.len() > max + 1 {
+            return None;
+        }
+    }
+    Some(bounds)
 }
 
 impl Period {
@@ -349,5 +460,136 @@ mod tests {
         // Windows of 7 minutes never land in 15-minute buckets (2 or 3 windows a bucket).
         assert_eq!(auto_bucket(0, 86_400_000, 420_000, 400), 420_000);
         assert_eq!(auto_bucket(0, 30 * 86_400_000, 420_000, 400) % 420_000, 0);
+    }
+
+    fn paris() -> Locale {
+        Locale::new(
+            crate::web::i18n::Lang::Fr,
+            crate::web::i18n::time_zone("Europe/Paris").unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_period_form_gives_local_days() {
+        let l = paris();
+        let at = |s: &str| dates::parse(s).unwrap();
+        // 1 to 31 March 2026 in Paris: from 23:00 UTC on 28 February to 22:00 UTC on 31 March
+        // (summer time from the 29th).
+        let p = local_period(
+            &q(&[("from_day", "2026-03-01"), ("to_day", "2026-03-31")]),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(p.from, Some(at("2026-02-28T23:00")));
+        assert_eq!(p.to, Some(at("2026-03-31T22:00")));
+        // One day is a whole day.
+        let p = local_period(
+            &q(&[("from_day", "2026-07-14"), ("to_day", "2026-07-14")]),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(p.to.unwrap() - p.from.unwrap(), 86_400_000);
+        // The zoom links' instants still work; mixing both ways for one end does not.
+        let p = local_period(&q(&[("from", "2026-07-14T10:00:00Z")]), &l).unwrap();
+        assert_eq!(p.from, Some(at("2026-07-14T10:00")));
+        for bad in [
+            &[("from_day", "2026-07-14"), ("from", "2026-07-14")][..],
+            &[("from_day", "14/07/2026")],
+            &[("to_day", "2026-02-30")],
+            &[("from_day", "2026-07-15"), ("to_day", "2026-07-14")],
+        ] {
+            assert!(
+                matches!(local_period(&q(bad), &l), Err(WebError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn calendar_buckets_start_at_local_midnight_across_time_changes() {
+        let l = paris();
+        let at = |s: &str| dates::parse(s).unwrap();
+        const H: i64 = 3_600_000;
+        // 28 to 31 March 2026: the 29th has 23 hours.
+        let b = calendar_bounds(
+            &l,
+            (at("2026-03-28T10:00"), at("2026-03-30T10:00")),
+            24 * H,
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            vec![
+                at("2026-03-27T23:00"),
+                at("2026-03-28T23:00"),
+                at("2026-03-29T22:00"),
+                at("2026-03-30T22:00"),
+            ]
+        );
+        assert_eq!(b[2] - b[1], 23 * H);
+        // 25 October 2026 has 25 hours.
+        let b = calendar_bounds(
+            &l,
+            (at("2026-10-24T22:00"), at("2026-10-25T23:00")),
+            24 * H,
+            100,
+        )
+        .unwrap();
+        assert_eq!(b, vec![at("2026-10-24T22:00"), at("2026-10-25T23:00")]);
+        // Six-hour buckets keep 00:00, 06:00, 12:00 and 18:00 on the wall clock.
+        let b = calendar_bounds(
+            &l,
+            (at("2026-03-28T23:00"), at("2026-03-29T22:00")),
+            6 * H,
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            vec![
+                at("2026-03-28T23:00"),
+                at("2026-03-29T04:00"),
+                at("2026-03-29T10:00"),
+                at("2026-03-29T16:00"),
+                at("2026-03-29T22:00"),
+            ]
+        );
+        // Hours skipped by the change are not buckets: one-hour buckets that night go
+        // 01:00 -> 03:00 local (00:00 -> 01:00 UTC) without a bucket in between.
+        let b =
+            calendar_bounds(&l, (at("2026-03-29T00:00"), at("2026-03-29T02:00")), H, 100).unwrap();
+        assert_eq!(
+            b,
+            vec![
+                at("2026-03-29T00:00"),
+                at("2026-03-29T01:00"),
+                at("2026-03-29T02:00")
+            ]
+        );
+        // Weeks, from the local day of `from`.
+        let b = calendar_bounds(
+            &l,
+            (at("2026-01-01T12:00"), at("2026-01-20T00:00")),
+            7 * 24 * H,
+            100,
+        )
+        .unwrap();
+        assert_eq!(b.len(), 4);
+        assert_eq!(b[0], at("2025-12-31T23:00"));
+        // Other buckets stay aligned on `from`; too many buckets are refused.
+        assert!(calendar_bounds(&l, (0, 86_400_000), 900_000, 100).is_none());
+        assert!(calendar_bounds(&l, (0, 86_400_000), 5 * H, 100).is_none());
+        assert!(calendar_bounds(&l, (0, 365 * 86_400_000), H, 100).is_none());
+        // Increasing, first at or before `from`, last at or after `to`.
+        for bucket in [H, 2 * H, 3 * H, 12 * H, 24 * H, 2 * 24 * H, 14 * 24 * H] {
+            let (f, t) = (at("2026-03-20T07:30"), at("2026-11-02T05:00"));
+            let b = calendar_bounds(&l, (f, t), bucket, 100_000).unwrap();
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{bucket}");
+            assert!(
+                b[0] <= f && f < b[1] && b[b.len() - 2] < t && t <= b[b.len() - 1],
+                "{bucket}"
+            );
+        }
     }
 }
