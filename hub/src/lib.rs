@@ -21,6 +21,7 @@
 //! - [`web`]: the dashboard, the JSON API, the exports (CSV, records, open-data counting
 //!   schema), the register and the admin area.
 //! - [`dates`]: dates for labels and queries.
+//! - [`metrics`]: `/metrics` (Prometheus) and `/healthz`.
 //!
 //! Wire format: `docs/mqtt.md` (crate `hub-link`); record verification shared with the agent
 //! and `hub verify`: crate `verify`. The hub must never accept a record it could not verify,
@@ -33,5 +34,6 @@ pub mod db;
 pub mod enrolment;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
 pub mod mqtt;
 pub mod web;

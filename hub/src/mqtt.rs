@@ -174,6 +174,7 @@ pub fn serve(
     // Subscriptions wait for room in the client's request queue (never blocking this thread,
     // which the poller may be waiting for).
     let mut subscribe = false;
+    let metrics = crate::metrics::global();
     while !stop.load(Ordering::Relaxed) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(first) => {
@@ -182,6 +183,8 @@ pub fn serve(
                     match m {
                         Polled::ConnAck => {
                             s.totals.connections += 1;
+                            metrics.connections.inc();
+                            metrics.connected.set(1);
                             down_reported = false;
                             tracing::info!(
                                 "hub: connected to {}:{}",
@@ -193,6 +196,7 @@ pub fn serve(
                         Polled::Publish(m) => batch.push(m),
                         Polled::Down(e) if !down_reported => {
                             down_reported = true;
+                            metrics.connected.set(0);
                             tracing::warn!("hub: broker connection: {e}; reconnecting");
                         }
                         Polled::Down(e) => tracing::debug!("hub: broker connection: {e}"),
@@ -213,6 +217,10 @@ pub fn serve(
         }
         let now_ms = now_ms();
         s.batch(&mut conn, &mut batch, now_ms)?;
+        metrics.tick(now_ms);
+        metrics
+            .queued_bytes
+            .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         if last_gap_check.elapsed() >= Duration::from_secs(1) {
             last_gap_check = Instant::now();
             let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -274,6 +282,7 @@ pub fn serve(
         std::thread::sleep(Duration::from_millis(10));
     }
     let totals = s.totals;
+    metrics.connected.set(0);
     conn.close().map_err(|(_, e)| e)?;
     Ok(totals)
 }
@@ -352,6 +361,9 @@ impl Serving<'_> {
         // The admin area may replace the enrolment; each batch sees one version of it.
         let enrolment = self.enrolment.read().unwrap_or_else(|p| p.into_inner());
         let enrolment = &*enrolment;
+        let started = Instant::now();
+        let messages = batch.len() as u64;
+        let mut outcome = ingest::Outcome::default();
         let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut touched = std::collections::BTreeSet::new();
         let mut bytes = 0;
@@ -368,6 +380,7 @@ impl Serving<'_> {
                 tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
             }
             self.totals.outcome += o;
+            outcome += o;
             if let Some(d) = dev {
                 touched.insert(d);
             }
@@ -379,6 +392,7 @@ impl Serving<'_> {
             }
         }
         t.commit()?;
+        crate::metrics::global().batch(outcome, messages, started.elapsed());
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
         // Only after the commit: an ack promises the records are durable here.
         for (topic, ack) in acks {

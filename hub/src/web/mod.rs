@@ -19,6 +19,7 @@ pub mod export;
 pub mod health;
 pub mod i18n;
 pub mod limits;
+pub mod ops;
 pub mod pages;
 pub mod params;
 pub mod server;
@@ -297,6 +298,8 @@ pub fn router(app: App) -> Router {
         .route("/register", get(pages::register))
         .route("/alarms", get(pages::alarms))
         .route("/style.css", get(pages::style))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}", get(api::device))
         .route("/api/devices/{id}/series", get(api::series))
