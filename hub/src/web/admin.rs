@@ -546,18 +546,6 @@ fn alarm_table(l: &Locale, s: &Session, rows: &[AlarmRow], id: &str, back: &str)
     }
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Every alarm, filtered by device, kind, severity and state, a page at a time; the most
 /// serious first, so that no flood of rejected traffic hides a FORK or a GAP.
 pub async fn alarms(
@@ -577,18 +565,21 @@ pub async fn alarms(
         .db(move |c, _| Ok(query::alarm_page(c, &f, page, per_page)?))
         .await?;
     let link = |page: u64| {
-        let mut parts = vec![format!("page={page}"), format!("per_page={per_page}")];
-        for (k, v) in [
+        let (page, per_page) = (page.to_string(), per_page.to_string());
+        let filters = [
             ("device", filter.device.as_deref()),
             ("kind", filter.kind.as_deref()),
             ("severity", filter.severity.map(|s| s.name())),
             ("open", filter.open_only.then_some("true")),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{k}={}", encode(v)));
-            }
-        }
-        format!("/admin/alarms?{}", parts.join("&"))
+        ];
+        let pairs = [
+            ("page", Some(page.as_str())),
+            ("per_page", Some(per_page.as_str())),
+        ]
+        .into_iter()
+        .chain(filters)
+        .filter_map(|(k, v)| Some((k, v?)));
+        super::link("/admin/alarms", pairs)
     };
     let kinds = i18n::ALARM_KINDS;
     let shown: Vec<&str> = kinds

@@ -220,6 +220,31 @@ pub async fn dashboard(
 }
 
 /// What a device page or the series API shows of one series over a period.
+/// A link's query for one series over a view's period.
+fn series_query<'a>(k: &'a crate::db::series::SeriesKey, v: &SeriesView) -> [(&'a str, String); 5] {
+    [
+        ("model", k.model.clone()),
+        ("kind", k.kind.clone()),
+        ("class", k.class.clone()),
+        ("from", dates::format(v.from)),
+        ("to", dates::format(v.to)),
+    ]
+}
+
+/// An id attribute made of `s`: anything but ASCII letters, digits, `-` and `_` becomes `-`
+/// (a class label may hold spaces or `:`).
+fn html_id(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 pub struct SeriesView {
     pub info: SeriesInfo,
     pub from: i64,
@@ -718,7 +743,7 @@ pub async fn device(
             tr { th scope="row" { (l.t("Alarmes ouvertes", "Open alarms")) } td {
                 @if o.open_alarms.is_empty() { (none) }
                 (alarm_badges(&l, &o.open_alarms))
-                " " a href=(format!("/alarms?device={}", o.id)) { (l.t("liste des alarmes", "alarm list")) } } }
+                " " a href=(super::link("/alarms", [("device", o.id.as_str())])) { (l.t("liste des alarmes", "alarm list")) } } }
             tr { th scope="row" { (l.t("Registre", "Register")) } td { a href=(format!("/register#dev-{}", o.id)) { (l.t("modèles, clé et point de contrôle signé", "models, key and signed checkpoint")) } } }
         }
         (health::device_section(&l, &device_health))
@@ -745,7 +770,7 @@ pub async fn device(
         @if views.is_empty() { p { (l.t("Aucun résultat reçu de cet appareil pour l'instant.", "No aggregate stored for this device yet.")) } }
         @for (i, (v, rows)) in views.iter().zip(&latest).enumerate() {
             @let k = &v.info.key;
-            @let cid = format!("chart-{}-{}-{}", k.model, k.kind, k.class.replace(':', "-"));
+            @let cid = html_id(&format!("chart-{}-{}-{}", k.model, k.kind, k.class));
             @let per = duration(&l, v.bucket_ms);
             @let w = wording(&l, &k.kind, &k.class, &per);
             @let kind = k.kind.clone();
@@ -768,9 +793,9 @@ pub async fn device(
                     @else if k.kind == "count" { (l.t(" (moyenne sur les images des fenêtres)", " (average over the windows' frames)")) }
                     @else { (l.t(" (moyenne des fenêtres)", " (mean of the windows)")) }
                     ". "
-                    a href=(format!("/export/{}/series.csv?model={}&kind={}&class={}&from={}&to={}", o.id, k.model, k.kind, k.class, dates::format(v.from), dates::format(v.to))) { (l.t("Télécharger (CSV)", "Download (CSV)")) }
+                    a href=(super::link(&format!("/export/{}/series.csv", o.id), series_query(k, v))) { (l.t("Télécharger (CSV)", "Download (CSV)")) }
                     " · "
-                    a href=(format!("/api/devices/{}/series?model={}&kind={}&class={}&from={}&to={}", o.id, k.model, k.kind, k.class, dates::format(v.from), dates::format(v.to))) { "JSON" }
+                    a href=(super::link(&format!("/api/devices/{}/series", o.id), series_query(k, v))) { "JSON" }
                 }
                 @let pts: Vec<ChartPoint> = v.buckets.iter().map(|b| ChartPoint {
                     start_ms: b.start_ms,
