@@ -4,6 +4,7 @@
 //! It must never send traffic beyond loopback, nor run without bounds in count and time.
 
 pub mod broker;
+pub mod fleet;
 pub mod node;
 pub mod proxy;
 pub mod system;

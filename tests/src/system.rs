@@ -17,13 +17,14 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A binary of the workspace, next to the test executable's folder (target/<profile>/).
+/// A binary of the workspace in target/<profile>/: beside this executable (a binary such as
+/// `fleet`), or one folder up (a test, in target/<profile>/deps).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>/deps");
+    let mut dir = exe.parent().expect("target/<profile>");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>/deps");
+    }
     let p = dir.join(name);
     assert!(
         p.is_file(),

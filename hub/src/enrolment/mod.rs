@@ -310,9 +310,20 @@ impl Enrolment {
 
 /// Adds (or replaces) a device in the enrolment file, keeping the others.
 pub fn enroll(path: &Path, device: RawDevice) -> Result<(), ConfigError> {
+    enroll_many(path, [device])
+}
+
+/// Adds (or replaces) devices in the enrolment file in one write, keeping the others: a fleet
+/// of thousands is one read, one validation and one rename, not one per device.
+pub fn enroll_many(
+    path: &Path,
+    devices: impl IntoIterator<Item = RawDevice>,
+) -> Result<(), ConfigError> {
     let mut raw = read_raw(path)?;
-    raw.devices.retain(|d| d.id != device.id);
-    raw.devices.push(device);
+    let devices: Vec<RawDevice> = devices.into_iter().collect();
+    let new: std::collections::HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    raw.devices.retain(|d| !new.contains(d.id.as_str()));
+    raw.devices.extend(devices);
     write_raw(path, &raw)
 }
 

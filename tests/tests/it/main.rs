@@ -5,6 +5,7 @@ mod bench;
 mod clean;
 mod deploy;
 mod faults;
+mod fleet;
 mod node;
 mod tamper;
 mod tls;
