@@ -322,7 +322,7 @@ impl Fleet {
         stop.store(true, Ordering::Relaxed);
         report.elapsed = start.elapsed();
         report.backlog_drained = *backlog_done.lock().unwrap_or_else(|p| p.into_inner());
-        report.latencies_ms.sort_unstable_by(f64::total_cmp);
+        report.finish();
         Ok(report)
     }
 }
@@ -351,7 +351,8 @@ struct DeviceReport {
     reconnections: u64,
     bad_acks: u64,
     root_mismatches: u64,
-    live_latencies_ms: Vec<f64>,
+    /// (append time since the start, append-to-ack delay) of each live record.
+    live_latencies_ms: Vec<(Duration, f64)>,
 }
 
 enum Polled {
@@ -451,9 +452,10 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
                             if seq >= backlog
                                 && let Some(t) = d.appended[seq as usize]
                             {
-                                report
-                                    .live_latencies_ms
-                                    .push(now.duration_since(t).as_secs_f64() * 1000.0);
+                                report.live_latencies_ms.push((
+                                    t.duration_since(ctx.start),
+                                    now.duration_since(t).as_secs_f64() * 1000.0,
+                                ));
                             }
                         }
                         let newly = a.count - acked;
@@ -568,6 +570,9 @@ pub struct Report {
     pub devices_behind: usize,
     /// Append-to-ack delay of every live record, sorted.
     pub latencies_ms: Vec<f64>,
+    /// The same for the live records appended after the backlog was drained.
+    pub steady_latencies_ms: Vec<f64>,
+    live: Vec<(Duration, f64)>,
 }
 
 impl Report {
@@ -582,13 +587,30 @@ impl Report {
         if d.acked < d.appended {
             self.devices_behind += 1;
         }
-        self.latencies_ms.extend(d.live_latencies_ms);
+        self.live.extend(d.live_latencies_ms);
+    }
+
+    /// Sorts the delays, and keeps apart those of records appended once every backlog was
+    /// acknowledged (the steady state).
+    fn finish(&mut self) {
+        let drained = self.backlog_drained.unwrap_or(Duration::MAX);
+        self.latencies_ms = self.live.iter().map(|(_, l)| *l).collect();
+        self.latencies_ms.sort_unstable_by(f64::total_cmp);
+        self.steady_latencies_ms = (self.live.iter())
+            .filter(|(t, _)| *t >= drained)
+            .map(|(_, l)| *l)
+            .collect();
+        self.steady_latencies_ms.sort_unstable_by(f64::total_cmp);
     }
 
     /// The `q` quantile (0..=1) of the live records' append-to-ack delay, in ms.
     pub fn latency_ms(&self, q: f64) -> Option<f64> {
-        let n = self.latencies_ms.len();
-        (n > 0).then(|| self.latencies_ms[((n - 1) as f64 * q).round() as usize])
+        quantile(&self.latencies_ms, q)
+    }
+
+    /// The same, at steady state (records appended after the backlog was drained).
+    pub fn steady_latency_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.steady_latencies_ms, q)
     }
 
     /// Backlog records acknowledged per second while draining.
@@ -599,9 +621,9 @@ impl Report {
 
     /// One line of figures.
     pub fn summary(&self) -> String {
-        let ms = |q| self.latency_ms(q).map_or("-".into(), |v| format!("{v:.0}"));
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         format!(
-            "devices {} | backlog {} records drained in {} ({} records/s) | records appended {} acked {} | live records {} append-to-ack p50 {} ms p99 {} ms max {} ms | publishes {} resends {} reconnections {} | bad acks {} root mismatches {} devices behind {}",
+            "devices {} | backlog {} records drained in {} ({} records/s) | records appended {} acked {} | live records {} append-to-ack p50 {} ms p99 {} ms max {} ms; at steady state ({} records) p50 {} ms p99 {} ms | publishes {} resends {} reconnections {} | bad acks {} root mismatches {} devices behind {}",
             self.devices,
             self.backlog_records,
             self.backlog_drained
@@ -610,9 +632,12 @@ impl Report {
             self.appended,
             self.acked,
             self.latencies_ms.len(),
-            ms(0.5),
-            ms(0.99),
-            ms(1.0),
+            ms(self.latency_ms(0.5)),
+            ms(self.latency_ms(0.99)),
+            ms(self.latency_ms(1.0)),
+            self.steady_latencies_ms.len(),
+            ms(self.steady_latency_ms(0.5)),
+            ms(self.steady_latency_ms(0.99)),
             self.publishes,
             self.resends,
             self.reconnections,
@@ -621,6 +646,11 @@ impl Report {
             self.devices_behind,
         )
     }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((n - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize])
 }
 
 /// Raises this process's open-file limit to its hard limit (a thousand connections need more
@@ -638,6 +668,55 @@ pub fn raise_open_files() -> u64 {
         }
     }
     l.rlim_cur
+}
+
+/// The broker's count of subscriptions, read from its `$SYS` topic.
+struct SubscriptionWatch {
+    count: Arc<AtomicU64>,
+    _client: rumqttc::Client,
+}
+
+impl SubscriptionWatch {
+    fn start(port: u16) -> anyhow::Result<SubscriptionWatch> {
+        let (client, mut connection) =
+            rumqttc::Client::new(MqttOptions::new("fleet-watch", "127.0.0.1", port), 16);
+        client.subscribe("$SYS/broker/subscriptions/count", QoS::AtMostOnce)?;
+        let count = Arc::new(AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(n) = std::str::from_utf8(&p.payload)
+                            .ok()
+                            .and_then(|t| t.trim().parse().ok())
+                        {
+                            c.store(n, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(SubscriptionWatch {
+            count,
+            _client: client,
+        })
+    }
+
+    fn wait_for(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while self.count.load(Ordering::Relaxed) < n {
+            anyhow::ensure!(
+                start.elapsed() < timeout,
+                "the hub did not subscribe within {timeout:?} (the broker counts {} subscriptions): see its log in hub/",
+                self.count.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }
 
 /// What the hub made of a run, read from its database after an orderly stop.
@@ -667,11 +746,17 @@ pub fn run_local(
 ) -> anyhow::Result<(Report, HubOutcome)> {
     let model = hub::enrolment::cards::load(&crate::system::root().join(CARD))?;
     let fleet = Fleet::generate(plan, model, signed)?;
-    let broker = crate::broker::Mosquitto::start(dir);
+    // $SYS every second: the run waits until the hub has subscribed (what a device publishes
+    // before is lost for it and waits for its ack timeout: not what is measured here).
+    let broker =
+        crate::broker::Mosquitto::start_with(dir, "allow_anonymous true\nsys_interval 1\n");
     let mut hub = crate::system::Hub::setup(&dir.join("hub"), broker.port, "", "60s");
     fleet.enroll(&hub.dir.join("devices.toml"))?;
     let vkey = VerifierKey::parse(std::fs::read_to_string(hub.vkey())?.trim())?;
+    let watch = SubscriptionWatch::start(broker.port)?;
     hub.start();
+    // The hub subscribes to records, checkpoints and statuses; the watch itself is one.
+    watch.wait_for(4, Duration::from_secs(30))?;
     let report = fleet.run("127.0.0.1", broker.port, vkey, acked)?;
     let exit = hub.terminate(Duration::from_secs(30));
     let stats = hub.stats();
