@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod flash;
+mod fleet;
 mod lint;
 mod models;
 mod qemu;
@@ -60,6 +61,13 @@ enum Job {
     /// Linux boards (`--host user@addr`): install the agent over SSH, atomically, with a
     /// health check and rollback.
     Flash(flash::FlashArgs),
+    /// Simulated devices (real keys, signed records and checkpoints) against a real mosquitto
+    /// and the hub: backlog drain time, append-to-ack latency, what the hub stored and alarmed.
+    /// Arguments after `--` go to the simulator (`cargo xtask fleet -- --help`).
+    Fleet {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// The optional tools a job runs (features of this crate, see its Cargo.toml).
@@ -69,7 +77,7 @@ fn features_for(job: &Job) -> &'static [&'static str] {
         Job::Test => &["probe", "defmt", "broker"],
         Job::Flash(_) => &["probe"],
         Job::Qemu(_) => &["defmt", "broker"],
-        Job::Lint | Job::Bench { .. } | Job::Models(_) | Job::Build(_) => &[],
+        Job::Lint | Job::Bench { .. } | Job::Models(_) | Job::Build(_) | Job::Fleet { .. } => &[],
     }
 }
 
@@ -123,6 +131,7 @@ fn main() -> ExitCode {
         Job::Build(args) => build::run(&args),
         Job::Qemu(job) => qemu::run(&job),
         Job::Flash(args) => flash::run(&args),
+        Job::Fleet { args } => fleet::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: error: {e:#}");
