@@ -139,3 +139,114 @@ fn a_missing_device_is_retried_and_the_service_still_stops_cleanly() {
         "{recs:?}"
     );
 }
+
+/// systemd's side of `Type=notify` with `WatchdogSec`: READY once the pipeline runs, WATCHDOG
+/// while it turns, none once its read is stuck (a FIFO whose writer stops writing without
+/// closing: ALSA's `file` plugin blocks in read(2)), STOPPING on SIGTERM.
+#[test]
+fn a_stuck_pipeline_stops_petting_systemd_s_watchdog() {
+    use std::io::Write as _;
+    use std::os::unix::net::UnixDatagram;
+
+    let home = tempfile::tempdir().unwrap();
+    let fifo = home.path().join("mic.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    asoundrc(home.path(), &fifo);
+    let socket_path = home.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (_dir, config) = device(&mic_pipeline("kind = \"microphone\"\ninput = \"speech\""));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("HOME", home.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1500000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The "microphone": 4 s of speech as fast as the agent reads, then nothing, the FIFO kept
+    // open (no end of file) until `release` says so.
+    let wav = support::root().join("models/samples/speech.wav");
+    let samples: Vec<u8> = hound::WavReader::open(&wav)
+        .unwrap()
+        .samples::<i16>()
+        .take(4 * 16_000)
+        .flat_map(|s| s.unwrap().to_le_bytes())
+        .collect();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let _ = f.write_all(&samples);
+        let _ = released.recv();
+        // Unblock the reader with silence, then close: the agent can stop.
+        let _ = f.write_all(&vec![0u8; 64_000]);
+    });
+
+    // Notifications: (time since start, text).
+    let start = std::time::Instant::now();
+    let mut seen: Vec<(Duration, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(12) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push((
+                start.elapsed(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+    let (o, _) = {
+        let _ = release.send(());
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                seen.push((
+                    start.elapsed(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+            if seen.iter().any(|(_, s)| s.contains("STOPPING=1")) {
+                break;
+            }
+        }
+        (child.wait_with_output().unwrap(), ())
+    };
+    writer.join().unwrap();
+    let out = text(&o);
+    let at = |what: &str| -> Vec<Duration> {
+        seen.iter()
+            .filter(|(_, s)| s.lines().any(|l| l == what))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let ready = at("READY=1");
+    let pets = at("WATCHDOG=1");
+    assert_eq!(ready.len(), 1, "READY once: {seen:?}\n{out}");
+    assert!(
+        pets.iter().filter(|t| **t > ready[0]).count() >= 2,
+        "petted while the pipeline ran: {seen:?}"
+    );
+    // Stuck from about 4 s of audio on (read faster than real time): the petting stops, and
+    // stays stopped for the rest of the 12 s.
+    let last_pet = *pets.last().unwrap();
+    assert!(
+        last_pet < Duration::from_secs(9),
+        "still petted at {last_pet:?} with the pipeline stuck: {seen:?}\n{out}"
+    );
+    assert!(
+        out.contains("has not moved for") && out.contains("no longer petting systemd's watchdog"),
+        "{out}"
+    );
+    assert!(
+        !at("STOPPING=1").is_empty(),
+        "STOPPING on SIGTERM: {seen:?}\n{out}"
+    );
+    assert!(o.status.success(), "{out}");
+}

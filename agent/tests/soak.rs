@@ -92,8 +92,8 @@ fn two_hours_of_live_audio_leave_memory_and_descriptors_flat() {
         .map(|s| s.1)
         .max()
         .unwrap();
-    println!(
-        "soak: {} s of stream in {:.1} s; RSS {} KiB after warm-up, {} KiB at the end (peak {} KiB); fds {} -> {}",
+    support::figures(&format!(
+        "FIGURES soak (microphone, live ALSA): {} s of stream in {:.1} s; RSS {} KiB after warm-up, {} KiB at the end (peak {} KiB); fds {} -> {}",
         STREAM.as_secs(),
         last.0.as_secs_f64(),
         warm.1,
@@ -101,7 +101,7 @@ fn two_hours_of_live_audio_leave_memory_and_descriptors_flat() {
         peak,
         warm.2,
         last.2
-    );
+    ));
     assert!(
         peak <= warm.1 + 4096,
         "memory grew: {} KiB -> peak {} KiB",

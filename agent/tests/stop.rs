@@ -31,6 +31,7 @@ fn sigterm_closes_the_open_windows_as_partial_records_and_the_next_start_continu
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5157_2026);
+    let first_seed = seed;
     let mut before = 0usize;
     let mut stops = Vec::new();
     for round in 0..3 {
@@ -94,11 +95,18 @@ fn sigterm_closes_the_open_windows_as_partial_records_and_the_next_start_continu
     }
     let o = verify(dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    for (delay, took, n) in stops {
-        eprintln!(
-            "SIGTERM after {:.1} s: exited 0 in {} ms, {n} records, 2 partial closing windows",
-            delay.as_secs_f64(),
-            took.as_millis()
-        );
-    }
+    let rounds: Vec<String> = stops
+        .iter()
+        .map(|(delay, took, n)| {
+            format!(
+                "after {:.1} s: exit 0 in {} ms, {n} new records",
+                delay.as_secs_f64(),
+                took.as_millis()
+            )
+        })
+        .collect();
+    support::figures(&format!(
+        "FIGURES SIGTERM at seeded moments (IAT_SEED={first_seed}): {} | after each stop: the log verifies, the window open at the stop closed as partial, each window once, a final checkpoint, the next start continues the log",
+        rounds.join(" | ")
+    ));
 }

@@ -163,7 +163,13 @@ fn supervise(stop: &Stop, health: &[Arc<PipelineHealth>], done: &std::sync::mpsc
     };
     loop {
         match done.recv_timeout(tick) {
-            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Pipelines may close faster than a tick: systemd still hears of the stop.
+                if stop.requested() && !stopping {
+                    notify(sd_notify::NotifyState::Stopping);
+                }
+                return;
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         if !ready && health.iter().all(|h| h.started()) {

@@ -129,3 +129,23 @@ pub fn verify(dir: &Path) -> Output {
         dir.join("keys/device.vkey").to_str().unwrap(),
     ])
 }
+
+/// Prints a line of figures and appends it to `<target>/iat-figures.txt`, which `cargo xtask
+/// test` prints at the end (cargo hides a passing test's output).
+pub fn figures(line: &str) {
+    println!("{line}");
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Some(target) = exe.ancestors().nth(3) else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(target.join("iat-figures.txt"))
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -196,6 +196,16 @@ fn ssh_install_switches_atomically_and_rolls_back_a_failed_health_check() {
         current.display()
     );
     assert!(unit.contains(&exec), "{unit}");
+    // systemd hears READY and WATCHDOG from the agent (agent/tests/microphone.rs checks that a
+    // stuck pipeline stops the petting), and the stop fits in the stop timeout.
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=60",
+        "TimeoutStopSec=90",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing: {unit}");
+    }
     assert_eq!(
         link(&device.join("usr/local/bin/edge-agent")),
         current.join("edge-agent").display().to_string()
