@@ -6,8 +6,9 @@
 //! log's watermark advances and acknowledged segments are pruned. On every (re)connect, and
 //! when the ack has not moved for `ack_timeout`, every record above the watermark is sent
 //! again; the hub is idempotent on (device, seq). Records are read from the log in small
-//! batches and at most [`WINDOW`] are unacknowledged at a time, so memory stays bounded
-//! whatever the backlog.
+//! batches, within a congestion window of unacknowledged records that grows with the hub's
+//! acks and shrinks when they stop, and resends back off ([`hub_link::flow`]): memory stays
+//! bounded whatever the backlog, and a fleet coming back from an outage does not bury its hub.
 //!
 //! Threads: one only polls the rumqttc connection and forwards what matters (connection
 //! up/down, acks); this one decides what to send. Wire format: `docs/mqtt.md`.
@@ -24,8 +25,6 @@ use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguratio
 use crate::config::Mqtt;
 use outbox::AuditOutbox;
 
-/// Records sent but not yet acknowledged by the hub, at most.
-pub const WINDOW: u64 = 2048;
 /// Records read from the log at a time.
 const BATCH: usize = 64;
 
@@ -175,15 +174,17 @@ pub fn run(
 
     let origin = hub_link::origin(territory, device);
     let mut stats = PublishStats::default();
-    let (mut acked, mut size) = {
+    let (acked, mut size) = {
         let o = shared.lock();
         (o.log().acked(), o.log().size())
     };
-    let mut cursor = acked;
+    let seed = device
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let mut flow = hub_link::flow::Flow::new(acked, m.ack_timeout, Instant::now(), seed);
     let mut connected = false;
     // A broken connection is reported once; the attempts to reconnect are debug.
     let mut down_reported = false;
-    let mut last_progress = Instant::now();
     let mut published_checkpoint: Option<String> = None;
     let mut stop_at: Option<Instant> = None;
     let mut last_status = Instant::now();
@@ -209,15 +210,15 @@ pub fn run(
                     down_reported = false;
                     stats.connections += 1;
                     tracing::info!(
-                        "publisher: connected to {}:{} (connection {}); sending from record {acked}",
+                        "publisher: connected to {}:{} (connection {}); sending from record {}",
                         m.host,
                         m.port,
-                        stats.connections
+                        stats.connections,
+                        flow.acked()
                     );
                     // Whatever the broker or rumqttc kept or dropped: resend from the watermark.
-                    cursor = acked;
+                    flow.connected(Instant::now());
                     published_checkpoint = None;
-                    last_progress = Instant::now();
                     client.try_subscribe(ack_topic.as_str(), QoS::AtLeastOnce)?;
                     client.try_publish(status.as_str(), QoS::AtLeastOnce, true, report())?;
                     last_status = Instant::now();
@@ -262,14 +263,14 @@ pub fn run(
                         );
                         continue;
                     }
-                    if ack.count > acked {
+                    if ack.count > flow.acked() {
                         o.ack(ack.count - 1)?;
-                        acked = ack.count;
+                        flow.ack(ack.count, Instant::now());
                         tracing::debug!(
-                            "publisher: the hub acknowledged {acked} of {size} records"
+                            "publisher: the hub acknowledged {} of {size} records (window {})",
+                            ack.count,
+                            flow.window()
                         );
-                        last_progress = Instant::now();
-                        cursor = cursor.max(acked);
                     }
                 }
             }
@@ -284,15 +285,13 @@ pub fn run(
             last_status = Instant::now();
         }
         if connected {
-            if cursor == acked && cursor < size {
-                last_progress = Instant::now();
-            }
-            'send: while cursor < size && cursor - acked < WINDOW {
+            'send: while let Some(cursor) = flow.next(size) {
+                let room = flow.window() - (cursor - flow.acked());
                 let batch: Vec<audit::Record> = {
                     let o = shared.lock();
                     o.log()
                         .read(cursor)?
-                        .take(BATCH.min((WINDOW - (cursor - acked)) as usize))
+                        .take(BATCH.min(room as usize))
                         .collect::<Result<_, _>>()?
                 };
                 if batch.is_empty() {
@@ -310,7 +309,7 @@ pub fn run(
                         // The request queue is full: the poller drains it; try again soon.
                         break 'send;
                     }
-                    cursor += 1;
+                    flow.sent(Instant::now());
                     stats.published += 1;
                 }
             }
@@ -318,7 +317,7 @@ pub fn run(
             let note = shared.lock().log().last_checkpoint().map(str::to_owned);
             if let Some(note) = note
                 && published_checkpoint.as_ref() != Some(&note)
-                && checkpoint_size(&note).is_some_and(|s| s <= cursor)
+                && checkpoint_size(&note).is_some_and(|s| s <= flow.cursor())
                 && client
                     .try_publish(
                         checkpoint_topic.as_str(),
@@ -330,21 +329,22 @@ pub fn run(
             {
                 published_checkpoint = Some(note);
             }
-            if acked < cursor && last_progress.elapsed() >= m.ack_timeout {
+            let waited = flow.timeout();
+            if flow.tick(Instant::now()) {
                 tracing::info!(
-                    "publisher: no acknowledgement from the hub for {:?}: resending from record {acked}",
-                    m.ack_timeout
+                    "publisher: no acknowledgement from the hub for {waited:?}: resending from record {} (next wait {:?})",
+                    flow.acked(),
+                    flow.timeout()
                 );
                 stats.resends += 1;
-                cursor = acked;
                 published_checkpoint = None;
-                last_progress = Instant::now();
             }
         }
         if stop.load(Ordering::Relaxed) {
             let since = *stop_at.get_or_insert_with(Instant::now);
             let last =
                 published_checkpoint.is_some() || shared.lock().log().last_checkpoint().is_none();
+            let acked = flow.acked();
             if (acked == size && last) || since.elapsed() >= drain {
                 if acked < size {
                     tracing::warn!(
@@ -354,7 +354,7 @@ pub fn run(
                 }
                 break;
             }
-        } else if connected && cursor >= size {
+        } else if connected && flow.cursor() >= size {
             // Idle: sleep until a record is appended (or a short while, for acks and timers).
             let o = shared.lock();
             if o.log().size() == size {
@@ -375,7 +375,7 @@ pub fn run(
     let _ = client.disconnect();
     drop(rx);
     let _ = poller.join();
-    stats.acked = acked;
+    stats.acked = flow.acked();
     stats.size = size;
     Ok(stats)
 }

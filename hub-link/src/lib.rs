@@ -6,6 +6,7 @@
 //! Pure code: no IO, no MQTT client (the optional [`tls`] module reads PEM files). Both the agent and the hub build and parse messages here
 //! only, so the two sides cannot drift apart.
 
+pub mod flow;
 pub mod status;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -1,7 +1,8 @@
 //! A fleet of simulated devices for the hub at scale: real Ed25519 keys, real canonical records
 //! signed as the agent signs them, signed checkpoints, over a real MQTT broker, with the agent's
-//! delivery rules (at most [`Plan::unacked`] records unacknowledged, everything above the hub's
-//! ack resent on reconnection or when the ack stops moving).
+//! delivery rules, the same code as the agent's publisher ([`hub_link::flow`]: a congestion
+//! window of unacknowledged records, everything above the hub's ack resent on reconnection or
+//! when the ack stops moving, with a timeout that backs off).
 //!
 //! A run has two phases. **Backlog**: every device starts with `backlog` records already in its
 //! log (a network outage that just ended) and sends them as fast as its window allows; the
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use audit::{Checkpoint, Frontier, SignerKey, VerifierKey};
 use hub::enrolment::{RawDevice, RawModel};
+use hub_link::flow::Flow;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
@@ -41,9 +43,8 @@ pub struct Plan {
     pub live_for: Duration,
     /// A signed checkpoint every this many records (and at the end of the backlog).
     pub checkpoint_every: u64,
-    /// Records sent and not yet acknowledged, at most (the agent's `publish::WINDOW`).
-    pub unacked: u64,
-    /// Resend from the acked watermark when the ack has not moved for this long.
+    /// Resend from the acked watermark when the ack has not moved for this long (the agent's
+    /// `mqtt.ack_timeout`; it backs off after each resend).
     pub ack_timeout: Duration,
     /// After the live phase, how long to wait for the last acks.
     pub settle: Duration,
@@ -60,8 +61,7 @@ impl Default for Plan {
             window: Duration::from_secs(10),
             live_for: Duration::from_secs(30),
             checkpoint_every: 64,
-            unacked: 2048,
-            ack_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(3),
             settle: Duration::from_secs(60),
             seed: 1,
         }
@@ -210,7 +210,6 @@ impl Fleet {
         progress: &(dyn Fn(u64) + Sync),
     ) -> anyhow::Result<Fleet> {
         anyhow::ensure!(plan.devices > 0, "a fleet needs at least one device");
-        anyhow::ensure!(plan.unacked > 0, "`unacked` must be at least 1");
         let window_ms = plan.window.as_millis().max(1) as i64;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -402,9 +401,12 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
     let backlog = d.payloads.len() as u64;
     let live_records = (plan.live_for.as_secs_f64() / plan.window.as_secs_f64()).floor() as u64;
     let live_start = ctx.start + ctx.offset;
-    let (mut connected, mut cursor, mut acked) = (false, 0u64, 0u64);
+    let seed =
+        d.id.bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let mut flow = Flow::new(0, plan.ack_timeout, Instant::now(), seed);
+    let mut connected = false;
     let mut published_ckpt: Option<usize> = None;
-    let mut last_progress = Instant::now();
     let mut backlog_reported = backlog == 0;
     if backlog_reported {
         mark_backlog_done(&ctx);
@@ -413,7 +415,7 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
     loop {
         let size = d.payloads.len() as u64;
         let live_done = size >= backlog + live_records;
-        if live_done && acked >= size {
+        if live_done && flow.acked() >= size {
             break;
         }
         if Instant::now() >= deadline {
@@ -436,9 +438,8 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
                 }
                 connected = true;
                 let _ = client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
-                cursor = acked;
+                flow.connected(Instant::now());
                 published_ckpt = None;
-                last_progress = Instant::now();
             }
             Some(Polled::Down) => connected = false,
             Some(Polled::Ack(payload)) => match hub_link::Ack::open(&ctx.hub, &payload) {
@@ -446,9 +447,9 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
                     if a.count == size && a.root != d.frontier.root() {
                         report.root_mismatches += 1;
                     }
-                    if a.count > acked {
+                    if a.count > flow.acked() {
                         let now = Instant::now();
-                        for seq in acked..a.count {
+                        for seq in flow.acked()..a.count {
                             if seq >= backlog
                                 && let Some(t) = d.appended[seq as usize]
                             {
@@ -458,13 +459,10 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
                                 ));
                             }
                         }
-                        let newly = a.count - acked;
+                        let newly = flow.ack(a.count, now);
                         let total = ctx.acked_total.fetch_add(newly, Ordering::Relaxed) + newly;
                         (ctx.progress)(total);
-                        acked = a.count;
-                        cursor = cursor.max(acked);
-                        last_progress = now;
-                        if !backlog_reported && acked >= backlog {
+                        if !backlog_reported && flow.acked() >= backlog {
                             backlog_reported = true;
                             mark_backlog_done(&ctx);
                         }
@@ -495,10 +493,7 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
             continue;
         }
         let size = d.payloads.len() as u64;
-        if cursor == acked && cursor < size {
-            last_progress = Instant::now();
-        }
-        while cursor < size && cursor - acked < plan.unacked {
+        while let Some(cursor) = flow.next(size) {
             let payload = d.payloads[cursor as usize].clone();
             if client
                 .publish(agg_topic.clone(), QoS::AtLeastOnce, false, payload)
@@ -507,13 +502,14 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
             {
                 break;
             }
-            cursor += 1;
+            flow.sent(Instant::now());
             report.publishes += 1;
         }
-        // The latest checkpoint, once the records it covers are on their way (as the agent:
-        // the hub takes a smaller checkpoint after a larger one for a rollback).
-        let due = d.checkpoints.iter().rposition(|(s, _)| *s <= cursor);
-        if let Some(i) = due
+        // The latest checkpoint, once the records it covers are on their way: only the latest,
+        // as the agent (the hub takes a smaller checkpoint after a larger one for a rollback).
+        let latest = d.checkpoints.len().checked_sub(1);
+        if let Some(i) = latest
+            && d.checkpoints[i].0 <= flow.cursor()
             && published_ckpt != Some(i)
             && client
                 .publish(
@@ -527,14 +523,12 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
         {
             published_ckpt = Some(i);
         }
-        if acked < cursor && last_progress.elapsed() >= plan.ack_timeout {
+        if flow.tick(Instant::now()) {
             report.resends += 1;
-            cursor = acked;
             published_ckpt = None;
-            last_progress = Instant::now();
         }
     }
-    report.acked = acked;
+    report.acked = flow.acked();
     let _ = client.disconnect().await;
     poller.abort();
     report

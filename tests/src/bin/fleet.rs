@@ -33,6 +33,9 @@ struct Args {
     /// A signed checkpoint every this many records.
     #[arg(long, default_value_t = 64)]
     checkpoint_every: u64,
+    /// The devices' `mqtt.ack_timeout` (it backs off after each resend).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    ack_timeout: Duration,
     /// After the live phase, how long to wait for the last acks.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     settle: Duration,
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         window: args.window,
         live_for: args.live,
         checkpoint_every: args.checkpoint_every,
+        ack_timeout: args.ack_timeout,
         settle: args.settle,
         ..Plan::default()
     };
