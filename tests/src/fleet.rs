@@ -622,7 +622,9 @@ impl Report {
             self.backlog_records,
             self.backlog_drained
                 .map_or("never".into(), |t| format!("{:.1} s", t.as_secs_f64())),
-            self.drain_rate().map_or("-".into(), |r| format!("{r:.0}")),
+            self.drain_rate()
+                .filter(|_| self.backlog_records > 0)
+                .map_or("-".into(), |r| format!("{r:.0}")),
             self.appended,
             self.acked,
             self.latencies_ms.len(),
