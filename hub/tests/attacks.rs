@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use attack::{Device, GoodDevice, Hub, Mosquitto, Publisher, figures, wait_for};
+use attack::{Device, GoodDevice, Hub, Mosquitto, Publisher, figures, running_hub, wait_for};
 
 /// A retained 3 MB message on a status topic (the issue's `head -c 3145728 /dev/zero |
 /// mosquitto_pub -r -s -t iat/v1/fr-evil/poison/status`), and the same on an enrolled device's
@@ -193,34 +193,6 @@ fn periods_of(hub: &Hub, kind: &str) -> i64 {
             |r| r.get(0),
         )
         .unwrap()
-}
-
-/// A hub with the web side on a free port, its good device `dev-1` of fr-lyon enrolled and
-/// publishing; returns once the hub stores its records.
-fn running_hub(tmp: &std::path::Path, broker: &Mosquitto) -> (Hub, GoodDevice, String) {
-    let web = attack::free_port();
-    let good = Device::new("fr-lyon", "dev-1", 1);
-    let mut hub = Hub::setup(
-        &tmp.join("hub"),
-        broker.port,
-        "",
-        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n"),
-    );
-    hub.enroll(&good);
-    hub.start();
-    let dev = GoodDevice::start(
-        good,
-        hub.db.clone(),
-        broker.port,
-        None,
-        Duration::from_millis(20),
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
-        "the hub stores nothing:\n{}",
-        hub.log()
-    );
-    (hub, dev, format!("http://127.0.0.1:{web}"))
 }
 
 /// 20,000 messages on 20,000 bot topics of one territory (the flood), then 2,000 from
@@ -659,33 +631,12 @@ fn web_hub(
     limits: &str,
     seed: impl FnOnce(&rusqlite::Connection),
 ) -> (Hub, GoodDevice, std::net::SocketAddr) {
-    let web = attack::free_port();
-    let good = Device::new("fr-lyon", "dev-1", 1);
-    let mut hub = Hub::setup(
-        &tmp.join("hub"),
-        broker.port,
-        "",
-        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n[http.limits]\n{limits}\n"),
-    );
-    hub.enroll(&good);
-    {
-        let conn = hub::db::store::open(&hub.db).expect("the hub's database");
-        hub::auth::set_password(&conn, ADMIN, ADMIN_PASSWORD, 0).expect("admin");
-        seed(&conn);
-    }
-    hub.start();
-    let dev = GoodDevice::start(
-        good,
-        hub.db.clone(),
-        broker.port,
-        None,
-        Duration::from_millis(20),
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
-        "the hub stores nothing:\n{}",
-        hub.log()
-    );
+    let (hub, dev, web) =
+        attack::running_hub_with(tmp, broker, &format!("[http.limits]\n{limits}\n"), |hub| {
+            let conn = hub::db::store::open(&hub.db).expect("the hub's database");
+            hub::auth::set_password(&conn, ADMIN, ADMIN_PASSWORD, 0).expect("admin");
+            seed(&conn);
+        });
     assert!(attack::wait_port(web, Duration::from_secs(10)));
     (hub, dev, std::net::SocketAddr::from(([127, 0, 0, 1], web)))
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use attack::{Device, GoodDevice, Hub, Mosquitto, Publisher, wait_for};
+use attack::{Mosquitto, Publisher, wait_for};
 
 fn get(url: &str) -> (u16, String, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -36,27 +36,10 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 fn metrics_and_healthz_follow_ingest_and_the_broker() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let broker = Mosquitto::plain(tmp.path());
-    let web = attack::free_port();
-    let good = Device::new("fr-lyon", "dev-1", 1);
-    let mut hub = Hub::setup(
-        &tmp.path().join("hub"),
-        broker.port,
-        "",
-        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n"),
-    );
-    hub.enroll(&good);
-    hub.start();
-    let base = format!("http://127.0.0.1:{web}");
-    let dev = GoodDevice::start(
-        good,
-        hub.db.clone(),
-        broker.port,
-        None,
-        Duration::from_millis(20),
-    );
+    let (hub, dev, base) = attack::running_hub(tmp.path(), &broker);
     assert!(
         wait_for(Duration::from_secs(20), || hub.stored("dev-1") >= 20),
-        "the hub stores nothing:\n{}",
+        "the hub stores too little:\n{}",
         hub.log()
     );
     drop(dev);

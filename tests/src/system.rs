@@ -490,12 +490,16 @@ pub fn figures(
         wire.0,
         wire.1
     );
+    say(&line);
+}
+
+/// Prints a line and appends it to [`figures_file`].
+pub fn say(line: &str) {
     println!("{line}");
-    let path = figures_file();
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
+        .open(figures_file())
     {
         use std::io::Write as _;
         let _ = writeln!(f, "{line}");

@@ -624,3 +624,44 @@ pub fn figures(attack: &str, items: &[(&str, String)]) {
         }
     }
 }
+
+/// A hub with the web side on a free port, its good device `dev-1` of fr-lyon enrolled and
+/// publishing; returns once the hub stores its records.
+pub fn running_hub(tmp: &Path, broker: &Mosquitto) -> (Hub, GoodDevice, String) {
+    let (hub, dev, web) = running_hub_with(tmp, broker, "", |_| {});
+    (hub, dev, format!("http://127.0.0.1:{web}"))
+}
+
+/// The same with more lines in the `[http]` section, and `prepare` run on the hub (enrolled,
+/// not started yet); returns the web side's port.
+pub fn running_hub_with(
+    tmp: &Path,
+    broker: &Mosquitto,
+    http: &str,
+    prepare: impl FnOnce(&Hub),
+) -> (Hub, GoodDevice, u16) {
+    let web = free_port();
+    let good = Device::new("fr-lyon", "dev-1", 1);
+    let mut hub = Hub::setup(
+        &tmp.join("hub"),
+        broker.port,
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{web}\"\n{http}"),
+    );
+    hub.enroll(&good);
+    prepare(&hub);
+    hub.start();
+    let dev = GoodDevice::start(
+        good,
+        hub.db.clone(),
+        broker.port,
+        None,
+        Duration::from_millis(20),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || hub.stored("dev-1") > 0),
+        "the hub stores nothing:\n{}",
+        hub.log()
+    );
+    (hub, dev, web)
+}

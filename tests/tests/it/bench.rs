@@ -5,19 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tests::broker::Mosquitto;
-use tests::system::{Hub, figures_file, serial};
-
-fn say(line: String) {
-    println!("{line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(figures_file())
-    {
-        use std::io::Write as _;
-        let _ = writeln!(f, "{line}");
-    }
-}
+use tests::system::{Hub, say, serial};
 
 #[test]
 fn throughput_and_latency() {
@@ -90,18 +78,18 @@ fn throughput_and_latency() {
         .collect();
     lats.sort();
     let pct = |p: usize| lats.get((lats.len() * p / 100).min(lats.len().saturating_sub(1)));
-    say(format!(
+    say(&format!(
         "BENCH hub ingest (verify + store, in process, 512 per transaction): {:.0} records/s ({} records in {:.2} s)",
         payloads.len() as f64 / ingest.as_secs_f64(),
         payloads.len(),
         ingest.as_secs_f64()
     ));
-    say(format!(
+    say(&format!(
         "BENCH agent run -> mosquitto -> hub, all acknowledged: {:.0} records/s ({size} records in {:.2} s, inference and fsync included)",
         size as f64 / e2e.as_secs_f64(),
         e2e.as_secs_f64()
     ));
-    say(format!(
+    say(&format!(
         "BENCH latency window close -> stored at the hub: p50 {:?} ms, max {:?} ms over {} windows",
         pct(50),
         lats.last(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tests::fleet::{Plan, run_local};
-use tests::system::{figures_file, serial};
+use tests::system::{say, serial};
 
 #[test]
 fn a_fleet_s_backlog_and_live_records_are_all_stored_once_and_acknowledged() {
@@ -28,15 +28,7 @@ fn a_fleet_s_backlog_and_live_records_are_all_stored_once_and_acknowledged() {
         report.summary(),
         hub.summary()
     );
-    println!("{line}");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(figures_file())
-    {
-        use std::io::Write as _;
-        let _ = writeln!(f, "{line}");
-    }
+    say(&line);
     let live = plan.devices as u64 * 12;
     assert_eq!(report.appended, 60 * 150 + live, "{line}");
     assert_eq!(report.devices_behind, 0, "{line}");
