@@ -281,7 +281,11 @@ impl Config {
 /// Validates a broker section; relative TLS paths are resolved against `base`.
 pub fn mqtt(base: &Path, raw: &RawMqtt, default_id: &str) -> Result<Mqtt, (String, String)> {
     let keep_alive = match &raw.keep_alive {
-        None => Duration::from_secs(5),
+        // The broker answers a PINGREQ behind everything it queued for the hub: under a
+        // flood, 5 s made the hub drop its own connection (and, with a clean start, the
+        // broker's queue for it), measured with `cargo xtask fleet`. A broker that dies
+        // closes the TCP connection anyway; the keep-alive is for a silent link.
+        None => Duration::from_secs(30),
         // The MQTT 5 client refuses less than 5 s.
         Some(s) => parse_duration(s).filter(|d| d.as_secs() >= 5).ok_or((
             "keep_alive".to_owned(),
