@@ -2,6 +2,7 @@
 //! one module per concern; each test prints a FIGURES line (see `tests::system::figures`).
 
 mod bench;
+mod camera;
 mod clean;
 mod deploy;
 mod faults;
