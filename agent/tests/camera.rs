@@ -41,14 +41,36 @@ fn max_faces(r: &RecordView) -> Option<u64> {
     }
 }
 
-/// Runs the agent for `secs` seconds, stops it, checks the log: its records.
+/// Runs the agent for `secs` seconds, stops it, checks the log: its records. Every frame
+/// captured was analysed or dropped for a newer one (the one in hand at the stop aside), and
+/// the records' windows account for every frame analysed.
 fn run_for(dir: &Path, config: &Path, secs: u64) -> (Vec<RecordView>, String) {
     let child = start(config);
     std::thread::sleep(Duration::from_secs(secs));
     let (out, _) = terminate(child, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
     assert!(verify(dir).status.success());
-    (records(dir), text(&out))
+    let counts: Vec<u64> = log
+        .lines()
+        .find_map(|l| {
+            let (analysed, rest) = l.split_once(" frames or chunks analysed (")?;
+            let analysed = analysed.rsplit(' ').next()?.parse().ok()?;
+            let (captured, rest) = rest.split_once(" captured, ")?;
+            let dropped = rest.split(' ').next()?.parse().ok()?;
+            Some(vec![analysed, captured.parse().ok()?, dropped])
+        })
+        .unwrap_or_else(|| panic!("no closing summary:\n{log}"));
+    let [analysed, captured, dropped] = counts[..] else {
+        unreachable!()
+    };
+    assert!(
+        analysed > 0 && captured >= analysed + dropped && captured <= analysed + dropped + 1,
+        "captured {captured}, analysed {analysed}, dropped {dropped}:\n{log}"
+    );
+    let recs = records(dir);
+    assert_eq!(recs.iter().map(frames).sum::<u64>(), analysed, "{log}");
+    (recs, log)
 }
 
 /// Windows that saw frames count the 2 faces of the image, and there are some.
