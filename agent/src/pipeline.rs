@@ -150,36 +150,72 @@ fn triangle_taps(from: usize, to: usize) -> Vec<Taps> {
         .collect()
 }
 
+/// Fixed-point weights: each output's taps sum to exactly `1 << WEIGHT_BITS`.
+const WEIGHT_BITS: u32 = 14;
+
+/// [`Taps`] with integer weights (rounded, the largest one absorbing the rounding so that a
+/// flat image stays flat).
+struct FixedTaps {
+    first: usize,
+    weights: Vec<i32>,
+}
+
+fn fixed_taps(taps: Vec<Taps>) -> Vec<FixedTaps> {
+    let one = 1i32 << WEIGHT_BITS;
+    taps.into_iter()
+        .map(|t| {
+            let mut weights: Vec<i32> = t
+                .weights
+                .iter()
+                .map(|w| (w * one as f32).round() as i32)
+                .collect();
+            let sum: i32 = weights.iter().sum();
+            if let Some(i) = (0..weights.len()).max_by_key(|&i| weights[i]) {
+                weights[i] += one - sum;
+            }
+            FixedTaps {
+                first: t.first,
+                weights,
+            }
+        })
+        .collect()
+}
+
 /// Resizes an RGB image (rows of `sw` pixels, 3 bytes each) to `dw` x `dh` with a separable
-/// triangle filter, rows first into one float row at a time, then columns, rounded to bytes.
-/// A frame-sized pass with precomputed taps: far cheaper than a generic pixel-by-pixel
-/// resampler on the capture path.
+/// triangle filter, in fixed point: columns of the source rows first (one output row at a
+/// time, contiguous, which the compiler vectorises), then along each output row. Within one
+/// level of the `image` crate's float resampler. This runs on every camera frame whose size is
+/// not the model's, beside the network: it must cost little next to it.
 pub fn resize_rgb(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
-    let rows = triangle_taps(sh, dh);
-    let cols = triangle_taps(sw, dw);
+    let rows = fixed_taps(triangle_taps(sh, dh));
+    let cols = fixed_taps(triangle_taps(sw, dw));
     let mut out = vec![0u8; dw * dh * 3];
-    let mut row = vec![0f32; sw * 3];
+    // One output row before the horizontal pass, with 8 fractional bits (at most 255 << 8).
+    let mut row = vec![0i32; sw * 3];
     for (y, t) in rows.iter().enumerate() {
-        // Vertical: one row of the intermediate, every source column.
-        row.iter_mut().for_each(|v| *v = 0.0);
+        row.iter_mut().for_each(|v| *v = 0);
         for (k, &w) in t.weights.iter().enumerate() {
             let line = &src[(t.first + k) * sw * 3..(t.first + k + 1) * sw * 3];
             for (acc, &p) in row.iter_mut().zip(line) {
-                *acc += w * p as f32;
+                *acc += w * i32::from(p);
             }
         }
-        // Horizontal: the output row.
+        let shift = WEIGHT_BITS - 8;
+        row.iter_mut()
+            .for_each(|v| *v = (*v + (1 << (shift - 1))) >> shift);
+        // Horizontal: at most (255 << 8) << 14 per sum, within i32.
         let dst = &mut out[y * dw * 3..(y + 1) * dw * 3];
-        for (x, c) in cols.iter().enumerate() {
-            let mut px = [0f32; 3];
-            for (k, &w) in c.weights.iter().enumerate() {
-                let i = (c.first + k) * 3;
-                px[0] += w * row[i];
-                px[1] += w * row[i + 1];
-                px[2] += w * row[i + 2];
+        for (px, c) in dst.chunks_exact_mut(3).zip(&cols) {
+            let span = &row[c.first * 3..(c.first + c.weights.len()) * 3];
+            let mut sum = [0i32; 3];
+            for (p, &w) in span.chunks_exact(3).zip(&c.weights) {
+                sum[0] += w * p[0];
+                sum[1] += w * p[1];
+                sum[2] += w * p[2];
             }
-            for (d, v) in dst[x * 3..x * 3 + 3].iter_mut().zip(px) {
-                *d = v.round().clamp(0.0, 255.0) as u8;
+            let bits = WEIGHT_BITS + 8;
+            for (d, v) in px.iter_mut().zip(sum) {
+                *d = ((v + (1 << (bits - 1))) >> bits).clamp(0, 255) as u8;
             }
         }
     }
