@@ -178,10 +178,12 @@ pub fn run(
         let o = shared.lock();
         (o.log().acked(), o.log().size())
     };
-    let seed = device
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-    let mut flow = hub_link::flow::Flow::new(acked, m.ack_timeout, Instant::now(), seed);
+    let mut flow = hub_link::flow::Flow::new(
+        acked,
+        m.ack_timeout,
+        Instant::now(),
+        hub_link::flow::seed(device),
+    );
     let mut connected = false;
     // A broken connection is reported once; the attempts to reconnect are debug.
     let mut down_reported = false;

@@ -28,6 +28,13 @@ pub const MAX_WINDOW: u64 = 2048;
 /// The longest wait for an ack before resending, however many timeouts in a row.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A jitter seed from a device's id: devices differ, a device is the same at every start.
+pub fn seed(device: &str) -> u64 {
+    device
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
+}
+
 /// One device's delivery state.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -52,7 +59,7 @@ pub struct Flow {
 
 impl Flow {
     /// A flow whose hub has acknowledged `acked` records; `ack_timeout` is the wait after
-    /// progress; `seed` varies the jitter between devices (any value, e.g. from the device id).
+    /// progress; `seed` varies the jitter between devices ([`seed`] of the device's id).
     pub fn new(acked: u64, ack_timeout: Duration, now: Instant, seed: u64) -> Flow {
         let mut f = Flow {
             acked,

@@ -401,10 +401,12 @@ async fn simulate(mut d: SimDevice, ctx: DeviceCtx) -> DeviceReport {
     let backlog = d.payloads.len() as u64;
     let live_records = (plan.live_for.as_secs_f64() / plan.window.as_secs_f64()).floor() as u64;
     let live_start = ctx.start + ctx.offset;
-    let seed =
-        d.id.bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-    let mut flow = Flow::new(0, plan.ack_timeout, Instant::now(), seed);
+    let mut flow = Flow::new(
+        0,
+        plan.ack_timeout,
+        Instant::now(),
+        hub_link::flow::seed(&d.id),
+    );
     let mut connected = false;
     let mut published_ckpt: Option<usize> = None;
     let mut backlog_reported = backlog == 0;
