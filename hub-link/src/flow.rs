@@ -110,6 +110,8 @@ impl Flow {
     pub fn connected(&mut self, now: Instant) {
         self.cursor = self.acked;
         self.last_progress = now;
+        // What was being timed is sent again: its ack would time both sends.
+        self.timing = None;
     }
 
     /// An ack for `count` records (already checked: the device's own, not beyond its log).
