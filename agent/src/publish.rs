@@ -5,8 +5,8 @@
 //! the only acknowledgement that counts is the hub's signed ack on `.../ack`; on each one the
 //! log's watermark advances and acknowledged segments are pruned. On every (re)connect, and
 //! when the ack has not moved for the retransmission timeout (at least `ack_timeout`, from the
-//! measured round trip), every record above the watermark is sent
-//! again; the hub is idempotent on (device, seq). Records are read from the log in small
+//! measured round trip), every record above the watermark is sent again; the hub is
+//! idempotent on (device, seq). Records are read from the log in small
 //! batches, within a congestion window of unacknowledged records that grows with the hub's
 //! acks and shrinks when they stop, and resends back off ([`hub_link::flow`]): memory stays
 //! bounded whatever the backlog, and a fleet coming back from an outage does not bury its hub.
