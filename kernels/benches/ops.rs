@@ -11,5 +11,11 @@ fn operators(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, operators);
+fn float(c: &mut Criterion) {
+    for (name, run) in kernels::bench::pointwise_cases().expect("the float cases build") {
+        c.bench_function(&name, |b| b.iter(|| run().expect("the case runs")));
+    }
+}
+
+criterion_group!(benches, operators, float);
 criterion_main!(benches);

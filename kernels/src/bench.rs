@@ -39,6 +39,69 @@ impl Case {
     }
 }
 
+/// One timed evaluation.
+pub type Runner = Box<dyn Fn() -> TractResult<()>>;
+
+/// Float 1x1 convolutions with bias and ReLU, [`crate::pointwise::Pointwise`] beside tract's
+/// own optimised plan of the same convolution (`EinSum`, `Add`, `Max`): from a wide map to
+/// the small ones whose pixels do not fill a vector (a 7x7 map; a 3x2 map, 1024 channels).
+pub fn pointwise_cases() -> TractResult<Vec<(String, Runner)>> {
+    use crate::pointwise::Pointwise;
+    let mut cases: Vec<(String, Runner)> = vec![];
+    for (m, k, hw) in [
+        (64, 32, [80, 80]),
+        (256, 256, [7, 7]),
+        (1024, 1024, [3, 2]),
+        (128, 512, [1, 1]),
+    ] {
+        let geometry = format!("{k}->{m} {}x{}", hw[0], hw[1]);
+        let (op, x) = Pointwise::for_bench(m, k, hw)?;
+        let x = x.into_tvalue();
+        let ours = {
+            let x = x.clone();
+            move || {
+                op.eval(&EvalContext::out_of_plan(), tvec!(x.clone()))?;
+                Ok(())
+            }
+        };
+        cases.push((format!("pointwise 1x1 {geometry}"), Box::new(ours)));
+        let plan = tract_plan(m, k, hw)?;
+        let theirs = move || {
+            plan.run(tvec!(x.clone()))?;
+            Ok(())
+        };
+        cases.push((format!("tract 1x1 {geometry}"), Box::new(theirs)));
+    }
+    Ok(cases)
+}
+
+/// tract's optimised plan of `relu(W x + b)` for a `[k, h, w]` image.
+fn tract_plan(m: usize, k: usize, hw: [usize; 2]) -> TractResult<Arc<TypedSimplePlan>> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([k, hw[0], hw[1]]))?;
+    let w: Vec<f32> = (0..m * k)
+        .map(|i| (i * 37 % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let w = model.add_const("w", Tensor::from_shape(&[m, k], &w)?)?;
+    let y = model.wire_node(
+        "conv",
+        EinSum::new("IHW,OI->OHW".parse()?, f32::datum_type()),
+        &[x, w],
+    )?;
+    let b: Vec<f32> = (0..m).map(|i| i as f32 * 0.01).collect();
+    let b = model.add_const("b", Tensor::from_shape(&[m, 1, 1], &b)?)?;
+    let y = model.wire_node("bias", tract_onnx::tract_core::ops::math::add(), &[y[0], b])?;
+    let zero = model.add_const("zero", tensor3(&[[[0f32]]]))?;
+    let y = model.wire_node(
+        "relu",
+        tract_onnx::tract_core::ops::math::max(),
+        &[y[0], zero],
+    )?;
+    model.select_output_outlets(&y)?;
+    model.into_optimized()?.into_runnable()
+}
+
 /// The operators timed by `cargo bench -p kernels`; the `portable` ones without the AVX-512
 /// kernels (the same as the others off x86_64 or without AVX-512 VNNI).
 pub fn cases() -> TractResult<Vec<Case>> {
