@@ -124,3 +124,187 @@ pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench --camera`: the face pipeline (CenterFace int8) of the release agent on a
+/// live 640x480 RTSP stream from the loopback camera, for `seconds`, twice: with frames of
+/// 640x480 (the agent resizes each to the model's 320x256) and with frames that ffmpeg scales
+/// to 320x256 (docs/agent-config.md: the cheapest). Each time: frames captured and inferred
+/// per second, the time per frame in the network and around it (the capture path's overhead:
+/// resize, normalisation, decoding, aggregation), the agent's CPU and memory.
+pub fn camera(seconds: u64, fps: u32) -> Result<()> {
+    crate::models::fetch()?;
+    sh::ensure_camera_tools()?;
+    let agent = crate::models::agent_release()?;
+    let root = sh::root();
+    let work = sh::target_dir().join("tmp/bench-camera");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("cleaning {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work)?;
+    crate::demo::hub::device_keygen(&agent, &work.join("keys"), "bench-001", "fr-bench")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _camera = crate::demo::RtspCamera::start(
+        port,
+        &root.join("models/samples/people.png"),
+        fps,
+        Some((640, 480)),
+    )?;
+    for frame in [(640, 480), (320, 256)] {
+        camera_run(&agent, &work, port, fps, seconds, frame)?;
+    }
+    Ok(())
+}
+
+/// One run of [`camera`] with frames of `frame` (width, height).
+fn camera_run(
+    agent: &std::path::Path,
+    work: &std::path::Path,
+    port: u16,
+    fps: u32,
+    seconds: u64,
+    (width, height): (u32, u32),
+) -> Result<()> {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    let root = sh::root();
+    let data = work.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
+    let config = work.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"device = "bench-001"
+territory = "fr-bench"
+data_dir = "{work}/data"
+key = "{work}/keys/device.key"
+
+[[pipeline]]
+name = "faces"
+model = "{root}/models/centerface-int8/card.toml"
+aggregates = ["count", "presence_share"]
+window = "10s"
+[pipeline.source]
+kind = "camera"
+input = "rtsp://127.0.0.1:{port}/cam"
+width = {width}
+height = {height}
+fps = {fps}.0
+[pipeline.privacy]
+k = 3
+unit = "person-window"
+noise = {{ mechanism = "geometric", epsilon = 1.0, budget_per_day = 8640 }}
+"#,
+            work = work.display(),
+            root = root.display(),
+        ),
+    )?;
+    println!(
+        "bench camera: {} for {seconds} s on a {fps} fps 640x480 RTSP stream (rtsp://127.0.0.1:{port}/cam), frames of {width}x{height}",
+        agent.display()
+    );
+    let mut child = Command::new(agent)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", agent.display()))?;
+    let pid = child.id();
+    let mut stdout = child.stdout.take().context("the agent's output")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(seconds);
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if let Some(status) = child.try_wait()? {
+            bar.finish_and_clear();
+            bail!(
+                "the agent stopped by itself ({status}) after {:.1} s; its output:\n{}",
+                started.elapsed().as_secs_f64(),
+                reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        bar.set_position(started.elapsed().as_secs());
+    }
+    bar.finish_and_clear();
+    // The agent's own CPU time and memory, read before it is told to stop.
+    let (cpu_s, rss_kib) = proc_usage(pid).unwrap_or((f64::NAN, 0));
+    let ran = started.elapsed().as_secs_f64();
+    sh::run(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
+    let status = child.wait()?;
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("the agent failed after SIGTERM ({status}); its output:\n{out}");
+    }
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.starts_with("pipeline faces:") && l.contains(needle))
+            .with_context(|| format!("no `{needle}` line in the agent's output:\n{out}"))
+    };
+    let numbers = |l: &str| -> Vec<f64> {
+        l.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|w| w.trim_matches('.').parse().ok())
+            .collect()
+    };
+    let counts = numbers(line("analysed")?);
+    let times = numbers(line("in the network")?);
+    let ([analysed, captured, dropped, restarts, ..], [network_ms, around_ms, share, ..]) =
+        (counts.as_slice(), times.as_slice())
+    else {
+        bail!("unexpected figures in the agent's output:\n{out}");
+    };
+    println!();
+    println!(
+        "face pipeline (CenterFace int8, input 320x256), 640x480 RTSP at {fps} fps, frames of {width}x{height}, {ran:.1} s, this machine"
+    );
+    println!(
+        "  frames captured        {captured:>8.0}  ({:.1} per second)",
+        captured / ran
+    );
+    println!(
+        "  frames inferred        {analysed:>8.0}  ({:.1} per second)",
+        analysed / ran
+    );
+    println!("  dropped for newer ones {dropped:>8.0}");
+    println!("  source restarts        {restarts:>8.0}");
+    println!("  network per frame      {network_ms:>8.2} ms");
+    println!("  around it per frame    {around_ms:>8.2} ms  ({share:.1}% of the network's time)");
+    println!(
+        "  agent CPU              {:>8.1} %  of one core",
+        cpu_s * 100.0 / ran
+    );
+    println!(
+        "  agent RSS              {:>8.1} MiB",
+        rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// A process's CPU time (user + system, seconds) and resident memory (KiB), from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks / hz, rss))
+}

@@ -46,6 +46,16 @@ enum Job {
         /// Runs per round and runtime.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Instead of the models: the face pipeline of the release agent on a live 640x480
+        /// RTSP stream (frames captured and inferred per second, capture overhead, CPU, RSS).
+        #[arg(long, conflicts_with = "models")]
+        camera: bool,
+        /// With --camera: how long the agent captures, in seconds.
+        #[arg(long, default_value_t = 60, requires = "camera")]
+        seconds: u64,
+        /// With --camera: the stream's frame rate (the source asks for the same).
+        #[arg(long, default_value_t = 25, requires = "camera")]
+        fps: u32,
     },
     /// Model tooling.
     #[command(subcommand)]
@@ -123,9 +133,16 @@ fn main() -> ExitCode {
         Job::Test => test::test().map(|()| ExitCode::SUCCESS),
         Job::Lint => lint::lint().map(|()| ExitCode::SUCCESS),
         Job::Bench {
+            camera: true,
+            seconds,
+            fps,
+            ..
+        } => bench::camera(seconds, fps).map(|()| ExitCode::SUCCESS),
+        Job::Bench {
             models,
             rounds,
             runs,
+            ..
         } => bench::bench(&models, rounds, runs).map(|()| ExitCode::SUCCESS),
         Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
         Job::Build(args) => build::run(&args),

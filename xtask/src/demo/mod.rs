@@ -85,7 +85,7 @@ pub fn demo() -> Result<()> {
     let rtsp_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let camera = RtspCamera::start(rtsp_port, &root.join("models/samples/people.png"))?;
+    let camera = RtspCamera::start(rtsp_port, &root.join("models/samples/people.png"), 25, None)?;
     // The sensor node: its firmware under QEMU, its UART served on a loopback TCP port that
     // the agent's `node` source reads like a serial line.
     let node = NodeVm::start()?;
@@ -273,16 +273,26 @@ fn run_for(agent: &Path, config: &Path, live: Duration) -> Result<()> {
 }
 
 /// The loopback RTSP camera (`tests/tools/rtsp-server.py`), stopped when dropped.
-struct RtspCamera(Child);
+pub struct RtspCamera(Child);
 
 impl RtspCamera {
-    fn start(port: u16, image: &Path) -> Result<RtspCamera> {
+    /// Streams `image` at `fps`, scaled to `size` (width, height) if given.
+    pub fn start(
+        port: u16,
+        image: &Path,
+        fps: u32,
+        size: Option<(u32, u32)>,
+    ) -> Result<RtspCamera> {
         use std::io::Read;
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(sh::root().join("tests/tools/rtsp-server.py"))
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(sh::root().join("tests/tools/rtsp-server.py"))
             .arg(port.to_string())
             .arg(image)
-            .arg("25")
+            .arg(fps.to_string());
+        if let Some((w, h)) = size {
+            cmd.arg(format!("{w}x{h}"));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the RTSP camera with Debian's /usr/bin/python3")?;

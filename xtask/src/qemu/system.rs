@@ -22,9 +22,11 @@ use crate::sh;
 const HANG_LIMIT: Duration = Duration::from_secs(1200);
 
 /// The kernel modules the guest needs beyond the kernel image (their dependencies are read
-/// from the modules themselves): the network, and ALSA's loopback card, a sound card with no
-/// hardware that the agent's microphone source captures from.
-const MODULES: &[&str] = &["virtio_pci", "virtio_net", "snd-aloop"];
+/// from the modules themselves): the network; ALSA's loopback card, a sound card with no
+/// hardware that the agent's microphone source captures from; and `vivid`, the kernel's
+/// virtual V4L2 camera (the agent's camera source would read it through ffmpeg, which the
+/// BusyBox guest does not have: the test checks that the kernel presents the camera).
+const MODULES: &[&str] = &["virtio_pci", "virtio_net", "snd-aloop", "vivid"];
 
 /// The microphone pipeline's name, and how long it captures from the loopback card.
 const MIC: &str = "mic";
@@ -153,6 +155,23 @@ pub fn run(board: &Board) -> Result<ExitCode> {
         chunks == u64::from(MIC_SECONDS) * 16_000 / 512,
         "the microphone pipeline analysed {chunks} chunks, not {}",
         u64::from(MIC_SECONDS) * 16_000 / 512
+    );
+    // The virtual camera: the kernel's V4L2 capture devices that vivid presents.
+    let cameras: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.split_once("IAT-VM: camera ").map(|(_, c)| c.trim()))
+        .collect();
+    println!(
+        "{}: the kernel's virtual camera (vivid) presents {}; the agent's camera source reads \
+         such a device through ffmpeg, which this BusyBox guest does not carry (Debian's \
+         ffmpeg for arm64 pulls in some 360 packages)",
+        board.name,
+        cameras.join(", ")
+    );
+    ensure!(
+        cameras.iter().any(|c| c.contains("vid-cap")),
+        "the guest shows no vivid capture device (console: {})",
+        work.join("console.log").display()
     );
     ensure!(
         stored == appended && alarms == 0,
@@ -422,6 +441,7 @@ fn place_system(
          mkdir -p {data}\n\
          mount -t tmpfs -o size=64m tmpfs {data}\n\
          for m in {modules}; do insmod /lib/modules/$m.ko || echo \"IAT-VM: insmod $m failed\"; done\n\
+         for v in /sys/class/video4linux/video*; do [ -e $v/name ] && echo \"IAT-VM: camera /dev/$(basename $v) $(cat $v/name)\"; done\n\
          ip link set lo up\n\
          ip link set eth0 up\n\
          ip addr add 10.0.2.15/24 dev eth0\n\
