@@ -216,14 +216,15 @@ pub(crate) fn is_relu(model: &TypedModel, node: &TypedNode) -> TractResult<bool>
 }
 
 /// A float 1x1 convolution of one channels-first image as tract declutters it: an `EinSum`
-/// with constant weights `[m, k]`, read only by an `Add` of a constant bias of `m` values.
+/// with constant weights `[m, k]`, read only by an `Add` of a constant bias of `m` values,
+/// or without bias (zeros).
 pub(crate) struct Conv1x1<'a> {
     pub x: OutletId,
     pub m: usize,
     pub k: usize,
     pub weights: Arc<Tensor>,
     pub bias: Arc<Tensor>,
-    /// The `Add`: what the convolution's readers read.
+    /// The `Add` (the `EinSum` itself without bias): what the convolution's readers read.
     pub add: &'a TypedNode,
 }
 
@@ -258,6 +259,37 @@ pub(crate) fn conv1x1_at<'a>(
     if model.outlet_fact(x)?.datum_type != f32::datum_type() || !channels_first {
         return Ok(None);
     }
+    let product = concrete_shape(model, node.id.into())?;
+    let (bias, add) = match bias_add(model, node, m, product.as_deref())? {
+        Some(found) => found,
+        // No bias after it (a convolution without bias, or one whose bias Add comes after
+        // a quantiser): the product alone, with a bias of zeros.
+        None if product
+            .as_ref()
+            .is_some_and(|p| p.len() >= 3 && p[p.len() - 3] == m) =>
+        {
+            (Arc::new(tensor1(&vec![0f32; m])), node)
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(Conv1x1 {
+        x,
+        m,
+        k,
+        weights,
+        bias,
+        add,
+    }))
+}
+
+/// The `Add` of a constant bias of `m` values along the output channels that alone reads the
+/// product `node` (of shape `product`), and the bias.
+fn bias_add<'a>(
+    model: &'a TypedModel,
+    node: &'a TypedNode,
+    m: usize,
+    product: Option<&[usize]>,
+) -> TractResult<Option<(Arc<Tensor>, &'a TypedNode)>> {
     let Some(add) = sole_successor(model, node).map(|n| model.node(n)) else {
         return Ok(None);
     };
@@ -278,10 +310,7 @@ pub(crate) fn conv1x1_at<'a>(
     // The bias must run along the output channels (right-aligned against the product's
     // shape, every other axis 1), and the sum must keep the product's shape: a constant of
     // `m` values along another axis, or one that broadcasts the sum wider, is not a bias.
-    let (Some(product), Some(sum)) = (
-        concrete_shape(model, node.id.into())?,
-        concrete_shape(model, add.id.into())?,
-    ) else {
+    let (Some(product), Some(sum)) = (product, concrete_shape(model, add.id.into())?) else {
         return Ok(None);
     };
     let channel_axis = product.len() - 3;
@@ -295,17 +324,10 @@ pub(crate) fn conv1x1_at<'a>(
             }
         }) && (m == 1 || offset <= channel_axis)
     });
-    if product != sum || product[channel_axis] != m || !along_channels {
+    if *product != *sum || product[channel_axis] != m || !along_channels {
         return Ok(None);
     }
-    Ok(Some(Conv1x1 {
-        x,
-        m,
-        k,
-        weights,
-        bias,
-        add,
-    }))
+    Ok(Some((bias, add)))
 }
 
 /// A float 2-D convolution of one channels-first image (`CHW`, or `NCHW` with one image),
@@ -358,20 +380,40 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
         (DataFormat::NCHW, &[1, _, h, w], &[1, _, oh, ow]) => ([h, w], [oh, ow]),
         _ => return Ok(None),
     };
-    let pad = match &spec.padding {
-        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
-        PaddingSpec::Valid => [0, 0],
-        _ => return Ok(None),
-    };
     let stride = spec
         .strides
         .as_ref()
         .map_or([1, 1], |s| [s[0], s.get(1).copied().unwrap_or(s[0])]);
-    let (Some(weights), Some(bias)) =
+    let kernel = [spec.kernel_shape[0], spec.kernel_shape[1]];
+    // `auto_pad = SAME_UPPER / SAME_LOWER` (Keras and TensorFlow exports): the padding that
+    // gives the output its size, the odd one after (upper) or before (lower).
+    let same = |upper: bool| -> [usize; 2] {
+        std::array::from_fn(|i| {
+            let total = ((out_hw[i].max(1) - 1) * stride[i] + kernel[i]).saturating_sub(in_hw[i]);
+            if upper { total / 2 } else { total - total / 2 }
+        })
+    };
+    let pad = match &spec.padding {
+        PaddingSpec::Explicit(before, _) if before.len() == 2 => [before[0], before[1]],
+        PaddingSpec::Valid => [0, 0],
+        PaddingSpec::SameUpper => same(true),
+        PaddingSpec::SameLower => same(false),
+        _ => return Ok(None),
+    };
+    let (Some(weights), Some(mut bias)) =
         (konst(model, node.inputs[1])?, konst(model, node.inputs[2])?)
     else {
         return Ok(None);
     };
+    // A convolution without bias has a scalar zero: one value per output channel instead.
+    if bias.len() == 1 && spec.output_channels > 1 {
+        let b = *bias
+            .try_as_plain_ram()?
+            .as_slice::<f32>()?
+            .first()
+            .unwrap_or(&0.0);
+        bias = Arc::new(tensor1(&vec![b; spec.output_channels]));
+    }
     if stride.contains(&0) || out_hw.contains(&0) || conv.group == 0 {
         return Ok(None);
     }
@@ -382,7 +424,7 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
         out_channels: spec.output_channels,
         in_hw,
         out_hw,
-        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+        kernel,
         stride,
         pad,
         weights,

@@ -737,8 +737,23 @@ mod tests {
 
     #[test]
     fn only_a_bias_along_the_channels_is_taken() {
-        assert_eq!(rewrite(&mut conv_then_add(&[16, 1, 1])).unwrap(), 1);
-        // 16 values, as many as the channels, but along the pixels of a row.
-        assert_eq!(rewrite(&mut conv_then_add(&[1, 1, 16])).unwrap(), 0);
+        let adds = |model: &TypedModel| {
+            model
+                .nodes()
+                .iter()
+                .filter(|n| {
+                    n.op_as::<tract_onnx::tract_core::ops::binary::TypedBinOp>()
+                        .is_some()
+                })
+                .count()
+        };
+        let mut along = conv_then_add(&[16, 1, 1]);
+        assert_eq!(rewrite(&mut along).unwrap(), 1);
+        assert_eq!(adds(&along), 0, "the bias is taken into the operator");
+        // 16 values, as many as the channels, but along the pixels of a row: the convolution
+        // is taken without bias, and the Add stays.
+        let mut across = conv_then_add(&[1, 1, 16]);
+        assert_eq!(rewrite(&mut across).unwrap(), 1);
+        assert_eq!(adds(&across), 1, "the row constant is still added");
     }
 }

@@ -160,8 +160,21 @@ fn pool_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>
         return Ok(None);
     };
     let spec = &pool.pool_spec;
-    let Some((grid, bytes)) = crate::qdq::byte_dequantiser(model, model.node(node.inputs[0].node))?
-    else {
+    // The bytes pooled: those a dequantiser reads, or those of the quantise-dequantise pair
+    // that only this pool reads (`Conv -> Q -> DQ -> MaxPool`, quantize_static's form after a
+    // convolution: the pair then becomes a quantiser to bytes, which the convolution's
+    // QConv writes directly).
+    let input = model.node(node.inputs[0].node);
+    let (grid, source) = if let Some((grid, bytes)) = crate::qdq::byte_dequantiser(model, input)? {
+        (grid, Pooled::Bytes(bytes))
+    } else if let Some(fq) = input
+        .op_as::<FakeQuant>()
+        .filter(|f| f.is_byte_grid() && (0..=255).contains(&f.zero_point))
+        .filter(|_| graph::sole_successor(model, input) == Some(id))
+    {
+        let grid = FakeQuant::byte_grid(fq.dq_zero_point, fq.dq_scale);
+        (grid, Pooled::Quantised(input.inputs[0], fq.clone()))
+    } else {
         return Ok(None);
     };
     let Some(q_node) = graph::sole_successor(model, node).map(|n| model.node(n)) else {
@@ -219,13 +232,35 @@ fn pool_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>
         table: crate::qdq::requantisation_table(&grid, q),
         out_shape: y_shape,
     };
-    Ok(Some(crate::qdq::bytes_then_dequantised(
-        model,
-        q_node,
-        &[bytes],
-        op,
-        q,
-    )?))
+    match source {
+        Pooled::Bytes(bytes) => Ok(Some(crate::qdq::bytes_then_dequantised(
+            model,
+            q_node,
+            &[bytes],
+            op,
+            q,
+        )?)),
+        Pooled::Quantised(x, fq) => {
+            use tract_onnx::tract_core::ops::quant::{DequantizeLinearF32, quantize_linear_u8};
+            let mut patch = TypedModelPatch::default();
+            let x = patch.tap_model(model, x)?;
+            // tract's own quantiser, with the pair's (its `scale` multiplies): the same bytes.
+            let quantiser = quantize_linear_u8(fq.inv_scale, fq.zero_point as u8);
+            let bytes = patch.wire_node(format!("{}.bytes", input.name), quantiser, &[x])?;
+            let pooled = patch.wire_node(format!("{}.bytes", q_node.name), op, &bytes)?;
+            let dq = DequantizeLinearF32::new(q.dq_scale, q.dq_zero_point);
+            let values = patch.wire_node(&q_node.name, dq, &pooled)?;
+            patch.shunt_outside(model, q_node.id.into(), values[0])?;
+            Ok(Some(patch))
+        }
+    }
+}
+
+/// What a [`BytePool`] reads: bytes already, or f32 values that a byte quantiser (the
+/// quantise half of this pair) turns into bytes.
+enum Pooled {
+    Bytes(OutletId),
+    Quantised(OutletId, FakeQuant),
 }
 
 #[cfg(test)]
@@ -341,6 +376,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_pair_read_only_by_the_pool_becomes_its_bytes() {
+        // `f32 -> Q -> DQ -> MaxPool -> Q -> DQ` (quantize_static after a convolution).
+        let shape = [1, 3, 9, 10];
+        let (z_in, s_in) = (37u8, 0.021f32);
+        let mut tract = TypedModel::default();
+        let x = tract.add_source("x", f32::fact(shape)).unwrap();
+        let x = tract
+            .wire_node("q_in", quantize_linear_u8(1.0 / s_in, z_in), &[x])
+            .unwrap();
+        let x = tract
+            .wire_node("dq_in", DequantizeLinearF32::new(s_in, z_in as i32), &x)
+            .unwrap();
+        let spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            dilations: None,
+            strides: Some(tvec![2, 2]),
+            input_channels: shape[1],
+            output_channels: shape[1],
+        };
+        let y = tract
+            .wire_node("pool", MaxPool::new(spec, None), &x)
+            .unwrap();
+        let y = tract
+            .wire_node("q", quantize_linear_u8(1.0 / 0.03, 90), &y)
+            .unwrap();
+        let y = tract
+            .wire_node("dq_out", DequantizeLinearF32::new(0.03, 90), &y)
+            .unwrap();
+        tract.select_output_outlets(&y).unwrap();
+        tract.declutter().unwrap();
+        let mut ours = tract.clone();
+        crate::qdq::fuse_pairs(&mut ours).unwrap();
+        assert_eq!(rewrite(&mut ours).unwrap(), 1);
+        let names: Vec<_> = ours.nodes().iter().map(|n| n.op.name()).collect();
+        assert!(
+            !names.iter().any(|n| n == "MaxPool" || n == "FakeQuant"),
+            "{names:?}"
+        );
+        // Values around and beyond the input grid, both saturation ends included.
+        let values: Vec<f32> = crate::graph::testing::ints(3 * 9 * 10, 5, -400, 6000)
+            .into_iter()
+            .map(|i| i as f32 * 0.001)
+            .collect();
+        let x = Tensor::from_shape(&shape, &values).unwrap();
+        assert_eq!(run(ours, &x), run(tract, &x));
     }
 
     #[test]

@@ -332,11 +332,16 @@ pub fn graph_inputs(model: &pb::ModelProto) -> Vec<GraphInput> {
         .collect()
 }
 
+/// Operators that only change a tensor's shape, which tract moves across a quantiser.
+const SHAPE_ONLY: &[&str] = &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"];
+
 /// tract 0.23.9 computes wrong values for `DequantizeLinear -> Softmax -> QuantizeLinear ->
-/// DequantizeLinear` once decluttered ([1, 1] instead of [0.73, 0.27]). Removing the
-/// QuantizeLinear -> DequantizeLinear pair after the Softmax keeps the Softmax in float: the
-/// result differs from the quantised one by at most half a quantisation step, which the golden
-/// check's tolerance covers.
+/// DequantizeLinear` once decluttered ([1, 1] instead of [0.73, 0.27]), also when shape-only
+/// operators stand between the Softmax and the pair (`Softmax -> Q -> DQ -> Reshape -> Q ->
+/// DQ`, what onnxruntime's quantize_static emits for a classifier ending in Softmax).
+/// Removing each QuantizeLinear -> DequantizeLinear pair after the Softmax keeps it in float:
+/// the result differs from the quantised one by at most half a quantisation step per pair,
+/// which the golden check's tolerance covers.
 pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
     let mut done = Workarounds::default();
     let Some(g) = model.graph.as_mut() else {
@@ -377,11 +382,25 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
             if !fed_by_dq {
                 return None;
             }
-            let q = only_consumer(&s.output[0], "QuantizeLinear")?;
-            let dq = only_consumer(g.node[q].output.first()?, "DequantizeLinear")?;
-            Some((si, q, dq))
+            // The pair may come after operators that only change the shape (onnxruntime's
+            // quantize_static quantises a Reshape after the Softmax too): tract moves them.
+            let mut out = &s.output[0];
+            for _ in 0..g.node.len() {
+                if let Some(q) = only_consumer(out, "QuantizeLinear") {
+                    let dq = only_consumer(g.node[q].output.first()?, "DequantizeLinear")?;
+                    return Some((si, out.clone(), q, dq));
+                }
+                let next = SHAPE_ONLY
+                    .iter()
+                    .find_map(|op| only_consumer(out, op))
+                    .filter(|&c| g.node[c].output.len() == 1)?;
+                out = &g.node[next].output[0];
+            }
+            None
         });
-        let Some((si, q, dq)) = found else { break };
+        let Some((si, before_q, q, dq)) = found else {
+            break;
+        };
         let softmax_out = g.node[si].output[0].clone();
         let dq_out = g.node[dq].output[0].clone();
         let name = if g.node[si].name.is_empty() {
@@ -389,13 +408,23 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
         } else {
             g.node[si].name.clone()
         };
-        // The Softmax now produces what the DequantizeLinear produced: consumers and graph
-        // outputs keep their names.
-        g.node[si].output[0] = dq_out;
+        // What fed the QuantizeLinear (the Softmax or the last shape operator after it) now
+        // produces what the DequantizeLinear produced: consumers and graph outputs keep
+        // their names.
+        if let Some(o) = g
+            .node
+            .iter_mut()
+            .flat_map(|n| n.output.iter_mut())
+            .find(|o| **o == before_q)
+        {
+            *o = dq_out;
+        }
         let (first, second) = if q > dq { (q, dq) } else { (dq, q) };
         g.node.remove(first);
         g.node.remove(second);
-        done.float_softmax.push(name);
+        if !done.float_softmax.contains(&name) {
+            done.float_softmax.push(name);
+        }
     }
     done
 }

@@ -18,7 +18,7 @@ struct Figures {
 }
 
 /// The Python environment with onnxruntime (models/tools/setup-venv.sh makes it).
-fn venv_python() -> Result<PathBuf> {
+pub fn venv_python() -> Result<PathBuf> {
     let venv = std::env::var_os("IAT_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -40,11 +40,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn bench(only: &[String], rounds: usize, runs: usize) -> Result<()> {
+pub fn bench(only: &[String], zoo: bool, rounds: usize, runs: usize) -> Result<()> {
     crate::models::fetch()?;
     let agent = crate::models::agent_release()?;
     let python = venv_python()?;
-    let cards: Vec<PathBuf> = crate::models::cards()?
+    let cards = if zoo {
+        crate::models::zoo_cards()?
+    } else {
+        crate::models::cards()?
+    };
+    let cards: Vec<PathBuf> = cards
         .into_iter()
         .filter(|c| only.is_empty() || only.contains(&crate::models::id(c)))
         .collect();

@@ -46,6 +46,9 @@ enum Job {
         /// Runs per round and runtime.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// The zoo's networks (models/zoo) instead of the bundled models.
+        #[arg(long)]
+        zoo: bool,
         /// Instead of the models: the face pipeline of the release agent on a live 640x480
         /// RTSP stream (frames captured and inferred per second, capture overhead, CPU, RSS).
         #[arg(long, conflicts_with = "models")]
@@ -140,10 +143,11 @@ fn main() -> ExitCode {
         } => bench::camera(seconds, fps).map(|()| ExitCode::SUCCESS),
         Job::Bench {
             models,
+            zoo,
             rounds,
             runs,
             ..
-        } => bench::bench(&models, rounds, runs).map(|()| ExitCode::SUCCESS),
+        } => bench::bench(&models, zoo, rounds, runs).map(|()| ExitCode::SUCCESS),
         Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
         Job::Build(args) => build::run(&args),
         Job::Qemu(job) => qemu::run(&job),

@@ -15,8 +15,11 @@ pub enum ModelsJob {
     List,
     /// Fetch the model files that are too large to commit (pinned by sha256 in their cards).
     Fetch,
-    /// Run `edge-agent model check` on every model.
+    /// Run `edge-agent model check` on every model, and on the zoo.
     Check,
+    /// Rebuild the zoo (models/zoo/): small int8 networks of shapes that third-party models
+    /// use, quantised with onnxruntime, with their golden vectors (models/tools/make_zoo.py).
+    Zoo,
 }
 
 pub fn run(job: ModelsJob) -> Result<()> {
@@ -29,7 +32,45 @@ pub fn run(job: ModelsJob) -> Result<()> {
         }
         ModelsJob::Fetch => fetch(),
         ModelsJob::Check => check(),
+        ModelsJob::Zoo => make_zoo(),
     }
+}
+
+/// The zoo's cards (`models/zoo/*/card.toml`), sorted: synthetic int8 networks that test the
+/// agent's kernels on shapes the bundled models do not have. Checked and benched, never
+/// deployed.
+pub fn zoo_cards() -> Result<Vec<PathBuf>> {
+    let dir = sh::root().join("models/zoo");
+    let mut cards: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("card.toml")))
+        .filter(|c| c.is_file())
+        .collect();
+    cards.sort();
+    Ok(cards)
+}
+
+/// `cargo xtask models zoo`: models/tools/make_zoo.py into models/zoo, then the golden vectors.
+fn make_zoo() -> Result<()> {
+    let python = crate::bench::venv_python()?;
+    let dir = sh::root().join("models/zoo");
+    sh::run(
+        Command::new(&python)
+            .arg(sh::root().join("models/tools/make_zoo.py"))
+            .arg(&dir),
+    )?;
+    // The float files are the quantiser's input only.
+    for card in zoo_cards()? {
+        let float = card.with_file_name("float.onnx");
+        if float.exists() {
+            std::fs::remove_file(&float)?;
+        }
+    }
+    sh::run(
+        Command::new(&python)
+            .arg(sh::root().join("models/tools/make_golden.py"))
+            .args(zoo_cards()?),
+    )
 }
 
 /// Every `models/*/card.toml` of a network, sorted: measurement cards (a sensor method, no
@@ -176,6 +217,7 @@ pub fn check_with(agent: &Path) -> Result<()> {
     let mut cmd = Command::new(agent);
     cmd.args(["model", "check"])
         .args(cards()?)
+        .args(zoo_cards()?)
         .current_dir(sh::root());
     sh::run(&mut cmd)
 }

@@ -465,8 +465,18 @@ fn net(exact: bool, layers: std::ops::RangeInclusive<usize>) -> impl Strategy<Va
     )
         .prop_map(move |(c, hw, alpha, layers, seed)| Net {
             c,
-            // At least one output pixel after every layer.
-            hw: [hw.0 + 3 * layers.len(), hw.1 + 3 * layers.len()],
+            // At least one output pixel after every layer: the smallest input that gives
+            // one, from the last layer back, added to the size drawn.
+            hw: {
+                let need = |a: usize| {
+                    layers.iter().rev().fold(1, |out, l| {
+                        ((out - 1) * l.stride[a] + l.kernel[a])
+                            .saturating_sub(2 * l.pad[a])
+                            .max(1)
+                    })
+                };
+                [hw.0 + need(0), hw.1 + need(1)]
+            },
             exact,
             signed: false,
             signed_input: false,

@@ -284,7 +284,9 @@ fn compare(board: &Board) -> Result<ExitCode> {
         board.name,
         got.len()
     );
-    same_operators(board, &emulator, &host, &crate::models::cards()?)
+    let mut cards = crate::models::cards()?;
+    cards.extend(crate::models::zoo_cards()?);
+    same_operators(board, &emulator, &host, &cards)
 }
 
 /// What the agent's rewrites install in each card's graph, as `model inspect` lists them: the
