@@ -364,7 +364,7 @@ fn same_operators(
         return Ok(ExitCode::FAILURE);
     }
     println!(
-        "{} (qemu user mode): the agent's rewrites are the host's on the {} bundled models",
+        "{} (qemu user mode): the agent's rewrites are the host's on the {} models (bundled and zoo)",
         board.name,
         cards.len()
     );
