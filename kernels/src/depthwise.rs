@@ -601,6 +601,7 @@ fn depthwise_at(model: &TypedModel, id: usize) -> TractResult<Option<(Depthwise,
     let c = conv.in_channels;
     let [kh, kw] = conv.kernel;
     if conv.group != c
+        || conv.dilation != [1, 1]
         || conv.out_channels != c
         || conv.weights.len() != c * kh * kw
         || (conv.bias.len() != c && conv.bias.len() != 1)

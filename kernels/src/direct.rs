@@ -168,6 +168,7 @@ fn direct_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatc
     let [oh, ow] = conv.out_hw;
     if conv.group != 1
         || conv.stride != [1, 1]
+        || conv.dilation != [1, 1]
         || kh * kw <= 1
         || conv.weights.len() != m * c * kh * kw
         || (conv.bias.len() != m && conv.bias.len() != 1)

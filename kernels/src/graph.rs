@@ -331,7 +331,7 @@ fn bias_add<'a>(
 }
 
 /// A float 2-D convolution of one channels-first image (`CHW`, or `NCHW` with one image),
-/// OIHW constant kernel and constant bias, no dilation, explicit or no padding.
+/// OIHW constant kernel and constant bias, explicit, no or `SAME` padding.
 pub(crate) struct ConvNode {
     pub x: OutletId,
     pub group: usize,
@@ -341,6 +341,8 @@ pub(crate) struct ConvNode {
     pub out_hw: [usize; 2],
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
+    /// Spacing of the kernel's taps; only [`crate::qconv`] takes more than 1.
+    pub dilation: [usize; 2],
     /// Padding before (top, left); the padding after follows from the output size.
     pub pad: [usize; 2],
     pub weights: Arc<Tensor>,
@@ -357,14 +359,12 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
     if conv.q_params.is_some()
         || conv.kernel_fmt != KernelFormat::OIHW
         || spec.kernel_shape.len() != 2
-        || spec
-            .dilations
-            .as_ref()
-            .is_some_and(|d| d.iter().any(|&d| d != 1))
+        || spec.dilations.as_ref().is_some_and(|d| d.len() != 2)
         || node.inputs.len() != 3
     {
         return Ok(None);
     }
+    let dilation = spec.dilations.as_ref().map_or([1, 1], |d| [d[0], d[1]]);
     let x = node.inputs[0];
     if model.outlet_fact(x)?.datum_type != f32::datum_type() {
         return Ok(None);
@@ -389,7 +389,8 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
     // gives the output its size, the odd one after (upper) or before (lower).
     let same = |upper: bool| -> [usize; 2] {
         std::array::from_fn(|i| {
-            let total = ((out_hw[i].max(1) - 1) * stride[i] + kernel[i]).saturating_sub(in_hw[i]);
+            let reach = (kernel[i] - 1) * dilation[i] + 1;
+            let total = ((out_hw[i].max(1) - 1) * stride[i] + reach).saturating_sub(in_hw[i]);
             if upper { total / 2 } else { total - total / 2 }
         })
     };
@@ -414,7 +415,7 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
             .unwrap_or(&0.0);
         bias = Arc::new(tensor1(&vec![b; spec.output_channels]));
     }
-    if stride.contains(&0) || out_hw.contains(&0) || conv.group == 0 {
+    if stride.contains(&0) || dilation.contains(&0) || out_hw.contains(&0) || conv.group == 0 {
         return Ok(None);
     }
     Ok(Some(ConvNode {
@@ -426,6 +427,7 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
         out_hw,
         kernel,
         stride,
+        dilation,
         pad,
         weights,
         bias,

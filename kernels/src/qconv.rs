@@ -87,6 +87,8 @@ struct Patches {
     in_hw: [usize; 2],
     kernel: [usize; 2],
     stride: [usize; 2],
+    /// Spacing of the kernel's taps (1: adjacent).
+    dilation: [usize; 2],
     pad: [usize; 2],
     out_hw: [usize; 2],
 }
@@ -166,6 +168,7 @@ impl QConv {
         // other goes through the patch matrix.
         let direct = patches
             .as_ref()
+            .filter(|p| p.dilation == [1, 1])
             .map(Patches::window)
             .filter(|win| win.supported() && crate::arch::x86_64::vnni::windows_available());
         let vnni = crate::arch::x86_64::vnni::available().then(|| {
@@ -480,6 +483,8 @@ impl QConv {
         let zero = self.shift_x.clamp(-128, 127) as i8;
         for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
             let (c, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            // The tap's offset in the input: dilated taps are spaced.
+            let (ky, kx) = (ky * p.dilation[0], kx * p.dilation[1]);
             // Output columns whose input column `ox * sx + kx - px` is inside the row.
             let ox_lo = px.saturating_sub(kx).div_ceil(sx).min(ow);
             let ox_hi = if w + px > kx {
@@ -632,6 +637,7 @@ impl QConv {
             in_hw,
             kernel,
             stride,
+            dilation: [1, 1],
             pad,
             out_hw,
         });
@@ -880,6 +886,7 @@ fn conv_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>
         in_hw: conv.in_hw,
         kernel: conv.kernel,
         stride: conv.stride,
+        dilation: conv.dilation,
         pad: conv.pad,
         out_hw: conv.out_hw,
     };
@@ -1072,16 +1079,20 @@ mod tests {
         // Several strides and paddings, a kernel wider than tall (which the windowed kernel
         // does not take), odd sizes, and rows of more than 64 outputs (whole tiles of the
         // windowed kernel).
-        for (stride, pad, kernel, in_hw) in [
-            ([1, 1], [1, 1], [3, 3], [11, 13]),
-            ([2, 2], [1, 1], [3, 3], [11, 13]),
-            ([2, 1], [0, 2], [3, 5], [11, 13]),
-            ([3, 3], [2, 0], [5, 1], [11, 13]),
-            ([1, 1], [1, 1], [3, 3], [5, 83]),
-            ([2, 2], [0, 1], [2, 4], [9, 150]),
+        for (stride, pad, kernel, in_hw, dilation) in [
+            ([1, 1], [1, 1], [3, 3], [11, 13], [1, 1]),
+            ([2, 2], [1, 1], [3, 3], [11, 13], [1, 1]),
+            ([2, 1], [0, 2], [3, 5], [11, 13], [1, 1]),
+            ([3, 3], [2, 0], [5, 1], [11, 13], [1, 1]),
+            ([1, 1], [1, 1], [3, 3], [5, 83], [1, 1]),
+            ([2, 2], [0, 1], [2, 4], [9, 150], [1, 1]),
+            // Dilated: spaced taps (an audio CNN's context), padding smaller than the reach.
+            ([1, 1], [2, 2], [3, 3], [11, 13], [2, 2]),
+            ([2, 1], [1, 3], [3, 2], [17, 19], [3, 4]),
         ] {
             let (c, m) = (3, 5);
-            let out = |i: usize| (in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+            let reach = |i: usize| (kernel[i] - 1) * dilation[i] + 1;
+            let out = |i: usize| (in_hw[i] + 2 * pad[i] - reach(i)) / stride[i] + 1;
             let out_hw = [out(0), out(1)];
             let k = c * kernel[0] * kernel[1];
             let n = out_hw[0] * out_hw[1];
@@ -1108,6 +1119,7 @@ mod tests {
                 in_hw,
                 kernel,
                 stride,
+                dilation,
                 pad,
                 out_hw,
             };
@@ -1133,8 +1145,10 @@ mod tests {
                         for ci in 0..c {
                             for ky in 0..kernel[0] {
                                 for kx in 0..kernel[1] {
-                                    let iy = (oy * stride[0] + ky) as isize - pad[0] as isize;
-                                    let ix = (ox * stride[1] + kx) as isize - pad[1] as isize;
+                                    let iy = (oy * stride[0] + ky * dilation[0]) as isize
+                                        - pad[0] as isize;
+                                    let ix = (ox * stride[1] + kx * dilation[1]) as isize
+                                        - pad[1] as isize;
                                     if iy < 0
                                         || ix < 0
                                         || iy >= in_hw[0] as isize

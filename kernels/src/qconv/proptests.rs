@@ -103,6 +103,7 @@ fn build(case: &Case) -> (QConv, Vec<i32>, Vec<u8>) {
         in_hw: case.in_hw,
         kernel,
         stride: case.stride,
+        dilation: [1, 1],
         pad: case.pad,
         out_hw: [oh, ow],
     });
