@@ -403,11 +403,12 @@ pub fn float_softmax(model: &mut pb::ModelProto) -> Workarounds {
         };
         let softmax_out = g.node[si].output[0].clone();
         let dq_out = g.node[dq].output[0].clone();
-        let name = if g.node[si].name.is_empty() {
-            softmax_out.clone()
-        } else {
-            g.node[si].name.clone()
-        };
+        // A nameless Softmax is named after its output, once: the next pass after the same
+        // Softmax (behind a shape operator) then reports it under the same name.
+        if g.node[si].name.is_empty() {
+            g.node[si].name = softmax_out.clone();
+        }
+        let name = g.node[si].name.clone();
         // What fed the QuantizeLinear (the Softmax or the last shape operator after it) now
         // produces what the DequantizeLinear produced: consumers and graph outputs keep
         // their names.

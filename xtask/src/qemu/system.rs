@@ -31,6 +31,8 @@ const MODULES: &[&str] = &["virtio_pci", "virtio_net", "snd-aloop", "vivid"];
 /// The microphone pipeline's name, and how long it captures from the loopback card.
 const MIC: &str = "mic";
 const MIC_SECONDS: u32 = 4;
+/// How long the agent is paused while it captures (fault injection: an ALSA overrun).
+const PAUSE: &str = "1.5";
 
 const DEVICE: &str = "vm-001";
 const TERRITORY: &str = "fr-test";
@@ -140,16 +142,28 @@ pub fn run(board: &Board) -> Result<ExitCode> {
     ensure!(appended > 0, "the agent appended no record");
     // The microphone pipeline captured from the emulated kernel's loopback card: every chunk
     // of its duration (32 ms chunks at 16 kHz).
-    let chunks = console
+    // Its summary line: "pipeline mic: N frames or chunks analysed (C captured, D dropped
+    // for newer ones, R source restarts)"; overruns count as dropped.
+    let (chunks, dropped) = console
         .lines()
         .find_map(|l| {
-            l.split_once(&format!("pipeline {MIC}: "))
-                .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
+            let (_, rest) = l.split_once(&format!("pipeline {MIC}: "))?;
+            let numbers: Vec<u64> = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            Some((*numbers.first()?, *numbers.get(2)?))
         })
         .context("the agent in the VM did not report its microphone pipeline (console above)")?;
+    let paused = console.contains("IAT-VM: agent paused");
     println!(
-        "{}: the microphone source captured {chunks} chunks of 32 ms from ALSA's loopback card (snd-aloop) in the guest",
+        "{}: the microphone source captured {chunks} chunks of 32 ms from ALSA's loopback card (snd-aloop) in the guest; \
+         paused {PAUSE} s while capturing: {dropped} overrun(s) counted and recovered",
         board.name
+    );
+    ensure!(
+        paused && dropped >= 1,
+        "the agent was paused ({paused}) past its ALSA ring but counted {dropped} overruns"
     );
     ensure!(
         chunks == u64::from(MIC_SECONDS) * 16_000 / 512,
@@ -424,8 +438,20 @@ fn place_system(
         "#!/bin/sh\n\
          # The agent's service: what the board's systemd unit runs, started by init here.\n\
          echo \"IAT-VM: agent service starting at $(cut -d' ' -f1 /proc/uptime) s\"\n\
-         {current}/edge-agent run --config {current}/agent.toml\n\
+         mkdir -p /tmp\n\
+         {current}/edge-agent run --config {current}/agent.toml > /tmp/agent.log 2>&1 &\n\
+         pid=$!\n\
+         # Fault injection: once the microphone captures, the agent is paused (SIGSTOP) for\n\
+         # {PAUSE} s, longer than its ALSA ring of 0.5 s: the next read finds an overrun.\n\
+         i=0\n\
+         while [ $i -lt 1200 ] && ! grep -q 'pipeline `{MIC}`: model' /tmp/agent.log; do sleep 0.1; i=$((i+1)); done\n\
+         sleep 1\n\
+         kill -STOP $pid && echo \"IAT-VM: agent paused\"\n\
+         sleep {PAUSE}\n\
+         kill -CONT $pid\n\
+         wait $pid\n\
          status=$?\n\
+         cat /tmp/agent.log\n\
          echo \"IAT-VM: agent exited $status\"\n\
          exit $status\n",
         current = paths.current.display()
