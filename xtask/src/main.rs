@@ -8,6 +8,7 @@ mod build;
 mod demo;
 mod flash;
 mod fleet;
+mod insn;
 mod lint;
 mod models;
 mod qemu;
@@ -43,12 +44,17 @@ enum Job {
         /// Rounds of alternation; each round runs both runtimes.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Runs per round and runtime.
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
+        /// Runs per round and runtime (default 20; with --board, inferences counted: 5).
+        #[arg(long)]
+        runs: Option<usize>,
         /// The zoo's networks (models/zoo) instead of the bundled models.
         #[arg(long)]
         zoo: bool,
+        /// Instructions per inference on this Linux board's CPU, under qemu-user with a
+        /// counting plugin, for the agent and onnxruntime's build for the board
+        /// (raspberry-pi-4: Cortex-A72, raspberry-pi-5: Cortex-A76, x86-64-gateway: AVX2).
+        #[arg(long, conflicts_with_all = ["camera", "rounds"])]
+        board: Option<String>,
         /// Instead of the models: the face pipeline of the release agent on a live 640x480
         /// RTSP stream (frames captured and inferred per second, capture overhead, CPU, RSS).
         #[arg(long, conflicts_with = "models")]
@@ -144,10 +150,17 @@ fn main() -> ExitCode {
         Job::Bench {
             models,
             zoo,
+            board: Some(board),
+            runs,
+            ..
+        } => insn::bench(&board, &models, zoo, runs.unwrap_or(5)).map(|()| ExitCode::SUCCESS),
+        Job::Bench {
+            models,
+            zoo,
             rounds,
             runs,
             ..
-        } => bench::bench(&models, zoo, rounds, runs).map(|()| ExitCode::SUCCESS),
+        } => bench::bench(&models, zoo, rounds, runs.unwrap_or(20)).map(|()| ExitCode::SUCCESS),
         Job::Models(job) => models::run(job).map(|()| ExitCode::SUCCESS),
         Job::Build(args) => build::run(&args),
         Job::Qemu(job) => qemu::run(&job),

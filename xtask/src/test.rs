@@ -114,6 +114,9 @@ fn cross_tests() -> Result<()> {
             &format!("qemu agent --board {}", board.name),
             crate::qemu::run(&job),
         )?;
+        // Instructions per inference on the board's core, the agent's and onnxruntime's, for
+        // one int8 zoo network: the whole counting chain (`cargo xtask bench --board`) runs.
+        crate::insn::bench(&board.name, &["zoo-audio-cnn".to_owned()], true, 1)?;
         if board.vm.is_some() {
             expect_success(
                 &format!("qemu system --board {}", board.name),

@@ -79,7 +79,10 @@ fn load(name: &str) -> Result<Board> {
 pub struct Emulator {
     binary: String,
     cpu: String,
-    sysroot: &'static str,
+    /// `-L`: the cross C library (`None`: the host's own architecture, `/`).
+    sysroot: Option<PathBuf>,
+    /// The cross C library's root, for the guest's library path.
+    cross: &'static str,
     agent: PathBuf,
 }
 
@@ -98,21 +101,30 @@ impl Emulator {
         Ok(Emulator {
             binary: binary.clone(),
             cpu: cpu.clone(),
-            sysroot: crate::build::toolchain(&board.target)?.sysroot,
+            // With the emulated core's `/proc/cpuinfo`, which tract reads to pick kernels.
+            sysroot: match crate::build::toolchain(&board.target)?.sysroot {
+                "/" => None,
+                cross if crate::insn::cpuinfo(cpu).is_some() => {
+                    Some(crate::insn::sysroot(cross, cpu)?)
+                }
+                cross => Some(PathBuf::from(cross)),
+            },
+            cross: crate::build::toolchain(&board.target)?.sysroot,
             agent: built.path,
         })
     }
 
     pub fn agent(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["-cpu", &self.cpu, "-L", self.sysroot]);
-        if self.sysroot != "/" {
+        cmd.args(["-cpu", &self.cpu, "-L"])
+            .arg(self.sysroot.as_deref().unwrap_or(Path::new("/")));
+        if self.sysroot.is_some() {
             // The dynamic loader comes from the cross sysroot; its C library must too. Without
             // this, the loader finds libasound in Debian's multiarch directory through the
             // host's ld.so.cache and then takes `libc.so.6` from there as well: another build
             // of glibc than the loader's, and the first `pthread_create` spins for ever.
             cmd.arg("-E")
-                .arg(format!("LD_LIBRARY_PATH={}/lib", self.sysroot));
+                .arg(format!("LD_LIBRARY_PATH={}/lib", self.cross));
         }
         cmd.arg(&self.agent).current_dir(sh::root());
         cmd
