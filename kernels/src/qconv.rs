@@ -72,6 +72,8 @@ pub struct QConv {
     /// `vnni` holds the weights of [`crate::arch::x86_64::vnni::Weights::run_direct`] for this geometry.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     direct: Option<crate::arch::x86_64::vnni::Window>,
+    /// The same weights for the NEON product ([`crate::arch::aarch64`]), on aarch64.
+    neon: Option<Arc<crate::arch::aarch64::Weights>>,
     /// For a convolution with a kernel larger than 1x1: how the columns of the product
     /// (output pixels) gather their patches from the input (`None`: 1x1, the input is the
     /// matrix).
@@ -210,6 +212,8 @@ impl QConv {
                 ),
             })
         });
+        let neon = crate::arch::aarch64::available()
+            .then(|| Arc::new(crate::arch::aarch64::Weights::new(&w_int, m, k)));
         Ok(Some(QConv {
             m,
             k,
@@ -228,6 +232,7 @@ impl QConv {
             input_is_byte_grid: input.is_byte_grid(),
             vnni,
             direct,
+            neon,
             patches,
         }))
     }
@@ -255,6 +260,9 @@ impl QConv {
         }
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
+        if let Some(neon) = &self.neon {
+            return self.run_neon(neon, &x, y, n, block);
+        }
         let mut y = y;
         let mut n0 = 0;
         while n0 < n {
@@ -345,6 +353,41 @@ impl QConv {
             let mut out = y.vnni_out(n0, n);
             // SAFETY: `vnni` exists only where the CPU has the features (`vnni::available`).
             unsafe { vnni.run_block(&packed, cols, &mut out) };
+            n0 += cols;
+        }
+        Ok(())
+    }
+
+    /// [`QConv::run`] with the NEON product of [`crate::arch::aarch64`]: per block of
+    /// columns, the signed bytes transposed to one row per pixel, the exact sums, then the
+    /// same requantisation as the portable path.
+    fn run_neon(
+        &self,
+        neon: &crate::arch::aarch64::Weights,
+        x: &Activations,
+        y: OutputsMut,
+        n: usize,
+        block: usize,
+    ) -> TractResult<()> {
+        let m = self.m;
+        let correction = self.correction.try_as_plain_ram()?;
+        let correction = correction.as_slice::<i32>()?;
+        let (mut rows, mut acc) = (Vec::new(), vec![0i32; m * block.min(n)]);
+        let mut y = y;
+        let mut n0 = 0;
+        while n0 < n {
+            let cols = block.min(n - n0);
+            let xq = self.quantise_block(x, n, n0, cols)?;
+            let xq = xq.try_as_plain_ram()?;
+            crate::arch::aarch64::transpose_block(
+                xq.as_slice::<i8>()?,
+                self.k,
+                cols,
+                neon.row_len(),
+                &mut rows,
+            );
+            crate::arch::aarch64::product(neon, &rows, cols, correction, &mut acc[..m * cols]);
+            self.requantise_block(&acc[..m * cols], &mut y, n, n0, cols);
             n0 += cols;
         }
         Ok(())
@@ -659,13 +702,26 @@ impl QConv {
         };
         (op.bytes_in, op.bytes_out) = (true, true);
         if portable {
-            (op.vnni, op.direct) = (None, None);
+            (op.vnni, op.direct, op.neon) = (None, None, None);
         }
         let x: Vec<u8> = (0..c * in_hw[0] * in_hw[1])
             .map(|i| (i * 131 % 256) as u8)
             .collect();
         let x = Tensor::from_shape(&[c, in_hw[0], in_hw[1]], &x)?;
         Ok((op, x))
+    }
+
+    /// The kernel that computes the product here: what `model inspect` names.
+    pub(crate) fn kernel_name(&self) -> String {
+        if self.direct.is_some() {
+            "avx512-vnni windowed".into()
+        } else if self.vnni.is_some() {
+            "avx512-vnni".into()
+        } else if self.neon.is_some() {
+            "neon smull/sadalp".into()
+        } else {
+            format!("tract {}", self.mmm.name())
+        }
     }
 
     /// Whether this operator reads its input on `grid` (it was built on that quantiser).
@@ -685,7 +741,7 @@ impl Op for QConv {
             "{}x{} int8 weights, kernel {}",
             self.m,
             self.k,
-            self.mmm.name()
+            self.kernel_name()
         )])
     }
 
@@ -989,6 +1045,7 @@ mod tests {
         }
         let portable = QConv {
             vnni: None,
+            neon: None,
             ..op.clone()
         };
         let mut y_portable = vec![f32::NAN; y.len()];

@@ -2,6 +2,7 @@
 //! that use them; each gives the same bits as the portable path beside its operator (tested).
 //!
 //! The portable paths live with their operators (`crate::qconv`, `crate::pointwise`, ...):
-//! they are what ARM runs today, through tract-linalg's NEON products.
+//! what runs where no kernel here applies.
 
+pub mod aarch64;
 pub mod x86_64;

@@ -197,6 +197,7 @@ fn portable(op: &QConv) -> QConv {
     QConv {
         vnni: None,
         direct: None,
+        neon: None,
         ..op.clone()
     }
 }
@@ -227,6 +228,21 @@ fn check_vnni(test: &str, case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// On aarch64 the NEON product (unless `IAT_KERNELS=portable`), against tract-linalg's.
+fn check_neon(case: &Case) -> Result<(), TestCaseError> {
+    let (op, _, x) = build(case);
+    prop_assert_eq!(op.neon.is_some(), crate::arch::aarch64::available());
+    if op.neon.is_none() {
+        return Ok(());
+    }
+    let (bytes, values) = run(&op, case, &x);
+    let (want_bytes, want_values) = run(&portable(&op), case, &x);
+    prop_assert_eq!(bytes, want_bytes, "bytes out");
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    prop_assert_eq!(bits(&values), bits(&want_values), "f32 out");
+    Ok(())
+}
+
 proptest! {
     // Modest counts: each case runs the operator four to eight times, in the dev profile.
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -252,5 +268,16 @@ proptest! {
     #[test]
     fn vnni_kxk_equals_the_portable_path(case in case(true)) {
         check_vnni("qconv::proptests::vnni_kxk_equals_the_portable_path", &case)?;
+    }
+
+    /// The NEON product on aarch64, 1x1 and `KxK` (on patches).
+    #[test]
+    fn neon_equals_the_portable_path(case in case(false)) {
+        check_neon(&case)?;
+    }
+
+    #[test]
+    fn neon_kxk_equals_the_portable_path(case in case(true)) {
+        check_neon(&case)?;
     }
 }
