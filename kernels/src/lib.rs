@@ -87,7 +87,12 @@ pub struct Rewrites {
     pub resizes: usize,
     /// Tables over bytes run by [`table`].
     pub byte_tables: usize,
+    /// What computes the products of the int8 convolutions on this CPU ([`qconv::kernel_family`]).
+    pub int8_kernel: &'static str,
 }
+
+/// Whether [`optimise`] installs the float convolutions ([`pointwise`], [`direct`]).
+pub const FLOAT_CONVOLUTIONS: bool = !cfg!(target_arch = "aarch64");
 
 /// tract's `into_optimized` with this crate's operators installed: the pair fusion and the
 /// convolution rewrites between its two stages (after decluttering, when constants are folded
@@ -104,8 +109,15 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
     // and ReLU without packing, float `KxK` ones without patch copies.
     let int8_convolutions = qconv::rewrite(model)?;
     let depthwise = depthwise::rewrite(model)?;
-    let float_pointwise = pointwise::rewrite(model)?;
-    let float_direct = direct::rewrite(model)?;
+    // Not on aarch64: there tract-linalg's hand-written NEON f32 kernels beat these portable
+    // ones, which the compiler vectorises (float CenterFace on a Cortex-A72, `cargo xtask
+    // bench --board raspberry-pi-4`: 559.7 M instructions per inference with them, 267 M
+    // without, onnxruntime 281.1 M).
+    let (float_pointwise, float_direct) = if FLOAT_CONVOLUTIONS {
+        (pointwise::rewrite(model)?, direct::rewrite(model)?)
+    } else {
+        (0, 0)
+    };
     // Sums of quantised activations with their output quantiser.
     let quantised_adds = qadd::rewrite(model)?;
     // Between the int8 operators, activations travel as bytes where every reader takes them.
@@ -129,5 +141,6 @@ pub fn optimise(model: &mut TypedModel) -> TractResult<Rewrites> {
         pads,
         resizes,
         byte_tables,
+        int8_kernel: qconv::kernel_family(),
     })
 }

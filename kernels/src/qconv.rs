@@ -619,6 +619,19 @@ impl QConv {
     }
 }
 
+/// What computes the int8 products on this CPU: AVX-512 VNNI (x86_64, windowed for the
+/// `KxK` geometries it takes), NEON (aarch64), or tract-linalg's i32 kernels elsewhere
+/// (AVX2, or any CPU with `IAT_KERNELS=portable`).
+pub fn kernel_family() -> &'static str {
+    if crate::arch::x86_64::vnni::available() {
+        "avx512-vnni"
+    } else if crate::arch::aarch64::available() {
+        "neon smull/sadalp"
+    } else {
+        "tract-linalg i32"
+    }
+}
+
 /// An operator's input: f32 values on a quantiser's grid, or that quantiser's bytes.
 enum Activations<'a> {
     F32(&'a [f32]),

@@ -50,6 +50,9 @@ pub struct OutputReport {
     pub mismatches: usize,
     /// A shape or type mismatch (the output fails whatever the values).
     pub structural: Option<String>,
+    /// The first 16 hex digits of the sha256 of the output's values (as f64 bits): equal
+    /// digests from two runs mean the same output, bit for bit.
+    pub digest: String,
 }
 
 impl OutputReport {
@@ -300,6 +303,7 @@ fn compare(output: &Output, got: &Tensor, expected: &Tensor) -> OutputReport {
         elements: expected.len(),
         mismatches: 0,
         structural: None,
+        digest: String::new(),
     };
     if got.shape() != expected.shape() {
         r.structural = Some(format!(
@@ -324,6 +328,15 @@ fn compare(output: &Output, got: &Tensor, expected: &Tensor) -> OutputReport {
         r.structural = Some("values not readable".into());
         return r;
     };
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    for v in g.iter() {
+        sha2::Digest::update(&mut hash, v.to_bits().to_le_bytes());
+    }
+    r.digest = sha2::Digest::finalize(hash)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     for (i, (&g, &e)) in g.iter().zip(e.iter()).enumerate() {
         let diff = (g - e).abs();
         let allowed = if output.dtype.is_integer() {

@@ -125,6 +125,39 @@ fn cross_tests() -> Result<()> {
         }
         done.push(board.target);
     }
+    // Every int8 card on each emulated core of those targets (Cortex-A72 and A76 for
+    // aarch64: one binary, other kernels), its golden check and the same outputs, bit for
+    // bit, with the portable paths (`IAT_KERNELS=portable`).
+    let mut int8: Vec<std::path::PathBuf> = crate::models::cards()?
+        .into_iter()
+        .filter(|c| crate::models::id(c).ends_with("-int8"))
+        .collect();
+    int8.extend(crate::models::zoo_cards()?);
+    for board in boards::Board::all(&sh::root().join("boards"))? {
+        if board.kind != boards::Kind::Linux
+            || !matches!(board.qemu, Some(boards::Qemu::User { .. }))
+            || !CI_TARGETS.contains(&board.target.as_str())
+        {
+            continue;
+        }
+        let job = crate::qemu::QemuJob {
+            linux: Some(crate::qemu::LinuxJob::Model {
+                cards: int8.clone(),
+                board: board.name.clone(),
+            }),
+            firmware: crate::qemu::firmware::QemuArgs {
+                board: String::new(),
+                overwrite: false,
+                app_only: false,
+                serial: None,
+                elf: None,
+            },
+        };
+        expect_success(
+            &format!("qemu model --board {}", board.name),
+            crate::qemu::run(&job),
+        )?;
+    }
     if done.len() != CI_TARGETS.len() {
         bail!("no emulated linux board for some of {CI_TARGETS:?} (tested: {done:?})");
     }

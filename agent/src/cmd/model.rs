@@ -130,6 +130,9 @@ pub fn inspect(path: &Path) -> Result<ExitCode> {
             say!("  {}", line.replacen("{}", &n.to_string(), 1));
         }
     }
+    if r.int8_convolutions > 0 {
+        say!("  kernels: int8 products on {} (this CPU)", r.int8_kernel);
+    }
     for n in &model.notes {
         say!("  note: {n}");
     }
@@ -161,7 +164,7 @@ pub fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
                 match &o.structural {
                     Some(s) => say!("{verdict:>4}  {} {set} {}: {s}", card.id, o.name),
                     None => say!(
-                        "{verdict:>4}  {} {set} {}: worst |err| {:.3e} at [{}] (got {:.6}, expected {:.6}), {:.2} of tolerance, {} of {} elements outside",
+                        "{verdict:>4}  {} {set} {}: worst |err| {:.3e} at [{}] (got {:.6}, expected {:.6}), {:.2} of tolerance, {} of {} elements outside, digest {}",
                         card.id,
                         o.name,
                         o.max_abs,
@@ -170,7 +173,8 @@ pub fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
                         o.expected,
                         o.worst_ratio,
                         o.mismatches,
-                        o.elements
+                        o.elements,
+                        o.digest
                     ),
                 }
             }
@@ -184,6 +188,14 @@ pub fn check(paths: &[PathBuf], options: LoadOptions) -> Result<ExitCode> {
         }
         for n in &model.notes {
             say!("note  {}: {n}", card.id);
+        }
+        if model.rewrites.int8_convolutions > 0 {
+            say!(
+                "kernel {}: {} int8 convolutions on {}",
+                card.id,
+                model.rewrites.int8_convolutions,
+                model.rewrites.int8_kernel
+            );
         }
     }
     if all_passed {

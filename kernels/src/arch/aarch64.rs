@@ -21,13 +21,7 @@ pub const STEP: usize = 16;
 /// Whether the NEON product runs here: on aarch64 (NEON is part of the baseline), unless
 /// `IAT_KERNELS=portable`.
 pub fn available() -> bool {
-    cfg!(target_arch = "aarch64") && !portable_requested()
-}
-
-/// `IAT_KERNELS=portable`: the architecture's kernels are not used (read once).
-pub fn portable_requested() -> bool {
-    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PORTABLE.get_or_init(|| std::env::var("IAT_KERNELS").is_ok_and(|v| v == "portable"))
+    cfg!(target_arch = "aarch64") && !super::portable_requested()
 }
 
 /// Int8 weights `[m, k]` packed for [`product`]: per group of [`ROWS`] rows and per step of
@@ -44,7 +38,10 @@ pub struct Weights {
 impl Weights {
     pub fn new(w: &[i8], m: usize, k: usize) -> Weights {
         assert_eq!(w.len(), m * k, "weights are [m, k]");
-        debug_assert!(w.iter().all(|&v| v != i8::MIN), "weights on a symmetric grid");
+        debug_assert!(
+            w.iter().all(|&v| v != i8::MIN),
+            "weights on a symmetric grid"
+        );
         let kp = k.div_ceil(STEP) * STEP;
         let groups = m.div_ceil(ROWS);
         let mut packed = vec![0i8; groups * kp * ROWS];
@@ -161,7 +158,12 @@ mod neon {
                     let o = g * ROWS + r;
                     let mut lanes = [0i32; 4];
                     // SAFETY: four i32 lanes into a four-element array.
-                    unsafe { vst1q_s32(lanes.as_mut_ptr(), vaddq_s32(*s, vdupq_n_s32(correction[o]))) };
+                    unsafe {
+                        vst1q_s32(
+                            lanes.as_mut_ptr(),
+                            vaddq_s32(*s, vdupq_n_s32(correction[o])),
+                        )
+                    };
                     acc[o * cols + j0..o * cols + j0 + n].copy_from_slice(&lanes[..n]);
                 }
                 j0 += COLS;
@@ -210,7 +212,10 @@ mod tests {
             s ^= s << 5;
             s
         };
-        let w = (0..m * k).map(|_| (next() % 255) as i32 - 127).map(|v| v as i8).collect();
+        let w = (0..m * k)
+            .map(|_| (next() % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
         let x = (0..k * cols).map(|_| next() as u8 as i8).collect();
         let corr = (0..m).map(|_| (next() % 20_001) as i32 - 10_000).collect();
         (w, x, corr)
@@ -220,7 +225,14 @@ mod tests {
     /// leave partial row groups, steps and column tiles, and on the extremes of the grids.
     #[test]
     fn product_is_the_exact_integer_product() {
-        for (m, k, cols) in [(1, 1, 1), (3, 5, 3), (4, 16, 4), (5, 17, 7), (24, 144, 33), (96, 27, 64)] {
+        for (m, k, cols) in [
+            (1, 1, 1),
+            (3, 5, 3),
+            (4, 16, 4),
+            (5, 17, 7),
+            (24, 144, 33),
+            (96, 27, 64),
+        ] {
             for (seed, extreme) in [(1, false), (2, false), (3, true)] {
                 let (mut w, mut x, corr) = case(m, k, cols, seed);
                 if extreme {
@@ -237,8 +249,14 @@ mod tests {
                 for o in 0..m {
                     for j in 0..cols {
                         let want = corr[o]
-                            + (0..k).map(|c| w[o * k + c] as i32 * x[c * cols + j] as i32).sum::<i32>();
-                        assert_eq!(got[o * cols + j], want, "{m}x{k}x{cols} seed {seed}: [{o}][{j}]");
+                            + (0..k)
+                                .map(|c| w[o * k + c] as i32 * x[c * cols + j] as i32)
+                                .sum::<i32>();
+                        assert_eq!(
+                            got[o * cols + j],
+                            want,
+                            "{m}x{k}x{cols} seed {seed}: [{o}][{j}]"
+                        );
                         assert_eq!(by_reference[o * cols + j], want);
                     }
                 }

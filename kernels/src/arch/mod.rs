@@ -6,3 +6,11 @@
 
 pub mod aarch64;
 pub mod x86_64;
+
+/// `IAT_KERNELS=portable` in the environment: the kernels of this module are not used, and
+/// every operator runs its portable path (read once per process). For comparing the two on
+/// one machine: `cargo xtask qemu model` requires the same outputs, bit for bit.
+pub fn portable_requested() -> bool {
+    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PORTABLE.get_or_init(|| std::env::var("IAT_KERNELS").is_ok_and(|v| v == "portable"))
+}
