@@ -174,8 +174,8 @@ mod neon {
     /// One tile: ROWS output channels by COLS pixels, as one vector of COLS sums per row.
     #[inline(always)]
     unsafe fn tile(w: *const i8, x: *const i8, kp: usize, steps: usize) -> [int32x4_t; ROWS] {
-        // SAFETY (whole function): the caller guarantees `steps` steps of weights at `w` and
-        // COLS rows of `kp >= steps * STEP` bytes at `x`.
+        // SAFETY: the caller guarantees `steps` steps of weights at `w` and COLS rows of
+        // `kp >= steps * STEP` bytes at `x`, all that the loads below read.
         unsafe {
             let mut acc = [[vdupq_n_s32(0); COLS]; ROWS];
             for t in 0..steps {
