@@ -2,8 +2,8 @@
 //! agent and for onnxruntime, under QEMU user-mode emulation.
 //!
 //! Wall time under emulation says nothing about a board; the number of guest instructions a
-//! process executes does, within limits that docs/models.md states (it ignores vector width,
-//! latency and memory stalls). A TCG plugin (`xtask/tools/insn-count.c`, built here with the
+//! process executes does, within limits that docs/quantised-inference.md states (it ignores
+//! vector width, latency and memory stalls). A TCG plugin (`xtask/tools/insn-count.c`, built here with the
 //! host's gcc) counts them. Each runtime is run twice on the card's first golden input, single
 //! threaded: once with one warm-up and one inference, once with one warm-up and `1 + runs`
 //! inferences; the difference divided by `runs` is the figure, so loading, optimisation and
