@@ -620,13 +620,15 @@ impl QConv {
 }
 
 /// What computes the int8 products on this CPU: AVX-512 VNNI (x86_64, windowed for the
-/// `KxK` geometries it takes), NEON (aarch64), or tract-linalg's i32 kernels elsewhere
-/// (AVX2, or any CPU with `IAT_KERNELS=portable`).
+/// `KxK` geometries it takes), NEON (aarch64 without `sdot`), or tract-linalg's i32 kernels
+/// elsewhere (`sdot` on ARMv8.2, AVX2, or any CPU with `IAT_KERNELS=portable`).
 pub fn kernel_family() -> &'static str {
     if crate::arch::x86_64::vnni::available() {
         "avx512-vnni"
     } else if crate::arch::aarch64::available() {
         "neon smull/sadalp"
+    } else if crate::arch::aarch64::has_dotprod() {
+        "tract-linalg i32 (sdot)"
     } else {
         "tract-linalg i32"
     }

@@ -77,7 +77,8 @@ struct Counter {
 impl Counter {
     /// Instructions executed by `program args` under emulation, and its stdout.
     fn count(&self, program: &Path, args: &[String], label: &str) -> Result<(u64, String)> {
-        let out_file = sh::target_dir().join(format!("tmp/insn/{label}.count"));
+        // Per core: benches of two boards may run at once.
+        let out_file = sh::target_dir().join(format!("tmp/insn/{}/{label}.count", self.cpu));
         std::fs::create_dir_all(out_file.parent().expect("has a parent"))?;
         let _ = std::fs::remove_file(&out_file);
         let mut cmd = Command::new(&self.qemu);
@@ -362,7 +363,7 @@ pub fn bench(board_name: &str, only: &[String], zoo: bool, runs: usize) -> Resul
     for card in &cards {
         let id = crate::models::id(card);
         eprintln!("bench {id} on {} ({})", board.name, counter.cpu);
-        let work = sh::target_dir().join(format!("tmp/insn/{id}"));
+        let work = sh::target_dir().join(format!("tmp/insn/{}/{id}", counter.cpu));
         let prepared = sh::output(
             Command::new(&python)
                 .arg(sh::root().join("models/tools/ort_inputs.py"))
