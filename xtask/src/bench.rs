@@ -40,10 +40,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn bench(only: &[String], zoo: bool, rounds: usize, runs: usize) -> Result<()> {
-    crate::models::fetch()?;
-    let agent = crate::models::agent_release()?;
-    let python = venv_python()?;
+/// The bundled cards (or the zoo's) whose ids are in `only` (all when it is empty).
+pub fn selected_cards(only: &[String], zoo: bool) -> Result<Vec<PathBuf>> {
     let cards = if zoo {
         crate::models::zoo_cards()?
     } else {
@@ -56,6 +54,14 @@ pub fn bench(only: &[String], zoo: bool, rounds: usize, runs: usize) -> Result<(
     if cards.is_empty() {
         bail!("no model matches {only:?} (see `cargo xtask models list`)");
     }
+    Ok(cards)
+}
+
+pub fn bench(only: &[String], zoo: bool, rounds: usize, runs: usize) -> Result<()> {
+    crate::models::fetch()?;
+    let agent = crate::models::agent_release()?;
+    let python = venv_python()?;
+    let cards = selected_cards(only, zoo)?;
     let mut rows = Vec::new();
     for card in &cards {
         let id = crate::models::id(card);

@@ -347,18 +347,7 @@ pub fn bench(board_name: &str, only: &[String], zoo: bool, runs: usize) -> Resul
     let ort_lib = ort_library(&board.target, &python)?;
     let ort_run = ort_runner(&board.target)?;
 
-    let cards = if zoo {
-        crate::models::zoo_cards()?
-    } else {
-        crate::models::cards()?
-    };
-    let cards: Vec<PathBuf> = cards
-        .into_iter()
-        .filter(|c| only.is_empty() || only.contains(&crate::models::id(c)))
-        .collect();
-    if cards.is_empty() {
-        bail!("no model matches {only:?} (see `cargo xtask models list`)");
-    }
+    let cards = crate::bench::selected_cards(only, zoo)?;
     let mut rows = Vec::new();
     for card in &cards {
         let id = crate::models::id(card);

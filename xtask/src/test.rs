@@ -98,18 +98,9 @@ fn cross_tests() -> Result<()> {
         {
             continue;
         }
-        let job = crate::qemu::QemuJob {
-            linux: Some(crate::qemu::LinuxJob::Agent {
-                board: board.name.clone(),
-            }),
-            firmware: crate::qemu::firmware::QemuArgs {
-                board: String::new(),
-                overwrite: false,
-                app_only: false,
-                serial: None,
-                elf: None,
-            },
-        };
+        let job = linux_job(crate::qemu::LinuxJob::Agent {
+            board: board.name.clone(),
+        });
         expect_success(
             &format!("qemu agent --board {}", board.name),
             crate::qemu::run(&job),
@@ -140,19 +131,10 @@ fn cross_tests() -> Result<()> {
         {
             continue;
         }
-        let job = crate::qemu::QemuJob {
-            linux: Some(crate::qemu::LinuxJob::Model {
-                cards: int8.clone(),
-                board: board.name.clone(),
-            }),
-            firmware: crate::qemu::firmware::QemuArgs {
-                board: String::new(),
-                overwrite: false,
-                app_only: false,
-                serial: None,
-                elf: None,
-            },
-        };
+        let job = linux_job(crate::qemu::LinuxJob::Model {
+            cards: int8.clone(),
+            board: board.name.clone(),
+        });
         expect_success(
             &format!("qemu model --board {}", board.name),
             crate::qemu::run(&job),
@@ -191,6 +173,20 @@ fn host_kernel_features() -> Option<String> {
         .map(|(name, _)| *name)
         .collect();
     (!have.is_empty()).then(|| have.join(","))
+}
+
+/// `cargo xtask qemu <job>` for a Linux board (no firmware arguments).
+fn linux_job(job: crate::qemu::LinuxJob) -> crate::qemu::QemuJob {
+    crate::qemu::QemuJob {
+        linux: Some(job),
+        firmware: crate::qemu::firmware::QemuArgs {
+            board: String::new(),
+            overwrite: false,
+            app_only: false,
+            serial: None,
+            elf: None,
+        },
+    }
 }
 
 fn expect_success(what: &str, r: Result<ExitCode>) -> Result<()> {
