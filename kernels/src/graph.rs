@@ -438,6 +438,8 @@ pub(crate) fn conv_at(model: &TypedModel, node: &TypedNode) -> TractResult<Optio
 /// Deterministic test data: the tests need varied values, not statistics.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// What the fused AVX2 product kernel needs (`arch::x86_64::avx2::available`).
+    pub const AVX2: &[&str] = &["avx2"];
     /// What the VNNI product kernel needs (`arch::x86_64::vnni::available`).
     pub const VNNI: &[&str] = &["avx512f", "avx512bw", "avx512vl", "avx512vnni"];
     /// What the windowed kernels need (`arch::x86_64::vnni::windows_available`).

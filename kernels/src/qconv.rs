@@ -72,6 +72,10 @@ pub struct QConv {
     /// `vnni` holds the weights of [`crate::arch::x86_64::vnni::Weights::run_direct`] for this geometry.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     direct: Option<crate::arch::x86_64::vnni::Window>,
+    /// The same weights for the fused AVX2 kernel, where the CPU has AVX2 (used where
+    /// `vnni` is not).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    avx2: Option<Arc<crate::arch::x86_64::avx2::Weights>>,
     /// The same weights for the NEON product ([`crate::arch::aarch64`]), on aarch64.
     neon: Option<Arc<crate::arch::aarch64::Weights>>,
     /// For a convolution with a kernel larger than 1x1: how the columns of the product
@@ -173,18 +177,21 @@ impl QConv {
             .filter(|p| p.dilation == [1, 1])
             .map(Patches::window)
             .filter(|win| win.supported() && crate::arch::x86_64::vnni::windows_available());
+        // What the fused kernels apply to their sums: the scale and bias in the output
+        // quantiser's units, then its clamp and zero point.
+        let inv = out.inv_scale;
+        let fused_unit = || unit.iter().map(|u| u * inv).collect::<Vec<f32>>();
+        let fused_bias = || bias.iter().map(|b| b * inv).collect::<Vec<f32>>();
+        let requant = crate::arch::x86_64::vnni::Requant {
+            lo: (out.lo - out.zero_point) as f32,
+            hi: (out.hi - out.zero_point) as f32,
+            zero_point: out.zero_point as f32,
+            shift: (out.zero_point - out.dq_zero_point) as f32,
+            scale: out.dq_scale,
+        };
+        let zero_point_x = shift_x + 128;
         let vnni = crate::arch::x86_64::vnni::available().then(|| {
-            let inv = out.inv_scale;
-            let unit = unit.iter().map(|u| u * inv).collect();
-            let bias = bias.iter().map(|b| b * inv).collect();
-            let requant = crate::arch::x86_64::vnni::Requant {
-                lo: (out.lo - out.zero_point) as f32,
-                hi: (out.hi - out.zero_point) as f32,
-                zero_point: out.zero_point as f32,
-                shift: (out.zero_point - out.dq_zero_point) as f32,
-                scale: out.dq_scale,
-            };
-            let zero_point_x = shift_x + 128;
+            let (unit, bias) = (fused_unit(), fused_bias());
             Arc::new(match (&patches, direct) {
                 (Some(p), Some(_)) => {
                     let w = crate::arch::x86_64::vnni::Weights::direct_layout(
@@ -212,6 +219,17 @@ impl QConv {
                 ),
             })
         });
+        let avx2 = crate::arch::x86_64::avx2::available().then(|| {
+            Arc::new(crate::arch::x86_64::avx2::Weights::new(
+                &w_int,
+                m,
+                k,
+                zero_point_x,
+                fused_unit(),
+                fused_bias(),
+                requant,
+            ))
+        });
         let neon = crate::arch::aarch64::available()
             .then(|| Arc::new(crate::arch::aarch64::Weights::new(&w_int, m, k)));
         Ok(Some(QConv {
@@ -232,6 +250,7 @@ impl QConv {
             input_is_byte_grid: input.is_byte_grid(),
             vnni,
             direct,
+            avx2,
             neon,
             patches,
         }))
@@ -257,6 +276,10 @@ impl QConv {
         #[cfg(target_arch = "x86_64")]
         if let Some(vnni) = &self.vnni {
             return self.run_vnni(vnni, &x, y, n);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return self.run_fused(&**avx2, &x, y, n);
         }
         // About 64 KiB of sums per block, a multiple of 16 columns.
         let block = ((16 * 1024 / m.max(1)) / 16 * 16).clamp(16, n.max(16));
@@ -301,8 +324,8 @@ impl QConv {
         Ok(())
     }
 
-    /// [`QConv::run`] with the fused kernel of [`crate::arch::x86_64::vnni`]: a block of columns at a time
-    /// (about 32 KiB of activation bytes), products and requantisation in registers.
+    /// [`QConv::run`] with the kernels of [`crate::arch::x86_64::vnni`]: the windowed one where
+    /// it takes the geometry, else the fused product ([`QConv::run_fused`]).
     #[cfg(target_arch = "x86_64")]
     fn run_vnni(
         &self,
@@ -324,7 +347,25 @@ impl QConv {
             unsafe { vnni.run_direct(&planes, win, &mut y.vnni_out(0, n)) };
             return Ok(());
         }
-        let block = ((32 * 1024 / self.k.max(1)) / 16 * 16).clamp(64, n.max(64));
+        self.run_fused(vnni, x, y, n)
+    }
+
+    /// [`QConv::run`] with a fused kernel of [`crate::arch::x86_64`] (VNNI or AVX2): a block
+    /// of columns at a time, packed in the kernel's layout, products and requantisation in
+    /// registers.
+    ///
+    /// The kernel must be one this CPU runs (it is built only where its `available()` says
+    /// so).
+    #[cfg(target_arch = "x86_64")]
+    fn run_fused(
+        &self,
+        kernel: &impl crate::arch::x86_64::Fused,
+        x: &Activations,
+        y: OutputsMut,
+        n: usize,
+    ) -> TractResult<()> {
+        let mut y = y;
+        let block = kernel.block_columns(n);
         let mut packed = Vec::new();
         let mut n0 = 0;
         while n0 < n {
@@ -334,7 +375,7 @@ impl QConv {
                 // are (the kernel reads `q`, unsigned).
                 (Activations::Bytes(x), None) => {
                     let row = |r: usize| (r < self.k).then(|| &x[r * n + n0..r * n + n0 + cols]);
-                    vnni.pack_rows(row, 0, cols, &mut packed);
+                    kernel.pack(row, 0, cols, &mut packed);
                 }
                 _ => {
                     let xq = self.quantise_block(x, n, n0, cols)?;
@@ -347,12 +388,13 @@ impl QConv {
                         unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len()) };
                     let row = |r: usize| (r < self.k).then(|| &xq[r * cols..(r + 1) * cols]);
                     // `q - 128` back to `q`.
-                    vnni.pack_rows(row, 0x80, cols, &mut packed);
+                    kernel.pack(row, 0x80, cols, &mut packed);
                 }
             }
             let mut out = y.vnni_out(n0, n);
-            // SAFETY: `vnni` exists only where the CPU has the features (`vnni::available`).
-            unsafe { vnni.run_block(&packed, cols, &mut out) };
+            // SAFETY: the kernel's weights exist only where the CPU has its features (the
+            // caller's contract).
+            unsafe { kernel.run(&packed, cols, &mut out) };
             n0 += cols;
         }
         Ok(())
@@ -625,6 +667,8 @@ impl QConv {
 pub fn kernel_family() -> &'static str {
     if crate::arch::x86_64::vnni::available() {
         "avx512-vnni"
+    } else if crate::arch::x86_64::avx2::available() {
+        "avx2 vpmaddwd"
     } else if crate::arch::aarch64::available() {
         "neon smull/sadalp"
     } else if crate::arch::aarch64::has_dotprod() {
@@ -717,7 +761,7 @@ impl QConv {
         };
         (op.bytes_in, op.bytes_out) = (true, true);
         if portable {
-            (op.vnni, op.direct, op.neon) = (None, None, None);
+            (op.vnni, op.direct, op.avx2, op.neon) = (None, None, None, None);
         }
         let x: Vec<u8> = (0..c * in_hw[0] * in_hw[1])
             .map(|i| (i * 131 % 256) as u8)
@@ -732,6 +776,8 @@ impl QConv {
             "avx512-vnni windowed".into()
         } else if self.vnni.is_some() {
             "avx512-vnni".into()
+        } else if self.avx2.is_some() {
+            "avx2 vpmaddwd".into()
         } else if self.neon.is_some() {
             "neon smull/sadalp".into()
         } else {
@@ -1060,6 +1106,7 @@ mod tests {
         }
         let portable = QConv {
             vnni: None,
+            avx2: None,
             neon: None,
             ..op.clone()
         };

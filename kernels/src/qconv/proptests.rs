@@ -1,6 +1,7 @@
 //! Property tests over random geometries: the portable int8 path of [`QConv`] (tract-linalg's
 //! integer product and the separate requantisation) against a naive integer reference, and,
-//! where the CPU has them, the fused VNNI kernels against the portable path, bit for bit.
+//! where the CPU has them, the fused VNNI and AVX2 kernels against the portable path, bit for
+//! bit.
 
 use proptest::prelude::*;
 
@@ -197,6 +198,7 @@ fn portable(op: &QConv) -> QConv {
     QConv {
         vnni: None,
         direct: None,
+        avx2: None,
         neon: None,
         ..op.clone()
     }
@@ -223,6 +225,30 @@ fn check_vnni(test: &str, case: &Case) -> Result<(), TestCaseError> {
     let (want_bytes, want_values) = run(&portable(&op), case, &x);
     prop_assert_eq!(bytes, want_bytes, "bytes out");
     // Bits, not values: `==` on f32 would equate 0.0 and -0.0.
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    prop_assert_eq!(bits(&values), bits(&want_values), "f32 out");
+    Ok(())
+}
+
+/// The fused AVX2 kernel (also where VNNI would run instead), against tract-linalg's product
+/// and the separate requantisation.
+fn check_avx2(test: &str, case: &Case) -> Result<(), TestCaseError> {
+    if !crate::graph::testing::cpu_has(test, crate::graph::testing::AVX2) {
+        return Ok(());
+    }
+    let (op, _, x) = build(case);
+    prop_assert_eq!(op.avx2.is_some(), !crate::arch::portable_requested());
+    if op.avx2.is_none() {
+        return Ok(());
+    }
+    let op = QConv {
+        vnni: None,
+        direct: None,
+        ..op
+    };
+    let (bytes, values) = run(&op, case, &x);
+    let (want_bytes, want_values) = run(&portable(&op), case, &x);
+    prop_assert_eq!(bytes, want_bytes, "bytes out");
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     prop_assert_eq!(bits(&values), bits(&want_values), "f32 out");
     Ok(())
@@ -268,6 +294,17 @@ proptest! {
     #[test]
     fn vnni_kxk_equals_the_portable_path(case in case(true)) {
         check_vnni("qconv::proptests::vnni_kxk_equals_the_portable_path", &case)?;
+    }
+
+    /// The fused AVX2 product, 1x1 and `KxK` (on patches).
+    #[test]
+    fn avx2_1x1_equals_the_portable_path(case in case(false)) {
+        check_avx2("qconv::proptests::avx2_1x1_equals_the_portable_path", &case)?;
+    }
+
+    #[test]
+    fn avx2_kxk_equals_the_portable_path(case in case(true)) {
+        check_avx2("qconv::proptests::avx2_kxk_equals_the_portable_path", &case)?;
     }
 
     /// The NEON product on aarch64, 1x1 and `KxK` (on patches).

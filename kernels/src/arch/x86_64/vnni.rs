@@ -105,6 +105,12 @@ impl Weights {
         }
     }
 
+    /// Columns per block such that a block's packed activations (`4 * groups` bytes per
+    /// column) take about 32 KiB: a multiple of 16, at least 64.
+    pub fn block_columns(&self, n: usize) -> usize {
+        ((32 * 1024 / (4 * self.groups).max(1)) / 16 * 16).clamp(64, n.max(64))
+    }
+
     /// The activation bytes of a block in the layout the kernel loads: per group of 4 rows,
     /// per column, the 4 bytes `q` as one word; columns padded with zeros to a multiple of 16.
     /// `row(r)` is row `r` of the block (`cols` bytes, `None` past `k`), each byte XORed with
@@ -532,14 +538,14 @@ pub unsafe fn depthwise_plane(
 }
 
 impl Out<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Out::Bytes { at, .. } => at.len(),
             Out::F32 { at, .. } => at.len(),
         }
     }
 
-    fn stride(&self) -> usize {
+    pub(crate) fn stride(&self) -> usize {
         match self {
             Out::Bytes { stride, .. } | Out::F32 { stride, .. } => *stride,
         }
