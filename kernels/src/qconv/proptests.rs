@@ -221,8 +221,13 @@ fn check_vnni(test: &str, case: &Case) -> Result<(), TestCaseError> {
     }
     let (op, _, x) = build(case);
     prop_assert!(op.vnni.is_some());
-    let (bytes, values) = run(&op, case, &x);
-    let (want_bytes, want_values) = run(&portable(&op), case, &x);
+    same_as_portable(&op, case, &x)
+}
+
+/// `op` gives the portable path's bytes and f32 bits.
+fn same_as_portable(op: &QConv, case: &Case, x: &[u8]) -> Result<(), TestCaseError> {
+    let (bytes, values) = run(op, case, x);
+    let (want_bytes, want_values) = run(&portable(op), case, x);
     prop_assert_eq!(bytes, want_bytes, "bytes out");
     // Bits, not values: `==` on f32 would equate 0.0 and -0.0.
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -246,12 +251,7 @@ fn check_avx2(test: &str, case: &Case) -> Result<(), TestCaseError> {
         direct: None,
         ..op
     };
-    let (bytes, values) = run(&op, case, &x);
-    let (want_bytes, want_values) = run(&portable(&op), case, &x);
-    prop_assert_eq!(bytes, want_bytes, "bytes out");
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    prop_assert_eq!(bits(&values), bits(&want_values), "f32 out");
-    Ok(())
+    same_as_portable(&op, case, &x)
 }
 
 /// On aarch64 the NEON product (unless `IAT_KERNELS=portable`), against tract-linalg's.
@@ -261,12 +261,7 @@ fn check_neon(case: &Case) -> Result<(), TestCaseError> {
     if op.neon.is_none() {
         return Ok(());
     }
-    let (bytes, values) = run(&op, case, &x);
-    let (want_bytes, want_values) = run(&portable(&op), case, &x);
-    prop_assert_eq!(bytes, want_bytes, "bytes out");
-    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    prop_assert_eq!(bits(&values), bits(&want_values), "f32 out");
-    Ok(())
+    same_as_portable(&op, case, &x)
 }
 
 proptest! {

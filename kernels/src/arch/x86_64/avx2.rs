@@ -170,29 +170,18 @@ impl Weights {
     #[target_feature(enable = "avx2")]
     pub unsafe fn run_block(&self, x: &[u32], cols: usize, out: &mut Out) {
         let padded = cols.div_ceil(LANES) * LANES;
-        // (Checked arithmetic: a wrapped product would let the bound checks below pass.)
-        assert!(self.pairs.checked_mul(padded).is_some_and(|l| x.len() >= l));
         // Every row's `cols` outputs land inside the destination (the stores are raw).
-        let (len, stride) = (out.len(), out.stride());
-        assert!(
-            self.m == 0
-                || cols == 0
-                || (self.m - 1)
-                    .checked_mul(stride)
-                    .and_then(|l| l.checked_add(cols))
-                    .is_some_and(|l| len >= l)
-        );
-        let vecs = padded / LANES;
-        let mut o = 0;
-        while o < self.m {
-            let full_rows = self.m - o >= ROWS;
-            let mut v = 0;
-            while v < vecs {
-                let full_vecs = vecs - v >= VECS;
+        super::assert_block(self.pairs, padded, x, self.m, cols, out);
+        super::tiles(
+            self.m,
+            padded / LANES,
+            ROWS,
+            VECS,
+            |o, v, full_rows, full_vecs| {
                 // SAFETY: `tile` needs AVX2 (which the caller guarantees the CPU has), rows
-                // `o..o + R` with `o + R <= m` (`R` is `ROWS` only when `full_rows`) and
-                // vectors `v..v + P` with `v + P <= vecs` (`P` is `VECS` only when
-                // `full_vecs`); `x` holds `pairs * padded` words and `out` every row's
+                // `o..o + R` with `o + R <= m` (`R` is `ROWS` only when `full_rows`) and vectors
+                // `v..v + P` with `v + P <= vecs` (`P` is `VECS` only when `full_vecs`), as
+                // `tiles` gives them; `x` holds `pairs * padded` words and `out` every row's
                 // `cols` outputs (both asserted above).
                 unsafe {
                     match (full_rows, full_vecs) {
@@ -202,10 +191,8 @@ impl Weights {
                         (false, false) => self.tile::<1, 1>(x, padded, cols, o, v, out),
                     }
                 }
-                v += if full_vecs { VECS } else { 1 };
-            }
-            o += if full_rows { ROWS } else { 1 };
-        }
+            },
+        );
     }
 
     /// One tile: rows `o..o + R`, columns `8 * v..8 * (v + P)` of the block.

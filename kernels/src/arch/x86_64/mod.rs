@@ -26,54 +26,83 @@ pub trait Fused {
     unsafe fn run(&self, x: &[u32], cols: usize, out: &mut vnni::Out);
 }
 
-impl Fused for vnni::Weights {
-    fn block_columns(&self, n: usize) -> usize {
-        self.block_columns(n)
-    }
+/// `Fused` for a kernel's weights whose inherent `block_columns`, `pack_rows` and (x86_64
+/// only) `run_block` have the trait's signatures.
+macro_rules! fused {
+    ($weights:ty) => {
+        impl Fused for $weights {
+            fn block_columns(&self, n: usize) -> usize {
+                self.block_columns(n)
+            }
 
-    fn pack<'a>(
-        &self,
-        row: impl Fn(usize) -> Option<&'a [u8]>,
-        flip: u8,
-        cols: usize,
-        into: &mut Vec<u32>,
-    ) {
-        self.pack_rows(row, flip, cols, into)
-    }
+            fn pack<'a>(
+                &self,
+                row: impl Fn(usize) -> Option<&'a [u8]>,
+                flip: u8,
+                cols: usize,
+                into: &mut Vec<u32>,
+            ) {
+                self.pack_rows(row, flip, cols, into)
+            }
 
-    unsafe fn run(&self, x: &[u32], cols: usize, out: &mut vnni::Out) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller's contract.
-        unsafe {
-            self.run_block(x, cols, out)
+            unsafe fn run(&self, x: &[u32], cols: usize, out: &mut vnni::Out) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the caller's contract.
+                unsafe {
+                    self.run_block(x, cols, out)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("fused weights exist only on x86_64 ({x:?}, {cols})")
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("vnni::Weights exist only on x86_64 ({x:?}, {cols})")
-    }
+    };
 }
 
-impl Fused for avx2::Weights {
-    fn block_columns(&self, n: usize) -> usize {
-        self.block_columns(n)
-    }
+fused!(vnni::Weights);
+fused!(avx2::Weights);
 
-    fn pack<'a>(
-        &self,
-        row: impl Fn(usize) -> Option<&'a [u8]>,
-        flip: u8,
-        cols: usize,
-        into: &mut Vec<u32>,
-    ) {
-        self.pack_rows(row, flip, cols, into)
-    }
+/// What a fused kernel's `run_block` checks before its raw loads and stores: `x` holds
+/// `groups * padded` words and `out` the `cols` outputs of each of the `m` rows. (Checked
+/// arithmetic: a wrapped product would let a short buffer pass.)
+pub(crate) fn assert_block(
+    groups: usize,
+    padded: usize,
+    x: &[u32],
+    m: usize,
+    cols: usize,
+    out: &vnni::Out,
+) {
+    assert!(groups.checked_mul(padded).is_some_and(|l| x.len() >= l));
+    assert!(
+        m == 0
+            || cols == 0
+            || (m - 1)
+                .checked_mul(out.stride())
+                .and_then(|l| l.checked_add(cols))
+                .is_some_and(|l| out.len() >= l)
+    );
+}
 
-    unsafe fn run(&self, x: &[u32], cols: usize, out: &mut vnni::Out) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller's contract.
-        unsafe {
-            self.run_block(x, cols, out)
+/// The tiles of an `m x vecs` grid of output rows by vectors of columns: `rows x per` where
+/// both fit, narrower or shorter at the edges (one row or one vector).
+/// `tile(o, v, full_rows, full_vecs)` computes rows `o..o + R` and vectors `v..v + P`, where
+/// `R` is `rows` only when `full_rows` (else 1) and `P` is `per` only when `full_vecs` (else 1).
+pub(crate) fn tiles(
+    m: usize,
+    vecs: usize,
+    rows: usize,
+    per: usize,
+    mut tile: impl FnMut(usize, usize, bool, bool),
+) {
+    let mut o = 0;
+    while o < m {
+        let full_rows = m - o >= rows;
+        let mut v = 0;
+        while v < vecs {
+            let full_vecs = vecs - v >= per;
+            tile(o, v, full_rows, full_vecs);
+            v += if full_vecs { per } else { 1 };
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("avx2::Weights exist only on x86_64 ({x:?}, {cols})")
+        o += if full_rows { rows } else { 1 };
     }
 }
