@@ -161,6 +161,7 @@ fn host_kernel_features() -> Option<String> {
         .collect();
     // (Rust's feature name, the kernel's flag name in /proc/cpuinfo.)
     let known = [
+        ("avx2", "avx2"),
         ("avx512f", "avx512f"),
         ("avx512bw", "avx512bw"),
         ("avx512vl", "avx512vl"),
