@@ -13,6 +13,7 @@ fn committed_board_files_validate() {
         "beaglebone-black",
         "lm3s6965evb",
         "nucleo-f411re",
+        "raspberry-pi-2",
         "raspberry-pi-4",
     ] {
         assert!(

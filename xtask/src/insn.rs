@@ -51,6 +51,23 @@ pub(crate) fn cpuinfo(cpu: &str) -> Option<String> {
             "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
         ),
         "cortex-a53" => ("0xd03", "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
+        // Raspberry Pi 2 (BCM2836), 32-bit: armv7 prints its own feature names and
+        // architecture.
+        "cortex-a7" => {
+            return Some(armv7_cpuinfo(
+                4,
+                "0xc07",
+                "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm",
+            ));
+        }
+        // BeagleBone Black (AM335x), one core.
+        "cortex-a8" => {
+            return Some(armv7_cpuinfo(
+                1,
+                "0xc08",
+                "half thumb fastmult vfp edsp thumbee neon vfpv3 tls vfpd32",
+            ));
+        }
         _ => return None,
     };
     let mut text = String::new();
@@ -61,6 +78,19 @@ pub(crate) fn cpuinfo(cpu: &str) -> Option<String> {
         ));
     }
     Some(text)
+}
+
+/// `/proc/cpuinfo` of a 32-bit ARM board with `cores` cores.
+fn armv7_cpuinfo(cores: usize, part: &str, features: &str) -> String {
+    let mut text = String::new();
+    for n in 0..cores {
+        text.push_str(&format!(
+            "processor\t: {n}\nmodel name\t: ARMv7 Processor rev 5 (v7l)\nBogoMIPS\t: 38.40\n\
+             Features\t: {features}\nCPU implementer\t: 0x41\nCPU architecture: 7\n\
+             CPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 5\n\n"
+        ));
+    }
+    text
 }
 
 /// How one target is emulated for counting.
