@@ -575,7 +575,13 @@ fn sigterm_stops_the_hub_in_order() {
     // And one stopped as it starts (systemd may stop a unit at any time).
     let mut early = Hub::setup(&tmp.path().join("hub3"), broker.port, "", "");
     early.start();
-    std::thread::sleep(Duration::from_millis(5));
+    // As soon as it catches the signal, the first thing `hub run` does: before that the
+    // process is still being loaded (a loaded machine took over 5 ms), and SIGTERM's default
+    // action, which no program can change before its first instruction, ends it.
+    assert!(wait_for(Duration::from_secs(10), || catches(
+        early.pid(),
+        attack::SIGTERM
+    )));
     let status3 = early.signal_and_wait(attack::SIGTERM, Duration::from_secs(15));
     // And one under the poison of issue 21 (reconnecting in a loop before the fix).
     let poison = Publisher::connect("poison", broker.port, None);
@@ -1406,4 +1412,14 @@ fn behind_a_trusted_proxy_clients_are_told_apart() {
     assert_eq!(other, 303);
     assert!(count(&direct, 429) >= 8, "{direct:?}");
     assert!(hub.running());
+}
+
+/// Whether process `pid` has a handler for `signal` (`SigCgt` in `/proc/PID/status`).
+fn catches(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }

@@ -366,7 +366,8 @@ impl QConv {
     ) -> TractResult<()> {
         let mut y = y;
         let block = kernel.block_columns(n);
-        let mut packed = Vec::new();
+        // Reused from block to block: resized, never cleared (every value is written).
+        let (mut packed, mut patches) = (Vec::new(), Vec::new());
         let mut n0 = 0;
         while n0 < n {
             let cols = block.min(n - n0);
@@ -375,6 +376,14 @@ impl QConv {
                 // are (the kernel reads `q`, unsigned).
                 (Activations::Bytes(x), None) => {
                     let row = |r: usize| (r < self.k).then(|| &x[r * n + n0..r * n + n0 + cols]);
+                    kernel.pack(row, 0, cols, &mut packed);
+                }
+                // Bytes of a `KxK` convolution: the block's patches gathered as bytes `q`,
+                // then packed.
+                (Activations::Bytes(x), Some(p)) => {
+                    patches.resize(self.k * cols, 0);
+                    self.gather_patches_fast(p, x, &mut patches, n0, cols);
+                    let row = |r: usize| (r < self.k).then(|| &patches[r * cols..(r + 1) * cols]);
                     kernel.pack(row, 0, cols, &mut packed);
                 }
                 _ => {
@@ -479,7 +488,13 @@ impl QConv {
             let Activations::Bytes(x) = x else {
                 bail!("QConv: patches are gathered from bytes (see `QConv::run`)")
             };
-            self.gather_patches(p, x, dst, n0, cols);
+            // SAFETY: the pointer and length are those of the live `&mut [i8]` `dst`, whose
+            // borrow the new slice takes over for its lifetime; i8 and u8 have the same size
+            // and alignment, and every bit pattern is valid for both.
+            let dst: &mut [u8] =
+                unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len()) };
+            // The signed byte `q - 128`.
+            self.gather_patches(p, x, dst, n0, cols, 0x80);
             return Ok(xq);
         }
         match x {
@@ -506,24 +521,48 @@ impl QConv {
         Ok(xq)
     }
 
-    /// The kernel's signed bytes (`q - 128`) for `dst.len()` input bytes from `start`, `step`
-    /// apart.
+    /// [`QConv::gather_patches`] of the bytes `q` (as the fused kernels read them), compiled
+    /// for AVX2 where the CPU has it.
+    fn gather_patches_fast(&self, p: &Patches, x: &[u8], dst: &mut [u8], n0: usize, cols: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the feature the function is compiled for.
+            return unsafe { self.gather_patches_avx2(p, x, dst, n0, cols) };
+        }
+        self.gather_patches(p, x, dst, n0, cols, 0)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn gather_patches_avx2(
+        &self,
+        p: &Patches,
+        x: &[u8],
+        dst: &mut [u8],
+        n0: usize,
+        cols: usize,
+    ) {
+        self.gather_patches(p, x, dst, n0, cols, 0)
+    }
+
+    /// `dst.len()` input bytes from `start`, `step` apart, each XORed with `flip` (0x80: the
+    /// kernel's signed bytes `q - 128`; 0: the bytes `q`).
     #[inline(always)]
-    fn signed_bytes(x: &[u8], start: usize, step: usize, dst: &mut [i8]) {
+    fn flipped_bytes(x: &[u8], start: usize, step: usize, flip: u8, dst: &mut [u8]) {
         let n = dst.len();
         if step == 1 {
             for (d, &q) in dst.iter_mut().zip(&x[start..start + n]) {
-                *d = (q ^ 0x80) as i8;
+                *d = q ^ flip;
             }
             return;
         }
         // Whole groups of `step` bytes vectorise; the last byte may start a partial one.
         let whole = ((x.len() - start) / step).min(n);
         for (d, g) in dst[..whole].iter_mut().zip(x[start..].chunks_exact(step)) {
-            *d = (g[0] ^ 0x80) as i8;
+            *d = g[0] ^ flip;
         }
         for (i, d) in dst.iter_mut().enumerate().skip(whole) {
-            *d = (x[start + i * step] ^ 0x80) as i8;
+            *d = x[start + i * step] ^ flip;
         }
     }
 
@@ -556,16 +595,25 @@ impl QConv {
             .collect()
     }
 
-    /// Columns `n0..n0 + cols` of the patch matrix (im2col) as the kernel's signed bytes,
-    /// `[k, cols]`; padding reads as the byte of 0.0.
+    /// Columns `n0..n0 + cols` of the patch matrix (im2col) as the input's bytes XORed with
+    /// `flip` (0x80: the portable kernel's signed bytes), `[k, cols]`; padding reads as the
+    /// byte of 0.0.
     #[inline(always)]
-    fn gather_patches(&self, p: &Patches, x: &[u8], dst: &mut [i8], n0: usize, cols: usize) {
+    fn gather_patches(
+        &self,
+        p: &Patches,
+        x: &[u8],
+        dst: &mut [u8],
+        n0: usize,
+        cols: usize,
+        flip: u8,
+    ) {
         let [h, w] = p.in_hw;
         let [kh, kw] = p.kernel;
         let [sy, sx] = p.stride;
         let [py, px] = p.pad;
         let ow = p.out_hw[1];
-        let zero = self.shift_x.clamp(-128, 127) as i8;
+        let zero = (self.shift_x.clamp(-128, 127) as i8 as u8) ^ 0x80 ^ flip;
         for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
             let (c, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
             // The tap's offset in the input: dilated taps are spaced.
@@ -592,7 +640,7 @@ impl QConv {
                         seg[b - ox0..].fill(zero);
                         if a < b {
                             let start = (c * h + iy) * w + a * sx + kx - px;
-                            Self::signed_bytes(x, start, sx, &mut seg[a - ox0..b - ox0]);
+                            Self::flipped_bytes(x, start, sx, flip, &mut seg[a - ox0..b - ox0]);
                         }
                     }
                 }

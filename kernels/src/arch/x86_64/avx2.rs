@@ -91,10 +91,13 @@ impl Weights {
     }
 
     /// Columns per block such that a block's packed activations (`4 * pairs` bytes per
-    /// column) take about 32 KiB: a multiple of the tile's width, at least one tile.
+    /// column) take about 128 KiB (in L2; each tile's 3 vectors stay in L1 while its rows
+    /// are computed): a multiple of the tile's width, at least 4 tiles. Wide blocks spread
+    /// the per-row work of gathering a `KxK` convolution's patches over many columns (with
+    /// 24 columns per block, that gathering took as many instructions as the products).
     pub fn block_columns(&self, n: usize) -> usize {
         let tile = VECS * LANES;
-        ((32 * 1024 / (4 * self.pairs).max(1)) / tile * tile).clamp(tile, n.max(tile))
+        ((128 * 1024 / (4 * self.pairs).max(1)) / tile * tile).clamp(4 * tile, n.max(4 * tile))
     }
 
     /// The activation bytes of a block in the layout the kernel loads: per pair of rows, per
@@ -139,11 +142,12 @@ impl Weights {
         into: &mut Vec<u32>,
     ) {
         let padded = cols.div_ceil(LANES) * LANES;
-        into.clear();
+        // Every word is written below: resized (from the last block's size), not cleared.
         into.resize(self.pairs * padded, 0);
         let flip = flip as u32;
         for p in 0..self.pairs {
-            let dst = &mut into[p * padded..p * padded + cols];
+            let (dst, pad) = into[p * padded..(p + 1) * padded].split_at_mut(cols);
+            pad.fill(0);
             match (row(2 * p), row(2 * p + 1)) {
                 (Some(r0), Some(r1)) => {
                     for (d, (&a, &b)) in dst.iter_mut().zip(r0[..cols].iter().zip(&r1[..cols])) {
@@ -156,7 +160,8 @@ impl Weights {
                         *d = a as u32 ^ flip;
                     }
                 }
-                _ => {}
+                // (No row: not a pair of the block.)
+                _ => dst.fill(0),
             }
         }
     }
