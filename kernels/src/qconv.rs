@@ -523,6 +523,7 @@ impl QConv {
 
     /// [`QConv::gather_patches`] of the bytes `q` (as the fused kernels read them), compiled
     /// for AVX2 where the CPU has it.
+    #[cfg(target_arch = "x86_64")]
     fn gather_patches_fast(&self, p: &Patches, x: &[u8], dst: &mut [u8], n0: usize, cols: usize) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -634,10 +635,16 @@ impl QConv {
                 match (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h) {
                     None => seg.fill(zero),
                     Some(iy) => {
-                        // Padding on the left, the input, padding on the right.
+                        // Padding on the left, the input, padding on the right. (Most
+                        // segments have none: no call to fill nothing, which took a tenth of
+                        // the gathering's instructions.)
                         let (a, b) = (ox_lo.clamp(ox0, ox1), ox_hi.clamp(ox0, ox1));
-                        seg[..a - ox0].fill(zero);
-                        seg[b - ox0..].fill(zero);
+                        if a > ox0 {
+                            seg[..a - ox0].fill(zero);
+                        }
+                        if b < ox1 {
+                            seg[b - ox0..].fill(zero);
+                        }
                         if a < b {
                             let start = (c * h + iy) * w + a * sx + kx - px;
                             Self::flipped_bytes(x, start, sx, flip, &mut seg[a - ox0..b - ox0]);

@@ -52,7 +52,10 @@ macro_rules! fused {
                     self.run_block(x, cols, out)
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("fused weights exist only on x86_64 ({x:?}, {cols})")
+                {
+                    let _ = (x, cols, out);
+                    unreachable!("fused weights exist only on x86_64")
+                }
             }
         }
     };
@@ -64,6 +67,7 @@ fused!(avx2::Weights);
 /// What a fused kernel's `run_block` checks before its raw loads and stores: `x` holds
 /// `groups * padded` words and `out` the `cols` outputs of each of the `m` rows. (Checked
 /// arithmetic: a wrapped product would let a short buffer pass.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn assert_block(
     groups: usize,
     padded: usize,
@@ -87,6 +91,7 @@ pub(crate) fn assert_block(
 /// both fit, narrower or shorter at the edges (one row or one vector).
 /// `tile(o, v, full_rows, full_vecs)` computes rows `o..o + R` and vectors `v..v + P`, where
 /// `R` is `rows` only when `full_rows` (else 1) and `P` is `per` only when `full_vecs` (else 1).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn tiles(
     m: usize,
     vecs: usize,
