@@ -7,8 +7,11 @@
 //! with `w` in `[-127, 127]`. tract multiplies them as floats. [`QConv`] multiplies the
 //! integers instead, then applies the per-channel scale, the bias and the output quantiser in
 //! one pass: the work onnxruntime's `QLinearConv` does for the same model. Where the CPU has
-//! AVX-512 VNNI the product and the requantisation are the fused kernels of [`crate::arch::x86_64::vnni`];
-//! elsewhere tract-linalg's i32 kernels (AVX2, NEON on ARM), requantised per block.
+//! AVX-512 VNNI the product and the requantisation are the fused kernels of
+//! [`crate::arch::x86_64::vnni`], with AVX2 only the fused kernel of
+//! [`crate::arch::x86_64::avx2`]; on aarch64 the NEON product of [`crate::arch::aarch64`] or
+//! tract-linalg's i32 kernels (`sdot`), requantised per block, as everywhere with
+//! `IAT_KERNELS=portable`.
 //!
 //! The integer product is exact where the float one rounds, so results can differ from the
 //! float path by one quantisation step where a value sits on a rounding tie; `model check`
@@ -219,17 +222,19 @@ impl QConv {
                 ),
             })
         });
-        let avx2 = crate::arch::x86_64::avx2::available().then(|| {
-            Arc::new(crate::arch::x86_64::avx2::Weights::new(
-                &w_int,
-                m,
-                k,
-                zero_point_x,
-                fused_unit(),
-                fused_bias(),
-                requant,
-            ))
-        });
+        // Not kept where VNNI runs instead, except for the tests that compare it.
+        let avx2 =
+            (crate::arch::x86_64::avx2::available() && (vnni.is_none() || cfg!(test))).then(|| {
+                Arc::new(crate::arch::x86_64::avx2::Weights::new(
+                    &w_int,
+                    m,
+                    k,
+                    zero_point_x,
+                    fused_unit(),
+                    fused_bias(),
+                    requant,
+                ))
+            });
         let neon = crate::arch::aarch64::available()
             .then(|| Arc::new(crate::arch::aarch64::Weights::new(&w_int, m, k)));
         Ok(Some(QConv {
@@ -366,7 +371,8 @@ impl QConv {
     ) -> TractResult<()> {
         let mut y = y;
         let block = kernel.block_columns(n);
-        // Reused from block to block: resized, never cleared (every value is written).
+        // Reused from block to block: the kernel's `pack` writes (or clears) every word, the
+        // gathering every byte.
         let (mut packed, mut patches) = (Vec::new(), Vec::new());
         let mut n0 = 0;
         while n0 < n {
@@ -525,7 +531,6 @@ impl QConv {
     /// for AVX2 where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     fn gather_patches_fast(&self, p: &Patches, x: &[u8], dst: &mut [u8], n0: usize, cols: usize) {
-        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has the feature the function is compiled for.
             return unsafe { self.gather_patches_avx2(p, x, dst, n0, cols) };
@@ -717,8 +722,9 @@ impl QConv {
 }
 
 /// What computes the int8 products on this CPU: AVX-512 VNNI (x86_64, windowed for the
-/// `KxK` geometries it takes), NEON (aarch64 without `sdot`), or tract-linalg's i32 kernels
-/// elsewhere (`sdot` on ARMv8.2, AVX2, or any CPU with `IAT_KERNELS=portable`).
+/// `KxK` geometries it takes), the fused AVX2 kernel (x86_64 without VNNI), NEON (aarch64
+/// without `sdot`), or tract-linalg's i32 kernels elsewhere (`sdot` on ARMv8.2, armv7, or any
+/// CPU with `IAT_KERNELS=portable`).
 pub fn kernel_family() -> &'static str {
     if crate::arch::x86_64::vnni::available() {
         "avx512-vnni"
@@ -773,8 +779,8 @@ impl OutputsMut<'_> {
 
 impl QConv {
     /// A convolution on bytes in and out for [`crate::bench`]: `c` channels in, `m` out, a
-    /// `KH x KW` kernel over `[c, h, w]`, with the AVX-512 kernels unless `portable`; and an
-    /// input.
+    /// `KH x KW` kernel over `[c, h, w]`, with this CPU's kernels (AVX-512, AVX2, NEON) unless
+    /// `portable`; and an input.
     #[cfg(feature = "bench")]
     pub(crate) fn for_bench(
         c: usize,
@@ -1148,14 +1154,14 @@ mod tests {
         y
     }
 
-    /// Where this CPU runs the fused VNNI kernel, the portable path (tract-linalg's kernel and
-    /// the separate requantisation) gives the same bits, from f32 and from bytes.
+    /// Where this CPU runs a fused kernel (VNNI or AVX2), the portable path (tract-linalg's
+    /// kernel and the separate requantisation) gives the same bits, from f32 and from bytes.
     fn portable_path_agrees(op: &QConv, x: &[f32], x_bytes: &[u8], y: &[f32], y_bytes: &[u8]) {
-        if op.vnni.is_none() {
+        if op.vnni.is_none() && op.avx2.is_none() {
             // (Then the CPU lacks a feature: say so, and fail where it is required.)
             assert!(!crate::graph::testing::cpu_has(
-                "qconv::tests (VNNI kernel against the portable path)",
-                crate::graph::testing::VNNI,
+                "qconv::tests (fused kernel against the portable path)",
+                crate::graph::testing::AVX2,
             ));
             return;
         }
@@ -1171,7 +1177,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             y_portable, y,
-            "the VNNI kernel gives the portable path's values"
+            "the fused kernel gives the portable path's values"
         );
         let mut bytes_portable = vec![0u8; y.len()];
         portable
@@ -1185,8 +1191,9 @@ mod tests {
 
     #[test]
     fn integer_product_matches_the_float_definition() {
-        // Sizes off the kernels' tiles, and more columns than one block.
-        let (m, k, n) = (37, 21, 1500);
+        // Sizes off the kernels' tiles, an odd `k`, and more columns than one block of every
+        // kernel (the fused AVX2 one: 984 and 516).
+        let (m, k, n) = (37, 65, 1500);
         let input = grid(131, 0.05);
         let output = grid(7, 0.2);
         let s_w: Vec<f32> = (0..m).map(|o| 0.001 * (o + 1) as f32).collect();

@@ -291,7 +291,9 @@ unsafe fn store(
     let magic = _mm256_set1_ps(crate::qdq::ROUND_MAGIC);
     let s = _mm256_cvtepi32_ps(sums);
     let y = _mm256_add_ps(_mm256_mul_ps(s, unit), bias);
-    let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+    // Operands in this order: on a NaN `maxps`/`minps` return the second, so NaN stays NaN
+    // and a tie keeps `y`, as `qdq::clamp` does.
+    let y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
     let rounded = _mm256_add_ps(y, magic);
     // SAFETY: the CPU has AVX2 (the caller's contract). The stores write `valid` values from
     // `at`, which the caller keeps inside `out`: 8 with one store when `valid` is 8, else

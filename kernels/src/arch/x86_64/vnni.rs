@@ -316,7 +316,9 @@ unsafe fn store(
     let magic = _mm512_set1_ps(crate::qdq::ROUND_MAGIC);
     let s = _mm512_cvtepi32_ps(sums);
     let y = _mm512_add_ps(_mm512_mul_ps(s, unit), bias);
-    let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+    // Operands in this order: on a NaN `maxps`/`minps` return the second, so NaN stays NaN
+    // and a tie keeps `y`, as `qdq::clamp` does.
+    let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
     let rounded = _mm512_add_ps(y, magic);
     // SAFETY: the CPU has the features (the caller's contract). The store's mask enables
     // lanes `0..min(valid, 16)`, which the caller keeps inside `out` from `at` (so `at <=
