@@ -75,8 +75,10 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
     )?;
     let cfg = config::Config::load(&dir.join("hub.toml"))?;
     let card = hub::enrolment::cards::load(&repo().join("models/centerface-int8/card.toml"))?;
-    let mut conn = hub::db::store::open(&cfg.db)?;
-    conn.pragma_update(None, "synchronous", "OFF")?;
+    let conn = hub::db::store::open(&cfg.db)?;
+    if let Some(c) = conn.sqlite() {
+        c.pragma_update(None, "synchronous", "OFF")?;
+    }
     for d in 0..DEVICES {
         let id = device_id(d);
         let territory = format!("fr-{}", ["lyon", "nantes", "lille", "rennes"][d % 4]);
@@ -141,7 +143,9 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    if let Some(c) = conn.sqlite() {
+        c.pragma_update(None, "synchronous", "FULL")?;
+    }
     conn.execute_batch("ANALYZE")?;
     drop(conn);
     std::fs::write(dir.join("ready"), FIXTURE_VERSION)?;
@@ -203,10 +207,13 @@ fn main() -> anyhow::Result<()> {
     let cfg = config::Config::load(&dir.join("hub.toml"))?;
     let rows: i64 =
         hub::db::store::open(&cfg.db)?
-            .query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))?;
+            .query_row("SELECT COUNT(*) FROM series", hub::params![], |r| r.get(0))?;
     println!(
         "BENCH web fixture: {DEVICES} devices x {WINDOWS} windows of 15 min = {rows} series rows, database {} MiB",
-        std::fs::metadata(&cfg.db)?.len() >> 20
+        match &cfg.db {
+            hub::db::sql::Database::Sqlite(p) => std::fs::metadata(p)?.len() >> 20,
+            hub::db::sql::Database::Postgres(_) => 0,
+        }
     );
     let enrolment = Arc::new(RwLock::new(Enrolment::load(&cfg.devices)?));
     let web = hub::web::start(

@@ -7,7 +7,7 @@ use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::db::store::Result;
@@ -27,7 +27,7 @@ pub enum AuthError {
     #[error("hashing the password: {0}")]
     Hash(String),
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::sql::Error),
 }
 
 /// Argon2's working memory (19 MiB with the default parameters), kept for the next check
@@ -125,14 +125,14 @@ pub fn set_password(
         params![name, phc, now_ms],
     )?;
     // A new password ends the account's sessions.
-    conn.execute("DELETE FROM sessions WHERE name = ?1", [name])?;
+    conn.execute("DELETE FROM sessions WHERE name = ?1", crate::params![name])?;
     Ok(())
 }
 
 /// A password check that costs the same whether or not the account exists.
 pub fn check_login(conn: &Connection, name: &str, password: &str) -> Result<bool> {
     let phc: Option<String> = conn
-        .query_row("SELECT phc FROM admins WHERE name = ?1", [name], |r| {
+        .query_row("SELECT phc FROM admins WHERE name = ?1", crate::params![name], |r| {
             r.get(0)
         })
         .optional()?;
@@ -171,7 +171,7 @@ pub struct Session {
 
 /// Opens a session; returns the cookie token (given to the browser, never stored).
 pub fn create_session(conn: &Connection, name: &str, now_ms: i64) -> Result<(String, Session)> {
-    conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
+    conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", crate::params![now_ms])?;
     let token = random_token();
     let csrf = random_token();
     conn.execute(
@@ -206,7 +206,7 @@ pub fn session(conn: &Connection, token: &str, now_ms: i64) -> Result<Option<Ses
 pub fn end_session(conn: &Connection, token: &str) -> Result<()> {
     conn.execute(
         "DELETE FROM sessions WHERE token_hash = ?1",
-        [token_hash(token)],
+        crate::params![token_hash(token)],
     )?;
     Ok(())
 }
@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn passwords_and_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::store::open(&dir.path().join("db.sqlite")).unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
         assert!(matches!(
             set_password(&conn, "alice", "short", 0),
             Err(AuthError::ShortPassword)
@@ -238,7 +238,7 @@ mod tests {
         ));
         set_password(&conn, "alice", "correct horse battery", 0).unwrap();
         let phc: String = conn
-            .query_row("SELECT phc FROM admins", [], |r| r.get(0))
+            .query_row("SELECT phc FROM admins", crate::params![], |r| r.get(0))
             .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         // The crate's own verifier agrees with ours, both ways.
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn unknown_names_cost_a_password_check() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::store::open(&dir.path().join("db.sqlite")).unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
         set_password(&conn, "alice", "correct horse battery", 0).unwrap();
         let time = |name: &str| {
             let start = std::time::Instant::now();

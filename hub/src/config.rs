@@ -178,7 +178,8 @@ pub struct Config {
     pub path: PathBuf,
     pub name: String,
     pub key: PathBuf,
-    pub db: PathBuf,
+    /// The store: a SQLite file (the default), or a PostgreSQL connection string.
+    pub db: crate::db::sql::Database,
     pub devices: PathBuf,
     pub gap_timeout: Duration,
     /// A device whose latest status report is older than this is offline (health alarm):
@@ -262,7 +263,7 @@ impl Config {
             http,
             path: path.to_owned(),
             key: base.join(&raw.key),
-            db: base.join(&raw.db),
+            db: crate::db::sql::Database::parse(&raw.db, base),
             devices: base.join(&raw.devices),
             name: raw.name,
             gap_timeout,

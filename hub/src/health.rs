@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hub_link::{SourceKind, SourceState, Status, StatusPayload};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::dates;
@@ -355,8 +355,8 @@ pub fn apply(
         match v {
             Verdict::Raise { since_ms, detail } => {
                 let n = tx.execute(
-                    "INSERT OR IGNORE INTO health_alarms (device, kind, subject, since_ms, raised_ms, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO health_alarms (device, kind, subject, since_ms, raised_ms, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                     params![device, kind, subject, since_ms, now_ms, detail],
                 )?;
                 if n > 0 {
@@ -386,7 +386,7 @@ pub fn open_kinds(conn: &Connection, device: &str) -> Result<Vec<(String, String
     let mut q = conn.prepare_cached(
         "SELECT kind, subject FROM health_alarms WHERE device = ?1 AND cleared_ms IS NULL",
     )?;
-    let rows = q.query_map([device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = q.query_map(crate::params![device], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 
@@ -486,7 +486,7 @@ pub fn last_record_ms(conn: &Connection, device: &str, model: &str) -> Result<Op
         "SELECT MAX(t) FROM (
            SELECT MAX(stored_ms) AS t FROM records WHERE device = ?1 AND model = ?2
            UNION ALL
-           SELECT MAX(received_ms) FROM held_records WHERE device = ?1 AND model = ?2)",
+           SELECT MAX(received_ms) FROM held_records WHERE device = ?1 AND model = ?2) AS latest",
     )?
     .query_row(params![device, model], |r| r.get(0))
 }
@@ -504,7 +504,7 @@ pub fn evaluate(
     for device in enrolment.devices.keys() {
         let presence: Option<(Option<String>, Option<i64>)> = tx
             .prepare_cached("SELECT status, status_ms FROM presence WHERE device = ?1")?
-            .query_row([device], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(crate::params![device], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let presence = match &presence {
             Some((Some(s), Some(at))) => Some((s.as_str(), *at)),
@@ -568,7 +568,7 @@ pub fn alarms(
     let mut q = conn.prepare_cached(
         "SELECT id, device, kind, subject, since_ms, raised_ms, cleared_ms, detail
          FROM health_alarms
-         WHERE (?1 IS NULL OR device = ?1) AND (cleared_ms IS NULL OR cleared_ms >= ?2)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR device = ?1) AND (cleared_ms IS NULL OR cleared_ms >= ?2)
          ORDER BY cleared_ms IS NOT NULL, raised_ms DESC, id DESC LIMIT ?3",
     )?;
     let rows = q.query_map(

@@ -209,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
                 "hub {}: {} device(s) enrolled, storing into {}",
                 config.name,
                 enrolment.devices.len(),
-                config.db.display()
+                config.db
             );
             let enrolment = Arc::new(RwLock::new(enrolment));
             // The web side first: it migrates the database before the MQTT loop writes to it.
@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("reading the password from stdin")?;
             let password = line.trim_end_matches(['\r', '\n']);
             hub::auth::set_password(&conn, &user, password, hub::mqtt::now_ms())?;
-            println!("password set for admin `{user}` in {}", config.db.display());
+            println!("password set for admin `{user}` in {}", config.db);
             Ok(())
         }
         Command::Verify {

@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use rusqlite::Connection;
+use crate::db::sql::Connection;
 
 use crate::db::store::Result;
 
@@ -172,7 +172,7 @@ impl Metrics {
             "SELECT COUNT(*) FROM presence p WHERE p.status = 'online' AND NOT EXISTS
                (SELECT 1 FROM health_alarms h WHERE h.device = p.device AND h.kind = ?1
                   AND h.cleared_ms IS NULL)",
-            [crate::health::OFFLINE],
+            crate::params![crate::health::OFFLINE],
             |r| r.get(0),
         )?;
         let audit = kinds(
@@ -207,7 +207,7 @@ impl Metrics {
 
 fn kinds(conn: &Connection, sql: &str) -> Result<Vec<(String, i64)>> {
     let mut q = conn.prepare_cached(sql)?;
-    let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = q.query_map(crate::params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
 }
 
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn a_scrape_names_every_metric_and_reads_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::store::open(&dir.path().join("h.sqlite")).unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
         conn.execute_batch(
             "INSERT INTO presence (device, status, status_ms, seen_ms) VALUES
                ('a', 'online', 1, 1), ('b', 'online', 1, 1), ('c', 'offline', 1, 1);
@@ -267,7 +267,7 @@ mod tests {
         }
         assert!(!text.contains("outcome=\"held\""), "no zero series made up");
         // Acknowledged alarms leave the gauge.
-        conn.execute("UPDATE alarms SET acked_ms = 9 WHERE kind = 'FORK'", [])
+        conn.execute("UPDATE alarms SET acked_ms = 9 WHERE kind = 'FORK'", crate::params![])
             .unwrap();
         let text = m.scrape(&conn, 4).unwrap();
         assert!(!text.contains("kind=\"FORK\""), "{text}");

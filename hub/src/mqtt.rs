@@ -46,7 +46,7 @@ const MAX_QUEUED_BYTES: usize = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::sql::Error),
     #[error("{0}")]
     Tls(#[from] hub_link::tls::TlsError),
 }
@@ -223,7 +223,7 @@ pub fn serve(
             .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         if last_gap_check.elapsed() >= Duration::from_secs(1) {
             last_gap_check = Instant::now();
-            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let t = conn.transaction()?;
             let g = ingest::check_gaps(&t, now_ms, gap_ms)?;
             t.commit()?;
             if g > 0 {
@@ -234,7 +234,7 @@ pub fn serve(
         if last_health_check.elapsed() >= crate::health::CHECK_EVERY {
             last_health_check = Instant::now();
             let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
-            let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let t = conn.transaction()?;
             let c = crate::health::evaluate(&t, &enrolment, now_ms, &limits)?;
             t.commit()?;
             s.totals.health += c;
@@ -283,7 +283,7 @@ pub fn serve(
     }
     let totals = s.totals;
     metrics.connected.set(0);
-    conn.close().map_err(|(_, e)| e)?;
+    drop(conn);
     Ok(totals)
 }
 
@@ -351,7 +351,7 @@ impl Serving<'_> {
     /// Verifies and stores a batch in one transaction, then acknowledges each device touched.
     fn batch(
         &mut self,
-        conn: &mut rusqlite::Connection,
+        conn: &mut crate::db::sql::Connection,
         batch: &mut Vec<Message>,
         now_ms: i64,
     ) -> Result<(), ServeError> {
@@ -364,7 +364,7 @@ impl Serving<'_> {
         let started = Instant::now();
         let messages = batch.len() as u64;
         let mut outcome = ingest::Outcome::default();
-        let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let t = conn.transaction()?;
         let mut touched = std::collections::BTreeSet::new();
         let mut bytes = 0;
         for m in batch.drain(..) {

@@ -635,7 +635,7 @@ fn web_hub(
     tmp: &std::path::Path,
     broker: &Mosquitto,
     limits: &str,
-    seed: impl FnOnce(&rusqlite::Connection),
+    seed: impl FnOnce(&hub::db::sql::Connection),
 ) -> (Hub, GoodDevice, std::net::SocketAddr) {
     let (hub, dev, web) =
         attack::running_hub_with(tmp, broker, &format!("[http.limits]\n{limits}\n"), |hub| {
@@ -901,18 +901,20 @@ fn parallel_logins_keep_memory_bounded() {
 /// Devices with a year of data, written straight into the `series` table (what ingest would
 /// have derived from their records): `hourly` devices `yr-NNN` with a year of 1-hour
 /// windows, and `minutely` devices `min-N` with a year of 1-minute windows.
-fn seed_a_year(conn: &rusqlite::Connection, hourly: u32, minutely: u32) {
+fn seed_a_year(conn: &hub::db::sql::Connection, hourly: u32, minutely: u32) {
     const YEAR_START: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    if let Some(c) = conn.sqlite() {
+        c.pragma_update(None, "synchronous", "OFF").unwrap();
+    }
     let fill = |device: &str, windows: i64, length_ms: i64| {
         conn.execute(
             "INSERT INTO devices (device, next_seq, frontier) VALUES (?1, ?2, x'')",
-            rusqlite::params![device, windows],
+            hub::params![device, windows],
         )
         .unwrap();
         conn.execute(
             "INSERT INTO series_keys (device, model, kind, class) VALUES (?1, 'm', 'count', 'person')",
-            [device],
+            hub::params![device],
         )
         .unwrap();
         conn.execute(
@@ -922,7 +924,7 @@ fn seed_a_year(conn: &rusqlite::Connection, hourly: u32, minutely: u32) {
              SELECT ?1, 'm', 'count', 'person', ?3 + i * ?4, i, ?4, 0, 0, 900,
                CASE WHEN i % 7 = 0 THEN NULL ELSE i % 50 END, i % 7 = 0, i % 9, 0, 3, NULL
              FROM w",
-            rusqlite::params![device, windows, YEAR_START, length_ms],
+            hub::params![device, windows, YEAR_START, length_ms],
         )
         .unwrap();
     };

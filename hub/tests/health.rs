@@ -48,7 +48,7 @@ fn report(at_ms: i64) -> Status {
 /// Delivers a status payload of a fr-lyon device at `now_ms`, in its own transaction; a status
 /// never raises an audit alarm nor asks for an ack.
 fn deliver(fx: &Fixture, device: &str, payload: &[u8], now_ms: i64) {
-    let mut conn = fx.conn();
+    let conn = fx.conn();
     let tx = conn.transaction().unwrap();
     let e = fx.enrolment.read().unwrap().clone();
     let (o, ack) = hub::ingest::handle(
@@ -68,7 +68,7 @@ fn send(fx: &Fixture, device: &str, s: &Status, now_ms: i64) {
 }
 
 fn evaluate(fx: &Fixture, now_ms: i64, limits: &Limits) -> health::Changes {
-    let mut conn = fx.conn();
+    let conn = fx.conn();
     let tx = conn.transaction().unwrap();
     let e = fx.enrolment.read().unwrap().clone();
     let c = health::evaluate(&tx, &e, now_ms, limits).unwrap();
@@ -90,7 +90,7 @@ fn rows(fx: &Fixture, device: &str, kind: &str) -> Vec<(String, i64, i64, Option
 
 fn audit_alarms(fx: &Fixture) -> i64 {
     fx.conn()
-        .query_row("SELECT COUNT(*) FROM alarms", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM alarms", hub::params![], |r| r.get(0))
         .unwrap()
 }
 
@@ -298,7 +298,7 @@ fn a_silent_model_is_raised_after_two_windows_and_cleared_by_a_record() {
     let payload = hub_link::encode_record(288, &entry, &sig).unwrap();
     let arrived = start + 400_000;
     {
-        let mut conn = fx.conn();
+        let conn = fx.conn();
         let tx = conn.transaction().unwrap();
         let e = fx.enrolment.read().unwrap().clone();
         let (o, _) = hub::ingest::handle(
@@ -351,11 +351,10 @@ fn snapshot(fx: &Fixture) -> String {
         "SELECT id, kind, device FROM alarms ORDER BY id",
     ] {
         let mut st = conn.prepare(q).unwrap();
-        let n = st.column_count();
-        let mut rows = st.query([]).unwrap();
+        let mut rows = st.query(hub::params![]).unwrap();
         while let Some(r) = rows.next().unwrap() {
-            for i in 0..n {
-                let v: rusqlite::types::Value = r.get(i).unwrap();
+            for i in 0..r.len() {
+                let v: hub::db::sql::Value = r.get(i).unwrap();
                 out.push_str(&format!("{v:?}|"));
             }
             out.push('\n');
@@ -396,7 +395,7 @@ fn a_malformed_or_repeated_status_changes_nothing() {
     assert_eq!(snapshot(&fx), before);
     // And a device that is not enrolled, or enrolled in another territory, is ignored.
     let e = fx.enrolment.read().unwrap().clone();
-    let mut conn = fx.conn();
+    let conn = fx.conn();
     let tx = conn.transaction().unwrap();
     for topic in [
         hub_link::status_topic("fr-lyon", "ghost"),
@@ -441,7 +440,7 @@ fn the_device_page_dashboard_and_api_show_health_in_french() {
     send(&fx, "dev-1", &s, now - 60_000);
 
     let (code, page) = get(&fx.url("/device/dev-1"));
-    assert_eq!(code, 200);
+    assert_eq!(code, 200, "{page}");
     for want in [
         "État de l'appareil",
         "Alertes de fonctionnement (2)",

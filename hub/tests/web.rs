@@ -526,7 +526,7 @@ fn admin_passwd_sets_an_argon2id_hash() {
     );
     let phc: String = fx
         .conn()
-        .query_row("SELECT phc FROM admins WHERE name = 'carol'", [], |r| {
+        .query_row("SELECT phc FROM admins WHERE name = 'carol'", hub::params![], |r| {
             r.get(0)
         })
         .unwrap();
@@ -547,7 +547,7 @@ fn statuses_mark_devices_online_and_never_raise_alarms() {
         .as_array()
         .unwrap()
         .len();
-    let mut conn = fx.conn();
+    let conn = fx.conn();
     let tx = conn.transaction().unwrap();
     let e = fx.enrolment.read().unwrap().clone();
     for (topic, payload) in [
@@ -593,17 +593,18 @@ const UNDO_SCHEMA_V4: &str = "DROP INDEX alarms_coalesced; DROP INDEX alarms_ran
 #[test]
 fn a_schema_3_database_ranks_its_alarms() {
     let fx = Fixture::new();
+    if !fx.on_sqlite("a SQLite file of schema 3") {
+        return;
+    }
     let conn = fx.conn();
     conn.execute_batch(UNDO_SCHEMA_V4).unwrap();
     drop(conn);
     let conn = fx.conn();
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v = hub::db::store::schema_version(&conn).unwrap();
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     // The fixture's FORK, raised before severities existed, is critical now.
     let (kind, severity, count): (String, i64, i64) = conn
-        .query_row("SELECT kind, severity, count FROM alarms", [], |r| {
+        .query_row("SELECT kind, severity, count FROM alarms", hub::params![], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .unwrap();
@@ -660,7 +661,7 @@ fn behind_a_reverse_proxy_the_public_origin_is_checked() {
 fn admin_alarm_list_pages_and_filters() {
     let fx = Fixture::new();
     // Rejected traffic around the fixture's FORK.
-    let mut conn = fx.conn();
+    let conn = fx.conn();
     let tx = conn.transaction().unwrap();
     let e = fx.enrolment.read().unwrap().clone();
     for i in 0..300 {
@@ -729,9 +730,12 @@ fn admin_alarm_list_pages_and_filters() {
 #[test]
 fn opening_an_older_database_backfills_the_series_from_stored_records() {
     let fx = Fixture::new();
+    if !fx.on_sqlite("a SQLite file from before issue 7") {
+        return;
+    }
     let conn = fx.conn();
-    let rows = |c: &rusqlite::Connection| -> i64 {
-        c.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))
+    let rows = |c: &hub::db::sql::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM series", hub::params![], |r| r.get(0))
             .unwrap()
     };
     let filled_at_ingest = rows(&conn);
@@ -748,9 +752,7 @@ fn opening_an_older_database_backfills_the_series_from_stored_records() {
     drop(conn);
     let conn = fx.conn();
     assert_eq!(rows(&conn), filled_at_ingest);
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v = hub::db::store::schema_version(&conn).unwrap();
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     // The same values as ingest wrote.
     let s = json(&fx.url(&format!(
@@ -774,14 +776,14 @@ type BudgetRow = (
     Option<bool>,
 );
 
-fn v2_count_rows(conn: &rusqlite::Connection) -> Vec<BudgetRow> {
+fn v2_count_rows(conn: &hub::db::sql::Connection) -> Vec<BudgetRow> {
     let mut q = conn
         .prepare(
             "SELECT seq, epsilon_milli, budget_day, budget_milli, budget_spent_milli, withheld
              FROM series WHERE device = ?1 AND kind = 'count' ORDER BY seq",
         )
         .unwrap();
-    q.query_map([V2_DEVICE], |r| {
+    q.query_map(hub::params![V2_DEVICE], |r| {
         Ok((
             r.get(0)?,
             r.get(1)?,
@@ -796,7 +798,7 @@ fn v2_count_rows(conn: &rusqlite::Connection) -> Vec<BudgetRow> {
     .unwrap()
 }
 
-fn assert_v2_rows(conn: &rusqlite::Connection) {
+fn assert_v2_rows(conn: &hub::db::sql::Connection) {
     let rows = v2_count_rows(conn);
     assert_eq!(
         rows.len() as u64,
@@ -829,7 +831,7 @@ fn v2_records_keep_their_epsilon_and_budget_and_withheld_windows_are_shown() {
         .conn()
         .query_row(
             "SELECT epsilon_milli, budget_day FROM series WHERE device = 'dev-1' LIMIT 1",
-            [],
+            hub::params![],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
@@ -893,9 +895,12 @@ fn v2_records_keep_their_epsilon_and_budget_and_withheld_windows_are_shown() {
 fn a_schema_2_database_migrates_to_the_budget_columns() {
     let fx = Fixture::new();
     fx.add_v2_device();
+    if !fx.on_sqlite("a SQLite file of schema 2") {
+        return;
+    }
     let conn = fx.conn();
-    let rows = |c: &rusqlite::Connection| -> i64 {
-        c.query_row("SELECT COUNT(*) FROM series", [], |r| r.get(0))
+    let rows = |c: &hub::db::sql::Connection| -> i64 {
+        c.query_row("SELECT COUNT(*) FROM series", hub::params![], |r| r.get(0))
             .unwrap()
     };
     let all = rows(&conn);
@@ -913,9 +918,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     assert!(rows(&conn) < all);
     drop(conn);
     let conn = fx.conn();
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v = hub::db::store::schema_version(&conn).unwrap();
     assert_eq!(v, 4);
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     assert_eq!(rows(&conn), all);

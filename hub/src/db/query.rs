@@ -2,7 +2,7 @@
 //! (online, last seen, audit state), its series, alarms and its public register entry. Takes
 //! the enrolment and a connection; renders nothing.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::sql::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::dates;
@@ -86,7 +86,7 @@ pub fn devices(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<DeviceOve
         .map(|d| (d.territory.clone(), d.id.clone()))
         .collect();
     let mut q = conn.prepare_cached("SELECT device FROM devices ORDER BY device")?;
-    let stored: Vec<String> = q.query_map([], |r| r.get(0))?.collect::<Result<_>>()?;
+    let stored: Vec<String> = q.query_map(crate::params![], |r| r.get(0))?.collect::<Result<_>>()?;
     for d in stored {
         if !enrolment.devices.contains_key(&d) {
             ids.push(("(not enrolled)".into(), d));
@@ -108,7 +108,7 @@ pub fn device(
         return overview(conn, enrolment, &d.territory, id).map(Some);
     }
     let known: Option<i64> = conn
-        .query_row("SELECT 1 FROM devices WHERE device = ?1", [id], |r| {
+        .query_row("SELECT 1 FROM devices WHERE device = ?1", crate::params![id], |r| {
             r.get(0)
         })
         .optional()?;
@@ -126,27 +126,28 @@ fn overview(
 ) -> Result<DeviceOverview> {
     let state: Option<(i64, Option<i64>)> = conn
         .prepare_cached("SELECT next_seq, ckpt_size FROM devices WHERE device = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(crate::params![id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let held: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM held_records WHERE device = ?1")?
-        .query_row([id], |r| r.get(0))?;
+        .query_row(crate::params![id], |r| r.get(0))?;
     let presence: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
         .prepare_cached("SELECT status, status_ms, seen_ms FROM presence WHERE device = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(crate::params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let mut open_alarms = Vec::new();
     let mut q = conn.prepare_cached(
         "SELECT kind, COUNT(*) FROM alarms WHERE device = ?1 AND acked_ms IS NULL
          GROUP BY kind ORDER BY kind",
     )?;
-    for row in q.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+    for row in q.query_map(crate::params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (k, n) = row?;
         open_alarms.push((k, n as u64));
     }
     let (health_alarms, health_offline): (i64, i64) = conn
         .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(kind = ?2), 0) FROM health_alarms
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN kind = ?2 THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM health_alarms
              WHERE device = ?1 AND cleared_ms IS NULL",
         )?
         .query_row(params![id, crate::health::OFFLINE], |r| {
@@ -254,9 +255,14 @@ pub struct AlarmPage {
 /// The most alarms on one page.
 pub const MAX_PER_PAGE: u64 = 500;
 
-const ALARM_WHERE: &str = "WHERE (?1 IS NULL OR device = ?1
-        OR (device IS NULL AND scope = 0 AND ?2 IS NOT NULL AND source GLOB ?2))
-    AND (?3 IS NULL OR kind = ?3) AND severity >= ?4 AND (?5 = 0 OR acked_ms IS NULL)";
+/// `?2`, when set, is `/{device}`: rejected traffic on that device's topics in any territory
+/// (`iat/v1/{territory}/{device}`), matched by prefix and suffix (no pattern syntax, so an
+/// id's characters are never wildcards).
+const ALARM_WHERE: &str = "WHERE (CAST(?1 AS TEXT) IS NULL OR device = ?1
+        OR (device IS NULL AND scope = 0 AND CAST(?2 AS TEXT) IS NOT NULL
+            AND substr(source, 1, 7) = 'iat/v1/' AND length(source) > 7 + length(?2)
+            AND substr(source, length(source) - length(?2) + 1) = ?2))
+    AND (CAST(?3 AS TEXT) IS NULL OR kind = ?3) AND severity >= ?4 AND (?5 = 0 OR acked_ms IS NULL)";
 
 /// Alarms matching `f`, page `page` (1-based) of `per_page` (at most [`MAX_PER_PAGE`]); real
 /// alarms first (severity), then the newest.
@@ -268,18 +274,19 @@ pub fn alarm_page(
 ) -> Result<AlarmPage> {
     let per_page = per_page.clamp(1, MAX_PER_PAGE);
     let page = page.max(1);
-    // Rejected traffic on the device's topics, whatever its territory: ids have no GLOB
-    // metacharacter (an id that could is matched on `device` alone).
+    // Rejected traffic on the device's topics, whatever its territory (an id that is not a
+    // valid topic level is matched on `device` alone).
+    const _: () = assert!(matches!(hub_link::PREFIX.as_bytes(), b"iat/v1"));
     let source = f
         .device
         .as_deref()
         .filter(|d| hub_link::valid_level(d))
-        .map(|d| format!("{}/*/{d}", hub_link::PREFIX));
+        .map(|d| format!("/{d}"));
     let min = f.severity.map_or(0, |s| s as i64);
     let args = params![f.device, source, f.kind, min, f.open_only];
     let (total, messages): (i64, i64) = conn
         .prepare_cached(&format!(
-            "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM alarms {ALARM_WHERE}"
+            "SELECT COUNT(*), CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM alarms {ALARM_WHERE}"
         ))?
         .query_row(args, |r| Ok((r.get(0)?, r.get(1)?)))?;
     let offset = (page - 1).saturating_mul(per_page).min(i64::MAX as u64) as i64;
@@ -418,7 +425,7 @@ pub fn register(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<Register
             });
         }
         let state: Option<StateRow> = st
-            .query_row([&d.id], |r| {
+            .query_row(crate::params![&d.id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;

@@ -12,7 +12,7 @@
 //! count, the first and last time, and the first [`SAMPLES`] messages' topic, size, reason
 //! and first bytes.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::db::sql::{OptionalExtension, Transaction, params};
 
 use crate::db::store::{Result, Severity};
 
@@ -118,7 +118,7 @@ pub fn count(tx: &Transaction, r: &Rejection, now_ms: i64) -> Result<bool> {
             let sample = (n < SAMPLES).then(|| sample(r, n + 1));
             tx.prepare_cached(
                 "UPDATE alarms SET count = count + 1, last_ms = ?2,
-                   evidence = CASE WHEN ?3 IS NULL THEN evidence ELSE evidence || ?3 END
+                   evidence = COALESCE(evidence || CAST(?3 AS TEXT), evidence)
                  WHERE id = ?1",
             )?
             .execute(params![id, now_ms, sample])?;
@@ -258,7 +258,7 @@ mod tests {
                 "SELECT source, scope, count FROM alarms WHERE acked_ms IS NULL ORDER BY source",
             )
             .unwrap();
-        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        q.query_map(crate::params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_>>()
             .unwrap()
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn sources_fold_into_territories_then_anywhere() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::store::open(&dir.path().join("h.sqlite")).unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
         let tx = conn.transaction().unwrap();
         let now = 10 * PERIOD_MS + 5;
         let mut new_rows = 0;
@@ -307,13 +307,13 @@ mod tests {
         assert_eq!(open.iter().map(|r| r.2).sum::<i64>(), 160);
         // Evidence: the first 3 messages of a row, no more.
         let evidence: String = tx
-            .query_row("SELECT evidence FROM alarms WHERE source = '*'", [], |r| {
+            .query_row("SELECT evidence FROM alarms WHERE source = '*'", crate::params![], |r| {
                 r.get(0)
             })
             .unwrap();
         assert_eq!(evidence.matches("sample ").count(), SAMPLES as usize);
         // Acknowledged, a row closes: the next message opens a new one; the next hour too.
-        tx.execute("UPDATE alarms SET acked_ms = 1 WHERE source = '*'", [])
+        tx.execute("UPDATE alarms SET acked_ms = 1 WHERE source = '*'", crate::params![])
             .unwrap();
         let r = rejection(
             "iat/v1/t-39/bot/agg/x",
@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn enrolled_sources_keep_their_row_and_binary_evidence_is_hex() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::store::open(&dir.path().join("h.sqlite")).unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
         let tx = conn.transaction().unwrap();
         for i in 0..100 {
             let d = format!("dev-{i}");
@@ -349,7 +349,7 @@ mod tests {
         let (detail, evidence, severity): (String, String, i64) = tx
             .query_row(
                 "SELECT detail, evidence, severity FROM alarms WHERE source = 'iat/v1/fr-lyon/dev-7'",
-                [],
+                crate::params![],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();

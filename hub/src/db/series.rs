@@ -16,7 +16,7 @@
 
 use aggregate::RecordView;
 use aggregate::privacy::Published;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 
 use crate::dates;
 use crate::db::store::Result;
@@ -249,14 +249,21 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
 /// Inserts the rows of one record (idempotent on the primary key).
 pub fn insert(conn: &Connection, points: &[Point]) -> Result<()> {
     let mut q = conn.prepare_cached(
-        "INSERT OR REPLACE INTO series (device, model, kind, class, start_ms, seq, length_ms,
+        "INSERT INTO series (device, model, kind, class, start_ms, seq, length_ms,
            partial, clock_jumps, n, value, value_sup, peak, peak_sup, k, epsilon_milli,
            budget_day, budget_milli, budget_spent_milli, withheld)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-           ?17, ?18, ?19, ?20)",
+           ?17, ?18, ?19, ?20)
+         ON CONFLICT (device, model, kind, class, start_ms, seq) DO UPDATE SET
+           length_ms = excluded.length_ms, partial = excluded.partial, clock_jumps = excluded.clock_jumps,
+           n = excluded.n, value = excluded.value, value_sup = excluded.value_sup,
+           peak = excluded.peak, peak_sup = excluded.peak_sup, k = excluded.k,
+           epsilon_milli = excluded.epsilon_milli, budget_day = excluded.budget_day, budget_milli = excluded.budget_milli,
+           budget_spent_milli = excluded.budget_spent_milli, withheld = excluded.withheld",
     )?;
     let mut keys = conn.prepare_cached(
-        "INSERT OR IGNORE INTO series_keys (device, model, kind, class) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO series_keys (device, model, kind, class) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
     )?;
     let mut last: Option<(&str, &str, &str, &str)> = None;
     for p in points {
@@ -368,7 +375,7 @@ fn backfill_where(tx: &Transaction, filter: &str) -> Result<u64> {
     let mut q = tx.prepare(&format!(
         "SELECT entry FROM records {filter} ORDER BY device, seq"
     ))?;
-    let mut rows = q.query([])?;
+    let mut rows = q.query(crate::params![])?;
     let mut n = 0;
     while let Some(r) = rows.next()? {
         let entry: Vec<u8> = r.get(0)?;
@@ -392,7 +399,7 @@ pub fn keys(conn: &Connection, device: &str) -> Result<Vec<SeriesKey>> {
     let mut q = conn.prepare_cached(
         "SELECT model, kind, class FROM series_keys WHERE device = ?1 ORDER BY model, kind, class",
     )?;
-    let rows = q.query_map([device], |r| {
+    let rows = q.query_map(crate::params![device], |r| {
         Ok(SeriesKey {
             model: r.get(0)?,
             kind: r.get(1)?,
@@ -485,7 +492,7 @@ pub fn windows(
     let mut out = Vec::new();
     for_each_window(conn, device, key, range, limit, order, |p| {
         out.push(p);
-        Ok::<_, rusqlite::Error>(true)
+        Ok::<_, crate::db::sql::Error>(true)
     })?;
     Ok(out)
 }
@@ -511,7 +518,7 @@ pub fn count_windows(
 
 /// Hands the windows of [`windows`] to `f` one at a time, as SQLite reads them (an export
 /// streams them without holding them all), until `f` returns `false`.
-pub fn for_each_window<E: From<rusqlite::Error>>(
+pub fn for_each_window<E: From<crate::db::sql::Error>>(
     conn: &Connection,
     device: &str,
     key: &SeriesKey,
@@ -567,9 +574,9 @@ pub fn for_each_window<E: From<rusqlite::Error>>(
 }
 
 /// The budget columns of a row, from column `at` on.
-fn budget_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Budget>> {
+fn budget_of(r: crate::db::sql::Row<'_>, at: usize) -> crate::db::sql::Result<Option<Budget>> {
     let day: Option<String> = r.get(at)?;
-    day.map(|day| -> rusqlite::Result<Budget> {
+    day.map(|day| -> crate::db::sql::Result<Budget> {
         Ok(Budget {
             day,
             budget_milli: r.get::<_, Option<i64>>(at + 1)?.unwrap_or(0) as u64,
@@ -700,11 +707,14 @@ impl Bucket {
 }
 
 /// What a bucket adds up, after its index (`b`): the columns [`bucket_row`] reads.
-const BUCKET_COLUMNS: &str = "COUNT(*), SUM(value_sup), COUNT(value), TOTAL(value), MAX(peak),
-    SUM(n), MAX(k), MIN(CASE WHEN withheld THEN NULL ELSE epsilon_milli END), TOTAL(withheld),
-    TOTAL(CASE WHEN value IS NULL THEN 0 ELSE n END)";
+/// Sums are cast (PostgreSQL's SUM of BIGINT is NUMERIC); the float ones are SQLite's TOTAL.
+const BUCKET_COLUMNS: &str = "COUNT(*), CAST(SUM(value_sup) AS BIGINT), COUNT(value),
+    CAST(COALESCE(SUM(value), 0) AS DOUBLE PRECISION), MAX(peak), CAST(SUM(n) AS BIGINT), MAX(k),
+    MIN(CASE WHEN withheld <> 0 THEN NULL ELSE epsilon_milli END),
+    CAST(COALESCE(SUM(withheld), 0) AS DOUBLE PRECISION),
+    CAST(COALESCE(SUM(CASE WHEN value IS NULL THEN 0 ELSE n END), 0) AS DOUBLE PRECISION)";
 
-fn bucket_row(r: &rusqlite::Row, start_ms: i64, end_ms: i64) -> rusqlite::Result<Bucket> {
+fn bucket_row(r: crate::db::sql::Row<'_>, start_ms: i64, end_ms: i64) -> crate::db::sql::Result<Bucket> {
     Ok(Bucket {
         start_ms,
         end_ms,
@@ -760,10 +770,19 @@ pub fn buckets_between(
     }
     let pairs: Vec<[i64; 2]> = bounds.windows(2).map(|w| [w[0], w[1]]).collect();
     let json = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into());
+    // The bounds as a table (index, low, high) from a JSON array of pairs.
+    let bounds = match conn.dialect() {
+        crate::db::sql::Dialect::Sqlite => {
+            "SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]')
+           FROM json_each(?5)"
+        }
+        crate::db::sql::Dialect::Postgres => {
+            "SELECT ord - 1, CAST(e->>0 AS BIGINT), CAST(e->>1 AS BIGINT)
+           FROM jsonb_array_elements(CAST(CAST(?5 AS TEXT) AS jsonb)) WITH ORDINALITY AS t(e, ord)"
+        }
+    };
     let mut q = conn.prepare_cached(&format!(
-        "WITH bounds(b, lo, hi) AS (
-           SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]')
-           FROM json_each(?5))
+        "WITH bounds(b, lo, hi) AS ({bounds})
          SELECT bounds.b, {BUCKET_COLUMNS}
          FROM bounds CROSS JOIN series
          WHERE device = ?1 AND model = ?2 AND kind = ?3 AND class = ?4

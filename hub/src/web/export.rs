@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use rusqlite::params;
+use crate::db::sql::params;
 
 use axum::body::Body;
 
@@ -179,11 +179,11 @@ pub async fn checkpoint(
         .db(move |c, _| {
             Ok(c.query_row(
                 "SELECT ckpt_note FROM devices WHERE device = ?1",
-                [&id],
+                crate::params![&id],
                 |r| r.get(0),
             )
             .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                crate::db::sql::Error::NoRow => Ok(None),
                 e => Err(e),
             })?)
         })
@@ -231,7 +231,7 @@ fn channel_id(territory: &str, device: &str, model: &str, class: &str) -> String
 /// crossed a line, per class and direction: what the schema counts) when it has any, else its
 /// per-frame counts (faces, objects in view).
 fn counted_series(
-    c: &rusqlite::Connection,
+    c: &crate::db::sql::Connection,
     device: &str,
 ) -> Result<Vec<query::SeriesInfo>, WebError> {
     let all = query::series_of(c, device)?;

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use hub_link::{Clock, SourceKind, SourceState, Status};
 use maud::{Markup, html};
-use rusqlite::{Connection, OptionalExtension};
+use crate::db::sql::{Connection, OptionalExtension};
 use serde_json::{Value, json};
 
 use super::i18n::{Lang, Locale};
@@ -33,7 +33,7 @@ impl DeviceHealth {
     pub fn load(conn: &Connection, device: &str) -> Result<DeviceHealth> {
         let presence: Option<(Option<String>, Option<i64>)> = conn
             .prepare_cached("SELECT status, status_ms FROM presence WHERE device = ?1")?
-            .query_row([device], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(crate::params![device], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         Ok(DeviceHealth {
             presence: match presence {

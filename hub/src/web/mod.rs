@@ -34,7 +34,7 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rusqlite::Connection;
+use crate::db::sql::Connection;
 
 use crate::config::Config;
 use crate::db::store;
@@ -48,7 +48,7 @@ pub type SharedEnrolment = Arc<RwLock<Enrolment>>;
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub listen: SocketAddr,
-    pub db: PathBuf,
+    pub db: crate::db::sql::Database,
     pub devices: PathBuf,
     pub cards: Option<PathBuf>,
     pub hub_name: String,
@@ -98,8 +98,8 @@ pub enum WebError {
     Internal(String),
 }
 
-impl From<rusqlite::Error> for WebError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::db::sql::Error> for WebError {
+    fn from(e: crate::db::sql::Error) -> Self {
         WebError::Internal(format!("database: {e}"))
     }
 }
@@ -425,7 +425,7 @@ impl Drop for Running {
 /// opened (and migrated) first, so that a bad path fails here, not on the first request.
 pub fn start(cfg: WebConfig, enrolment: SharedEnrolment) -> anyhow::Result<Running> {
     use anyhow::Context;
-    drop(store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db.display()))?);
+    drop(store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?);
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("http: binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;

@@ -43,7 +43,7 @@ pub async fn healthz(
     params::only(&q, &[])?;
     let database = app
         .db(|conn, _| {
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            conn.query_row("SELECT 1", crate::params![], |r| r.get::<_, i64>(0))
                 .map_err(|e| WebError::Internal(e.to_string()))
         })
         .await;

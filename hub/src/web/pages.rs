@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
-use rusqlite::{Connection, params};
+use crate::db::sql::{Connection, params};
 
 use super::chart::{self, ChartPoint, Scale};
 use super::health;
@@ -133,7 +133,7 @@ pub async fn dashboard(
             let d = query::devices(conn, e)?;
             let open: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM alarms WHERE acked_ms IS NULL",
-                [],
+                crate::params![],
                 |r| r.get(0),
             )?;
             let h = health::open_alarms(conn, &hl, now_ms)?;
@@ -280,7 +280,7 @@ pub fn privacy_in(
     let mut q = conn.prepare_cached(
         "SELECT DISTINCT k, epsilon_milli FROM series WHERE device = ?1 AND model = ?2
            AND kind = ?3 AND class = ?4 AND start_ms >= ?5 AND start_ms < ?6
-           AND withheld IS NOT 1 LIMIT 8",
+           AND withheld IS DISTINCT FROM 1 LIMIT 8",
     )?;
     let rows = q.query_map(
         params![device, key.model, key.kind, key.class, from, to],

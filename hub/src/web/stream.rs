@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
-use rusqlite::Connection;
+use crate::db::sql::Connection;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::{App, WebError, WebResult};

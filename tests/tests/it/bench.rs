@@ -33,7 +33,7 @@ fn throughput_and_latency() {
         })
         .collect();
     let enrolment = hub::enrolment::Enrolment::load(&tmp.path().join("hub/devices.toml")).unwrap();
-    let mut conn = hub::db::store::open(&tmp.path().join("bench.sqlite")).unwrap();
+    let conn = hub::db::store::open(&tmp.path().join("bench.sqlite")).unwrap();
     let topic = "iat/v1/fr-test/d-001/agg/silero-vad-16k";
     let t = Instant::now();
     for chunk in payloads.chunks(512) {
@@ -62,7 +62,7 @@ fn throughput_and_latency() {
         .prepare("SELECT entry, stored_ms FROM records WHERE device = 'd-lat' ORDER BY seq")
         .unwrap();
     let mut lats: Vec<i64> = q
-        .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+        .query_map(hub::params![], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
         .unwrap()
         .filter_map(|r| r.ok())
         .filter_map(|(e, stored)| {
