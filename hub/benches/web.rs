@@ -205,9 +205,11 @@ fn main() -> anyhow::Result<()> {
         eprintln!("fixture: cached in {}", dir.display());
     }
     let cfg = config::Config::load(&dir.join("hub.toml"))?;
-    let rows: i64 =
-        hub::db::store::open(&cfg.db)?
-            .query_row("SELECT COUNT(*) FROM series", hub::params![], |r| r.get(0))?;
+    let rows: i64 = hub::db::store::open(&cfg.db)?.query_row(
+        "SELECT COUNT(*) FROM series",
+        hub::params![],
+        |r| r.get(0),
+    )?;
     println!(
         "BENCH web fixture: {DEVICES} devices x {WINDOWS} windows of 15 min = {rows} series rows, database {} MiB",
         match &cfg.db {

@@ -3,11 +3,11 @@
 //! tokens handed to the browser in an HttpOnly, SameSite=Strict cookie and stored here only as
 //! their SHA-256, with an expiry and a per-session CSRF token that every admin form echoes.
 
+use crate::db::sql::{Connection, OptionalExtension, params};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crate::db::sql::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::db::store::Result;
@@ -132,9 +132,11 @@ pub fn set_password(
 /// A password check that costs the same whether or not the account exists.
 pub fn check_login(conn: &Connection, name: &str, password: &str) -> Result<bool> {
     let phc: Option<String> = conn
-        .query_row("SELECT phc FROM admins WHERE name = ?1", crate::params![name], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT phc FROM admins WHERE name = ?1",
+            crate::params![name],
+            |r| r.get(0),
+        )
         .optional()?;
     match phc {
         Some(p) => Ok(verify_password(&p, password)),
@@ -171,7 +173,10 @@ pub struct Session {
 
 /// Opens a session; returns the cookie token (given to the browser, never stored).
 pub fn create_session(conn: &Connection, name: &str, now_ms: i64) -> Result<(String, Session)> {
-    conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", crate::params![now_ms])?;
+    conn.execute(
+        "DELETE FROM sessions WHERE expires_ms <= ?1",
+        crate::params![now_ms],
+    )?;
     let token = random_token();
     let csrf = random_token();
     conn.execute(

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hub_link::{SourceKind, SourceState, Status, StatusPayload};
 use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
+use hub_link::{SourceKind, SourceState, Status, StatusPayload};
 use serde::Serialize;
 
 use crate::dates;

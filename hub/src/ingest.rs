@@ -18,10 +18,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::db::sql::{Transaction, params};
 use audit::merkle::leaf_hash;
 use audit::{Frontier, Hash};
 use hub_link::{Topic, TopicKind, WireError};
-use crate::db::sql::{Transaction, params};
 
 use crate::db::rejections::{self, Rejection, Source};
 use crate::db::store::{self, Alarm, DeviceState, Result};
@@ -603,7 +603,9 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
          SELECT device, MIN(size), MIN(received_ms), 'checkpoint' FROM held_checkpoints GROUP BY device",
     )?;
     let waiting: Vec<(String, i64, i64, String)> = q
-        .query_map(crate::params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map(crate::params![], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_>>()?;
     drop(q);
     let mut raised = 0;

@@ -10,13 +10,13 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use crate::db::sql::Connection;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use crate::db::sql::Connection;
 
 use crate::db::store::Result;
 
@@ -267,8 +267,11 @@ mod tests {
         }
         assert!(!text.contains("outcome=\"held\""), "no zero series made up");
         // Acknowledged alarms leave the gauge.
-        conn.execute("UPDATE alarms SET acked_ms = 9 WHERE kind = 'FORK'", crate::params![])
-            .unwrap();
+        conn.execute(
+            "UPDATE alarms SET acked_ms = 9 WHERE kind = 'FORK'",
+            crate::params![],
+        )
+        .unwrap();
         let text = m.scrape(&conn, 4).unwrap();
         assert!(!text.contains("kind=\"FORK\""), "{text}");
         assert_eq!(m.last_tick_ms(), None);

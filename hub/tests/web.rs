@@ -526,9 +526,11 @@ fn admin_passwd_sets_an_argon2id_hash() {
     );
     let phc: String = fx
         .conn()
-        .query_row("SELECT phc FROM admins WHERE name = 'carol'", hub::params![], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT phc FROM admins WHERE name = 'carol'",
+            hub::params![],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(phc.starts_with("$argon2id$"));
     let r = post(
@@ -604,9 +606,11 @@ fn a_schema_3_database_ranks_its_alarms() {
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     // The fixture's FORK, raised before severities existed, is critical now.
     let (kind, severity, count): (String, i64, i64) = conn
-        .query_row("SELECT kind, severity, count FROM alarms", hub::params![], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            "SELECT kind, severity, count FROM alarms",
+            hub::params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
     assert_eq!((kind.as_str(), severity, count), ("FORK", 3, 1));
 }

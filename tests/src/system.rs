@@ -47,6 +47,9 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub struct Hub {
     pub dir: PathBuf,
+    /// Its store: a SQLite file in `dir`, or a database of the PostgreSQL cluster named by
+    /// `IAT_TEST_POSTGRES` (`hub::db::sql::test_database`).
+    pub db: hub::db::sql::Database,
     pub config: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -61,16 +64,22 @@ impl Hub {
             .args(["keygen", "--name", "test-hub", "--dir"])
             .arg(dir));
         let config = dir.join("hub.toml");
+        let db = hub::db::sql::test_database(dir);
+        let db_value = toml::Value::String(match &db {
+            hub::db::sql::Database::Sqlite(p) => p.display().to_string(),
+            hub::db::sql::Database::Postgres(s) => s.clone(),
+        });
         std::fs::write(
             &config,
             format!(
-                "name = \"test-hub\"\nkey = \"hub.key\"\ndb = \"hub.sqlite\"\ndevices = \"devices.toml\"\n\
+                "name = \"test-hub\"\nkey = \"hub.key\"\ndb = {db_value}\ndevices = \"devices.toml\"\n\
                  gap_timeout = \"{gap_timeout}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive = \"5s\"\n{mqtt_extra}"
             ),
         )
         .expect("hub.toml");
         Hub {
             dir: dir.to_owned(),
+            db,
             config,
             child: None,
             starts: 0,
@@ -159,12 +168,12 @@ impl Hub {
     }
 
     pub fn stats(&self) -> hub::db::store::Stats {
-        let conn = hub::db::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        let conn = hub::db::store::open(&self.db).expect("hub db");
         hub::db::store::stats(&conn).expect("hub stats")
     }
 
     pub fn records(&self, device: &str) -> Vec<hub::db::store::StoredRecord> {
-        let conn = hub::db::store::open(&self.dir.join("hub.sqlite")).expect("hub db");
+        let conn = hub::db::store::open(&self.db).expect("hub db");
         hub::db::store::records(&conn, device).expect("hub records")
     }
 

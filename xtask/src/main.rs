@@ -11,6 +11,7 @@ mod fleet;
 mod insn;
 mod lint;
 mod models;
+mod postgres;
 mod qemu;
 mod sh;
 mod test;

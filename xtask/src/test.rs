@@ -30,6 +30,7 @@ pub fn test() -> Result<()> {
         cargo_test.env("IAT_REQUIRE_CPU_FEATURES", features);
     }
     sh::run(&mut cargo_test)?;
+    postgres_tests()?;
     // Golden checks of every real model, through the agent's own command line.
     crate::models::check()?;
     // The sensor node: every MCU board file is built (flash and RAM use printed); the emulated
@@ -89,6 +90,45 @@ pub fn test() -> Result<()> {
     }
     println!("xtask test: all passed");
     Ok(())
+}
+
+/// The hub's tests of its store, web side and health, its browser tests, and the end-to-end
+/// tests that exercise the hub's ingest (delivery, tampering, a fleet, a hub restart), run
+/// again on PostgreSQL: a throwaway cluster started here (`crate::postgres`), one database
+/// per test (`hub::db::sql::test_database`), removed after.
+fn postgres_tests() -> Result<()> {
+    let pg = crate::postgres::Cluster::start()?;
+    let env = ("IAT_TEST_POSTGRES", pg.conninfo());
+    let mut hub = sh::cargo();
+    hub.args(["test", "-p", "hub", "--lib"])
+        .args([
+            "--test", "web", "--test", "health", "--test", "ops", "--test", "browser",
+        ])
+        .env(env.0, &env.1);
+    let hub = sh::run(&mut hub);
+    let mut e2e = sh::cargo();
+    e2e.args(["test", "-p", "tests", "--test", "it", "--"])
+        .args([
+            "clean_run_delivers_everything_once_without_alarms",
+            "tampered_messages_are_rejected_and_alarmed",
+            "a_fleet_s_backlog_and_live_records_are_all_stored_once_and_acknowledged",
+            "broker_sigstop_black_hole_reset_and_hub_restart",
+        ])
+        .env(env.0, &env.1);
+    let e2e = sh::run(&mut e2e);
+    if hub.is_err() || e2e.is_err() {
+        eprintln!(
+            "xtask test: on PostgreSQL; the server's log: {}",
+            pg.dir().join("server.log").display()
+        );
+        let log = std::fs::read_to_string(pg.dir().join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
+    hub?;
+    e2e
 }
 
 fn cross_tests() -> Result<()> {

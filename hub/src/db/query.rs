@@ -86,7 +86,9 @@ pub fn devices(conn: &Connection, enrolment: &Enrolment) -> Result<Vec<DeviceOve
         .map(|d| (d.territory.clone(), d.id.clone()))
         .collect();
     let mut q = conn.prepare_cached("SELECT device FROM devices ORDER BY device")?;
-    let stored: Vec<String> = q.query_map(crate::params![], |r| r.get(0))?.collect::<Result<_>>()?;
+    let stored: Vec<String> = q
+        .query_map(crate::params![], |r| r.get(0))?
+        .collect::<Result<_>>()?;
     for d in stored {
         if !enrolment.devices.contains_key(&d) {
             ids.push(("(not enrolled)".into(), d));
@@ -108,9 +110,11 @@ pub fn device(
         return overview(conn, enrolment, &d.territory, id).map(Some);
     }
     let known: Option<i64> = conn
-        .query_row("SELECT 1 FROM devices WHERE device = ?1", crate::params![id], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT 1 FROM devices WHERE device = ?1",
+            crate::params![id],
+            |r| r.get(0),
+        )
         .optional()?;
     match known {
         Some(_) => overview(conn, enrolment, "(not enrolled)", id).map(Some),
@@ -133,14 +137,18 @@ fn overview(
         .query_row(crate::params![id], |r| r.get(0))?;
     let presence: Option<(Option<String>, Option<i64>, Option<i64>)> = conn
         .prepare_cached("SELECT status, status_ms, seen_ms FROM presence WHERE device = ?1")?
-        .query_row(crate::params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(crate::params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let mut open_alarms = Vec::new();
     let mut q = conn.prepare_cached(
         "SELECT kind, COUNT(*) FROM alarms WHERE device = ?1 AND acked_ms IS NULL
          GROUP BY kind ORDER BY kind",
     )?;
-    for row in q.query_map(crate::params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+    for row in q.query_map(crate::params![id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
         let (k, n) = row?;
         open_alarms.push((k, n as u64));
     }

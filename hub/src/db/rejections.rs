@@ -307,14 +307,19 @@ mod tests {
         assert_eq!(open.iter().map(|r| r.2).sum::<i64>(), 160);
         // Evidence: the first 3 messages of a row, no more.
         let evidence: String = tx
-            .query_row("SELECT evidence FROM alarms WHERE source = '*'", crate::params![], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT evidence FROM alarms WHERE source = '*'",
+                crate::params![],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(evidence.matches("sample ").count(), SAMPLES as usize);
         // Acknowledged, a row closes: the next message opens a new one; the next hour too.
-        tx.execute("UPDATE alarms SET acked_ms = 1 WHERE source = '*'", crate::params![])
-            .unwrap();
+        tx.execute(
+            "UPDATE alarms SET acked_ms = 1 WHERE source = '*'",
+            crate::params![],
+        )
+        .unwrap();
         let r = rejection(
             "iat/v1/t-39/bot/agg/x",
             Source::device("t-39", "bot", false),

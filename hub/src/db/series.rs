@@ -14,9 +14,9 @@
 //! device's model already has of those kinds (or, for the first records of a model, one per
 //! empty kind with the class [`WITHHELD_CLASS`]): no value, `withheld` set.
 
+use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 use aggregate::RecordView;
 use aggregate::privacy::Published;
-use crate::db::sql::{Connection, OptionalExtension, Transaction, params};
 
 use crate::dates;
 use crate::db::store::Result;
@@ -714,7 +714,11 @@ const BUCKET_COLUMNS: &str = "COUNT(*), CAST(SUM(value_sup) AS BIGINT), COUNT(va
     CAST(COALESCE(SUM(withheld), 0) AS DOUBLE PRECISION),
     CAST(COALESCE(SUM(CASE WHEN value IS NULL THEN 0 ELSE n END), 0) AS DOUBLE PRECISION)";
 
-fn bucket_row(r: crate::db::sql::Row<'_>, start_ms: i64, end_ms: i64) -> crate::db::sql::Result<Bucket> {
+fn bucket_row(
+    r: crate::db::sql::Row<'_>,
+    start_ms: i64,
+    end_ms: i64,
+) -> crate::db::sql::Result<Bucket> {
     Ok(Bucket {
         start_ms,
         end_ms,

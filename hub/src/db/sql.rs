@@ -546,7 +546,8 @@ struct Pg {
 impl Pg {
     fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
         std::cell::RefMut::map(self.client.borrow_mut(), |c| {
-            c.as_mut().expect("the client is kept until the connection is dropped")
+            c.as_mut()
+                .expect("the client is kept until the connection is dropped")
         })
     }
 }
@@ -679,7 +680,8 @@ impl Connection {
         match &self.inner {
             Inner::Sqlite(c) => {
                 let mut s = c.prepare_cached(sql)?;
-                let mut rows = s.query(rusqlite::params_from_iter(params.iter().map(SqliteParam)))?;
+                let mut rows =
+                    s.query(rusqlite::params_from_iter(params.iter().map(SqliteParam)))?;
                 match rows.next()? {
                     Some(r) => f(Row::Sqlite(r)),
                     None => Err(Error::NoRow),
@@ -911,9 +913,15 @@ mod tests {
         let url = "postgres://hub:s3cret@db.example:5432/iat";
         let d = Database::parse(url, base);
         assert_eq!(d, Database::Postgres(url.into()));
-        assert_eq!(d.to_string(), "PostgreSQL postgres://hub:***@db.example:5432/iat");
+        assert_eq!(
+            d.to_string(),
+            "PostgreSQL postgres://hub:***@db.example:5432/iat"
+        );
         let kv = Database::parse("host=/run/pg dbname=iat password=x", base);
-        assert_eq!(kv.to_string(), "PostgreSQL host=/run/pg dbname=iat password=***");
+        assert_eq!(
+            kv.to_string(),
+            "PostgreSQL host=/run/pg dbname=iat password=***"
+        );
     }
 
     #[test]
@@ -933,7 +941,9 @@ mod tests {
         let got: Vec<Line> = c
             .prepare("SELECT i, r, s, b FROM t ORDER BY i")
             .unwrap()
-            .query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map(params![], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .unwrap()
             .collect::<Result<_>>()
             .unwrap();
@@ -945,11 +955,15 @@ mod tests {
             ]
         );
         let e = c
-            .query_row("SELECT s FROM t WHERE i = -5", params![], |r| r.get::<_, i64>(0))
+            .query_row("SELECT s FROM t WHERE i = -5", params![], |r| {
+                r.get::<_, i64>(0)
+            })
             .unwrap_err();
         assert!(e.to_string().starts_with("column 0: a text"), "{e}");
         let none = c
-            .query_row("SELECT i FROM t WHERE i = 99", params![], |r| r.get::<_, i64>(0))
+            .query_row("SELECT i FROM t WHERE i = 99", params![], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()
             .unwrap();
         assert_eq!(none, None);

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use audit::Frontier;
 
-use crate::db::sql::{Database, Dialect, OptionalExtension, params};
 pub use crate::db::sql::{Connection, Error, Transaction};
+use crate::db::sql::{Database, Dialect, OptionalExtension, params};
 
 pub type Result<T> = std::result::Result<T, Error>;
 

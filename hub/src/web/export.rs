@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
+use crate::db::sql::params;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use crate::db::sql::params;
 
 use axum::body::Body;
 

@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::db::sql::{Connection, OptionalExtension};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use hub_link::{Clock, SourceKind, SourceState, Status};
 use maud::{Markup, html};
-use crate::db::sql::{Connection, OptionalExtension};
 use serde_json::{Value, json};
 
 use super::i18n::{Lang, Locale};

@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
+use crate::db::sql::{Connection, params};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
-use crate::db::sql::{Connection, params};
 
 use super::chart::{self, ChartPoint, Scale};
 use super::health;

@@ -10,10 +10,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::db::sql::Connection;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::Frame;
-use crate::db::sql::Connection;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::{App, WebError, WebResult};

@@ -62,7 +62,9 @@ fn throughput_and_latency() {
         .prepare("SELECT entry, stored_ms FROM records WHERE device = 'd-lat' ORDER BY seq")
         .unwrap();
     let mut lats: Vec<i64> = q
-        .query_map(hub::params![], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+        .query_map(hub::params![], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })
         .unwrap()
         .filter_map(|r| r.ok())
         .filter_map(|(e, stored)| {

@@ -84,7 +84,7 @@ fn an_rtsp_camera_outage_is_recovered_and_shown_at_the_hub() {
     server.kill().unwrap();
     server.wait().unwrap();
     std::thread::sleep(Duration::from_secs(6));
-    let conn = || hub::db::store::open(&hub.dir.join("hub.sqlite")).expect("hub db");
+    let conn = || hub::db::store::open(&hub.db).expect("hub db");
     let during = hub::health::alarms(&conn(), Some("cam-1"), None, 10).unwrap();
     let mut server = rtsp_server(port);
     // Restarts back off 1, 2, 4 s...: within 15 s the stream is back.

@@ -43,7 +43,7 @@ fn clean_run_delivers_everything_once_without_alarms() {
     // The agent's status reports reached the hub and passed its checks; the last one, sent
     // at the orderly stop, holds the pipeline's final counters; a clean run raises no health
     // alarm but `offline` (the agent stopped).
-    let conn = hub::db::store::open(&hub.dir.join("hub.sqlite")).unwrap();
+    let conn = hub::db::store::open(&hub.db).unwrap();
     let report = hub::health::latest(&conn, &dev.id)
         .unwrap()
         .expect("the hub kept the device's status report");

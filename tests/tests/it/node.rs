@@ -109,7 +109,7 @@ fn the_qemu_node_feeds_the_agent_and_the_hub() {
     );
 
     // The status report: a node source, its frames and no drop on a clean link.
-    let conn = hub::db::store::open(&hub.dir.join("hub.sqlite")).unwrap();
+    let conn = hub::db::store::open(&hub.db).unwrap();
     let report = hub::health::latest(&conn, &dev.id)
         .unwrap()
         .expect("the hub kept the device's status report");
