@@ -5,7 +5,8 @@
 //!
 //! Alarms: GAP (records missing for longer than the gap timeout), FORK (a second, validly
 //! signed record or tree for a position the hub already holds), ROLLBACK (a signed checkpoint
-//! smaller than one already verified), EQUIVOCATION (two signed checkpoints of the same size
+//! smaller than one already verified whose root is not the stored records' at its size; an
+//! older checkpoint that matches them is a stale copy, ignored), EQUIVOCATION (two signed checkpoints of the same size
 //! with different roots); and rejections: UNENROLLED, BAD_SIGNATURE, MALFORMED, NOT_ALLOWED,
 //! MISMATCH (a record on a topic that is not its device's or model's), OVERSIZED (a payload
 //! over [`crate::mqtt::MAX_PAYLOAD`]).
@@ -18,7 +19,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::db::sql::{Transaction, params};
+use crate::db::sql::{OptionalExtension, Transaction, params};
 use audit::merkle::leaf_hash;
 use audit::{Frontier, Hash};
 use hub_link::{Topic, TopicKind, WireError};
@@ -375,7 +376,7 @@ fn record(
                 params![id, seq as i64],
                 |r| r.get(0),
             )
-            .ok();
+            .optional()?;
         match held {
             Some(e) if e == entry => {
                 st.duplicates += 1;
@@ -460,7 +461,7 @@ fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
                 params![id, st.next_seq as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .ok();
+            .optional()?;
         let Some((entry, sig, model)) = next else {
             break;
         };
@@ -505,12 +506,18 @@ fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Resu
     let mut st = store::load_state(cx.tx, id)?;
     if let Some((vsize, vroot, vnote)) = st.checkpoint.clone() {
         if size < vsize {
+            // Older than the verified one: a stale copy (delivered late, for instance through
+            // another hub instance) when it matches the stored records at its size; a history
+            // rewritten after it was verified when it does not.
+            if size <= st.next_seq && root_at(cx, id, &st, size)? == root {
+                return Ok(());
+            }
             cx.alarm(
                 Some(id),
                 ROLLBACK,
                 Some(size),
                 format!(
-                    "a signed checkpoint of size {size} after one of size {vsize} was verified"
+                    "a signed checkpoint of size {size}, whose root is not that of the stored records, after one of size {vsize} was verified"
                 ),
                 Some(format!("verified:\n{vnote}\nreceived:\n{note}")),
             )?;
@@ -540,7 +547,7 @@ fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Resu
                 params![id, size as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .ok();
+            .optional()?;
         match held {
             Some((r, _)) if r == root => {}
             Some((_, other)) => {
@@ -608,6 +615,9 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
         })?
         .collect::<Result<_>>()?;
     drop(q);
+    // In device order, as batches lock them (several hub instances: no deadlock).
+    let mut waiting = waiting;
+    waiting.sort();
     let mut raised = 0;
     for (device, first, since, what) in waiting {
         if now_ms - since < timeout_ms {

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub connected: Gauge,
     pub queued_bytes: Gauge,
     pub batch_seconds: Histogram,
+    /// Batches run again after PostgreSQL aborted them for another hub instance's transaction.
+    pub retries: Counter,
     devices_enrolled: Gauge,
     devices_online: Gauge,
     alarms_open: Family<KindLabel, Gauge>,
@@ -62,6 +64,7 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             // 0.5 ms to about 16 s.
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            retries: Counter::default(),
             devices_enrolled: Gauge::default(),
             devices_online: Gauge::default(),
             alarms_open: Family::default(),
@@ -106,6 +109,11 @@ impl Metrics {
             "Time to verify, store and commit one batch of messages (the write side's latency)",
             Unit::Seconds,
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "db_batch_retries",
+            "Batches run again after PostgreSQL aborted their transaction for another hub instance's (deadlock, row inserted first)",
+            m.retries.clone(),
         );
         registry.register(
             "devices_enrolled",

@@ -168,6 +168,7 @@ pub fn serve(
     let mut last_gap_check = Instant::now();
     let limits = crate::health::Limits::new(config.status_stale);
     let mut last_health_check = Instant::now();
+    let mut leader = Leader::default();
     let mut batch: Vec<Message> = Vec::new();
     // A broken connection is reported once; the attempts to reconnect every 300 ms are debug.
     let mut down_reported = false;
@@ -221,22 +222,21 @@ pub fn serve(
         metrics
             .queued_bytes
             .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
-        if last_gap_check.elapsed() >= Duration::from_secs(1) {
+        // The time-driven checks run in one instance only when several share a database.
+        if last_gap_check.elapsed() >= Duration::from_secs(1) && leader.check(&conn)? {
             last_gap_check = Instant::now();
-            let t = conn.transaction()?;
-            let g = ingest::check_gaps(&t, now_ms, gap_ms)?;
-            t.commit()?;
+            let g = retrying(&conn, |t| ingest::check_gaps(t, now_ms, gap_ms))?;
             if g > 0 {
                 tracing::warn!("hub: ALARM GAP on {g} device(s)");
             }
             s.totals.gaps += g;
         }
-        if last_health_check.elapsed() >= crate::health::CHECK_EVERY {
+        if last_health_check.elapsed() >= crate::health::CHECK_EVERY && leader.check(&conn)? {
             last_health_check = Instant::now();
             let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
-            let t = conn.transaction()?;
-            let c = crate::health::evaluate(&t, &enrolment, now_ms, &limits)?;
-            t.commit()?;
+            let c = retrying(&conn, |t| {
+                crate::health::evaluate(t, &enrolment, now_ms, &limits)
+            })?;
             s.totals.health += c;
         }
     }
@@ -347,8 +347,97 @@ struct Serving<'a> {
     queued: &'a AtomicUsize,
 }
 
+/// Runs `f` in a transaction, again when PostgreSQL aborted it for another hub instance's.
+fn retrying<T>(
+    conn: &crate::db::sql::Connection,
+    mut f: impl FnMut(&crate::db::sql::Transaction) -> Result<T, crate::db::sql::Error>,
+) -> Result<T, crate::db::sql::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let t = conn.transaction()?;
+        match f(&t).and_then(|v| t.commit().map(|()| v)) {
+            Err(e) if e.is_retryable() && attempt < 10 => {
+                tracing::debug!("hub: transaction, attempt {attempt}: {e}; again");
+                crate::metrics::global().retries.inc();
+                std::thread::sleep(Duration::from_millis(attempt * 5));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Which instance runs the time-driven checks (GAP timeouts, health) when several hub
+/// instances share a PostgreSQL database: the one holding a session-level advisory lock. It
+/// keeps it while its connection lives; when it dies, another instance takes it at its next
+/// check. With SQLite there is one instance: always this one.
+#[derive(Default)]
+struct Leader {
+    held: bool,
+}
+
+/// The advisory lock of the time-driven checks ("iat-chk" in ASCII).
+const LEADER_LOCK: i64 = 0x0069_6174_2d63_686b;
+
+impl Leader {
+    fn check(&mut self, conn: &crate::db::sql::Connection) -> Result<bool, crate::db::sql::Error> {
+        if self.held || conn.dialect() == crate::db::sql::Dialect::Sqlite {
+            return Ok(true);
+        }
+        self.held = conn.query_row(
+            "SELECT pg_try_advisory_lock(?1)",
+            crate::params![LEADER_LOCK],
+            |r| r.get::<_, bool>(0),
+        )?;
+        if self.held {
+            tracing::info!("hub: this instance runs the time-driven checks (GAP, health)");
+        }
+        Ok(self.held)
+    }
+}
+
+/// What one transaction of a batch did: its outcome, the acks to publish once committed, the
+/// topics of messages that raised an alarm.
+type Attempt = (ingest::Outcome, Vec<(String, hub_link::Ack)>, Vec<String>);
+
 impl Serving<'_> {
+    fn attempt(
+        t: &crate::db::sql::Transaction,
+        enrolment: &Enrolment,
+        batch: &[Message],
+        devices: &std::collections::BTreeSet<String>,
+        now_ms: i64,
+    ) -> Result<Attempt, crate::db::sql::Error> {
+        for d in devices {
+            store::lock_device(t, d)?;
+        }
+        let mut outcome = ingest::Outcome::default();
+        let mut touched = std::collections::BTreeSet::new();
+        let mut alarmed = Vec::new();
+        for m in batch {
+            let (o, dev) = ingest::handle_message(t, enrolment, m, now_ms)?;
+            if o.alarms > 0 {
+                alarmed.push(m.topic().to_owned());
+            }
+            outcome += o;
+            if let Some(d) = dev {
+                touched.insert(d);
+            }
+        }
+        let mut acks = Vec::new();
+        for d in &touched {
+            if let Some(a) = ingest::ack(t, enrolment, d)? {
+                acks.push(a);
+            }
+        }
+        Ok((outcome, acks, alarmed))
+    }
+
     /// Verifies and stores a batch in one transaction, then acknowledges each device touched.
+    /// On PostgreSQL the batch first locks the state of every device it names, in order: other
+    /// hub instances on the same database (a shared subscription) wait for this commit before
+    /// they judge a record of those devices, and this one for theirs. A transaction that
+    /// PostgreSQL aborts for another instance's (a deadlock, a row inserted first) runs again.
     fn batch(
         &mut self,
         conn: &mut crate::db::sql::Connection,
@@ -363,35 +452,35 @@ impl Serving<'_> {
         let enrolment = &*enrolment;
         let started = Instant::now();
         let messages = batch.len() as u64;
-        let mut outcome = ingest::Outcome::default();
-        let t = conn.transaction()?;
-        let mut touched = std::collections::BTreeSet::new();
-        let mut bytes = 0;
-        for m in batch.drain(..) {
-            self.totals.messages += 1;
-            if let Message::Whole { payload, .. } = &m {
-                bytes += payload.len();
-            }
-            let (o, dev) = ingest::handle_message(&t, enrolment, &m, now_ms)?;
-            if o.alarms > 0 {
-                // Once per new alarm: a flood of rejections is counted, not logged line by
-                // line. The topic is the sender's text: escaped and shortened.
-                let topic: String = m.topic().escape_debug().take(200).collect();
-                tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
-            }
-            self.totals.outcome += o;
-            outcome += o;
-            if let Some(d) = dev {
-                touched.insert(d);
-            }
+        let devices: std::collections::BTreeSet<String> = batch
+            .iter()
+            .filter_map(|m| hub_link::Topic::parse(m.topic()).ok())
+            .filter(|t| {
+                enrolment
+                    .devices
+                    .get(&t.device)
+                    .is_some_and(|d| d.territory == t.territory)
+            })
+            .map(|t| t.device)
+            .collect();
+        let (outcome, acks, alarmed) = retrying(conn, |t| {
+            Self::attempt(t, enrolment, batch, &devices, now_ms)
+        })?;
+        self.totals.messages += messages;
+        self.totals.outcome += outcome;
+        for topic in alarmed {
+            // Once per new alarm: a flood of rejections is counted, not logged line by line.
+            // The topic is the sender's text: escaped and shortened.
+            let topic: String = topic.escape_debug().take(200).collect();
+            tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
         }
-        let mut acks = Vec::new();
-        for d in &touched {
-            if let Some(a) = ingest::ack(&t, enrolment, d)? {
-                acks.push(a);
-            }
-        }
-        t.commit()?;
+        let bytes: usize = batch
+            .drain(..)
+            .map(|m| match m {
+                Message::Whole { payload, .. } => payload.len(),
+                Message::Oversized { .. } => 0,
+            })
+            .sum();
         crate::metrics::global().batch(outcome, messages, started.elapsed());
         self.queued.fetch_sub(bytes, Ordering::Relaxed);
         // Only after the commit: an ack promises the records are durable here.

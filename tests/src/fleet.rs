@@ -723,36 +723,113 @@ pub struct HubOutcome {
     pub devices: usize,
     /// Alarms by kind.
     pub alarms: std::collections::BTreeMap<String, u64>,
-    /// The hub's exit status on SIGTERM (None: it had to be killed).
-    pub exit: Option<std::process::ExitStatus>,
+    /// Each instance's exit status on SIGTERM (None: it had to be killed).
+    pub exits: Vec<Option<std::process::ExitStatus>>,
+    /// Whether one instance was SIGKILLed and started again during the run.
+    pub killed: bool,
 }
 
-/// A whole run on this machine: a mosquitto and a hub (the workspace's binary, SQLite) in
-/// `dir`, the fleet generated, enrolled and run against them, the hub stopped with SIGTERM.
-/// `signed` and `acked` report progress (records signed before the clock starts, records
-/// acknowledged after).
+/// How the hub side of a run is set up.
+#[derive(Debug, Clone)]
+pub struct Hubs {
+    /// Hub instances on one database and one broker, sharing the subscription (`$share`):
+    /// each record goes to one of them. 1: a lone hub.
+    pub instances: usize,
+    /// SIGKILL the last instance this long after the clock starts...
+    pub kill_after: Option<Duration>,
+    /// ... and start it again this long after.
+    pub down_for: Duration,
+}
+
+impl Default for Hubs {
+    fn default() -> Hubs {
+        Hubs {
+            instances: 1,
+            kill_after: None,
+            down_for: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A whole run on this machine: a mosquitto and the hub (the workspace's binary; one or
+/// several instances on its store: a SQLite file, or PostgreSQL when `IAT_TEST_POSTGRES`
+/// names a cluster) in `dir`, the fleet generated, enrolled and run against them, the hubs
+/// stopped with SIGTERM. `signed` and `acked` report progress (records signed before the
+/// clock starts, records acknowledged after).
 pub fn run_local(
     plan: Plan,
+    hubs: &Hubs,
     dir: &Path,
     signed: &(dyn Fn(u64) + Sync),
     acked: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> anyhow::Result<(Report, HubOutcome)> {
+    anyhow::ensure!(hubs.instances >= 1, "at least one hub instance");
     let model = hub::enrolment::cards::load(&crate::system::root().join(CARD))?;
     let fleet = Fleet::generate(plan, model, signed)?;
     // $SYS every second: the run waits until the hub has subscribed (what a device publishes
     // before is lost for it and waits for its ack timeout: not what is measured here).
     let broker =
         crate::broker::Mosquitto::start_with(dir, "allow_anonymous true\nsys_interval 1\n");
-    let mut hub = crate::system::Hub::setup(&dir.join("hub"), broker.port, "", "60s");
-    fleet.enroll(&hub.dir.join("devices.toml"))?;
-    let vkey = VerifierKey::parse(std::fs::read_to_string(hub.vkey())?.trim())?;
+    let shared = if hubs.instances > 1 {
+        "shared_group = \"hubs\"\nclient_id = \"hub-0\"\n"
+    } else {
+        ""
+    };
+    let mut first = crate::system::Hub::setup(&dir.join("hub"), broker.port, shared, "60s");
+    fleet.enroll(&first.dir.join("devices.toml"))?;
+    let vkey = VerifierKey::parse(std::fs::read_to_string(first.vkey())?.trim())?;
     let watch = SubscriptionWatch::start(broker.port)?;
-    hub.start();
-    // The hub subscribes to records, checkpoints and statuses; the watch itself is one.
+    first.start();
+    let mut others: Vec<crate::system::Hub> = (1..hubs.instances)
+        .map(|i| first.instance(&dir.join(format!("hub-{i}")), &format!("hub-{i}")))
+        .collect();
+    for h in &mut others {
+        h.start();
+    }
+    // The hub subscribes to records, checkpoints and statuses; the watch itself is one. The
+    // broker counts a shared subscription once, whatever the number of instances in its group:
+    // the other instances are waited for by their logs, then given the time to subscribe.
     watch.wait_for(4, Duration::from_secs(30))?;
+    for h in &others {
+        anyhow::ensure!(
+            h.wait_log("connected to", Duration::from_secs(30)),
+            "hub instance in {} did not connect within 30 s: see its log",
+            h.dir.display()
+        );
+    }
+    if !others.is_empty() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The instance that is killed and started again, on a thread of its own.
+    let victim = match (hubs.kill_after, others.pop()) {
+        (Some(after), Some(mut h)) => {
+            let down = hubs.down_for;
+            Some(std::thread::spawn(move || {
+                std::thread::sleep(after);
+                h.kill();
+                std::thread::sleep(down);
+                h.start();
+                h
+            }))
+        }
+        (_, h) => {
+            others.extend(h);
+            None
+        }
+    };
     let report = fleet.run("127.0.0.1", broker.port, vkey, acked)?;
-    let exit = hub.terminate(Duration::from_secs(30));
-    let stats = hub.stats();
+    let mut exits = vec![first.terminate(Duration::from_secs(30))];
+    let killed = victim.is_some();
+    if let Some(v) = victim {
+        others.push(
+            v.join()
+                .map_err(|_| anyhow::anyhow!("the thread killing a hub panicked"))?,
+        );
+    }
+    for h in &mut others {
+        exits.push(h.terminate(Duration::from_secs(30)));
+    }
+    let stats = first.stats();
     let mut alarms = std::collections::BTreeMap::new();
     for a in &stats.alarms {
         *alarms.entry(a.kind.clone()).or_default() += 1;
@@ -762,20 +839,36 @@ pub fn run_local(
         duplicates: stats.devices.iter().map(|d| d.duplicates).sum(),
         devices: stats.devices.len(),
         alarms,
-        exit,
+        exits,
+        killed,
     };
     Ok((report, outcome))
 }
 
 impl HubOutcome {
+    /// True when every instance exited with status 0 on SIGTERM.
+    pub fn exited_cleanly(&self) -> bool {
+        self.exits
+            .iter()
+            .all(|e| e.and_then(|s| s.code()) == Some(0))
+    }
+
     pub fn summary(&self) -> String {
         format!(
-            "hub stored {} records of {} devices | duplicates received and ignored {} | alarms {:?} | exit on SIGTERM {:?}",
+            "hub{} stored {} records of {} devices | duplicates received and ignored {} | alarms {:?} | exit on SIGTERM {:?}",
+            match (self.exits.len(), self.killed) {
+                (1, _) => String::new(),
+                (n, false) => format!(" ({n} instances)"),
+                (n, true) => format!(" ({n} instances, one SIGKILLed and restarted)"),
+            },
             self.stored,
             self.devices,
             self.duplicates,
             self.alarms,
-            self.exit.and_then(|s| s.code())
+            self.exits
+                .iter()
+                .map(|e| e.and_then(|s| s.code()))
+                .collect::<Vec<_>>()
         )
     }
 }

@@ -86,8 +86,47 @@ impl Hub {
         }
     }
 
+    /// Another instance of this hub (`mqtt.shared_group` must be set in both): the same key,
+    /// enrolment and database, its own folder (config, logs) and MQTT client id.
+    pub fn instance(&self, dir: &Path, client_id: &str) -> Hub {
+        std::fs::create_dir_all(dir).expect("hub instance dir");
+        let config = std::fs::read_to_string(&self.config).expect("hub.toml");
+        let abs = |f: &str| toml::Value::String(self.dir.join(f).display().to_string());
+        let config = config
+            .replace("key = \"hub.key\"", &format!("key = {}", abs("hub.key")))
+            .replace(
+                "devices = \"devices.toml\"",
+                &format!("devices = {}", abs("devices.toml")),
+            )
+            .replace(
+                "client_id = \"hub-0\"",
+                &format!("client_id = \"{client_id}\""),
+            );
+        std::fs::write(dir.join("hub.toml"), config).expect("instance hub.toml");
+        Hub {
+            dir: dir.to_owned(),
+            db: self.db.clone(),
+            config: dir.join("hub.toml"),
+            child: None,
+            starts: 0,
+        }
+    }
+
     pub fn vkey(&self) -> PathBuf {
         self.dir.join("hub.vkey")
+    }
+
+    /// Waits until the log of its latest start contains `needle` (false on timeout).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let log = self.dir.join(format!("hub-{}.log", self.starts));
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn enroll(&self, device: &Device) {

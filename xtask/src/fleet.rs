@@ -15,5 +15,20 @@ pub fn run(args: &[OsString]) -> Result<()> {
     sh::run(sh::cargo().args([
         "build", "--quiet", "-p", "hub", "--bin", "hub", "-p", "tests", "--bin", "fleet",
     ]))?;
-    sh::run(std::process::Command::new(sh::target_dir().join("debug/fleet")).args(args))
+    let mut fleet = std::process::Command::new(sh::target_dir().join("debug/fleet"));
+    fleet.args(args);
+    // `--store postgres`: a throwaway cluster for the run.
+    let postgres = args
+        .windows(2)
+        .any(|w| w[0] == "--store" && w[1] == "postgres")
+        || args.iter().any(|a| a == "--store=postgres");
+    let cluster = if postgres {
+        Some(crate::postgres::Cluster::start()?)
+    } else {
+        None
+    };
+    if let Some(c) = &cluster {
+        fleet.env("IAT_TEST_POSTGRES", c.conninfo());
+    }
+    sh::run(&mut fleet)
 }

@@ -142,6 +142,21 @@ impl Error {
         }
     }
 
+    /// True when running the same transaction again may succeed: PostgreSQL aborted it for
+    /// another one (a deadlock between two hub instances, a serialisation failure, or a row
+    /// that another instance inserted first).
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            Error::Postgres(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::UNIQUE_VIOLATION
+            }),
+            _ => false,
+        }
+    }
+
     /// True when the other side of the connection is gone or refused the connection (a
     /// restart of PostgreSQL): the caller may reconnect.
     pub fn is_connection_lost(&self) -> bool {

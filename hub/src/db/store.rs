@@ -301,24 +301,52 @@ fn hash(v: Vec<u8>) -> [u8; 32] {
     h
 }
 
+/// Locks a device's state until the end of the transaction (PostgreSQL; SQLite's writers are
+/// serialised by `BEGIN IMMEDIATE`): several hub instances may receive the records of one
+/// device (a shared subscription), and each must see what the other committed before it
+/// decides whether a record is next, held or a duplicate. The row is created when missing, so
+/// that there is one to lock. Callers lock several devices in sorted order (no deadlock).
+pub fn lock_device(tx: &Transaction, device: &str) -> Result<()> {
+    if tx.dialect() != Dialect::Postgres {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO devices (device, next_seq, frontier) VALUES (?1, 0, ?2)
+         ON CONFLICT (device) DO NOTHING",
+        params![device, Frontier::new().to_bytes()],
+    )?;
+    tx.query_row(
+        "SELECT 1 FROM devices WHERE device = ?1 FOR UPDATE",
+        params![device],
+        |_| Ok(()),
+    )
+}
+
+/// A device's state; on PostgreSQL its row stays locked until the transaction ends (see
+/// [`lock_device`]).
 pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
-    let row = tx
-        .query_row(
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => {
             "SELECT next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates
-             FROM devices WHERE device = ?1",
-            params![device],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
-            },
-        )
+             FROM devices WHERE device = ?1"
+        }
+        Dialect::Postgres => {
+            "SELECT next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates
+             FROM devices WHERE device = ?1 FOR UPDATE"
+        }
+    };
+    let row = tx
+        .query_row(sql, params![device], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
         .optional()?;
     let Some((next, frontier, size, root, note, gap, dups)) = row else {
         return Ok(DeviceState::default());

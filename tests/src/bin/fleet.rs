@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tests::fleet::{Plan, run_local};
+use tests::fleet::{Hubs, Plan, run_local};
 
 #[derive(Parser)]
 #[command(
@@ -39,9 +39,25 @@ struct Args {
     /// After the live phase, how long to wait for the last acks.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     settle: Duration,
+    /// The hub's store: a SQLite file, or PostgreSQL (`cargo xtask fleet` starts a throwaway
+    /// cluster and names it in `IAT_TEST_POSTGRES`).
+    #[arg(long, value_enum, default_value_t = Store::Sqlite)]
+    store: Store,
+    /// Hub instances sharing the subscription and the store (PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// SIGKILL the last hub instance this long after the start (then start it again).
+    #[arg(long, value_parser = parse_duration)]
+    kill_after: Option<Duration>,
     /// Keep the hub's folder (database, logs) here instead of a temporary one.
     #[arg(long)]
     keep: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Store {
+    Sqlite,
+    Postgres,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -61,6 +77,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let pg = std::env::var(hub::db::sql::TEST_POSTGRES).unwrap_or_default();
+    match args.store {
+        Store::Postgres => anyhow::ensure!(
+            !pg.trim().is_empty(),
+            "--store postgres: run it through `cargo xtask fleet`, which starts a PostgreSQL cluster, or set {} to a key-value connection string of one",
+            hub::db::sql::TEST_POSTGRES
+        ),
+        // SAFETY: at the start of main, before any thread.
+        Store::Sqlite => unsafe { std::env::remove_var(hub::db::sql::TEST_POSTGRES) },
+    }
     let files = tests::fleet::raise_open_files();
     anyhow::ensure!(
         files > args.devices as u64 + 256,
@@ -100,8 +126,14 @@ fn main() -> anyhow::Result<()> {
     );
     let a = acking.clone();
     let s = signing.clone();
+    let hubs = Hubs {
+        instances: args.instances,
+        kill_after: args.kill_after,
+        ..Hubs::default()
+    };
     let (report, hub) = run_local(
         plan.clone(),
+        &hubs,
         &dir,
         &|n| {
             s.set_position(n);
