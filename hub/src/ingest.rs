@@ -89,14 +89,14 @@ impl Message {
     }
 }
 
-struct Ctx<'a, 'b> {
-    tx: &'a Transaction<'b>,
+struct Ctx<'a, 't, 'c> {
+    b: &'a mut Batch<'t, 'c>,
     topic: &'a str,
     now_ms: i64,
     out: Outcome,
 }
 
-impl Ctx<'_, '_> {
+impl Ctx<'_, '_, '_> {
     fn alarm(
         &mut self,
         device: Option<&str>,
@@ -107,7 +107,7 @@ impl Ctx<'_, '_> {
     ) -> Result<()> {
         self.out.alarms += 1;
         store::insert_alarm(
-            self.tx,
+            self.b.tx,
             &Alarm {
                 topic: Some(self.topic.to_owned()),
                 evidence,
@@ -136,45 +136,24 @@ impl Ctx<'_, '_> {
             payload,
         };
         self.out.rejected += 1;
-        if rejections::count(self.tx, &r, self.now_ms)? {
+        if rejections::count(self.b.tx, &r, self.now_ms)? {
             self.out.alarms += 1;
         }
         Ok((self.out, None))
     }
 }
 
-/// Handles one message as the MQTT side hands it over (see [`handle`]).
+/// Handles one message as the MQTT side hands it over (see [`handle`]), in a batch of its own.
 pub fn handle_message(
     tx: &Transaction,
     enrolment: &Enrolment,
     m: &Message,
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
-    match m {
-        Message::Whole { topic, payload } => handle(tx, enrolment, topic, payload, now_ms),
-        Message::Oversized { topic, len, head } => {
-            let cx = Ctx {
-                tx,
-                topic,
-                now_ms,
-                out: Outcome::default(),
-            };
-            let source = match Topic::parse(topic) {
-                Ok(t) => Source::device(&t.territory, &t.device, enrolled(enrolment, &t)),
-                Err(_) => Source::unparsed(topic),
-            };
-            cx.reject(
-                OVERSIZED,
-                (source, None),
-                None,
-                format!(
-                    "a payload of {len} bytes, over the {} bytes the hub reads",
-                    crate::mqtt::MAX_PAYLOAD
-                ),
-                (*len, head),
-            )
-        }
-    }
+    let mut b = Batch::begin(tx, &Default::default())?;
+    let r = b.handle_message(enrolment, m, now_ms)?;
+    b.finish()?;
+    Ok(r)
 }
 
 /// Whether the topic's device is enrolled, in the topic's territory.
@@ -197,8 +176,8 @@ fn quiet_since(last: &AtomicI64, now_ms: i64) -> bool {
             .is_ok()
 }
 
-/// Handles one message. Returns what it did, and the device to acknowledge (when the message
-/// was a verified record or checkpoint of an enrolled device).
+/// Handles one message, in a batch of its own. Returns what it did, and the device to
+/// acknowledge (when the message was a verified record or checkpoint of an enrolled device).
 pub fn handle(
     tx: &Transaction,
     enrolment: &Enrolment,
@@ -206,8 +185,21 @@ pub fn handle(
     payload: &[u8],
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
+    let mut b = Batch::begin(tx, &Default::default())?;
+    let r = handle_in(&mut b, enrolment, topic, payload, now_ms)?;
+    b.finish()?;
+    Ok(r)
+}
+
+fn handle_in(
+    b: &mut Batch,
+    enrolment: &Enrolment,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<(Outcome, Option<String>)> {
     let mut cx = Ctx {
-        tx,
+        b,
         topic,
         now_ms,
         out: Outcome::default(),
@@ -231,7 +223,7 @@ pub fn handle(
         if enrolled {
             match hub_link::parse_status(payload) {
                 Ok(status) => {
-                    crate::health::on_status(tx, &t.device, &status, now_ms)?;
+                    crate::health::on_status(cx.b.tx, &t.device, &status, now_ms)?;
                 }
                 Err(e) if quiet_since(&LAST_STATUS_WARNING, now_ms) => {
                     // The reason, not the payload, and escaped: a log line cannot be forged.
@@ -329,7 +321,7 @@ pub fn handle(
         }
         TopicKind::Status | TopicKind::Ack => return Ok((cx.out, None)),
     }
-    store::seen(tx, id, now_ms)?;
+    cx.b.seen.insert(id.to_owned(), now_ms);
     Ok((cx.out, Some(id.to_owned())))
 }
 
@@ -342,10 +334,12 @@ fn record(
     sig: &[u8; 64],
     model: &str,
 ) -> Result<()> {
-    let mut st = store::load_state(cx.tx, id)?;
+    let mut st = cx.b.state(id)?;
     let leaf = leaf_hash(entry);
     if seq < st.next_seq {
-        match store::stored(cx.tx, id, seq)? {
+        // Buffered records are written first: the stored one may be among them.
+        cx.b.flush()?;
+        match store::stored(cx.b.tx, id, seq)? {
             Some((l, _)) if l == leaf => {
                 st.duplicates += 1;
                 cx.out.duplicates += 1;
@@ -369,14 +363,15 @@ fn record(
         append(cx, id, &mut st, seq, entry, sig, model)?;
         drain_held(cx, id, &mut st)?;
     } else {
-        let held: Option<Vec<u8>> = cx
-            .tx
-            .query_row(
-                "SELECT entry FROM held_records WHERE device = ?1 AND seq = ?2",
-                params![id, seq as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
+        cx.b.noisy.insert(id.to_owned());
+        let held: Option<Vec<u8>> =
+            cx.b.tx
+                .query_row(
+                    "SELECT entry FROM held_records WHERE device = ?1 AND seq = ?2",
+                    params![id, seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
         match held {
             Some(e) if e == entry => {
                 st.duplicates += 1;
@@ -396,7 +391,7 @@ fn record(
                 )?;
             }
             None if seq - st.next_seq < MAX_HELD => {
-                cx.tx.execute(
+                cx.b.tx.execute(
                     "INSERT INTO held_records (device, seq, entry, sig, model, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![id, seq as i64, entry, &sig[..], model, cx.now_ms],
                 )?;
@@ -405,7 +400,8 @@ fn record(
             None => {}
         }
     }
-    store::save_state(cx.tx, id, &st)
+    cx.b.put_state(id, st);
+    Ok(())
 }
 
 fn append(
@@ -418,25 +414,25 @@ fn append(
     model: &str,
 ) -> Result<()> {
     let leaf = leaf_hash(entry);
-    cx.tx.execute(
-        "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![id, seq as i64, model, entry, sig, &leaf[..], cx.now_ms],
-    )?;
-    crate::db::series::on_store(cx.tx, entry)?;
+    cx.b.store(id, seq, model, entry, sig, leaf, cx.now_ms)?;
     st.frontier.append(leaf);
     st.next_seq = seq + 1;
     cx.out.stored += 1;
-    // A checkpoint that was waiting for exactly this size can now be checked.
-    let held: Option<(Vec<u8>, String)> = cx
-        .tx
-        .query_row(
-            "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
-            params![id, st.next_seq as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .ok();
+    // A checkpoint that was waiting for exactly this size can now be checked (only a device
+    // with held checkpoints or records has one).
+    if !cx.b.noisy.contains(id) {
+        return Ok(());
+    }
+    let held: Option<(Vec<u8>, String)> =
+        cx.b.tx
+            .query_row(
+                "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
+                params![id, st.next_seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
     if let Some((root, note)) = held {
-        cx.tx.execute(
+        cx.b.tx.execute(
             "DELETE FROM held_checkpoints WHERE device = ?1 AND size = ?2",
             params![id, st.next_seq as i64],
         )?;
@@ -453,19 +449,22 @@ fn append(
 
 /// Moves held records that now follow the stored ones into the store.
 fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
+    if !cx.b.noisy.contains(id) {
+        return Ok(());
+    }
     loop {
-        let next: Option<(Vec<u8>, Vec<u8>, String)> = cx
-            .tx
-            .query_row(
-                "SELECT entry, sig, model FROM held_records WHERE device = ?1 AND seq = ?2",
-                params![id, st.next_seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let next: Option<(Vec<u8>, Vec<u8>, String)> =
+            cx.b.tx
+                .query_row(
+                    "SELECT entry, sig, model FROM held_records WHERE device = ?1 AND seq = ?2",
+                    params![id, st.next_seq as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
         let Some((entry, sig, model)) = next else {
             break;
         };
-        cx.tx.execute(
+        cx.b.tx.execute(
             "DELETE FROM held_records WHERE device = ?1 AND seq = ?2",
             params![id, st.next_seq as i64],
         )?;
@@ -473,7 +472,7 @@ fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
         append(cx, id, st, seq, &entry, &sig, &model)?;
     }
     // Held records below the watermark (a resend overtook them) are no longer needed.
-    cx.tx.execute(
+    cx.b.tx.execute(
         "DELETE FROM held_records WHERE device = ?1 AND seq < ?2",
         params![id, st.next_seq as i64],
     )?;
@@ -481,12 +480,14 @@ fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
 }
 
 /// The root of the first `size` stored records (size <= next_seq), recomputed from leaves.
-fn root_at(cx: &Ctx, id: &str, st: &DeviceState, size: u64) -> Result<Hash> {
+fn root_at(cx: &mut Ctx, id: &str, st: &DeviceState, size: u64) -> Result<Hash> {
     if size == st.next_seq {
         return Ok(st.frontier.root());
     }
+    cx.b.flush()?;
     let mut f = Frontier::new();
     let mut q = cx
+        .b
         .tx
         .prepare_cached("SELECT leaf FROM records WHERE device = ?1 AND seq < ?2 ORDER BY seq")?;
     let rows = q.query_map(params![id, size as i64], |r| r.get::<_, Vec<u8>>(0))?;
@@ -503,7 +504,7 @@ fn root_at(cx: &Ctx, id: &str, st: &DeviceState, size: u64) -> Result<Hash> {
 
 /// A signed checkpoint of an enrolled device.
 fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Result<()> {
-    let mut st = store::load_state(cx.tx, id)?;
+    let mut st = cx.b.state(id)?;
     if let Some((vsize, vroot, vnote)) = st.checkpoint.clone() {
         if size < vsize {
             // Older than the verified one: a stale copy (delivered late, for instance through
@@ -540,14 +541,15 @@ fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Resu
         let ours = root_at(cx, id, &st, size)?;
         verified_checkpoint(cx, id, &mut st, size, root, note, ours)?;
     } else {
-        let held: Option<(Vec<u8>, String)> = cx
-            .tx
-            .query_row(
-                "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
-                params![id, size as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        cx.b.noisy.insert(id.to_owned());
+        let held: Option<(Vec<u8>, String)> =
+            cx.b.tx
+                .query_row(
+                    "SELECT root, note FROM held_checkpoints WHERE device = ?1 AND size = ?2",
+                    params![id, size as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
         match held {
             Some((r, _)) if r == root => {}
             Some((_, other)) => {
@@ -560,14 +562,15 @@ fn checkpoint(cx: &mut Ctx, id: &str, size: u64, root: Hash, note: &str) -> Resu
                 )?;
             }
             None => {
-                cx.tx.execute(
+                cx.b.tx.execute(
                     "INSERT INTO held_checkpoints (device, size, root, note, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, size as i64, &root[..], note, cx.now_ms],
                 )?;
             }
         }
     }
-    store::save_state(cx.tx, id, &st)
+    cx.b.put_state(id, st);
+    Ok(())
 }
 
 /// Compares a checkpoint with the hub's own root at its size; records it as the latest
@@ -652,22 +655,309 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
     Ok(raised)
 }
 
-/// The ack for a device: its watermark and the root of its stored records.
-pub fn ack(
-    tx: &Transaction,
-    enrolment: &Enrolment,
-    device: &str,
-) -> Result<Option<(String, hub_link::Ack)>> {
-    let Some(d) = enrolment.devices.get(device) else {
-        return Ok(None);
-    };
-    let st = store::load_state(tx, device)?;
-    Ok(Some((
-        hub_link::ack_topic(&d.territory, &d.id),
-        hub_link::Ack {
-            origin: d.origin(),
-            count: st.next_seq,
-            root: st.frontier.root(),
-        },
-    )))
+/// One batch of messages in one transaction, written in bulk: the states of the devices it
+/// names are loaded (and, on PostgreSQL, locked) together and in order at the start, kept in
+/// memory while the messages are judged one by one, and saved together at the end; stored
+/// records and their series rows are buffered and written with multi-row statements. The
+/// uncommon paths (duplicates, held records and checkpoints, forks, checkpoints to compare
+/// with older records) write what is buffered first, then read the tables as before. Reading a
+/// message's verdict therefore never depends on how messages are grouped into batches.
+pub struct Batch<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    /// Device states of this batch; `true`: changed, to be saved.
+    states: std::collections::BTreeMap<String, (DeviceState, bool)>,
+    /// Devices with held records or checkpoints: the others never need those tables read.
+    noisy: std::collections::BTreeSet<String>,
+    records: Vec<Buffered>,
+    points: Vec<crate::db::series::Point>,
+    /// When each device was last heard from in this batch.
+    seen: std::collections::BTreeMap<String, i64>,
+}
+
+/// A record to store.
+struct Buffered {
+    device: String,
+    seq: i64,
+    model: String,
+    entry: Vec<u8>,
+    sig: Vec<u8>,
+    leaf: [u8; 32],
+    at_ms: i64,
+}
+
+impl<'t, 'c> Batch<'t, 'c> {
+    /// A batch in `tx` that will handle messages of `devices` (more may come: they are loaded
+    /// one by one).
+    pub fn begin(
+        tx: &'t Transaction<'c>,
+        devices: &std::collections::BTreeSet<String>,
+    ) -> Result<Batch<'t, 'c>> {
+        let mut b = Batch {
+            tx,
+            states: Default::default(),
+            noisy: Default::default(),
+            records: Vec::new(),
+            points: Vec::new(),
+            seen: Default::default(),
+        };
+        b.load(devices.iter().map(String::as_str))?;
+        Ok(b)
+    }
+
+    /// Loads (and on PostgreSQL locks, in order) the states of `devices` not loaded yet, and
+    /// finds which of them have held records or checkpoints.
+    fn load<'d>(&mut self, devices: impl Iterator<Item = &'d str>) -> Result<()> {
+        use crate::db::sql::{Dialect, ToSql, chunks, insert_rows};
+        let mut ids: Vec<&str> = devices.filter(|d| !self.states.contains_key(*d)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let pg = self.tx.dialect() == Dialect::Postgres;
+        if pg {
+            // A row to lock for a device never seen (inserted in order: no deadlock).
+            let empty = Frontier::new().to_bytes();
+            let zero = 0i64;
+            let rows: Vec<Vec<&dyn ToSql>> = ids
+                .iter()
+                .map(|d| vec![d as &dyn ToSql, &zero, &empty])
+                .collect();
+            insert_rows(
+                self.tx,
+                "INSERT INTO devices (device, next_seq, frontier)",
+                "ON CONFLICT (device) DO NOTHING",
+                3,
+                &rows,
+            )?;
+        }
+        for (at, n) in chunks(ids.len()) {
+            let chunk = &ids[at..at + n];
+            let list = (1..=n)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let params: Vec<&dyn ToSql> = chunk.iter().map(|d| d as &dyn ToSql).collect();
+            let mut found = std::collections::BTreeMap::new();
+            let sql = format!(
+                "SELECT device, {} FROM devices WHERE device IN ({list}) ORDER BY device{}",
+                store::STATE_COLUMNS,
+                if pg { " FOR UPDATE" } else { "" }
+            );
+            let mut q = self.tx.prepare_cached(&sql)?;
+            let mut rows = q.query(&params)?;
+            while let Some(r) = rows.next()? {
+                let device: String = r.get(0)?;
+                found.insert(device, store::state_from_row(r, 1)?);
+            }
+            drop(rows);
+            drop(q);
+            for d in chunk {
+                let st = found.remove(*d).unwrap_or_default();
+                self.states.insert((*d).to_owned(), (st, false));
+            }
+            let sql = format!(
+                "SELECT device FROM held_records WHERE device IN ({list})
+                 UNION SELECT device FROM held_checkpoints WHERE device IN ({list})"
+            );
+            let noisy: Vec<String> = self
+                .tx
+                .prepare_cached(&sql)?
+                .query_map(&params, |r| r.get(0))?
+                .collect::<Result<_>>()?;
+            self.noisy.extend(noisy);
+        }
+        Ok(())
+    }
+
+    /// A device's state as this batch left it.
+    fn state(&mut self, id: &str) -> Result<DeviceState> {
+        if !self.states.contains_key(id) {
+            self.load(std::iter::once(id))?;
+        }
+        Ok(self
+            .states
+            .get(id)
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default())
+    }
+
+    fn put_state(&mut self, id: &str, st: DeviceState) {
+        self.states.insert(id.to_owned(), (st, true));
+    }
+
+    /// Buffers a record to store and its series rows.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        id: &str,
+        seq: u64,
+        model: &str,
+        entry: &[u8],
+        sig: &[u8],
+        leaf: [u8; 32],
+        at_ms: i64,
+    ) -> Result<()> {
+        use crate::db::series;
+        self.records.push(Buffered {
+            device: id.to_owned(),
+            seq: seq as i64,
+            model: model.to_owned(),
+            entry: entry.to_vec(),
+            sig: sig.to_vec(),
+            leaf,
+            at_ms,
+        });
+        if let Ok(view) = aggregate::RecordView::parse(entry)
+            && let Some(mut p) = series::points(&view)
+        {
+            if series::is_withheld(&view) {
+                // Its rows name the series its predecessors filled: those are written first.
+                self.flush()?;
+                let w = series::withheld_points(self.tx, &view, entry, &p)?;
+                p.extend(w);
+            }
+            self.points.extend(p);
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered records and series rows.
+    pub fn flush(&mut self) -> Result<()> {
+        use crate::db::sql::{ToSql, insert_rows};
+        if !self.records.is_empty() {
+            let rows: Vec<Vec<&dyn ToSql>> = self
+                .records
+                .iter()
+                .map(|r| {
+                    vec![
+                        &r.device as &dyn ToSql,
+                        &r.seq,
+                        &r.model,
+                        &r.entry,
+                        &r.sig,
+                        &r.leaf,
+                        &r.at_ms,
+                    ]
+                })
+                .collect();
+            insert_rows(
+                self.tx,
+                "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms)",
+                "",
+                7,
+                &rows,
+            )?;
+            self.records.clear();
+        }
+        if !self.points.is_empty() {
+            crate::db::series::insert(self.tx, &self.points)?;
+            self.points.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and the changed states; the transaction is the caller's to
+    /// commit.
+    pub fn finish(mut self) -> Result<()> {
+        use crate::db::sql::{ToSql, insert_rows};
+        self.flush()?;
+        let changed: Vec<(&String, &DeviceState)> = self
+            .states
+            .iter()
+            .filter(|(_, (_, dirty))| *dirty)
+            .map(|(d, (s, _))| (d, s))
+            .collect();
+        let cols: Vec<store::StateColumns> = changed
+            .iter()
+            .map(|(_, s)| store::StateColumns::of(s))
+            .collect();
+        let rows: Vec<Vec<&dyn ToSql>> = changed
+            .iter()
+            .zip(&cols)
+            .map(|((d, _), c)| {
+                let mut v: Vec<&dyn ToSql> = vec![*d as &dyn ToSql];
+                v.extend(c.params());
+                v
+            })
+            .collect();
+        insert_rows(
+            self.tx,
+            "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)",
+            "ON CONFLICT (device) DO UPDATE SET next_seq = excluded.next_seq,
+               frontier = excluded.frontier, ckpt_size = excluded.ckpt_size,
+               ckpt_root = excluded.ckpt_root, ckpt_note = excluded.ckpt_note,
+               gap_alarmed_at = excluded.gap_alarmed_at, duplicates = excluded.duplicates",
+            8,
+            &rows,
+        )?;
+        let rows: Vec<Vec<&dyn ToSql>> = self
+            .seen
+            .iter()
+            .map(|(d, t)| vec![d as &dyn ToSql, t])
+            .collect();
+        insert_rows(
+            self.tx,
+            "INSERT INTO presence (device, seen_ms)",
+            "ON CONFLICT (device) DO UPDATE SET seen_ms = CASE
+               WHEN COALESCE(presence.seen_ms, 0) > excluded.seen_ms THEN presence.seen_ms
+               ELSE excluded.seen_ms END",
+            2,
+            &rows,
+        )
+    }
+
+    /// Handles one message of the batch (see [`handle`]).
+    pub fn handle_message(
+        &mut self,
+        enrolment: &Enrolment,
+        m: &Message,
+        now_ms: i64,
+    ) -> Result<(Outcome, Option<String>)> {
+        match m {
+            Message::Whole { topic, payload } => handle_in(self, enrolment, topic, payload, now_ms),
+            Message::Oversized { topic, len, head } => {
+                let cx = Ctx {
+                    b: self,
+                    topic,
+                    now_ms,
+                    out: Outcome::default(),
+                };
+                let source = match Topic::parse(topic) {
+                    Ok(t) => Source::device(&t.territory, &t.device, enrolled(enrolment, &t)),
+                    Err(_) => Source::unparsed(topic),
+                };
+                cx.reject(
+                    OVERSIZED,
+                    (source, None),
+                    None,
+                    format!(
+                        "a payload of {len} bytes, over the {} bytes the hub reads",
+                        crate::mqtt::MAX_PAYLOAD
+                    ),
+                    (*len, head),
+                )
+            }
+        }
+    }
+
+    /// The ack for a device, from the state this batch leaves.
+    pub fn ack(
+        &mut self,
+        enrolment: &Enrolment,
+        device: &str,
+    ) -> Result<Option<(String, hub_link::Ack)>> {
+        let Some(d) = enrolment.devices.get(device) else {
+            return Ok(None);
+        };
+        let st = self.state(device)?;
+        Ok(Some((
+            hub_link::ack_topic(&d.territory, &d.id),
+            hub_link::Ack {
+                origin: d.origin(),
+                count: st.next_seq,
+                root: st.frontier.root(),
+            },
+        )))
+    }
 }

@@ -408,14 +408,12 @@ impl Serving<'_> {
         devices: &std::collections::BTreeSet<String>,
         now_ms: i64,
     ) -> Result<Attempt, crate::db::sql::Error> {
-        for d in devices {
-            store::lock_device(t, d)?;
-        }
+        let mut b = ingest::Batch::begin(t, devices)?;
         let mut outcome = ingest::Outcome::default();
         let mut touched = std::collections::BTreeSet::new();
         let mut alarmed = Vec::new();
         for m in batch {
-            let (o, dev) = ingest::handle_message(t, enrolment, m, now_ms)?;
+            let (o, dev) = b.handle_message(enrolment, m, now_ms)?;
             if o.alarms > 0 {
                 alarmed.push(m.topic().to_owned());
             }
@@ -426,10 +424,11 @@ impl Serving<'_> {
         }
         let mut acks = Vec::new();
         for d in &touched {
-            if let Some(a) = ingest::ack(t, enrolment, d)? {
+            if let Some(a) = b.ack(enrolment, d)? {
                 acks.push(a);
             }
         }
+        b.finish()?;
         Ok((outcome, acks, alarmed))
     }
 

@@ -176,6 +176,12 @@ fn window_point(view: &RecordView) -> Option<Point> {
 
 /// The rows of one parsed record. `None` when its window label is not a date (cannot happen
 /// for a record that parsed: the aggregator writes it; the hub then stores no row for it).
+/// Whether a record's values were withheld (its day's budget could not pay for them): its rows
+/// are found from the series its device already has ([`withheld_points`]).
+pub fn is_withheld(view: &RecordView) -> bool {
+    window_point(view).is_some_and(|p| p.withheld())
+}
+
 pub fn points(view: &RecordView) -> Option<Vec<Point>> {
     let template = window_point(view)?;
     let base = |kind: &str, class: &str| Point {
@@ -246,56 +252,101 @@ pub fn points(view: &RecordView) -> Option<Vec<Point>> {
     Some(out)
 }
 
-/// Inserts the rows of one record (idempotent on the primary key).
+/// Inserts series rows (idempotent on the primary key; a later row of the same key wins), with
+/// multi-row statements.
 pub fn insert(conn: &Connection, points: &[Point]) -> Result<()> {
-    let mut q = conn.prepare_cached(
+    use crate::db::sql::{ToSql, insert_rows};
+    // One row per key in a statement (PostgreSQL refuses to update a row twice in one).
+    let mut last = std::collections::BTreeMap::new();
+    for (i, p) in points.iter().enumerate() {
+        last.insert(
+            (&p.device, &p.model, &p.kind, &p.class, p.start_ms, p.seq),
+            i,
+        );
+    }
+    let mut keep: Vec<&Point> = last.values().map(|&i| &points[i]).collect();
+    keep.sort_by_key(|p| (&p.device, p.seq));
+    let keys: std::collections::BTreeSet<(&str, &str, &str, &str)> = keep
+        .iter()
+        .map(|p| (&*p.device, &*p.model, &*p.kind, &*p.class))
+        .collect();
+    let key_rows: Vec<Vec<&dyn ToSql>> = keys
+        .iter()
+        .map(|(d, m, k, c)| vec![d as &dyn ToSql, m, k, c])
+        .collect();
+    insert_rows(
+        conn,
+        "INSERT INTO series_keys (device, model, kind, class)",
+        "ON CONFLICT DO NOTHING",
+        4,
+        &key_rows,
+    )?;
+    struct Cols<'a> {
+        seq: i64,
+        n: i64,
+        k: i64,
+        epsilon: Option<i64>,
+        day: Option<&'a str>,
+        budget: Option<i64>,
+        spent: Option<i64>,
+        withheld: Option<bool>,
+    }
+    let cols: Vec<Cols> = keep
+        .iter()
+        .map(|p| Cols {
+            seq: p.seq as i64,
+            n: p.n as i64,
+            k: p.k as i64,
+            epsilon: p.epsilon_milli.map(|e| e as i64),
+            day: p.budget.as_ref().map(|b| b.day.as_str()),
+            budget: p.budget.as_ref().map(|b| b.budget_milli as i64),
+            spent: p.budget.as_ref().map(|b| b.spent_milli as i64),
+            withheld: p.budget.as_ref().map(|b| b.withheld),
+        })
+        .collect();
+    let rows: Vec<Vec<&dyn ToSql>> = keep
+        .iter()
+        .zip(&cols)
+        .map(|(p, c)| {
+            vec![
+                &p.device as &dyn ToSql,
+                &p.model,
+                &p.kind,
+                &p.class,
+                &p.start_ms,
+                &c.seq,
+                &p.length_ms,
+                &p.partial,
+                &p.clock_jumps,
+                &c.n,
+                &p.value,
+                &p.value_suppressed,
+                &p.peak,
+                &p.peak_suppressed,
+                &c.k,
+                &c.epsilon,
+                &c.day,
+                &c.budget,
+                &c.spent,
+                &c.withheld,
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
         "INSERT INTO series (device, model, kind, class, start_ms, seq, length_ms,
            partial, clock_jumps, n, value, value_sup, peak, peak_sup, k, epsilon_milli,
-           budget_day, budget_milli, budget_spent_milli, withheld)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-           ?17, ?18, ?19, ?20)
-         ON CONFLICT (device, model, kind, class, start_ms, seq) DO UPDATE SET
-           length_ms = excluded.length_ms, partial = excluded.partial, clock_jumps = excluded.clock_jumps,
-           n = excluded.n, value = excluded.value, value_sup = excluded.value_sup,
-           peak = excluded.peak, peak_sup = excluded.peak_sup, k = excluded.k,
-           epsilon_milli = excluded.epsilon_milli, budget_day = excluded.budget_day, budget_milli = excluded.budget_milli,
+           budget_day, budget_milli, budget_spent_milli, withheld)",
+        "ON CONFLICT (device, model, kind, class, start_ms, seq) DO UPDATE SET
+           length_ms = excluded.length_ms, partial = excluded.partial,
+           clock_jumps = excluded.clock_jumps, n = excluded.n, value = excluded.value,
+           value_sup = excluded.value_sup, peak = excluded.peak, peak_sup = excluded.peak_sup,
+           k = excluded.k, epsilon_milli = excluded.epsilon_milli,
+           budget_day = excluded.budget_day, budget_milli = excluded.budget_milli,
            budget_spent_milli = excluded.budget_spent_milli, withheld = excluded.withheld",
-    )?;
-    let mut keys = conn.prepare_cached(
-        "INSERT INTO series_keys (device, model, kind, class) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT DO NOTHING",
-    )?;
-    let mut last: Option<(&str, &str, &str, &str)> = None;
-    for p in points {
-        let key = (&*p.device, &*p.model, &*p.kind, &*p.class);
-        if last != Some(key) {
-            keys.execute(params![p.device, p.model, p.kind, p.class])?;
-            last = Some(key);
-        }
-        q.execute(params![
-            p.device,
-            p.model,
-            p.kind,
-            p.class,
-            p.start_ms,
-            p.seq as i64,
-            p.length_ms,
-            p.partial,
-            p.clock_jumps,
-            p.n as i64,
-            p.value,
-            p.value_suppressed,
-            p.peak,
-            p.peak_suppressed,
-            p.k as i64,
-            p.epsilon_milli.map(|e| e as i64),
-            p.budget.as_ref().map(|b| b.day.as_str()),
-            p.budget.as_ref().map(|b| b.budget_milli as i64),
-            p.budget.as_ref().map(|b| b.spent_milli as i64),
-            p.budget.as_ref().map(|b| b.withheld),
-        ])?;
-    }
-    Ok(())
+        20,
+        &rows,
+    )
 }
 
 /// The rows that stand for a withheld record's noised values: one per series of its model of

@@ -548,6 +548,61 @@ pub fn to_postgres(sql: &str) -> String {
     out
 }
 
+/// The sizes multi-row statements are cut into: a few distinct statement texts to prepare,
+/// whatever the number of rows.
+const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// `n` rows cut into chunks of the sizes of [`CHUNKS`], largest first: (start, len).
+pub fn chunks(n: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in CHUNKS {
+        while n - at >= c {
+            out.push((at, c));
+            at += c;
+        }
+    }
+    out
+}
+
+/// `(?1, ?2, ..., ?w), (?w+1, ...)`: the placeholders of `rows` rows of `width` values.
+pub fn row_placeholders(rows: usize, width: usize) -> String {
+    let mut s = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('?');
+            s.push_str(&(r * width + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// Writes `rows` (each `width` values) with multi-row statements:
+/// `{head} VALUES (...), (...) {tail}`, in chunks of [`CHUNKS`] rows. One round trip per
+/// chunk instead of one per row.
+pub fn insert_rows(
+    conn: &Connection,
+    head: &str,
+    tail: &str,
+    width: usize,
+    rows: &[Vec<&dyn ToSql>],
+) -> Result<()> {
+    for (at, n) in chunks(rows.len()) {
+        let sql = format!("{head} VALUES {} {tail}", row_placeholders(n, width));
+        let params: Vec<&dyn ToSql> = rows[at..at + n].iter().flatten().copied().collect();
+        conn.execute(&sql, &params)?;
+    }
+    Ok(())
+}
+
 /// Prepared statements kept per connection (PostgreSQL: one parse per query text, not per
 /// call). Bounded: dynamic query texts cannot grow it without limit.
 const PG_CACHE: usize = 256;
@@ -907,6 +962,39 @@ impl Drop for Transaction<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_cut_into_few_distinct_chunk_sizes() {
+        for n in [0usize, 1, 7, 64, 100, 513] {
+            let c = chunks(n);
+            assert_eq!(c.iter().map(|(_, l)| l).sum::<usize>(), n);
+            let mut at = 0;
+            for (s, l) in &c {
+                assert_eq!(*s, at);
+                assert!(CHUNKS.contains(l));
+                at += l;
+            }
+        }
+        assert_eq!(chunks(100), vec![(0, 64), (64, 32), (96, 4)]);
+        assert_eq!(row_placeholders(2, 3), "(?1, ?2, ?3), (?4, ?5, ?6)");
+        let c = Connection::from_sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        c.execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+            .unwrap();
+        let names: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+        let ids: Vec<i64> = (0..100).collect();
+        let rows: Vec<Vec<&dyn ToSql>> = ids
+            .iter()
+            .zip(&names)
+            .map(|(i, n)| vec![i as &dyn ToSql, n as &dyn ToSql])
+            .collect();
+        insert_rows(&c, "INSERT INTO t (a, b)", "", 2, &rows).unwrap();
+        let (n, last): (i64, String) = c
+            .query_row("SELECT COUNT(*), MAX(b) FROM t", params![], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((n, last.as_str()), (100, "n99"));
+    }
 
     #[test]
     fn placeholders_become_numbered_outside_strings() {

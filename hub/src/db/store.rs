@@ -301,58 +301,21 @@ fn hash(v: Vec<u8>) -> [u8; 32] {
     h
 }
 
-/// Locks a device's state until the end of the transaction (PostgreSQL; SQLite's writers are
-/// serialised by `BEGIN IMMEDIATE`): several hub instances may receive the records of one
-/// device (a shared subscription), and each must see what the other committed before it
-/// decides whether a record is next, held or a duplicate. The row is created when missing, so
-/// that there is one to lock. Callers lock several devices in sorted order (no deadlock).
-pub fn lock_device(tx: &Transaction, device: &str) -> Result<()> {
-    if tx.dialect() != Dialect::Postgres {
-        return Ok(());
-    }
-    tx.execute(
-        "INSERT INTO devices (device, next_seq, frontier) VALUES (?1, 0, ?2)
-         ON CONFLICT (device) DO NOTHING",
-        params![device, Frontier::new().to_bytes()],
-    )?;
-    tx.query_row(
-        "SELECT 1 FROM devices WHERE device = ?1 FOR UPDATE",
-        params![device],
-        |_| Ok(()),
-    )
-}
+/// The columns of a device's state, in the order [`state_from_row`] reads them.
+pub const STATE_COLUMNS: &str =
+    "next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates";
 
-/// A device's state; on PostgreSQL its row stays locked until the transaction ends (see
-/// [`lock_device`]).
-pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
-    let sql = match tx.dialect() {
-        Dialect::Sqlite => {
-            "SELECT next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates
-             FROM devices WHERE device = ?1"
-        }
-        Dialect::Postgres => {
-            "SELECT next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates
-             FROM devices WHERE device = ?1 FOR UPDATE"
-        }
-    };
-    let row = tx
-        .query_row(sql, params![device], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })
-        .optional()?;
-    let Some((next, frontier, size, root, note, gap, dups)) = row else {
-        return Ok(DeviceState::default());
-    };
+/// A device's state from the [`STATE_COLUMNS`] of a row, starting at column `at`.
+pub fn state_from_row(r: crate::db::sql::Row<'_>, at: usize) -> Result<DeviceState> {
+    let next: i64 = r.get(at)?;
+    let frontier: Vec<u8> = r.get(at + 1)?;
+    let size: Option<i64> = r.get(at + 2)?;
+    let root: Option<Vec<u8>> = r.get(at + 3)?;
+    let note: Option<String> = r.get(at + 4)?;
+    let gap: Option<i64> = r.get(at + 5)?;
+    let dups: i64 = r.get(at + 6)?;
     // The frontier was written by this module; a bad one means a damaged database.
-    let frontier = Frontier::from_bytes(&frontier).map_err(|e| Error::conversion(1, e))?;
+    let frontier = Frontier::from_bytes(&frontier).map_err(|e| Error::conversion(at + 1, e))?;
     Ok(DeviceState {
         next_seq: next as u64,
         frontier,
@@ -365,26 +328,75 @@ pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
     })
 }
 
-pub fn save_state(tx: &Transaction, device: &str, s: &DeviceState) -> Result<()> {
-    let (size, root, note) = match &s.checkpoint {
-        Some((size, root, note)) => (Some(*size as i64), Some(root.to_vec()), Some(note.clone())),
-        None => (None, None, None),
+/// A device's state as the values of [`STATE_COLUMNS`].
+pub struct StateColumns {
+    next_seq: i64,
+    frontier: Vec<u8>,
+    size: Option<i64>,
+    root: Option<Vec<u8>>,
+    note: Option<String>,
+    gap: Option<i64>,
+    duplicates: i64,
+}
+
+impl StateColumns {
+    pub fn of(s: &DeviceState) -> StateColumns {
+        let (size, root, note) = match &s.checkpoint {
+            Some((size, root, note)) => {
+                (Some(*size as i64), Some(root.to_vec()), Some(note.clone()))
+            }
+            None => (None, None, None),
+        };
+        StateColumns {
+            next_seq: s.next_seq as i64,
+            frontier: s.frontier.to_bytes(),
+            size,
+            root,
+            note,
+            gap: s.gap_alarmed_at.map(|g| g as i64),
+            duplicates: s.duplicates as i64,
+        }
+    }
+
+    pub fn params(&self) -> Vec<&dyn crate::db::sql::ToSql> {
+        vec![
+            &self.next_seq,
+            &self.frontier,
+            &self.size,
+            &self.root,
+            &self.note,
+            &self.gap,
+            &self.duplicates,
+        ]
+    }
+}
+
+/// A device's state; on PostgreSQL its row stays locked until the transaction ends (several
+/// hub instances may receive one device's records: each must see what the others committed
+/// before it judges one; `crate::ingest::Batch` locks a batch's devices together, in order).
+pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => format!("SELECT {STATE_COLUMNS} FROM devices WHERE device = ?1"),
+        Dialect::Postgres => {
+            format!("SELECT {STATE_COLUMNS} FROM devices WHERE device = ?1 FOR UPDATE")
+        }
     };
+    Ok(tx
+        .query_row(&sql, params![device], |r| state_from_row(r, 0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub fn save_state(tx: &Transaction, device: &str, s: &DeviceState) -> Result<()> {
+    let c = StateColumns::of(s);
+    let mut p: Vec<&dyn crate::db::sql::ToSql> = vec![&device];
+    p.extend(c.params());
     tx.execute(
         "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(device) DO UPDATE SET next_seq = ?2, frontier = ?3, ckpt_size = ?4,
            ckpt_root = ?5, ckpt_note = ?6, gap_alarmed_at = ?7, duplicates = ?8",
-        params![
-            device,
-            s.next_seq as i64,
-            s.frontier.to_bytes(),
-            size,
-            root,
-            note,
-            s.gap_alarmed_at.map(|g| g as i64),
-            s.duplicates as i64
-        ],
+        &p,
     )?;
     Ok(())
 }
