@@ -151,7 +151,7 @@ pub fn handle_message(
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut b = Batch::begin(tx, &Default::default())?;
-    let r = b.handle_message(enrolment, m, now_ms)?;
+    let r = b.handle_message(enrolment, m, None, now_ms)?;
     b.finish()?;
     Ok(r)
 }
@@ -186,16 +186,17 @@ pub fn handle(
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut b = Batch::begin(tx, &Default::default())?;
-    let r = handle_in(&mut b, enrolment, topic, payload, now_ms)?;
+    let r = handle_in(&mut b, enrolment, (topic, payload), None, now_ms)?;
     b.finish()?;
     Ok(r)
 }
 
+/// `verdict`: the record's signature check when [`preverify`] made it.
 fn handle_in(
     b: &mut Batch,
     enrolment: &Enrolment,
-    topic: &str,
-    payload: &[u8],
+    (topic, payload): (&str, &[u8]),
+    verdict: Option<bool>,
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut cx = Ctx {
@@ -269,7 +270,10 @@ fn handle_in(
                     return cx.reject(kind, unverified(), None, e.to_string(), whole);
                 }
             };
-            if audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_err() {
+            let valid = verdict.unwrap_or_else(|| {
+                audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_ok()
+            });
+            if !valid {
                 return cx.reject(
                     BAD_SIGNATURE,
                     unverified(),
@@ -655,6 +659,45 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
     Ok(raised)
 }
 
+/// The signature checks of a batch's records, made before its transaction and on two threads:
+/// verification is the larger part of ingest's work (Ed25519, `verify_strict`), it needs no
+/// database, and done before the transaction it does not hold the locks other hub instances
+/// wait for. `Some(valid)` for a record of an enrolled device that decodes; `None` for every
+/// other message (judged entirely by [`Batch::handle_message`]).
+pub fn preverify(enrolment: &Enrolment, batch: &[Message]) -> Vec<Option<bool>> {
+    let one = |m: &Message| -> Option<bool> {
+        let Message::Whole { topic, payload } = m else {
+            return None;
+        };
+        let t = Topic::parse(topic).ok()?;
+        if !matches!(t.kind, TopicKind::Agg { .. }) {
+            return None;
+        }
+        let device = enrolment
+            .devices
+            .get(&t.device)
+            .filter(|d| d.territory == t.territory)?;
+        let msg = hub_link::decode_record(&t, payload).ok()?;
+        Some(audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_ok())
+    };
+    let half = batch.len() / 2;
+    if half < 8 {
+        return batch.iter().map(one).collect();
+    }
+    let (first, second) = batch.split_at(half);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| second.iter().map(one).collect::<Vec<_>>());
+        let mut out: Vec<Option<bool>> = first.iter().map(one).collect();
+        // A panic there leaves those records to be checked in the transaction.
+        out.extend(
+            other
+                .join()
+                .unwrap_or_else(|_| second.iter().map(|_| None).collect()),
+        );
+        out
+    })
+}
+
 /// One batch of messages in one transaction, written in bulk: the states of the devices it
 /// names are loaded (and, on PostgreSQL, locked) together and in order at the start, kept in
 /// memory while the messages are judged one by one, and saved together at the end; stored
@@ -907,15 +950,19 @@ impl<'t, 'c> Batch<'t, 'c> {
         )
     }
 
-    /// Handles one message of the batch (see [`handle`]).
+    /// Handles one message of the batch (see [`handle`]); `verdict`: its signature check when
+    /// [`preverify`] made it.
     pub fn handle_message(
         &mut self,
         enrolment: &Enrolment,
         m: &Message,
+        verdict: Option<bool>,
         now_ms: i64,
     ) -> Result<(Outcome, Option<String>)> {
         match m {
-            Message::Whole { topic, payload } => handle_in(self, enrolment, topic, payload, now_ms),
+            Message::Whole { topic, payload } => {
+                handle_in(self, enrolment, (topic, payload), verdict, now_ms)
+            }
             Message::Oversized { topic, len, head } => {
                 let cx = Ctx {
                     b: self,

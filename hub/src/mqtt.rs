@@ -404,7 +404,7 @@ impl Serving<'_> {
     fn attempt(
         t: &crate::db::sql::Transaction,
         enrolment: &Enrolment,
-        batch: &[Message],
+        (batch, verdicts): (&[Message], &[Option<bool>]),
         devices: &std::collections::BTreeSet<String>,
         now_ms: i64,
     ) -> Result<Attempt, crate::db::sql::Error> {
@@ -412,8 +412,9 @@ impl Serving<'_> {
         let mut outcome = ingest::Outcome::default();
         let mut touched = std::collections::BTreeSet::new();
         let mut alarmed = Vec::new();
-        for m in batch {
-            let (o, dev) = b.handle_message(enrolment, m, now_ms)?;
+        for (i, m) in batch.iter().enumerate() {
+            let verdict = verdicts.get(i).copied().flatten();
+            let (o, dev) = b.handle_message(enrolment, m, verdict, now_ms)?;
             if o.alarms > 0 {
                 alarmed.push(m.topic().to_owned());
             }
@@ -462,8 +463,9 @@ impl Serving<'_> {
             })
             .map(|t| t.device)
             .collect();
+        let verdicts = ingest::preverify(enrolment, batch);
         let (outcome, acks, alarmed) = retrying(conn, |t| {
-            Self::attempt(t, enrolment, batch, &devices, now_ms)
+            Self::attempt(t, enrolment, (batch, &verdicts), &devices, now_ms)
         })?;
         self.totals.messages += messages;
         self.totals.outcome += outcome;

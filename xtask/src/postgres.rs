@@ -48,7 +48,12 @@ impl Cluster {
     pub fn start() -> Result<Cluster> {
         let bin = bindir()?;
         let run_as = sh::is_root().then_some("postgres");
-        let dir = std::env::temp_dir().join(format!("iat-pg-{}", std::process::id()));
+        // The server's user must reach the folder: under /tmp when it is not us.
+        let base = match run_as {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
+        let dir = base.join(format!("iat-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Some(user) = run_as {
