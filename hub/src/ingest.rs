@@ -157,7 +157,7 @@ pub fn handle_message(
 }
 
 /// Whether the topic's device is enrolled, in the topic's territory.
-fn enrolled(enrolment: &Enrolment, t: &Topic) -> bool {
+pub fn enrolled(enrolment: &Enrolment, t: &Topic) -> bool {
     enrolment
         .devices
         .get(&t.device)
@@ -903,7 +903,6 @@ impl<'t, 'c> Batch<'t, 'c> {
     /// Writes what is buffered and the changed states; the transaction is the caller's to
     /// commit.
     pub fn finish(mut self) -> Result<()> {
-        use crate::db::sql::{ToSql, insert_rows};
         self.flush()?;
         let changed: Vec<(&String, &DeviceState)> = self
             .states
@@ -911,43 +910,9 @@ impl<'t, 'c> Batch<'t, 'c> {
             .filter(|(_, (_, dirty))| *dirty)
             .map(|(d, (s, _))| (d, s))
             .collect();
-        let cols: Vec<store::StateColumns> = changed
-            .iter()
-            .map(|(_, s)| store::StateColumns::of(s))
-            .collect();
-        let rows: Vec<Vec<&dyn ToSql>> = changed
-            .iter()
-            .zip(&cols)
-            .map(|((d, _), c)| {
-                let mut v: Vec<&dyn ToSql> = vec![*d as &dyn ToSql];
-                v.extend(c.params());
-                v
-            })
-            .collect();
-        insert_rows(
-            self.tx,
-            "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)",
-            "ON CONFLICT (device) DO UPDATE SET next_seq = excluded.next_seq,
-               frontier = excluded.frontier, ckpt_size = excluded.ckpt_size,
-               ckpt_root = excluded.ckpt_root, ckpt_note = excluded.ckpt_note,
-               gap_alarmed_at = excluded.gap_alarmed_at, duplicates = excluded.duplicates",
-            8,
-            &rows,
-        )?;
-        let rows: Vec<Vec<&dyn ToSql>> = self
-            .seen
-            .iter()
-            .map(|(d, t)| vec![d as &dyn ToSql, t])
-            .collect();
-        insert_rows(
-            self.tx,
-            "INSERT INTO presence (device, seen_ms)",
-            "ON CONFLICT (device) DO UPDATE SET seen_ms = CASE
-               WHEN COALESCE(presence.seen_ms, 0) > excluded.seen_ms THEN presence.seen_ms
-               ELSE excluded.seen_ms END",
-            2,
-            &rows,
-        )
+        store::save_states(self.tx, &changed)?;
+        let seen: Vec<(&String, i64)> = self.seen.iter().map(|(d, t)| (d, *t)).collect();
+        store::seen(self.tx, &seen)
     }
 
     /// Handles one message of the batch (see [`handle`]); `verdict`: its signature check when

@@ -455,12 +455,7 @@ impl Serving<'_> {
         let devices: std::collections::BTreeSet<String> = batch
             .iter()
             .filter_map(|m| hub_link::Topic::parse(m.topic()).ok())
-            .filter(|t| {
-                enrolment
-                    .devices
-                    .get(&t.device)
-                    .is_some_and(|d| d.territory == t.territory)
-            })
+            .filter(|t| ingest::enrolled(enrolment, t))
             .map(|t| t.device)
             .collect();
         let verdicts = ingest::preverify(enrolment, batch);

@@ -156,15 +156,6 @@ impl Error {
             _ => false,
         }
     }
-
-    /// True when the other side of the connection is gone or refused the connection (a
-    /// restart of PostgreSQL): the caller may reconnect.
-    pub fn is_connection_lost(&self) -> bool {
-        match self {
-            Error::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
-            _ => false,
-        }
-    }
 }
 
 /// PostgreSQL's own message (its `Display` says only "db error").
@@ -643,7 +634,6 @@ enum Inner {
 /// A connection to the hub's database.
 pub struct Connection {
     inner: Inner,
-    in_tx: Cell<bool>,
 }
 
 impl fmt::Debug for Connection {
@@ -656,7 +646,6 @@ impl Connection {
     pub fn from_sqlite(conn: rusqlite::Connection) -> Connection {
         Connection {
             inner: Inner::Sqlite(conn),
-            in_tx: Cell::new(false),
         }
     }
 
@@ -668,7 +657,6 @@ impl Connection {
                 client: RefCell::new(Some(client)),
                 cache: RefCell::new(HashMap::new()),
             })),
-            in_tx: Cell::new(false),
         })
     }
 
@@ -684,17 +672,6 @@ impl Connection {
         match &self.inner {
             Inner::Sqlite(c) => Some(c),
             Inner::Postgres(_) => None,
-        }
-    }
-
-    /// Runs `f` on PostgreSQL's client (COPY, batch statements).
-    pub fn with_postgres<T>(
-        &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T>,
-    ) -> Option<Result<T>> {
-        match &self.inner {
-            Inner::Sqlite(_) => None,
-            Inner::Postgres(pg) => Some(f(&mut pg.client())),
         }
     }
 
@@ -802,16 +779,10 @@ impl Connection {
             Dialect::Sqlite => self.execute_batch("BEGIN IMMEDIATE")?,
             Dialect::Postgres => self.execute_batch("BEGIN")?,
         }
-        self.in_tx.set(true);
         Ok(Transaction {
             conn: self,
             open: Cell::new(true),
         })
-    }
-
-    /// True inside a [`Transaction`].
-    pub fn in_transaction(&self) -> bool {
-        self.in_tx.get()
     }
 }
 
@@ -892,11 +863,6 @@ impl Statement<'_> {
             None => Err(Error::NoRow),
         }
     }
-
-    /// Whether the query returns a row.
-    pub fn exists(&mut self, params: Params<'_>) -> Result<bool> {
-        Ok(self.query(params)?.next()?.is_some())
-    }
 }
 
 /// The rows of a query.
@@ -928,16 +894,11 @@ pub struct Transaction<'c> {
 }
 
 impl Transaction<'_> {
+    /// Commits; when COMMIT fails, the transaction is rolled back as it is dropped.
     pub fn commit(self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
         self.open.set(false);
-        self.conn.in_tx.set(false);
-        self.conn.execute_batch("COMMIT")
-    }
-
-    pub fn rollback(self) -> Result<()> {
-        self.open.set(false);
-        self.conn.in_tx.set(false);
-        self.conn.execute_batch("ROLLBACK")
+        Ok(())
     }
 }
 
@@ -950,11 +911,10 @@ impl std::ops::Deref for Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if self.open.get() {
-            self.conn.in_tx.set(false);
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::warn!("rolling back a transaction: {e}");
-            }
+        if self.open.get()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!("rolling back a transaction: {e}");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use audit::Frontier;
 
 pub use crate::db::sql::{Connection, Error, Transaction};
-use crate::db::sql::{Database, Dialect, OptionalExtension, params};
+use crate::db::sql::{Database, Dialect, OptionalExtension, ToSql, insert_rows, params};
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -246,15 +246,18 @@ fn migrate(conn: &Connection) -> Result<()> {
     tx.commit()
 }
 
-/// Notes that a device was heard from (a verified record or checkpoint).
-pub fn seen(tx: &Transaction, device: &str, now_ms: i64) -> Result<()> {
-    tx.execute(
-        "INSERT INTO presence (device, seen_ms) VALUES (?1, ?2)
-         ON CONFLICT(device) DO UPDATE SET seen_ms = CASE WHEN COALESCE(presence.seen_ms, 0) > ?2
-           THEN presence.seen_ms ELSE ?2 END",
-        params![device, now_ms],
-    )?;
-    Ok(())
+/// Notes when devices were heard from (a verified record or checkpoint), one row each.
+pub fn seen(tx: &Transaction, seen: &[(&String, i64)]) -> Result<()> {
+    let rows: Vec<Vec<&dyn ToSql>> = seen.iter().map(|(d, t)| vec![d as &dyn ToSql, t]).collect();
+    insert_rows(
+        tx,
+        "INSERT INTO presence (device, seen_ms)",
+        "ON CONFLICT (device) DO UPDATE SET seen_ms = CASE
+           WHEN COALESCE(presence.seen_ms, 0) > excluded.seen_ms THEN presence.seen_ms
+           ELSE excluded.seen_ms END",
+        2,
+        &rows,
+    )
 }
 
 /// Records a device's retained status (`online`, or the last will `offline`).
@@ -329,7 +332,7 @@ pub fn state_from_row(r: crate::db::sql::Row<'_>, at: usize) -> Result<DeviceSta
 }
 
 /// A device's state as the values of [`STATE_COLUMNS`].
-pub struct StateColumns {
+struct StateColumns {
     next_seq: i64,
     frontier: Vec<u8>,
     size: Option<i64>,
@@ -340,7 +343,7 @@ pub struct StateColumns {
 }
 
 impl StateColumns {
-    pub fn of(s: &DeviceState) -> StateColumns {
+    fn of(s: &DeviceState) -> StateColumns {
         let (size, root, note) = match &s.checkpoint {
             Some((size, root, note)) => {
                 (Some(*size as i64), Some(root.to_vec()), Some(note.clone()))
@@ -358,7 +361,7 @@ impl StateColumns {
         }
     }
 
-    pub fn params(&self) -> Vec<&dyn crate::db::sql::ToSql> {
+    fn params(&self) -> Vec<&dyn ToSql> {
         vec![
             &self.next_seq,
             &self.frontier,
@@ -388,17 +391,31 @@ pub fn load_state(tx: &Transaction, device: &str) -> Result<DeviceState> {
 }
 
 pub fn save_state(tx: &Transaction, device: &str, s: &DeviceState) -> Result<()> {
-    let c = StateColumns::of(s);
-    let mut p: Vec<&dyn crate::db::sql::ToSql> = vec![&device];
-    p.extend(c.params());
-    tx.execute(
-        "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(device) DO UPDATE SET next_seq = ?2, frontier = ?3, ckpt_size = ?4,
-           ckpt_root = ?5, ckpt_note = ?6, gap_alarmed_at = ?7, duplicates = ?8",
-        &p,
-    )?;
-    Ok(())
+    save_states(tx, &[(&device.to_owned(), s)])
+}
+
+/// Saves device states, with multi-row upserts.
+pub fn save_states(tx: &Transaction, states: &[(&String, &DeviceState)]) -> Result<()> {
+    let cols: Vec<StateColumns> = states.iter().map(|(_, s)| StateColumns::of(s)).collect();
+    let rows: Vec<Vec<&dyn ToSql>> = states
+        .iter()
+        .zip(&cols)
+        .map(|((d, _), c)| {
+            let mut v: Vec<&dyn ToSql> = vec![*d as &dyn ToSql];
+            v.extend(c.params());
+            v
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO devices (device, next_seq, frontier, ckpt_size, ckpt_root, ckpt_note, gap_alarmed_at, duplicates)",
+        "ON CONFLICT (device) DO UPDATE SET next_seq = excluded.next_seq,
+           frontier = excluded.frontier, ckpt_size = excluded.ckpt_size,
+           ckpt_root = excluded.ckpt_root, ckpt_note = excluded.ckpt_note,
+           gap_alarmed_at = excluded.gap_alarmed_at, duplicates = excluded.duplicates",
+        8,
+        &rows,
+    )
 }
 
 /// A stored record's leaf hash and entry.
