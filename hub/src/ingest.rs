@@ -136,9 +136,7 @@ impl Ctx<'_, '_, '_> {
             payload,
         };
         self.out.rejected += 1;
-        if rejections::count(self.b.tx, &r, self.now_ms)? {
-            self.out.alarms += 1;
-        }
+        self.b.rejected.add(&r);
         Ok((self.out, None))
     }
 }
@@ -151,9 +149,9 @@ pub fn handle_message(
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut b = Batch::begin(tx, &Default::default())?;
-    let r = b.handle_message(enrolment, m, None, now_ms)?;
-    b.finish()?;
-    Ok(r)
+    let (mut o, ack) = b.handle_message(enrolment, m, None, now_ms)?;
+    o.alarms += b.finish(now_ms)?.len() as u64;
+    Ok((o, ack))
 }
 
 /// Whether the topic's device is enrolled, in the topic's territory.
@@ -186,9 +184,9 @@ pub fn handle(
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut b = Batch::begin(tx, &Default::default())?;
-    let r = handle_in(&mut b, enrolment, (topic, payload), None, now_ms)?;
-    b.finish()?;
-    Ok(r)
+    let (mut o, ack) = handle_in(&mut b, enrolment, (topic, payload), None, now_ms)?;
+    o.alarms += b.finish(now_ms)?.len() as u64;
+    Ok((o, ack))
 }
 
 /// `verdict`: the record's signature check when [`preverify`] made it.
@@ -715,6 +713,8 @@ pub struct Batch<'t, 'c> {
     points: Vec<crate::db::series::Point>,
     /// When each device was last heard from in this batch.
     seen: std::collections::BTreeMap<String, i64>,
+    /// Rejected messages, counted into their alarm rows at the end.
+    rejected: rejections::Tally,
 }
 
 /// A record to store.
@@ -742,6 +742,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             records: Vec::new(),
             points: Vec::new(),
             seen: Default::default(),
+            rejected: Default::default(),
         };
         b.load(devices.iter().map(String::as_str))?;
         Ok(b)
@@ -900,9 +901,10 @@ impl<'t, 'c> Batch<'t, 'c> {
         Ok(())
     }
 
-    /// Writes what is buffered and the changed states; the transaction is the caller's to
-    /// commit.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes what is buffered, the changed states and, last, the rejections. Returns the
+    /// topics of the rejected messages that opened a new alarm row (one per row). The
+    /// transaction is the caller's to commit.
+    pub fn finish(mut self, now_ms: i64) -> Result<Vec<String>> {
         self.flush()?;
         let changed: Vec<(&String, &DeviceState)> = self
             .states
@@ -912,7 +914,8 @@ impl<'t, 'c> Batch<'t, 'c> {
             .collect();
         store::save_states(self.tx, &changed)?;
         let seen: Vec<(&String, i64)> = self.seen.iter().map(|(d, t)| (d, *t)).collect();
-        store::seen(self.tx, &seen)
+        store::seen(self.tx, &seen)?;
+        std::mem::take(&mut self.rejected).write(self.tx, now_ms)
     }
 
     /// Handles one message of the batch (see [`handle`]); `verdict`: its signature check when

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Batches run again after PostgreSQL aborted them for another hub instance's transaction.
     pub retries: Counter,
+    /// Batches given up after as many retries (not acknowledged: their devices resend them).
+    pub batches_dropped: Counter,
+    /// New connections to the database after the previous one was lost.
+    pub db_reconnects: Counter,
     devices_enrolled: Gauge,
     devices_online: Gauge,
     alarms_open: Family<KindLabel, Gauge>,
@@ -65,6 +69,8 @@ impl Metrics {
             // 0.5 ms to about 16 s.
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             retries: Counter::default(),
+            batches_dropped: Counter::default(),
+            db_reconnects: Counter::default(),
             devices_enrolled: Gauge::default(),
             devices_online: Gauge::default(),
             alarms_open: Family::default(),
@@ -114,6 +120,16 @@ impl Metrics {
             "db_batch_retries",
             "Batches run again after PostgreSQL aborted their transaction for another hub instance's (deadlock, row inserted first)",
             m.retries.clone(),
+        );
+        registry.register(
+            "db_batches_dropped",
+            "Batches given up after 10 attempts; not acknowledged, so their devices send the records again",
+            m.batches_dropped.clone(),
+        );
+        registry.register(
+            "db_reconnects",
+            "Connections made to the database again after the previous one was lost (server restart, failover)",
+            m.db_reconnects.clone(),
         );
         registry.register(
             "devices_enrolled",

@@ -217,27 +217,61 @@ pub fn serve(
             }
         }
         let now_ms = now_ms();
-        s.batch(&mut conn, &mut batch, now_ms)?;
+        if let Err(e) = s.batch(&mut conn, &mut batch, now_ms) {
+            match recover(e, &mut conn, &config.db, stop)? {
+                // Not acknowledged: the devices send these records again.
+                Recovered::GaveUp => s.drop_batch(&mut batch),
+                Recovered::Reconnected => leader = Leader::default(),
+            }
+        }
         metrics.tick(now_ms);
         metrics
             .queued_bytes
             .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         // The time-driven checks run in one instance only when several share a database.
-        if last_gap_check.elapsed() >= Duration::from_secs(1) && leader.check(&conn)? {
+        // A check that fails for another instance's transaction or a lost connection runs at
+        // the next turn.
+        if last_gap_check.elapsed() >= Duration::from_secs(1) {
             last_gap_check = Instant::now();
-            let g = retrying(&conn, |t| ingest::check_gaps(t, now_ms, gap_ms))?;
-            if g > 0 {
-                tracing::warn!("hub: ALARM GAP on {g} device(s)");
+            let g = leader.check(&conn).and_then(|lead| {
+                if !lead {
+                    return Ok(0);
+                }
+                retrying(&conn, |t| ingest::check_gaps(t, now_ms, gap_ms))
+            });
+            match g {
+                Ok(g) => {
+                    if g > 0 {
+                        tracing::warn!("hub: ALARM GAP on {g} device(s)");
+                    }
+                    s.totals.gaps += g;
+                }
+                Err(e) => {
+                    if recover(e, &mut conn, &config.db, stop)? == Recovered::Reconnected {
+                        leader = Leader::default();
+                    }
+                }
             }
-            s.totals.gaps += g;
         }
-        if last_health_check.elapsed() >= crate::health::CHECK_EVERY && leader.check(&conn)? {
+        if last_health_check.elapsed() >= crate::health::CHECK_EVERY {
             last_health_check = Instant::now();
             let enrolment = enrolment.read().unwrap_or_else(|p| p.into_inner());
-            let c = retrying(&conn, |t| {
-                crate::health::evaluate(t, &enrolment, now_ms, &limits)
-            })?;
-            s.totals.health += c;
+            let c = leader.check(&conn).and_then(|lead| {
+                if !lead {
+                    return Ok(Default::default());
+                }
+                retrying(&conn, |t| {
+                    crate::health::evaluate(t, &enrolment, now_ms, &limits)
+                })
+            });
+            match c {
+                Ok(c) => s.totals.health += c,
+                Err(e) => {
+                    if recover(e, &mut conn, &config.db, stop)? == Recovered::Reconnected {
+                        leader = Leader::default();
+                    }
+                }
+            }
         }
     }
     // The orderly stop. The poller forwards nothing more; what it had handed over is verified,
@@ -255,10 +289,10 @@ pub fn serve(
             }
         }
         if batch.len() >= BATCH {
-            s.batch(&mut conn, &mut batch, now_ms())?;
+            left += s.last_batch(&mut conn, &mut batch)?;
         }
     }
-    s.batch(&mut conn, &mut batch, now_ms())?;
+    left += s.last_batch(&mut conn, &mut batch)?;
     if left > 0 {
         tracing::warn!(
             "hub: stopping: {left} message(s) received but not verified in time; their devices send them again"
@@ -347,6 +381,56 @@ struct Serving<'a> {
     queued: &'a AtomicUsize,
 }
 
+/// How the serving loop got past a database error.
+#[derive(Debug, PartialEq, Eq)]
+enum Recovered {
+    /// The transaction failed as often as [`retrying`] allows: its work is given up.
+    GaveUp,
+    /// The connection was lost and a new one is open (or the hub is stopping): the work is
+    /// still to do.
+    Reconnected,
+}
+
+/// After a database error in the serving loop: a lost connection is opened again (with a
+/// growing delay, until the database answers or the hub is told to stop); a transaction that
+/// other instances kept aborting is given up; anything else ends the service.
+fn recover(
+    e: crate::db::sql::Error,
+    conn: &mut crate::db::sql::Connection,
+    db: &crate::db::sql::Database,
+    stop: &AtomicBool,
+) -> Result<Recovered, ServeError> {
+    if e.is_retryable() {
+        tracing::error!(
+            "hub: a transaction failed 10 times for other instances' ({e}); its messages are not acknowledged and their devices send them again"
+        );
+        return Ok(Recovered::GaveUp);
+    }
+    if !(e.is_connection_lost() || conn.is_closed()) {
+        return Err(e.into());
+    }
+    tracing::warn!(
+        "hub: the database connection is lost ({e}); reconnecting. Messages wait meanwhile (the devices keep theirs until acknowledged)"
+    );
+    let mut delay = Duration::from_millis(200);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(delay);
+        match store::open_existing(db) {
+            Ok(c) => {
+                *conn = c;
+                crate::metrics::global().db_reconnects.inc();
+                tracing::info!("hub: connected to the database again");
+                return Ok(Recovered::Reconnected);
+            }
+            Err(e) => {
+                tracing::debug!("hub: connecting to the database: {e}");
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Ok(Recovered::Reconnected)
+}
+
 /// Runs `f` in a transaction, again when PostgreSQL aborted it for another hub instance's.
 fn retrying<T>(
     conn: &crate::db::sql::Connection,
@@ -429,7 +513,9 @@ impl Serving<'_> {
                 acks.push(a);
             }
         }
-        b.finish()?;
+        let opened = b.finish(now_ms)?;
+        outcome.alarms += opened.len() as u64;
+        alarmed.extend(opened);
         Ok((outcome, acks, alarmed))
     }
 
@@ -443,7 +529,7 @@ impl Serving<'_> {
         conn: &mut crate::db::sql::Connection,
         batch: &mut Vec<Message>,
         now_ms: i64,
-    ) -> Result<(), ServeError> {
+    ) -> Result<(), crate::db::sql::Error> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -470,15 +556,8 @@ impl Serving<'_> {
             let topic: String = topic.escape_debug().take(200).collect();
             tracing::warn!("hub: ALARM on {topic} (see `hub stats`)");
         }
-        let bytes: usize = batch
-            .drain(..)
-            .map(|m| match m {
-                Message::Whole { payload, .. } => payload.len(),
-                Message::Oversized { .. } => 0,
-            })
-            .sum();
+        self.release(batch);
         crate::metrics::global().batch(outcome, messages, started.elapsed());
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
         // Only after the commit: an ack promises the records are durable here.
         for (topic, ack) in acks {
             match ack.sign(self.key) {
@@ -493,6 +572,46 @@ impl Serving<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Serving<'_> {
+    /// Empties `batch`, counting its bytes out of the queue.
+    fn release(&self, batch: &mut Vec<Message>) {
+        let bytes: usize = batch
+            .drain(..)
+            .map(|m| match m {
+                Message::Whole { payload, .. } => payload.len(),
+                Message::Oversized { .. } => 0,
+            })
+            .sum();
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives up a batch: nothing of it is acknowledged.
+    fn drop_batch(&mut self, batch: &mut Vec<Message>) {
+        crate::metrics::global().batches_dropped.inc();
+        self.totals.messages += batch.len() as u64;
+        self.release(batch);
+    }
+
+    /// A batch of the orderly stop: stored if the database answers; otherwise left to the
+    /// devices' resends. Returns how many messages were left.
+    fn last_batch(
+        &mut self,
+        conn: &mut crate::db::sql::Connection,
+        batch: &mut Vec<Message>,
+    ) -> Result<u64, ServeError> {
+        match self.batch(conn, batch, now_ms()) {
+            Ok(()) => Ok(0),
+            Err(e) if e.is_retryable() || e.is_connection_lost() || conn.is_closed() => {
+                tracing::warn!("hub: stopping: a batch could not be stored: {e}");
+                let n = batch.len() as u64;
+                self.drop_batch(batch);
+                Ok(n)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

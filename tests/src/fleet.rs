@@ -727,6 +727,14 @@ pub struct HubOutcome {
     pub exits: Vec<Option<std::process::ExitStatus>>,
     /// Whether one instance was SIGKILLed and started again during the run.
     pub killed: bool,
+    /// Messages published by the hostile flood ([`Hubs::flood`]), and how many of them the
+    /// hub counted into its alarm rows of rejected traffic.
+    pub flooded: u64,
+    pub rejected: u64,
+    /// Lines of the instances' logs saying a batch was given up (not acknowledged) after
+    /// repeated aborts, and that an instance connected to the database again.
+    pub batches_given_up: usize,
+    pub db_reconnections: usize,
 }
 
 /// How the hub side of a run is set up.
@@ -739,6 +747,13 @@ pub struct Hubs {
     pub kill_after: Option<Duration>,
     /// ... and start it again this long after.
     pub down_for: Duration,
+    /// Messages per second published, while the fleet runs, by unenrolled senders on 40
+    /// territories of 25 topics each (0: none): rejected traffic that every instance counts
+    /// into the same coalesced alarm rows.
+    pub flood: u64,
+    /// End every hub connection to PostgreSQL this long after the clock starts (as a restart
+    /// or a failover of the server would).
+    pub sever_db_after: Option<Duration>,
 }
 
 impl Default for Hubs {
@@ -747,6 +762,8 @@ impl Default for Hubs {
             instances: 1,
             kill_after: None,
             down_for: Duration::from_secs(2),
+            flood: 0,
+            sever_db_after: None,
         }
     }
 }
@@ -817,7 +834,29 @@ pub fn run_local(
             None
         }
     };
-    let report = fleet.run("127.0.0.1", broker.port, vkey, acked)?;
+    let running = Arc::new(AtomicBool::new(true));
+    let flood = (hubs.flood > 0).then(|| flood(broker.port, hubs.flood, running.clone()));
+    let sever = hubs.sever_db_after.map(|after| {
+        let (db, running) = (first.db.clone(), running.clone());
+        std::thread::spawn(move || sever_db(&db, after, &running))
+    });
+    let report = fleet.run("127.0.0.1", broker.port, vkey, acked);
+    running.store(false, Ordering::Relaxed);
+    let flooded = match flood {
+        Some(f) => f
+            .join()
+            .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?,
+        None => 0,
+    };
+    if let Some(s) = sever {
+        s.join()
+            .map_err(|_| anyhow::anyhow!("the thread ending database connections panicked"))??;
+    }
+    let report = report?;
+    if flooded > 0 {
+        // The last of the flood through the broker and the hubs' batches before they stop.
+        std::thread::sleep(Duration::from_secs(3));
+    }
     let mut exits = vec![first.terminate(Duration::from_secs(30))];
     let killed = victim.is_some();
     if let Some(v) = victim {
@@ -834,6 +873,18 @@ pub fn run_local(
     for a in &stats.alarms {
         *alarms.entry(a.kind.clone()).or_default() += 1;
     }
+    let rejected = stats
+        .alarms
+        .iter()
+        .filter(|a| a.source.is_some())
+        .map(|a| a.count)
+        .sum();
+    let logs: String = std::iter::once(&first)
+        .chain(&others)
+        .flat_map(|h| std::fs::read_dir(&h.dir).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
     let outcome = HubOutcome {
         stored: stats.devices.iter().map(|d| d.stored).sum(),
         duplicates: stats.devices.iter().map(|d| d.duplicates).sum(),
@@ -841,8 +892,81 @@ pub fn run_local(
         alarms,
         exits,
         killed,
+        flooded,
+        rejected,
+        batches_given_up: logs.matches("failed 10 times").count(),
+        db_reconnections: logs.matches("connected to the database again").count(),
     };
     Ok((report, outcome))
+}
+
+/// Publishes `per_second` messages a second from unenrolled senders until `running` ends;
+/// returns how many were published.
+fn flood(port: u16, per_second: u64, running: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut o = rumqttc::MqttOptions::new("fleet-flood", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (client, mut connection) = rumqttc::Client::new(o, 1024);
+        let poller = std::thread::spawn(move || {
+            for ev in connection.iter() {
+                match ev {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while running.load(Ordering::Relaxed) {
+            let due = (start.elapsed().as_secs_f64() * per_second as f64) as u64;
+            if sent >= due {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            // The 1,000 topics in a scattered order: batches of different instances meet
+            // the same alarm rows in different orders.
+            let i = sent.wrapping_mul(7919) % 1000;
+            let topic = format!("iat/v1/bots-{}/bot-{}/agg/m", i % 40, i / 40);
+            let payload = format!("{{\"seq\":{sent},\"junk\":true}}");
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        let _ = client.disconnect();
+        let _ = poller.join();
+        sent
+    })
+}
+
+/// Ends every other session on the hub's PostgreSQL database once, `after` the start (unless
+/// the run ended first).
+fn sever_db(
+    db: &hub::db::sql::Database,
+    after: Duration,
+    running: &AtomicBool,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < after {
+        if !running.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let conn = hub::db::store::open_existing(db)?;
+    let ended: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+        hub::params![],
+        |r| r.get(0),
+    )?;
+    crate::system::say(&format!(
+        "ended {ended} PostgreSQL session(s) of the hub instances"
+    ));
+    Ok(())
 }
 
 impl HubOutcome {

@@ -113,6 +113,7 @@ fn postgres_tests() -> Result<()> {
             "tampered_messages_are_rejected_and_alarmed",
             "a_fleet_s_backlog_and_live_records_are_all_stored_once_and_acknowledged",
             "three_hub_instances_share_a_fleet_and_survive_a_sigkill",
+            "three_hub_instances_survive_a_flood_of_rejections_and_a_lost_database_connection",
             "broker_sigstop_black_hole_reset_and_hub_restart",
         ])
         .env(env.0, &env.1);

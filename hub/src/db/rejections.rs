@@ -11,6 +11,10 @@
 //! `2 x MAX_SOURCES + 1` rows per kind and period, whatever the flood. Each row keeps the
 //! count, the first and last time, and the first [`SAMPLES`] messages' topic, size, reason
 //! and first bytes.
+//!
+//! A batch counts its rejections in memory ([`Tally`]) and writes them at its end, one
+//! statement per row, in key order, under one advisory lock on PostgreSQL: hub instances
+//! sharing the database count into the same rows without deadlocking one another.
 
 use crate::db::sql::{OptionalExtension, Transaction, params};
 
@@ -92,9 +96,137 @@ pub struct Rejection<'a> {
     pub payload: &'a [u8],
 }
 
+/// The advisory lock under which a transaction counts its rejections on PostgreSQL ("iat-rej"
+/// in ASCII). Coalesced rows are shared by every hub instance: counted under one lock, taken
+/// last in the transaction (after the device locks), two instances never wait for each other
+/// in a cycle, and never both open a row for the same source.
+const LOCK: i64 = 0x0069_6174_2d72_656a;
+
+/// A rejected message kept as evidence until the end of the batch.
+#[derive(Debug, Clone)]
+struct Kept {
+    kind: String,
+    device: Option<String>,
+    seq: Option<u64>,
+    source: Source,
+    reason: String,
+    topic: String,
+    len: usize,
+    head: Vec<u8>,
+}
+
+impl Kept {
+    fn of(r: &Rejection) -> Kept {
+        Kept {
+            kind: r.kind.to_owned(),
+            device: r.device.map(str::to_owned),
+            seq: r.seq,
+            source: r.source.clone(),
+            reason: r.reason.clone(),
+            topic: r.topic.to_owned(),
+            len: r.len,
+            head: r.payload[..r.payload.len().min(SAMPLE_BYTES)].to_vec(),
+        }
+    }
+
+    fn view(&self) -> Rejection<'_> {
+        Rejection {
+            kind: &self.kind,
+            device: self.device.as_deref(),
+            seq: self.seq,
+            source: self.source.clone(),
+            reason: self.reason.clone(),
+            topic: &self.topic,
+            len: self.len,
+            payload: &self.head,
+        }
+    }
+}
+
+/// The messages of one source and kind in a batch: how many, and the first [`SAMPLES`].
+#[derive(Debug)]
+struct Group {
+    n: i64,
+    kept: Vec<Kept>,
+}
+
+/// The rejections of one batch, counted in memory by kind and source, then written together
+/// at its end ([`Tally::write`]): one statement per row touched instead of one per message,
+/// rows touched in key order, under [`LOCK`] on PostgreSQL.
+#[derive(Debug, Default)]
+pub struct Tally {
+    groups: std::collections::BTreeMap<(String, String, Option<String>), Group>,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &Rejection) {
+        let key = (
+            r.kind.to_owned(),
+            r.source.topic.clone(),
+            r.source.prefix.clone(),
+        );
+        let g = self.groups.entry(key).or_insert(Group {
+            n: 0,
+            kept: Vec::new(),
+        });
+        g.n += 1;
+        if (g.kept.len() as i64) < SAMPLES {
+            g.kept.push(Kept::of(r));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Counts every group into its period's row. Returns the topic of the first message of
+    /// each group that opened a new row (a new alarm).
+    pub fn write(self, tx: &Transaction, now_ms: i64) -> Result<Vec<String>> {
+        if self.groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        if tx.dialect() == crate::db::sql::Dialect::Postgres {
+            tx.query_row(
+                "SELECT pg_advisory_xact_lock(?1)",
+                params![LOCK],
+                |_| Ok(()),
+            )?;
+        }
+        let mut opened = Vec::new();
+        for g in self.groups.into_values() {
+            if count_group(tx, &g, now_ms)? {
+                opened.push(g.kept[0].topic.clone());
+            }
+        }
+        Ok(opened)
+    }
+}
+
 /// Counts a rejected message into its period's row; returns true when it opened a new row
 /// (a new alarm), false when it was counted into an open one.
 pub fn count(tx: &Transaction, r: &Rejection, now_ms: i64) -> Result<bool> {
+    let mut t = Tally::default();
+    t.add(r);
+    Ok(!t.write(tx, now_ms)?.is_empty())
+}
+
+/// The samples of `g` numbered from `from` (1-based) up to [`SAMPLES`], joined; `None` when
+/// the row has all its samples already.
+fn samples(g: &Group, from: i64) -> Option<String> {
+    let out: String = g
+        .kept
+        .iter()
+        .zip(from..=SAMPLES)
+        .map(|(k, n)| sample(&k.view(), n))
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// Counts the `g.n` messages of one source and kind into the first row with room, from the
+/// source's own scope outwards.
+fn count_group(tx: &Transaction, g: &Group, now_ms: i64) -> Result<bool> {
+    let first = g.kept[0].view();
+    let r = &first;
     let period = now_ms - now_ms.rem_euclid(PERIOD_MS);
     let mut scopes: Vec<(String, i64)> = vec![(r.source.topic.clone(), 0)];
     if let Some(p) = &r.source.prefix {
@@ -115,13 +247,12 @@ pub fn count(tx: &Transaction, r: &Rejection, now_ms: i64) -> Result<bool> {
             })
             .optional()?;
         if let Some((id, n)) = open {
-            let sample = (n < SAMPLES).then(|| sample(r, n + 1));
             tx.prepare_cached(
-                "UPDATE alarms SET count = count + 1, last_ms = ?2,
+                "UPDATE alarms SET count = count + ?4, last_ms = ?2,
                    evidence = COALESCE(evidence || CAST(?3 AS TEXT), evidence)
                  WHERE id = ?1",
             )?
-            .execute(params![id, now_ms, sample])?;
+            .execute(params![id, now_ms, samples(g, n + 1), g.n])?;
             return Ok(false);
         }
         let room = i == last || {
@@ -139,7 +270,7 @@ pub fn count(tx: &Transaction, r: &Rejection, now_ms: i64) -> Result<bool> {
         tx.prepare_cached(
             "INSERT INTO alarms (at_ms, device, kind, seq, detail, topic, evidence, severity,
                count, last_ms, source, scope, period_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?1, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?12, ?1, ?9, ?10, ?11)",
         )?
         .execute(params![
             now_ms,
@@ -148,11 +279,12 @@ pub fn count(tx: &Transaction, r: &Rejection, now_ms: i64) -> Result<bool> {
             r.seq.map(|s| s as i64),
             detail(r, source, *scope),
             shorten(r.topic, 200),
-            sample(r, 1),
+            samples(g, 1),
             Severity::of(r.kind) as i64,
             source,
             scope,
-            period
+            period,
+            g.n
         ])?;
         return Ok(true);
     }
@@ -364,6 +496,62 @@ mod tests {
         );
         assert!(evidence.contains("(not UTF-8, hex) ff0041"), "{evidence}");
         assert_eq!(severity, Severity::Notice as i64);
+    }
+
+    /// A batch's rejections are written as one count per source: the same rows, counts and
+    /// samples as message by message.
+    #[test]
+    fn a_batch_counts_each_source_once_with_its_first_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::store::open(crate::db::sql::test_database(dir.path())).unwrap();
+        let tx = conn.transaction().unwrap();
+        let now = 3 * PERIOD_MS;
+        let topics: Vec<String> = (0..5)
+            .map(|i| format!("iat/v1/t-{}/bot/agg/{i}", i % 2))
+            .collect();
+        let mut tally = Tally::default();
+        for (i, topic) in topics.iter().enumerate() {
+            let payload = format!("payload {i}");
+            let r = rejection(
+                topic,
+                Source::device(&format!("t-{}", i % 2), "bot", false),
+                payload.as_bytes(),
+            );
+            tally.add(&r);
+        }
+        let opened = tally.write(&tx, now).unwrap();
+        assert_eq!(opened, vec![topics[0].clone(), topics[1].clone()]);
+        let open = rows(&tx);
+        assert_eq!(
+            open,
+            vec![
+                ("iat/v1/t-0/bot".to_owned(), 0, 3),
+                ("iat/v1/t-1/bot".to_owned(), 0, 2)
+            ]
+        );
+        // Two more of t-1: its third sample is the first of them; nothing new opens.
+        let mut tally = Tally::default();
+        for i in 5..7 {
+            let payload = format!("payload {i}");
+            let r = rejection(
+                &topics[1],
+                Source::device("t-1", "bot", false),
+                payload.as_bytes(),
+            );
+            tally.add(&r);
+        }
+        assert!(tally.write(&tx, now).unwrap().is_empty());
+        let evidence: String = tx
+            .query_row(
+                "SELECT evidence FROM alarms WHERE source = 'iat/v1/t-1/bot'",
+                crate::params![],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(evidence.matches("sample ").count(), 3, "{evidence}");
+        assert!(evidence.contains("sample 3:"), "{evidence}");
+        assert!(evidence.contains("payload 5") && !evidence.contains("payload 6"));
+        assert_eq!(rows(&tx)[1].2, 4);
     }
 
     #[test]

@@ -158,6 +158,24 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True when the connection to PostgreSQL is gone (the server restarted or failed over, an
+    /// administrator ended the session, the network dropped): a new connection may succeed.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Error::Postgres(e) => {
+                e.is_closed()
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        c.starts_with("08") || c.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// PostgreSQL's own message (its `Display` says only "db error").
 fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
@@ -658,6 +676,14 @@ impl Connection {
                 cache: RefCell::new(HashMap::new()),
             })),
         })
+    }
+
+    /// True when this is a PostgreSQL connection that has closed (it cannot be used again).
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => false,
+            Inner::Postgres(pg) => pg.client.borrow().as_ref().is_none_or(|c| c.is_closed()),
+        }
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -255,8 +255,11 @@ impl App {
                 .map_err(|_| WebError::Internal("enrolment lock poisoned".into()))?;
             f(&conn, &enrolment)
         };
+        // A connection PostgreSQL closed (a restart, a failover) is not kept: the next request
+        // opens a new one.
         if let Ok(mut p) = self.0.pool.lock()
             && p.len() < 8
+            && !conn.is_closed()
         {
             p.push(conn);
         }
