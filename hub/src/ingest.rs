@@ -189,12 +189,12 @@ pub fn handle(
     Ok((o, ack))
 }
 
-/// `verdict`: the record's signature check when [`preverify`] made it.
+/// `pre`: the record decoded and its signature checked, when [`preverify`] did it.
 fn handle_in(
     b: &mut Batch,
     enrolment: &Enrolment,
     (topic, payload): (&str, &[u8]),
-    verdict: Option<bool>,
+    pre: Option<&Preverified>,
     now_ms: i64,
 ) -> Result<(Outcome, Option<String>)> {
     let mut cx = Ctx {
@@ -258,19 +258,26 @@ fn handle_in(
     let unverified = || (Source::device(&t.territory, id, true), None);
     match &t.kind {
         TopicKind::Agg { .. } => {
-            let msg = match hub_link::decode_record(&t, payload) {
-                Ok(m) => m,
-                Err(e) => {
-                    let kind = match e {
-                        WireError::TopicMismatch { .. } => MISMATCH,
-                        _ => MALFORMED,
+            let decoded;
+            let (msg, valid) = match pre {
+                Some((m, valid)) => (m, *valid),
+                None => {
+                    decoded = match hub_link::decode_record(&t, payload) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let kind = match e {
+                                WireError::TopicMismatch { .. } => MISMATCH,
+                                _ => MALFORMED,
+                            };
+                            return cx.reject(kind, unverified(), None, e.to_string(), whole);
+                        }
                     };
-                    return cx.reject(kind, unverified(), None, e.to_string(), whole);
+                    let valid =
+                        audit::verify_entry(&device.key, &decoded.entry, &decoded.signature)
+                            .is_ok();
+                    (&decoded, valid)
                 }
             };
-            let valid = verdict.unwrap_or_else(|| {
-                audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_ok()
-            });
             if !valid {
                 return cx.reject(
                     BAD_SIGNATURE,
@@ -298,7 +305,7 @@ fn handle_in(
                     whole,
                 );
             }
-            record(&mut cx, id, msg.seq, &msg.entry, &msg.signature, &m.id)?;
+            record(&mut cx, id, msg)?;
         }
         TopicKind::Checkpoint => {
             let note = match std::str::from_utf8(payload) {
@@ -328,14 +335,8 @@ fn handle_in(
 }
 
 /// A verified record of an enrolled device: store it in order, hold it, or recognise it.
-fn record(
-    cx: &mut Ctx,
-    id: &str,
-    seq: u64,
-    entry: &[u8],
-    sig: &[u8; 64],
-    model: &str,
-) -> Result<()> {
+fn record(cx: &mut Ctx, id: &str, msg: &hub_link::RecordMsg) -> Result<()> {
+    let (seq, entry, sig, model) = (msg.seq, &msg.entry[..], &msg.signature, &msg.view.model.id);
     let mut st = cx.b.state(id)?;
     let leaf = leaf_hash(entry);
     if seq < st.next_seq {
@@ -362,7 +363,7 @@ fn record(
             None => {} // cannot happen: every seq below next_seq is stored
         }
     } else if seq == st.next_seq {
-        append(cx, id, &mut st, seq, entry, sig, model)?;
+        append(cx, id, &mut st, (seq, entry, sig, model), Some(&msg.view))?;
         drain_held(cx, id, &mut st)?;
     } else {
         cx.b.noisy.insert(id.to_owned());
@@ -406,17 +407,17 @@ fn record(
     Ok(())
 }
 
+/// Stores the next record of a device: `(seq, entry, signature, model id)`, and the entry
+/// parsed when the caller has it.
 fn append(
     cx: &mut Ctx,
     id: &str,
     st: &mut DeviceState,
-    seq: u64,
-    entry: &[u8],
-    sig: &[u8],
-    model: &str,
+    (seq, entry, sig, model): (u64, &[u8], &[u8], &str),
+    view: Option<&aggregate::RecordView>,
 ) -> Result<()> {
     let leaf = leaf_hash(entry);
-    cx.b.store(id, seq, model, entry, sig, leaf, cx.now_ms)?;
+    cx.b.store(id, (seq, model, entry, sig, leaf), view, cx.now_ms)?;
     st.frontier.append(leaf);
     st.next_seq = seq + 1;
     cx.out.stored += 1;
@@ -471,7 +472,7 @@ fn drain_held(cx: &mut Ctx, id: &str, st: &mut DeviceState) -> Result<()> {
             params![id, st.next_seq as i64],
         )?;
         let seq = st.next_seq;
-        append(cx, id, st, seq, &entry, &sig, &model)?;
+        append(cx, id, st, (seq, &entry, &sig, &model), None)?;
     }
     // Held records below the watermark (a resend overtook them) are no longer needed.
     cx.b.tx.execute(
@@ -657,13 +658,17 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
     Ok(raised)
 }
 
-/// The signature checks of a batch's records, made before its transaction and on two threads:
-/// verification is the larger part of ingest's work (Ed25519, `verify_strict`), it needs no
-/// database, and done before the transaction it does not hold the locks other hub instances
-/// wait for. `Some(valid)` for a record of an enrolled device that decodes; `None` for every
-/// other message (judged entirely by [`Batch::handle_message`]).
-pub fn preverify(enrolment: &Enrolment, batch: &[Message]) -> Vec<Option<bool>> {
-    let one = |m: &Message| -> Option<bool> {
+/// A record decoded and whether its signature verified with its device's key.
+pub type Preverified = (hub_link::RecordMsg, bool);
+
+/// A batch's records decoded and their signatures checked, before its transaction and on two
+/// threads: verification is the larger part of ingest's work (Ed25519, `verify_strict`), it
+/// needs no database, and done before the transaction it does not hold the locks other hub
+/// instances wait for; each record is then decoded once. `Some` for a record of an enrolled
+/// device that decodes; `None` for every other message (judged entirely by
+/// [`Batch::handle_message`]).
+pub fn preverify(enrolment: &Enrolment, batch: &[Message]) -> Vec<Option<Preverified>> {
+    let one = |m: &Message| -> Option<Preverified> {
         let Message::Whole { topic, payload } = m else {
             return None;
         };
@@ -676,7 +681,8 @@ pub fn preverify(enrolment: &Enrolment, batch: &[Message]) -> Vec<Option<bool>> 
             .get(&t.device)
             .filter(|d| d.territory == t.territory)?;
         let msg = hub_link::decode_record(&t, payload).ok()?;
-        Some(audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_ok())
+        let valid = audit::verify_entry(&device.key, &msg.entry, &msg.signature).is_ok();
+        Some((msg, valid))
     };
     let half = batch.len() / 2;
     if half < 8 {
@@ -685,7 +691,7 @@ pub fn preverify(enrolment: &Enrolment, batch: &[Message]) -> Vec<Option<bool>> 
     let (first, second) = batch.split_at(half);
     std::thread::scope(|s| {
         let other = s.spawn(|| second.iter().map(one).collect::<Vec<_>>());
-        let mut out: Vec<Option<bool>> = first.iter().map(one).collect();
+        let mut out: Vec<Option<Preverified>> = first.iter().map(one).collect();
         // A panic there leaves those records to be checked in the transaction.
         out.extend(
             other
@@ -830,16 +836,13 @@ impl<'t, 'c> Batch<'t, 'c> {
         self.states.insert(id.to_owned(), (st, true));
     }
 
-    /// Buffers a record to store and its series rows.
-    #[allow(clippy::too_many_arguments)]
+    /// Buffers a record to store and its series rows (from `view`, the entry parsed, or
+    /// parsed here).
     fn store(
         &mut self,
         id: &str,
-        seq: u64,
-        model: &str,
-        entry: &[u8],
-        sig: &[u8],
-        leaf: [u8; 32],
+        (seq, model, entry, sig, leaf): (u64, &str, &[u8], &[u8], [u8; 32]),
+        view: Option<&aggregate::RecordView>,
         at_ms: i64,
     ) -> Result<()> {
         use crate::db::series;
@@ -852,13 +855,21 @@ impl<'t, 'c> Batch<'t, 'c> {
             leaf,
             at_ms,
         });
-        if let Ok(view) = aggregate::RecordView::parse(entry)
-            && let Some(mut p) = series::points(&view)
+        let parsed;
+        let view = match view {
+            Some(v) => Some(v),
+            None => {
+                parsed = aggregate::RecordView::parse(entry).ok();
+                parsed.as_ref()
+            }
+        };
+        if let Some(view) = view
+            && let Some(mut p) = series::points(view)
         {
-            if series::is_withheld(&view) {
+            if series::is_withheld(view) {
                 // Its rows name the series its predecessors filled: those are written first.
                 self.flush()?;
-                let w = series::withheld_points(self.tx, &view, entry, &p)?;
+                let w = series::withheld_points(self.tx, view, entry, &p)?;
                 p.extend(w);
             }
             self.points.extend(p);
@@ -918,18 +929,18 @@ impl<'t, 'c> Batch<'t, 'c> {
         std::mem::take(&mut self.rejected).write(self.tx, now_ms)
     }
 
-    /// Handles one message of the batch (see [`handle`]); `verdict`: its signature check when
-    /// [`preverify`] made it.
+    /// Handles one message of the batch (see [`handle`]); `pre`: the record decoded and its
+    /// signature checked, when [`preverify`] did it.
     pub fn handle_message(
         &mut self,
         enrolment: &Enrolment,
         m: &Message,
-        verdict: Option<bool>,
+        pre: Option<&Preverified>,
         now_ms: i64,
     ) -> Result<(Outcome, Option<String>)> {
         match m {
             Message::Whole { topic, payload } => {
-                handle_in(self, enrolment, (topic, payload), verdict, now_ms)
+                handle_in(self, enrolment, (topic, payload), pre, now_ms)
             }
             Message::Oversized { topic, len, head } => {
                 let cx = Ctx {

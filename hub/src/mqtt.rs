@@ -488,7 +488,7 @@ impl Serving<'_> {
     fn attempt(
         t: &crate::db::sql::Transaction,
         enrolment: &Enrolment,
-        (batch, verdicts): (&[Message], &[Option<bool>]),
+        (batch, pre): (&[Message], &[Option<ingest::Preverified>]),
         devices: &std::collections::BTreeSet<String>,
         now_ms: i64,
     ) -> Result<Attempt, crate::db::sql::Error> {
@@ -497,8 +497,8 @@ impl Serving<'_> {
         let mut touched = std::collections::BTreeSet::new();
         let mut alarmed = Vec::new();
         for (i, m) in batch.iter().enumerate() {
-            let verdict = verdicts.get(i).copied().flatten();
-            let (o, dev) = b.handle_message(enrolment, m, verdict, now_ms)?;
+            let p = pre.get(i).and_then(Option::as_ref);
+            let (o, dev) = b.handle_message(enrolment, m, p, now_ms)?;
             if o.alarms > 0 {
                 alarmed.push(m.topic().to_owned());
             }
@@ -544,9 +544,9 @@ impl Serving<'_> {
             .filter(|t| ingest::enrolled(enrolment, t))
             .map(|t| t.device)
             .collect();
-        let verdicts = ingest::preverify(enrolment, batch);
+        let pre = ingest::preverify(enrolment, batch);
         let (outcome, acks, alarmed) = retrying(conn, |t| {
-            Self::attempt(t, enrolment, (batch, &verdicts), &devices, now_ms)
+            Self::attempt(t, enrolment, (batch, &pre), &devices, now_ms)
         })?;
         self.totals.messages += messages;
         self.totals.outcome += outcome;
@@ -558,9 +558,29 @@ impl Serving<'_> {
         }
         self.release(batch);
         crate::metrics::global().batch(outcome, messages, started.elapsed());
-        // Only after the commit: an ack promises the records are durable here.
-        for (topic, ack) in acks {
-            match ack.sign(self.key) {
+        // Only after the commit: an ack promises the records are durable here. Signed on two
+        // threads (a backlog touches hundreds of devices per batch), published in order.
+        let key = self.key;
+        let sign = |acks: &[(String, hub_link::Ack)]| -> Vec<_> {
+            acks.iter().map(|(_, a)| a.sign(key)).collect()
+        };
+        let half = acks.len() / 2;
+        let notes = if half < 8 {
+            sign(&acks)
+        } else {
+            let (first, second) = acks.split_at(half);
+            std::thread::scope(|s| {
+                let other = s.spawn(|| sign(second));
+                let mut out = sign(first);
+                match other.join() {
+                    Ok(more) => out.extend(more),
+                    Err(_) => out.extend(sign(second)),
+                }
+                out
+            })
+        };
+        for ((topic, _), note) in acks.into_iter().zip(notes) {
+            match note {
                 Ok(note) => {
                     // A full request queue drops this ack; the next one (or the device's
                     // ack timeout and resend) makes up for it.
