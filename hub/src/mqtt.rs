@@ -218,7 +218,7 @@ pub fn serve(
         }
         let now_ms = now_ms();
         if let Err(e) = s.batch(&mut conn, &mut batch, now_ms) {
-            match recover(e, &mut conn, &config.db, stop)? {
+            match recover(BATCH_WORK, e, &mut conn, &config.db, stop)? {
                 // Not acknowledged: the devices send these records again.
                 Recovered::GaveUp => s.drop_batch(&mut batch),
                 Recovered::Reconnected => leader = Leader::default(),
@@ -247,7 +247,9 @@ pub fn serve(
                     s.totals.gaps += g;
                 }
                 Err(e) => {
-                    if recover(e, &mut conn, &config.db, stop)? == Recovered::Reconnected {
+                    if recover(CHECK_WORK, e, &mut conn, &config.db, stop)?
+                        == Recovered::Reconnected
+                    {
                         leader = Leader::default();
                     }
                 }
@@ -267,7 +269,9 @@ pub fn serve(
             match c {
                 Ok(c) => s.totals.health += c,
                 Err(e) => {
-                    if recover(e, &mut conn, &config.db, stop)? == Recovered::Reconnected {
+                    if recover(CHECK_WORK, e, &mut conn, &config.db, stop)?
+                        == Recovered::Reconnected
+                    {
                         leader = Leader::default();
                     }
                 }
@@ -381,6 +385,13 @@ struct Serving<'a> {
     queued: &'a AtomicUsize,
 }
 
+/// What failed, and what becomes of it when given up (see [`recover`]).
+const BATCH_WORK: (&str, &str) = (
+    "a batch",
+    "its messages are not acknowledged and their devices send them again",
+);
+const CHECK_WORK: (&str, &str) = ("a time-driven check", "it runs again at its next turn");
+
 /// How the serving loop got past a database error.
 #[derive(Debug, PartialEq, Eq)]
 enum Recovered {
@@ -395,6 +406,7 @@ enum Recovered {
 /// growing delay, until the database answers or the hub is told to stop); a transaction that
 /// other instances kept aborting is given up; anything else ends the service.
 fn recover(
+    work: (&str, &str),
     e: crate::db::sql::Error,
     conn: &mut crate::db::sql::Connection,
     db: &crate::db::sql::Database,
@@ -402,7 +414,9 @@ fn recover(
 ) -> Result<Recovered, ServeError> {
     if e.is_retryable() {
         tracing::error!(
-            "hub: a transaction failed 10 times for other instances' ({e}); its messages are not acknowledged and their devices send them again"
+            "hub: {what} failed 10 times for other instances' transactions ({e}); {then}",
+            what = work.0,
+            then = work.1
         );
         return Ok(Recovered::GaveUp);
     }

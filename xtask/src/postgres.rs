@@ -43,6 +43,38 @@ fn bindir() -> Result<PathBuf> {
     find().context("no /usr/lib/postgresql/*/bin/initdb after installing `postgresql`")
 }
 
+/// Stops and removes the clusters of earlier runs that were killed before they could (their
+/// folder is named after a process that no longer exists): nothing is left running for
+/// longer than the next run.
+fn reap_stale(base: &Path, bin: &Path, run_as: Option<&'static str>) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("iat-pg-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let stale = Cluster {
+            dir: e.path(),
+            bin: bin.to_owned(),
+            run_as,
+        };
+        println!(
+            "xtask: stopping and removing a PostgreSQL cluster left by an interrupted run ({})",
+            stale.dir.display()
+        );
+        drop(stale);
+    }
+}
+
 impl Cluster {
     /// A new cluster, started and accepting connections.
     pub fn start() -> Result<Cluster> {
@@ -53,6 +85,7 @@ impl Cluster {
             Some(_) => PathBuf::from("/tmp"),
             None => std::env::temp_dir(),
         };
+        reap_stale(&base, &bin, run_as);
         let dir = base.join(format!("iat-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
