@@ -29,6 +29,18 @@ struct RawConfig {
     mqtt: RawMqtt,
     #[serde(default)]
     http: Option<RawHttp>,
+    #[serde(default)]
+    retention: Option<RawRetention>,
+}
+
+/// `[retention]`: how long stored records stay in the database (`crate::db::retention`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    /// Full months kept before the current one (UTC months of the time stored).
+    months: u32,
+    /// Where each removed month is written first, a folder per month.
+    export_dir: String,
 }
 
 /// The web side: dashboard, API, public register and admin area.
@@ -188,6 +200,8 @@ pub struct Config {
     pub mqtt: Mqtt,
     pub http: Option<Http>,
     pub mode: Mode,
+    /// Records older than the kept months are exported, then removed; kept forever without.
+    pub retention: Option<crate::db::retention::Rule>,
 }
 
 /// A duration in jiff's friendly format (`"250ms"`, `"30s"`, `"2m"`, `"1h 30m"`) or ISO 8601
@@ -259,7 +273,29 @@ impl Config {
                 },
             }),
         };
+        let retention = match &raw.retention {
+            None => None,
+            Some(r) => {
+                if !(1..=1200).contains(&r.months) {
+                    return Err(field(
+                        "retention.months",
+                        "a number of months from 1 to 1200 (the current month is always kept)",
+                    ));
+                }
+                if r.export_dir.trim().is_empty() {
+                    return Err(field(
+                        "retention.export_dir",
+                        "a folder where removed months are written first, like \"exports\"",
+                    ));
+                }
+                Some(crate::db::retention::Rule {
+                    months: r.months,
+                    export_dir: base.join(&r.export_dir),
+                })
+            }
+        };
         Ok(Config {
+            retention,
             http,
             path: path.to_owned(),
             key: base.join(&raw.key),

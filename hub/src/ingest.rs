@@ -355,7 +355,12 @@ fn record(cx: &mut Ctx, id: &str, msg: &hub_link::RecordMsg) -> Result<()> {
                     format!("a second signed record for seq {seq}, different from the stored one"),
                     Some(format!(
                         "stored: {}\nreceived: {}",
-                        String::from_utf8_lossy(&old),
+                        match &old {
+                            Ok(old) => String::from_utf8_lossy(old).into_owned(),
+                            Err(month) => format!(
+                                "(removed under the retention rule; in the export of {month})"
+                            ),
+                        },
                         String::from_utf8_lossy(entry)
                     )),
                 )?;
@@ -488,12 +493,22 @@ fn root_at(cx: &mut Ctx, id: &str, st: &DeviceState, size: u64) -> Result<Hash> 
         return Ok(st.frontier.root());
     }
     cx.b.flush()?;
-    let mut f = Frontier::new();
-    let mut q = cx
-        .b
-        .tx
-        .prepare_cached("SELECT leaf FROM records WHERE device = ?1 AND seq < ?2 ORDER BY seq")?;
-    let rows = q.query_map(params![id, size as i64], |r| r.get::<_, Vec<u8>>(0))?;
+    // Records removed under the retention rule count by their kept leaves.
+    let mut f = match store::removed_before(cx.b.tx, id, size)? {
+        Some((f, _)) => f,
+        None => Frontier::new(),
+    };
+    if f.size() < size
+        && let Some((leaves, _)) = store::removed_leaves(cx.b.tx, id, f.size(), size)?
+    {
+        leaves.into_iter().for_each(|l| f.append(l));
+    }
+    let mut q = cx.b.tx.prepare_cached(
+        "SELECT leaf FROM records WHERE device = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
+    )?;
+    let rows = q.query_map(params![id, f.size() as i64, size as i64], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })?;
     for leaf in rows {
         let leaf = leaf?;
         let mut h = [0u8; 32];

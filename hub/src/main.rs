@@ -82,6 +82,12 @@ enum Command {
         #[arg(long)]
         device: String,
     },
+    /// Apply the config's `[retention]` rule now (the service applies it every hour): each
+    /// month older than the kept ones is written to the export folder, then removed.
+    Retention {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Admin accounts of the web side.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -104,9 +110,11 @@ enum Command {
         /// The device's verifier key file; repeat for keys retired by a rotation.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
-        /// records.jsonl: one record envelope per line, seq 0 first.
-        #[arg(long)]
-        records: PathBuf,
+        /// records.jsonl: one record envelope per line, in seq order. Repeat to give the
+        /// retention rule's monthly exports first, oldest first, then the current export: they
+        /// verify as one log.
+        #[arg(long = "records", required = true)]
+        records: Vec<PathBuf>,
         /// checkpoint.txt: a checkpoint note signed by the device.
         #[arg(long)]
         checkpoint: PathBuf,
@@ -230,6 +238,40 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Retention { config } => {
+            let config = Config::load(&config)?;
+            let Some(rule) = &config.retention else {
+                bail!(
+                    "{}: no [retention] section: records are kept forever; add `[retention]` with `months` and `export_dir` to remove old months",
+                    config.path.display()
+                );
+            };
+            let conn = hub::db::store::open(&config.db)?;
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let report = hub::db::retention::run(&conn, rule, hub::mqtt::now_ms(), &never)?;
+            if report.busy {
+                bail!("another hub instance is applying the retention rule; try again later");
+            }
+            if report.months.is_empty() {
+                println!(
+                    "nothing to remove: every stored record is within the {} month(s) kept",
+                    rule.months
+                );
+            }
+            for (month, devices, records) in &report.months {
+                println!(
+                    "{month}: {records} record(s) of {devices} device(s) written to {} and removed",
+                    rule.export_dir.join(month).display()
+                );
+            }
+            if report.moved > 0 {
+                println!(
+                    "{} record(s) stored out of order (a clock behind) kept in the next month",
+                    report.moved
+                );
+            }
+            Ok(())
+        }
         Command::Stats { config, json } => {
             let config = Config::load(&config)?;
             let conn = hub::db::store::open(&config.db)?;
@@ -335,10 +377,25 @@ fn run(cli: Cli) -> Result<()> {
             let read = |p: &Path| {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
             };
-            match verify::export(&keys, &read(&records)?, &read(&checkpoint)?) {
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&read(r)?);
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            match verify::export(&keys, &text, &read(&checkpoint)?) {
                 Ok(v) => {
+                    let removed = if v.from_seq > 0 {
+                        format!(
+                            " from seq {} (the {} before it are removed, their Merkle frontier given)",
+                            v.from_seq, v.from_seq
+                        )
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "OK: {} record(s) signed by the device; the signed checkpoint at size {} matches their root {}",
+                        "OK: {} record(s) signed by the device{removed}; the signed checkpoint at size {} matches their root {}",
                         v.records, v.checkpoint_size, v.root
                     );
                     Ok(())

@@ -156,6 +156,7 @@ pub fn serve(
             })
             .expect("spawning a thread")
     };
+    let maintenance = maintenance(config, stopping.clone());
     let filters = filters(config.mqtt.shared_group.as_deref());
     let mut s = Serving {
         enrolment,
@@ -322,7 +323,48 @@ pub fn serve(
     let totals = s.totals;
     metrics.connected.set(0);
     drop(conn);
+    let _ = maintenance.join();
     Ok(totals)
+}
+
+/// How often the maintenance thread makes the coming monthly partitions and applies the
+/// retention rule.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+
+/// The maintenance thread, on its own connection so that a long export never holds ingest:
+/// at start and every [`MAINTAIN_EVERY`], the coming monthly partitions (PostgreSQL) and the
+/// retention rule (one instance at a time). Failures are logged and tried again at the next
+/// turn. Ends when `stopping` is set (an export under way finishes its device first).
+fn maintenance(config: &Config, stopping: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let (db, rule) = (config.db.clone(), config.retention.clone());
+    std::thread::Builder::new()
+        .name("hub-maintenance".into())
+        .spawn(move || {
+            let mut last: Option<Instant> = None;
+            while !stopping.load(Ordering::Relaxed) {
+                if last.is_none_or(|t| t.elapsed() >= MAINTAIN_EVERY) {
+                    last = Some(Instant::now());
+                    if let Err(e) = maintain(&db, rule.as_ref(), &stopping) {
+                        tracing::warn!("hub: maintenance: {e}; tried again in an hour");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .expect("spawning a thread")
+}
+
+fn maintain(
+    db: &crate::db::sql::Database,
+    rule: Option<&crate::db::retention::Rule>,
+    stop: &AtomicBool,
+) -> Result<(), crate::db::retention::RetentionError> {
+    let conn = store::open_existing(db)?;
+    crate::db::retention::ensure_partitions(&conn, now_ms())?;
+    if let Some(rule) = rule {
+        crate::db::retention::run(&conn, rule, now_ms(), stop)?;
+    }
+    Ok(())
 }
 
 /// The poller: polls the connection and forwards what ingest needs, bounded in bytes.

@@ -923,7 +923,7 @@ fn a_schema_2_database_migrates_to_the_budget_columns() {
     drop(conn);
     let conn = fx.conn();
     let v = hub::db::store::schema_version(&conn).unwrap();
-    assert_eq!(v, 4);
+    assert_eq!(v, 5);
     assert_eq!(v, hub::db::store::SCHEMA_VERSION);
     assert_eq!(rows(&conn), all);
     assert_v2_rows(&conn);

@@ -88,10 +88,36 @@ CREATE UNIQUE INDEX IF NOT EXISTS alarms_coalesced ON alarms (kind, period_ms, s
 CREATE INDEX IF NOT EXISTS alarms_rank ON alarms (severity, id);
 ";
 
+/// Schema version 5 (issue 16): the Merkle leaves of the records removed under the retention
+/// rule (`crate::db::retention`), one row per device and month removed: the leaves of seqs
+/// `first_seq..end_seq` (32 bytes each) and the frontier after them.
+const SCHEMA_V5: &str = "
+CREATE TABLE IF NOT EXISTS removed_leaves (
+    device TEXT NOT NULL, first_seq INTEGER NOT NULL, end_seq INTEGER NOT NULL,
+    leaves BLOB NOT NULL, frontier BLOB NOT NULL, month TEXT NOT NULL,
+    removed_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, first_seq)) WITHOUT ROWID;
+";
+
+/// Version 5 on PostgreSQL: `records` becomes partitioned by month of `stored_ms`; the table
+/// as it was becomes the default partition (no row copied), indexed on `stored_ms` so that a
+/// new monthly partition finds its month's rows there quickly.
+const PARTITIONED_V5: &str = "
+ALTER TABLE records RENAME TO records_default;
+ALTER INDEX IF EXISTS records_model RENAME TO records_default_model;
+CREATE TABLE records (
+    device TEXT NOT NULL, seq BIGINT NOT NULL, model TEXT NOT NULL,
+    entry BYTEA NOT NULL, sig BYTEA NOT NULL, leaf BYTEA NOT NULL, stored_ms BIGINT NOT NULL)
+    PARTITION BY RANGE (stored_ms);
+ALTER TABLE records ATTACH PARTITION records_default DEFAULT;
+CREATE INDEX IF NOT EXISTS records_default_stored ON records_default (stored_ms);
+";
+
 /// The schema version this build writes (`PRAGMA user_version`). Version 3: the privacy budget
 /// of each series row (`crate::db::series::SCHEMA_V3`), and each row's epsilon the record's
-/// whole loss (record v2). Version 4: alarm severity and coalesced rejections.
-pub const SCHEMA_VERSION: i64 = 4;
+/// whole loss (record v2). Version 4: alarm severity and coalesced rejections. Version 5: the
+/// leaves of removed records; monthly partitions on PostgreSQL.
+pub const SCHEMA_VERSION: i64 = 5;
 
 impl From<&Path> for Database {
     fn from(p: &Path) -> Database {
@@ -201,6 +227,11 @@ fn set_schema_version(conn: &Connection, v: i64) -> Result<()> {
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Migrates to version `upto` at most (tests build older databases with it).
+fn migrate_to(conn: &Connection, upto: i64) -> Result<()> {
     let tx = conn.transaction()?;
     if tx.dialect() == Dialect::Postgres {
         tx.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
@@ -208,20 +239,20 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     ddl(&tx, SCHEMA)?;
     let version = schema_version(&tx)?;
-    if version < 1 {
+    if version < 1 && upto >= 1 {
         ddl(&tx, SCHEMA_V1)?;
         ddl(&tx, crate::db::series::SCHEMA)?;
         set_schema_version(&tx, 1)?;
     }
-    if version < 2 {
+    if version < 2 && upto >= 2 {
         ddl(&tx, SCHEMA_V2)?;
         set_schema_version(&tx, 2)?;
     }
-    if version < 3 {
+    if version < 3 && upto >= 3 {
         ddl(&tx, crate::db::series::SCHEMA_V3)?;
         set_schema_version(&tx, 3)?;
     }
-    if version < 4 {
+    if version < 4 && upto >= 4 {
         ddl(&tx, SCHEMA_V4)?;
         // The alarms already raised, ranked by their kind.
         let kinds: Vec<String> = tx
@@ -236,6 +267,13 @@ fn migrate(conn: &Connection) -> Result<()> {
         }
         set_schema_version(&tx, 4)?;
     }
+    if version < 5 && upto >= 5 {
+        ddl(&tx, SCHEMA_V5)?;
+        if tx.dialect() == Dialect::Postgres {
+            tx.execute_batch(PARTITIONED_V5)?;
+        }
+        set_schema_version(&tx, 5)?;
+    }
     // The series rows, once the table has every column: all of them for a database from
     // before the table, those of records with a budget for one from before version 3.
     if version < 1 {
@@ -243,7 +281,15 @@ fn migrate(conn: &Connection) -> Result<()> {
     } else if version < 3 {
         crate::db::series::backfill_budgets(&tx)?;
     }
-    tx.commit()
+    tx.commit()?;
+    if upto < 5 {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    crate::db::retention::ensure_partitions(conn, now)
 }
 
 /// Notes when devices were heard from (a verified record or checkpoint), one row each.
@@ -418,14 +464,78 @@ pub fn save_states(tx: &Transaction, states: &[(&String, &DeviceState)]) -> Resu
     )
 }
 
-/// A stored record's leaf hash and entry.
-pub fn stored(tx: &Transaction, device: &str, seq: u64) -> Result<Option<([u8; 32], Vec<u8>)>> {
-    tx.query_row(
-        "SELECT leaf, entry FROM records WHERE device = ?1 AND seq = ?2",
-        params![device, seq as i64],
-        |r| Ok((hash(r.get(0)?), r.get(1)?)),
-    )
-    .optional()
+/// A record the hub has verified: its leaf hash, and its entry while it is stored (`Err` with
+/// the month of its export once the retention rule removed it).
+pub type Known = ([u8; 32], std::result::Result<Vec<u8>, String>);
+
+/// A verified record's leaf hash and entry, stored or removed under the retention rule.
+pub fn stored(tx: &Transaction, device: &str, seq: u64) -> Result<Option<Known>> {
+    let kept = tx
+        .query_row(
+            "SELECT leaf, entry FROM records WHERE device = ?1 AND seq = ?2",
+            params![device, seq as i64],
+            |r| Ok((hash(r.get(0)?), Ok(r.get(1)?))),
+        )
+        .optional()?;
+    if kept.is_some() {
+        return Ok(kept);
+    }
+    Ok(removed_leaves(tx, device, seq, seq + 1)?.map(|(leaves, month)| (leaves[0], Err(month))))
+}
+
+/// The leaves of seqs `from..to` of a device's removed records, when one removed month holds
+/// them all, with that month.
+pub fn removed_leaves(
+    conn: &Connection,
+    device: &str,
+    from: u64,
+    to: u64,
+) -> Result<Option<(Vec<[u8; 32]>, String)>> {
+    let row: Option<(i64, Vec<u8>, String)> = conn
+        .query_row(
+            "SELECT first_seq, leaves, month FROM removed_leaves
+             WHERE device = ?1 AND first_seq <= ?2 AND end_seq >= ?3",
+            params![device, from as i64, to as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((first, leaves, month)) = row else {
+        return Ok(None);
+    };
+    let at = (from - first as u64) as usize * 32..(to - first as u64) as usize * 32;
+    let Some(bytes) = leaves.get(at) else {
+        return Err(Error::conversion(
+            1,
+            "removed leaves shorter than their seq range",
+        ));
+    };
+    Ok(Some((
+        bytes.chunks_exact(32).map(|c| hash(c.to_vec())).collect(),
+        month,
+    )))
+}
+
+/// The frontier of a device's records removed under the retention rule that end at or
+/// before `seq` (the last such month), with that month.
+pub fn removed_before(
+    conn: &Connection,
+    device: &str,
+    seq: u64,
+) -> Result<Option<(Frontier, String)>> {
+    let row: Option<(Vec<u8>, String)> = conn
+        .query_row(
+            "SELECT frontier, month FROM removed_leaves WHERE device = ?1 AND end_seq <= ?2
+             ORDER BY end_seq DESC LIMIT 1",
+            params![device, seq.min(i64::MAX as u64) as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(f, m)| {
+        Frontier::from_bytes(&f)
+            .map(|f| (f, m))
+            .map_err(|e| Error::conversion(0, e))
+    })
+    .transpose()
 }
 
 /// How serious an alarm is; lists show the most serious first, so that no flood of rejected
@@ -642,23 +752,25 @@ pub struct StoredRecord {
 /// Every stored record of a device in seq order.
 pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
     let mut out = Vec::new();
-    for_each_record(conn, device, |r| {
+    for_each_record(conn, device, 0, |r| {
         out.push(r);
         Ok::<_, Error>(true)
     })?;
     Ok(out)
 }
 
-/// Hands every stored record of a device to `f` in seq order, one at a time (an export streams
-/// them without holding them all), until `f` returns `false`.
+/// Hands every stored record of a device from seq `from` to `f` in seq order, one at a time
+/// (an export streams them without holding them all), until `f` returns `false`.
 pub fn for_each_record<E: From<Error>>(
     conn: &Connection,
     device: &str,
+    from: u64,
     mut f: impl FnMut(StoredRecord) -> std::result::Result<bool, E>,
 ) -> std::result::Result<(), E> {
-    let mut q =
-        conn.prepare_cached("SELECT seq, entry, sig FROM records WHERE device = ?1 ORDER BY seq")?;
-    let mut rows = q.query(params![device])?;
+    let mut q = conn.prepare_cached(
+        "SELECT seq, entry, sig FROM records WHERE device = ?1 AND seq >= ?2 ORDER BY seq",
+    )?;
+    let mut rows = q.query(params![device, from as i64])?;
     while let Some(r) = rows.next()? {
         let rec = StoredRecord {
             seq: r.get::<_, i64>(0)? as u64,
@@ -674,3 +786,62 @@ pub fn for_each_record<E: From<Error>>(
 
 /// Lower-case hexadecimal: the one the verifiers print (`verify::hex`).
 pub use verify::hex;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::retention::Month;
+
+    /// A database of schema 4 with records of an old month and of this month: version 5
+    /// partitions `records` (PostgreSQL) without losing or copying a row it need not, and
+    /// ingest's lookups find every record.
+    #[test]
+    fn schema_4_records_migrate_to_monthly_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::sql::test_database(dir.path());
+        let conn = connect(&db).unwrap();
+        migrate_to(&conn, 4).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), 4);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let old = Month::of(now).minus(5).start_ms() + 1000;
+        let tx = conn.transaction().unwrap();
+        for seq in 0..6i64 {
+            let at = if seq < 4 { old + seq } else { now + seq };
+            let leaf = audit::merkle::leaf_hash(&[seq as u8]).to_vec();
+            tx.execute(
+                "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms)
+                 VALUES ('d', ?1, 'm', ?2, ?3, ?4, ?5)",
+                params![seq, vec![seq as u8], vec![0u8; 64], leaf, at],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        drop(conn);
+        let conn = open(db).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, params![], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM records"), 6);
+        if conn.dialect() == Dialect::Postgres {
+            // The old month stays in the default partition; this month's rows moved to the
+            // partition made for it.
+            assert_eq!(count("SELECT COUNT(*) FROM records_default"), 4);
+            let this = Month::of(now).table();
+            assert_eq!(count(&format!("SELECT COUNT(*) FROM {this}")), 2);
+            assert_eq!(
+                count(
+                    "SELECT COUNT(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = 'records'"
+                ),
+                1
+            );
+        }
+        let tx = conn.transaction().unwrap();
+        for seq in 0..6u64 {
+            let (leaf, entry) = stored(&tx, "d", seq).unwrap().expect("stored");
+            assert_eq!(leaf, audit::merkle::leaf_hash(&[seq as u8]));
+            assert_eq!(entry, Ok(vec![seq as u8]));
+        }
+    }
+}
