@@ -322,8 +322,79 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
     assert_eq!(s.send_checkpoint(&conn, 0, 40, now).alarms, 0);
     let again = retention::run(&conn, &rule, now, &never).expect("retention");
     assert_eq!((again.months.len(), again.moved), (0, 0));
-    let _ = (&s.version, &s.sha256);
     drop(web);
+
+    // The commands: `hub verify` takes the months then the export, `hub retention` says there
+    // is nothing left to remove.
+    let dir = s.cfg.path.parent().unwrap();
+    let files = [
+        ("vkey", s.devs[0].key.verifier().to_string()),
+        ("live.jsonl", live.clone()),
+        ("cp.txt", cp.clone()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let hub = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("hub runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (m0f, m1f) = (
+        format!("exports/{}/dev-1.jsonl", m0.label()),
+        format!("exports/{}/dev-1.jsonl", m1.label()),
+    );
+    let (ok, out) = hub(&[
+        "verify",
+        "--key",
+        "vkey",
+        "--records",
+        &m0f,
+        "--records",
+        &m1f,
+        "--records",
+        "live.jsonl",
+        "--checkpoint",
+        "cp.txt",
+    ]);
+    assert!(ok && out.contains("OK: 30 record(s)"), "{out}");
+    let (ok, out) = hub(&[
+        "verify",
+        "--key",
+        "vkey",
+        "--records",
+        &m1f,
+        "--records",
+        "live.jsonl",
+        "--checkpoint",
+        "cp.txt",
+    ]);
+    assert!(
+        ok && out.contains("OK: 20 record(s) signed by the device from seq 10"),
+        "{out}"
+    );
+    let (ok, out) = hub(&[
+        "verify",
+        "--key",
+        "vkey",
+        "--records",
+        &m0f,
+        "--records",
+        "live.jsonl",
+        "--checkpoint",
+        "cp.txt",
+    ]);
+    assert!(!ok && out.contains("verification failed"), "{out}");
+    let (ok, out) = hub(&["retention", "--config", "hub.toml"]);
+    assert!(ok && out.contains("nothing to remove"), "{out}");
+    let _ = (&s.version, &s.sha256);
 }
 
 #[test]
