@@ -567,8 +567,8 @@ pub fn count_windows(
     Ok(n as u64)
 }
 
-/// Hands the windows of [`windows`] to `f` one at a time, as SQLite reads them (an export
-/// streams them without holding them all), until `f` returns `false`.
+/// Hands the windows of [`windows`] to `f` one at a time, as the database reads them (an
+/// export streams them without holding them all), until `f` returns `false`.
 pub fn for_each_window<E: From<crate::db::sql::Error>>(
     conn: &Connection,
     device: &str,
@@ -588,7 +588,7 @@ pub fn for_each_window<E: From<crate::db::sql::Error>>(
         Order::NewestFirst => "ORDER BY start_ms DESC, seq DESC",
     };
     let mut q = conn.prepare_cached(&format!("{COLUMNS} {order} LIMIT ?7"))?;
-    let mut rows = q.query(params![
+    let mut rows = q.stream(params![
         device,
         key.model,
         key.kind,

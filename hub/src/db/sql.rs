@@ -620,6 +620,10 @@ struct Pg {
     /// `None` only while being dropped.
     client: RefCell<Option<postgres::Client>>,
     cache: RefCell<HashMap<String, postgres::Statement>>,
+    /// A transaction is open (a [`Transaction`], or the read-only one of a stream).
+    in_tx: Cell<bool>,
+    /// Cursors declared so far (their names).
+    cursors: Cell<u64>,
 }
 
 impl Pg {
@@ -674,6 +678,8 @@ impl Connection {
             inner: Inner::Postgres(Box::new(Pg {
                 client: RefCell::new(Some(client)),
                 cache: RefCell::new(HashMap::new()),
+                in_tx: Cell::new(false),
+                cursors: Cell::new(0),
             })),
         })
     }
@@ -805,12 +811,24 @@ impl Connection {
             Dialect::Sqlite => self.execute_batch("BEGIN IMMEDIATE")?,
             Dialect::Postgres => self.execute_batch("BEGIN")?,
         }
+        self.set_in_tx(true);
         Ok(Transaction {
             conn: self,
             open: Cell::new(true),
         })
     }
 }
+
+impl Connection {
+    fn set_in_tx(&self, open: bool) {
+        if let Inner::Postgres(pg) = &self.inner {
+            pg.in_tx.set(open);
+        }
+    }
+}
+
+/// Rows a PostgreSQL stream fetches at a time.
+const STREAM_FETCH: usize = 500;
 
 struct SqliteParam<'a>(&'a &'a dyn ToSql);
 
@@ -867,6 +885,41 @@ impl Statement<'_> {
         }
     }
 
+    /// The rows, one at a time, without holding them all in memory on either engine: on
+    /// PostgreSQL a cursor fetched [`STREAM_FETCH`] rows at a time, inside the open
+    /// transaction or a read-only one of its own (ended when the rows are dropped). For
+    /// exports; other reads use [`Statement::query`] (one round trip).
+    pub fn stream(&mut self, params: Params<'_>) -> Result<Rows<'_>> {
+        let Statement::Postgres { conn, sql } = self else {
+            return self.query(params);
+        };
+        let Inner::Postgres(pg) = &conn.inner else {
+            unreachable!("a PostgreSQL statement on a PostgreSQL connection")
+        };
+        let own_tx = !pg.in_tx.get();
+        if own_tx {
+            conn.execute_batch("BEGIN READ ONLY")?;
+            pg.in_tx.set(true);
+        }
+        let n = pg.cursors.get() + 1;
+        pg.cursors.set(n);
+        let cursor = Cursor {
+            conn,
+            name: format!("iat_stream_{n}"),
+            own_tx,
+        };
+        conn.execute(
+            &format!("DECLARE {} NO SCROLL CURSOR FOR {sql}", cursor.name),
+            params,
+        )?;
+        Ok(Rows::PostgresCursor {
+            cursor,
+            rows: Vec::new(),
+            at: 0,
+            done: false,
+        })
+    }
+
     /// Runs the statement; the number of rows it changed.
     pub fn execute(&mut self, params: Params<'_>) -> Result<usize> {
         match self {
@@ -894,7 +947,39 @@ impl Statement<'_> {
 /// The rows of a query.
 pub enum Rows<'s> {
     Sqlite(rusqlite::Rows<'s>),
-    Postgres { rows: Vec<postgres::Row>, at: usize },
+    Postgres {
+        rows: Vec<postgres::Row>,
+        at: usize,
+    },
+    /// [`Statement::stream`] on PostgreSQL.
+    PostgresCursor {
+        cursor: Cursor<'s>,
+        rows: Vec<postgres::Row>,
+        at: usize,
+        done: bool,
+    },
+}
+
+/// A declared cursor: closed (and its read-only transaction ended) when dropped.
+pub struct Cursor<'c> {
+    conn: &'c Connection,
+    name: String,
+    own_tx: bool,
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        let end = if self.own_tx {
+            self.conn.set_in_tx(false);
+            // Ends the cursor with its transaction, whatever state it is in.
+            "ROLLBACK".to_owned()
+        } else {
+            format!("CLOSE {}", self.name)
+        };
+        if let Err(e) = self.conn.execute_batch(&end) {
+            tracing::debug!("closing a cursor: {e}");
+        }
+    }
 }
 
 impl Rows<'_> {
@@ -903,6 +988,29 @@ impl Rows<'_> {
         match self {
             Rows::Sqlite(r) => Ok(r.next()?.map(Row::Sqlite)),
             Rows::Postgres { rows, at } => {
+                let r = rows.get(*at);
+                if r.is_some() {
+                    *at += 1;
+                }
+                Ok(r.map(Row::Postgres))
+            }
+            Rows::PostgresCursor {
+                cursor,
+                rows,
+                at,
+                done,
+            } => {
+                if *at == rows.len() && !*done {
+                    let Inner::Postgres(pg) = &cursor.conn.inner else {
+                        unreachable!("a PostgreSQL cursor on a PostgreSQL connection")
+                    };
+                    *rows = pg.client().query(
+                        &format!("FETCH FORWARD {STREAM_FETCH} FROM {}", cursor.name),
+                        &[],
+                    )?;
+                    *at = 0;
+                    *done = rows.len() < STREAM_FETCH;
+                }
                 let r = rows.get(*at);
                 if r.is_some() {
                     *at += 1;
@@ -924,6 +1032,7 @@ impl Transaction<'_> {
     pub fn commit(self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
         self.open.set(false);
+        self.conn.set_in_tx(false);
         Ok(())
     }
 }
@@ -937,10 +1046,11 @@ impl std::ops::Deref for Transaction<'_> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if self.open.get()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::warn!("rolling back a transaction: {e}");
+        if self.open.get() {
+            self.conn.set_in_tx(false);
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!("rolling back a transaction: {e}");
+            }
         }
     }
 }
@@ -948,6 +1058,60 @@ impl Drop for Transaction<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream reads every row once, in order, with its parameters, outside a transaction
+    /// and inside one; the connection is usable afterwards (a cursor dropped half-read too).
+    #[test]
+    fn a_stream_reads_every_row_in_order_on_either_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = match test_database(dir.path()) {
+            Database::Sqlite(p) => Connection::from_sqlite(rusqlite::Connection::open(p).unwrap()),
+            Database::Postgres(url) => Connection::connect_postgres(&url).unwrap(),
+        };
+        conn.execute_batch("CREATE TABLE t (a BIGINT NOT NULL, b TEXT NOT NULL)")
+            .unwrap();
+        let tx = conn.transaction().unwrap();
+        let n = 3 * STREAM_FETCH as i64 + 17;
+        for a in 0..n {
+            tx.execute(
+                "INSERT INTO t (a, b) VALUES (?1, ?2)",
+                params![a, format!("v{a}")],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let read = |c: &Connection, from: i64, stop_at: Option<i64>| -> Vec<i64> {
+            let mut q = c
+                .prepare_cached("SELECT a, b FROM t WHERE a >= ?1 ORDER BY a")
+                .unwrap();
+            let mut rows = q.stream(params![from]).unwrap();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().unwrap() {
+                let (a, b): (i64, String) = (r.get(0).unwrap(), r.get(1).unwrap());
+                assert_eq!(b, format!("v{a}"));
+                out.push(a);
+                if stop_at == Some(a) {
+                    break;
+                }
+            }
+            out
+        };
+        assert_eq!(read(&conn, 5, None), (5..n).collect::<Vec<_>>());
+        assert_eq!(read(&conn, 0, Some(3)), vec![0, 1, 2, 3]);
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO t (a, b) VALUES (?1, ?2)",
+            params![n, format!("v{n}")],
+        )
+        .unwrap();
+        assert_eq!(read(&tx, n - 2, None), vec![n - 2, n - 1, n]);
+        assert_eq!(read(&tx, 0, Some(0)), vec![0]);
+        tx.commit().unwrap();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", params![], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, n + 1, "the insert beside the streams committed");
+    }
 
     #[test]
     fn rows_are_cut_into_few_distinct_chunk_sizes() {

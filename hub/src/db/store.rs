@@ -770,7 +770,7 @@ pub fn for_each_record<E: From<Error>>(
     let mut q = conn.prepare_cached(
         "SELECT seq, entry, sig FROM records WHERE device = ?1 AND seq >= ?2 ORDER BY seq",
     )?;
-    let mut rows = q.query(params![device, from as i64])?;
+    let mut rows = q.stream(params![device, from as i64])?;
     while let Some(r) = rows.next()? {
         let rec = StoredRecord {
             seq: r.get::<_, i64>(0)? as u64,
