@@ -472,9 +472,10 @@ impl<R: Rng> Aggregator<R> {
         // One person changes `max` by at most 1 and a sum over frames by at most `frames`.
         let max = count.then(|| noisy(c.max, 1));
         let total = count.then(|| noisy(c.total, c.frames));
-        let present = presence.then(|| noisy(c.present, c.frames).min(c.frames as i128));
+        let present = presence.then(|| noisy(c.present, c.frames));
         let publish = |v: Option<i128>| v.map(|v| self.rules.count(v));
-        let (max, total, present) = (publish(max), publish(total), publish(present));
+        let (max, total) = (publish(max), publish(total));
+        let present = present.map(|v| self.rules.count_at_most(v, c.frames));
         let suppressed = [max, total, present].contains(&Some(Published::Suppressed));
         let keep = |p: Option<Published>| {
             if suppressed {

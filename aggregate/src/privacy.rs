@@ -303,7 +303,13 @@ impl Rules {
     /// beyond the noisy count. `k = 1` publishes every count, 0 included ("suppressed" would
     /// stand for exactly 0 and hide nothing).
     pub fn count(&self, noisy: i128) -> Published {
-        let v = round_to(noisy.max(0) as u64, self.count_step);
+        self.count_at_most(noisy, u64::MAX)
+    }
+
+    /// As [`Rules::count`] for a count that cannot exceed `max` (`present_frames`, at most
+    /// `frames`): clamped again after rounding to `count_step`, before the threshold `k`.
+    pub fn count_at_most(&self, noisy: i128, max: u64) -> Published {
+        let v = round_to(noisy.max(0) as u64, self.count_step).min(max);
         if self.k > 1 && v < self.k {
             Published::Suppressed
         } else {
@@ -433,6 +439,20 @@ mod tests {
         for (count, want) in table {
             assert_eq!(r.count(count), want, "count {count}");
         }
+    }
+
+    /// `present_frames` never exceeds `frames`, even after noise and rounding up to the step,
+    /// and the clamp comes before the threshold: a window of fewer frames than `k` is
+    /// suppressed however high its noise went.
+    #[test]
+    fn a_bounded_count_is_clamped_after_rounding_and_before_k() {
+        let r = rules(3, 5);
+        assert_eq!(r.count(58), Published::Value(60));
+        assert_eq!(r.count_at_most(58, 58), Published::Value(58));
+        assert_eq!(r.count_at_most(61, 58), Published::Value(58));
+        assert_eq!(r.count_at_most(12, 100), Published::Value(10));
+        assert_eq!(r.count_at_most(9, 2), Published::Suppressed);
+        assert_eq!(rules(1, 1).count_at_most(11, 10), Published::Value(10));
     }
 
     #[test]

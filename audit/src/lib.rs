@@ -25,6 +25,16 @@ pub mod store;
 pub mod verify;
 
 pub use entry::{sign_entry, verify_entry};
+
+/// The seqs `first..end` (end excluded) for people, unambiguous: `no record`, `seq 7`,
+/// `seqs 0 to 23` (both included).
+pub fn seqs(first: u64, end: u64) -> String {
+    match end.saturating_sub(first) {
+        0 => "no record".to_owned(),
+        1 => format!("seq {first}"),
+        _ => format!("seqs {first} to {}", end - 1),
+    }
+}
 pub use merkle::{Frontier, Hash};
 pub use note::{Checkpoint, SignerKey, VerifierKey};
 pub use store::{Log, Options, Record, StoreError};

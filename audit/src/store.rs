@@ -94,7 +94,7 @@ pub enum StoreError {
     RootMismatch { size: u64 },
     #[error("records are missing: {acked} acknowledged but the log holds {size}")]
     AckBeyondLog { acked: u64, size: u64 },
-    #[error("records {first_kept_missing}..{first} are missing: not acknowledged but gone")]
+    #[error("{} missing: not acknowledged but gone", crate::seqs(*first_kept_missing, *first))]
     MissingSegments { first_kept_missing: u64, first: u64 },
     #[error("{}: last checkpoint does not verify with this key and origin: {source}", file.display())]
     ForeignCheckpoint { file: PathBuf, source: NoteError },

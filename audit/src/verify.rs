@@ -41,13 +41,13 @@ pub enum ProblemKind {
     ShortRecord,
     #[error("record signature does not verify")]
     BadRecordSignature,
-    #[error("gap: records {expected}..{found} are missing before this segment")]
+    #[error("gap: {} missing before this segment", crate::seqs(*expected, *found))]
     Gap { expected: u64, found: u64 },
     #[error("segments overlap or are out of order: starts at seq {found}, expected {expected}")]
     Overlap { expected: u64, found: u64 },
     #[error("segment header frontier differs from the tree of the records before it")]
     FrontierMismatch,
-    #[error("records {acked}..{first} are missing: not acknowledged, yet absent")]
+    #[error("{} missing: not acknowledged, yet absent", crate::seqs(*acked, *first))]
     MissingUnacked { acked: u64, first: u64 },
     #[error("checkpoint does not verify: {0}")]
     BadCheckpoint(NoteError),
@@ -124,8 +124,12 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "{} records (seq {}..{}) in {} segments, {} checkpoints, {} bytes",
-            self.records, self.first_seq, self.size, self.segments, self.checkpoints, self.bytes
+            "{} records ({}) in {} segments, {} checkpoints, {} bytes",
+            self.records,
+            crate::seqs(self.first_seq, self.size),
+            self.segments,
+            self.checkpoints,
+            self.bytes
         )
     }
 }

@@ -650,15 +650,14 @@ pub fn check_gaps(tx: &Transaction, now_ms: i64, timeout_ms: i64) -> Result<u64>
         }
         let detail = if what == "record" {
             format!(
-                "records {}..{} missing for {} ms while later ones wait",
-                st.next_seq,
-                first,
+                "{} missing for {} ms while later ones wait",
+                audit::seqs(st.next_seq, first as u64),
                 now_ms - since
             )
         } else {
             format!(
-                "a signed checkpoint of size {first} proves records {}..{first} exist; missing for {} ms",
-                st.next_seq,
+                "a signed checkpoint of size {first} proves {} exist; missing for {} ms",
+                audit::seqs(st.next_seq, first as u64),
                 now_ms - since
             )
         };

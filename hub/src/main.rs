@@ -1,7 +1,7 @@
 //! `hub`: the hub's command line: key generation, device enrolment, the service (MQTT and,
 //! with an `[http]` section, the web side), statistics, admin accounts, verification.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -75,12 +75,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The stored records of a device, one canonical JSON record per line.
+    /// The stored records of a device as the register publishes them (records.jsonl, what
+    /// `hub verify --records` takes): one signed envelope per line.
     Records {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         device: String,
+        /// Only each record's entry (canonical JSON), to read: not verifiable without the
+        /// signatures.
+        #[arg(long)]
+        entries: bool,
     },
     /// Apply the config's `[retention]` rule now (the service applies it every hour): each
     /// month older than the kept ones is written to the export folder, then removed.
@@ -282,10 +287,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             for d in &stats.devices {
                 println!(
-                    "device {}: {} records stored (seq 0..{}), {} duplicates ignored, {} held, last verified checkpoint {}, root {}",
+                    "device {}: {} records stored, {} verified ({}), {} duplicates ignored, {} held, last verified checkpoint {}, root {}",
                     d.device,
                     d.stored,
                     d.next_seq,
+                    audit::seqs(0, d.next_seq),
                     d.duplicates,
                     d.held,
                     d.checkpoint_size
@@ -315,12 +321,28 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Records { config, device } => {
+        Command::Records {
+            config,
+            device,
+            entries,
+        } => {
             let config = Config::load(&config)?;
             let conn = hub::db::store::open(&config.db)?;
-            for r in hub::db::store::records(&conn, &device)? {
-                println!("{}", String::from_utf8_lossy(&r.entry));
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if entries {
+                hub::db::store::for_each_record(&conn, &device, 0, |r| {
+                    out.write_all(&r.entry)?;
+                    out.write_all(b"\n")?;
+                    Ok::<_, anyhow::Error>(true)
+                })?;
+            } else {
+                hub::db::store::for_each_export_line(&conn, &device, |line| {
+                    out.write_all(line)?;
+                    out.write_all(b"\n")?;
+                    Ok::<_, anyhow::Error>(())
+                })?;
             }
+            out.flush()?;
             Ok(())
         }
         Command::Acl {

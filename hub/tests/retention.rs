@@ -322,7 +322,6 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
     assert_eq!(s.send_checkpoint(&conn, 0, 40, now).alarms, 0);
     let again = retention::run(&conn, &rule, now, &never).expect("retention");
     assert_eq!((again.months.len(), again.moved), (0, 0));
-    drop(web);
 
     // The commands: `hub verify` takes the months then the export, `hub retention` says there
     // is nothing left to remove.
@@ -392,9 +391,38 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
         "cp.txt",
     ]);
     assert!(!ok && out.contains("verification failed"), "{out}");
+    // `hub records` prints what the register serves; `--entries` only the entries, to read.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["records", "--config", "hub.toml", "--device", "dev-1"])
+        .current_dir(dir)
+        .output()
+        .expect("hub records");
+    assert!(printed.status.success());
+    let live_now: String = ureq::get(format!("http://{}/export/dev-1/records.jsonl", web.addr))
+        .call()
+        .expect("GET")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), live_now);
+    let (ok, out) = hub(&[
+        "records",
+        "--config",
+        "hub.toml",
+        "--device",
+        "dev-1",
+        "--entries",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 20);
+    assert!(
+        out.lines().all(|l| l.starts_with("{\"aggregates\"")),
+        "{out}"
+    );
     let (ok, out) = hub(&["retention", "--config", "hub.toml"]);
     assert!(ok && out.contains("nothing to remove"), "{out}");
     let _ = (&s.version, &s.sha256);
+    drop(web);
 }
 
 #[test]

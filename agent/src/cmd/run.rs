@@ -115,11 +115,10 @@ pub fn run_agent(path: &Path) -> Result<ExitCode> {
         }
     }
     say!(
-        "{} records appended to {} (seq {}..{})",
+        "{} records appended to {} ({})",
         summary.records,
         log_dir.display(),
-        start_size,
-        shared.lock().log().size()
+        audit::seqs(start_size, shared.lock().log().size())
     );
     say!("latest signed checkpoint:\n{}", checkpoint.trim_end());
     match published {

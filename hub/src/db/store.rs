@@ -749,6 +749,32 @@ pub struct StoredRecord {
     pub signature: Vec<u8>,
 }
 
+/// A device's records as `records.jsonl` publishes them (docs/hub-api.md), line by line to
+/// `out` (each without its newline): the frontier line of the records removed under the
+/// retention rule when there are some, then the record envelopes in seq order.
+pub fn for_each_export_line<E: From<Error>>(
+    conn: &Connection,
+    device: &str,
+    mut out: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let from = match removed_before(conn, device, u64::MAX)? {
+        Some((f, _)) => {
+            out(verify::export::frontier_line(&f).as_bytes())?;
+            f.size()
+        }
+        None => 0,
+    };
+    for_each_record(conn, device, from, |r| {
+        let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
+            Error::conversion(2, format!("record {} has a bad signature length", r.seq))
+        })?;
+        let env = hub_link::encode_record(r.seq, &r.entry, &sig)
+            .map_err(|e| Error::conversion(1, format!("record {}: {e}", r.seq)))?;
+        out(&env)?;
+        Ok::<_, E>(true)
+    })
+}
+
 /// Every stored record of a device in seq order.
 pub fn records(conn: &Connection, device: &str) -> Result<Vec<StoredRecord>> {
     let mut out = Vec::new();

@@ -151,25 +151,10 @@ pub async fn records(
         })
         .await?;
     let body = stream::body(&app, permit, move |c, _, out| {
-        // Records removed under the retention rule: the frontier of their leaves, which the
-        // device's signed root covers (see `verify::export`).
-        let from = match crate::db::store::removed_before(c, &id, u64::MAX)? {
-            Some((f, _)) => {
-                out.write(verify::export::frontier_line(&f).as_bytes())?;
-                out.write(b"\n")?;
-                f.size()
-            }
-            None => 0,
-        };
-        crate::db::store::for_each_record(c, &id, from, |r| {
-            let sig: [u8; 64] = r.signature.as_slice().try_into().map_err(|_| {
-                WebError::Internal(format!("record {} has a bad signature length", r.seq))
-            })?;
-            let env = hub_link::encode_record(r.seq, &r.entry, &sig)
-                .map_err(|e| WebError::Internal(format!("record {}: {e}", r.seq)))?;
-            out.write(&env)?;
+        crate::db::store::for_each_export_line(c, &id, |line| {
+            out.write(line)?;
             out.write(b"\n")?;
-            Ok::<_, WebError>(true)
+            Ok::<_, WebError>(())
         })
     });
     Ok((

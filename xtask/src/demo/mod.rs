@@ -195,7 +195,7 @@ k = 1
     )?;
     let records = sh::output(
         Command::new(&hub)
-            .args(["records", "--device", "demo-001", "--config"])
+            .args(["records", "--entries", "--device", "demo-001", "--config"])
             .arg(&hub_config),
     )?;
     println!("   first stored records (canonical JSON, as published):");
