@@ -46,16 +46,26 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// A client config trusting only `files.ca`, authenticating with `files.cert`/`files.key`.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    config(&files.ca, Some((&files.cert, &files.key))).map(Arc::new)
+}
+
+/// A client config trusting only the CA in `ca` (the server's name is checked against its
+/// certificate), with a client certificate and key when given (PEM files).
+pub fn config(ca: &Path, client: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in certs(&files.ca)? {
+    for c in certs(ca)? {
         roots.add(c)?;
     }
-    let chain = certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err(&files.key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
-    Ok(Arc::new(config))
+        .with_root_certificates(roots);
+    Ok(match client {
+        Some((cert, key)) => {
+            let chain = certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    })
 }

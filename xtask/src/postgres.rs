@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster for the tests and the fleet simulator, from Debian's
-//! packages: `initdb` into a temporary folder, the server listening only on a Unix socket in
-//! that folder (no TCP port to collide with anything), stopped and removed when dropped.
+//! packages: `initdb` into a temporary folder, the server listening on a Unix socket in that
+//! folder and on a free TCP port of 127.0.0.1 (the hub's TLS test reaches it there), stopped
+//! and removed when dropped.
 //! As root, the server runs as Debian's `postgres` user (PostgreSQL refuses to run as root).
 
 use std::path::{Path, PathBuf};
@@ -11,13 +12,18 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
-/// The socket's port number (it only names the socket file; nothing listens on TCP).
-const PORT: u16 = 5432;
-
 pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<&'static str>,
+    /// Its port, on the Unix socket in `dir` and on 127.0.0.1 (TCP: for the TLS tests).
+    port: u16,
+}
+
+/// A TCP port free on 127.0.0.1 now (a system PostgreSQL may hold 5432).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// The server programs of the newest PostgreSQL installed (`/usr/lib/postgresql/N/bin`),
@@ -66,6 +72,7 @@ fn reap_stale(base: &Path, bin: &Path, run_as: Option<&'static str>) {
             dir: e.path(),
             bin: bin.to_owned(),
             run_as,
+            port: 0,
         };
         println!(
             "xtask: stopping and removing a PostgreSQL cluster left by an interrupted run ({})",
@@ -93,7 +100,12 @@ impl Cluster {
             sh::run(Command::new("chown").arg(user).arg(&dir))
                 .with_context(|| format!("PostgreSQL runs as `{user}`, which must exist"))?;
         }
-        let cluster = Cluster { dir, bin, run_as };
+        let cluster = Cluster {
+            dir,
+            bin,
+            run_as,
+            port: free_port()?,
+        };
         let data = cluster.dir.join("data");
         cluster
             .command("initdb")
@@ -117,7 +129,8 @@ impl Cluster {
                 }
             })?;
         let opts = format!(
-            "-p {PORT} -k {} -c listen_addresses='' -c max_connections=300",
+            "-p {} -k {} -c listen_addresses='127.0.0.1' -c max_connections=300",
+            cluster.port,
             cluster.dir.display()
         );
         let log = cluster.dir.join("server.log");
@@ -165,7 +178,7 @@ impl Cluster {
                 .command("pg_isready")
                 .args(["-h"])
                 .arg(&self.dir)
-                .args(["-p", &PORT.to_string(), "-q"])
+                .args(["-p", &self.port.to_string(), "-q"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -186,8 +199,9 @@ impl Cluster {
     /// tests append `dbname=...` for a database of their own).
     pub fn conninfo(&self) -> String {
         format!(
-            "host={} port={PORT} user=postgres dbname=postgres",
-            self.dir.display()
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.display(),
+            self.port
         )
     }
 

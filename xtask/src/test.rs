@@ -92,7 +92,8 @@ pub fn test() -> Result<()> {
     Ok(())
 }
 
-/// The hub's tests of its store, web side, health and retention, its browser tests, and the end-to-end
+/// The hub's tests of its store, web side, health, retention and TLS to the database, its
+/// browser tests, and the end-to-end
 /// tests that exercise the hub's ingest (delivery, tampering, a fleet, a hub restart), run
 /// again on PostgreSQL: a throwaway cluster started here (`crate::postgres`), one database
 /// per test (`hub::db::sql::test_database`), removed after.
@@ -102,7 +103,14 @@ fn postgres_tests() -> Result<()> {
     let mut hub = sh::cargo();
     hub.args(["test", "-p", "hub", "--lib"])
         .args(["--test", "web", "--test", "health", "--test", "ops"])
-        .args(["--test", "browser", "--test", "retention"])
+        .args([
+            "--test",
+            "browser",
+            "--test",
+            "retention",
+            "--test",
+            "postgres_tls",
+        ])
         .env(env.0, &env.1);
     let hub = sh::run(&mut hub);
     let mut e2e = sh::cargo();

@@ -65,6 +65,117 @@ impl fmt::Display for Database {
     }
 }
 
+/// The TLS part of a connection string, with libpq's names: `sslrootcert=FILE` (the CA that
+/// signed the server's certificate: TLS is then required and the server's name or address is
+/// checked against the certificate, libpq's `verify-full`), `sslcert=FILE` and `sslkey=FILE`
+/// (a client certificate, for `cert` authentication), `sslmode` (`disable`, `prefer` without a
+/// CA; `require`, `verify-ca`, `verify-full` need `sslrootcert`). In the key-value form
+/// (`host=db.example.org sslmode=verify-full sslrootcert=/etc/iat/pg-ca.pem`) or as URL
+/// query parameters. Returns the string for the client (the file names taken out, `sslmode`
+/// set) and the TLS config, `None` for a connection in clear.
+pub fn pg_tls(url: &str) -> Result<(String, Option<rustls::ClientConfig>)> {
+    const KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+    let mut found: HashMap<&'static str, String> = HashMap::new();
+    let rest = if let Some((base, query)) = url.split_once('?').filter(|_| url.contains("://")) {
+        let mut keep = Vec::new();
+        for kv in query.split('&') {
+            match kv.split_once('=') {
+                Some((k, v)) if KEYS.contains(&k) => {
+                    let k = KEYS.iter().find(|x| **x == k).expect("in KEYS");
+                    found.insert(k, percent_decode(v));
+                }
+                _ => keep.push(kv),
+            }
+        }
+        if keep.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", keep.join("&"))
+        }
+    } else {
+        let mut keep = Vec::new();
+        for kv in url.split_whitespace() {
+            match kv.split_once('=') {
+                Some((k, v)) if KEYS.contains(&k) => {
+                    let k = KEYS.iter().find(|x| **x == k).expect("in KEYS");
+                    found.insert(k, v.trim_matches('\'').to_owned());
+                }
+                _ => keep.push(kv),
+            }
+        }
+        keep.join(" ")
+    };
+    let mode = found.get("sslmode").map(String::as_str).unwrap_or("prefer");
+    let tls_wanted = match mode {
+        "disable" | "allow" | "prefer" => found.contains_key("sslrootcert"),
+        "require" | "verify-ca" | "verify-full" => true,
+        other => {
+            return Err(Error::Config(format!(
+                "sslmode={other}: one of disable, prefer, require, verify-ca, verify-full"
+            )));
+        }
+    };
+    let with = |k: &str, v: &str| -> String {
+        if rest.contains("://") {
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            format!("{rest}{sep}{k}={v}")
+        } else {
+            format!("{rest} {k}={v}")
+        }
+    };
+    if !tls_wanted {
+        if found.contains_key("sslcert") || found.contains_key("sslkey") {
+            return Err(Error::Config(
+                "sslcert and sslkey need sslrootcert, the CA that signed the server's certificate"
+                    .into(),
+            ));
+        }
+        // Without a CA the hub never uses TLS: `prefer` would be unverified.
+        return Ok((with("sslmode", "disable"), None));
+    }
+    if mode == "disable" {
+        return Err(Error::Config(
+            "sslmode=disable with sslrootcert: remove one of them".into(),
+        ));
+    }
+    let Some(ca) = found.get("sslrootcert") else {
+        return Err(Error::Config(format!(
+            "sslmode={mode} needs sslrootcert=FILE, the CA that signed the server's certificate (the hub always checks it)"
+        )));
+    };
+    let client = match (found.get("sslcert"), found.get("sslkey")) {
+        (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config(
+                "sslcert and sslkey go together (the client certificate and its key)".into(),
+            ));
+        }
+    };
+    let config = hub_link::tls::config(Path::new(ca), client)?;
+    Ok((with("sslmode", "require"), Some(config)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(hex) = b.get(i + 1..i + 3)
+            && let Ok(hex) = std::str::from_utf8(hex)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A connection string with any password replaced by `***`.
 fn redact(url: &str) -> String {
     if let Some(rest) = url.split_once("://").map(|(_, r)| r)
@@ -131,6 +242,12 @@ pub enum Error {
     /// needs a cast).
     #[error("column {column}: {what}")]
     Conversion { column: usize, what: String },
+    /// The connection string asks for something the hub cannot do (what to change).
+    #[error("the PostgreSQL connection string: {0}")]
+    Config(String),
+    /// A TLS file of the connection string could not be used.
+    #[error("the PostgreSQL connection string: {0}")]
+    Tls(#[from] hub_link::tls::TlsError),
 }
 
 impl Error {
@@ -671,9 +788,17 @@ impl Connection {
         }
     }
 
-    /// Connects to PostgreSQL (`NoTls`: a local socket or a loopback link).
+    /// Connects to PostgreSQL: in clear (a local socket, a link the hub trusts), or over TLS
+    /// when the connection string names the CA of the server's certificate ([`pg_tls`]).
     pub fn connect_postgres(url: &str) -> Result<Connection> {
-        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let (url, tls) = pg_tls(url)?;
+        let client = match tls {
+            None => postgres::Client::connect(&url, postgres::NoTls)?,
+            Some(config) => postgres::Client::connect(
+                &url,
+                tokio_postgres_rustls::MakeRustlsConnect::new(config),
+            )?,
+        };
         Ok(Connection {
             inner: Inner::Postgres(Box::new(Pg {
                 client: RefCell::new(Some(client)),
@@ -1111,6 +1236,32 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM t", params![], |r| r.get(0))
             .unwrap();
         assert_eq!(count, n + 1, "the insert beside the streams committed");
+    }
+
+    #[test]
+    fn tls_settings_are_read_with_libpq_names_and_refused_when_incomplete() {
+        let (s, tls) = pg_tls("host=/run/postgresql dbname=iat").unwrap();
+        assert_eq!(s, "host=/run/postgresql dbname=iat sslmode=disable");
+        assert!(tls.is_none());
+        for bad in [
+            "host=db sslmode=require",
+            "host=db sslmode=verify-full",
+            "host=db sslmode=sometimes",
+            "host=db sslcert=/c.pem sslkey=/k.pem",
+            "host=db sslmode=disable sslrootcert=/ca.pem",
+            "postgres://hub@db/iat?sslmode=verify-ca",
+        ] {
+            assert!(matches!(pg_tls(bad), Err(Error::Config(_))), "{bad}");
+        }
+        // A CA file that is not there is named.
+        let e = pg_tls("host=db sslrootcert=/nonexistent/ca.pem").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e =
+            pg_tls("postgres://hub@db:5433/iat?sslrootcert=%2Fnone%2Fca.pem&application_name=x")
+                .unwrap_err();
+        assert!(e.to_string().contains("/none/ca.pem"), "{e}");
+        assert_eq!(percent_decode("a%2Fb%zz%"), "a/b%zz%");
+        assert_eq!(percent_decode("%C3%A9t%C3%A9"), "été");
     }
 
     #[test]
