@@ -405,16 +405,21 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
         .read_to_string()
         .expect("body");
     assert_eq!(String::from_utf8_lossy(&printed.stdout), live_now);
-    let (ok, out) = hub(&[
-        "records",
-        "--config",
-        "hub.toml",
-        "--device",
-        "dev-1",
-        "--entries",
-    ]);
-    assert!(ok, "{out}");
-    assert_eq!(out.lines().count(), 20);
+    let entries = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args([
+            "records",
+            "--config",
+            "hub.toml",
+            "--device",
+            "dev-1",
+            "--entries",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("hub records --entries");
+    assert!(entries.status.success());
+    let out = String::from_utf8_lossy(&entries.stdout);
+    assert_eq!(out.lines().count(), 20, "{out}");
     assert!(
         out.lines().all(|l| l.starts_with("{\"aggregates\"")),
         "{out}"

@@ -792,13 +792,16 @@ impl Connection {
     /// when the connection string names the CA of the server's certificate ([`pg_tls`]).
     pub fn connect_postgres(url: &str) -> Result<Connection> {
         let (url, tls) = pg_tls(url)?;
-        let client = match tls {
+        let mut client = match tls {
             None => postgres::Client::connect(&url, postgres::NoTls)?,
             Some(config) => postgres::Client::connect(
                 &url,
                 tokio_postgres_rustls::MakeRustlsConnect::new(config),
             )?,
         };
+        // The schema's `CREATE ... IF NOT EXISTS` would otherwise log a NOTICE per table at
+        // every start and every command.
+        client.batch_execute("SET client_min_messages = warning")?;
         Ok(Connection {
             inner: Inner::Postgres(Box::new(Pg {
                 client: RefCell::new(Some(client)),
