@@ -457,3 +457,45 @@ fn a_month_partition_takes_over_its_rows_from_the_default_partition() {
     assert_eq!(s.send(&conn, 0, 1, None, later.start_ms() + 6).stored, 1);
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM records"), 2);
 }
+
+/// A month is dropped only when every record in it was written to the export: a row the
+/// export did not write (here one of no known device, as a hub whose clock ran a month behind
+/// could store during the export) keeps the month on PostgreSQL, and is never removed on
+/// SQLite (which removes device by device).
+#[test]
+fn a_record_the_export_did_not_write_is_never_removed() {
+    let s = setup();
+    let conn = hub::db::store::open(&s.cfg.db).expect("db");
+    let now = hub::mqtt::now_ms();
+    let old = Month::of(now).minus(3);
+    retention::ensure_partitions(&conn, old.start_ms()).expect("partitions");
+    for i in 0..5u64 {
+        assert_eq!(
+            s.send(&conn, 0, i, None, old.start_ms() + i as i64).stored,
+            1
+        );
+    }
+    conn.execute(
+        "INSERT INTO records (device, seq, model, entry, sig, leaf, stored_ms)
+         VALUES ('stray', 0, 'm', ?1, ?2, ?3, ?4)",
+        params![vec![1u8], vec![0u8; 64], vec![0u8; 32], old.start_ms() + 99],
+    )
+    .expect("a stray row");
+    let rule = s.cfg.retention.clone().expect("[retention]");
+    let out = retention::run(&conn, &rule, now, &AtomicBool::new(false));
+    let stray = count(&conn, "SELECT COUNT(*) FROM records WHERE device = 'stray'");
+    assert_eq!(stray, 1, "the row nobody exported is still there");
+    if conn.dialect() == Dialect::Postgres {
+        let e = out.expect_err("the month is kept").to_string();
+        assert!(
+            e.contains("6 record(s)") && e.contains("5 were written"),
+            "{e}"
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM records"), 6);
+    } else {
+        out.expect("device by device");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM records"), 1);
+    }
+    // dev-1's five were written to the month's file either way.
+    assert_eq!(seqs(&s.export(old, 0)), (0..5).collect::<Vec<_>>());
+}

@@ -137,6 +137,8 @@ pub enum RetentionError {
         "device {device}: {what}; the retention rule stopped before removing its records (check the database)"
     )]
     Damaged { device: String, what: String },
+    #[error("retention: {0}")]
+    Arrived(String),
 }
 
 /// Makes the monthly partitions of this month and the next two (PostgreSQL; nothing on SQLite).
@@ -334,7 +336,33 @@ fn remove_month(
     if conn.dialect() == Dialect::Postgres {
         let tx = conn.transaction()?;
         tx.execute_batch("SET LOCAL lock_timeout = '60s'")?;
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", m.table()))?;
+        // Nothing may be stored in this month meanwhile (a hub whose clock is a month behind):
+        // what is dropped must be exactly what was written to the files.
+        let table = m.table();
+        let partition: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM pg_class WHERE relname = ?1",
+            params![table],
+            |r| r.get(0),
+        )?;
+        if partition > 0 {
+            tx.execute_batch(&format!("LOCK TABLE {table} IN SHARE MODE"))?;
+        }
+        tx.execute_batch("LOCK TABLE records_default IN SHARE MODE")?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM records WHERE stored_ms < ?1",
+            params![hi],
+            |r| r.get(0),
+        )?;
+        if left as u64 != removed {
+            return Err(RetentionError::Arrived(format!(
+                "{left} record(s) of {} are stored, {removed} were written to {}: some arrived during the export (a hub's clock behind?); the month stays, the next run exports it again",
+                m.label(),
+                dir.display()
+            )));
+        }
+        if partition > 0 {
+            tx.execute_batch(&format!("DROP TABLE {table}"))?;
+        }
         tx.execute("DELETE FROM records WHERE stored_ms < ?1", params![hi])?;
         tx.commit()?;
     }
