@@ -20,6 +20,16 @@ fn value<'a>(conninfo: &'a str, key: &str) -> Option<&'a str> {
         .next_back()
 }
 
+/// 1 when this session of the server is encrypted, 0 when it is in clear.
+fn encrypted(c: &Connection) -> i64 {
+    c.query_row(
+        "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        params![],
+        |r| r.get(0),
+    )
+    .expect("pg_stat_ssl")
+}
+
 fn admin(conninfo: &str) -> Connection {
     Connection::connect_postgres(conninfo).expect("the cluster's socket")
 }
@@ -105,14 +115,7 @@ fn the_hub_reaches_postgresql_over_verified_tls_only() {
             Err(e) => panic!("the hub over TLS: {e}"),
         }
     };
-    let ssl: i64 = conn
-        .query_row(
-            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            params![],
-            |r| r.get(0),
-        )
-        .expect("pg_stat_ssl");
-    assert_eq!(ssl, 1, "the hub's session is encrypted");
+    assert_eq!(encrypted(&conn), 1, "the hub's session is encrypted");
     assert_eq!(
         hub::db::store::schema_version(&conn).unwrap(),
         hub::db::store::SCHEMA_VERSION
@@ -136,12 +139,5 @@ fn the_hub_reaches_postgresql_over_verified_tls_only() {
     assert!(e.contains("sslrootcert"), "{e}");
     eprintln!("sslmode=require without a CA, refused: {e}");
     let plain = hub::db::store::open(tcp("")).expect("in clear");
-    let ssl: i64 = plain
-        .query_row(
-            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            params![],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(ssl, 0);
+    assert_eq!(encrypted(&plain), 0);
 }

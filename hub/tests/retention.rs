@@ -346,50 +346,27 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    // `hub verify` on the files given, in order, with the checkpoint at 25.
+    let hub_verify = |records: &[&str]| {
+        let mut args = vec!["verify", "--key", "vkey"];
+        for r in records {
+            args.extend(["--records", r]);
+        }
+        args.extend(["--checkpoint", "cp.txt"]);
+        hub(&args)
+    };
     let (m0f, m1f) = (
         format!("exports/{}/dev-1.jsonl", m0.label()),
         format!("exports/{}/dev-1.jsonl", m1.label()),
     );
-    let (ok, out) = hub(&[
-        "verify",
-        "--key",
-        "vkey",
-        "--records",
-        &m0f,
-        "--records",
-        &m1f,
-        "--records",
-        "live.jsonl",
-        "--checkpoint",
-        "cp.txt",
-    ]);
+    let (ok, out) = hub_verify(&[&m0f, &m1f, "live.jsonl"]);
     assert!(ok && out.contains("OK: 30 record(s)"), "{out}");
-    let (ok, out) = hub(&[
-        "verify",
-        "--key",
-        "vkey",
-        "--records",
-        &m1f,
-        "--records",
-        "live.jsonl",
-        "--checkpoint",
-        "cp.txt",
-    ]);
+    let (ok, out) = hub_verify(&[&m1f, "live.jsonl"]);
     assert!(
         ok && out.contains("OK: 20 record(s) signed by the device from seq 10"),
         "{out}"
     );
-    let (ok, out) = hub(&[
-        "verify",
-        "--key",
-        "vkey",
-        "--records",
-        &m0f,
-        "--records",
-        "live.jsonl",
-        "--checkpoint",
-        "cp.txt",
-    ]);
+    let (ok, out) = hub_verify(&[&m0f, "live.jsonl"]);
     assert!(!ok && out.contains("verification failed"), "{out}");
     // `hub records` prints what the register serves; `--entries` only the entries, to read.
     let printed = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
