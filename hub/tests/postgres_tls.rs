@@ -30,6 +30,25 @@ fn encrypted(c: &Connection) -> i64 {
     .expect("pg_stat_ssl")
 }
 
+/// Turns the cluster's TLS settings back to their defaults when dropped.
+struct ResetTls(String);
+
+impl Drop for ResetTls {
+    fn drop(&mut self) {
+        let a = admin(&self.0);
+        for sql in [
+            "ALTER SYSTEM RESET ssl",
+            "ALTER SYSTEM RESET ssl_cert_file",
+            "ALTER SYSTEM RESET ssl_key_file",
+            "SELECT pg_reload_conf()",
+        ] {
+            if let Err(e) = a.execute_batch(sql) {
+                eprintln!("{sql}: {e}");
+            }
+        }
+    }
+}
+
 fn admin(conninfo: &str) -> Connection {
     Connection::connect_postgres(conninfo).expect("the cluster's socket")
 }
@@ -67,6 +86,9 @@ fn the_hub_reaches_postgresql_over_verified_tls_only() {
     for f in [&server.key, &server.cert] {
         std::os::unix::fs::chown(f, Some(uid), None).expect("chown to the server's user");
     }
+    // Undone however the test ends: the files go with the test's folder, and a server
+    // restarted with `ssl = on` and no certificate would not start.
+    let _reset = ResetTls(admin_info.clone());
     for sql in [
         format!(
             "ALTER SYSTEM SET ssl_cert_file = '{}'",
