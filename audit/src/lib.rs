@@ -6,7 +6,7 @@
 //! - [`note`]: C2SP signed notes and tlog checkpoints; signer and verifier keys.
 //! - [`entry`]: the per-record signature (domain-separated).
 //! - [`frame`]: the on-disk encodings (frames, segment headers, ack slots).
-//! - [`keys`]: key files (IO).
+//! - [`keys`]: key files (IO; feature `files`, on by default, as for the next two).
 //! - [`store`]: the append-only segmented log that is also the outbox (IO).
 //! - [`verify`]: independent verification of a log directory (IO).
 //!
@@ -17,11 +17,15 @@
 
 pub mod entry;
 pub mod frame;
+#[cfg(feature = "files")]
 pub mod keys;
 pub mod merkle;
 pub mod note;
+#[cfg(feature = "files")]
 mod segment;
+#[cfg(feature = "files")]
 pub mod store;
+#[cfg(feature = "files")]
 pub mod verify;
 
 pub use entry::{sign_entry, verify_entry};
@@ -37,5 +41,7 @@ pub fn seqs(first: u64, end: u64) -> String {
 }
 pub use merkle::{Frontier, Hash};
 pub use note::{Checkpoint, SignerKey, VerifierKey};
+#[cfg(feature = "files")]
 pub use store::{Log, Options, Record, StoreError};
+#[cfg(feature = "files")]
 pub use verify::{Problem, ProblemKind, Report, verify_dir, verify_dir_with};

@@ -674,3 +674,287 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Waits until the verifier page has given a verdict whose status line contains `status`
+/// (a new verdict replaces the last one), and returns the verdict element.
+async fn verdict(c: &Client, status: &str) -> fantoccini::elements::Element {
+    let t = Instant::now();
+    loop {
+        let shown = c.find(Locator::Css("#verdict[data-ok]")).await.ok();
+        if let Some(v) = shown {
+            let s = text(c, "#status").await;
+            if s.contains(status) {
+                return v;
+            }
+        }
+        assert!(
+            t.elapsed() < NAVIGATION,
+            "no verdict with status {status:?}: {}",
+            text(c, "#verdict").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A citizen verifies a device's history in the browser (the page `/verify`, the WebAssembly
+/// build of the verifier): from the register's link, then again (the checkpoint kept from the
+/// first visit is extended), then served a tampered export (one record altered, one removed,
+/// an older checkpoint): each time the page names the problem. Then, the hub stopped, the files
+/// saved earlier are dropped on the open page and verify. Prints the time to verify 10,000
+/// records in the page.
+#[test]
+fn a_citizen_verifies_a_history_in_the_browser() {
+    let mut fx = Fixture::new();
+    const BIG: u64 = 10_000;
+    let big = common::Dev {
+        id: "grand-1",
+        territory: "fr-lyon",
+        windows: BIG,
+        key: common::key_for("iat/fr-lyon/grand-1", 31),
+    };
+    fx.add_device_with_checkpoint(
+        ("fr-lyon", "grand-1"),
+        "models/centerface-int8/card.toml",
+        31,
+        BIG,
+        &|i, sha, version| common::record(&big, i, sha, version),
+    );
+    // dev-1's files, saved before anything is tampered with (as a citizen would from the
+    // register), and a copy of its records with one record altered.
+    let saved = tempfile::tempdir().expect("dir");
+    let mut files = Vec::new();
+    for f in ["device.vkey", "records.jsonl", "checkpoint.txt"] {
+        let mut r = ureq::get(&fx.url(&format!("/export/dev-1/{f}")))
+            .call()
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let body = r.body_mut().read_to_string().expect(f);
+        let path = saved.path().join(f);
+        std::fs::write(&path, body).expect(f);
+        files.push(path);
+    }
+    let records = std::fs::read_to_string(&files[1]).unwrap();
+    let altered_dir = saved.path().join("altered");
+    std::fs::create_dir(&altered_dir).unwrap();
+    let altered = records.replacen("\\\"frames\\\":900", "\\\"frames\\\":901", 1);
+    assert_ne!(altered, records, "a record was altered");
+    std::fs::write(altered_dir.join("records.jsonl"), altered).unwrap();
+    let altered_files = [
+        files[0].clone(),
+        altered_dir.join("records.jsonl"),
+        files[2].clone(),
+    ];
+
+    let (_driver, port) = start_driver();
+    let profile = tempfile::tempdir().expect("profile dir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(port, profile.path()).await;
+        verify_pages(&c, &mut fx, &files, &altered_files).await;
+        let _ = c.close().await;
+    });
+}
+
+async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_files: &[PathBuf]) {
+    let dev = &fx.devs[0];
+    let card =
+        hub::enrolment::cards::load(&common::repo().join("models/centerface-int8/card.toml"))
+            .expect("card");
+    let version = card.version.clone().unwrap_or_default();
+
+    // From the register's link: the page verifies at once.
+    c.goto(&fx.url("/register")).await.unwrap();
+    c.find(Locator::Css("article#dev-dev-1 a.verify"))
+        .await
+        .expect("the register links to the browser's verifier")
+        .click()
+        .await
+        .unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    assert_eq!(
+        attr(&v, "data-ok").await,
+        "true",
+        "{}",
+        v.text().await.unwrap()
+    );
+    assert_eq!(attr(&v, "data-previous").await, "none");
+    let shown = v.text().await.unwrap();
+    for want in [
+        "Historique vérifié",
+        "iat/fr-lyon/dev-1",
+        "288 (n° 0 à 287)",
+        "centerface-int8",
+        &card.sha256,
+        "Période couverte",
+        "première vérification",
+    ] {
+        assert!(shown.contains(want), "{want:?} in {shown}");
+    }
+    shot(c, "verify-ok").await;
+    accessible(c, "fr", "/verify").await;
+
+    // The next visit: the new checkpoint extends the one kept from the first.
+    c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    assert_eq!(attr(&v, "data-ok").await, "true");
+    assert_eq!(attr(&v, "data-previous").await, "by-records");
+    assert!(
+        v.text()
+            .await
+            .unwrap()
+            .contains("prolonge le point de contrôle")
+    );
+
+    // One record altered in the hub's database.
+    let conn = fx.conn();
+    let (entry, sig): (Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT entry, sig FROM records WHERE device = 'dev-1' AND seq = 100",
+            hub::params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("record 100");
+    let _ = sig;
+    let forged =
+        String::from_utf8(entry.clone())
+            .unwrap()
+            .replacen("\"frames\":900", "\"frames\":901", 1);
+    conn.execute(
+        "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
+        hub::params![forged.into_bytes()],
+    )
+    .unwrap();
+    c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-ok").await, "false", "{shown}");
+    assert_eq!(attr(&v, "data-kind").await, "signature", "{shown}");
+    assert!(shown.contains("résultat n° 100"), "{shown}");
+    assert!(
+        shown.contains("100 (n° 0 à 99)"),
+        "what verified before: {shown}"
+    );
+    shot(c, "verify-altered").await;
+    conn.execute(
+        "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
+        hub::params![entry],
+    )
+    .unwrap();
+
+    // An older checkpoint: the device's own signature, but it covers fewer records than the
+    // one this browser verified.
+    let note: String = conn
+        .query_row(
+            "SELECT ckpt_note FROM devices WHERE device = 'dev-1'",
+            hub::params![],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut frontier = audit::Frontier::new();
+    for i in 0..200 {
+        frontier.append(audit::merkle::leaf_hash(&common::record(
+            dev,
+            i,
+            &card.sha256,
+            &version,
+        )));
+    }
+    let older = dev
+        .key
+        .sign_checkpoint(&audit::Checkpoint {
+            origin: dev.origin(),
+            size: 200,
+            root: frontier.root(),
+            extensions: vec![],
+        })
+        .unwrap();
+    conn.execute(
+        "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
+        hub::params![older],
+    )
+    .unwrap();
+    c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-kind").await, "shrunk", "{shown}");
+    assert!(shown.contains("l'historique a été raccourci"), "{shown}");
+    conn.execute(
+        "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
+        hub::params![note],
+    )
+    .unwrap();
+
+    // One record removed.
+    conn.execute(
+        "DELETE FROM records WHERE device = 'dev-1' AND seq = 50",
+        hub::params![],
+    )
+    .unwrap();
+    c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-kind").await, "order", "{shown}");
+    assert!(
+        shown.contains("résultat n° 51 là où le n° 50 était attendu"),
+        "{shown}"
+    );
+    shot(c, "verify-removed").await;
+
+    // 10,000 records, downloaded and verified in the page.
+    c.goto(&fx.url("/verify?device=grand-1")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-ok").await, "true", "{shown}");
+    assert!(
+        shown.contains("10 000 (n° 0 à 9999)") || shown.contains("10\u{202f}000 (n° 0 à 9999)"),
+        "{shown}"
+    );
+    eprintln!(
+        "browser verifier: 10,000 records verified in {} ms (WebAssembly module: {} bytes)",
+        attr(&v, "data-ms").await,
+        hub::web::verifier::WASM.len()
+    );
+
+    // The hub stopped: the saved files, dropped on the open page, verify; an altered copy
+    // does not.
+    fx.web.take().expect("the web side runs").stop();
+    assert!(
+        ureq::get(&fx.url("/register")).call().is_err(),
+        "the hub no longer answers"
+    );
+    let input = c.find(Locator::Css("#files")).await.expect("file input");
+    let paths: Vec<String> = altered_files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    input
+        .send_keys(&paths.join("\n"))
+        .await
+        .expect("choosing files");
+    let v = verdict(c, "Fichiers").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-kind").await, "signature", "{shown}");
+    c.execute("document.getElementById('files').value = '';", vec![])
+        .await
+        .unwrap();
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    input
+        .send_keys(&paths.join("\n"))
+        .await
+        .expect("choosing files");
+    let t = Instant::now();
+    loop {
+        let v = verdict(c, "Fichiers").await;
+        if attr(&v, "data-ok").await == "true" {
+            let shown = v.text().await.unwrap();
+            assert!(shown.contains("288 (n° 0 à 287)"), "{shown}");
+            assert_eq!(attr(&v, "data-previous").await, "by-records");
+            break;
+        }
+        assert!(t.elapsed() < NAVIGATION, "the saved files did not verify");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(c, "verify-files-offline").await;
+}

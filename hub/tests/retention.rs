@@ -275,13 +275,16 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
         lines[lines.len() - 1],
         &verify::export::frontier_line(&Frontier::new()),
     );
-    let err =
-        verify::export(&key, &format!("{forged_end}{}{live}", s.export(m1, 0)), &cp).unwrap_err();
+    let err = verify::export(&key, &format!("{forged_end}{}{live}", s.export(m1, 0)), &cp)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("the records before it give a tree of 10 leaves"),
         "{err}"
     );
-    let err = verify::export(&key, &format!("{e0}{live}"), &cp).unwrap_err();
+    let err = verify::export(&key, &format!("{e0}{live}"), &cp)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("the records before it give a tree of 10 leaves"),
         "{err}"

@@ -9,7 +9,7 @@ pub mod export;
 
 use aggregate::RecordView;
 
-pub use export::{Verified, export};
+pub use export::{Extends, Failure, ModelSpan, Previous, Problem, Verified, export, export_since};
 pub use hub_link::origin;
 
 /// What is wrong with a record's contents, named by its position in the log.

@@ -810,6 +810,45 @@ pub fn for_each_record<E: From<Error>>(
     Ok(())
 }
 
+/// The Merkle leaves of a device's seqs `0..end`: those of the records removed under the
+/// retention rule, then those of the stored records. `None` when the hub does not hold them all
+/// (fewer records stored than `end`).
+pub fn leaves(conn: &Connection, device: &str, end: u64) -> Result<Option<Vec<[u8; 32]>>> {
+    let mut out: Vec<[u8; 32]> = Vec::new();
+    {
+        let mut q = conn.prepare_cached(
+            "SELECT first_seq, leaves FROM removed_leaves WHERE device = ?1 AND first_seq < ?2
+             ORDER BY first_seq",
+        )?;
+        let mut rows = q.stream(params![device, end.min(i64::MAX as u64) as i64])?;
+        while let Some(r) = rows.next()? {
+            let first = r.get::<_, i64>(0)? as u64;
+            let bytes: Vec<u8> = r.get(1)?;
+            if first != out.len() as u64 {
+                return Ok(None);
+            }
+            out.extend(bytes.chunks_exact(32).map(|c| hash(c.to_vec())));
+        }
+    }
+    out.truncate(end.min(out.len() as u64) as usize);
+    let mut q = conn.prepare_cached(
+        "SELECT seq, leaf FROM records WHERE device = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq",
+    )?;
+    let mut rows = q.stream(params![
+        device,
+        out.len() as i64,
+        end.min(i64::MAX as u64) as i64
+    ])?;
+    while let Some(r) = rows.next()? {
+        if r.get::<_, i64>(0)? as u64 != out.len() as u64 {
+            return Ok(None);
+        }
+        out.push(hash(r.get(1)?));
+    }
+    drop(rows);
+    Ok((out.len() as u64 == end).then_some(out))
+}
+
 /// Lower-case hexadecimal: the one the verifiers print (`verify::hex`).
 pub use verify::hex;
 

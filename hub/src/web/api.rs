@@ -257,3 +257,44 @@ pub async fn alarms(
         .await?;
     Ok(Json(json!(p)))
 }
+
+/// `GET /api/devices/{id}/consistency?from=M&to=N`: the RFC 6962 consistency proof from the
+/// device's tree of its first M records to its tree of its first N (docs/hub-api.md). The
+/// browser's verifier asks for it to check that the checkpoint it verifies today extends the
+/// one it verified on an earlier visit. It proves nothing by itself: the reader checks it
+/// against the two roots the device signed.
+pub async fn consistency(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Json<Value>> {
+    params::only(&q, &["from", "to"])?;
+    let number = |name: &str| -> WebResult<u64> {
+        params::opt(&q, name)
+            .ok_or_else(|| WebError::BadRequest(format!("`{name}` is needed: a record count")))?
+            .parse()
+            .map_err(|_| WebError::BadRequest(format!("`{name}`: a whole number of records")))
+    };
+    let (from, to) = (number("from")?, number("to")?);
+    if from > to {
+        return Err(WebError::BadRequest(format!(
+            "`from` ({from}) is after `to` ({to}): a tree can only grow"
+        )));
+    }
+    let _permit = app.heavy_slot().await?;
+    app.db(move |c, e| {
+        if query::device(c, e, &id)?.is_none() {
+            return Err(WebError::NotFound(format!("no device {id:?}")));
+        }
+        let Some(leaves) = crate::db::store::leaves(c, &id, to)? else {
+            return Err(WebError::NotFound(format!(
+                "this hub does not hold {to} records of {id:?}"
+            )));
+        };
+        let proof = audit::merkle::consistency_proof(&leaves, from)
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+        let proof: Vec<String> = proof.iter().map(|h| verify::hex(h)).collect();
+        Ok(Json(json!({ "from": from, "to": to, "proof": proof })))
+    })
+    .await
+}

@@ -25,6 +25,7 @@ pub mod params;
 pub mod server;
 pub mod stream;
 pub mod throttle;
+pub mod verifier;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -299,6 +300,9 @@ pub fn router(app: App) -> Router {
         .route("/", get(pages::dashboard))
         .route("/device/{id}", get(pages::device))
         .route("/register", get(pages::register))
+        .route("/verify", get(verifier::page))
+        .route("/verify.js", get(verifier::script))
+        .route("/verify.wasm", get(verifier::wasm))
         .route("/alarms", get(pages::alarms))
         .route("/style.css", get(pages::style))
         .route("/metrics", get(ops::metrics))
@@ -307,6 +311,7 @@ pub fn router(app: App) -> Router {
         .route("/api/devices/{id}", get(api::device))
         .route("/api/devices/{id}/series", get(api::series))
         .route("/api/devices/{id}/health", get(health::api))
+        .route("/api/devices/{id}/consistency", get(api::consistency))
         .route("/api/register", get(api::register))
         .route("/api/alarms", get(api::alarms))
         .route("/export/{id}/series.csv", get(export::series_csv))
@@ -374,12 +379,15 @@ async fn explain_limits(r: Response) -> Response {
 /// Headers on every response: no framing, no sniffing, no third-party anything.
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    // A page that needs more (the browser's verifier runs a script) states its own policy.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

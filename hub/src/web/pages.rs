@@ -946,6 +946,7 @@ pub async fn register(
             }
             details.verify {
                 summary { (l.t("Comment chacun peut vérifier l'historique d'un appareil", "How anyone can check a device's history")) }
+                p { (l.t("Le plus simple : ", "The simplest way: ")) a href="/verify" { (l.t("vérifier dans votre navigateur", "verify in your browser")) } (l.t(", sans rien installer. Ou bien, hors ligne :", ", with nothing to install. Or, offline:")) }
                 ol {
                     li { (l.t("Télécharger la clé publique de l'appareil (", "Download the device's public key (")) code { "device.vkey" } (l.t("), ses résultats signés et son dernier point de contrôle signé, par les liens de sa fiche.", "), its signed records and its latest signed checkpoint from the links in its entry.")) }
                     li { (l.t("Lancer ", "Run ")) code { "hub verify --key device.vkey --records records.jsonl --checkpoint checkpoint.txt" }
@@ -1039,6 +1040,7 @@ pub async fn register(
                         a href=(format!("/export/{}/device.vkey", d.id)) { "device.vkey" } " · "
                         a href=(format!("/export/{}/records.jsonl", d.id)) { "records.jsonl" } " · "
                         a href=(format!("/export/{}/checkpoint.txt", d.id)) { "checkpoint.txt" } " · "
+                        a.verify href=(format!("/verify?device={}", d.id)) { (l.t("vérifier dans le navigateur", "verify in the browser")) } " · "
                         a href=(format!("/device/{}", d.id)) { (l.t("résultats", "results")) }
                     }
                 }
@@ -1173,6 +1175,15 @@ svg.chart polyline.line { fill: none; stroke: #000091; stroke-width: 1.5; }
 svg.chart circle.point { fill: #000091; }
 svg.chart circle.point.suppressed { fill: #fff; stroke: #ce0500; stroke-width: 1.5; }
 details.data summary, details.verify summary { cursor: pointer; color: #000091; }
+#drop { border: 2px dashed #6a6af4; padding: 1.5em; border-radius: 4px; }
+#drop.over { background: #ececfe; }
+#verdict .result { border-left: 6px solid; padding: .5em 1em; margin: .5em 0; }
+#verdict .result.ok { border-color: #18753c; background: #f4fbf6; }
+#verdict .result.problem { border-color: #ce0500; background: #fef4f4; }
+#verdict .headline { font-weight: bold; }
+#verdict dt { font-weight: bold; margin-top: .5em; }
+#verdict dd { margin-left: 0; overflow-wrap: anywhere; }
+p.small { font-size: .875em; overflow-wrap: anywhere; }
 pre { background: #f0f0f0; padding: .6em; overflow-x: auto; }
 p.privacy, p.budget { color: #a94400; }
 p.meaning { color: #3a3a3a; }

@@ -359,6 +359,48 @@ impl Fixture {
         tx.commit().expect("commit");
         *self.enrolment.write().unwrap() = enrolment;
     }
+
+    /// [`Fixture::add_device`], then the device's signed checkpoint over its `n` records,
+    /// verified and stored by the hub as MQTT delivers it.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn add_device_with_checkpoint(
+        &self,
+        (territory, id): (&str, &str),
+        card: &str,
+        seed: u8,
+        n: u64,
+        record: &dyn Fn(u64, &str, &str) -> Vec<u8>,
+    ) {
+        self.add_device((territory, id), card, seed, n, record);
+        let card = hub::enrolment::cards::load(&repo().join(card)).expect("card");
+        let version = card.version.clone().unwrap_or_default();
+        let key = key_for(&hub_link::origin(territory, id), seed);
+        let mut frontier = Frontier::new();
+        for i in 0..n {
+            frontier.append(audit::merkle::leaf_hash(&record(i, &card.sha256, &version)));
+        }
+        let note = key
+            .sign_checkpoint(&Checkpoint {
+                origin: hub_link::origin(territory, id),
+                size: n,
+                root: frontier.root(),
+                extensions: vec![],
+            })
+            .expect("checkpoint");
+        let enrolment = self.enrolment.read().unwrap().clone();
+        let conn = self.conn();
+        let tx = conn.transaction().expect("tx");
+        let (o, _) = hub::ingest::handle(
+            &tx,
+            &enrolment,
+            &hub_link::checkpoint_topic(territory, id),
+            note.as_bytes(),
+            T0 + 1000,
+        )
+        .expect("checkpoint");
+        assert_eq!(o.alarms, 0, "the checkpoint of {id} verifies");
+        tx.commit().expect("commit");
+    }
 }
 
 /// A counting device: one line `rue` counting person and bicycle, 15-minute windows, `k` 3,
