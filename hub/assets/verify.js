@@ -140,6 +140,10 @@
           ? t(' ; les ' + number(v.from_seq) + ' précédents ont été retirés par la règle de conservation du hub, leur empreinte est fournie',
             '; the ' + number(v.from_seq) + ' before them were removed under the hub\'s retention rule, their hashes are given')
           : ''));
+    } else if (v.ok && v.from_seq > 0) {
+      row(dl, t('Résultats vérifiés', 'Records verified'),
+        t('aucun un par un : les ' + number(v.from_seq) + ' résultats ont été retirés par la règle de conservation du hub ; leur empreinte, fournie, correspond au point de contrôle signé (les exports mensuels du hub permettent de les vérifier un par un)',
+          'none one by one: the ' + number(v.from_seq) + ' records were removed under the hub\'s retention rule; their hashes, given, match the signed checkpoint (the hub\'s monthly exports let them be verified one by one)'));
     } else if (v.ok) {
       row(dl, t('Résultats vérifiés', 'Records verified'), t('aucun', 'none'));
     }

@@ -123,6 +123,10 @@ enum Command {
         /// checkpoint.txt: a checkpoint note signed by the device.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// A checkpoint of the device verified earlier: the new one must extend it (the
+        /// records must give its root at its size), so that a rewritten history is caught.
+        #[arg(long)]
+        previous: Option<PathBuf>,
     },
 }
 
@@ -391,6 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             keys,
             records,
             checkpoint,
+            previous,
         } => {
             let keys = keys
                 .iter()
@@ -406,7 +411,14 @@ fn run(cli: Cli) -> Result<()> {
                     text.push('\n');
                 }
             }
-            match verify::export(&keys, &text, &read(&checkpoint)?) {
+            let previous = match &previous {
+                Some(p) => Some(
+                    verify::Previous::from_note(&keys, &read(p)?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            match verify::export_since(&keys, &text, &read(&checkpoint)?, previous.as_ref()) {
                 Ok(v) => {
                     let removed = if v.from_seq > 0 {
                         format!(
@@ -420,9 +432,43 @@ fn run(cli: Cli) -> Result<()> {
                         "OK: {} record(s) signed by the device{removed}; the signed checkpoint at size {} matches their root {}",
                         v.records, v.checkpoint_size, v.root
                     );
+                    if let (Some(first), Some((last, length_ms))) =
+                        (&v.first_window, &v.last_window)
+                    {
+                        let end = last
+                            .parse::<jiff::Timestamp>()
+                            .ok()
+                            .and_then(|t| {
+                                t.checked_add(jiff::SignedDuration::from_millis(*length_ms as i64))
+                                    .ok()
+                            })
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| format!("{last} + {length_ms} ms"));
+                        println!("windows: from {first} to {end} (UTC)");
+                    }
+                    for m in &v.models {
+                        println!(
+                            "model {} version {} (sha256 {}): {}",
+                            m.id,
+                            m.version,
+                            m.sha256,
+                            audit::seqs(m.first_seq, m.last_seq + 1)
+                        );
+                    }
+                    match (&previous, v.previous) {
+                        (Some(p), Some(verify::Extends::ByRecords)) => println!(
+                            "the checkpoint extends the previous one (size {}): the records give its root",
+                            p.size
+                        ),
+                        (Some(p), _) => println!(
+                            "the previous checkpoint (size {}) was not compared: the records before it are not given",
+                            p.size
+                        ),
+                        (None, _) => {}
+                    }
                     Ok(())
                 }
-                Err(e) => bail!("verification failed: {e}"),
+                Err(f) => bail!("verification failed [{}]: {}", f.problem.kind(), f.problem),
             }
         }
     }

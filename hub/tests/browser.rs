@@ -675,6 +675,19 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Runs `f` on a connection of its own, in a thread of its own: PostgreSQL's synchronous
+/// client cannot block inside the test's async runtime.
+fn sql<T: Send>(
+    db: &hub::db::sql::Database,
+    f: impl FnOnce(&hub::db::sql::Connection) -> T + Send,
+) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| f(&hub::db::store::open(db).expect("db")))
+            .join()
+            .expect("the database work")
+    })
+}
+
 /// Waits until the verifier page has given a verdict whose status line contains `status`
 /// (a new verdict replaces the last one), and returns the verdict element.
 async fn verdict(c: &Client, status: &str) -> fantoccini::elements::Element {
@@ -808,24 +821,27 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
     );
 
     // One record altered in the hub's database.
-    let conn = fx.conn();
-    let (entry, sig): (Vec<u8>, Vec<u8>) = conn
-        .query_row(
+    let db = fx.db.clone();
+    let (entry, sig): (Vec<u8>, Vec<u8>) = sql(&db, |conn| {
+        conn.query_row(
             "SELECT entry, sig FROM records WHERE device = 'dev-1' AND seq = 100",
             hub::params![],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .expect("record 100");
+        .expect("record 100")
+    });
     let _ = sig;
     let forged =
         String::from_utf8(entry.clone())
             .unwrap()
             .replacen("\"frames\":900", "\"frames\":901", 1);
-    conn.execute(
-        "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
-        hub::params![forged.into_bytes()],
-    )
-    .unwrap();
+    sql(&db, |conn| {
+        conn.execute(
+            "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
+            hub::params![forged.into_bytes()],
+        )
+        .unwrap();
+    });
     c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
     let v = verdict(c, "vérifié dans ce navigateur").await;
     let shown = v.text().await.unwrap();
@@ -837,21 +853,24 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         "what verified before: {shown}"
     );
     shot(c, "verify-altered").await;
-    conn.execute(
-        "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
-        hub::params![entry],
-    )
-    .unwrap();
+    sql(&db, |conn| {
+        conn.execute(
+            "UPDATE records SET entry = ?1 WHERE device = 'dev-1' AND seq = 100",
+            hub::params![entry],
+        )
+        .unwrap();
+    });
 
     // An older checkpoint: the device's own signature, but it covers fewer records than the
     // one this browser verified.
-    let note: String = conn
-        .query_row(
+    let note: String = sql(&db, |conn| {
+        conn.query_row(
             "SELECT ckpt_note FROM devices WHERE device = 'dev-1'",
             hub::params![],
             |r| r.get(0),
         )
-        .unwrap();
+        .unwrap()
+    });
     let mut frontier = audit::Frontier::new();
     for i in 0..200 {
         frontier.append(audit::merkle::leaf_hash(&common::record(
@@ -870,28 +889,41 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
             extensions: vec![],
         })
         .unwrap();
-    conn.execute(
-        "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
-        hub::params![older],
-    )
-    .unwrap();
+    sql(&db, |conn| {
+        conn.execute(
+            "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
+            hub::params![older],
+        )
+        .unwrap();
+    });
     c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
     let v = verdict(c, "vérifié dans ce navigateur").await;
     let shown = v.text().await.unwrap();
     assert_eq!(attr(&v, "data-kind").await, "shrunk", "{shown}");
     assert!(shown.contains("l'historique a été raccourci"), "{shown}");
-    conn.execute(
-        "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
-        hub::params![note],
-    )
-    .unwrap();
+    sql(&db, |conn| {
+        conn.execute(
+            "UPDATE devices SET ckpt_note = ?1 WHERE device = 'dev-1'",
+            hub::params![note],
+        )
+        .unwrap();
+    });
 
-    // One record removed.
-    conn.execute(
-        "DELETE FROM records WHERE device = 'dev-1' AND seq = 50",
-        hub::params![],
-    )
-    .unwrap();
+    // One record removed (kept aside, to be put back).
+    sql(&db, |conn| {
+        conn.execute(
+            "CREATE TABLE kept_aside AS SELECT * FROM records WHERE device = 'dev-1' AND seq = 50",
+            hub::params![],
+        )
+        .unwrap();
+    });
+    sql(&db, |conn| {
+        conn.execute(
+            "DELETE FROM records WHERE device = 'dev-1' AND seq = 50",
+            hub::params![],
+        )
+        .unwrap();
+    });
     c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
     let v = verdict(c, "vérifié dans ce navigateur").await;
     let shown = v.text().await.unwrap();
@@ -901,6 +933,13 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         "{shown}"
     );
     shot(c, "verify-removed").await;
+    sql(&db, |conn| {
+        conn.execute(
+            "INSERT INTO records SELECT * FROM kept_aside",
+            hub::params![],
+        )
+        .unwrap();
+    });
 
     // 10,000 records, downloaded and verified in the page.
     c.goto(&fx.url("/verify?device=grand-1")).await.unwrap();
@@ -916,6 +955,53 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         attr(&v, "data-ms").await,
         hub::web::verifier::WASM.len()
     );
+
+    // The hub's retention rule removes every month before this one: dev-2's export is now a
+    // frontier line alone. This browser verified dev-2's first 40 records on an earlier
+    // visit: the records no longer reach back to it, so the page asks the hub for a
+    // consistency proof (from the removed records' leaves) and checks it against the two
+    // signed roots.
+    let rule = hub::db::retention::Rule {
+        months: 1,
+        export_dir: fx.dir.path().join("removed"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    sql(&db, |conn| {
+        hub::db::retention::run(conn, &rule, now, &std::sync::atomic::AtomicBool::new(false))
+            .expect("retention")
+    });
+    let dev2 = &fx.devs[1];
+    let mut frontier = audit::Frontier::new();
+    for i in 0..40 {
+        frontier.append(audit::merkle::leaf_hash(&common::record(
+            dev2,
+            i,
+            &card.sha256,
+            &version,
+        )));
+    }
+    c.execute(
+        "localStorage.setItem('iat-verify:' + arguments[0], arguments[1]);",
+        vec![
+            serde_json::json!(dev2.origin()),
+            serde_json::json!(
+                serde_json::json!({"size": 40, "root": verify::hex(&frontier.root()), "at": "2026-03-02T09:00:00Z"})
+                    .to_string()
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    c.goto(&fx.url("/verify?device=dev-2")).await.unwrap();
+    let v = verdict(c, "vérifié dans ce navigateur").await;
+    let shown = v.text().await.unwrap();
+    assert_eq!(attr(&v, "data-ok").await, "true", "{shown}");
+    assert_eq!(attr(&v, "data-previous").await, "by-proof", "{shown}");
+    assert!(shown.contains("(preuve de cohérence)"), "{shown}");
+    shot(c, "verify-by-proof").await;
 
     // The hub stopped: the saved files, dropped on the open page, verify; an altered copy
     // does not.
@@ -957,4 +1043,61 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     shot(c, "verify-files-offline").await;
+
+    // The specification pack through the page's WebAssembly build, the hub still stopped.
+    let dir = common::repo()
+        .join("docs/spec/vectors")
+        .canonicalize()
+        .expect("docs/spec/vectors");
+    let cases = verify::pack::read(&dir).expect("docs/spec/vectors");
+    assert!(cases.len() >= 20);
+    for case in &cases {
+        let d = dir.join(&case.name);
+        let keys =
+            vec![audit::VerifierKey::parse(case.file("device.vkey").unwrap().trim()).expect("key")];
+        // What this browser verified before: only the case's previous checkpoint, if any.
+        let remembered = case.file("previous.txt").map(|n| {
+            let p = verify::Previous::from_note(&keys, n).expect("previous.txt");
+            serde_json::json!({"size": p.size, "root": verify::hex(&p.root), "at": "2026-03-01T00:00:00Z"})
+                .to_string()
+        });
+        c.execute(
+            "localStorage.clear(); \
+             if (arguments[1] !== null) localStorage.setItem('iat-verify:' + arguments[0], arguments[1]); \
+             document.getElementById('files').value = ''; \
+             document.getElementById('status').textContent = ''; \
+             delete document.getElementById('verdict').dataset.ok;",
+            vec![
+                serde_json::json!(keys[0].name()),
+                serde_json::json!(remembered),
+            ],
+        )
+        .await
+        .unwrap();
+        let paths: Vec<String> = ["device.vkey", "records.jsonl", "checkpoint.txt"]
+            .iter()
+            .map(|f| d.join(f).display().to_string())
+            .collect();
+        input
+            .send_keys(&paths.join("\n"))
+            .await
+            .expect("choosing files");
+        let v = verdict(c, "Fichiers").await;
+        let shown = v.text().await.unwrap();
+        match case.expected().expect("expected.json") {
+            verify::pack::Expected::Ok { records } => {
+                assert_eq!(attr(&v, "data-ok").await, "true", "{}: {shown}", case.name);
+                let n = format!("{records} (n° ");
+                assert!(shown.contains(&n), "{}: {n:?} in {shown}", case.name);
+            }
+            verify::pack::Expected::Problem { kind } => {
+                assert_eq!(attr(&v, "data-ok").await, "false", "{}: {shown}", case.name);
+                assert_eq!(attr(&v, "data-kind").await, kind, "{}: {shown}", case.name);
+            }
+        }
+    }
+    eprintln!(
+        "browser verifier: the {} cases of the specification pack reach their verdicts",
+        cases.len()
+    );
 }

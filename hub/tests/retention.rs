@@ -265,6 +265,27 @@ fn old_months_are_exported_verified_and_removed_and_still_count() {
     assert_eq!((v.from_seq, v.records, v.checkpoint_size), (0, 30, 25));
     let v = verify::export(&key, &live, &cp).expect("the export alone verifies");
     assert_eq!((v.from_seq, v.records), (20, 10));
+    // The leaves of removed and kept records together: the consistency proof the browser's
+    // verifier asks for, from a checkpoint seen in m1 (seq 15) to this one, links both roots.
+    let leaves = hub::db::store::leaves(&conn, "dev-1", 25)
+        .expect("leaves")
+        .expect("all 25 held");
+    let leaf_root = |n: usize| {
+        let mut f = Frontier::new();
+        for l in &leaves[..n] {
+            f.append(*l);
+        }
+        f.root()
+    };
+    assert_eq!(verify::hex(&leaf_root(25)), v.root);
+    let proof = audit::merkle::consistency_proof(&leaves, 15).unwrap();
+    audit::merkle::verify_consistency(15, 25, &leaf_root(15), &leaf_root(25), &proof)
+        .expect("a proof across the removed months");
+    assert_eq!(
+        hub::db::store::leaves(&conn, "dev-1", 31).expect("leaves"),
+        None,
+        "the hub holds 30"
+    );
     // Tampering with an export is caught: a record changed, a frontier line changed, a month
     // left out in the middle.
     let changed = whole.replacen("\\\"frames\\\":900", "\\\"frames\\\":901", 1);

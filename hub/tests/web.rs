@@ -275,6 +275,66 @@ fn the_register_lets_anyone_verify_a_device() {
     assert!(verify::export(std::slice::from_ref(&k), &dropped, &cp).is_err());
     let other = fx.devs[1].key.verifier();
     assert!(verify::export(&[other], &records, &cp).is_err());
+
+    // The consistency proof the browser's verifier asks for: it links the device's signed
+    // root at 100 records to its signed root at 288.
+    let leaves: Vec<audit::Hash> = records
+        .lines()
+        .map(|l| {
+            let env: hub_link::Envelope = serde_json::from_str(l).unwrap();
+            audit::merkle::leaf_hash(env.entry.as_bytes())
+        })
+        .collect();
+    let root = |n: usize| {
+        let mut f = audit::Frontier::new();
+        for l in &leaves[..n] {
+            f.append(*l);
+        }
+        f.root()
+    };
+    let r = get(
+        &fx.url("/api/devices/dev-1/consistency?from=100&to=288"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    let proof: Vec<audit::Hash> = body["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let h = h.as_str().unwrap();
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
+            }
+            out
+        })
+        .collect();
+    assert!(!proof.is_empty());
+    audit::merkle::verify_consistency(100, 288, &root(100), &root(288), &proof)
+        .expect("the proof links the two roots");
+    assert!(
+        audit::merkle::verify_consistency(100, 288, &root(99), &root(288), &proof).is_err(),
+        "and no other old root"
+    );
+    for (query, status) in [
+        ("from=288&to=100", 400),
+        ("from=1", 400),
+        ("from=x&to=5", 400),
+        ("from=0&to=5&size=3", 400),
+        ("from=10&to=289", 404),
+    ] {
+        let r = get(
+            &fx.url(&format!("/api/devices/dev-1/consistency?{query}")),
+            None,
+        );
+        assert_eq!(r.status, status, "{query}: {}", r.body);
+    }
+    assert_eq!(
+        get(&fx.url("/api/devices/nobody/consistency?from=0&to=1"), None).status,
+        404
+    );
 }
 
 #[test]

@@ -185,3 +185,82 @@ fn summary(v: &Verified, problem: Value) -> Value {
         "problem": problem,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> verify::pack::Case {
+        verify::pack::cases()
+            .into_iter()
+            .find(|c| c.name.ends_with("-valid"))
+            .expect("the pack's valid case")
+    }
+
+    /// The page's protocol, natively: inputs written into the buffers, the verdict read back.
+    #[test]
+    fn the_exports_carry_the_inputs_and_the_verdict() {
+        let c = valid();
+        for (slot, name) in ["device.vkey", "records.jsonl", "checkpoint.txt"]
+            .iter()
+            .enumerate()
+        {
+            let text = c.file(name).unwrap().as_bytes();
+            let at = input(slot as u32, text.len() as u32);
+            INPUT.with(|i| {
+                let mut i = i.borrow_mut();
+                assert_eq!(i[slot].as_ptr() as usize as u32, at);
+                i[slot].copy_from_slice(text);
+            });
+        }
+        assert_ne!(input(3, 0), 0, "an empty previous checkpoint");
+        assert_eq!(input(4, 10), 0, "no fifth input");
+        let n = verify() as usize;
+        let out = OUTPUT.with(|o| o.borrow().clone());
+        assert_eq!(out.len(), n);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["records"], 24);
+        assert_eq!(v["models"].as_array().unwrap().len(), 2, "a model update");
+        assert_eq!(v["models"][1]["version"], "1.1.0");
+        assert_eq!(v["models"][1]["first_seq"], 16);
+        assert_eq!(v["first_window"], "2026-03-01T00:00:00.000Z");
+        assert_eq!(v["previous"], Value::Null);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let c = valid();
+        let (k, r, cp) = (
+            c.file("device.vkey").unwrap(),
+            c.file("records.jsonl").unwrap(),
+            c.file("checkpoint.txt").unwrap(),
+        );
+        let v = verdict("not a key", r, cp, "");
+        assert_eq!(v["problem"]["kind"], "key", "{v}");
+        assert!(v["problem"]["fr"].as_str().unwrap().contains("ligne 1"));
+        let v = verdict(k, r, cp, "{\"size\":3}");
+        assert_eq!(v["problem"]["kind"], "previous", "{v}");
+        let v = verdict(k, r, cp, "{\"size\":3,\"root\":\"00\"}");
+        assert_eq!(v["problem"]["kind"], "previous", "{v}");
+        let v = verdict(
+            k,
+            r,
+            cp,
+            &format!(
+                "{{\"size\":3,\"root\":\"{}\",\"proof\":[\"zz\"]}}",
+                "0".repeat(64)
+            ),
+        );
+        assert_eq!(v["problem"]["kind"], "previous", "{v}");
+        // A previous root that the records do not give: rewritten.
+        let v = verdict(
+            k,
+            r,
+            cp,
+            &format!("{{\"size\":3,\"root\":\"{}\"}}", "0".repeat(64)),
+        );
+        assert_eq!(v["problem"]["kind"], "rewritten", "{v}");
+        assert_eq!(v["ok"], false);
+    }
+}

@@ -80,6 +80,8 @@ pub enum Problem {
     KeysDiffer,
     #[error("the checkpoint is not signed by any of the keys for this device's origin")]
     CheckpointSignature,
+    #[error("the previous checkpoint is not signed by any of the keys for this device's origin")]
+    PreviousSignature,
     #[error("line {line}: not a record nor a frontier line: {message}")]
     Unreadable { line: usize, message: String },
     #[error("line {line}: {message}")]
@@ -149,6 +151,10 @@ impl Problem {
             Problem::CheckpointSignature => {
                 "le point de contrôle n'est signé par aucune des clés de cet appareil".into()
             }
+            Problem::PreviousSignature => {
+                "le point de contrôle précédent n'est signé par aucune des clés de cet appareil"
+                    .into()
+            }
             Problem::Unreadable { line, message } => {
                 format!("ligne {line} : ni un résultat ni une ligne de frontière ({message})")
             }
@@ -211,6 +217,7 @@ impl Problem {
             Problem::NoKey => "no-key",
             Problem::KeysDiffer => "keys-differ",
             Problem::CheckpointSignature => "checkpoint-signature",
+            Problem::PreviousSignature => "previous-signature",
             Problem::Unreadable { .. } => "unreadable-line",
             Problem::BadFrontier { .. } => "bad-frontier",
             Problem::StartsBeyond { .. } => "starts-beyond-checkpoint",
@@ -253,6 +260,22 @@ pub struct Failure {
     pub problem: Problem,
     /// The records checked one by one before the problem (their roots not checked).
     pub before: Box<Verified>,
+}
+
+impl Previous {
+    /// A checkpoint note verified on an earlier visit (`hub verify --previous`, the pack's
+    /// `previous.txt`): it must be signed by one of `keys`, for their origin.
+    pub fn from_note(keys: &[VerifierKey], note: &str) -> Result<Previous, Problem> {
+        let origin = keys.first().ok_or(Problem::NoKey)?.name().to_owned();
+        keys.iter()
+            .find_map(|k| k.open_checkpoint(note, Some(&origin)).ok())
+            .map(|cp| Previous {
+                size: cp.size,
+                root: cp.root,
+                proof: None,
+            })
+            .ok_or(Problem::PreviousSignature)
+    }
 }
 
 /// Verifies `records` (JSON lines) against `keys` and the signed `checkpoint` note.

@@ -6,6 +6,7 @@
 //! texts, never opens a file or a socket.
 
 pub mod export;
+pub mod pack;
 
 use aggregate::RecordView;
 
