@@ -444,6 +444,38 @@ pub fn cases() -> Vec<Case> {
         Some(checkpoint(&device, &replaced[..12])),
         problem("rewritten"),
     );
+    let foreign: Vec<String> = (0..RECORDS)
+        .map(|i| line(&device, i, &canonical(&body(i, "capteur-2"))))
+        .collect();
+    case(
+        "records-of-another-origin",
+        "every record names device capteur-2, signed by capteur-1's key",
+        lines(&foreign),
+        &cp,
+        None,
+        problem("origin"),
+    );
+    let bad_nodes = frontier_line(&f).replace("\"size\":10", "\"size\":11");
+    case(
+        "frontier-wrong-node-count",
+        "a leading frontier line for 11 leaves with the 2 nodes of 10 (11 has 3 bits set)",
+        lines(&[vec![bad_nodes], good[10..].to_vec()].concat()),
+        &cp,
+        None,
+        problem("bad-frontier"),
+    );
+    let mut f20 = Frontier::new();
+    for e in &entries[..20] {
+        f20.append(leaf_hash(e));
+    }
+    case(
+        "records-start-after-checkpoint",
+        "an export whose first 20 records were removed, with a checkpoint over 12: a later checkpoint is needed",
+        lines(&[vec![frontier_line(&f20)], good[20..].to_vec()].concat()),
+        &checkpoint(&device, &entries[..12]),
+        None,
+        problem("starts-beyond-checkpoint"),
+    );
     out
 }
 
