@@ -84,8 +84,12 @@ enum Command {
         device: String,
         /// Only each record's entry (canonical JSON), to read: not verifiable without the
         /// signatures.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "checkpoint")]
         entries: bool,
+        /// The device's latest checkpoint the hub verified (checkpoint.txt) instead of its
+        /// records.
+        #[arg(long)]
+        checkpoint: bool,
     },
     /// Apply the config's `[retention]` rule now (the service applies it every hour): each
     /// month older than the kept ones is written to the export folder, then removed.
@@ -329,11 +333,29 @@ fn run(cli: Cli) -> Result<()> {
             config,
             device,
             entries,
+            checkpoint,
         } => {
             let config = Config::load(&config)?;
             let conn = hub::db::store::open(&config.db)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            if entries {
+            if checkpoint {
+                let note: Option<String> = conn
+                    .query_row(
+                        "SELECT ckpt_note FROM devices WHERE device = ?1",
+                        hub::params![&device],
+                        |r| r.get(0),
+                    )
+                    .or_else(|e| match e {
+                        hub::db::sql::Error::NoRow => Ok(None),
+                        e => Err(e),
+                    })?;
+                let Some(note) = note else {
+                    bail!(
+                        "the hub holds no verified checkpoint of {device:?} (not yet received, or no such device)"
+                    );
+                };
+                out.write_all(note.as_bytes())?;
+            } else if entries {
                 hub::db::store::for_each_record(&conn, &device, 0, |r| {
                     out.write_all(&r.entry)?;
                     out.write_all(b"\n")?;

@@ -148,6 +148,8 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
 /// pkg-config): installed when missing, before anything builds the agent.
 pub fn ensure_build_deps() -> Result<()> {
     ensure_tools(&[("pkg-config", "pkg-config")])?;
+    // The hub embeds the browser's verifier, built for WebAssembly by hub/build.rs.
+    ensure_rust_target("wasm32-unknown-unknown")?;
     let alsa = format!(
         "/usr/lib/{}-linux-gnu/pkgconfig/alsa.pc",
         std::env::consts::ARCH

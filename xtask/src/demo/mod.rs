@@ -202,6 +202,36 @@ k = 1
     for line in records.lines().take(3) {
         println!("   {line}");
     }
+    println!(
+        "== 5b. what anyone can check from the public register: the hub's export, verified against the device's key"
+    );
+    let export = hub_dir.join("export");
+    std::fs::create_dir_all(&export)?;
+    for (flag, file) in [
+        (None, "records.jsonl"),
+        (Some("--checkpoint"), "checkpoint.txt"),
+    ] {
+        let mut cmd = Command::new(&hub);
+        cmd.args(["records", "--device", "demo-001", "--config"])
+            .arg(&hub_config)
+            .args(flag);
+        let text = sh::output(&mut cmd)?;
+        std::fs::write(export.join(file), text)
+            .with_context(|| format!("writing {}", export.join(file).display()))?;
+    }
+    sh::run(
+        Command::new(&hub)
+            .arg("verify")
+            .arg("--key")
+            .arg(keys.join("device.vkey"))
+            .arg("--records")
+            .arg(export.join("records.jsonl"))
+            .arg("--checkpoint")
+            .arg(export.join("checkpoint.txt")),
+    )?;
+    println!(
+        "   the same check runs in a browser at http://127.0.0.1:{http_port}/verify?device=demo-001 while `hub run` serves (below)"
+    );
     let log = demo.join("data/log");
     let vkey = keys.join("device.vkey");
     println!(
