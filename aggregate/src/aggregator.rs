@@ -648,6 +648,116 @@ mod tests {
         .unwrap()
     }
 
+    /// Every record the aggregator publishes passes the reader's checks of the rules
+    /// (`RecordView::check_rules`), whatever the threshold, the steps, the noise and the
+    /// budget: a reader never flags an honest device.
+    #[test]
+    fn what_the_aggregator_publishes_passes_the_readers_rule_checks() {
+        let mut checked = 0;
+        for k in [1, 2, 3, 5] {
+            for (count_step, share_step_ppm) in [(1, 1), (2, 1000), (5, 250_000), (3, 300_000)] {
+                for noise in [None, Some((1.0, 1_440.0)), Some((0.3, 432.0))] {
+                    for seed in 0..8u64 {
+                        let rules = Rules::validate(
+                            &RawRules {
+                                k,
+                                count_step,
+                                share_step_ppm,
+                                level_step_milli: 1,
+                                unit: None,
+                                noise: noise.map(|(epsilon, budget)| crate::privacy::RawNoise {
+                                    mechanism: "geometric".into(),
+                                    epsilon,
+                                    budget_per_day: Some(budget),
+                                    sensitivity: None,
+                                }),
+                            },
+                            &[Kind::Count, Kind::PresenceShare],
+                            60_000,
+                        )
+                        .unwrap();
+                        let mut a = Aggregator::new(
+                            model(),
+                            &[Kind::Count, Kind::PresenceShare],
+                            labels(),
+                            rules,
+                            60_000,
+                            at(0),
+                            StdRng::seed_from_u64(seed),
+                        );
+                        let mut out = Vec::new();
+                        // 6 windows, 1 to 12 frames each, 0 to 7 faces per frame.
+                        for w in 0..6u64 {
+                            let frames = 1 + (seed * 5 + w * 3) % 12;
+                            for f in 0..frames {
+                                let n = ((seed + w * 7 + f * 3) % 8) as u32;
+                                out.extend(faces(&mut a, at(w * 60_000 + f * 1000), n));
+                            }
+                        }
+                        out.extend(a.finish(at(6 * 60_000)));
+                        for r in &out {
+                            let v = view(r);
+                            v.check_rules().unwrap_or_else(|e| {
+                                panic!("k {k}, steps {count_step}/{share_step_ppm}, noise {noise:?}, seed {seed}: {e}")
+                            });
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} records checked");
+    }
+
+    #[test]
+    fn the_readers_rule_checks_catch_what_a_device_must_not_publish() {
+        let mut a = agg(&[Kind::Count, Kind::PresenceShare], rules(3));
+        for f in 0..10 {
+            faces(&mut a, at(f * 1000), 4);
+        }
+        let r = a.finish(at(60_000));
+        let good = view(&r[0]);
+        good.check_rules().unwrap();
+        let broken = |f: &dyn Fn(&mut RecordView)| {
+            let mut v = good.clone();
+            f(&mut v);
+            v.check_rules().unwrap_err()
+        };
+        let e =
+            broken(&|v| v.aggregates.count.get_mut("face").unwrap().total = Published::Value(2));
+        assert!(e.contains("count.face.total is 2, below k = 3"), "{e}");
+        let e = broken(&|v| {
+            let p = v.aggregates.presence_share.get_mut("face").unwrap();
+            p.present_frames = Published::Value(11);
+            p.share_ppm = Published::Value(1_000_000);
+        });
+        assert!(e.contains("more than its 10 frames"), "{e}");
+        let e = broken(&|v| {
+            v.aggregates
+                .presence_share
+                .get_mut("face")
+                .unwrap()
+                .share_ppm = Published::Value(500_000)
+        });
+        assert!(
+            e.contains("where present_frames 10 of 10 frames give 1000000"),
+            "{e}"
+        );
+        let e =
+            broken(&|v| v.aggregates.count.get_mut("face").unwrap().max = Published::Suppressed);
+        assert!(e.contains("suppression is per class"), "{e}");
+        let e = broken(&|v| {
+            v.aggregates
+                .presence_share
+                .get_mut("face")
+                .unwrap()
+                .share_ppm = Published::Suppressed
+        });
+        assert!(e.contains("suppressed together"), "{e}");
+        let e = broken(&|v| v.privacy.count_step = 3);
+        assert!(e.contains("not a multiple of count_step 3"), "{e}");
+    }
+
     #[test]
     fn frame_counts_per_window_with_k_suppression() {
         let mut a = agg(&[Kind::Count, Kind::PresenceShare], rules(3));

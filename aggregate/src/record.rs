@@ -411,6 +411,142 @@ pub enum ParseError {
     NotCanonical,
 }
 
+/// The largest share, in parts per million.
+const WHOLE_PPM: u64 = 1_000_000;
+
+impl RecordView {
+    /// What a reader checks in the published values against the record's own `privacy` block
+    /// (docs/record-format.md, "The rules"): every count published is at least `k` (or
+    /// `"suppressed"`), a multiple of `count_step` (`present_frames` may be clamped to
+    /// `frames`); `present_frames` is at most `frames` (v4); a presence share is the one its
+    /// `present_frames` gives (v2 on), suppressed with it; suppression is consistent per class
+    /// (v2 on: `max`, `total`, `present_frames` and the share together); shares are at most
+    /// 1000000 ppm; a withheld record publishes no noised kind. The first broken rule, named.
+    pub fn check_rules(&self) -> Result<(), String> {
+        let p = &self.privacy;
+        let (k, step) = (p.k, p.count_step.max(1));
+        let count = |what: &str, v: &Published, at_most: Option<u64>| -> Result<(), String> {
+            let Published::Value(n) = *v else {
+                return Ok(());
+            };
+            if k > 1 && n < k {
+                return Err(format!(
+                    "{what} is {n}, below k = {k}: it should be published as \"suppressed\""
+                ));
+            }
+            if n % step != 0 && at_most != Some(n) {
+                return Err(format!(
+                    "{what} is {n}, not a multiple of count_step {step}"
+                ));
+            }
+            Ok(())
+        };
+        let a = &self.aggregates;
+        for (class, c) in &a.count {
+            count(&format!("count.{class}.max"), &c.max, None)?;
+            count(&format!("count.{class}.total"), &c.total, None)?;
+        }
+        for (class, c) in &a.presence_share {
+            count(
+                &format!("presence_share.{class}.present_frames"),
+                &c.present_frames,
+                Some(c.frames),
+            )?;
+            match (&c.present_frames, &c.share_ppm) {
+                (Published::Value(n), _) if self.v >= 4 && *n > c.frames => {
+                    return Err(format!(
+                        "presence_share.{class}.present_frames is {n}, more than its {} frames",
+                        c.frames
+                    ));
+                }
+                (_, Published::Value(s)) if *s > WHOLE_PPM => {
+                    return Err(format!(
+                        "presence_share.{class}.share_ppm is {s}, more than 1000000"
+                    ));
+                }
+                (Published::Value(n), Published::Value(s)) if self.v >= 2 => {
+                    let want = Rules {
+                        share_step_ppm: p.share_step_ppm,
+                        ..Rules::exact()
+                    }
+                    .share_ppm(
+                        (n.min(&c.frames) * WHOLE_PPM)
+                            .checked_div(c.frames)
+                            .unwrap_or(0),
+                    );
+                    if *s != want {
+                        return Err(format!(
+                            "presence_share.{class}.share_ppm is {s}, where present_frames {n} of {} frames give {want}",
+                            c.frames
+                        ));
+                    }
+                }
+                (Published::Value(_), Published::Suppressed)
+                | (Published::Suppressed, Published::Value(_)) => {
+                    return Err(format!(
+                        "presence_share.{class}: present_frames and share_ppm are suppressed together"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.v >= 2 {
+            let classes: std::collections::BTreeSet<&String> =
+                a.count.keys().chain(a.presence_share.keys()).collect();
+            for class in classes {
+                let mut values = Vec::new();
+                if let Some(c) = a.count.get(class) {
+                    values.extend([&c.max, &c.total]);
+                }
+                if let Some(c) = a.presence_share.get(class) {
+                    values.push(&c.present_frames);
+                }
+                let hidden = values
+                    .iter()
+                    .filter(|v| ***v == Published::Suppressed)
+                    .count();
+                if hidden > 0 && hidden < values.len() {
+                    return Err(format!(
+                        "class {class}: some of its counts are suppressed and others published; suppression is per class, all or none"
+                    ));
+                }
+            }
+        }
+        for (line, classes) in &a.line_count {
+            for (class, c) in classes {
+                count(&format!("line_count.{line}.{class}.in"), &c.inward, None)?;
+                count(&format!("line_count.{line}.{class}.out"), &c.outward, None)?;
+            }
+        }
+        for (kind, shares) in [
+            ("speech_share", &a.speech_share),
+            ("class_share", &a.class_share),
+        ] {
+            for (class, s) in shares {
+                if s.share_ppm > WHOLE_PPM {
+                    return Err(format!(
+                        "{kind}.{class}.share_ppm is {}, more than 1000000",
+                        s.share_ppm
+                    ));
+                }
+            }
+        }
+        if p.budget.as_ref().is_some_and(|b| b.withheld)
+            && !(a.count.is_empty()
+                && a.presence_share.is_empty()
+                && a.line_count.is_empty()
+                && a.speech_share.is_empty()
+                && a.class_share.is_empty())
+        {
+            return Err(
+                "the record is withheld (the day's budget could not pay for it) but publishes values"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl RecordView {
     /// Parses published bytes; they must be the canonical encoding of a v1 to v4 record.
     pub fn parse(bytes: &[u8]) -> Result<RecordView, ParseError> {

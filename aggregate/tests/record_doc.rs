@@ -182,6 +182,8 @@ fn the_documented_line_count_example_is_what_the_aggregator_builds() {
         "docs/record-format.md lacks the line-count example:\n{text}"
     );
     let view = RecordView::parse(&bytes).unwrap();
+    view.check_rules()
+        .expect("the example keeps the rules a reader checks");
     let counts = &view.aggregates.line_count["rue-de-la-gare"];
     assert_eq!(counts.len(), 3, "every class of the line, zeros included");
 }
@@ -205,7 +207,10 @@ fn the_documented_examples_are_what_the_aggregator_builds() {
             DOC.contains(&text),
             "docs/record-format.md lacks example {i}:\n{text}"
         );
-        RecordView::parse(bytes).unwrap();
+        RecordView::parse(bytes)
+            .unwrap()
+            .check_rules()
+            .expect("the example keeps the rules a reader checks");
     }
 }
 
@@ -271,6 +276,8 @@ fn the_documented_class_share_example_is_what_the_aggregator_builds() {
         "docs/record-format.md lacks the class-share example:\n{text}"
     );
     let view = RecordView::parse(&bytes).unwrap();
+    view.check_rules()
+        .expect("the example keeps the rules a reader checks");
     let shares = &view.aggregates.class_share;
     assert_eq!(shares.len(), 3, "every class, absent ones included");
     assert_eq!(shares["speech"].observed_ms, 60_000);

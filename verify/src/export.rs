@@ -226,6 +226,7 @@ impl Problem {
             Problem::SigEncoding { .. } => "signature-encoding",
             Problem::Content(ContentError::Seq { .. }) => "content-seq",
             Problem::Content(ContentError::Device { .. }) => "content-device",
+            Problem::Content(ContentError::Rule { .. }) => "content-rule",
             Problem::Content(_) => "content-unreadable",
             Problem::Origin { .. } => "origin",
             Problem::Signature { .. } => "signature",
@@ -248,6 +249,9 @@ fn content_fr(e: &ContentError) -> String {
         ContentError::Device { seq, found, first } => {
             format!("résultat n° {seq} : publié par {found}, les résultats précédents par {first}")
         }
+        ContentError::Rule { seq, message } => format!(
+            "résultat n° {seq} : une valeur publiée enfreint les règles de confidentialité que le résultat annonce lui-même (un comptage sous le seuil k, un masquage incohérent…) ; détail : {message}"
+        ),
         ContentError::Origin { device, origin } => format!(
             "les résultats viennent de l'appareil {device}, pas de celui que nomme la clé ({origin})"
         ),

@@ -26,13 +26,16 @@ pub enum ContentError {
         found: String,
         first: String,
     },
+    #[error("record {seq}: it breaks its own privacy rules: {message}")]
+    Rule { seq: u64, message: String },
     #[error("the records' device {device} does not match the log's origin {origin}")]
     Origin { device: String, origin: String },
 }
 
 /// The contents of one device's records, read in log order from seq 0: each must parse as a
-/// canonical v1 record, carry its own position as `seq`, and name the same device as the
-/// first.
+/// canonical record, carry its own position as `seq`, name the same device as the first, and
+/// publish nothing its own privacy block forbids (`RecordView::check_rules`: counts below `k`,
+/// inconsistent suppression, shares that do not match their counts).
 #[derive(Debug, Default)]
 pub struct Contents {
     device: Option<(String, String)>,
@@ -55,6 +58,8 @@ impl Contents {
                 found: view.seq,
             });
         }
+        view.check_rules()
+            .map_err(|message| ContentError::Rule { seq, message })?;
         let id = (view.territory.clone(), view.device.clone());
         match &self.device {
             Some(first) if *first != id => {

@@ -476,6 +476,19 @@ pub fn cases() -> Vec<Case> {
         None,
         problem("starts-beyond-checkpoint"),
     );
+    let below_k = canonical(&{
+        let mut b = body(7, DEVICE);
+        b["aggregates"]["count"]["person"]["total"] = json!(2);
+        b
+    });
+    case(
+        "record-count-below-k",
+        "record 7 publishes a total of 2 people where its own privacy block says counts below k = 3 are suppressed (signed by the device)",
+        lines(&[good[..7].to_vec(), vec![line(&device, 7, &below_k)]].concat()),
+        &cp,
+        None,
+        problem("content-rule"),
+    );
     out
 }
 
