@@ -1341,3 +1341,78 @@ fn issue_21_periods_and_day_buckets_follow_the_local_calendar() {
     assert_eq!(api["buckets"][0]["start"], "2026-03-01T00:00:00Z");
     assert_eq!(api["buckets"][0]["windows"], 96);
 }
+
+/// The browser's verifier: its page allows exactly a script of its own, compiling WebAssembly
+/// and requests to the hub; the other pages keep the policy without scripts; the module is
+/// served as WebAssembly, and is the one the page names by its SHA-256.
+#[test]
+fn the_verifier_page_its_policy_and_its_module() {
+    let fx = Fixture::new();
+    let head = |path: &str| {
+        let r = agent().get(&fx.url(path)).call().expect("GET");
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        (h("content-security-policy"), h("content-type"), r)
+    };
+    let (csp, _, _) = head("/verify?device=dev-1");
+    assert_eq!(
+        csp,
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    for page in ["/", "/register", "/device/dev-1", "/verify.js"] {
+        let (csp, _, _) = head(page);
+        assert!(
+            !csp.contains("script-src") && csp.starts_with("default-src 'none'"),
+            "{page}: {csp}"
+        );
+    }
+    let (_, ty, mut r) = head("/verify.wasm");
+    assert_eq!(ty, "application/wasm");
+    let wasm = r
+        .body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_vec()
+        .unwrap();
+    assert!(wasm.starts_with(b"\0asm"), "a WebAssembly module");
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&wasm)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let (_, ty, _) = head("/verify.js");
+    assert!(ty.starts_with("text/javascript"), "{ty}");
+    let fr = get(&fx.url("/verify?device=dev-1"), None);
+    assert_eq!(fr.status, 200);
+    assert!(
+        fr.body.contains("Vérifier l'historique d'un appareil"),
+        "{}",
+        fr.body
+    );
+    assert!(
+        fr.body.contains(&sha),
+        "the page names the module's SHA-256"
+    );
+    assert!(fr.body.contains("data-device=\"dev-1\""));
+    assert!(
+        fr.body.contains("<option value=\"dev-1\" selected>"),
+        "{}",
+        fr.body
+    );
+    let en = get(&fx.url("/verify?lang=en"), None);
+    assert!(
+        en.body
+            .contains("Verify a device's history in your browser")
+    );
+    assert_eq!(get(&fx.url("/verify?size=3"), None).status, 400);
+    // The register links each device to it.
+    let reg = get(&fx.url("/register"), None);
+    assert!(reg.body.contains("href=\"/verify?device=dev-1\""));
+}
