@@ -196,7 +196,8 @@
     let keys, checkpoint, records;
     try {
       // The checkpoint first: the records downloaded after it cover at least its size.
-      [keys, checkpoint] = await Promise.all([text(base + 'device.vkey'), text(base + 'checkpoint.txt')]);
+      // keys.txt: the current key and those retired by rotations.
+      [keys, checkpoint] = await Promise.all([text(base + 'keys.txt'), text(base + 'checkpoint.txt')]);
       records = await text(base + 'records.jsonl');
     } catch (e) {
       say(t('Téléchargement impossible : ', 'Download failed: ') + e.message);

@@ -1003,8 +1003,8 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
     assert!(shown.contains("(preuve de cohérence)"), "{shown}");
     shot(c, "verify-by-proof").await;
 
-    // The hub stopped: the saved files, dropped on the open page, verify; an altered copy
-    // does not.
+    // The hub stopped: an altered copy of the saved files, chosen with the file chooser, does
+    // not verify; the saved files, dropped on the open page, do.
     fx.web.take().expect("the web side runs").stop();
     assert!(
         ureq::get(&fx.url("/register")).call().is_err(),
@@ -1022,14 +1022,28 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
     let v = verdict(c, "Fichiers").await;
     let shown = v.text().await.unwrap();
     assert_eq!(attr(&v, "data-kind").await, "signature", "{shown}");
-    c.execute("document.getElementById('files').value = '';", vec![])
-        .await
-        .unwrap();
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    input
-        .send_keys(&paths.join("\n"))
-        .await
-        .expect("choosing files");
+    // The saved files dropped on the drop zone: a real `drop` event carrying them.
+    let saved: Vec<serde_json::Value> = files
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.file_name().unwrap().to_string_lossy(),
+                "text": std::fs::read_to_string(p).unwrap(),
+            })
+        })
+        .collect();
+    c.execute(
+        "document.getElementById('status').textContent = ''; \
+         delete document.getElementById('verdict').dataset.ok; \
+         const dt = new DataTransfer(); \
+         for (const f of arguments[0]) dt.items.add(new File([f.text], f.name, {type: 'text/plain'})); \
+         const zone = document.getElementById('drop'); \
+         zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true})); \
+         zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));",
+        vec![serde_json::json!(saved)],
+    )
+    .await
+    .expect("dropping the files");
     let t = Instant::now();
     loop {
         let v = verdict(c, "Fichiers").await;

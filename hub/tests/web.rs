@@ -1416,3 +1416,41 @@ fn the_verifier_page_its_policy_and_its_module() {
     let reg = get(&fx.url("/register"), None);
     assert!(reg.body.contains("href=\"/verify?device=dev-1\""));
 }
+
+/// After a key rotation, `keys.txt` gives the current key and the retired one: the records
+/// signed before the rotation still verify with them (what the browser's verifier downloads),
+/// and not with the new key alone.
+#[test]
+fn keys_txt_carries_retired_keys_so_old_records_still_verify() {
+    let fx = Fixture::new();
+    let new = common::key_for("iat/fr-lyon/dev-1", 77);
+    hub::enrolment::rotate_key(
+        &fx.devices_path,
+        "dev-1",
+        &new.verifier().to_string(),
+        "2026-04-01T00:00:00Z",
+    )
+    .expect("rotation");
+    *fx.enrolment.write().unwrap() = hub::enrolment::Enrolment::load(&fx.devices_path).unwrap();
+    let keys = get(&fx.url("/export/dev-1/keys.txt"), None);
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    let parsed: Vec<audit::VerifierKey> = keys
+        .body
+        .lines()
+        .map(|l| audit::VerifierKey::parse(l).expect("a key per line"))
+        .collect();
+    assert_eq!(parsed.len(), 2, "{}", keys.body);
+    assert_eq!(
+        parsed[0].to_string(),
+        new.verifier().to_string(),
+        "current first"
+    );
+    assert_eq!(parsed[1].to_string(), fx.devs[0].key.verifier().to_string());
+    let records = get(&fx.url("/export/dev-1/records.jsonl"), None).body;
+    let cp = get(&fx.url("/export/dev-1/checkpoint.txt"), None).body;
+    let v = verify::export(&parsed, &records, &cp).expect("verifies with the retired key");
+    assert_eq!(v.records, 288);
+    let e = verify::export(&parsed[..1], &records, &cp).unwrap_err();
+    assert_eq!(e.kind(), "checkpoint-signature", "{e}");
+    assert_eq!(get(&fx.url("/export/nobody/keys.txt"), None).status, 404);
+}

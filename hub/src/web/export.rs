@@ -212,6 +212,32 @@ pub async fn vkey(
         .into_response())
 }
 
+/// `/export/{id}/keys.txt`: every verifier key of the device, one per line, the current one
+/// first, then the keys retired by rotations (records signed before a rotation verify with
+/// them): what the browser's verifier downloads.
+pub async fn keys(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult<Response> {
+    params::only(&q, &[])?;
+    let text = app
+        .db(move |_, e| {
+            let d = e
+                .devices
+                .get(&id)
+                .ok_or_else(|| WebError::NotFound(format!("no enrolled device {id:?}")))?;
+            let mut out = format!("{}\n", d.key);
+            for r in &d.retired_keys {
+                out.push_str(r.key.trim());
+                out.push('\n');
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
 // ---- the national open-data counting schema ----------------------------------------------------
 
 fn site_id(territory: &str, device: &str) -> String {

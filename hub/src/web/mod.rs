@@ -318,6 +318,7 @@ pub fn router(app: App) -> Router {
         .route("/export/{id}/records.jsonl", get(export::records))
         .route("/export/{id}/checkpoint.txt", get(export::checkpoint))
         .route("/export/{id}/device.vkey", get(export::vkey))
+        .route("/export/{id}/keys.txt", get(export::keys))
         .route("/export/comptage/sites.csv", get(export::comptage_sites))
         .route(
             "/export/comptage/channels.csv",
