@@ -1453,4 +1453,8 @@ fn keys_txt_carries_retired_keys_so_old_records_still_verify() {
     let e = verify::export(&parsed[..1], &records, &cp).unwrap_err();
     assert_eq!(e.kind(), "checkpoint-signature", "{e}");
     assert_eq!(get(&fx.url("/export/nobody/keys.txt"), None).status, 404);
+    // The register links to it for a device with a retired key.
+    let reg = get(&fx.url("/register"), None).body;
+    assert!(reg.contains("href=\"/export/dev-1/keys.txt\""), "{reg}");
+    assert!(!reg.contains("href=\"/export/dev-2/keys.txt\""));
 }

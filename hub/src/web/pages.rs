@@ -1038,6 +1038,9 @@ pub async fn register(
                     }
                     p.downloads {
                         a href=(format!("/export/{}/device.vkey", d.id)) { "device.vkey" } " · "
+                        @if !d.retired_keys.is_empty() {
+                            a href=(format!("/export/{}/keys.txt", d.id)) { "keys.txt" } " · "
+                        }
                         a href=(format!("/export/{}/records.jsonl", d.id)) { "records.jsonl" } " · "
                         a href=(format!("/export/{}/checkpoint.txt", d.id)) { "checkpoint.txt" } " · "
                         a.verify href=(format!("/verify?device={}", d.id)) { (l.t("vérifier dans le navigateur", "verify in the browser")) } " · "
