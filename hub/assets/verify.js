@@ -155,7 +155,9 @@
       const ul = el('ul', undefined, 'models');
       for (const m of v.models) {
         const li = el('li');
-        li.append(el('strong', m.id), ' ' + t('version ', 'version ') + m.version + ' (' + seqs(m.first_seq, m.last_seq) + ') — SHA-256 ', el('code', m.sha256));
+        const span = m.records === 1 ? seqs(m.first_seq, m.first_seq)
+          : number(m.records) + t(' résultats, du n° ' + m.first_seq + ' au n° ' + m.last_seq, ' records, from seq ' + m.first_seq + ' to seq ' + m.last_seq);
+        li.append(el('strong', m.id), ' ' + t('version ', 'version ') + m.version + ' (' + span + ') — SHA-256 ', el('code', m.sha256));
         ul.append(li);
       }
       row(dl, t('Modèles qui ont produit ces résultats', 'Models that produced these records'), ul);

@@ -469,12 +469,17 @@ fn run(cli: Cli) -> Result<()> {
                         println!("windows: from {first} to {end} (UTC)");
                     }
                     for m in &v.models {
+                        let span = if m.records == 1 {
+                            format!("1 record, seq {}", m.first_seq)
+                        } else {
+                            format!(
+                                "{} records, from seq {} to seq {}",
+                                m.records, m.first_seq, m.last_seq
+                            )
+                        };
                         println!(
-                            "model {} version {} (sha256 {}): {}",
-                            m.id,
-                            m.version,
-                            m.sha256,
-                            audit::seqs(m.first_seq, m.last_seq + 1)
+                            "model {} version {} (sha256 {}): {span}",
+                            m.id, m.version, m.sha256
                         );
                     }
                     match (&previous, v.previous) {

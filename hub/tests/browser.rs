@@ -799,6 +799,7 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         "iat/fr-lyon/dev-1",
         "288 (n° 0 à 287)",
         "centerface-int8",
+        "288 résultats, du n° 0 au n° 287",
         &card.sha256,
         "Période couverte",
         "première vérification",

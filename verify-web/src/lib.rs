@@ -92,7 +92,7 @@ fn problem(kind: &str, en: String, fr: String) -> Value {
 /// - `ok`: whether everything verified;
 /// - `origin`, `records`, `from_seq`, `checkpoint_size`, `root`, `first_window` (RFC 3339),
 ///   `last_window` (`{"start", "length_ms"}`), `models` (`[{"id", "version", "sha256",
-///   "first_seq", "last_seq"}]`): what verified (before the problem, when there is one);
+///   "records", "first_seq", "last_seq"}]`, one per model): what verified (before the problem, when there is one);
 /// - `previous`: `"by-records"`, `"by-proof"`, `"unchecked"` or null (no previous checkpoint);
 /// - `problem`: null, or `{"kind", "en", "fr"}`: the first problem, in English and French.
 pub fn verdict(keys: &str, records: &str, checkpoint: &str, previous: &str) -> Value {
@@ -174,7 +174,7 @@ fn summary(v: &Verified, problem: Value) -> Value {
         "first_window": v.first_window,
         "last_window": v.last_window.as_ref().map(|(s, l)| json!({"start": s, "length_ms": l})),
         "models": v.models.iter().map(|m| json!({
-            "id": m.id, "version": m.version, "sha256": m.sha256,
+            "id": m.id, "version": m.version, "sha256": m.sha256, "records": m.records,
             "first_seq": m.first_seq, "last_seq": m.last_seq,
         })).collect::<Vec<_>>(),
         "previous": v.previous.map(|p| match p {
@@ -224,6 +224,7 @@ mod tests {
         assert_eq!(v["models"].as_array().unwrap().len(), 2, "a model update");
         assert_eq!(v["models"][1]["version"], "1.1.0");
         assert_eq!(v["models"][1]["first_seq"], 16);
+        assert_eq!(v["models"][1]["records"], 8);
         assert_eq!(v["first_window"], "2026-03-01T00:00:00.000Z");
         assert_eq!(v["previous"], Value::Null);
     }

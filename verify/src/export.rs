@@ -29,23 +29,28 @@ pub struct Verified {
     pub root: String,
     /// The log's origin, as the keys and the checkpoint name it.
     pub origin: String,
-    /// The start (RFC 3339, as the record states it) of the first record's window.
+    /// The earliest window start among the records (RFC 3339 as records state it: one fixed
+    /// format, so that text order is time order). Pipelines interleave their records.
     pub first_window: Option<String>,
-    /// The start and length of the last record's window.
+    /// The start and length of the latest window.
     pub last_window: Option<(String, u64)>,
-    /// The models that produced the records, in the order they appear.
+    /// The models that produced the records: one entry per model (id, version, sha256), in the
+    /// order they first appear.
     pub models: Vec<ModelSpan>,
     /// How the checkpoint was found to extend the one a reader verified before, if one was
     /// given.
     pub previous: Option<Extends>,
 }
 
-/// Consecutive records produced by one model.
+/// The records one model produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpan {
     pub id: String,
     pub version: String,
     pub sha256: String,
+    /// How many records.
+    pub records: u64,
+    /// The first and the last of them (other models' records may lie between).
     pub first_seq: u64,
     pub last_seq: u64,
 }
@@ -410,18 +415,31 @@ fn run(
         }
         frontier.append(leaf_hash(entry));
         v.records += 1;
-        v.first_window
-            .get_or_insert_with(|| view.window.start.clone());
-        v.last_window = Some((view.window.start, view.window.length_ms));
+        if v.first_window
+            .as_ref()
+            .is_none_or(|f| view.window.start < *f)
+        {
+            v.first_window = Some(view.window.start.clone());
+        }
+        let end = (view.window.start, view.window.length_ms);
+        if v.last_window.as_ref().is_none_or(|l| end > *l) {
+            v.last_window = Some(end);
+        }
         let m = view.model;
-        match v.models.last_mut() {
-            Some(s) if s.id == m.id && s.version == m.version && s.sha256 == m.sha256 => {
+        match v
+            .models
+            .iter_mut()
+            .find(|s| s.id == m.id && s.version == m.version && s.sha256 == m.sha256)
+        {
+            Some(s) => {
                 s.last_seq = i;
+                s.records += 1;
             }
-            _ => v.models.push(ModelSpan {
+            None => v.models.push(ModelSpan {
                 id: m.id,
                 version: m.version,
                 sha256: m.sha256,
+                records: 1,
                 first_seq: i,
                 last_seq: i,
             }),
