@@ -84,6 +84,14 @@ fn tampered_messages_are_rejected_and_alarmed() {
     let dev = hub.enroll_new(&tmp.path().join("dev"), "d-001", broker.port, 2);
     let other = hub.enroll_new(&tmp.path().join("other"), "d-002", broker.port, 1);
     hub.start();
+    // The hub subscribes as soon as it is connected: records published before that are lost
+    // to it (no session yet) and come back only when the agent resends them, after this
+    // test's 1 s GAP timeout on a loaded machine (a false GAP seen once on PostgreSQL).
+    assert!(
+        hub.wait_log("hub: connected to", Duration::from_secs(30)),
+        "the hub did not connect to the broker"
+    );
+    std::thread::sleep(Duration::from_millis(500));
     assert!(dev.spawn("run").wait().unwrap().success());
     assert!(other.spawn("run").wait().unwrap().success());
     let (size, _) = dev.log_state();
