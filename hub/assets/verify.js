@@ -41,6 +41,7 @@
     for (const el of verdictBox.querySelectorAll('.result')) el.remove();
     delete verdictBox.dataset.ok;
     delete verdictBox.dataset.kind;
+    delete verdictBox.dataset.previous;
   }
 
   // One call into the module: the inputs go into its memory, the verdict comes back as JSON.
