@@ -339,17 +339,7 @@ fn run(cli: Cli) -> Result<()> {
             let conn = hub::db::store::open(&config.db)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             if checkpoint {
-                let note: Option<String> = conn
-                    .query_row(
-                        "SELECT ckpt_note FROM devices WHERE device = ?1",
-                        hub::params![&device],
-                        |r| r.get(0),
-                    )
-                    .or_else(|e| match e {
-                        hub::db::sql::Error::NoRow => Ok(None),
-                        e => Err(e),
-                    })?;
-                let Some(note) = note else {
+                let Some(note) = hub::db::store::checkpoint_note(&conn, &device)? else {
                     bail!(
                         "the hub holds no verified checkpoint of {device:?} (not yet received, or no such device)"
                     );

@@ -688,6 +688,14 @@ fn sql<T: Send>(
     })
 }
 
+/// Runs one statement without parameters, as [`sql`] does.
+fn exec(db: &hub::db::sql::Database, statement: &str) {
+    sql(db, |conn| {
+        conn.execute(statement, hub::params![])
+            .unwrap_or_else(|e| panic!("{statement}: {e}"))
+    });
+}
+
 /// Waits until the verifier page has given a verdict whose status line contains `status`
 /// (a new verdict replaces the last one), and returns the verdict element.
 async fn verdict(c: &Client, status: &str) -> fantoccini::elements::Element {
@@ -823,15 +831,14 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
 
     // One record altered in the hub's database.
     let db = fx.db.clone();
-    let (entry, sig): (Vec<u8>, Vec<u8>) = sql(&db, |conn| {
+    let entry: Vec<u8> = sql(&db, |conn| {
         conn.query_row(
-            "SELECT entry, sig FROM records WHERE device = 'dev-1' AND seq = 100",
+            "SELECT entry FROM records WHERE device = 'dev-1' AND seq = 100",
             hub::params![],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .expect("record 100")
     });
-    let _ = sig;
     let forged =
         String::from_utf8(entry.clone())
             .unwrap()
@@ -911,20 +918,14 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
     });
 
     // One record removed (kept aside, to be put back).
-    sql(&db, |conn| {
-        conn.execute(
-            "CREATE TABLE kept_aside AS SELECT * FROM records WHERE device = 'dev-1' AND seq = 50",
-            hub::params![],
-        )
-        .unwrap();
-    });
-    sql(&db, |conn| {
-        conn.execute(
-            "DELETE FROM records WHERE device = 'dev-1' AND seq = 50",
-            hub::params![],
-        )
-        .unwrap();
-    });
+    exec(
+        &db,
+        "CREATE TABLE kept_aside AS SELECT * FROM records WHERE device = 'dev-1' AND seq = 50",
+    );
+    exec(
+        &db,
+        "DELETE FROM records WHERE device = 'dev-1' AND seq = 50",
+    );
     c.goto(&fx.url("/verify?device=dev-1")).await.unwrap();
     let v = verdict(c, "vérifié dans ce navigateur").await;
     let shown = v.text().await.unwrap();
@@ -934,13 +935,7 @@ async fn verify_pages(c: &Client, fx: &mut Fixture, files: &[PathBuf], altered_f
         "{shown}"
     );
     shot(c, "verify-removed").await;
-    sql(&db, |conn| {
-        conn.execute(
-            "INSERT INTO records SELECT * FROM kept_aside",
-            hub::params![],
-        )
-        .unwrap();
-    });
+    exec(&db, "INSERT INTO records SELECT * FROM kept_aside");
 
     // 10,000 records, downloaded and verified in the page.
     c.goto(&fx.url("/verify?device=grand-1")).await.unwrap();

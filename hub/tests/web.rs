@@ -302,14 +302,7 @@ fn the_register_lets_anyone_verify_a_device() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| {
-            let h = h.as_str().unwrap();
-            let mut out = [0u8; 32];
-            for (i, b) in out.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
-            }
-            out
-        })
+        .map(|h| verify::unhex_hash(h.as_str().unwrap()).expect("64 hex digits"))
         .collect();
     assert!(!proof.is_empty());
     audit::merkle::verify_consistency(100, 288, &root(100), &root(288), &proof)

@@ -73,17 +73,6 @@ struct PreviousJson {
     proof: Option<Vec<String>>,
 }
 
-fn hash(s: &str) -> Option<audit::Hash> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut h = [0u8; 32];
-    for (i, b) in h.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(h)
-}
-
 fn problem(kind: &str, en: String, fr: String) -> Value {
     json!({"ok": false, "problem": {"kind": kind, "en": en, "fr": fr}})
 }
@@ -129,7 +118,11 @@ pub fn verdict(keys: &str, records: &str, checkpoint: &str, previous: &str) -> V
             }
         };
         let proof = match p.proof {
-            Some(hs) => match hs.iter().map(|h| hash(h)).collect::<Option<Vec<_>>>() {
+            Some(hs) => match hs
+                .iter()
+                .map(|h| verify::unhex_hash(h))
+                .collect::<Option<Vec<_>>>()
+            {
                 Some(p) => Some(p),
                 None => {
                     return problem(
@@ -141,7 +134,7 @@ pub fn verdict(keys: &str, records: &str, checkpoint: &str, previous: &str) -> V
             },
             None => None,
         };
-        let Some(root) = hash(&p.root) else {
+        let Some(root) = verify::unhex_hash(&p.root) else {
             return problem(
                 "previous",
                 "the previous checkpoint's root is not 64 hex digits".into(),

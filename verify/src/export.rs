@@ -16,7 +16,7 @@ use audit::{Frontier, VerifierKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::{ContentError, Contents, hex};
+use crate::{ContentError, Contents, hex, unhex};
 
 /// What verified.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -522,16 +522,6 @@ impl FrontierLine {
             )
         })
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// The frontier line of `f`, without its newline: what an export writes where records were

@@ -98,6 +98,22 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of hexadecimal text (either case); `None` if it is not.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// A 32-byte hash written as 64 hex digits.
+pub fn unhex_hash(s: &str) -> Option<audit::Hash> {
+    unhex(s)?.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

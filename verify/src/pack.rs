@@ -138,12 +138,12 @@ fn line(key: &SignerKey, seq: u64, entry: &[u8]) -> String {
 /// An envelope whose body does not match its seq (built by hand: the encoder refuses it).
 fn raw_line(seq: u64, entry: &[u8], sig: &[u8; 64]) -> String {
     use base64::Engine;
-    json!({
-        "seq": seq,
-        "entry": std::str::from_utf8(entry).expect("UTF-8"),
-        "sig": base64::engine::general_purpose::STANDARD.encode(sig),
+    serde_json::to_string(&hub_link::Envelope {
+        seq,
+        entry: std::str::from_utf8(entry).expect("UTF-8").to_owned(),
+        sig: base64::engine::general_purpose::STANDARD.encode(sig),
     })
-    .to_string()
+    .expect("JSON")
 }
 
 fn checkpoint(key: &SignerKey, entries: &[Vec<u8>]) -> String {

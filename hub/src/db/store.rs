@@ -810,6 +810,19 @@ pub fn for_each_record<E: From<Error>>(
     Ok(())
 }
 
+/// The latest checkpoint of a device the hub verified, verbatim (`None`: none yet, or no such
+/// device): the register's `checkpoint.txt` and `hub records --checkpoint`.
+pub fn checkpoint_note(conn: &Connection, device: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT ckpt_note FROM devices WHERE device = ?1",
+            params![device],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
 /// The Merkle leaves of a device's seqs `0..end`: those of the records removed under the
 /// retention rule, then those of the stored records. `None` when the hub does not hold them all
 /// (fewer records stored than `end`).

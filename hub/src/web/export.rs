@@ -170,18 +170,8 @@ pub async fn checkpoint(
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Response> {
     params::only(&q, &[])?;
-    let note: Option<String> = app
-        .db(move |c, _| {
-            Ok(c.query_row(
-                "SELECT ckpt_note FROM devices WHERE device = ?1",
-                crate::params![&id],
-                |r| r.get(0),
-            )
-            .or_else(|e| match e {
-                crate::db::sql::Error::NoRow => Ok(None),
-                e => Err(e),
-            })?)
-        })
+    let note = app
+        .db(move |c, _| Ok(crate::db::store::checkpoint_note(c, &id)?))
         .await?;
     match note {
         Some(n) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], n).into_response()),
@@ -197,19 +187,7 @@ pub async fn vkey(
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Response> {
     params::only(&q, &[])?;
-    let key = app
-        .db(move |_, e| {
-            e.devices
-                .get(&id)
-                .map(|d| d.key.to_string())
-                .ok_or_else(|| WebError::NotFound(format!("no enrolled device {id:?}")))
-        })
-        .await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{key}\n"),
-    )
-        .into_response())
+    key_lines(&app, id, false).await
 }
 
 /// `/export/{id}/keys.txt`: every verifier key of the device, one per line, the current one
@@ -221,6 +199,12 @@ pub async fn keys(
     Query(q): Query<HashMap<String, String>>,
 ) -> WebResult<Response> {
     params::only(&q, &[])?;
+    key_lines(&app, id, true).await
+}
+
+/// An enrolled device's verifier key, and with `retired` those its rotations retired, one per
+/// line.
+async fn key_lines(app: &App, id: String, retired: bool) -> WebResult<Response> {
     let text = app
         .db(move |_, e| {
             let d = e
@@ -228,9 +212,11 @@ pub async fn keys(
                 .get(&id)
                 .ok_or_else(|| WebError::NotFound(format!("no enrolled device {id:?}")))?;
             let mut out = format!("{}\n", d.key);
-            for r in &d.retired_keys {
-                out.push_str(r.key.trim());
-                out.push('\n');
+            if retired {
+                for r in &d.retired_keys {
+                    out.push_str(r.key.trim());
+                    out.push('\n');
+                }
             }
             Ok(out)
         })

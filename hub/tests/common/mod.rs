@@ -318,7 +318,8 @@ impl Fixture {
     }
 
     /// Enrols a device (`(territory, id)`, its key from `seed`) with one model card and
-    /// ingests `n` records made by `record(i, sha256, version)`, as MQTT delivers them.
+    /// ingests `n` records made by `record(i, sha256, version)`, as MQTT delivers them; the
+    /// Merkle tree of those records.
     fn add_device(
         &self,
         (territory, id): (&str, &str),
@@ -326,7 +327,7 @@ impl Fixture {
         seed: u8,
         n: u64,
         record: &dyn Fn(u64, &str, &str) -> Vec<u8>,
-    ) {
+    ) -> Frontier {
         let card = hub::enrolment::cards::load(&repo().join(card)).expect("card");
         let key = key_for(&hub_link::origin(territory, id), seed);
         hub::enrolment::enroll(
@@ -348,6 +349,7 @@ impl Fixture {
         let conn = self.conn();
         let tx = conn.transaction().expect("tx");
         let topic = hub_link::agg_topic(territory, id, &card.id);
+        let mut frontier = Frontier::new();
         for i in 0..n {
             let entry = record(i, &card.sha256, &version);
             let sig = audit::sign_entry(&key, &entry);
@@ -355,14 +357,15 @@ impl Fixture {
             let (o, _) =
                 hub::ingest::handle(&tx, &enrolment, &topic, &payload, T0).expect("ingest");
             assert_eq!(o.stored, 1, "record {i} of {id} stored");
+            frontier.append(audit::merkle::leaf_hash(&entry));
         }
         tx.commit().expect("commit");
         *self.enrolment.write().unwrap() = enrolment;
+        frontier
     }
 
     /// [`Fixture::add_device`], then the device's signed checkpoint over its `n` records,
     /// verified and stored by the hub as MQTT delivers it.
-    #[allow(dead_code)] // not every test binary uses it
     pub fn add_device_with_checkpoint(
         &self,
         (territory, id): (&str, &str),
@@ -371,14 +374,8 @@ impl Fixture {
         n: u64,
         record: &dyn Fn(u64, &str, &str) -> Vec<u8>,
     ) {
-        self.add_device((territory, id), card, seed, n, record);
-        let card = hub::enrolment::cards::load(&repo().join(card)).expect("card");
-        let version = card.version.clone().unwrap_or_default();
+        let frontier = self.add_device((territory, id), card, seed, n, record);
         let key = key_for(&hub_link::origin(territory, id), seed);
-        let mut frontier = Frontier::new();
-        for i in 0..n {
-            frontier.append(audit::merkle::leaf_hash(&record(i, &card.sha256, &version)));
-        }
         let note = key
             .sign_checkpoint(&Checkpoint {
                 origin: hub_link::origin(territory, id),
